@@ -1,0 +1,14 @@
+// Package descend carries the typed messages between the olio master and its routers.
+//
+// The master makes a socketpair for every router it starts and hands one end down as an
+// inherited file descriptor; the two sides then exchange length-prefixed, versioned JSON
+// frames over it. Every message is a Go type with a fixed [Type]; a frame names its type and
+// protocol [Version], so an old router and a new master (or the reverse, during a hot upgrade)
+// fail loudly instead of misreading each other.
+//
+// Master → router: [Config], [Membership], [Restart], [Drain], [Stop], [StatsRequest].
+// Router → master: [Hello], [State], [Stats], [Result].
+//
+// End of file on the socket means the other side is gone: a router treats it as its master's
+// death and exits, which is how no router outlives a master killed with SIGKILL.
+package descend

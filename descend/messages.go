@@ -1,0 +1,187 @@
+package descend
+
+import "time"
+
+// Version is the protocol version carried in every frame. It changes whenever a message
+// changes incompatibly.
+const Version = 1
+
+// Type names a message on the wire. The values are part of the protocol and pinned by a test.
+type Type string
+
+// The message types.
+const (
+	TypeHello        Type = "hello"
+	TypeConfig       Type = "config"
+	TypeMembership   Type = "membership"
+	TypeState        Type = "state"
+	TypeRestart      Type = "restart"
+	TypeDrain        Type = "drain"
+	TypeStop         Type = "stop"
+	TypeStatsRequest Type = "stats_request"
+	TypeStats        Type = "stats"
+	TypeResult       Type = "result"
+)
+
+// Message is one typed message.
+type Message interface {
+	Type() Type
+}
+
+// Hello is the first message a router sends: who it is.
+type Hello struct {
+	Index int `json:"index"`
+	PID   int `json:"pid"`
+}
+
+// Config tells a router everything it needs to run its worker. The master sends it right
+// after Hello, and again when a reload changes it. The secret travels here, never in argv
+// or the router's environment.
+type Config struct {
+	Index           int           `json:"index"`
+	Key             string        `json:"key"`
+	Secret          string        `json:"secret"`
+	PublicAddr      string        `json:"public_addr"`
+	RunDir          string        `json:"run_dir"`
+	AppPath         string        `json:"app_path"`
+	AppArgs         []string      `json:"app_args"`
+	AppDir          string        `json:"app_dir,omitempty"`
+	ReadyMode       string        `json:"ready_mode"`
+	ReadyTimeout    time.Duration `json:"ready_timeout"`
+	ForwardTimeout  time.Duration `json:"forward_timeout"`
+	RequestTimeout  time.Duration `json:"request_timeout"`
+	ShutdownTimeout time.Duration `json:"shutdown_timeout"`
+	MaxHeaderBytes  int           `json:"max_header_bytes"`
+	MaxConns        int           `json:"max_conns"`
+	HealthTimeout   time.Duration `json:"health_timeout"`
+	CPU             int           `json:"cpu"` // CPU to pin to, or -1
+}
+
+// Membership is the cluster's shape: how many workers own keys, and where each router's
+// private socket is. Routers apply the highest Epoch they have seen and acknowledge with a
+// Result carrying ID.
+type Membership struct {
+	ID      uint64   `json:"id"`
+	Epoch   uint64   `json:"epoch"`
+	Workers int      `json:"workers"`
+	Peers   []string `json:"peers"`
+}
+
+// Worker states reported in State and Stats.
+const (
+	StateStarting = "starting"
+	StateReady    = "ready"
+	StateBackoff  = "backoff"
+	StateDraining = "draining"
+	StateStopped  = "stopped"
+)
+
+// State reports a change in a router's worker: its app started, became ready, crashed.
+type State struct {
+	Index        int    `json:"index"`
+	State        string `json:"state"`
+	AppPID       int    `json:"app_pid"`
+	Restarts     int    `json:"restarts"`
+	CrashLooping bool   `json:"crash_looping"`
+	Error        string `json:"error,omitempty"`
+}
+
+// Restart asks a router for a rolling restart of its app; answered by a Result.
+type Restart struct {
+	ID uint64 `json:"id"`
+}
+
+// Drain asks a router to stop accepting public connections and finish the requests it has
+// accepted; answered by a Result. It keeps serving requests forwarded by its peers.
+type Drain struct {
+	ID uint64 `json:"id"`
+}
+
+// Stop asks a drained router to finish forwarded requests, stop its app within Timeout
+// and exit.
+type Stop struct {
+	Timeout time.Duration `json:"timeout"`
+}
+
+// StatsRequest asks a router for its counters; answered by Stats with the same ID.
+type StatsRequest struct {
+	ID uint64 `json:"id"`
+}
+
+// Stats is a router's counters at one instant.
+type Stats struct {
+	ID           uint64    `json:"id"`
+	Index        int       `json:"index"`
+	State        string    `json:"state"`
+	AppPID       int       `json:"app_pid"`
+	AppStarted   time.Time `json:"app_started"`
+	Restarts     int       `json:"restarts"`
+	CrashLooping bool      `json:"crash_looping"`
+	InFlight     int64     `json:"in_flight"`
+	Served       uint64    `json:"served"`
+	ForwardedOut uint64    `json:"forwarded_out"`
+	ForwardedIn  uint64    `json:"forwarded_in"`
+	Goroutines   int       `json:"goroutines"`
+	OpenFDs      int       `json:"open_fds"`
+	// Duration is the histogram of request durations served by this worker's app:
+	// cumulative counts per upper bound in seconds, as Prometheus wants them.
+	Duration Histogram `json:"duration"`
+}
+
+// Histogram is a cumulative histogram snapshot.
+type Histogram struct {
+	Bounds []float64 `json:"bounds"`
+	Counts []uint64  `json:"counts"` // cumulative, one per bound
+	Count  uint64    `json:"count"`
+	Sum    float64   `json:"sum"`
+}
+
+// Result answers Membership, Restart and Drain. Error is empty on success.
+type Result struct {
+	ID    uint64 `json:"id"`
+	Error string `json:"error,omitempty"`
+}
+
+// Type implements Message.
+func (*Hello) Type() Type { return TypeHello }
+
+// Type implements Message.
+func (*Config) Type() Type { return TypeConfig }
+
+// Type implements Message.
+func (*Membership) Type() Type { return TypeMembership }
+
+// Type implements Message.
+func (*State) Type() Type { return TypeState }
+
+// Type implements Message.
+func (*Restart) Type() Type { return TypeRestart }
+
+// Type implements Message.
+func (*Drain) Type() Type { return TypeDrain }
+
+// Type implements Message.
+func (*Stop) Type() Type { return TypeStop }
+
+// Type implements Message.
+func (*StatsRequest) Type() Type { return TypeStatsRequest }
+
+// Type implements Message.
+func (*Stats) Type() Type { return TypeStats }
+
+// Type implements Message.
+func (*Result) Type() Type { return TypeResult }
+
+// registry makes an empty message of each type for decoding.
+var registry = map[Type]func() Message{
+	TypeHello:        func() Message { return new(Hello) },
+	TypeConfig:       func() Message { return new(Config) },
+	TypeMembership:   func() Message { return new(Membership) },
+	TypeState:        func() Message { return new(State) },
+	TypeRestart:      func() Message { return new(Restart) },
+	TypeDrain:        func() Message { return new(Drain) },
+	TypeStop:         func() Message { return new(Stop) },
+	TypeStatsRequest: func() Message { return new(StatsRequest) },
+	TypeStats:        func() Message { return new(Stats) },
+	TypeResult:       func() Message { return new(Result) },
+}
