@@ -1,0 +1,24 @@
+// Package mux carries HTTP connections between olio's routers over long-lived
+// yamux sessions on unix sockets.
+//
+// Every router listens on a unix socket in the master's private run directory
+// (see ../shared/DESIGN.md, "Routing", step 5). A router that accepts a request
+// owned by another worker forwards it over a stream of the one yamux session it
+// keeps to that peer:
+//
+//	accepting router                          owner router
+//	http.Transport{DialContext: Pool.Open} ─► Listener ─► http.Server ─► app
+//
+// Listen binds the socket (mode 0600, a stale socket file is replaced) and
+// yields every stream of every session as a net.Conn, so an http.Server can
+// Serve on it. Closing a Listener behaves like closing any net.Listener: it
+// stops accepting, but the streams already handed out keep working until
+// their owner (normally the http.Server, during Shutdown) closes them.
+//
+// A Pool holds one client session per peer index. Pool.Open opens a new stream
+// on the live session, which costs an atomic load and yamux's own stream set-up.
+// When there is no live session, it dials once on behalf of every concurrent
+// caller; while the peer is absent (its socket missing or refusing, or its
+// session gone because it is restarting) it keeps retrying until the caller's
+// context is done, so requests wait for a restarting owner instead of failing.
+package mux

@@ -1,0 +1,26 @@
+package mux
+
+import (
+	"errors"
+	"fmt"
+	"net"
+)
+
+// Errors returned by this package. Test for them with errors.Is: the returned
+// errors wrap them together with the cause (the last dial error, or the
+// context's error).
+var (
+	// ErrPeerUnavailable is wrapped by every error of Pool.Open that is not
+	// ErrClosed: the peer could not be reached before the context was done,
+	// failed in a way retrying cannot fix, or its index is unknown.
+	ErrPeerUnavailable = errors.New("peer unavailable")
+
+	// ErrUnknownPeer is wrapped (together with ErrPeerUnavailable) when
+	// Pool.Open is given an index outside the table set by Pool.SetPeers.
+	ErrUnknownPeer = errors.New("unknown peer index")
+
+	// ErrClosed is returned by Pool.Open once the Pool is closed, and wrapped
+	// by Listener.Accept once the Listener is closed. It wraps net.ErrClosed,
+	// so errors.Is(err, net.ErrClosed) holds as well.
+	ErrClosed = fmt.Errorf("mux: closed: %w", net.ErrClosed)
+)

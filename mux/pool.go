@@ -1,0 +1,308 @@
+package mux
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// Pool keeps one long-lived client session per peer and re-dials when a peer
+// restarts. Its methods are safe for concurrent use.
+type Pool struct {
+	cfg    *Config
+	ycfg   *yamux.Config
+	dialer net.Dialer
+
+	slots  atomic.Pointer[[]*slot] // index → peer; replaced whole by SetPeers
+	closed atomic.Bool
+	done   chan struct{} // closed by Close: unblocks waiting Opens
+
+	mu      sync.Mutex // serialises SetPeers and Close; guards retired
+	retired map[*yamux.Session]struct{}
+
+	closeOnce sync.Once
+
+	// testHookDial, if set, is called with the result of every connect attempt.
+	testHookDial func(error)
+}
+
+// slot is one peer: its socket path and its current session.
+type slot struct {
+	path string
+	sess atomic.Pointer[yamux.Session] // nil: no live session
+
+	mu      sync.Mutex
+	dialing *attempt // the connect in flight, shared by every waiting Open
+	dead    bool     // replaced by SetPeers, or the Pool is closed
+}
+
+// attempt is one connect, shared by the Opens that wait for it.
+type attempt struct {
+	done chan struct{}
+	err  error // valid once done is closed
+}
+
+// errSlotGone says the slot was replaced while an Open used it: look again.
+var errSlotGone = errors.New("mux: peer table changed")
+
+// NewPool returns a Pool with no peers; call SetPeers. It panics if cfg is
+// invalid (check it first with VerifyConfig if it comes from a user).
+func NewPool(cfg *Config) *Pool {
+	c, ycfg, err := resolve(cfg)
+	if err != nil {
+		panic(err)
+	}
+	p := &Pool{
+		cfg:     c,
+		ycfg:    ycfg,
+		dialer:  net.Dialer{Timeout: c.DialTimeout},
+		done:    make(chan struct{}),
+		retired: make(map[*yamux.Session]struct{}),
+	}
+	p.slots.Store(new([]*slot))
+	return p
+}
+
+// SetPeers replaces the peer table: paths[i] is the socket of peer i. The
+// session of a peer whose path is unchanged is kept; the sessions of peers
+// whose path changed or whose index is gone are closed, which resets their
+// open streams. After Close, SetPeers does nothing.
+func (p *Pool) SetPeers(paths []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed.Load() {
+		return
+	}
+	old := *p.slots.Load()
+	slots := make([]*slot, len(paths))
+	for i, path := range paths {
+		if i < len(old) && old[i].path == path {
+			slots[i] = old[i]
+		} else {
+			slots[i] = &slot{path: path}
+		}
+	}
+	p.slots.Store(&slots)
+	for i, s := range old {
+		if i >= len(slots) || slots[i] != s {
+			s.kill()
+		}
+	}
+}
+
+// Open returns a new stream to peer index. On a live session that is all it
+// does. Otherwise it connects, sharing one connect attempt with every
+// concurrent caller for the same peer. While the peer is absent (no socket
+// yet, connection refused, session closed because the peer is restarting or
+// going away) it retries every RetryInterval until ctx is done, then returns
+// an error wrapping ErrPeerUnavailable, ctx's error and the last cause. An
+// index outside the peer table fails at once with ErrUnknownPeer and
+// ErrPeerUnavailable; a closed Pool returns ErrClosed.
+//
+// Open is meant to be an http.Transport's DialContext.
+func (p *Pool) Open(ctx context.Context, index int) (net.Conn, error) {
+	var (
+		lastErr error
+		dialed  bool // this call connected: a failure now means wait, not loop
+	)
+	for {
+		if p.closed.Load() {
+			return nil, ErrClosed
+		}
+		slots := *p.slots.Load()
+		if index < 0 || index >= len(slots) {
+			return nil, fmt.Errorf("mux: peer %d: %w: %w (%d peers)", index, ErrPeerUnavailable, ErrUnknownPeer, len(slots))
+		}
+		s := slots[index]
+		if sess := s.sess.Load(); sess != nil {
+			c, err := sess.Open()
+			if err == nil {
+				return c, nil
+			}
+			p.drop(s, sess, err)
+			lastErr = fmt.Errorf("open stream: %w", err)
+			if !dialed {
+				continue // the session died since we last used it: re-dial now
+			}
+		} else {
+			if err := ctx.Err(); err != nil {
+				return nil, unavailable(index, s.path, err, lastErr)
+			}
+			err := p.dial(ctx, s)
+			switch {
+			case err == nil:
+				dialed = true
+				continue
+			case errors.Is(err, ErrClosed):
+				return nil, ErrClosed
+			case errors.Is(err, errSlotGone):
+				continue
+			case !retriable(err):
+				return nil, fmt.Errorf("mux: peer %d at %s: %w: %w", index, s.path, ErrPeerUnavailable, err)
+			}
+			lastErr = err
+		}
+		dialed = false
+		t := time.NewTimer(p.cfg.RetryInterval)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, unavailable(index, s.path, ctx.Err(), lastErr)
+		case <-p.done:
+			t.Stop()
+			return nil, ErrClosed
+		}
+	}
+}
+
+func unavailable(index int, path string, ctxErr, lastErr error) error {
+	if lastErr == nil {
+		return fmt.Errorf("mux: peer %d at %s: %w: %w", index, path, ErrPeerUnavailable, ctxErr)
+	}
+	return fmt.Errorf("mux: peer %d at %s: %w: %w (last attempt: %w)", index, path, ErrPeerUnavailable, ctxErr, lastErr)
+}
+
+// retriable reports whether a connect error means the peer is absent for now
+// (not listening yet, restarting, its backlog full) rather than misconfigured.
+func retriable(err error) bool {
+	var ne net.Error
+	return errors.Is(err, syscall.ENOENT) ||
+		errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, syscall.EAGAIN) ||
+		errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, os.ErrDeadlineExceeded) ||
+		errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, context.Canceled) || // another caller's context, when it led the attempt
+		(errors.As(err, &ne) && ne.Timeout())
+}
+
+// dial makes sure s has a live session: it joins the connect attempt in
+// flight or starts one. It returns nil when s has a session (possibly one
+// another caller made), or the attempt's error.
+func (p *Pool) dial(ctx context.Context, s *slot) error {
+	s.mu.Lock()
+	if s.dead {
+		s.mu.Unlock()
+		if p.closed.Load() {
+			return ErrClosed
+		}
+		return errSlotGone
+	}
+	if s.sess.Load() != nil {
+		s.mu.Unlock()
+		return nil
+	}
+	if a := s.dialing; a != nil {
+		s.mu.Unlock()
+		select {
+		case <-a.done:
+			return a.err
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-p.done:
+			return ErrClosed
+		}
+	}
+	a := &attempt{done: make(chan struct{})}
+	s.dialing = a
+	s.mu.Unlock()
+
+	a.err = p.connect(ctx, s)
+	close(a.done)
+	return a.err
+}
+
+// connect dials s.path, starts a client session and installs it in s.
+func (p *Pool) connect(ctx context.Context, s *slot) error {
+	conn, err := p.dialer.DialContext(ctx, "unix", s.path)
+	if p.testHookDial != nil {
+		p.testHookDial(err)
+	}
+	var sess *yamux.Session
+	if err == nil {
+		sess, err = yamux.Client(conn, p.ycfg)
+		if err != nil { // only for a bad config, which resolve rejected
+			conn.Close()
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dialing = nil
+	if err != nil {
+		return err
+	}
+	if s.dead {
+		sess.Close()
+		if p.closed.Load() {
+			return ErrClosed
+		}
+		return errSlotGone
+	}
+	s.sess.Store(sess)
+	return nil
+}
+
+// drop takes a session that failed to open a stream out of s. A session the
+// peer sent away (it is shutting down, or out of stream IDs) still carries
+// streams that must finish: it is retired, and the peer closes it when they
+// are done. Any other session is dead and closed.
+func (p *Pool) drop(s *slot, sess *yamux.Session, err error) {
+	if !s.sess.CompareAndSwap(sess, nil) {
+		return // another caller dropped it first
+	}
+	if !errors.Is(err, yamux.ErrRemoteGoAway) && !errors.Is(err, yamux.ErrStreamsExhausted) {
+		sess.Close()
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed.Load() {
+		sess.Close()
+		return
+	}
+	for r := range p.retired {
+		if r.IsClosed() {
+			delete(p.retired, r)
+		}
+	}
+	p.retired[sess] = struct{}{}
+}
+
+// kill marks s replaced and closes its session.
+func (s *slot) kill() {
+	s.mu.Lock()
+	s.dead = true
+	sess := s.sess.Swap(nil)
+	s.mu.Unlock()
+	if sess != nil {
+		sess.Close()
+	}
+}
+
+// Close closes every session (resetting their streams) and makes waiting and
+// future Opens return ErrClosed. It is safe to call more than once.
+func (p *Pool) Close() error {
+	p.closeOnce.Do(func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.closed.Store(true)
+		close(p.done)
+		for _, s := range *p.slots.Load() {
+			s.kill()
+		}
+		for r := range p.retired {
+			r.Close()
+		}
+		clear(p.retired)
+	})
+	return nil
+}
