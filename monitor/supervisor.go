@@ -47,9 +47,9 @@ type Status struct {
 // backoff, rolling replace. The struct is the configuration: set its fields,
 // then call Run once; fields must not change after that. A crash-looping
 // child is retried forever at the capped interval; Run never returns because
-// of it. The callbacks (Ready, OnReady, Drain, OnExit) run on Run's
-// goroutine, except Drain of a replaced child which runs on its own; they
-// must not call Restart.
+// of it. OnReady, OnExit and the final Drain run on Run's goroutine; Ready,
+// and Drain of a replaced child, run on goroutines of their own that Run
+// waits for. None of them may call Restart.
 type Supervisor struct {
 	Name         string                                    // for logs and errors
 	Starter      Starter                                   // nil = OS
