@@ -1,0 +1,74 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/olio-dev/olio/descend"
+	"github.com/olio-dev/olio/router"
+)
+
+// routerCommand is the hidden subcommand the master runs once per worker: fd 3 is its end
+// of the descend socketpair, fd 4 the shared public listener.
+func routerCommand() *cli.Command {
+	return &cli.Command{
+		Name:   "router",
+		Hidden: true,
+		Usage:  "run one worker's router (started by olio serve, not by hand)",
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "index", Required: true},
+			&cli.StringFlag{Name: "log-format", Value: "text"},
+		},
+		Action: func(c *cli.Context) error {
+			logger, err := newLogger(c.String("log-format"), os.Stderr)
+			if err != nil {
+				return err
+			}
+			ctlFile := os.NewFile(3, "descend")
+			lnFile := os.NewFile(4, "listener")
+			if ctlFile == nil || lnFile == nil {
+				return errors.New("router: started without its descriptors; it is run by olio serve")
+			}
+			ctl, err := descend.FileConn(ctlFile)
+			if err != nil {
+				return fmt.Errorf("router: started without its descriptors (it is run by olio serve): %w", err)
+			}
+			// The master decides the order of shutdown: TERM means a graceful stop; a
+			// terminal's Ctrl-C reaches the master alone (we are in our own group).
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+			defer stop()
+			signal.Ignore(syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGWINCH, syscall.SIGUSR1, syscall.SIGUSR2)
+			err = router.Run(ctx, c.Int("index"), ctl, lnFile, logger)
+			if errors.Is(err, context.Canceled) {
+				return nil
+			}
+			return err
+		},
+	}
+}
+
+// demoCommand serves the built-in demo app on $PORT.
+func demoCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "demo",
+		Usage: "serve the built-in demo app on 127.0.0.1:$PORT (olio serve runs it when no app is given)",
+		Action: func(c *cli.Context) error {
+			index := 0
+			if s := os.Getenv("OLIO_INDEX"); s != "" {
+				if _, err := fmt.Sscan(s, &index); err != nil {
+					return fmt.Errorf("OLIO_INDEX %q is not a number", s)
+				}
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			logger, _ := newLogger("text", os.Stderr)
+			return runDemo(ctx, os.Getenv("PORT"), index, logger)
+		},
+	}
+}

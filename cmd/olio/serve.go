@@ -1,0 +1,202 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/olio-dev/olio/listener"
+)
+
+func serveCommand() *cli.Command {
+	d := listener.DefaultConfig()
+	return &cli.Command{
+		Name:      "serve",
+		Usage:     "run a cluster of workers of APP (the built-in demo app when none is given)",
+		ArgsUsage: "[-- APP [ARGS...]]",
+		Description: `olio binds --listen once and starts --workers routers that share the socket. Each
+router starts its own copy of APP with PORT (a private loopback port), OLIO_INDEX,
+OLIO_WORKERS, OLIO_SECRET and OLIO_ADDR in its environment, and routes every request
+to the worker that owns its key: jump(xxhash64(key), workers).
+
+Signals: TERM/INT/QUIT stop gracefully (a second one stops at once), HUP reloads the
+config file and restarts every app worker by worker, TTIN/TTOU add/remove a worker,
+WINCH scales to zero, USR1 reopens the log file, USR2 upgrades olio in place.`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "listen", Value: d.Listen, Usage: "public `ADDR` to bind (host:port)"},
+			&cli.IntFlag{Name: "workers", Value: d.Workers, Usage: "number of workers (default: one per CPU)"},
+			&cli.StringFlag{Name: "key", Value: d.Key, Usage: "where a request's key is: header:NAME, query:NAME, cookie:NAME, path:N, path or host"},
+			&cli.StringFlag{Name: "secret", EnvVars: []string{"OLIO_SECRET"}, Usage: "secret for X-Olio-Secret (default: 32 random bytes)"},
+			&cli.StringFlag{Name: "secret-file", Usage: "read the secret from `FILE`"},
+			&cli.StringFlag{Name: "config", Usage: "JSON config `FILE` whose keys are these long flag names; flags override it; HUP re-reads it"},
+			&cli.StringFlag{Name: "ready", Value: d.ReadyMode, Usage: "when an app is ready: port (it accepts on $PORT) or notify (it sends READY=1 to $NOTIFY_SOCKET)"},
+			&cli.DurationFlag{Name: "ready-timeout", Value: d.ReadyTimeout, Usage: "how long an app may take to become ready"},
+			&cli.DurationFlag{Name: "forward-timeout", Value: d.ForwardTimeout, Usage: "how long a request waits for its owner to be ready before 503"},
+			&cli.DurationFlag{Name: "request-timeout", Value: d.RequestTimeout, Usage: "how long the app may take to answer before 504 (0: no limit)"},
+			&cli.DurationFlag{Name: "shutdown-timeout", Value: d.ShutdownTimeout, Usage: "how long in-flight requests may take to finish on stop, drain and restart"},
+			&cli.IntFlag{Name: "max-header-bytes", Value: d.MaxHeaderBytes, Usage: "largest request header accepted (431 above)"},
+			&cli.IntFlag{Name: "max-conns", Value: d.MaxConns, Usage: "concurrent connections per router (0: unlimited)"},
+			&cli.DurationFlag{Name: "health-timeout", Value: d.HealthTimeout, Usage: "recycle an app that stops accepting connections for this long (0: off)"},
+			&cli.BoolFlag{Name: "cpu-affinity", Usage: "pin worker i (router and app) to CPU i mod the number of CPUs"},
+			&cli.StringFlag{Name: "control", Value: defaultControl(), Usage: "control socket `PATH` for olio status/reload/scale/stop"},
+			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on `ADDR` (e.g. 127.0.0.1:9090)"},
+			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"},
+			&cli.StringFlag{Name: "log-file", Usage: "append logs to `FILE` (reopened on USR1) instead of stderr"},
+			&cli.StringFlag{Name: "pidfile", Usage: "write the master's pid to `FILE`"},
+		},
+		Action: serve,
+	}
+}
+
+// configFrom builds the master's Config from the flags, with the config file's values for
+// the flags not given on the command line.
+func configFrom(c *cli.Context) (listener.Config, error) {
+	var file map[string]string
+	if path := c.String("config"); path != "" {
+		var err error
+		if file, err = listener.ReadFile(path); err != nil {
+			return listener.Config{}, err
+		}
+		for k := range file {
+			if !isServeFlag(c, k) {
+				return listener.Config{}, fmt.Errorf("config file %s: unknown key %q; keys are serve's long flag names", path, k)
+			}
+		}
+	}
+	var firstErr error
+	str := func(name string) string {
+		if v, ok := file[name]; ok && !c.IsSet(name) {
+			return v
+		}
+		return c.String(name)
+	}
+	num := func(name string) int {
+		if v, ok := file[name]; ok && !c.IsSet(name) {
+			n, err := strconv.Atoi(v)
+			if err != nil && firstErr == nil {
+				firstErr = fmt.Errorf("config file: %q: %q is not a whole number", name, v)
+			}
+			return n
+		}
+		return c.Int(name)
+	}
+	dur := func(name string) time.Duration {
+		if v, ok := file[name]; ok && !c.IsSet(name) {
+			d, err := time.ParseDuration(v)
+			if err != nil && firstErr == nil {
+				firstErr = fmt.Errorf("config file: %q: %q is not a duration like 10s or 1m30s", name, v)
+			}
+			return d
+		}
+		return c.Duration(name)
+	}
+	boolean := func(name string) bool {
+		if v, ok := file[name]; ok && !c.IsSet(name) {
+			b, err := strconv.ParseBool(v)
+			if err != nil && firstErr == nil {
+				firstErr = fmt.Errorf("config file: %q: %q is not true or false", name, v)
+			}
+			return b
+		}
+		return c.Bool(name)
+	}
+	cfg := listener.Config{
+		Listen:          str("listen"),
+		Workers:         num("workers"),
+		Key:             str("key"),
+		Secret:          str("secret"),
+		SecretFile:      str("secret-file"),
+		ReadyMode:       str("ready"),
+		ReadyTimeout:    dur("ready-timeout"),
+		ForwardTimeout:  dur("forward-timeout"),
+		RequestTimeout:  dur("request-timeout"),
+		ShutdownTimeout: dur("shutdown-timeout"),
+		MaxHeaderBytes:  num("max-header-bytes"),
+		MaxConns:        num("max-conns"),
+		HealthTimeout:   dur("health-timeout"),
+		CPUAffinity:     boolean("cpu-affinity"),
+		Control:         str("control"),
+		Metrics:         str("metrics"),
+		PIDFile:         str("pidfile"),
+		App:             c.Args().Slice(),
+	}
+	if v, ok := file["app"]; ok && len(cfg.App) == 0 {
+		if err := json.Unmarshal([]byte(v), &cfg.App); err != nil {
+			return cfg, fmt.Errorf("config file: \"app\" must be a list of strings, the command line")
+		}
+	}
+	return cfg, firstErr
+}
+
+func isServeFlag(c *cli.Context, name string) bool {
+	if name == "app" {
+		return true
+	}
+	for _, f := range c.Command.Flags {
+		for _, n := range f.Names() {
+			if n == name && n != "config" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func serve(c *cli.Context) error {
+	cfg, err := configFrom(c)
+	if err != nil {
+		return err
+	}
+	var out io.Writer = os.Stderr
+	var logFile *listener.LogFile
+	if path := c.String("log-file"); path != "" {
+		if logFile, err = listener.OpenLogFile(path); err != nil {
+			return err
+		}
+		defer logFile.Close()
+		out = logFile
+	}
+	logger, err := newLogger(c.String("log-format"), out)
+	if err != nil {
+		return err
+	}
+	m, err := listener.New(cfg, listener.Options{
+		Logger:    logger,
+		LogOutput: out,
+		LogFormat: c.String("log-format"),
+		DemoArgs:  []string{"demo"},
+		Reload:    func() (listener.Config, error) { return configFrom(c) },
+		Notify:    listener.SystemdNotifier(logger),
+	})
+	if err != nil {
+		return err
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, listener.Signals...)
+	defer signal.Stop(sigs)
+	go m.HandleSignals(ctx, sigs, stop, func() error {
+		if logFile == nil {
+			return nil
+		}
+		return logFile.Reopen()
+	})
+	return m.Run(ctx)
+}
+
+// defaultControl is where olio serve listens for control commands and where olio status
+// looks, so the two find each other with no flags.
+func defaultControl() string {
+	if dir := os.Getenv("XDG_RUNTIME_DIR"); dir != "" {
+		return dir + "/olio.sock"
+	}
+	return fmt.Sprintf("%s/olio-%d.sock", os.TempDir(), os.Getuid())
+}

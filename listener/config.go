@@ -1,0 +1,133 @@
+package listener
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"time"
+
+	"github.com/olio-dev/olio/router"
+)
+
+// Config is everything the master needs. The zero value is not useful; start from
+// DefaultConfig.
+type Config struct {
+	Listen          string        // public address, host:port
+	Workers         int           // number of workers
+	Key             string        // key spec, see router.ParseKeySpec
+	Secret          string        // shared secret; empty: SecretFile, else random
+	SecretFile      string        // file holding the secret
+	App             []string      // the app's command line; empty: the built-in demo
+	AppDir          string        // the app's working directory; empty: olio's
+	ReadyMode       string        // "port" or "notify"
+	ReadyTimeout    time.Duration // bound on an app becoming ready
+	ForwardTimeout  time.Duration // how long a request waits for its owner
+	RequestTimeout  time.Duration // bound on one request to the app
+	ShutdownTimeout time.Duration // bound on graceful stop and drain
+	MaxHeaderBytes  int           // request header limit
+	MaxConns        int           // concurrent connections per router, 0: unlimited
+	HealthTimeout   time.Duration // recycle an app that fails health probes this long, 0: off
+	CPUAffinity     bool          // pin worker i to CPU i mod NumCPU
+	Control         string        // control socket path
+	Metrics         string        // Prometheus address, empty: off
+	PIDFile         string        // pidfile path, empty: none
+	RunDir          string        // parent of the private run directory, empty: os.TempDir
+}
+
+// DefaultConfig returns the defaults: one worker per CPU on 127.0.0.1:8080.
+func DefaultConfig() Config {
+	return Config{
+		Listen:          "127.0.0.1:8080",
+		Workers:         runtime.NumCPU(),
+		Key:             "header:X-Olio-Key",
+		ReadyMode:       router.ReadyPort,
+		ReadyTimeout:    60 * time.Second,
+		ForwardTimeout:  10 * time.Second,
+		RequestTimeout:  60 * time.Second,
+		ShutdownTimeout: 30 * time.Second,
+		MaxHeaderBytes:  1 << 20,
+	}
+}
+
+// MaxWorkers bounds --workers: each worker is two processes and a mesh of sessions.
+const MaxWorkers = 1024
+
+// Validate reports the first invalid value, saying what is wrong and how to fix it.
+func (c *Config) Validate() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrConfig}, a...)...)
+	}
+	if c.Workers < 1 || c.Workers > MaxWorkers {
+		return bad("--workers %d: must be from 1 to %d", c.Workers, MaxWorkers)
+	}
+	if _, err := router.ParseKeySpec(c.Key); err != nil {
+		return bad("%v", err)
+	}
+	if c.ReadyMode != router.ReadyPort && c.ReadyMode != router.ReadyNotify {
+		return bad("--ready %q: use port (the app accepts on $PORT) or notify (the app sends READY=1 to $NOTIFY_SOCKET)", c.ReadyMode)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"--ready-timeout", c.ReadyTimeout}, {"--forward-timeout", c.ForwardTimeout},
+		{"--shutdown-timeout", c.ShutdownTimeout},
+	} {
+		if d.v <= 0 {
+			return bad("%s %s: must be positive, e.g. 10s", d.name, d.v)
+		}
+	}
+	if c.RequestTimeout < 0 || c.HealthTimeout < 0 {
+		return bad("--request-timeout and --health-timeout must not be negative (0 turns them off)")
+	}
+	if c.MaxHeaderBytes < 1024 {
+		return bad("--max-header-bytes %d: must be at least 1024", c.MaxHeaderBytes)
+	}
+	if c.MaxConns < 0 {
+		return bad("--max-conns %d: must be 0 (unlimited) or more", c.MaxConns)
+	}
+	if len(c.App) > 0 {
+		if _, err := exec.LookPath(c.App[0]); err != nil {
+			return bad("app %q cannot be run: %v; give the path of an executable after --", c.App[0], unwrapExec(err))
+		}
+	}
+	return nil
+}
+
+// unwrapExec drops os/exec's "exec: " prefix layers for a one-line message.
+func unwrapExec(err error) error {
+	if e, ok := err.(*exec.Error); ok {
+		return e.Err
+	}
+	return err
+}
+
+// ReadFile reads a JSON config file whose keys are the long flag names ("workers",
+// "forward-timeout", …) and whose values are what the flag would take.
+func ReadFile(path string) (map[string]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: config file: %w", ErrConfig, err)
+	}
+	var raw map[string]any
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return nil, fmt.Errorf("%w: config file %s is not a JSON object: %w", ErrConfig, path, err)
+	}
+	out := make(map[string]string, len(raw))
+	for k, v := range raw {
+		switch v := v.(type) {
+		case string:
+			out[k] = v
+		case float64, bool:
+			out[k] = fmt.Sprint(v)
+		case []any:
+			b, _ := json.Marshal(v)
+			out[k] = string(b)
+		default:
+			return nil, fmt.Errorf("%w: config file %s: %q must be a string, number, boolean or list", ErrConfig, path, k)
+		}
+	}
+	return out, nil
+}

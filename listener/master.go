@@ -1,0 +1,298 @@
+package listener
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/olio-dev/olio/descend"
+)
+
+// Options are the master's collaborators, as opposed to its Config.
+type Options struct {
+	Logger    *slog.Logger // nil: discard
+	LogOutput io.Writer    // where routers' log lines go; nil: os.Stderr
+	LogFormat string       // "text" or "json", passed to routers
+	// Exe is the olio binary that routers (and a hot upgrade) run; empty: os.Executable.
+	Exe string
+	// DemoArgs is the command line of the built-in demo app, relative to Exe, used when
+	// Config.App is empty.
+	DemoArgs []string
+	// Reload re-reads the configuration for a reload; nil: a reload keeps the config.
+	Reload func() (Config, error)
+	// Listener is an inherited listening socket (hot upgrade); nil: bind Config.Listen.
+	Listener *os.File
+	// Notify sends systemd notifications; nil: none.
+	Notify func(state string)
+}
+
+// Master is the olio master. Make it with New and run it with Run.
+type Master struct {
+	opts   Options
+	logger *slog.Logger
+	exe    string
+	lnFile *os.File
+	addr   net.Addr
+	runDir string
+	secret string
+	ids    atomic.Uint64
+	wg     sync.WaitGroup // reader goroutines
+	op     sync.Mutex     // one reload, resize, upgrade or stop at a time
+	start  time.Time
+	outMu  sync.Mutex // whole router log lines into opts.LogOutput
+
+	mu       sync.Mutex
+	cfg      Config
+	workers  []*worker // index → worker, members first; may hold one being added
+	members  int       // how many own keys
+	epoch    uint64
+	ready    bool // all members have been ready once
+	stopping bool
+	standby  *standby // answers 503 while there are no workers
+}
+
+// New validates cfg, binds the public socket (or adopts opts.Listener), makes the secret
+// and the run directory. Nothing is started until Run.
+func New(cfg Config, opts Options) (*Master, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.LogOutput == nil {
+		opts.LogOutput = os.Stderr
+	}
+	if opts.LogFormat == "" {
+		opts.LogFormat = "text"
+	}
+	m := &Master{opts: opts, logger: opts.Logger, cfg: cfg, start: time.Now()}
+	m.exe = opts.Exe
+	if m.exe == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("find the olio binary: %w", err)
+		}
+		m.exe = exe
+	}
+	secret, err := loadSecret(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	if !validSecret(secret) {
+		return nil, fmt.Errorf("%w: the secret must be printable ASCII without spaces (it travels in a header)", ErrConfig)
+	}
+	m.secret = secret
+	if opts.Listener != nil {
+		m.lnFile = opts.Listener
+		if m.addr, err = fileAddr(opts.Listener); err != nil {
+			return nil, err
+		}
+	} else if m.lnFile, m.addr, err = Bind(cfg.Listen); err != nil {
+		return nil, err
+	}
+	if m.runDir, err = makeRunDir(cfg.RunDir); err != nil {
+		m.lnFile.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// Addr is the public listener's address.
+func (m *Master) Addr() net.Addr { return m.addr }
+
+// RunDir is the private run directory.
+func (m *Master) RunDir() string { return m.runDir }
+
+func (m *Master) config() Config {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cfg
+}
+
+func (m *Master) nextID() uint64 { return m.ids.Add(1) }
+
+// Run starts the workers and serves until ctx is done, then stops gracefully: every router
+// stops accepting and finishes its requests (bounded by the shutdown timeout), then the
+// routers stop their apps and exit. Use Kill from another goroutine to cut that short.
+func (m *Master) Run(ctx context.Context) error {
+	defer m.cleanup()
+	cfg := m.config()
+	m.logger.Info("olio starting", "listen", m.addr.String(), "workers", cfg.Workers, "key", cfg.Key,
+		"pid", os.Getpid(), "run_dir", m.runDir)
+	m.mu.Lock()
+	m.members = cfg.Workers
+	m.epoch = 1
+	for i := 0; i < cfg.Workers; i++ {
+		w := m.newWorkerLocked(i)
+		m.workers = append(m.workers, w)
+		w.start()
+	}
+	m.mu.Unlock()
+
+	<-ctx.Done()
+	m.shutdown()
+	return nil
+}
+
+// shutdown drains every router, then stops them all.
+func (m *Master) shutdown() {
+	m.op.Lock()
+	defer m.op.Unlock()
+	m.notify("STOPPING=1")
+	m.mu.Lock()
+	m.stopping = true
+	workers := append([]*worker(nil), m.workers...)
+	m.workers = nil
+	sb := m.standby
+	m.standby = nil
+	m.mu.Unlock()
+	if sb != nil {
+		sb.close()
+	}
+	m.logger.Info("stopping: draining workers", "workers", len(workers))
+	ctx, cancel := context.WithTimeout(context.Background(), m.config().ShutdownTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, w := range workers {
+		wg.Add(1)
+		go func() { defer wg.Done(); w.drain(ctx) }()
+	}
+	wg.Wait()
+	for _, w := range workers {
+		wg.Add(1)
+		go func() { defer wg.Done(); w.cancel(); <-w.done }()
+	}
+	wg.Wait()
+	m.logger.Info("stopped")
+}
+
+// Kill stops every router at once with SIGKILL (their apps follow by parent-death signal).
+func (m *Master) Kill() {
+	m.mu.Lock()
+	workers := append([]*worker(nil), m.workers...)
+	m.mu.Unlock()
+	for _, w := range workers {
+		if pid := w.sup.Status().Pid; pid > 0 {
+			syscall.Kill(-pid, syscall.SIGKILL)
+		}
+	}
+}
+
+func (m *Master) cleanup() {
+	m.wg.Wait()
+	os.RemoveAll(m.runDir)
+}
+
+// workerReady notes a router's readiness and logs once when every member is ready.
+func (m *Master) workerReady() {
+	m.mu.Lock()
+	if m.ready || m.stopping {
+		m.mu.Unlock()
+		return
+	}
+	for _, w := range m.workers[:m.members] {
+		select {
+		case <-w.ready:
+		default:
+			m.mu.Unlock()
+			return
+		}
+	}
+	m.ready = true
+	n := m.members
+	m.mu.Unlock()
+	m.logger.Info("all workers ready", "workers", n, "listen", m.addr.String(), "startup", time.Since(m.start).Round(time.Millisecond).String())
+	m.notify("READY=1\nSTATUS=serving on " + m.addr.String() + " with " + strconv.Itoa(n) + " workers")
+}
+
+func (m *Master) notify(state string) {
+	if m.opts.Notify != nil {
+		m.opts.Notify(state)
+	}
+}
+
+// routerConfig is the Config message for worker index.
+func (m *Master) routerConfig(index int) *descend.Config {
+	cfg := m.config()
+	path, args := m.exe, m.opts.DemoArgs
+	if len(cfg.App) > 0 {
+		path, args = cfg.App[0], cfg.App[1:]
+	}
+	cpu := -1
+	if cfg.CPUAffinity {
+		cpu = index
+	}
+	return &descend.Config{
+		Index:           index,
+		Key:             cfg.Key,
+		Secret:          m.secret,
+		PublicAddr:      m.addr.String(),
+		RunDir:          m.runDir,
+		AppPath:         path,
+		AppArgs:         args,
+		AppDir:          cfg.AppDir,
+		ReadyMode:       cfg.ReadyMode,
+		ReadyTimeout:    cfg.ReadyTimeout,
+		ForwardTimeout:  cfg.ForwardTimeout,
+		RequestTimeout:  cfg.RequestTimeout,
+		ShutdownTimeout: cfg.ShutdownTimeout,
+		MaxHeaderBytes:  cfg.MaxHeaderBytes,
+		MaxConns:        cfg.MaxConns,
+		HealthTimeout:   cfg.HealthTimeout,
+		CPU:             cpu,
+	}
+}
+
+// membershipLocked is the current Membership message; m.mu must be held. Peers lists every
+// running router, members or not: a router being removed stays reachable until it has
+// finished the requests forwarded to it.
+func (m *Master) membershipLocked(id uint64) *descend.Membership {
+	peers := make([]string, max(m.members, len(m.workers)))
+	for i := range peers {
+		peers[i] = filepath.Join(m.runDir, "router-"+strconv.Itoa(i)+".sock")
+	}
+	return &descend.Membership{ID: id, Epoch: m.epoch, Workers: m.members, Peers: peers}
+}
+
+// announce sets the member count, bumps the epoch and tells every live router, waiting
+// for each to acknowledge. Routers starting meanwhile get it in their hello.
+func (m *Master) announce(ctx context.Context, members int) error {
+	m.mu.Lock()
+	m.members = members
+	m.epoch++
+	workers := append([]*worker(nil), m.workers...)
+	msgs := make([]*descend.Membership, len(workers))
+	for i := range workers {
+		msgs[i] = m.membershipLocked(m.nextID())
+	}
+	m.mu.Unlock()
+	var wg sync.WaitGroup
+	errs := make([]error, len(workers))
+	for i, w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := w.call(ctx, msgs[i]); err != nil && !errors.Is(err, ErrNoRouter) {
+				errs[i] = err
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// routerOutput is where a router's stdout and stderr go: whole lines into the log output.
+func (m *Master) routerOutput() io.Writer {
+	return &lineWriter{out: m.opts.LogOutput, mu: &m.outMu}
+}

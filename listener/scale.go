@@ -1,0 +1,114 @@
+package listener
+
+import (
+	"context"
+	"fmt"
+	"sync"
+)
+
+// Scale changes the number of workers to n. Growing starts the new workers, waits until
+// they are ready, then moves their keys to them in one membership change; shrinking moves
+// the keys away first, then drains and stops the surplus workers. Either way only the keys
+// that jump hash must move change owner. n may be 0: the socket stays bound and requests
+// get 503 until the cluster grows again.
+func (m *Master) Scale(ctx context.Context, n int) error {
+	if n < 0 || n > MaxWorkers {
+		return fmt.Errorf("%w: cannot scale to %d workers: use 0 to %d", ErrConfig, n, MaxWorkers)
+	}
+	m.op.Lock()
+	defer m.op.Unlock()
+	return m.scaleLocked(ctx, n)
+}
+
+// scaleLocked is Scale with m.op held.
+func (m *Master) scaleLocked(ctx context.Context, n int) error {
+	m.mu.Lock()
+	if m.stopping {
+		m.mu.Unlock()
+		return ErrStopped
+	}
+	cur := m.members
+	m.mu.Unlock()
+	switch {
+	case n > cur:
+		return m.grow(ctx, cur, n)
+	case n < cur:
+		return m.shrink(ctx, cur, n)
+	}
+	return nil
+}
+
+func (m *Master) grow(ctx context.Context, cur, n int) error {
+	m.logger.Info("scaling up", "from", cur, "to", n)
+	m.mu.Lock()
+	added := make([]*worker, 0, n-cur)
+	for i := cur; i < n; i++ {
+		w := m.newWorkerLocked(i)
+		m.workers = append(m.workers, w)
+		added = append(added, w)
+		w.start()
+	}
+	m.mu.Unlock()
+	for _, w := range added {
+		select {
+		case <-w.ready:
+		case <-ctx.Done():
+			m.logger.Error("new workers did not become ready; scaling back", "from", cur, "to", n, "err", ctx.Err())
+			m.mu.Lock()
+			m.workers = m.workers[:cur]
+			m.mu.Unlock()
+			stopAll(context.Background(), added)
+			return fmt.Errorf("scale to %d: worker %d not ready: %w", n, w.index, ctx.Err())
+		}
+	}
+	if err := m.announce(ctx, n); err != nil {
+		m.logger.Warn("membership not acknowledged by every router", "err", err)
+	}
+	m.mu.Lock()
+	sb := m.standby
+	m.standby = nil
+	m.mu.Unlock()
+	if sb != nil {
+		sb.close()
+	}
+	m.logger.Info("scaled", "workers", n)
+	return nil
+}
+
+func (m *Master) shrink(ctx context.Context, cur, n int) error {
+	m.logger.Info("scaling down", "from", cur, "to", n)
+	if n == 0 {
+		sb, err := newStandby(m.lnFile, m.errorLog())
+		if err != nil {
+			return err
+		}
+		m.mu.Lock()
+		m.standby = sb
+		m.mu.Unlock()
+	}
+	if err := m.announce(ctx, n); err != nil {
+		m.logger.Warn("membership not acknowledged by every router", "err", err)
+	}
+	m.mu.Lock()
+	removed := append([]*worker(nil), m.workers[n:]...)
+	m.workers = m.workers[:n]
+	m.mu.Unlock()
+	stopAll(ctx, removed)
+	m.logger.Info("scaled", "workers", n)
+	return nil
+}
+
+// stopAll drains every worker, then stops them all, in parallel.
+func stopAll(ctx context.Context, ws []*worker) {
+	var wg sync.WaitGroup
+	for _, w := range ws {
+		wg.Add(1)
+		go func() { defer wg.Done(); w.drain(ctx) }()
+	}
+	wg.Wait()
+	for _, w := range ws {
+		wg.Add(1)
+		go func() { defer wg.Done(); w.cancel(); <-w.done }()
+	}
+	wg.Wait()
+}

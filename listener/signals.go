@@ -1,0 +1,69 @@
+package listener
+
+import (
+	"context"
+	"os"
+	"syscall"
+)
+
+// Signals are the signals the master handles; pass them to signal.Notify.
+var Signals = []os.Signal{
+	syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP,
+	syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGWINCH, syscall.SIGUSR1, syscall.SIGUSR2,
+}
+
+// HandleSignals acts on signals until ctx is done: TERM, INT and QUIT call stop (a second
+// one calls Kill), HUP reloads, TTIN and TTOU add and remove a worker, WINCH scales to
+// zero, USR1 calls reopen, USR2 upgrades. Long operations run on their own goroutine;
+// overlapping ones wait their turn.
+func (m *Master) HandleSignals(ctx context.Context, sigs <-chan os.Signal, stop func(), reopen func() error) {
+	stopping := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case sig := <-sigs:
+			m.logger.Info("signal", "signal", sig.String())
+			switch sig {
+			case syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT:
+				if stopping {
+					m.logger.Warn("second stop signal: killing every worker now")
+					m.Kill()
+					continue
+				}
+				stopping = true
+				stop()
+			case syscall.SIGHUP:
+				go func() { m.logErr("reload", m.Reload(context.Background())) }()
+			case syscall.SIGTTIN:
+				go func() { m.logErr("scale up", m.Resize(context.Background(), +1)) }()
+			case syscall.SIGTTOU:
+				go func() { m.logErr("scale down", m.Resize(context.Background(), -1)) }()
+			case syscall.SIGWINCH:
+				go func() { m.logErr("scale to zero", m.Scale(context.Background(), 0)) }()
+			case syscall.SIGUSR1:
+				if reopen != nil {
+					m.logErr("reopen log file", reopen())
+				}
+			case syscall.SIGUSR2:
+				go func() { m.logErr("upgrade", m.Upgrade(context.Background())) }()
+			}
+		}
+	}
+}
+
+// Resize adds delta workers to the current count (never below zero).
+func (m *Master) Resize(ctx context.Context, delta int) error {
+	m.op.Lock()
+	defer m.op.Unlock()
+	m.mu.Lock()
+	n := max(m.members+delta, 0)
+	m.mu.Unlock()
+	return m.scaleLocked(ctx, n)
+}
+
+func (m *Master) logErr(what string, err error) {
+	if err != nil {
+		m.logger.Error(what+" failed", "err", err)
+	}
+}

@@ -1,0 +1,301 @@
+package listener
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/olio-dev/olio/descend"
+	"github.com/olio-dev/olio/monitor"
+)
+
+// worker supervises the router of one index.
+type worker struct {
+	m     *Master
+	index int
+	sup   *monitor.Supervisor
+
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the supervisor has returned
+	ready  chan struct{} // closed when the first router has become ready
+
+	mu          sync.Mutex
+	pending     *descend.Conn // made by command, claimed by readyCheck
+	pendingFile *os.File
+	conn        *descend.Conn // the live router's, nil while there is none
+	state       descend.State
+	readyOnce   sync.Once
+	waits       map[uint64]chan descend.Message
+}
+
+// newWorker makes (does not start) the worker for index; m.mu must be held.
+func (m *Master) newWorkerLocked(index int) *worker {
+	w := &worker{
+		m:     m,
+		index: index,
+		done:  make(chan struct{}),
+		ready: make(chan struct{}),
+		waits: map[uint64]chan descend.Message{},
+		state: descend.State{Index: index, State: descend.StateStarting},
+	}
+	cfg := m.cfg
+	w.sup = &monitor.Supervisor{
+		Name:         fmt.Sprintf("router %d", index),
+		Command:      w.command,
+		Ready:        w.readyCheck,
+		ReadyTimeout: cfg.ReadyTimeout + 10*time.Second,
+		StopTimeout:  cfg.ShutdownTimeout + 5*time.Second,
+		OnExit: func(c *monitor.Child, err error) {
+			m.logger.Warn("router exited; restarting it", "worker", index, "router_pid", c.Pid(), "err", err)
+		},
+		Logger: m.logger.With("worker", index),
+	}
+	return w
+}
+
+// start runs the worker's supervisor until stop.
+func (w *worker) start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	w.cancel = cancel
+	go func() {
+		defer close(w.done)
+		w.sup.Run(ctx)
+	}()
+}
+
+// stop drains the router (it stops accepting and finishes its public requests), then stops
+// it and waits for it to exit.
+func (w *worker) stop(ctx context.Context) {
+	w.drain(ctx)
+	w.cancel()
+	<-w.done
+}
+
+// drain asks the router to stop accepting public connections and finish what it accepted.
+func (w *worker) drain(ctx context.Context) {
+	if _, err := w.call(ctx, &descend.Drain{ID: w.m.nextID()}); err != nil && !errors.Is(err, ErrNoRouter) {
+		w.m.logger.Warn("drain", "worker", w.index, "err", err)
+	}
+}
+
+// command makes the router's command line: the olio binary's hidden router subcommand with
+// fd 3 its end of a fresh descend socketpair and fd 4 the public listener.
+func (w *worker) command() (*monitor.Command, error) {
+	conn, child, err := descend.Pair()
+	if err != nil {
+		return nil, err
+	}
+	w.mu.Lock()
+	if w.pendingFile != nil {
+		w.pending.Close()
+		w.pendingFile.Close()
+	}
+	w.pending, w.pendingFile = conn, child
+	w.mu.Unlock()
+	m := w.m
+	return &monitor.Command{
+		Name:       fmt.Sprintf("router %d", w.index),
+		Path:       m.exe,
+		Args:       []string{"router", "--index", strconv.Itoa(w.index), "--log-format", m.opts.LogFormat},
+		Env:        routerEnv(os.Environ()),
+		Stdout:     m.routerOutput(),
+		Stderr:     m.routerOutput(),
+		ExtraFiles: []*os.File{child, m.lnFile},
+	}, nil
+}
+
+// routerEnv is the master's environment without systemd's variables, which are the
+// master's alone.
+func routerEnv(base []string) []string {
+	env := make([]string, 0, len(base))
+	for _, kv := range base {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "OLIO_SECRET":
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+// readyCheck owns the new router's descend connection from here on and waits until the
+// router reports its app ready.
+func (w *worker) readyCheck(ctx context.Context, c *monitor.Child) error {
+	w.mu.Lock()
+	conn, f := w.pending, w.pendingFile
+	w.pending, w.pendingFile = nil, nil
+	w.mu.Unlock()
+	if conn == nil {
+		return errors.New("listener: router started without a command")
+	}
+	f.Close()
+	ready := make(chan struct{})
+	w.m.wg.Add(1)
+	go func() {
+		defer w.m.wg.Done()
+		w.read(conn, c, ready)
+	}()
+	select {
+	case <-ready:
+		return nil
+	case <-c.Done():
+		return monitor.ErrExited
+	case <-ctx.Done():
+		conn.Close()
+		return ctx.Err()
+	}
+}
+
+// read handles one router's messages until its connection closes.
+func (w *worker) read(conn *descend.Conn, c *monitor.Child, ready chan struct{}) {
+	defer func() {
+		conn.Close()
+		w.mu.Lock()
+		if w.conn == conn {
+			w.conn = nil
+			w.state.State = descend.StateStarting
+			for id, ch := range w.waits {
+				close(ch)
+				delete(w.waits, id)
+			}
+		}
+		w.mu.Unlock()
+	}()
+	var once sync.Once
+	for {
+		msg, err := conn.Recv()
+		if err != nil {
+			return
+		}
+		switch msg := msg.(type) {
+		case *descend.Hello:
+			if err := w.hello(conn, msg); err != nil {
+				w.m.logger.Error("configure router", "worker", w.index, "err", err)
+				return
+			}
+		case *descend.State:
+			w.mu.Lock()
+			w.state = *msg
+			w.mu.Unlock()
+			if msg.State == descend.StateReady {
+				once.Do(func() { close(ready) })
+				w.readyOnce.Do(func() { close(w.ready) })
+				w.m.workerReady()
+			}
+			if msg.Error != "" {
+				w.m.logger.Warn("app exited", "worker", w.index, "app_pid", msg.AppPID,
+					"restarts", msg.Restarts, "crash_looping", msg.CrashLooping, "err", msg.Error)
+			}
+		case *descend.Stats:
+			w.deliver(msg.ID, msg)
+		case *descend.Result:
+			w.deliver(msg.ID, msg)
+		default:
+			w.m.logger.Warn("unexpected message from router", "worker", w.index, "type", msg.Type())
+		}
+	}
+}
+
+// hello answers a router's Hello with its config and the current membership, and makes its
+// connection the live one. The membership is read under the master's lock so that a
+// concurrent resize either includes this router in its broadcast or is seen here.
+func (w *worker) hello(conn *descend.Conn, h *descend.Hello) error {
+	if h.Index != w.index {
+		return fmt.Errorf("router says it is worker %d, started as %d", h.Index, w.index)
+	}
+	if err := conn.Send(w.m.routerConfig(w.index)); err != nil {
+		return err
+	}
+	m := w.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	w.mu.Lock()
+	w.conn = conn
+	w.mu.Unlock()
+	return conn.Send(m.membershipLocked(0))
+}
+
+func (w *worker) deliver(id uint64, msg descend.Message) {
+	w.mu.Lock()
+	ch, ok := w.waits[id]
+	delete(w.waits, id)
+	w.mu.Unlock()
+	if ok {
+		ch <- msg
+	}
+}
+
+// idOf returns the request ID of a message that expects an answer.
+func idOf(msg descend.Message) uint64 {
+	switch m := msg.(type) {
+	case *descend.Membership:
+		return m.ID
+	case *descend.Restart:
+		return m.ID
+	case *descend.Drain:
+		return m.ID
+	case *descend.StatsRequest:
+		return m.ID
+	}
+	return 0
+}
+
+// call sends msg to the live router and waits for its answer: a Result (whose Error
+// becomes the returned error) or Stats.
+func (w *worker) call(ctx context.Context, msg descend.Message) (descend.Message, error) {
+	id := idOf(msg)
+	ch := make(chan descend.Message, 1)
+	w.mu.Lock()
+	conn := w.conn
+	if conn != nil {
+		w.waits[id] = ch
+	}
+	w.mu.Unlock()
+	if conn == nil {
+		return nil, fmt.Errorf("worker %d: %w", w.index, ErrNoRouter)
+	}
+	if err := conn.Send(msg); err != nil {
+		w.mu.Lock()
+		delete(w.waits, id)
+		w.mu.Unlock()
+		return nil, fmt.Errorf("worker %d: %w", w.index, err)
+	}
+	select {
+	case ans, ok := <-ch:
+		if !ok {
+			return nil, fmt.Errorf("worker %d: router exited: %w", w.index, ErrNoRouter)
+		}
+		if r, isResult := ans.(*descend.Result); isResult && r.Error != "" {
+			return ans, fmt.Errorf("worker %d: %s", w.index, r.Error)
+		}
+		return ans, nil
+	case <-ctx.Done():
+		w.mu.Lock()
+		delete(w.waits, id)
+		w.mu.Unlock()
+		return nil, fmt.Errorf("worker %d: %w", w.index, ctx.Err())
+	}
+}
+
+// send sends a message that has no answer to the live router, if any.
+func (w *worker) send(msg descend.Message) error {
+	w.mu.Lock()
+	conn := w.conn
+	w.mu.Unlock()
+	if conn == nil {
+		return fmt.Errorf("worker %d: %w", w.index, ErrNoRouter)
+	}
+	return conn.Send(msg)
+}
+
+func (w *worker) lastState() descend.State {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.state
+}

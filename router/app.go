@@ -1,0 +1,274 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/olio-dev/olio/monitor"
+)
+
+// Ready modes: how a router learns its app is ready.
+const (
+	ReadyPort   = "port"   // the app accepts connections on PORT
+	ReadyNotify = "notify" // the app sends READY=1 to $NOTIFY_SOCKET
+)
+
+// instance is one run of the app: its port, its proxy and its in-flight count. A rolling
+// restart has two at once, the old draining while the new takes traffic.
+type instance struct {
+	port      int
+	notify    *monitor.Notify
+	proxy     *httputil.ReverseProxy
+	transport *http.Transport
+	inFlight  atomic.Int64
+	child     *monitor.Child
+}
+
+// apps tracks the app's instances and which one is current.
+type apps struct {
+	r *Router
+
+	current atomic.Pointer[instance]
+	mu      sync.Mutex
+	changed chan struct{}         // closed and replaced at every change of current
+	pending *instance             // made by command, claimed by ready
+	byPid   map[int]*instance     // started instances
+	gen     int                   // instances made so far
+}
+
+func newApps(r *Router) *apps {
+	return &apps{r: r, changed: make(chan struct{}), byPid: map[int]*instance{}}
+}
+
+// setCurrent makes inst (possibly nil) the target of local requests and wakes the
+// requests waiting for a change.
+func (a *apps) setCurrent(inst *instance) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.current.Store(inst)
+	close(a.changed)
+	a.changed = make(chan struct{})
+}
+
+// clearCurrent stops routing to inst if it is still the current instance.
+func (a *apps) clearCurrent(inst *instance) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.current.Load() == inst {
+		a.current.Store(nil)
+		close(a.changed)
+		a.changed = make(chan struct{})
+	}
+}
+
+// wait returns the current instance, other than avoid, waiting up to d for one.
+func (a *apps) wait(ctx context.Context, d time.Duration, avoid *instance) *instance {
+	if inst := a.current.Load(); inst != nil && inst != avoid {
+		return inst
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		a.mu.Lock()
+		ch, inst := a.changed, a.current.Load()
+		a.mu.Unlock()
+		if inst != nil && inst != avoid {
+			return inst
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+			return nil
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// acquire returns the current instance (other than avoid) with its in-flight count taken,
+// waiting up to d. The re-check after taking the count closes the race with a rolling
+// restart's drain, which switches first and then waits for the count to reach zero.
+func (a *apps) acquire(ctx context.Context, d time.Duration, avoid *instance) *instance {
+	for {
+		inst := a.wait(ctx, d, avoid)
+		if inst == nil {
+			return nil
+		}
+		inst.inFlight.Add(1)
+		if a.current.Load() == inst {
+			return inst
+		}
+		inst.inFlight.Add(-1)
+	}
+}
+
+// command makes the Command for the next app instance: a fresh private port, and a fresh
+// notify socket in notify mode.
+func (a *apps) command() (*monitor.Command, error) {
+	cfg := a.r.conf()
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	a.gen++
+	gen := a.gen
+	a.mu.Unlock()
+	inst := &instance{port: port}
+	env := appEnv(os.Environ(), map[string]string{
+		"PORT":         strconv.Itoa(port),
+		"OLIO_INDEX":   strconv.Itoa(cfg.Index),
+		"OLIO_WORKERS": strconv.Itoa(a.r.workers()),
+		"OLIO_SECRET":  cfg.Secret,
+		"OLIO_ADDR":    cfg.PublicAddr,
+	})
+	if cfg.ReadyMode == ReadyNotify {
+		path := filepath.Join(cfg.RunDir, fmt.Sprintf("notify-%d-%d.sock", cfg.Index, gen))
+		n, err := monitor.ListenNotify(path)
+		if err != nil {
+			return nil, err
+		}
+		inst.notify = n
+		env = append(env, "NOTIFY_SOCKET="+path)
+	}
+	inst.transport = newAppTransport(port)
+	inst.proxy = a.r.newLocalProxy(inst)
+	a.mu.Lock()
+	a.pending = inst
+	a.mu.Unlock()
+	return &monitor.Command{
+		Name:   fmt.Sprintf("app %d", cfg.Index),
+		Path:   cfg.AppPath,
+		Args:   cfg.AppArgs,
+		Env:    env,
+		Dir:    cfg.AppDir,
+		Stdout: a.r.appOutput("stdout"),
+		Stderr: a.r.appOutput("stderr"),
+	}, nil
+}
+
+// readyCheck waits until the app instance c is ready, by port or by notify.
+func (a *apps) readyCheck(ctx context.Context, c *monitor.Child) error {
+	a.mu.Lock()
+	inst := a.pending
+	a.pending = nil
+	if inst != nil {
+		inst.child = c
+		a.byPid[c.Pid()] = inst
+	}
+	a.mu.Unlock()
+	if inst == nil {
+		return errors.New("router: app started without a command")
+	}
+	a.r.report(stateStarting(c))
+	if inst.notify != nil {
+		select {
+		case <-inst.notify.Ready():
+			return nil
+		case <-c.Done():
+			return monitor.ErrExited
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return monitor.WaitDial(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(inst.port)), c)
+}
+
+// onReady switches local traffic to the app instance c.
+func (a *apps) onReady(c *monitor.Child) {
+	inst := a.lookup(c)
+	if inst == nil {
+		return
+	}
+	a.setCurrent(inst)
+	a.r.logger.Info("app ready", "app_pid", c.Pid(), "port", inst.port)
+	a.r.appReady()
+}
+
+// drain waits until the old instance has no request in flight (or ctx ends).
+func (a *apps) drain(ctx context.Context, c *monitor.Child) {
+	inst := a.lookup(c)
+	if inst == nil {
+		return
+	}
+	a.clearCurrent(inst)
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for inst.inFlight.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+	go a.forget(c)
+}
+
+// forget releases an instance once its process has exited.
+func (a *apps) forget(c *monitor.Child) {
+	<-c.Done()
+	a.mu.Lock()
+	inst := a.byPid[c.Pid()]
+	delete(a.byPid, c.Pid())
+	a.mu.Unlock()
+	if inst != nil {
+		inst.transport.CloseIdleConnections()
+		if inst.notify != nil {
+			inst.notify.Close()
+		}
+	}
+}
+
+// onExit handles an app exit the supervisor did not ask for: new local requests wait for
+// the replacement; the ones in flight get 502.
+func (a *apps) onExit(c *monitor.Child, err error) {
+	if inst := a.lookup(c); inst != nil {
+		a.clearCurrent(inst)
+	}
+	a.r.logger.Warn("app exited", "app_pid", c.Pid(), "err", err)
+	go a.forget(c)
+}
+
+func (a *apps) lookup(c *monitor.Child) *instance {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.byPid[c.Pid()]
+}
+
+// freePort asks the kernel for an unused loopback port.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("router: find a free port for the app: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// appEnv is the router's environment without any inherited olio or systemd variables, plus
+// the app's own.
+func appEnv(base []string, add map[string]string) []string {
+	env := make([]string, 0, len(base)+len(add))
+	for _, kv := range base {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "OLIO_") || k == "PORT" || k == "NOTIFY_SOCKET" || k == "LISTEN_FDS" || k == "LISTEN_PID" {
+			continue
+		}
+		env = append(env, kv)
+	}
+	for k, v := range add {
+		env = append(env, k+"="+v)
+	}
+	return env
+}

@@ -1,0 +1,80 @@
+package router
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// ServeHTTP is the public side: route by direct address or key, then serve locally or
+// forward to the owner.
+func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	workers := r.workers()
+	target := r.index
+	if idx, ok := req.Header[HeaderIndex]; ok {
+		if !secretOK(r.settings().secret, req.Header[HeaderSecret]) {
+			r.fail(w, http.StatusForbidden, "olio: X-Olio-Index needs the right X-Olio-Secret")
+			return
+		}
+		i, ok := parseIndex(idx[0], workers)
+		if len(idx) != 1 || !ok {
+			r.fail(w, http.StatusBadRequest, fmt.Sprintf("olio: X-Olio-Index must be one whole number from 0 to %d", workers-1))
+			return
+		}
+		target = i
+	} else if key, ok := r.settings().key.Extract(req); ok && workers > 0 {
+		target = Owner(key, workers)
+	}
+	stripOlio(req.Header)
+	if target == r.index {
+		r.serveLocal(w, req, nil)
+		return
+	}
+	r.counters.forwardedOut.Add(1)
+	ctx := context.WithValue(req.Context(), ownerKey{}, target)
+	r.remote.ServeHTTP(w, req.WithContext(ctx))
+}
+
+// peerHandler is the private side, reached only through this router's mux socket: peers
+// forward requests this worker owns. It serves them locally, never forwarding again, so a
+// membership change in flight cannot make a loop.
+type peerHandler struct{ r *Router }
+
+func (h peerHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	r := h.r
+	if !secretOK(r.settings().secret, req.Header[HeaderSecret]) {
+		r.fail(w, http.StatusForbidden, "olio: forwarded request without the right X-Olio-Secret")
+		return
+	}
+	stripOlio(req.Header)
+	r.counters.forwardedIn.Add(1)
+	ctx := context.WithValue(req.Context(), fromPeer, true)
+	r.serveLocal(w, req.WithContext(ctx), nil)
+}
+
+// serveLocal serves a request through this worker's app, waiting up to the forward timeout
+// for an app that is starting or restarting. avoid is an instance known to be dead.
+func (r *Router) serveLocal(w http.ResponseWriter, req *http.Request, avoid *instance) {
+	inst := r.apps.acquire(req.Context(), r.conf().ForwardTimeout, avoid)
+	if inst == nil {
+		if req.Context().Err() != nil {
+			return
+		}
+		w.Header().Set("Retry-After", "1")
+		r.fail(w, http.StatusServiceUnavailable, fmt.Sprintf("olio: worker %d's app is not ready (waited %s)", r.index, r.conf().ForwardTimeout))
+		return
+	}
+	r.counters.inFlight.Add(1)
+	start := time.Now()
+	if r.conf().RequestTimeout > 0 && req.Context().Value(retried) == nil {
+		ctx, cancel := context.WithTimeout(req.Context(), r.conf().RequestTimeout)
+		defer cancel()
+		req = req.WithContext(ctx)
+	}
+	inst.proxy.ServeHTTP(w, req)
+	inst.inFlight.Add(-1)
+	r.counters.inFlight.Add(-1)
+	r.counters.served.Add(1)
+	r.counters.duration.Observe(time.Since(start).Seconds())
+}

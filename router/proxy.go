@@ -1,0 +1,206 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/olio-dev/olio/mux"
+)
+
+// idleConns is the keep-alive pool size on both legs. Go's default of 2 idle connections per
+// host would make most requests under concurrency open a fresh connection.
+const idleConns = 1024
+
+// bufferPool shares ReverseProxy copy buffers between requests.
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *bufferPool) Put(v []byte) { b.p.Put(&v) }
+
+var buffers = &bufferPool{}
+
+// dialError marks a failure to connect to the app: the request never reached it, so it can
+// be retried on the app's replacement.
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+// newAppTransport is the keep-alive transport to one app instance on loopback.
+func newAppTransport(port int) *http.Transport {
+	d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: -1}
+	return &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, &dialError{err}
+			}
+			return c, nil
+		},
+		MaxIdleConns:        idleConns,
+		MaxIdleConnsPerHost: idleConns,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}
+}
+
+// keepForwarded copies the X-Forwarded-* headers that ReverseProxy's Rewrite mode strips:
+// the router that accepted the request set them, the owner passes them on.
+func keepForwarded(pr *httputil.ProxyRequest) {
+	for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"} {
+		if v, ok := pr.In.Header[h]; ok {
+			pr.Out.Header[h] = v
+		}
+	}
+}
+
+// ctxKey keys request-scoped values.
+type ctxKey int
+
+const (
+	fromPeer ctxKey = iota // the request was forwarded in: X-Forwarded-* already set
+	retried                // the request was already retried once after a dial failure
+)
+
+// newLocalProxy proxies to one app instance.
+func (r *Router) newLocalProxy(inst *instance) *httputil.ReverseProxy {
+	target := &url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(inst.port)}
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.Out.Host = pr.In.Host
+			if pr.In.Context().Value(fromPeer) != nil {
+				keepForwarded(pr)
+			} else {
+				pr.SetXForwarded()
+			}
+		},
+		Transport:     inst.transport,
+		BufferPool:    buffers,
+		FlushInterval: -1,
+		ErrorLog:      r.errorLog,
+		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
+			r.localError(w, req, err, inst)
+		},
+	}
+}
+
+// localError answers a failed request to the app: a dial failure (the app just died) is
+// retried once on its replacement when the request has no body; anything else is a 502, or
+// a 504 when the request timed out.
+func (r *Router) localError(w http.ResponseWriter, req *http.Request, err error, inst *instance) {
+	var de *dialError
+	if errors.As(err, &de) && req.Context().Value(retried) == nil && (req.Body == nil || req.Body == http.NoBody) {
+		if r.appGone(req.Context(), inst) {
+			ctx := context.WithValue(req.Context(), retried, true)
+			r.serveLocal(w, req.WithContext(ctx), inst)
+			return
+		}
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		r.fail(w, http.StatusGatewayTimeout, fmt.Sprintf("olio: worker %d's app did not answer within %s", r.index, r.conf().RequestTimeout))
+	case errors.Is(err, context.Canceled):
+		// The client went away; nobody reads the answer.
+		w.WriteHeader(499)
+	default:
+		r.fail(w, http.StatusBadGateway, fmt.Sprintf("olio: worker %d's app failed: %v", r.index, err))
+	}
+}
+
+// appGone reports whether inst's process exits soon after a failed connect, in which case
+// the request can wait for its replacement.
+func (r *Router) appGone(ctx context.Context, inst *instance) bool {
+	if inst.child == nil {
+		return false
+	}
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	select {
+	case <-inst.child.Done():
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return false
+}
+
+// newRemoteProxy forwards to peer routers over mux streams. The peer's index is the URL
+// host ("w3"), so the transport keeps one pool of streams per peer.
+func (r *Router) newRemoteProxy() *httputil.ReverseProxy {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			host, _, _ := strings.Cut(addr, ":")
+			i, err := strconv.Atoi(strings.TrimPrefix(host, "w"))
+			if err != nil {
+				return nil, fmt.Errorf("router: bad peer address %q", addr)
+			}
+			ctx, cancel := context.WithTimeout(ctx, r.conf().ForwardTimeout)
+			defer cancel()
+			return r.pool.Open(ctx, i)
+		},
+		MaxIdleConns:        idleConns,
+		MaxIdleConnsPerHost: idleConns,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}
+	r.remoteTransport = tr
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			i := pr.In.Context().Value(ownerKey{}).(int)
+			pr.Out.URL.Scheme = "http"
+			pr.Out.URL.Host = "w" + strconv.Itoa(i)
+			pr.Out.Host = pr.In.Host
+			pr.SetXForwarded()
+			pr.Out.Header[HeaderIndex] = []string{strconv.Itoa(i)}
+			pr.Out.Header[HeaderSecret] = []string{r.conf().Secret}
+		},
+		Transport:     tr,
+		BufferPool:    buffers,
+		FlushInterval: -1,
+		ErrorLog:      r.errorLog,
+		ErrorHandler:  r.remoteError,
+	}
+}
+
+// ownerKey carries the owner's index from the handler to the remote proxy's Rewrite.
+type ownerKey struct{}
+
+func (r *Router) remoteError(w http.ResponseWriter, req *http.Request, err error) {
+	i, _ := req.Context().Value(ownerKey{}).(int)
+	switch {
+	case errors.Is(err, mux.ErrPeerUnavailable):
+		w.Header().Set("Retry-After", "1")
+		r.fail(w, http.StatusServiceUnavailable, fmt.Sprintf("olio: worker %d is not available (waited %s)", i, r.conf().ForwardTimeout))
+	case errors.Is(err, context.DeadlineExceeded):
+		r.fail(w, http.StatusGatewayTimeout, fmt.Sprintf("olio: worker %d did not answer within %s", i, r.conf().RequestTimeout))
+	case errors.Is(err, context.Canceled):
+		w.WriteHeader(499)
+	default:
+		r.fail(w, http.StatusBadGateway, fmt.Sprintf("olio: forwarding to worker %d failed: %v", i, err))
+	}
+}
+
+// fail writes a short plain-text error answer.
+func (r *Router) fail(w http.ResponseWriter, code int, reason string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	fmt.Fprintln(w, reason)
+}

@@ -1,0 +1,386 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/olio-dev/olio/descend"
+	"github.com/olio-dev/olio/monitor"
+	"github.com/olio-dev/olio/mux"
+)
+
+// membership is the cluster shape a router routes by.
+type membership struct {
+	epoch   uint64
+	workers int
+}
+
+// Router is one worker. It is made and run by Run.
+type Router struct {
+	index  int
+	set    atomic.Pointer[settings]
+	logger *slog.Logger
+	// errorLog takes net/http's and ReverseProxy's complaints into the structured log.
+	errorLog *log.Logger
+
+	ctl      *descend.Conn
+	listener *os.File // the shared public listening socket
+
+	members  atomic.Pointer[membership]
+	counters *counters
+	apps     *apps
+	sup      *monitor.Supervisor
+	pool     *mux.Pool
+	remote   *httputil.ReverseProxy
+
+	remoteTransport *http.Transport
+
+	mu       sync.Mutex
+	public   *http.Server // non-nil while accepting on the public listener
+	draining bool         // told to stop accepting for good
+	appUp    bool         // the app has been ready at least once
+	stopping bool
+	done     chan struct{} // closed when the router should exit
+	stopMsg  *descend.Stop
+}
+
+// settings are the parts of the config a reload may change, swapped as one.
+type settings struct {
+	cfg    descend.Config
+	key    KeySpec
+	secret []byte
+}
+
+func newSettings(cfg *descend.Config) (*settings, error) {
+	key, err := ParseKeySpec(cfg.Key)
+	if err != nil {
+		return nil, err
+	}
+	return &settings{cfg: *cfg, key: key, secret: []byte(cfg.Secret)}, nil
+}
+
+func (r *Router) settings() *settings    { return r.set.Load() }
+func (r *Router) conf() *descend.Config { return &r.set.Load().cfg }
+
+// workers is the current worker count.
+func (r *Router) workers() int {
+	if m := r.members.Load(); m != nil {
+		return m.workers
+	}
+	return 0
+}
+
+// Run is the router's life: hello, config, app, routing, until the master says stop or goes
+// away. ctl is the descend socket, listener the shared public socket.
+func Run(ctx context.Context, index int, ctl *descend.Conn, listener *os.File, logger *slog.Logger) error {
+	defer ctl.Close()
+	defer listener.Close()
+	if err := ctl.Send(&descend.Hello{PID: os.Getpid(), Index: index}); err != nil {
+		return err
+	}
+	m, err := ctl.Recv()
+	if err != nil {
+		return fmt.Errorf("router: waiting for config: %w", err)
+	}
+	cfg, ok := m.(*descend.Config)
+	if !ok {
+		return fmt.Errorf("%w, got %s", ErrNoConfig, m.Type())
+	}
+	if cfg.Index != index {
+		return fmt.Errorf("router: started as worker %d, configured as %d", index, cfg.Index)
+	}
+	set, err := newSettings(cfg)
+	if err != nil {
+		return err
+	}
+	logger = logger.With("worker", index)
+	r := &Router{
+		index:    index,
+		logger:   logger,
+		errorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		ctl:      ctl,
+		listener: listener,
+		counters: newCounters(),
+		pool:     mux.NewPool(nil),
+		done:     make(chan struct{}),
+	}
+	r.set.Store(set)
+	r.apps = newApps(r)
+	r.remote = r.newRemoteProxy()
+	return r.run(ctx)
+}
+
+func (r *Router) run(ctx context.Context) error {
+	defer r.pool.Close()
+	private, err := mux.Listen(r.peerPath(), nil)
+	if err != nil {
+		return err
+	}
+	peers := &http.Server{
+		Handler:           peerHandler{r},
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+		MaxHeaderBytes:    r.conf().MaxHeaderBytes,
+		ErrorLog:          r.errorLog,
+	}
+	go peers.Serve(private)
+
+	r.sup = &monitor.Supervisor{
+		Name:         fmt.Sprintf("app %d", r.index),
+		Command:      r.apps.command,
+		Ready:        r.apps.readyCheck,
+		ReadyTimeout: r.conf().ReadyTimeout,
+		StopTimeout:  r.conf().ShutdownTimeout,
+		OnReady:      r.apps.onReady,
+		Drain:        r.apps.drain,
+		OnExit:       r.onAppExit,
+		Logger:       r.logger,
+	}
+	appCtx, stopApp := context.WithCancel(context.Background())
+	supDone := make(chan struct{})
+	go func() {
+		defer close(supDone)
+		r.sup.Run(appCtx)
+	}()
+
+	recvErr := make(chan error, 1)
+	go func() { recvErr <- r.recvLoop() }()
+
+	var exitErr error
+	select {
+	case <-r.done:
+	case err := <-recvErr:
+		exitErr = err
+	case <-ctx.Done():
+		// SIGTERM from the master's supervisor: a graceful stop.
+	}
+
+	// Shut down: stop accepting, finish what peers sent, stop the app.
+	timeout := r.conf().ShutdownTimeout
+	if r.stopMsg != nil && r.stopMsg.Timeout > 0 {
+		timeout = r.stopMsg.Timeout
+	}
+	if errors.Is(exitErr, ErrMasterGone) {
+		timeout = 2 * time.Second // the master is gone: be quick
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	r.stopPublic(sctx)
+	peers.Shutdown(sctx)
+	private.Close()
+	stopApp()
+	<-supDone
+	r.remoteTransport.CloseIdleConnections()
+	return exitErr
+}
+
+// recvLoop reads the master's messages until Stop or EOF.
+func (r *Router) recvLoop() error {
+	h := descend.Handlers{
+		descend.TypeMembership:   r.onMembership,
+		descend.TypeRestart:      r.onRestart,
+		descend.TypeDrain:        r.onDrain,
+		descend.TypeStatsRequest: r.onStats,
+		descend.TypeConfig:       r.onConfig,
+		descend.TypeStop: func(m descend.Message) error {
+			r.mu.Lock()
+			r.stopMsg = m.(*descend.Stop)
+			r.mu.Unlock()
+			close(r.done)
+			return errStop
+		},
+	}
+	for {
+		m, err := r.ctl.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+				return ErrMasterGone
+			}
+			return fmt.Errorf("router: from master: %w", err)
+		}
+		if err := h.Dispatch(m); err != nil {
+			if err == errStop {
+				return nil
+			}
+			r.logger.Error("message from master", "type", m.Type(), "err", err)
+		}
+	}
+}
+
+var errStop = errors.New("stop")
+
+func (r *Router) onMembership(m descend.Message) error {
+	mm := m.(*descend.Membership)
+	if cur := r.members.Load(); cur != nil && cur.epoch > mm.Epoch {
+		return r.ctl.Send(&descend.Result{ID: mm.ID})
+	}
+	r.pool.SetPeers(mm.Peers)
+	r.members.Store(&membership{epoch: mm.Epoch, workers: mm.Workers})
+	r.logger.Debug("membership", "epoch", mm.Epoch, "workers", mm.Workers)
+	r.updateAccepting()
+	return r.ctl.Send(&descend.Result{ID: mm.ID})
+}
+
+func (r *Router) onRestart(m descend.Message) error {
+	id := m.(*descend.Restart).ID
+	go func() {
+		res := &descend.Result{ID: id}
+		if err := r.sup.Restart(context.Background()); err != nil {
+			res.Error = err.Error()
+		}
+		r.sendOrLog(res)
+	}()
+	return nil
+}
+
+func (r *Router) onDrain(m descend.Message) error {
+	id := m.(*descend.Drain).ID
+	r.mu.Lock()
+	r.draining = true
+	r.mu.Unlock()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), r.conf().ShutdownTimeout)
+		defer cancel()
+		r.stopPublic(ctx)
+		r.sendOrLog(&descend.Result{ID: id})
+	}()
+	return nil
+}
+
+// onConfig applies a reloaded config. Routing settings (key, secret, timeouts) take effect
+// for the next request; the app's command line at the app's next (rolling) restart.
+func (r *Router) onConfig(m descend.Message) error {
+	cfg := m.(*descend.Config)
+	if cfg.Index != r.index {
+		return fmt.Errorf("router: config for worker %d sent to worker %d", cfg.Index, r.index)
+	}
+	set, err := newSettings(cfg)
+	if err != nil {
+		return err
+	}
+	r.set.Store(set)
+	return nil
+}
+
+func (r *Router) onStats(m descend.Message) error {
+	id := m.(*descend.StatsRequest).ID
+	st := r.sup.Status()
+	s := &descend.Stats{
+		ID:           id,
+		Index:        r.index,
+		State:        string(st.State),
+		AppPID:       st.Pid,
+		AppStarted:   st.StartedAt,
+		Restarts:     st.Restarts,
+		CrashLooping: st.CrashLooping,
+		InFlight:     r.counters.inFlight.Load(),
+		Served:       r.counters.served.Load(),
+		ForwardedOut: r.counters.forwardedOut.Load(),
+		ForwardedIn:  r.counters.forwardedIn.Load(),
+		Goroutines:   goroutines(),
+		OpenFDs:      openFDs(),
+		Duration:     r.counters.histogram(),
+	}
+	return r.ctl.Send(s)
+}
+
+func (r *Router) sendOrLog(m descend.Message) {
+	if err := r.ctl.Send(m); err != nil {
+		r.logger.Warn("report to master", "type", m.Type(), "err", err)
+	}
+}
+
+// appReady is called when an app instance becomes current.
+func (r *Router) appReady() {
+	r.mu.Lock()
+	r.appUp = true
+	r.mu.Unlock()
+	st := r.sup.Status()
+	r.report(&descend.State{Index: r.index, State: descend.StateReady, AppPID: st.Pid, Restarts: st.Restarts})
+	r.updateAccepting()
+}
+
+func (r *Router) onAppExit(c *monitor.Child, err error) {
+	r.apps.onExit(c, err)
+	st := r.sup.Status()
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	r.report(&descend.State{Index: r.index, State: descend.StateBackoff, AppPID: c.Pid(),
+		Restarts: st.Restarts, CrashLooping: st.CrashLooping, Error: msg})
+}
+
+func stateStarting(c *monitor.Child) *descend.State {
+	return &descend.State{State: descend.StateStarting, AppPID: c.Pid()}
+}
+
+func (r *Router) report(s *descend.State) {
+	s.Index = r.index
+	r.sendOrLog(s)
+}
+
+// updateAccepting starts or stops accepting on the public listener: a router accepts while
+// it is a member, its app has been ready, and it has not been told to drain.
+func (r *Router) updateAccepting() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	want := r.appUp && !r.draining && r.index < r.workers()
+	switch {
+	case want && r.public == nil:
+		ln, err := net.FileListener(r.listener)
+		if err != nil {
+			r.logger.Error("public listener", "err", err)
+			return
+		}
+		srv := &http.Server{
+			Handler:           r,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			MaxHeaderBytes:    r.conf().MaxHeaderBytes,
+			ErrorLog:          r.errorLog,
+		}
+		r.public = srv
+		go srv.Serve(ln)
+	case !want && r.public != nil:
+		srv := r.public
+		r.public = nil
+		go srv.Shutdown(context.Background())
+	}
+}
+
+// stopPublic stops accepting and waits for the public side's requests to finish.
+func (r *Router) stopPublic(ctx context.Context) {
+	r.mu.Lock()
+	r.draining = true
+	srv := r.public
+	r.public = nil
+	r.mu.Unlock()
+	if srv != nil {
+		if err := srv.Shutdown(ctx); err != nil {
+			srv.Close()
+		}
+	}
+}
+
+// appOutput passes one of the app's output streams into the log, line by line.
+func (r *Router) appOutput(stream string) io.Writer {
+	return &lineLogger{logger: r.logger, stream: stream}
+}
+
+func (r *Router) peerPath() string {
+	return filepath.Join(r.conf().RunDir, "router-"+strconv.Itoa(r.index)+".sock")
+}

@@ -1,0 +1,55 @@
+package router
+
+import (
+	"os"
+	"runtime"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/olio-dev/olio/descend"
+)
+
+// counters are a router's request counters; the master reads them through descend Stats.
+type counters struct {
+	inFlight     atomic.Int64  // requests being served by this worker's app
+	served       atomic.Uint64 // requests answered by this worker's app
+	forwardedOut atomic.Uint64 // requests sent to another worker
+	forwardedIn  atomic.Uint64 // requests received from another worker
+	duration     prometheus.Histogram
+}
+
+func newCounters() *counters {
+	return &counters{duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "olio_request_duration_seconds",
+		Buckets: prometheus.DefBuckets,
+	})}
+}
+
+// histogram snapshots the duration histogram for the wire.
+func (c *counters) histogram() descend.Histogram {
+	var m dto.Metric
+	if err := c.duration.Write(&m); err != nil || m.Histogram == nil {
+		return descend.Histogram{}
+	}
+	h := m.Histogram
+	out := descend.Histogram{Count: h.GetSampleCount(), Sum: h.GetSampleSum()}
+	for _, b := range h.Bucket {
+		out.Bounds = append(out.Bounds, b.GetUpperBound())
+		out.Counts = append(out.Counts, b.GetCumulativeCount())
+	}
+	return out
+}
+
+// openFDs counts this process's open descriptors (for leak checks in soak runs).
+func openFDs() int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return -1
+	}
+	return len(ents)
+}
+
+// goroutines is runtime.NumGoroutine, named for the stats it feeds.
+func goroutines() int { return runtime.NumGoroutine() }
