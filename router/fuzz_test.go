@@ -1,0 +1,108 @@
+package router
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+// FuzzParseKeySpec: ParseKeySpec never panics, fails only with ErrBadKeySpec, and a spec it
+// accepts prints as a string that parses back to the same spec.
+func FuzzParseKeySpec(f *testing.F) {
+	for _, s := range []string{
+		"header:X-User", "header:x-olio-key", "query:user", "cookie:sid", "path:1", "path:65536",
+		"path", "host", "", ":", "foo:x", "header:", "path:0", "path:+1", "host:x", "HEADER:a",
+		"query:a:b", "cookie:a=b", "header:\xff",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		k, err := ParseKeySpec(s)
+		if err != nil {
+			if !errors.Is(err, ErrBadKeySpec) {
+				t.Fatalf("ParseKeySpec(%q): error %q does not wrap ErrBadKeySpec", s, err)
+			}
+			if !strings.HasSuffix(err.Error(), validKeyForms) {
+				t.Fatalf("ParseKeySpec(%q): error %q does not list the valid forms", s, err)
+			}
+			return
+		}
+		again, err := ParseKeySpec(k.String())
+		if err != nil {
+			t.Fatalf("ParseKeySpec(%q) = %+v, whose String() %q does not parse: %v", s, k, k.String(), err)
+		}
+		if again != k {
+			t.Fatalf("ParseKeySpec(%q) = %+v, but its String() %q parses to %+v", s, k, k.String(), again)
+		}
+	})
+}
+
+// FuzzExtract: Extract never panics on any header, query, cookie, path or host, returns true
+// exactly for a non-empty key, and each kind's key keeps that kind's shape.
+func FuzzExtract(f *testing.F) {
+	f.Add("header:X-User", "alice", "user=alice", "/rooms/42", "sid=abc", "Example.com:80")
+	f.Add("query:user", "", "a=1&user=al%20ice+x;y", "/", `a=1; sid="q"`, "[::1]:8080")
+	f.Add("cookie:sid", "x", "user=%zz", "/a//b/", "sid=; sid=2", "::1")
+	f.Add("path:2", "", "", "", "", "")
+	f.Add("path:3", "v", "&&=&", "//", ";;=;", ":")
+	f.Add("path", "v", "u%", "/%2F", "sid", "[")
+	f.Add("host", "v", "=", "/x", "=", "[]:")
+	f.Fuzz(func(t *testing.T, spec, header, rawQuery, path, cookie, host string) {
+		k, err := ParseKeySpec(spec)
+		if err != nil {
+			return
+		}
+		r := &http.Request{
+			Method: http.MethodGet,
+			URL:    &url.URL{Path: path, RawQuery: rawQuery},
+			Host:   host,
+			Header: http.Header{"Cookie": {cookie}},
+		}
+		if k.Kind == KeyHeader && k.Name != "Cookie" {
+			r.Header[k.Name] = []string{header}
+		}
+		key, ok := k.Extract(r)
+		if ok != (key != "") {
+			t.Fatalf("%s: Extract = (%q, %v): true exactly when the key is non-empty", k, key, ok)
+		}
+		switch k.Kind {
+		case KeyHeader:
+			want := header
+			if k.Name == "Cookie" {
+				want = cookie
+			}
+			if key != want {
+				t.Fatalf("%s: Extract = %q, want the header's value %q", k, key, want)
+			}
+		case KeyQuery:
+			// Agree with net/url whenever it parses the query cleanly.
+			if v, err := url.ParseQuery(rawQuery); err == nil && key != v.Get(k.Name) {
+				t.Fatalf("%s of %q: Extract = %q, url.ParseQuery says %q", k, rawQuery, key, v.Get(k.Name))
+			}
+		case KeyCookie:
+			if !strings.Contains(cookie, key) {
+				t.Fatalf("%s of %q: Extract = %q, not part of the header", k, cookie, key)
+			}
+		case KeyPathSeg:
+			if strings.Contains(key, "/") || !strings.Contains(path, key) {
+				t.Fatalf("%s of %q: Extract = %q, not one segment of the path", k, path, key)
+			}
+		case KeyPath:
+			if key != path {
+				t.Fatalf("%s: Extract = %q, want %q", k, key, path)
+			}
+		case KeyHost:
+			if strings.ContainsFunc(key, func(c rune) bool { return 'A' <= c && c <= 'Z' }) ||
+				!strings.Contains(strings.ToLower(host), strings.ToLower(key)) {
+				t.Fatalf("host of %q: Extract = %q, want a lower-cased part of it", host, key)
+			}
+		}
+		if ok {
+			if o := Owner(key, 8); o < 0 || o >= 8 {
+				t.Fatalf("Owner(%q, 8) = %d", key, o)
+			}
+		}
+	})
+}

@@ -1,0 +1,330 @@
+package router
+
+import (
+	"errors"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// ErrBadKeySpec is wrapped by every error ParseKeySpec returns; the error's text says what was
+// wrong with the spec and lists the valid forms.
+var ErrBadKeySpec = errors.New("router: bad key spec")
+
+// KeyKind says where in a request a routing key is found.
+type KeyKind uint8
+
+// The sources of a routing key, one per KeySpec form.
+const (
+	KeyHeader  KeyKind = iota + 1 // header:NAME, the first value of request header NAME
+	KeyQuery                      // query:NAME, the first value of query parameter NAME
+	KeyCookie                     // cookie:NAME, the value of the first cookie named NAME
+	KeyPathSeg                    // path:N, the N-th segment (1-based) of the URL path
+	KeyPath                       // path, the whole URL path
+	KeyHost                       // host, the request's host, without port, lower-cased
+)
+
+// String returns the kind's source word as written in a spec ("header", "path", ...).
+func (k KeyKind) String() string {
+	switch k {
+	case KeyHeader:
+		return "header"
+	case KeyQuery:
+		return "query"
+	case KeyCookie:
+		return "cookie"
+	case KeyPathSeg, KeyPath:
+		return "path"
+	case KeyHost:
+		return "host"
+	}
+	return "KeyKind(" + strconv.Itoa(int(k)) + ")"
+}
+
+// validKeyForms ends every ParseKeySpec error.
+const validKeyForms = "use header:NAME, query:NAME, cookie:NAME, path:N, path or host"
+
+// KeySpec says where a request's routing key is taken from: the --key flag, parsed by
+// ParseKeySpec. Its zero value is not valid; use ParseKeySpec.
+type KeySpec struct {
+	Kind KeyKind
+	// Name is the header (in canonical form), query parameter or cookie name; empty for other kinds.
+	Name string
+	// N is the 1-based path segment for KeyPathSeg; 0 for other kinds.
+	N int
+}
+
+// ParseKeySpec parses a key spec, one of:
+//
+//	header:NAME  the first value of header NAME (matched case-insensitively)
+//	query:NAME   the first value of query parameter NAME (case-sensitive, %-decoded)
+//	cookie:NAME  the value of the first cookie named NAME (case-sensitive)
+//	path:N       the N-th segment of the URL path, counted from 1 after the leading "/";
+//	             segments are split on every "/", so in "/a//b" segment 2 is empty and
+//	             segment 3 is "b"
+//	path         the whole URL path
+//	host         the request's host, without port, lower-cased
+//
+// The source word is case-insensitive. Errors wrap ErrBadKeySpec.
+func ParseKeySpec(s string) (KeySpec, error) {
+	src, arg, hasArg := strings.Cut(s, ":")
+	switch strings.ToLower(src) {
+	case "header":
+		if !hasArg || arg == "" {
+			return KeySpec{}, specErrorf(s, "header needs a name, as in header:X-User")
+		}
+		if i := invalidTokenByte(arg); i >= 0 {
+			return KeySpec{}, specErrorf(s, "header name "+strconv.Quote(arg)+" has invalid character "+strconv.Quote(arg[i:i+1]))
+		}
+		return KeySpec{Kind: KeyHeader, Name: textproto.CanonicalMIMEHeaderKey(arg)}, nil
+	case "query":
+		if !hasArg || arg == "" {
+			return KeySpec{}, specErrorf(s, "query needs a parameter name, as in query:user")
+		}
+		return KeySpec{Kind: KeyQuery, Name: arg}, nil
+	case "cookie":
+		if !hasArg || arg == "" {
+			return KeySpec{}, specErrorf(s, "cookie needs a name, as in cookie:session")
+		}
+		if i := invalidTokenByte(arg); i >= 0 {
+			return KeySpec{}, specErrorf(s, "cookie name "+strconv.Quote(arg)+" has invalid character "+strconv.Quote(arg[i:i+1]))
+		}
+		return KeySpec{Kind: KeyCookie, Name: arg}, nil
+	case "path":
+		if !hasArg {
+			return KeySpec{Kind: KeyPath}, nil
+		}
+		n, ok := parseSegment(arg)
+		if !ok {
+			return KeySpec{}, specErrorf(s, "path segment "+strconv.Quote(arg)+" is not a whole number from 1, as in path:1")
+		}
+		return KeySpec{Kind: KeyPathSeg, N: n}, nil
+	case "host":
+		if hasArg {
+			return KeySpec{}, specErrorf(s, "host takes no argument")
+		}
+		return KeySpec{Kind: KeyHost}, nil
+	case "":
+		if s == "" {
+			return KeySpec{}, specErrorf(s, "empty")
+		}
+		return KeySpec{}, specErrorf(s, "missing source before \":\"")
+	}
+	return KeySpec{}, specErrorf(s, "unknown source "+strconv.Quote(src))
+}
+
+// maxPathSegment bounds path:N; no real URL has more segments, and the bound keeps N printable
+// and re-parseable.
+const maxPathSegment = 1 << 16
+
+// parseSegment parses N of path:N: decimal digits only (no sign, no spaces), 1..maxPathSegment.
+func parseSegment(s string) (int, bool) {
+	if s == "" || len(s) > 6 {
+		return 0, false
+	}
+	n := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	if n < 1 || n > maxPathSegment {
+		return 0, false
+	}
+	return n, true
+}
+
+// invalidTokenByte returns the index of the first byte of s that may not appear in an HTTP
+// token (RFC 9110 section 5.6.2), the syntax of header and cookie names, or -1.
+func invalidTokenByte(s string) int {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return i
+		}
+	}
+	return -1
+}
+
+// specError is a ParseKeySpec error: its text alone, wrapping ErrBadKeySpec.
+type specError struct{ msg string }
+
+func (e *specError) Error() string { return e.msg }
+func (e *specError) Unwrap() error { return ErrBadKeySpec }
+
+func specErrorf(spec, what string) error {
+	return &specError{msg: "--key " + strconv.Quote(spec) + ": " + what + "; " + validKeyForms}
+}
+
+// String returns the spec in the form ParseKeySpec accepts; ParseKeySpec(k.String()) == k for
+// every spec ParseKeySpec returns.
+func (k KeySpec) String() string {
+	switch k.Kind {
+	case KeyHeader, KeyQuery, KeyCookie:
+		return k.Kind.String() + ":" + k.Name
+	case KeyPathSeg:
+		return "path:" + strconv.Itoa(k.N)
+	case KeyPath, KeyHost:
+		return k.Kind.String()
+	}
+	return "invalid KeySpec"
+}
+
+// Extract returns r's routing key, or false when the key is missing or empty (such a request is
+// served by the router that accepted it). It does not allocate for header, path, path:N, a
+// lower-case host, or an unescaped query parameter or cookie.
+func (k KeySpec) Extract(r *http.Request) (string, bool) {
+	var v string
+	switch k.Kind {
+	case KeyHeader:
+		if vs := r.Header[k.Name]; len(vs) > 0 {
+			v = vs[0]
+		}
+	case KeyQuery:
+		v = queryValue(r.URL.RawQuery, k.Name)
+	case KeyCookie:
+		v = cookieValue(r.Header["Cookie"], k.Name)
+	case KeyPathSeg:
+		v = pathSegment(r.URL.Path, k.N)
+	case KeyPath:
+		v = r.URL.Path
+	case KeyHost:
+		v = hostKey(r.Host)
+	}
+	return v, v != ""
+}
+
+// queryValue returns the first value of parameter name in the raw query q, decoded as
+// url.ParseQuery does: pairs separated by "&", "+" meaning space, pairs that hold ";" or a bad
+// %-escape skipped. It allocates only to decode an escaped name or value.
+func queryValue(q, name string) string {
+	for q != "" {
+		var pair string
+		pair, q, _ = strings.Cut(q, "&")
+		if pair == "" || strings.IndexByte(pair, ';') >= 0 {
+			continue
+		}
+		key, value, _ := strings.Cut(pair, "=")
+		if !queryEqual(key, name) {
+			continue
+		}
+		if needsUnescape(value) {
+			var err error
+			if value, err = url.QueryUnescape(value); err != nil {
+				continue
+			}
+		}
+		return value
+	}
+	return ""
+}
+
+// queryEqual reports whether the raw, possibly escaped query key decodes to name.
+func queryEqual(raw, name string) bool {
+	if raw == name {
+		return !needsUnescape(raw)
+	}
+	if !needsUnescape(raw) {
+		return false
+	}
+	key, err := url.QueryUnescape(raw)
+	return err == nil && key == name
+}
+
+// needsUnescape reports whether a raw query key or value holds "%" or "+".
+func needsUnescape(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' || s[i] == '+' {
+			return true
+		}
+	}
+	return false
+}
+
+// cookieValue returns the value of the first cookie called name in the Cookie header lines,
+// without surrounding double quotes, as http.Request.Cookie would; it does not allocate.
+// Unlike net/http it does not drop a cookie whose value holds bytes RFC 6265 disallows.
+func cookieValue(lines []string, name string) string {
+	for _, line := range lines {
+		for line != "" {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			part = textproto.TrimString(part)
+			key, value, ok := strings.Cut(part, "=")
+			if !ok || key != name {
+				continue
+			}
+			if len(value) > 1 && value[0] == '"' && value[len(value)-1] == '"' {
+				value = value[1 : len(value)-1]
+			}
+			return value
+		}
+	}
+	return ""
+}
+
+// pathSegment returns the n-th (1-based) "/"-separated segment of p after its leading "/", or ""
+// when p has fewer segments.
+func pathSegment(p string, n int) string {
+	p = strings.TrimPrefix(p, "/")
+	for i := 1; i < n; i++ {
+		j := strings.IndexByte(p, '/')
+		if j < 0 {
+			return ""
+		}
+		p = p[j+1:]
+	}
+	if j := strings.IndexByte(p, '/'); j >= 0 {
+		p = p[:j]
+	}
+	return p
+}
+
+// hostKey returns host without its port and without the brackets of an IPv6 literal, with ASCII
+// letters lower-cased (allocating only when it holds upper-case ones). Host names on the wire are
+// ASCII (IDNA); other bytes are kept as they are.
+func hostKey(host string) string {
+	if i := strings.LastIndexByte(host, ':'); i >= 0 && validPort(host[i+1:]) {
+		// A colon inside an unbracketed IPv6 literal is not a port separator.
+		if host[0] == '[' || strings.IndexByte(host[:i], ':') < 0 {
+			host = host[:i]
+		}
+	}
+	if len(host) > 1 && host[0] == '[' && host[len(host)-1] == ']' {
+		host = host[1 : len(host)-1]
+	}
+	for i := 0; i < len(host); i++ {
+		if c := host[i]; 'A' <= c && c <= 'Z' {
+			return asciiLower(host, i)
+		}
+	}
+	return host
+}
+
+// asciiLower returns s with ASCII upper-case letters lower-cased, given that s[:from] has none.
+func asciiLower(s string, from int) string {
+	b := []byte(s)
+	for i := from; i < len(b); i++ {
+		if c := b[i]; 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
+// validPort reports whether p is all digits (an empty port, as in "host:", counts).
+func validPort(p string) bool {
+	for i := 0; i < len(p); i++ {
+		if p[i] < '0' || p[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
