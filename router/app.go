@@ -41,10 +41,10 @@ type apps struct {
 
 	current atomic.Pointer[instance]
 	mu      sync.Mutex
-	changed chan struct{}         // closed and replaced at every change of current
-	pending *instance             // made by command, claimed by ready
-	byPid   map[int]*instance     // started instances
-	gen     int                   // instances made so far
+	changed chan struct{}     // closed and replaced at every change of current
+	pending *instance         // made by command, claimed by ready
+	byPid   map[int]*instance // started instances
+	gen     int               // instances made so far
 }
 
 func newApps(r *Router) *apps {

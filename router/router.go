@@ -72,7 +72,7 @@ func newSettings(cfg *descend.Config) (*settings, error) {
 	return &settings{cfg: *cfg, key: key, secret: []byte(cfg.Secret)}, nil
 }
 
-func (r *Router) settings() *settings    { return r.set.Load() }
+func (r *Router) settings() *settings   { return r.set.Load() }
 func (r *Router) conf() *descend.Config { return &r.set.Load().cfg }
 
 // workers is the current worker count.

@@ -1,0 +1,346 @@
+package test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/olio-dev/olio/router"
+)
+
+// olioBin is the binary under test, built once by TestMain.
+var olioBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "olio-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	olioBin = filepath.Join(dir, "olio")
+	build := exec.Command("go", "build", "-o", olioBin, "../cmd/olio")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build olio:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// syncBuffer collects a process's output for assertions.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// Cluster is one running `olio serve`.
+type Cluster struct {
+	t       testing.TB
+	cmd     *exec.Cmd
+	Addr    string // public host:port
+	Control string // control socket path
+	Secret  string
+	Dir     string // the test's temp dir
+	Out     *syncBuffer
+	exited  chan struct{}
+	exitErr error
+	seen    map[int]bool // every descendant pid ever observed
+	seenMu  sync.Mutex
+}
+
+// freeAddr returns a loopback address that was free a moment ago.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// Start runs `olio serve` with args (before any `--`) and waits until every worker is
+// ready. It stops the cluster at the end of the test and checks that no process is left.
+func Start(t testing.TB, args ...string) *Cluster {
+	t.Helper()
+	c := StartNoWait(t, args...)
+	c.WaitLog("all workers ready", 30*time.Second)
+	return c
+}
+
+// StartNoWait runs `olio serve` without waiting for readiness.
+func StartNoWait(t testing.TB, args ...string) *Cluster {
+	t.Helper()
+	dir := t.TempDir()
+	c := &Cluster{
+		t:       t,
+		Addr:    freeAddr(t),
+		Control: filepath.Join(dir, "ctl.sock"),
+		Secret:  "test-secret-" + strconv.Itoa(os.Getpid()),
+		Dir:     dir,
+		Out:     &syncBuffer{},
+		exited:  make(chan struct{}),
+		seen:    map[int]bool{},
+	}
+	full := []string{"serve", "--listen", c.Addr, "--control", c.Control, "--secret", c.Secret}
+	full = append(full, args...)
+	c.cmd = exec.Command(olioBin, full...)
+	c.cmd.Stdout, c.cmd.Stderr = c.Out, c.Out
+	c.cmd.Dir = dir
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		c.exitErr = c.cmd.Wait()
+		close(c.exited)
+	}()
+	t.Cleanup(c.cleanup)
+	return c
+}
+
+// Pid is the master's pid.
+func (c *Cluster) Pid() int { return c.cmd.Process.Pid }
+
+// Signal sends sig to the master.
+func (c *Cluster) Signal(sig syscall.Signal) {
+	c.t.Helper()
+	c.Descendants() // remember who was there
+	if err := c.cmd.Process.Signal(sig); err != nil {
+		c.t.Fatalf("signal %v: %v", sig, err)
+	}
+}
+
+// Stop sends SIGTERM and waits for the master to exit, returning its exit error.
+func (c *Cluster) Stop(timeout time.Duration) error {
+	c.t.Helper()
+	c.Descendants()
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.exited:
+		return c.exitErr
+	case <-time.After(timeout):
+		c.t.Fatalf("olio did not exit within %s after SIGTERM; output:\n%s", timeout, c.Out)
+		return nil
+	}
+}
+
+// Exited is closed when the master has exited.
+func (c *Cluster) Exited() <-chan struct{} { return c.exited }
+
+func (c *Cluster) cleanup() {
+	select {
+	case <-c.exited:
+	default:
+		c.Descendants()
+		c.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-c.exited:
+		case <-time.After(40 * time.Second):
+			c.t.Errorf("olio did not stop within 40s of SIGTERM")
+			syscall.Kill(-c.Pid(), syscall.SIGKILL)
+			<-c.exited
+		}
+	}
+	// Nothing olio started may outlive it.
+	c.seenMu.Lock()
+	pids := make([]int, 0, len(c.seen))
+	for pid := range c.seen {
+		pids = append(pids, pid)
+	}
+	c.seenMu.Unlock()
+	if !Eventually(10*time.Second, func() bool { return len(alive(pids)) == 0 }) {
+		left := alive(pids)
+		for _, pid := range left {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		c.t.Errorf("processes left behind after olio exited: %v", left)
+	}
+	if c.t.Failed() {
+		out := c.Out.String()
+		if len(out) > 20000 {
+			out = "…" + out[len(out)-20000:]
+		}
+		c.t.Logf("olio output:\n%s", out)
+	}
+}
+
+// alive returns the pids that still exist (and are not zombies).
+func alive(pids []int) []int {
+	var out []int
+	for _, pid := range pids {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:])); len(f) > 0 && f[0] != "Z" {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// Descendants returns every live process below the master, and remembers them so that
+// cleanup can check they all exit.
+func (c *Cluster) Descendants() []int {
+	parent := map[int]int{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) > 1 {
+			ppid, _ := strconv.Atoi(f[1])
+			parent[pid] = ppid
+		}
+	}
+	var out []int
+	for pid := range parent {
+		for p := parent[pid]; p > 1; p = parent[p] {
+			if p == c.Pid() {
+				out = append(out, pid)
+				break
+			}
+		}
+	}
+	c.seenMu.Lock()
+	for _, pid := range out {
+		c.seen[pid] = true
+	}
+	c.seenMu.Unlock()
+	return out
+}
+
+// WaitLog waits until the output contains s.
+func (c *Cluster) WaitLog(s string, timeout time.Duration) {
+	c.t.Helper()
+	if !Eventually(timeout, func() bool { return strings.Contains(c.Out.String(), s) || c.hasExited() }) ||
+		!strings.Contains(c.Out.String(), s) {
+		c.t.Fatalf("olio did not log %q within %s; output:\n%s", s, timeout, c.Out)
+	}
+	c.Descendants()
+}
+
+// CountLog counts the lines of output that contain s.
+func (c *Cluster) CountLog(s string) int { return strings.Count(c.Out.String(), s) }
+
+func (c *Cluster) hasExited() bool {
+	select {
+	case <-c.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// Eventually polls cond until it holds or timeout passes.
+func Eventually(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for wait := time.Millisecond; ; wait = min(wait*2, 100*time.Millisecond) {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(wait) // polling interval of a condition wait, not synchronisation
+	}
+}
+
+// Answer is the demo app's JSON answer.
+type Answer struct {
+	Index     int               `json:"index"`
+	PID       int               `json:"pid"`
+	Method    string            `json:"method"`
+	Path      string            `json:"path"`
+	Headers   map[string]string `json:"headers"`
+	BodyBytes int64             `json:"body_bytes"`
+}
+
+// client is a keep-alive client for the tests, bounded in time.
+var client = &http.Client{
+	Timeout:   30 * time.Second,
+	Transport: &http.Transport{MaxIdleConnsPerHost: 64},
+}
+
+// URL is the cluster's base URL.
+func (c *Cluster) URL() string { return "http://" + c.Addr }
+
+// Do sends req and decodes the demo app's answer; a non-200 status is an error that
+// includes the body.
+func Do(cl *http.Client, req *http.Request) (*Answer, error) {
+	resp, err := cl.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("status %d: %s", resp.StatusCode, strings.TrimSpace(string(body)))
+	}
+	var a Answer
+	if err := json.Unmarshal(body, &a); err != nil {
+		return nil, fmt.Errorf("decode %q: %w", body, err)
+	}
+	return &a, nil
+}
+
+// GetKey asks the cluster with X-Olio-Key: key.
+func (c *Cluster) GetKey(key string) (*Answer, error) {
+	req, _ := http.NewRequest("GET", c.URL()+"/k", nil)
+	req.Header.Set("X-Olio-Key", key)
+	return Do(client, req)
+}
+
+// Owner is the worker that must own key among n.
+func Owner(key string, n int) int { return router.Owner(key, n) }
+
+// lines returns the output lines that contain s.
+func (c *Cluster) lines(s string) []string {
+	var out []string
+	sc := bufio.NewScanner(strings.NewReader(c.Out.String()))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), s) {
+			out = append(out, sc.Text())
+		}
+	}
+	return out
+}
