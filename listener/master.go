@@ -34,6 +34,11 @@ type Options struct {
 	Listener *os.File
 	// Notify sends systemd notifications; nil: none.
 	Notify func(state string)
+	// Args is olio's command line after the program name, re-executed by a hot upgrade.
+	Args []string
+	// UpgradeReady, for a master started by a hot upgrade, is the pipe on which it tells
+	// the old master that it is ready (see Upgrade).
+	UpgradeReady *os.File
 }
 
 // Master is the olio master. Make it with New and run it with Run.
@@ -59,6 +64,9 @@ type Master struct {
 	ready    bool // all members have been ready once
 	stopping bool
 	standby  *standby // answers 503 while there are no workers
+
+	handedOver chan struct{} // a new master took over (hot upgrade)
+	upgraded   atomic.Bool   // set with handedOver
 }
 
 // New validates cfg, binds the public socket (or adopts opts.Listener), makes the secret
@@ -76,7 +84,7 @@ func New(cfg Config, opts Options) (*Master, error) {
 	if opts.LogFormat == "" {
 		opts.LogFormat = "text"
 	}
-	m := &Master{opts: opts, logger: opts.Logger, cfg: cfg, start: time.Now()}
+	m := &Master{opts: opts, logger: opts.Logger, cfg: cfg, start: time.Now(), handedOver: make(chan struct{}, 1)}
 	m.exe = opts.Exe
 	if m.exe == "" {
 		exe, err := os.Executable()
@@ -140,7 +148,10 @@ func (m *Master) Run(ctx context.Context) error {
 	}
 	m.mu.Unlock()
 
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-m.handedOver:
+	}
 	m.shutdown()
 	return nil
 }
@@ -149,7 +160,9 @@ func (m *Master) Run(ctx context.Context) error {
 func (m *Master) shutdown() {
 	m.op.Lock()
 	defer m.op.Unlock()
-	m.notify("STOPPING=1")
+	if !m.upgraded.Load() {
+		m.notify("STOPPING=1") // after a hot upgrade the service goes on: say nothing
+	}
 	m.mu.Lock()
 	m.stopping = true
 	workers := append([]*worker(nil), m.workers...)
@@ -213,6 +226,7 @@ func (m *Master) workerReady() {
 	n := m.members
 	m.mu.Unlock()
 	m.logger.Info("all workers ready", "workers", n, "listen", m.addr.String(), "startup", time.Since(m.start).Round(time.Millisecond).String())
+	m.handOver()
 	m.notify("READY=1\nSTATUS=serving on " + m.addr.String() + " with " + strconv.Itoa(n) + " workers")
 }
 

@@ -1,11 +1,173 @@
 package listener
 
 import (
+	"bufio"
+	"encoding/json"
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/olio-dev/olio/monitor"
 )
 
-// Upgrade re-executes the olio binary, handing it the listening socket (see upgrade notes).
+// Hot upgrade (USR2) works the way cloudflare/tableflip does: the old master starts the olio
+// binary found at its own path — possibly a new build — as a new master, handing it the
+// listening socket (fd 3), a pipe to say it is ready on (fd 4) and a pipe carrying the
+// running state it must keep: the secret and the current worker count (fd 5). The new master starts its own routers and apps on the same socket; once every one
+// of its workers is ready it writes "ready" on the pipe and tells systemd MAINPID=<its pid>.
+// Only then does the old master drain its routers and exit. Both generations accept on the
+// one socket while they overlap, so no connection is refused and no request is lost.
+//
+// If the new master exits, or is not ready within the ready timeout plus a margin, the old
+// master stops it and keeps serving: a broken binary cannot take the service down.
+// The new master has a new PID; under systemd use Type=notify with NotifyAccess=all so
+// that systemd follows the MAINPID it announces.
+
+// UpgradeFlag is the hidden serve flag that tells a new master it is taking over.
+const UpgradeFlag = "--upgrade"
+
+// Upgrade descriptors, as the new master sees them.
+const (
+	UpgradeListenerFD = 3
+	UpgradeReadyFD    = 4
+	UpgradeStateFD    = 5
+)
+
+// Handover is the running state an old master passes to the new one on UpgradeStateFD.
+type Handover struct {
+	Secret  string `json:"secret"`
+	Workers int    `json:"workers"`
+}
+
+// ReadHandover reads the old master's Handover from r (the new master's UpgradeStateFD).
+func ReadHandover(r io.Reader) (Handover, error) {
+	var h Handover
+	if err := json.NewDecoder(io.LimitReader(r, 1<<16)).Decode(&h); err != nil {
+		return h, fmt.Errorf("upgrade: read the old master's state: %w", err)
+	}
+	return h, nil
+}
+
+// upgradeReady is what the new master writes on the ready pipe.
+const upgradeReady = "ready\n"
+
+// ErrUpgrade means a hot upgrade failed; the old master keeps serving.
+var ErrUpgrade = errors.New("upgrade failed; the running olio keeps serving")
+
+// Upgrade starts a new master from the olio binary at the path this one was started from
+// and hands it the service. It returns nil once the new master is ready; this master then
+// drains and Run returns.
 func (m *Master) Upgrade(ctx context.Context) error {
-	return errors.New("hot upgrade is not implemented yet")
+	m.op.Lock()
+	defer m.op.Unlock()
+	m.mu.Lock()
+	stopping := m.stopping
+	m.mu.Unlock()
+	if stopping {
+		return ErrStopped
+	}
+	if len(m.opts.Args) == 0 {
+		return fmt.Errorf("%w: no command line to re-execute", ErrUpgrade)
+	}
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrUpgrade, err)
+	}
+	defer readyR.Close()
+	secretR, secretW, err := os.Pipe()
+	if err != nil {
+		readyW.Close()
+		return fmt.Errorf("%w: %w", ErrUpgrade, err)
+	}
+	m.logger.Info("upgrade: starting a new master", "exe", m.exe)
+	child, err := monitor.Start(nil, &monitor.Command{
+		Name:       "new master",
+		Path:       m.exe,
+		Args:       upgradeArgs(m.opts.Args),
+		Env:        os.Environ(),
+		Stdout:     os.Stdout,
+		Stderr:     os.Stderr,
+		ExtraFiles: []*os.File{m.lnFile, readyW, secretR},
+		NoDeathSig: true, // it must outlive this master
+	})
+	readyW.Close()
+	secretR.Close()
+	if err != nil {
+		secretW.Close()
+		return fmt.Errorf("%w: %w", ErrUpgrade, err)
+	}
+	m.mu.Lock()
+	state := Handover{Secret: m.secret, Workers: m.members}
+	m.mu.Unlock()
+	json.NewEncoder(secretW).Encode(state)
+	secretW.Close()
+
+	ready := make(chan error, 1)
+	go func() {
+		line, err := bufio.NewReader(readyR).ReadString('\n')
+		if err == nil && line != upgradeReady {
+			err = fmt.Errorf("unexpected %q on the ready pipe", line)
+		}
+		ready <- err
+	}()
+	timeout := m.config().ReadyTimeout + 30*time.Second
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	fail := func(why error) error {
+		m.logger.Error("upgrade failed; stopping the new master and serving on", "new_pid", child.Pid(), "err", why)
+		child.Stop(5 * time.Second)
+		return fmt.Errorf("%w: %w", ErrUpgrade, why)
+	}
+	select {
+	case err := <-ready:
+		if err != nil {
+			return fail(fmt.Errorf("new master exited before it was ready (%v)", child.Err()))
+		}
+	case <-child.Done():
+		return fail(fmt.Errorf("new master exited before it was ready: %v", child.Err()))
+	case <-t.C:
+		return fail(fmt.Errorf("new master not ready within %s", timeout))
+	case <-ctx.Done():
+		return fail(ctx.Err())
+	}
+	m.logger.Info("upgrade: new master is ready; draining this one", "new_pid", child.Pid(), "old_pid", os.Getpid())
+	m.mu.Lock()
+	m.stopping = true
+	m.mu.Unlock()
+	m.upgraded.Store(true)
+	select {
+	case m.handedOver <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// upgradeArgs is the new master's command line: this one's with the upgrade flag added
+// right after "serve".
+func upgradeArgs(args []string) []string {
+	args = slices.DeleteFunc(slices.Clone(args), func(a string) bool { return a == UpgradeFlag })
+	i := slices.Index(args, "serve")
+	if i < 0 {
+		return append([]string{"serve", UpgradeFlag}, args...)
+	}
+	return slices.Insert(args, i+1, UpgradeFlag)
+}
+
+// handOver tells the old master that this new one is ready, and systemd who the main
+// process is now.
+func (m *Master) handOver() {
+	if m.opts.UpgradeReady == nil {
+		return
+	}
+	m.notify("MAINPID=" + strconv.Itoa(os.Getpid()))
+	if _, err := io.WriteString(m.opts.UpgradeReady, upgradeReady); err != nil {
+		m.logger.Warn("upgrade: tell the old master", "err", err)
+	}
+	m.opts.UpgradeReady.Close()
+	m.opts.UpgradeReady = nil
 }

@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -50,6 +52,7 @@ WINCH scales to zero, USR1 reopens the log file, USR2 upgrades olio in place.`,
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"},
 			&cli.StringFlag{Name: "log-file", Usage: "append logs to `FILE` (reopened on USR1) instead of stderr"},
 			&cli.StringFlag{Name: "pidfile", Usage: "write the master's pid to `FILE`"},
+			&cli.BoolFlag{Name: strings.TrimPrefix(listener.UpgradeFlag, "--"), Hidden: true, Usage: "taking over from an old master (set by USR2, not by hand)"},
 		},
 		Action: serve,
 	}
@@ -167,13 +170,34 @@ func serve(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	var inherited, upgradeReady *os.File
+	if c.Bool("upgrade") {
+		inherited = os.NewFile(listener.UpgradeListenerFD, "listener")
+		upgradeReady = os.NewFile(listener.UpgradeReadyFD, "upgrade-ready")
+		state := os.NewFile(listener.UpgradeStateFD, "upgrade-state")
+		if inherited == nil || upgradeReady == nil || state == nil {
+			return errors.New("--upgrade is set by olio itself on USR2; do not pass it by hand")
+		}
+		h, err := listener.ReadHandover(state)
+		state.Close()
+		if err != nil {
+			return err
+		}
+		cfg.Secret = h.Secret
+		if h.Workers > 0 {
+			cfg.Workers = h.Workers
+		}
+	}
 	m, err := listener.New(cfg, listener.Options{
-		Logger:    logger,
-		LogOutput: out,
-		LogFormat: c.String("log-format"),
-		DemoArgs:  []string{"demo"},
-		Reload:    func() (listener.Config, error) { return configFrom(c) },
-		Notify:    listener.SystemdNotifier(logger),
+		Listener:     inherited,
+		UpgradeReady: upgradeReady,
+		Args:         os.Args[1:],
+		Logger:       logger,
+		LogOutput:    out,
+		LogFormat:    c.String("log-format"),
+		DemoArgs:     []string{"demo"},
+		Reload:       func() (listener.Config, error) { return configFrom(c) },
+		Notify:       listener.SystemdNotifier(logger),
 	})
 	if err != nil {
 		return err
