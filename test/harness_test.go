@@ -43,22 +43,26 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer collects a process's output for assertions.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+// outputFile collects a process's output for assertions. It is a file rather than a
+// pipe so that a process outliving the master (the new master of a hot upgrade, which
+// inherits its stderr) does not keep exec.Cmd.Wait waiting.
+type outputFile struct {
+	f *os.File
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
+func newOutputFile(t testing.TB, dir string) *outputFile {
+	f, err := os.Create(filepath.Join(dir, "olio.out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return &outputFile{f: f}
 }
 
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+// String is everything written so far.
+func (o *outputFile) String() string {
+	b, _ := os.ReadFile(o.f.Name())
+	return string(b)
 }
 
 // Cluster is one running `olio serve`.
@@ -69,7 +73,7 @@ type Cluster struct {
 	Control string // control socket path
 	Secret  string
 	Dir     string // the test's temp dir
-	Out     *syncBuffer
+	Out     *outputFile
 	exited  chan struct{}
 	exitErr error
 	seen    map[int]bool // every descendant pid ever observed
@@ -106,14 +110,14 @@ func StartNoWait(t testing.TB, args ...string) *Cluster {
 		Control: filepath.Join(dir, "ctl.sock"),
 		Secret:  "test-secret-" + strconv.Itoa(os.Getpid()),
 		Dir:     dir,
-		Out:     &syncBuffer{},
 		exited:  make(chan struct{}),
 		seen:    map[int]bool{},
 	}
+	c.Out = newOutputFile(t, dir)
 	full := []string{"serve", "--listen", c.Addr, "--control", c.Control, "--secret", c.Secret}
 	full = append(full, args...)
 	c.cmd = exec.Command(olioBin, full...)
-	c.cmd.Stdout, c.cmd.Stderr = c.Out, c.Out
+	c.cmd.Stdout, c.cmd.Stderr = c.Out.f, c.Out.f
 	c.cmd.Dir = dir
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := c.cmd.Start(); err != nil {
