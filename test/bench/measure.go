@@ -1,0 +1,302 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/bits"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat: 100
+// on every Linux architecture the harness runs on.
+const clockTicks = 100
+
+// procKey names one process; the start time tells a reused pid apart.
+type procKey struct {
+	pid   int
+	start uint64
+}
+
+// alive reports whether the process is still the one that was seen.
+func (k procKey) alive() bool {
+	st, err := readStat(k.pid)
+	return err == nil && st.start == k.start
+}
+
+// procStat is the part of /proc/<pid>/stat the harness uses.
+type procStat struct {
+	procKey
+	ppid  int
+	comm  string
+	ticks uint64 // utime + stime, in clockTicks, all threads
+	rss   uint64 // resident pages
+}
+
+// readStat parses /proc/<pid>/stat (see proc(5)).
+func readStat(pid int) (procStat, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return procStat{}, err
+	}
+	lp, rp := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
+	if lp < 0 || rp < lp || rp+2 > len(b) {
+		return procStat{}, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	f := strings.Fields(string(b[rp+2:])) // f[0] is field 3 (state)
+	if len(f) < 22 {
+		return procStat{}, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f)+2)
+	}
+	num := func(field int) uint64 { // field numbers as in proc(5)
+		v, _ := strconv.ParseUint(f[field-3], 10, 64)
+		return v
+	}
+	return procStat{
+		procKey: procKey{pid: pid, start: num(22)},
+		ppid:    int(num(4)),
+		comm:    string(b[lp+1 : rp]),
+		ticks:   num(14) + num(15),
+		rss:     num(24),
+	}, nil
+}
+
+// node is a process in a tree, depth 0 being the root.
+type node struct {
+	procStat
+	depth int
+}
+
+// tree returns root and all its descendants, walking /proc by parent pid.
+func tree(root int) []node {
+	rst, err := readStat(root)
+	if err != nil {
+		return nil
+	}
+	kids := map[int][]procStat{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if st, err := readStat(pid); err == nil {
+			kids[st.ppid] = append(kids[st.ppid], st)
+		}
+	}
+	out := []node{{procStat: rst}}
+	for i := 0; i < len(out); i++ {
+		for _, k := range kids[out[i].pid] {
+			out = append(out, node{procStat: k, depth: out[i].depth + 1})
+		}
+	}
+	return out
+}
+
+// descendants returns the processes below pid (not pid itself).
+func descendants(pid int) []procKey {
+	var out []procKey
+	for _, n := range tree(pid) {
+		if n.depth > 0 {
+			out = append(out, n.procKey)
+		}
+	}
+	return out
+}
+
+// layer is the set of processes whose cost is charged to the layer under
+// test: root and its descendants down to maxDepth (negative: all).
+type layer struct {
+	root     int
+	maxDepth int
+}
+
+func (l layer) procs() []procStat {
+	var out []procStat
+	for _, n := range tree(l.root) {
+		if l.maxDepth < 0 || n.depth <= l.maxDepth {
+			out = append(out, n.procStat)
+		}
+	}
+	return out
+}
+
+// cpuSnapshot maps each process of the layer to its CPU ticks so far.
+type cpuSnapshot map[procKey]uint64
+
+func (l layer) cpu() cpuSnapshot {
+	s := cpuSnapshot{}
+	for _, p := range l.procs() {
+		s[p.procKey] = p.ticks
+	}
+	return s
+}
+
+// secondsSince is the CPU time spent from before to s, in seconds; a process
+// that started in between counts in full.
+func (s cpuSnapshot) secondsSince(before cpuSnapshot) float64 {
+	var t uint64
+	for k, v := range s {
+		if b := before[k]; v >= b {
+			t += v - b
+		}
+	}
+	return float64(t) / clockTicks
+}
+
+// rss is the sum of the resident set sizes of the layer's processes, in bytes
+// (pages shared between them, as nginx's master and workers share, count once
+// per process).
+func (l layer) rss() uint64 {
+	var t uint64
+	for _, p := range l.procs() {
+		t += p.rss
+	}
+	return t * uint64(os.Getpagesize())
+}
+
+// count is the number of processes in the layer.
+func (l layer) count() int { return len(l.procs()) }
+
+// affinity records which app index answered each key. A key answered by
+// more than one index is an affinity violation.
+type affinity struct {
+	seen map[string]uint64 // key → bit set of indexes (indexes 0..63)
+	max  int               // distinct keys kept, bounding memory
+}
+
+func newAffinity(max int) *affinity {
+	return &affinity{seen: make(map[string]uint64), max: max}
+}
+
+func (a *affinity) add(key string, index int) {
+	if index < 0 || index > 63 {
+		return
+	}
+	bits, ok := a.seen[key]
+	if !ok && len(a.seen) >= a.max {
+		return
+	}
+	a.seen[key] = bits | 1<<uint(index)
+}
+
+func (a *affinity) merge(b *affinity) {
+	for k, v := range b.seen {
+		a.seen[k] |= v
+	}
+}
+
+// violations is the number of keys seen at more than one index, out of all
+// keys seen.
+func (a *affinity) violations() (bad, keys int) {
+	for _, v := range a.seen {
+		if bits.OnesCount64(v) > 1 {
+			bad++
+		}
+	}
+	return bad, len(a.seen)
+}
+
+var indexField = []byte(`"index":`)
+
+// parseIndex finds the demo app's "index" field in its JSON answer without
+// decoding the whole body (the load generator shares the CPUs it measures).
+func parseIndex(body []byte) (int, bool) {
+	i := bytes.Index(body, indexField)
+	if i < 0 {
+		return 0, false
+	}
+	b := body[i+len(indexField):]
+	for len(b) > 0 && b[0] == ' ' {
+		b = b[1:]
+	}
+	n, ok := 0, false
+	for len(b) > 0 && b[0] >= '0' && b[0] <= '9' {
+		n, ok = n*10+int(b[0]-'0'), true
+		b = b[1:]
+	}
+	return n, ok
+}
+
+// series is one sample of a Prometheus metric.
+type series struct {
+	name   string
+	labels map[string]string
+	value  float64
+}
+
+// scrape reads the Prometheus text exposition at http://addr/metrics.
+func scrape(ctx context.Context, addr string) ([]series, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	client := &http.Client{Transport: &http.Transport{Proxy: nil}}
+	defer client.CloseIdleConnections()
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("metrics on %s: %w %d", addr, errStatus, resp.StatusCode)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("metrics on %s: %w", addr, err)
+	}
+	var out []series
+	for name, f := range fams {
+		for _, m := range f.GetMetric() {
+			s := series{name: name, labels: map[string]string{}}
+			for _, l := range m.GetLabel() {
+				s.labels[l.GetName()] = l.GetValue()
+			}
+			switch {
+			case m.Counter != nil:
+				s.value = m.GetCounter().GetValue()
+			case m.Untyped != nil:
+				s.value = m.GetUntyped().GetValue()
+			default:
+				continue
+			}
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// sumWhere adds up the series that match.
+func sumWhere(ss []series, match func(series) bool) (sum float64, found bool) {
+	for _, s := range ss {
+		if match(s) {
+			sum += s.value
+			found = true
+		}
+	}
+	return sum, found
+}
+
+// olioForwarded is the share of the requests served between two scrapes of
+// olio's metrics that an accepting router forwarded to another worker.
+func olioForwarded(before, after []series) (share float64, ok bool) {
+	fwd := func(s series) bool { return s.name == "olio_forwarded_total" && s.labels["direction"] != "in" }
+	served := func(s series) bool { return s.name == "olio_served_total" }
+	f0, ok1 := sumWhere(before, fwd)
+	f1, ok2 := sumWhere(after, fwd)
+	s0, ok3 := sumWhere(before, served)
+	s1, ok4 := sumWhere(after, served)
+	if !ok1 || !ok2 || !ok3 || !ok4 || s1 <= s0 {
+		return 0, false
+	}
+	return (f1 - f0) / (s1 - s0), true
+}

@@ -1,0 +1,355 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// readyTimeout bounds how long a setup may take to start answering.
+const readyTimeout = 60 * time.Second
+
+// stopGrace is how long a setup gets to exit after SIGTERM.
+const stopGrace = 10 * time.Second
+
+// bench is what every setup shares: flags, the temp dir, the olio binary
+// and the four apps that direct, HAProxy and nginx balance over.
+type bench struct {
+	cfg   *config
+	procs *procs
+	dir   string   // temp dir, removed on exit
+	olio  string   // olio binary
+	apps  []string // addresses of the shared `olio demo` apps
+}
+
+// setup is one way of putting the apps behind an address.
+type setup struct {
+	id    string // as in -setups
+	name  string // as in the report
+	proxy bool   // a single address in front of the apps (wrk can load it)
+	start func(ctx context.Context, b *bench) (*instance, error)
+}
+
+var setups = []setup{
+	{id: "direct", name: "direct", start: startDirect},
+	{id: "olio4", name: "olio --workers 4", proxy: true, start: func(ctx context.Context, b *bench) (*instance, error) {
+		return startOlio(ctx, b, b.cfg.workers)
+	}},
+	{id: "olio1", name: "olio --workers 1", proxy: true, start: func(ctx context.Context, b *bench) (*instance, error) {
+		return startOlio(ctx, b, 1)
+	}},
+	{id: "haproxy", name: "HAProxy", proxy: true, start: startHAProxy},
+	{id: "nginx", name: "nginx", proxy: true, start: startNginx},
+}
+
+// instance is a running setup.
+type instance struct {
+	target target
+	// layer is the processes between the load and the apps, whose CPU and
+	// memory the report charges to the setup; nil for direct.
+	layer *layer
+	// forwarded is the expected share of requests that take a second hop
+	// inside the layer (olio's router-to-router forward), or -1 when the
+	// notion does not apply.
+	forwarded float64
+	// metrics is olio's Prometheus address, where the measured share of
+	// forwarded requests comes from; "" for the others.
+	metrics string
+	proc    *child // nil for direct
+}
+
+func (in *instance) stop() {
+	if in.proc != nil {
+		in.proc.stop(stopGrace)
+	}
+}
+
+// appEnv is the environment of a child: the harness's own, less any OLIO_*
+// variable, plus extra.
+func appEnv(extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "OLIO_") && !strings.HasPrefix(kv, "PORT=") {
+			env = append(env, kv)
+		}
+	}
+	return append(env, extra...)
+}
+
+// startApps starts the shared `olio demo` apps, one per worker index, as
+// olio itself would (PORT, OLIO_INDEX, OLIO_WORKERS).
+func startApps(ctx context.Context, b *bench) error {
+	n := b.cfg.workers
+	var kids []*child
+	for i := 0; i < n; i++ {
+		port, err := freePort()
+		if err != nil {
+			return err
+		}
+		env := appEnv("PORT="+strconv.Itoa(port), "OLIO_INDEX="+strconv.Itoa(i), "OLIO_WORKERS="+strconv.Itoa(n))
+		c, err := b.procs.start(fmt.Sprintf("app %d", i), []string{b.olio, "demo"}, env,
+			filepath.Join(b.dir, fmt.Sprintf("app-%d.log", i)))
+		if err != nil {
+			return err
+		}
+		kids = append(kids, c)
+		b.apps = append(b.apps, fmt.Sprintf("127.0.0.1:%d", port))
+	}
+	for i, c := range kids {
+		if err := waitHTTP(ctx, c, b.apps[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func startDirect(_ context.Context, b *bench) (*instance, error) {
+	return &instance{target: target{addrs: b.apps, direct: true}, forwarded: 0}, nil
+}
+
+// startOlio runs `olio serve` with its built-in demo app.
+func startOlio(ctx context.Context, b *bench, workers int) (*instance, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	mport, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	addr, maddr := fmt.Sprintf("127.0.0.1:%d", port), fmt.Sprintf("127.0.0.1:%d", mport)
+	argv := []string{b.olio, "serve", "--listen", addr, "--workers", strconv.Itoa(workers),
+		"--control", filepath.Join(b.dir, fmt.Sprintf("olio-%d.sock", workers)), "--metrics", maddr}
+	logPath := filepath.Join(b.dir, fmt.Sprintf("olio-%d.log", workers))
+	c, err := b.procs.start(fmt.Sprintf("olio serve --workers %d", workers), argv, appEnv(), logPath)
+	if err != nil {
+		return nil, err
+	}
+	in := &instance{
+		target: target{addrs: []string{addr}},
+		// master and routers; the apps (depth 2) are not the layer's cost
+		layer: &layer{root: c.pid, maxDepth: 1},
+		// the accepting router is independent of the key, so a request is
+		// forwarded unless it happens to land on its owner: (N-1)/N
+		forwarded: float64(workers-1) / float64(workers),
+		metrics:   maddr,
+		proc:      c,
+	}
+	if err := waitOlio(ctx, c, addr, logPath, workers); err != nil {
+		c.stop(stopGrace)
+		return nil, err
+	}
+	return in, nil
+}
+
+// waitOlio waits until the master logs "all workers ready" or every worker
+// index has answered, then until a request succeeds.
+func waitOlio(ctx context.Context, c *child, addr, logPath string, workers int) error {
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil}}
+	defer client.CloseIdleConnections()
+	seen := map[int]bool{}
+	for i := 0; ; i++ {
+		if b, err := os.ReadFile(logPath); err == nil && strings.Contains(string(b), "all workers ready") {
+			break
+		}
+		if idx, err := probe(ctx, client, addr, randomKey(i)); err == nil && idx >= 0 {
+			seen[idx] = true
+			if len(seen) == workers {
+				break
+			}
+		}
+		if err := pause(ctx, c, 20*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return waitHTTP(ctx, c, addr)
+}
+
+// startHAProxy runs HAProxy in the foreground, hashing X-Olio-Key over the
+// shared apps with a consistent hash.
+func startHAProxy(ctx context.Context, b *bench) (*instance, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	var servers strings.Builder
+	for i, a := range b.apps {
+		fmt.Fprintf(&servers, "    server app%d %s\n", i, a)
+	}
+	cfg := fmt.Sprintf(`# olio bench: HAProxy hashing X-Olio-Key over the apps
+global
+    nbthread %d
+    maxconn 4096
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    timeout http-keep-alive 30s
+
+frontend bench
+    bind 127.0.0.1:%d
+    default_backend apps
+
+backend apps
+    balance hdr(%s)
+    hash-type consistent
+%s`, b.cfg.threads, port, keyHeader, servers.String())
+	path := filepath.Join(b.dir, "haproxy.cfg")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	return startProxy(ctx, b, "haproxy", []string{"haproxy", "-db", "-f", path}, port)
+}
+
+// startNginx runs nginx in the foreground with everything it writes under
+// the temp dir, hashing X-Olio-Key over the apps with keep-alive upstreams.
+func startNginx(ctx context.Context, b *bench) (*instance, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	prefix := filepath.Join(b.dir, "nginx")
+	if err := os.MkdirAll(prefix, 0o755); err != nil {
+		return nil, err
+	}
+	var servers strings.Builder
+	for _, a := range b.apps {
+		fmt.Fprintf(&servers, "        server %s;\n", a)
+	}
+	cfg := fmt.Sprintf(`# olio bench: nginx hashing X-Olio-Key over the apps
+worker_processes %[1]d;
+error_log %[2]s/error.log warn;
+pid %[2]s/nginx.pid;
+
+events {
+    worker_connections 8192;
+}
+
+http {
+    access_log off;
+    client_body_temp_path %[2]s/client_body;
+    proxy_temp_path %[2]s/proxy;
+    fastcgi_temp_path %[2]s/fastcgi;
+    uwsgi_temp_path %[2]s/uwsgi;
+    scgi_temp_path %[2]s/scgi;
+    keepalive_requests 1000000;
+
+    upstream apps {
+        hash $http_x_olio_key consistent;
+%[3]s        keepalive %[4]d;
+        keepalive_requests 1000000;
+    }
+
+    server {
+        listen 127.0.0.1:%[5]d;
+        location / {
+            proxy_pass http://apps;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+`, b.cfg.threads, prefix, servers.String(), b.cfg.conns, port)
+	path := filepath.Join(prefix, "nginx.conf")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	argv := []string{"nginx", "-p", prefix, "-c", path, "-e", filepath.Join(prefix, "error.log"), "-g", "daemon off;"}
+	return startProxy(ctx, b, "nginx", argv, port)
+}
+
+func startProxy(ctx context.Context, b *bench, name string, argv []string, port int) (*instance, error) {
+	c, err := b.procs.start(name, argv, appEnv(), filepath.Join(b.dir, name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	in := &instance{
+		target:    target{addrs: []string{fmt.Sprintf("127.0.0.1:%d", port)}},
+		layer:     &layer{root: c.pid, maxDepth: -1},
+		forwarded: -1,
+		proc:      c,
+	}
+	if err := waitHTTP(ctx, c, in.target.addrs[0]); err != nil {
+		c.stop(stopGrace)
+		return nil, err
+	}
+	return in, nil
+}
+
+// waitHTTP polls addr until it answers 200, c exits, or readyTimeout passes.
+func waitHTTP(ctx context.Context, c *child, addr string) error {
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil}}
+	defer client.CloseIdleConnections()
+	for {
+		if _, err := probe(ctx, client, addr, "ready"); err == nil {
+			return nil
+		}
+		if err := pause(ctx, c, 20*time.Millisecond); err != nil {
+			return fmt.Errorf("%s not answering on %s: %w", c.name, addr, err)
+		}
+	}
+}
+
+// probe sends one request with key to addr and returns the index of the app
+// that answered (index < 0 if the answer has none); an error unless it got a
+// 200.
+func probe(ctx context.Context, client *http.Client, addr, key string) (index int, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/", nil)
+	if err != nil {
+		return -1, err
+	}
+	req.Header.Set(keyHeader, key)
+	resp, err := client.Do(req)
+	if err != nil {
+		return -1, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return -1, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return -1, fmt.Errorf("%w %d", errStatus, resp.StatusCode)
+	}
+	if idx, ok := parseIndex(body); ok {
+		return idx, nil
+	}
+	return -1, nil
+}
+
+// pause waits d, failing early if c exits or ctx ends.
+func pause(ctx context.Context, c *child, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-c.done:
+		return c.exitError()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// freePort asks the kernel for a free loopback port.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
