@@ -106,13 +106,19 @@ func Run(ctx context.Context, index int, ctl *descend.Conn, listener *os.File, l
 	if err != nil {
 		return err
 	}
+	r := newRouter(index, set, logger)
+	r.ctl, r.listener = ctl, listener
+	return r.run(ctx)
+}
+
+// newRouter makes a router with its settings; Run adds the master connection and the
+// public listener.
+func newRouter(index int, set *settings, logger *slog.Logger) *Router {
 	logger = logger.With("worker", index)
 	r := &Router{
 		index:    index,
 		logger:   logger,
 		errorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-		ctl:      ctl,
-		listener: listener,
 		counters: newCounters(),
 		pool:     mux.NewPool(nil),
 		done:     make(chan struct{}),
@@ -120,7 +126,7 @@ func Run(ctx context.Context, index int, ctl *descend.Conn, listener *os.File, l
 	r.set.Store(set)
 	r.apps = newApps(r)
 	r.remote = r.newRemoteProxy()
-	return r.run(ctx)
+	return r
 }
 
 func (r *Router) run(ctx context.Context) error {
@@ -129,13 +135,7 @@ func (r *Router) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	peers := &http.Server{
-		Handler:           peerHandler{r},
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       5 * time.Minute,
-		MaxHeaderBytes:    r.conf().MaxHeaderBytes,
-		ErrorLog:          r.errorLog,
-	}
+	peers := r.newPeerServer(peerHandler{r}) // limits.go
 	go peers.Serve(private)
 
 	r.sup = &monitor.Supervisor{
@@ -154,6 +154,12 @@ func (r *Router) run(ctx context.Context) error {
 	go func() {
 		defer close(supDone)
 		r.sup.Run(appCtx)
+	}()
+
+	healthDone := make(chan struct{}) // health.go
+	go func() {
+		defer close(healthDone)
+		r.checkHealth(appCtx)
 	}()
 
 	recvErr := make(chan error, 1)
@@ -183,6 +189,7 @@ func (r *Router) run(ctx context.Context) error {
 	private.Close()
 	stopApp()
 	<-supDone
+	<-healthDone
 	r.remoteTransport.CloseIdleConnections()
 	return exitErr
 }
@@ -346,15 +353,9 @@ func (r *Router) updateAccepting() {
 			r.logger.Error("public listener", "err", err)
 			return
 		}
-		srv := &http.Server{
-			Handler:           r,
-			ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout:       2 * time.Minute,
-			MaxHeaderBytes:    r.conf().MaxHeaderBytes,
-			ErrorLog:          r.errorLog,
-		}
+		srv := r.newPublicServer(r) // limits.go
 		r.public = srv
-		go srv.Serve(ln)
+		go srv.Serve(limitConns(ln, r.conf().MaxConns))
 	case !want && r.public != nil:
 		srv := r.public
 		r.public = nil

@@ -1,0 +1,225 @@
+package router
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/olio-dev/olio/descend"
+	"github.com/olio-dev/olio/mux"
+)
+
+// testCluster is N routers in this process, each with an httptest app that answers with its
+// index and what it received, connected through real mux sockets.
+type testCluster struct {
+	routers []*Router
+	apps    []*httptest.Server
+}
+
+type testAnswer struct {
+	Index   int         `json:"index"`
+	Headers http.Header `json:"headers"`
+	Body    int         `json:"body"`
+}
+
+func newTestCluster(t *testing.T, n int, forwardTimeout time.Duration) *testCluster {
+	t.Helper()
+	dir := t.TempDir()
+	peers := make([]string, n)
+	for i := range peers {
+		peers[i] = filepath.Join(dir, "router-"+strconv.Itoa(i)+".sock")
+	}
+	tc := &testCluster{}
+	for i := 0; i < n; i++ {
+		set, err := newSettings(&descend.Config{
+			Index: i, Key: "header:X-Olio-Key", Secret: "s3cr3t", RunDir: dir,
+			ForwardTimeout: forwardTimeout, RequestTimeout: 5 * time.Second,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := newRouter(i, set, slog.New(slog.DiscardHandler))
+		r.members.Store(&membership{epoch: 1, workers: n})
+		r.pool.SetPeers(peers)
+		app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			b, _ := io.ReadAll(req.Body)
+			json.NewEncoder(w).Encode(testAnswer{Index: i, Headers: req.Header, Body: len(b)})
+		}))
+		port, _ := strconv.Atoi(app.URL[strings.LastIndexByte(app.URL, ':')+1:])
+		inst := &instance{port: port, transport: newAppTransport(port)}
+		inst.proxy = r.newLocalProxy(inst)
+		r.apps.setCurrent(inst)
+		ln, err := mux.Listen(peers[i], nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{Handler: peerHandler{r}}
+		go srv.Serve(ln)
+		t.Cleanup(func() {
+			srv.Close()
+			ln.Close()
+			r.pool.Close()
+			r.remoteTransport.CloseIdleConnections()
+			inst.transport.CloseIdleConnections()
+			app.Close()
+		})
+		tc.routers = append(tc.routers, r)
+		tc.apps = append(tc.apps, app)
+	}
+	return tc
+}
+
+// do sends req to router i's public handler.
+func (tc *testCluster) do(i int, req *http.Request) (*httptest.ResponseRecorder, *testAnswer) {
+	rec := httptest.NewRecorder()
+	tc.routers[i].ServeHTTP(rec, req)
+	var a testAnswer
+	if rec.Code == http.StatusOK {
+		json.Unmarshal(rec.Body.Bytes(), &a)
+	}
+	return rec, &a
+}
+
+func TestRoutesKeysToOwners(t *testing.T) {
+	tc := newTestCluster(t, 3, time.Second)
+	for k := 0; k < 30; k++ {
+		key := fmt.Sprintf("key-%d", k)
+		for accept := 0; accept < 3; accept++ {
+			req := httptest.NewRequest("GET", "/", nil)
+			req.Header.Set("X-Olio-Key", key)
+			rec, a := tc.do(accept, req)
+			if rec.Code != http.StatusOK {
+				t.Fatalf("key %s via %d: %d %s", key, accept, rec.Code, rec.Body)
+			}
+			if g, e := a.Index, Owner(key, 3); g != e {
+				t.Errorf("key %s accepted by %d served by %d, owner %d", key, accept, g, e)
+			}
+			if a.Headers.Get(HeaderSecret) != "" || a.Headers.Get(HeaderIndex) != "" {
+				t.Errorf("the app saw olio's headers: %v", a.Headers)
+			}
+		}
+	}
+	if g := tc.routers[0].counters.forwardedOut.Load(); g == 0 {
+		t.Error("router 0 forwarded nothing")
+	}
+}
+
+func TestNoKeyServedLocally(t *testing.T) {
+	tc := newTestCluster(t, 2, time.Second)
+	for i := 0; i < 2; i++ {
+		rec, a := tc.do(i, httptest.NewRequest("GET", "/", nil))
+		if rec.Code != http.StatusOK || a.Index != i {
+			t.Errorf("router %d: %d, served by %d", i, rec.Code, a.Index)
+		}
+	}
+}
+
+func TestDirectAddressing(t *testing.T) {
+	tc := newTestCluster(t, 3, time.Second)
+	for _, c := range []struct {
+		index, secret string
+		code, served  int
+	}{
+		{"2", "s3cr3t", 200, 2},
+		{"1", "s3cr3t", 200, 1},
+		{"2", "wrong", 403, 0},
+		{"2", "", 403, 0},
+		{"3", "s3cr3t", 400, 0},
+		{"x", "s3cr3t", 400, 0},
+	} {
+		req := httptest.NewRequest("POST", "/", strings.NewReader("hello"))
+		req.Header.Set(HeaderIndex, c.index)
+		if c.secret != "" {
+			req.Header.Set(HeaderSecret, c.secret)
+		}
+		req.Header.Set("X-Olio-Key", "whatever")
+		rec, a := tc.do(0, req)
+		if rec.Code != c.code {
+			t.Errorf("index %q secret %q: %d, want %d", c.index, c.secret, rec.Code, c.code)
+			continue
+		}
+		if c.code == 200 && (a.Index != c.served || a.Body != 5) {
+			t.Errorf("index %q: served by %d with %d body bytes", c.index, a.Index, a.Body)
+		}
+		if c.code != 200 && strings.Contains(rec.Body.String(), "s3cr3t") {
+			t.Errorf("the answer echoes the secret: %q", rec.Body)
+		}
+	}
+}
+
+func TestForwardedBodyAndXFF(t *testing.T) {
+	tc := newTestCluster(t, 2, time.Second)
+	body := bytes.Repeat([]byte("x"), 1<<20)
+	req := httptest.NewRequest("POST", "/upload", bytes.NewReader(body))
+	req.RemoteAddr = "192.0.2.7:1234"
+	req.Header.Set(HeaderIndex, "1")
+	req.Header.Set(HeaderSecret, "s3cr3t")
+	rec, a := tc.do(0, req)
+	if rec.Code != 200 || a.Index != 1 || a.Body != 1<<20 {
+		t.Fatalf("got %d, index %d, %d bytes", rec.Code, a.Index, a.Body)
+	}
+	if g := a.Headers.Get("X-Forwarded-For"); g != "192.0.2.7" {
+		t.Errorf("X-Forwarded-For = %q, want the client's address once", g)
+	}
+}
+
+func TestPeerSideNeedsSecret(t *testing.T) {
+	tc := newTestCluster(t, 1, time.Second)
+	rec := httptest.NewRecorder()
+	peerHandler{tc.routers[0]}.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	if rec.Code != http.StatusForbidden {
+		t.Errorf("unauthenticated forwarded request: %d, want 403", rec.Code)
+	}
+}
+
+// A request for a worker whose app is not ready waits, then gets 503 with Retry-After.
+func TestHeldRequestTimesOut(t *testing.T) {
+	tc := newTestCluster(t, 1, 50*time.Millisecond)
+	tc.routers[0].apps.setCurrent(nil)
+	rec, _ := tc.do(0, httptest.NewRequest("GET", "/", nil))
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" {
+		t.Errorf("got %d (Retry-After %q), want 503 with Retry-After", rec.Code, rec.Header().Get("Retry-After"))
+	}
+}
+
+// A held request is served as soon as the app becomes ready.
+func TestHeldRequestServedWhenReady(t *testing.T) {
+	tc := newTestCluster(t, 1, 10*time.Second)
+	r := tc.routers[0]
+	inst := r.apps.current.Load()
+	r.apps.setCurrent(nil)
+	done := make(chan int)
+	go func() {
+		rec, _ := tc.do(0, httptest.NewRequest("GET", "/", nil))
+		done <- rec.Code
+	}()
+	r.apps.setCurrent(inst)
+	if code := <-done; code != http.StatusOK {
+		t.Errorf("held request: %d", code)
+	}
+}
+
+// A request to a peer that never comes up gets 503 after the forward timeout.
+func TestForwardToAbsentPeer(t *testing.T) {
+	tc := newTestCluster(t, 1, 50*time.Millisecond)
+	r := tc.routers[0]
+	r.members.Store(&membership{epoch: 2, workers: 2})
+	r.pool.SetPeers([]string{filepath.Join(t.TempDir(), "a.sock"), filepath.Join(t.TempDir(), "absent.sock")})
+	req := httptest.NewRequest("GET", "/", nil)
+	req.Header.Set(HeaderIndex, "1")
+	req.Header.Set(HeaderSecret, "s3cr3t")
+	rec, _ := tc.do(0, req)
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" {
+		t.Errorf("got %d %q, want 503 with Retry-After", rec.Code, rec.Body)
+	}
+}
+
