@@ -222,4 +222,3 @@ func TestForwardToAbsentPeer(t *testing.T) {
 		t.Errorf("got %d %q, want 503 with Retry-After", rec.Code, rec.Body)
 	}
 }
-
