@@ -1,0 +1,148 @@
+package listener
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(*Config)
+		want   string // in the message; "" means valid
+	}{
+		{"defaults", func(*Config) {}, ""},
+		{"zero workers", func(c *Config) { c.Workers = 0 }, "--workers 0: must be from 1"},
+		{"too many workers", func(c *Config) { c.Workers = MaxWorkers + 1 }, "--workers"},
+		{"bad key", func(c *Config) { c.Key = "foo:x" }, `unknown source "foo"`},
+		{"bad ready", func(c *Config) { c.ReadyMode = "soon" }, `--ready "soon"`},
+		{"zero forward timeout", func(c *Config) { c.ForwardTimeout = 0 }, "--forward-timeout"},
+		{"negative request timeout", func(c *Config) { c.RequestTimeout = -time.Second }, "--request-timeout"},
+		{"tiny header limit", func(c *Config) { c.MaxHeaderBytes = 10 }, "--max-header-bytes"},
+		{"missing app", func(c *Config) { c.App = []string{"/nonexistent/app"} }, `app "/nonexistent/app" cannot be run`},
+		{"real app", func(c *Config) { c.App = []string{"sh", "-c", "true"} }, ""},
+	} {
+		c := DefaultConfig()
+		tc.change(&c)
+		err := c.Validate()
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, ErrConfig)):
+			t.Errorf("%s: got %v, want an ErrConfig saying %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestReadFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "olio.json")
+	os.WriteFile(path, []byte(`{"workers": 3, "key": "query:u", "cpu-affinity": true, "app": ["./app", "-v"]}`), 0o600)
+	got, err := ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"workers": "3", "key": "query:u", "cpu-affinity": "true", "app": `["./app","-v"]`}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %q, want %q", k, got[k], v)
+		}
+	}
+	os.WriteFile(path, []byte(`{"workers": `), 0o600)
+	if _, err := ReadFile(path); !errors.Is(err, ErrConfig) {
+		t.Errorf("truncated file: %v, want ErrConfig", err)
+	}
+	os.WriteFile(path, []byte(`{"workers": {"n": 1}}`), 0o600)
+	if _, err := ReadFile(path); err == nil || !strings.Contains(err.Error(), `"workers"`) {
+		t.Errorf("object value: %v", err)
+	}
+}
+
+func TestSecret(t *testing.T) {
+	c := DefaultConfig()
+	a, _ := loadSecret(&c)
+	b, _ := loadSecret(&c)
+	if len(a) != 64 || a == b || !validSecret(a) {
+		t.Errorf("random secrets %q, %q", a, b)
+	}
+	path := filepath.Join(t.TempDir(), "secret")
+	os.WriteFile(path, []byte("  from-file\n"), 0o600)
+	c.SecretFile = path
+	if s, err := loadSecret(&c); s != "from-file" || err != nil {
+		t.Errorf("secret file: %q, %v", s, err)
+	}
+	os.WriteFile(path, []byte("\n"), 0o600)
+	if _, err := loadSecret(&c); !errors.Is(err, ErrConfig) {
+		t.Errorf("empty secret file: %v", err)
+	}
+	for _, s := range []string{"", "a b", "tab\t", "é"} {
+		if validSecret(s) {
+			t.Errorf("validSecret(%q) = true", s)
+		}
+	}
+}
+
+func TestRunDirPrivate(t *testing.T) {
+	dir, err := makeRunDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("run dir mode %v, %v; want 0700", fi.Mode().Perm(), err)
+	}
+}
+
+func TestBindInUse(t *testing.T) {
+	f, addr, err := Bind("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, _, err := Bind(addr.String()); err == nil || !strings.Contains(err.Error(), "already in use") {
+		t.Errorf("second bind: %v", err)
+	}
+}
+
+func TestUpgradeArgs(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"serve --workers 2 -- ./app -x", "serve --upgrade --workers 2 -- ./app -x"},
+		{"serve --upgrade --workers 2", "serve --upgrade --workers 2"},
+		{"--workers 2", "serve --upgrade --workers 2"},
+	} {
+		if g := strings.Join(upgradeArgs(strings.Fields(tc.in)), " "); g != tc.want {
+			t.Errorf("upgradeArgs(%q) = %q, want %q", tc.in, g, tc.want)
+		}
+	}
+}
+
+func TestHandoverRoundTrip(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	w.WriteString(`{"secret":"abc","workers":5}` + "\n")
+	w.Close()
+	h, err := ReadHandover(r)
+	if err != nil || h.Secret != "abc" || h.Workers != 5 {
+		t.Errorf("ReadHandover = %+v, %v", h, err)
+	}
+}
+
+func TestLineWriterKeepsLinesWhole(t *testing.T) {
+	var out strings.Builder
+	w := &lineWriter{out: &out, mu: new(sync.Mutex)}
+	w.Write([]byte("one\ntw"))
+	if out.String() != "one\n" {
+		t.Errorf("after a partial line: %q", out.String())
+	}
+	w.Write([]byte("o\n"))
+	if out.String() != "one\ntwo\n" {
+		t.Errorf("after completing it: %q", out.String())
+	}
+}
