@@ -1,0 +1,68 @@
+package router
+
+import (
+	"net"
+	"net/http"
+	"time"
+
+	"golang.org/x/net/netutil"
+)
+
+// The limits of the two HTTP servers a router runs, in one place. What net/http does with
+// them, checked end to end in test/hostile_test.go:
+//
+//   - a request header over MaxHeaderBytes gets 431 and the connection is closed;
+//   - a malformed request line or header, or several Content-Length headers that disagree,
+//     gets 400; a Transfer-Encoding other than a single "chunked" gets 501;
+//   - a request with both Transfer-Encoding: chunked and Content-Length is framed by the
+//     chunked encoding alone and its Content-Length dropped (RFC 9112 §6.3); the router then
+//     frames the request anew on every leg it sends it down (peer, app), so what the app
+//     reads as one request is exactly what the router parsed as one: nothing can be
+//     smuggled across the forwarding hop.
+const (
+	// headerTimeout bounds reading a request's header, on both sides: a slow-loris client
+	// holds a connection (and, with --max-conns, a slot) at most this long.
+	headerTimeout = 10 * time.Second
+	// publicIdleTimeout closes a client's keep-alive connection idle this long.
+	publicIdleTimeout = 2 * time.Minute
+	// peerIdleTimeout closes an idle mux stream from a peer; the peer's transport closes
+	// its own idle streams sooner (90s), so this only reaps the ones a dead peer left.
+	peerIdleTimeout = 5 * time.Minute
+	// peerHeaderSlack is added to the peer side's header limit: a forwarded request carries
+	// X-Forwarded-*, X-Olio-Index and X-Olio-Secret on top of what the public side accepted.
+	peerHeaderSlack = 8 << 10
+)
+
+// newPublicServer is the http.Server of the public side, serving h with the header limit
+// of cfg.
+func (r *Router) newPublicServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: headerTimeout,
+		IdleTimeout:       publicIdleTimeout,
+		MaxHeaderBytes:    r.conf().MaxHeaderBytes,
+		ErrorLog:          r.errorLog,
+	}
+}
+
+// newPeerServer is the http.Server of the private side, where peers forward requests over
+// mux streams.
+func (r *Router) newPeerServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: headerTimeout,
+		IdleTimeout:       peerIdleTimeout,
+		MaxHeaderBytes:    r.conf().MaxHeaderBytes + peerHeaderSlack,
+		ErrorLog:          r.errorLog,
+	}
+}
+
+// limitConns bounds the connections ln has open at once to n (--max-conns); n <= 0 means no
+// bound. Past the bound Accept waits, so new connections queue in the shared socket's
+// backlog, where another router can take them.
+func limitConns(ln net.Listener, n int) net.Listener {
+	if n <= 0 {
+		return ln
+	}
+	return netutil.LimitListener(ln, n)
+}
