@@ -55,6 +55,7 @@ type Config struct {
 	MaxConns        int           `json:"max_conns"`
 	HealthTimeout   time.Duration `json:"health_timeout"`
 	CPU             int           `json:"cpu"` // CPU to pin to, or -1
+	Handoff         bool          `json:"handoff"`
 }
 
 // Membership is the cluster's shape: how many workers own keys, and where each router's

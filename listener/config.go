@@ -30,6 +30,7 @@ type Config struct {
 	MaxConns        int           // concurrent connections per router, 0: unlimited
 	HealthTimeout   time.Duration // recycle an app that fails health probes this long, 0: off
 	CPUAffinity     bool          // pin worker i to CPU i mod NumCPU
+	Handoff         bool          // pass a connection to its owner when its first request is the owner's
 	Control         string        // control socket path
 	Metrics         string        // Prometheus address, empty: off
 	PIDFile         string        // pidfile path, empty: none
@@ -48,6 +49,7 @@ func DefaultConfig() Config {
 		RequestTimeout:  60 * time.Second,
 		ShutdownTimeout: 30 * time.Second,
 		MaxHeaderBytes:  1 << 20,
+		Handoff:         true,
 	}
 }
 

@@ -135,6 +135,16 @@ func (m *Master) nextID() uint64 { return m.ids.Add(1) }
 // routers stop their apps and exit. Use Kill from another goroutine to cut that short.
 func (m *Master) Run(ctx context.Context) error {
 	defer m.cleanup()
+	// operate (issue 4): control socket, metrics and pidfile, up before the workers and
+	// down after them; a control `stop` cancels ctx.
+	ctx, stopCtl := context.WithCancel(ctx)
+	defer stopCtl()
+	ops, err := m.startOps(stopCtl)
+	if err != nil {
+		return err
+	}
+	defer ops.close()
+	// end operate
 	cfg := m.config()
 	m.logger.Info("olio starting", "listen", m.addr.String(), "workers", cfg.Workers, "key", cfg.Key,
 		"pid", os.Getpid(), "run_dir", m.runDir)
@@ -265,6 +275,7 @@ func (m *Master) routerConfig(index int) *descend.Config {
 		MaxConns:        cfg.MaxConns,
 		HealthTimeout:   cfg.HealthTimeout,
 		CPU:             cpu,
+		Handoff:         cfg.Handoff,
 	}
 }
 

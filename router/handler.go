@@ -10,11 +10,16 @@ import (
 // ServeHTTP is the public side: route by direct address or key, then serve locally or
 // forward to the owner.
 func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	markRequest(req)
 	workers := r.workers()
 	target := r.index
 	if idx, ok := req.Header[HeaderIndex]; ok {
 		if !secretOK(r.settings().secret, req.Header[HeaderSecret]) {
 			r.fail(w, http.StatusForbidden, "olio: X-Olio-Index needs the right X-Olio-Secret")
+			return
+		}
+		if len(idx) == 1 && idx[0] == FanoutIndex { // fanout.go: every worker answers
+			r.fanout(w, req)
 			return
 		}
 		i, ok := parseIndex(idx[0], workers)
@@ -25,6 +30,9 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		target = i
 	} else if key, ok := r.settings().key.Extract(req); ok && workers > 0 {
 		target = Owner(key, workers)
+		if target != r.index && r.tryHandOff(w, req, target) { // handoff.go
+			return
+		}
 	}
 	stripOlio(req.Header)
 	if target == r.index {

@@ -47,6 +47,8 @@ type Router struct {
 	remote   *httputil.ReverseProxy
 
 	remoteTransport *http.Transport
+	handoff         *handoff   // handoff.go
+	queue           *connQueue // handed-off connections for the current public server
 
 	mu       sync.Mutex
 	public   *http.Server // non-nil while accepting on the public listener
@@ -108,6 +110,7 @@ func Run(ctx context.Context, index int, ctl *descend.Conn, listener *os.File, l
 	}
 	r := newRouter(index, set, logger)
 	r.ctl, r.listener = ctl, listener
+	r.pin(cfg.CPU) // affinity.go: before the app starts, so it inherits the mask
 	return r.run(ctx)
 }
 
@@ -131,6 +134,12 @@ func newRouter(index int, set *settings, logger *slog.Logger) *Router {
 
 func (r *Router) run(ctx context.Context) error {
 	defer r.pool.Close()
+	h, err := newHandoff(r)
+	if err != nil {
+		return err
+	}
+	r.handoff = h
+	defer h.shutdown()
 	private, err := mux.Listen(r.peerPath(), nil)
 	if err != nil {
 		return err
@@ -354,11 +363,18 @@ func (r *Router) updateAccepting() {
 			return
 		}
 		srv := r.newPublicServer(r) // limits.go
+		srv.ConnContext = connContext
 		r.public = srv
 		go srv.Serve(limitConns(ln, r.conf().MaxConns))
+		r.queue = newConnQueue()
+		go srv.Serve(r.queue)
+		if err := r.handoff.open(r.queue); err != nil {
+			r.logger.Warn("handoff disabled", "err", err)
+		}
 	case !want && r.public != nil:
+		r.handoff.close()
 		srv := r.public
-		r.public = nil
+		r.public, r.queue = nil, nil
 		go srv.Shutdown(context.Background())
 	}
 }
@@ -368,8 +384,9 @@ func (r *Router) stopPublic(ctx context.Context) {
 	r.mu.Lock()
 	r.draining = true
 	srv := r.public
-	r.public = nil
+	r.public, r.queue = nil, nil
 	r.mu.Unlock()
+	r.handoff.close()
 	if srv != nil {
 		if err := srv.Shutdown(ctx); err != nil {
 			srv.Close()

@@ -17,6 +17,8 @@ type counters struct {
 	served       atomic.Uint64 // requests answered by this worker's app
 	forwardedOut atomic.Uint64 // requests sent to another worker
 	forwardedIn  atomic.Uint64 // requests received from another worker
+	handedOut    atomic.Uint64 // connections passed to their owner
+	handedIn     atomic.Uint64 // connections received from another worker
 	duration     prometheus.Histogram
 }
 

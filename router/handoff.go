@@ -1,0 +1,312 @@
+package router
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Connection handoff: when the first request on a client connection belongs to another
+// worker, the accepting router passes the client socket itself (SCM_RIGHTS over a unix
+// datagram socket in the run directory) to the owner, together with the bytes it has
+// already read: the request, re-serialised, and anything the client pipelined after it. The
+// owner serves that connection from then on, so a connection that carries one key — the
+// common case, one user per connection — costs no forwarding hop at all. Later requests on
+// it for other keys are forwarded as usual.
+//
+// Only a bodiless HTTP/1.x request routed by its key is handed off; a request with a body
+// or addressed by X-Olio-Index is forwarded. If the owner cannot take the connection (it is
+// restarting, draining or not listening for handoffs), the accepting router keeps serving
+// it itself, forwarding as usual.
+
+// maxHandoffPrefix bounds the bytes sent along with a socket.
+const maxHandoffPrefix = 64 << 10
+
+// connInfo is what a router knows about one public connection.
+type connInfo struct {
+	conn       net.Conn
+	requests   atomic.Int32
+	handedIn   bool // received from another router: never passed on again
+	canHandOff bool // a plain socket whose descriptor can be passed
+}
+
+type connInfoKey struct{}
+
+// connContext records a public connection's info in its requests' context.
+func connContext(ctx context.Context, c net.Conn) context.Context {
+	info := &connInfo{conn: c}
+	if pc, ok := c.(*prefixConn); ok {
+		info.handedIn = true
+		c = pc.Conn
+	}
+	_, info.canHandOff = c.(syscall.Conn)
+	return context.WithValue(ctx, connInfoKey{}, info)
+}
+
+// prefixConn is a connection whose first bytes were already read by another router.
+type prefixConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func newPrefixConn(c net.Conn, prefix []byte) *prefixConn {
+	return &prefixConn{Conn: c, r: io.MultiReader(bytes.NewReader(prefix), c)}
+}
+
+// connQueue is a net.Listener fed with handed-off connections, served by the public
+// http.Server next to the shared socket.
+type connQueue struct {
+	ch     chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newConnQueue() *connQueue {
+	return &connQueue{ch: make(chan net.Conn, 64), closed: make(chan struct{})}
+}
+
+func (q *connQueue) Accept() (net.Conn, error) {
+	select {
+	case c := <-q.ch:
+		return c, nil
+	case <-q.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+// push queues c; false if the queue is closed.
+func (q *connQueue) push(c net.Conn) bool {
+	select {
+	case <-q.closed:
+		return false
+	default:
+	}
+	select {
+	case q.ch <- c:
+		return true
+	case <-q.closed:
+		return false
+	}
+}
+
+func (q *connQueue) Close() error {
+	q.once.Do(func() { close(q.closed) })
+	return nil
+}
+
+func (q *connQueue) Addr() net.Addr { return &net.UnixAddr{Name: "handoff", Net: "unix"} }
+
+// handoff owns this router's handoff socket: it receives connections from peers, and sends
+// them to peers.
+type handoff struct {
+	r    *Router
+	path string
+	in   *net.UnixConn // bound at path; nil while not accepting
+	out  *net.UnixConn // unbound, for sending
+	done chan struct{}
+
+	mu    sync.Mutex
+	queue *connQueue // where received connections go; nil while not accepting
+}
+
+func handoffPath(dir string, index int) string {
+	return filepath.Join(dir, "handoff-"+strconv.Itoa(index)+".sock")
+}
+
+// newHandoff makes the sending socket. Receiving starts with open.
+func newHandoff(r *Router) (*handoff, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("router: handoff socket: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "handoff-out")
+	defer f.Close()
+	pc, err := net.FilePacketConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("router: handoff socket: %w", err)
+	}
+	return &handoff{r: r, path: handoffPath(r.conf().RunDir, r.index), out: pc.(*net.UnixConn)}, nil
+}
+
+// open starts receiving connections into q.
+func (h *handoff) open(q *connQueue) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.queue = q
+	if h.in != nil {
+		return nil
+	}
+	os.Remove(h.path)
+	in, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: h.path, Net: "unixgram"})
+	if err != nil {
+		return fmt.Errorf("router: handoff socket: %w", err)
+	}
+	if err := os.Chmod(h.path, 0o600); err != nil {
+		in.Close()
+		return fmt.Errorf("router: handoff socket: %w", err)
+	}
+	h.in = in
+	h.done = make(chan struct{})
+	go h.receive(in, h.done)
+	return nil
+}
+
+// close stops receiving; peers then keep their connections.
+func (h *handoff) close() {
+	h.mu.Lock()
+	in, done := h.in, h.done
+	h.in, h.queue = nil, nil
+	h.mu.Unlock()
+	if in != nil {
+		os.Remove(h.path)
+		in.Close()
+		<-done
+	}
+}
+
+// shutdown closes both sockets.
+func (h *handoff) shutdown() {
+	h.close()
+	h.out.Close()
+}
+
+func (h *handoff) receive(in *net.UnixConn, done chan struct{}) {
+	defer close(done)
+	buf := make([]byte, maxHandoffPrefix+1)
+	oob := make([]byte, unix.CmsgSpace(4))
+	for {
+		n, oobn, _, _, err := in.ReadMsgUnix(buf, oob)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		c, err := connFromRights(oob[:oobn])
+		if err != nil {
+			h.r.logger.Warn("handoff: bad message", "err", err)
+			continue
+		}
+		prefix := append([]byte(nil), buf[:n]...)
+		h.mu.Lock()
+		q := h.queue
+		h.mu.Unlock()
+		if q == nil || !q.push(newPrefixConn(c, prefix)) {
+			c.Close()
+			continue
+		}
+		h.r.counters.handedIn.Add(1)
+	}
+}
+
+// connFromRights makes a net.Conn of the one descriptor in a control message.
+func connFromRights(oob []byte) (net.Conn, error) {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil || len(msgs) != 1 {
+		return nil, fmt.Errorf("no descriptor (%v)", err)
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) == 0 {
+		return nil, fmt.Errorf("no descriptor (%v)", err)
+	}
+	for _, fd := range fds[1:] {
+		unix.Close(fd)
+	}
+	f := os.NewFile(uintptr(fds[0]), "handed-off")
+	defer f.Close()
+	return net.FileConn(f)
+}
+
+// send passes conn, with prefix, to the router of index.
+func (h *handoff) send(index int, conn net.Conn, prefix []byte) error {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return errors.New("not a socket")
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	addr := &net.UnixAddr{Name: handoffPath(h.r.conf().RunDir, index), Net: "unixgram"}
+	var sendErr error
+	err = raw.Control(func(fd uintptr) {
+		_, _, sendErr = h.out.WriteMsgUnix(prefix, unix.UnixRights(int(fd)), addr)
+	})
+	if err != nil {
+		return err
+	}
+	return sendErr
+}
+
+// tryHandOff passes the request's connection to worker target if this is the first request
+// on it and it qualifies. It reports whether the request was taken care of.
+func (r *Router) tryHandOff(w http.ResponseWriter, req *http.Request, target int) bool {
+	info, _ := req.Context().Value(connInfoKey{}).(*connInfo)
+	if info == nil || info.handedIn || !info.canHandOff || info.requests.Load() != 1 ||
+		!r.conf().Handoff || r.handoff == nil ||
+		req.ProtoMajor != 1 || req.ContentLength != 0 || len(req.TransferEncoding) > 0 {
+		return false
+	}
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		return false
+	}
+	var head bytes.Buffer
+	if _, ok := req.Header["User-Agent"]; !ok {
+		req.Header["User-Agent"] = []string{""} // or Write adds Go's own
+	}
+	if err := req.Write(&head); err != nil || head.Len() > maxHandoffPrefix/2 {
+		return false
+	}
+	conn, brw, err := hj.Hijack()
+	if err != nil {
+		return false
+	}
+	prefix := head.Bytes()
+	if n := brw.Reader.Buffered(); n > 0 {
+		pipelined, _ := brw.Reader.Peek(n)
+		prefix = append(prefix, pipelined...)
+	}
+	if len(prefix) <= maxHandoffPrefix {
+		if err := r.handoff.send(target, conn, prefix); err == nil {
+			conn.Close() // our copy; the owner holds the connection now
+			r.counters.handedOut.Add(1)
+			return true
+		}
+	}
+	// The owner could not take it: keep serving the connection here, forwarding as usual.
+	r.serveHijacked(conn, prefix)
+	return true
+}
+
+// serveHijacked puts a hijacked connection back into this router's public server.
+func (r *Router) serveHijacked(conn net.Conn, prefix []byte) {
+	r.mu.Lock()
+	q := r.queue
+	r.mu.Unlock()
+	pc := newPrefixConn(conn, prefix)
+	if q == nil || !q.push(pc) {
+		conn.Close()
+	}
+}
+
+// markRequest counts a request on its connection.
+func markRequest(req *http.Request) {
+	if info, _ := req.Context().Value(connInfoKey{}).(*connInfo); info != nil {
+		info.requests.Add(1)
+	}
+}
