@@ -31,7 +31,7 @@ type testAnswer struct {
 	Body    int         `json:"body"`
 }
 
-func newTestCluster(t *testing.T, n int, forwardTimeout time.Duration) *testCluster {
+func newTestCluster(t testing.TB, n int, forwardTimeout time.Duration) *testCluster {
 	t.Helper()
 	dir := t.TempDir()
 	peers := make([]string, n)
