@@ -203,6 +203,10 @@ func (a *apps) drain(ctx context.Context, c *monitor.Child) {
 		return
 	}
 	a.clearCurrent(inst)
+	// Close the idle keep-alive connections once the last request is done: the transport may
+	// hold one it dialed and never used, and net/http's graceful Shutdown in the app waits up
+	// to 5s for such a connection, which would delay every stop and rolling restart.
+	defer inst.transport.CloseIdleConnections()
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for inst.inFlight.Load() > 0 {
