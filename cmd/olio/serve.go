@@ -213,7 +213,11 @@ func serve(c *cli.Context) error {
 		if logFile == nil {
 			return nil
 		}
-		return logFile.Reopen()
+		if err := logFile.Reopen(); err != nil {
+			return err
+		}
+		logger.Info("log file reopened", "path", c.String("log-file")) // the first line of the new file
+		return nil
 	})
 	return m.Run(ctx)
 }

@@ -1,0 +1,142 @@
+package listener
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// ErrNoControl means nothing answers on a control socket path: no olio runs with that
+// --control.
+var ErrNoControl = errors.New("no olio answers on the control socket")
+
+// Client sends control commands to a running master over its control socket. Its
+// methods are safe for concurrent use.
+type Client struct {
+	path string
+	hc   *http.Client
+}
+
+// NewClient returns a client for the master whose control socket is at path. Nothing is
+// dialled until a command is sent.
+func NewClient(path string) *Client {
+	d := &net.Dialer{}
+	return &Client{path: path, hc: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			c, err := d.DialContext(ctx, "unix", path)
+			if err != nil {
+				return nil, &controlDialError{err}
+			}
+			return c, nil
+		},
+		DisableKeepAlives: true,
+	}}}
+}
+
+// Path is the control socket's path.
+func (c *Client) Path() string { return c.path }
+
+// Ping asks which olio answers.
+func (c *Client) Ping(ctx context.Context) (Ping, error) {
+	var p Ping
+	err := c.do(ctx, http.MethodGet, controlPing, &p)
+	return p, err
+}
+
+// Status asks for the cluster's status.
+func (c *Client) Status(ctx context.Context) (*Status, error) {
+	var st Status
+	if err := c.do(ctx, http.MethodGet, controlStatus, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// Reload asks for a reload (as HUP does) and waits until it is done.
+func (c *Client) Reload(ctx context.Context) error {
+	return c.do(ctx, http.MethodPost, controlReload, nil)
+}
+
+// Scale asks for n workers and waits until the cluster has them.
+func (c *Client) Scale(ctx context.Context, n int) error {
+	return c.do(ctx, http.MethodPost, controlScale+"?workers="+strconv.Itoa(n), nil)
+}
+
+// Stop asks for a graceful stop. It returns once the master has begun stopping.
+func (c *Client) Stop(ctx context.Context) error {
+	return c.do(ctx, http.MethodPost, controlStop, nil)
+}
+
+// controlDialError marks a failure to connect: nothing answers on the path.
+type controlDialError struct{ err error }
+
+func (e *controlDialError) Error() string { return e.err.Error() }
+func (e *controlDialError) Unwrap() error { return e.err }
+
+// ControlError is a command the master refused or failed; it wraps ErrConfig, ErrBusy
+// or ErrStopped when the master's answer says so.
+type ControlError struct {
+	Code    int    // the HTTP status of the answer
+	Message string // the master's explanation
+}
+
+func (e *ControlError) Error() string { return e.Message }
+
+// Unwrap returns the sentinel error that the answer's status stands for, if any.
+func (e *ControlError) Unwrap() error {
+	switch e.Code {
+	case http.StatusBadRequest:
+		return ErrConfig
+	case http.StatusConflict:
+		return ErrBusy
+	case http.StatusServiceUnavailable:
+		return ErrStopped
+	}
+	return nil
+}
+
+// do sends one command and decodes the answer into out (when not nil).
+func (c *Client) do(ctx context.Context, method, path string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, "http://olio"+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		var de *controlDialError
+		if errors.As(err, &de) {
+			why := de.err.Error()
+			var se *os.SyscallError
+			if errors.As(de.err, &se) {
+				why = se.Error()
+			}
+			return fmt.Errorf("%w %s (%s); is `olio serve` running? give the path it uses with --control", ErrNoControl, c.path, why)
+		}
+		return fmt.Errorf("control socket %s: %w", c.path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("control socket %s: %w", c.path, err)
+	}
+	if resp.StatusCode >= 300 {
+		var a controlAnswer
+		if json.Unmarshal(body, &a) != nil || a.Error == "" {
+			a.Error = fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(body)))
+		}
+		return &ControlError{Code: resp.StatusCode, Message: a.Error}
+	}
+	if out != nil {
+		if err := json.Unmarshal(body, out); err != nil {
+			return fmt.Errorf("control socket %s: %s answered %q: %w", c.path, path, body, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,240 @@
+package listener
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// ErrControlInUse means another olio (or something else) answers on the control socket
+// path, so this master refuses to start rather than steal it.
+var ErrControlInUse = errors.New("another olio answers on the control socket")
+
+// The control protocol: HTTP/1.1 over the unix socket at --control (mode 0600, so only
+// its owner and root may connect). Answers are JSON; errors are {"error": "..."} with a
+// 4xx or 5xx status.
+//
+//	GET  /ping                 {"pid": N, "listen": "host:port"}
+//	GET  /status               Status
+//	POST /reload               = HUP: re-read the config file, rolling restart; answers when done
+//	POST /scale?workers=N      change the worker count; answers when done
+//	POST /stop                 graceful stop; answers at once (202)
+const (
+	controlPing   = "/ping"
+	controlStatus = "/status"
+	controlReload = "/reload"
+	controlScale  = "/scale"
+	controlStop   = "/stop"
+)
+
+// Ping is the answer to /ping: enough to tell which olio answers.
+type Ping struct {
+	PID    int    `json:"pid"`
+	Listen string `json:"listen"`
+}
+
+// controlServer serves control commands on a unix socket.
+type controlServer struct {
+	path string
+	id   fileID // the socket file this server made; only that one is removed on close
+	srv  *http.Server
+	done chan struct{}
+}
+
+// fileID identifies a file across renames.
+type fileID struct{ dev, ino uint64 }
+
+func statID(path string) (fileID, bool) {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return fileID{}, false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileID{}, false
+	}
+	return fileID{uint64(st.Dev), st.Ino}, true
+}
+
+// listenControl makes the control socket at path and serves it; stop is what POST /stop
+// calls. It refuses a path where another olio answers, and replaces a stale socket file.
+func (m *Master) listenControl(path string, stop func()) (*controlServer, error) {
+	if err := m.claimControl(path); err != nil {
+		return nil, err
+	}
+	ln, err := bindControl(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot make the control socket %s: %w; check --control", path, err)
+	}
+	s := &controlServer{path: path, done: make(chan struct{})}
+	s.id, _ = statID(path)
+	s.srv = &http.Server{
+		Handler:           m.controlHandler(stop),
+		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          m.errorLog(),
+	}
+	go func() {
+		defer close(s.done)
+		s.srv.Serve(ln)
+	}()
+	m.logger.Info("control socket", "path", path)
+	return s, nil
+}
+
+// claimControl makes sure path is free: nothing there, or a stale socket (removed). A
+// path where an olio answers is refused, unless it is the master that started this one
+// for a hot upgrade, whose socket this one takes over.
+func (m *Master) claimControl(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("control socket %s: %w; check --control", path, err)
+	}
+	if fi.Mode()&fs.ModeSocket == 0 {
+		return fmt.Errorf("control socket %s: the path exists and is not a socket; remove it or give another path with --control", path)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	ping, err := NewClient(path).Ping(ctx)
+	switch {
+	case errors.Is(err, ErrNoControl):
+		m.logger.Info("removing a stale control socket", "path", path)
+	case err != nil:
+		return fmt.Errorf("%w: %s answers but not as an olio (%v); give this olio another path with --control", ErrControlInUse, path, err)
+	case m.opts.Listener != nil && ping.PID == os.Getppid():
+		m.logger.Info("taking over the control socket from the previous master", "path", path, "old_pid", ping.PID)
+	default:
+		return fmt.Errorf("%w: olio pid %d (listening on %s) uses %s; stop it with `olio stop --control %s`, or give this one its own --control PATH",
+			ErrControlInUse, ping.PID, ping.Listen, path, path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("control socket %s: remove the stale socket: %w", path, err)
+	}
+	return nil
+}
+
+// maxSocketPath is the longest path a unix socket address holds (sun_path less its NUL).
+const maxSocketPath = 107
+
+// bindControl binds a unix socket at path with mode 0600. It binds in a fresh private
+// directory beside path, fixes the mode, then renames the socket into place, so there is
+// no moment when the socket exists with the umask's mode.
+func bindControl(path string) (*net.UnixListener, error) {
+	dir, err := os.MkdirTemp(filepath.Dir(path), ".olio-control-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	tmp := filepath.Join(dir, "s")
+	if len(tmp) > maxSocketPath {
+		if len(path) > maxSocketPath {
+			return nil, fmt.Errorf("the path is longer than %d bytes", maxSocketPath)
+		}
+		tmp = path // no room for the detour: bind in place, then fix the mode
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	ln.SetUnlinkOnClose(false) // close removes path only if it is still ours
+	err = os.Chmod(tmp, 0o600)
+	if err == nil && tmp != path {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		ln.Close()
+		os.Remove(tmp)
+		return nil, err
+	}
+	return ln, nil
+}
+
+// close stops serving (giving running commands a moment), waits, and removes the socket
+// file unless another master has put its own there since.
+func (s *controlServer) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.srv.Shutdown(ctx); err != nil {
+		s.srv.Close()
+	}
+	<-s.done
+	if id, ok := statID(s.path); ok && id == s.id {
+		os.Remove(s.path)
+	}
+}
+
+// controlHandler serves the control protocol.
+func (m *Master) controlHandler(stop func()) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+controlPing, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, Ping{PID: os.Getpid(), Listen: m.addr.String()})
+	})
+	mux.HandleFunc("GET "+controlStatus, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, m.Status(r.Context()))
+	})
+	// Reload and scale run to the end even if the client goes away: a roll stopped halfway
+	// helps nobody.
+	mux.HandleFunc("POST "+controlReload, func(w http.ResponseWriter, r *http.Request) {
+		m.logger.Info("control: reload")
+		m.answer(w, "reloaded", m.Reload(context.WithoutCancel(r.Context())))
+	})
+	mux.HandleFunc("POST "+controlScale, func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.Atoi(r.URL.Query().Get("workers"))
+		if err != nil {
+			m.answer(w, "", fmt.Errorf("%w: scale: workers=%q is not a whole number", ErrConfig, r.URL.Query().Get("workers")))
+			return
+		}
+		m.logger.Info("control: scale", "workers", n)
+		m.answer(w, fmt.Sprintf("scaled to %d workers", n), m.Scale(context.WithoutCancel(r.Context()), n))
+	})
+	mux.HandleFunc("POST "+controlStop, func(w http.ResponseWriter, r *http.Request) {
+		m.logger.Info("control: stop")
+		stop()
+		writeJSON(w, http.StatusAccepted, controlAnswer{Message: "stopping"})
+	})
+	return mux
+}
+
+// controlAnswer is the body of a command's answer.
+type controlAnswer struct {
+	Message string `json:"message,omitempty"`
+	Error   string `json:"error,omitempty"`
+}
+
+// answer writes a command's outcome: 200 with msg, or the error with a status that says
+// what kind it is.
+func (m *Master) answer(w http.ResponseWriter, msg string, err error) {
+	if err == nil {
+		writeJSON(w, http.StatusOK, controlAnswer{Message: msg})
+		return
+	}
+	code := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, ErrConfig):
+		code = http.StatusBadRequest
+	case errors.Is(err, ErrBusy):
+		code = http.StatusConflict
+	case errors.Is(err, ErrStopped):
+		code = http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, controlAnswer{Error: err.Error()})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}

@@ -1,0 +1,165 @@
+package listener
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// bareMaster is a master with no workers: enough for the control protocol.
+func bareMaster() *Master {
+	return &Master{
+		logger: slog.New(slog.DiscardHandler),
+		addr:   &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080},
+		start:  time.Now(),
+	}
+}
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestControlRoundTrip(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ctl.sock")
+	stopped := make(chan struct{})
+	s, err := bareMaster().listenControl(path, func() { close(stopped) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	fi, err := os.Lstat(path)
+	if err != nil || fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("control socket %v (%v), want a socket with mode 0600", fi.Mode(), err)
+	}
+	if ents, _ := os.ReadDir(filepath.Dir(path)); len(ents) != 1 {
+		t.Errorf("the directory holds %d entries, want only the socket", len(ents))
+	}
+	ctx := testContext(t)
+	cl := NewClient(path)
+	ping, err := cl.Ping(ctx)
+	if err != nil || ping.PID != os.Getpid() || ping.Listen != "127.0.0.1:8080" {
+		t.Errorf("Ping = %+v, %v", ping, err)
+	}
+	st, err := cl.Status(ctx)
+	if err != nil || st.PID != os.Getpid() || len(st.Workers) != 0 {
+		t.Errorf("Status = %+v, %v", st, err)
+	}
+	if err := cl.Reload(ctx); err != nil {
+		t.Errorf("Reload: %v", err)
+	}
+	err = cl.Scale(ctx, -1)
+	var ce *ControlError
+	if !errors.Is(err, ErrConfig) || !errors.As(err, &ce) || ce.Code != 400 || !strings.Contains(err.Error(), "-1") {
+		t.Errorf("Scale(-1) = %v, want a 400 wrapping ErrConfig that names the count", err)
+	}
+	select {
+	case <-stopped:
+		t.Fatal("stopped before Stop")
+	default:
+	}
+	if err := cl.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		t.Fatal("Stop did not call stop")
+	}
+	s.close()
+	if _, err := os.Lstat(path); !os.IsNotExist(err) {
+		t.Errorf("the socket is still there after close: %v", err)
+	}
+	if _, err := cl.Ping(ctx); !errors.Is(err, ErrNoControl) {
+		t.Errorf("Ping after close = %v, want ErrNoControl", err)
+	}
+	s.close() // twice is fine
+}
+
+func TestControlRefusesPathInUse(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ctl.sock")
+	first, err := bareMaster().listenControl(path, func() {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.close()
+	_, err = bareMaster().listenControl(path, func() {})
+	if !errors.Is(err, ErrControlInUse) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "--control") {
+		t.Fatalf("second listenControl = %v, want ErrControlInUse naming the path and --control", err)
+	}
+	if _, err := NewClient(path).Ping(testContext(t)); err != nil {
+		t.Errorf("the first server stopped answering: %v", err)
+	}
+}
+
+func TestControlReplacesStaleSocket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ctl.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.SetUnlinkOnClose(false)
+	ln.Close() // a crashed olio's socket: the file stays, nobody answers
+	s, err := bareMaster().listenControl(path, func() {})
+	if err != nil {
+		t.Fatalf("listenControl over a stale socket: %v", err)
+	}
+	defer s.close()
+	if _, err := NewClient(path).Ping(testContext(t)); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestControlRefusesNonSocket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ctl.sock")
+	os.WriteFile(path, []byte("precious"), 0o600)
+	if _, err := bareMaster().listenControl(path, func() {}); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Fatalf("listenControl over a regular file = %v, want a refusal", err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "precious" {
+		t.Errorf("the file was changed to %q", b)
+	}
+}
+
+// A master that has handed its socket path to another (hot upgrade) leaves the new file.
+func TestControlCloseKeepsAnothersSocket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ctl.sock")
+	s, err := bareMaster().listenControl(path, func() {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(path)
+	other, err := bindControl(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	s.close()
+	if _, err := os.Lstat(path); err != nil {
+		t.Errorf("close removed the other master's socket: %v", err)
+	}
+}
+
+func TestClientNothingAnswers(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "none.sock")
+	ctx := testContext(t)
+	cl := NewClient(path)
+	for name, f := range map[string]func() error{
+		"status": func() error { _, err := cl.Status(ctx); return err },
+		"reload": func() error { return cl.Reload(ctx) },
+		"scale":  func() error { return cl.Scale(ctx, 2) },
+		"stop":   func() error { return cl.Stop(ctx) },
+	} {
+		err := f()
+		if !errors.Is(err, ErrNoControl) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "--control") {
+			t.Errorf("%s = %v, want ErrNoControl naming %s and --control", name, err, path)
+		}
+	}
+}

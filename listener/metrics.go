@@ -1,0 +1,165 @@
+package listener
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/olio-dev/olio/descend"
+)
+
+// The metric descriptors. Per-worker series carry the label "worker" (the index).
+var (
+	workerLabel = []string{"worker"}
+
+	descWorkers = prometheus.NewDesc("olio_workers",
+		"Workers that own keys (the membership's size).", nil, nil)
+	descWorkersReady = prometheus.NewDesc("olio_workers_ready",
+		"Member workers whose app is ready.", nil, nil)
+	descEpoch = prometheus.NewDesc("olio_membership_epoch",
+		"Membership epoch, bumped by every change of the worker count.", nil, nil)
+	descServed = prometheus.NewDesc("olio_requests_served_total",
+		"Requests answered by the worker's app.", workerLabel, nil)
+	descForwardedOut = prometheus.NewDesc("olio_requests_forwarded_out_total",
+		"Requests the worker accepted and forwarded to their owner.", workerLabel, nil)
+	descForwardedIn = prometheus.NewDesc("olio_requests_forwarded_in_total",
+		"Requests the worker received from other workers.", workerLabel, nil)
+	descInFlight = prometheus.NewDesc("olio_requests_in_flight",
+		"Requests in the worker's app now.", workerLabel, nil)
+	descDuration = prometheus.NewDesc("olio_request_duration_seconds",
+		"Time the worker's app took to answer.", workerLabel, nil)
+	descRestarts = prometheus.NewDesc("olio_restarts_total",
+		"Unexpected exits of the worker's app and router.", workerLabel, nil)
+	descRSS = prometheus.NewDesc("olio_resident_memory_bytes",
+		"Resident memory of the worker's router and app.", workerLabel, nil)
+	descWorkerReady = prometheus.NewDesc("olio_worker_ready",
+		"1 when the worker's app is ready, else 0.", workerLabel, nil)
+	descCrashLooping = prometheus.NewDesc("olio_worker_crash_looping",
+		"1 when the worker's app or router keeps crashing, else 0.", workerLabel, nil)
+)
+
+// collector is a prometheus.Collector that asks the routers for their counters at every
+// scrape, so one scrape of the master sees every worker.
+type collector struct{ m *Master }
+
+// Describe implements prometheus.Collector.
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		descWorkers, descWorkersReady, descEpoch, descServed, descForwardedOut, descForwardedIn,
+		descInFlight, descDuration, descRestarts, descRSS, descWorkerReady, descCrashLooping,
+	} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), StatsTimeout)
+	defer cancel()
+	st, stats := c.m.gather(ctx)
+	ch <- prometheus.MustNewConstMetric(descWorkers, prometheus.GaugeValue, float64(st.Members))
+	ch <- prometheus.MustNewConstMetric(descWorkersReady, prometheus.GaugeValue, float64(st.Ready))
+	ch <- prometheus.MustNewConstMetric(descEpoch, prometheus.GaugeValue, float64(st.Epoch))
+	for i, w := range st.Workers {
+		l := strconv.Itoa(w.Index)
+		gauge := func(d *prometheus.Desc, v float64) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, l)
+		}
+		ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, float64(w.Restarts), l)
+		gauge(descRSS, float64(w.RSSBytes))
+		gauge(descWorkerReady, b2f(w.State == descend.StateReady))
+		gauge(descCrashLooping, b2f(w.CrashLooping))
+		s := stats[i]
+		if s == nil {
+			continue // no counters from a router that did not answer
+		}
+		counter := func(d *prometheus.Desc, v uint64) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), l)
+		}
+		counter(descServed, s.Served)
+		counter(descForwardedOut, s.ForwardedOut)
+		counter(descForwardedIn, s.ForwardedIn)
+		gauge(descInFlight, float64(s.InFlight))
+		if h, err := constHistogram(descDuration, s.Duration, l); err == nil {
+			ch <- h
+		}
+	}
+}
+
+// constHistogram turns a router's histogram snapshot into a Prometheus metric.
+func constHistogram(d *prometheus.Desc, h descend.Histogram, labels ...string) (prometheus.Metric, error) {
+	if len(h.Bounds) != len(h.Counts) {
+		return nil, errors.New("listener: histogram with unequal bounds and counts")
+	}
+	buckets := make(map[float64]uint64, len(h.Bounds))
+	for i, b := range h.Bounds {
+		buckets[b] = h.Counts[i]
+	}
+	return prometheus.NewConstHistogram(d, h.Count, h.Sum, buckets, labels...)
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// metricsServer serves Prometheus text on --metrics ADDR.
+type metricsServer struct {
+	srv  *http.Server
+	done chan struct{}
+}
+
+// serveMetrics binds addr and serves /metrics from a private registry holding only olio's
+// collector.
+func (m *Master) serveMetrics(addr string) (*metricsServer, error) {
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(collector{m}); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("cannot serve metrics on %s: %w; check --metrics", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog:      m.errorLog(),
+		ErrorHandling: promhttp.ContinueOnError,
+		Timeout:       2 * StatsTimeout,
+	}))
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "olio: Prometheus metrics are at /metrics")
+	})
+	s := &metricsServer{
+		srv: &http.Server{
+			Handler:           mux,
+			ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog:          m.errorLog(),
+		},
+		done: make(chan struct{}),
+	}
+	go func() {
+		defer close(s.done)
+		s.srv.Serve(ln)
+	}()
+	m.logger.Info("serving metrics", "addr", ln.Addr().String())
+	return s, nil
+}
+
+// close stops the server, giving scrapes in progress a moment, and waits for it.
+func (s *metricsServer) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := s.srv.Shutdown(ctx); err != nil {
+		s.srv.Close()
+	}
+	<-s.done
+}

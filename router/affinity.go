@@ -1,0 +1,88 @@
+package router
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+// maxCPUs is how many CPUs a unix.CPUSet holds.
+const maxCPUs = 1024
+
+// pinCPU pins this router to one CPU (--cpu-affinity): the (n mod count)-th of the count
+// CPUs the process may run on, so worker i lands on CPU i mod NumCPU when olio may use
+// every CPU. Every thread of the process is pinned; threads started later and the app,
+// started from one of them, inherit the mask. It returns the CPU chosen.
+func pinCPU(n int) (int, error) {
+	var allowed unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &allowed); err != nil {
+		return -1, fmt.Errorf("router: cpu affinity: %w", err)
+	}
+	cpu := nthCPU(&allowed, n)
+	if cpu < 0 {
+		return -1, fmt.Errorf("router: cpu affinity: no CPU allowed")
+	}
+	var set unix.CPUSet
+	set.Set(cpu)
+	// A thread being created while we go through the list may start with the old mask:
+	// go again until a pass finds nothing to change.
+	for pass := 0; pass < 5; pass++ {
+		ents, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			return -1, fmt.Errorf("router: cpu affinity: %w", err)
+		}
+		changed := false
+		for _, e := range ents {
+			tid, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			var cur unix.CPUSet
+			if unix.SchedGetaffinity(tid, &cur) == nil && cur == set {
+				continue
+			}
+			if err := unix.SchedSetaffinity(tid, &set); err != nil && err != unix.ESRCH {
+				return -1, fmt.Errorf("router: cpu affinity: pin thread %d to CPU %d: %w", tid, cpu, err)
+			}
+			changed = true
+		}
+		if !changed {
+			break
+		}
+	}
+	return cpu, nil
+}
+
+// nthCPU returns the (n mod count)-th CPU in set, or -1 when set is empty.
+func nthCPU(set *unix.CPUSet, n int) int {
+	count := set.Count()
+	if count == 0 || n < 0 {
+		return -1
+	}
+	k := n % count
+	for cpu := 0; cpu < maxCPUs; cpu++ {
+		if set.IsSet(cpu) {
+			if k == 0 {
+				return cpu
+			}
+			k--
+		}
+	}
+	return -1
+}
+
+// pin pins the router (and so its app) to cpu mod the CPU count; cpu < 0 means no pinning.
+// A failure is logged: a worker runs unpinned rather than not at all.
+func (r *Router) pin(cpu int) {
+	if cpu < 0 {
+		return
+	}
+	got, err := pinCPU(cpu)
+	if err != nil {
+		r.logger.Warn("cpu affinity not set; running unpinned", "err", err)
+		return
+	}
+	r.logger.Info("pinned to cpu", "cpu", got)
+}
