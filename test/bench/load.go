@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/olio-dev/olio/router"
 )
 
 // keyHeader carries the routing key, olio's default --key header:X-Olio-Key.
@@ -46,7 +48,7 @@ type target struct {
 // pick is the index in addrs of the address a request with key goes to.
 func (t target) pick(key string) int {
 	if t.direct {
-		return owner(key, len(t.addrs))
+		return router.Owner(key, len(t.addrs)) // olio's own routing
 	}
 	return 0
 }

@@ -59,7 +59,7 @@ func parseFlags(args []string) (*config, error) {
 		rateList          string
 		quick             bool
 	)
-	fs.StringVar(&setupList, "setups", "direct,olio4,olio1,haproxy,nginx", "setups to run, comma-separated: direct, olio4 (--workers N), olio1, haproxy, nginx")
+	fs.StringVar(&setupList, "setups", "direct,olio4,olio1,haproxy,nginx", "setups to run, comma-separated: direct, olio4 (--workers N), olio1, olio4-nohandoff (--handoff=false), haproxy, nginx")
 	fs.StringVar(&wlList, "workloads", "random,conn", "workloads, comma-separated: random (a random key per request), conn (one key per connection)")
 	fs.IntVar(&cfg.workers, "workers", 4, "apps behind direct, HAProxy and nginx, and olio's --workers for olio4")
 	fs.IntVar(&cfg.conns, "c", 64, "connections")
@@ -109,7 +109,7 @@ func parseFlags(args []string) (*config, error) {
 func (c *config) validate() error {
 	for _, id := range c.setups {
 		if !slices.ContainsFunc(setups, func(s setup) bool { return s.id == id }) {
-			return fmt.Errorf("-setups: unknown setup %q (want direct, olio4, olio1, haproxy, nginx)", id)
+			return fmt.Errorf("-setups: unknown setup %q (want direct, olio4, olio1, olio4-nohandoff, haproxy, nginx)", id)
 		}
 	}
 	for _, name := range c.workloads {
@@ -175,8 +175,12 @@ func main() {
 		os.Exit(130)
 	}()
 	err = run(ctx, cfg, p)
+	interrupted := ctx.Err() != nil
 	cancel()
-	if err != nil {
+	switch {
+	case interrupted:
+		os.Exit(130)
+	case err != nil:
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -362,6 +366,9 @@ func selected(cfg *config) []setup {
 	var out []setup
 	for _, s := range setups {
 		if slices.Contains(cfg.setups, s.id) {
+			if strings.HasPrefix(s.id, "olio4") {
+				s.name = strings.Replace(s.name, "--workers 4", fmt.Sprintf("--workers %d", cfg.workers), 1)
+			}
 			out = append(out, s)
 		}
 	}

@@ -287,10 +287,11 @@ func sumWhere(ss []series, match func(series) bool) (sum float64, found bool) {
 }
 
 // olioForwarded is the share of the requests served between two scrapes of
-// olio's metrics that an accepting router forwarded to another worker.
+// olio's metrics that an accepting router forwarded to another worker
+// (summed over the workers). ok is false when olio does not export them.
 func olioForwarded(before, after []series) (share float64, ok bool) {
-	fwd := func(s series) bool { return s.name == "olio_forwarded_total" && s.labels["direction"] != "in" }
-	served := func(s series) bool { return s.name == "olio_served_total" }
+	fwd := func(s series) bool { return s.name == "olio_requests_forwarded_out_total" }
+	served := func(s series) bool { return s.name == "olio_requests_served_total" }
 	f0, ok1 := sumWhere(before, fwd)
 	f1, ok2 := sumWhere(after, fwd)
 	s0, ok3 := sumWhere(before, served)

@@ -230,8 +230,9 @@ setup; under "random key", direct keeps one connection per app per client),
 p50/p99 at that saturating load. CPU-s / 10k req and RSS are those of the
 layer under test only: olio's master and routers (not its apps), all of
 HAProxy's or nginx's processes; direct has none. forwarded is the share of
-requests olio's accepting router hands to the owner router; "~" marks the
-expected (N-1)/N where olio's metrics did not give the measured share.
+requests olio's accepting router forwards to the owner router, from olio's
+metrics ("~": the expected (N-1)/N, where they were not available); a
+connection handed off whole to its owner (--handoff) forwards nothing.
 affinity violations are keys answered by more than one app index (worst
 round). wrk req/s cross-checks the proxied setups with wrk (one key per wrk
 thread and one thread per connection for "one key per connection"). Fixed-rate

@@ -61,28 +61,3 @@ func TestParseIndex(t *testing.T) {
 		}
 	}
 }
-
-func TestJumpIsConsistent(t *testing.T) {
-	// Growing from n to n+1 buckets moves a key to the new bucket or not at
-	// all, and the buckets stay about equally loaded.
-	const keys = 20000
-	for n := 1; n < 9; n++ {
-		counts := make([]int, n+1)
-		for k := uint64(0); k < keys; k++ {
-			key := k * 0x9e3779b97f4a7c15
-			a, b := jump(key, n), jump(key, n+1)
-			if a < 0 || a >= n {
-				t.Fatalf("jump(%d, %d) = %d, out of range", key, n, a)
-			}
-			if b != a && b != n {
-				t.Fatalf("jump(%d, %d→%d) moved %d→%d", key, n, n+1, a, b)
-			}
-			counts[b]++
-		}
-		for i, c := range counts {
-			if want := keys / (n + 1); c < want*8/10 || c > want*12/10 {
-				t.Errorf("%d buckets: bucket %d holds %d keys, want about %d", n+1, i, c, want)
-			}
-		}
-	}
-}

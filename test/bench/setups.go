@@ -45,6 +45,9 @@ var setups = []setup{
 	{id: "olio1", name: "olio --workers 1", proxy: true, start: func(ctx context.Context, b *bench) (*instance, error) {
 		return startOlio(ctx, b, 1)
 	}},
+	{id: "olio4-nohandoff", name: "olio --workers 4 --handoff=false", proxy: true, start: func(ctx context.Context, b *bench) (*instance, error) {
+		return startOlio(ctx, b, b.cfg.workers, "--handoff=false")
+	}},
 	{id: "haproxy", name: "HAProxy", proxy: true, start: startHAProxy},
 	{id: "nginx", name: "nginx", proxy: true, start: startNginx},
 }
@@ -114,8 +117,8 @@ func startDirect(_ context.Context, b *bench) (*instance, error) {
 	return &instance{target: target{addrs: b.apps, direct: true}, forwarded: 0}, nil
 }
 
-// startOlio runs `olio serve` with its built-in demo app.
-func startOlio(ctx context.Context, b *bench, workers int) (*instance, error) {
+// startOlio runs `olio serve` with its built-in demo app and extra flags.
+func startOlio(ctx context.Context, b *bench, workers int, extra ...string) (*instance, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -126,9 +129,10 @@ func startOlio(ctx context.Context, b *bench, workers int) (*instance, error) {
 	}
 	addr, maddr := fmt.Sprintf("127.0.0.1:%d", port), fmt.Sprintf("127.0.0.1:%d", mport)
 	argv := []string{b.olio, "serve", "--listen", addr, "--workers", strconv.Itoa(workers),
-		"--control", filepath.Join(b.dir, fmt.Sprintf("olio-%d.sock", workers)), "--metrics", maddr}
-	logPath := filepath.Join(b.dir, fmt.Sprintf("olio-%d.log", workers))
-	c, err := b.procs.start(fmt.Sprintf("olio serve --workers %d", workers), argv, appEnv(), logPath)
+		"--control", filepath.Join(b.dir, fmt.Sprintf("olio-%d.sock", port)), "--metrics", maddr}
+	argv = append(argv, extra...)
+	logPath := filepath.Join(b.dir, fmt.Sprintf("olio-%d.log", port))
+	c, err := b.procs.start(strings.Join(argv[1:], " "), argv, appEnv(), logPath)
 	if err != nil {
 		return nil, err
 	}
@@ -137,7 +141,8 @@ func startOlio(ctx context.Context, b *bench, workers int) (*instance, error) {
 		// master and routers; the apps (depth 2) are not the layer's cost
 		layer: &layer{root: c.pid, maxDepth: 1},
 		// the accepting router is independent of the key, so a request is
-		// forwarded unless it happens to land on its owner: (N-1)/N
+		// forwarded unless it happens to land on its owner: (N-1)/N at most
+		// (a connection handed off to its owner forwards less)
 		forwarded: float64(workers-1) / float64(workers),
 		metrics:   maddr,
 		proc:      c,
