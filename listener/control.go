@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -45,9 +47,12 @@ type Ping struct {
 // controlServer serves control commands on a unix socket.
 type controlServer struct {
 	path string
-	id   fileID // the socket file this server made; only that one is removed on close
 	srv  *http.Server
 	done chan struct{}
+
+	mu      sync.Mutex
+	id      fileID // the socket file this server put at path; only that one is removed
+	pending string // a hot upgrade's socket, bound beside path until takeOver moves it in
 }
 
 // fileID identifies a file across renames.
@@ -67,16 +72,25 @@ func statID(path string) (fileID, bool) {
 
 // listenControl makes the control socket at path and serves it; stop is what POST /stop
 // calls. It refuses a path where another olio answers, and replaces a stale socket file.
+// The new master of a hot upgrade binds beside its parent's socket and moves it in with
+// takeOver once it is ready, so that the old master answers until then and keeps its
+// socket if the upgrade fails.
 func (m *Master) listenControl(path string, stop func()) (*controlServer, error) {
-	if err := m.claimControl(path); err != nil {
+	takeover, err := m.claimControl(path)
+	if err != nil {
 		return nil, err
 	}
-	ln, err := bindControl(path)
+	s := &controlServer{path: path, done: make(chan struct{})}
+	var ln *net.UnixListener
+	if takeover {
+		ln, s.pending, err = bindBeside(path)
+	} else {
+		ln, err = bindControl(path)
+		s.id, _ = statID(path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("cannot make the control socket %s: %w; check --control", path, err)
 	}
-	s := &controlServer{path: path, done: make(chan struct{})}
-	s.id, _ = statID(path)
 	s.srv = &http.Server{
 		Handler:           m.controlHandler(stop),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -90,19 +104,40 @@ func (m *Master) listenControl(path string, stop func()) (*controlServer, error)
 	return s, nil
 }
 
+// takeOver moves a hot upgrade's control socket into place (see listenControl). It does
+// nothing when there is no pending socket.
+func (s *controlServer) takeOver(logger *slog.Logger) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pending == "" {
+		return
+	}
+	if err := os.Rename(s.pending, s.path); err != nil {
+		logger.Error("upgrade: cannot take over the control socket", "path", s.path, "err", err)
+		return
+	}
+	os.Remove(filepath.Dir(s.pending))
+	s.pending = ""
+	s.id, _ = statID(s.path)
+	logger.Info("took over the control socket", "path", s.path)
+}
+
+// parentPID is os.Getppid; tests replace it.
+var parentPID = os.Getppid
+
 // claimControl makes sure path is free: nothing there, or a stale socket (removed). A
 // path where an olio answers is refused, unless it is the master that started this one
-// for a hot upgrade, whose socket this one takes over.
-func (m *Master) claimControl(path string) error {
+// for a hot upgrade: then takeover is true and the path is left as it is.
+func (m *Master) claimControl(path string) (takeover bool, err error) {
 	fi, err := os.Lstat(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return fmt.Errorf("control socket %s: %w; check --control", path, err)
+		return false, fmt.Errorf("control socket %s: %w; check --control", path, err)
 	}
 	if fi.Mode()&fs.ModeSocket == 0 {
-		return fmt.Errorf("control socket %s: the path exists and is not a socket; remove it or give another path with --control", path)
+		return false, fmt.Errorf("control socket %s: the path exists and is not a socket; remove it or give another path with --control", path)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
@@ -111,53 +146,85 @@ func (m *Master) claimControl(path string) error {
 	case errors.Is(err, ErrNoControl):
 		m.logger.Info("removing a stale control socket", "path", path)
 	case err != nil:
-		return fmt.Errorf("%w: %s answers but not as an olio (%v); give this olio another path with --control", ErrControlInUse, path, err)
-	case m.opts.Listener != nil && ping.PID == os.Getppid():
-		m.logger.Info("taking over the control socket from the previous master", "path", path, "old_pid", ping.PID)
+		return false, fmt.Errorf("%w: %s answers but not as an olio (%v); give this olio another path with --control", ErrControlInUse, path, err)
+	case m.upgrading() && ping.PID == parentPID():
+		m.logger.Info("upgrade: will take over the control socket once ready", "path", path, "old_pid", ping.PID)
+		return true, nil
 	default:
-		return fmt.Errorf("%w: olio pid %d (listening on %s) uses %s; stop it with `olio stop --control %s`, or give this one its own --control PATH",
+		return false, fmt.Errorf("%w: olio pid %d (listening on %s) uses %s; stop it with `olio stop --control %s`, or give this one its own --control PATH",
 			ErrControlInUse, ping.PID, ping.Listen, path, path)
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("control socket %s: remove the stale socket: %w", path, err)
+		return false, fmt.Errorf("control socket %s: remove the stale socket: %w", path, err)
 	}
-	return nil
+	return false, nil
 }
 
 // maxSocketPath is the longest path a unix socket address holds (sun_path less its NUL).
 const maxSocketPath = 107
 
-// bindControl binds a unix socket at path with mode 0600. It binds in a fresh private
-// directory beside path, fixes the mode, then renames the socket into place, so there is
-// no moment when the socket exists with the umask's mode.
+// bindControl binds a unix socket at path with mode 0600: bound beside it (bindBeside),
+// then renamed into place, so there is no moment when the socket exists with the umask's
+// mode.
 func bindControl(path string) (*net.UnixListener, error) {
-	dir, err := os.MkdirTemp(filepath.Dir(path), ".olio-control-")
+	ln, tmp, err := bindBeside(path)
+	if errors.Is(err, errLongPath) && len(path) <= maxSocketPath {
+		return bindInPlace(path) // no room for the detour
+	}
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
-	tmp := filepath.Join(dir, "s")
-	if len(tmp) > maxSocketPath {
-		if len(path) > maxSocketPath {
-			return nil, fmt.Errorf("the path is longer than %d bytes", maxSocketPath)
-		}
-		tmp = path // no room for the detour: bind in place, then fix the mode
-	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
-	if err != nil {
-		return nil, err
-	}
-	ln.SetUnlinkOnClose(false) // close removes path only if it is still ours
-	err = os.Chmod(tmp, 0o600)
-	if err == nil && tmp != path {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
+	if err := os.Rename(tmp, path); err != nil {
 		ln.Close()
-		os.Remove(tmp)
+		os.RemoveAll(filepath.Dir(tmp))
+		return nil, err
+	}
+	os.Remove(filepath.Dir(tmp))
+	return ln, nil
+}
+
+// bindInPlace binds at path, then fixes the mode.
+func bindInPlace(path string) (*net.UnixListener, error) {
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	ln.SetUnlinkOnClose(false)
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		os.Remove(path)
 		return nil, err
 	}
 	return ln, nil
+}
+
+// errLongPath means a socket path beside the control path would be too long.
+var errLongPath = errors.New("the path is too long for a unix socket")
+
+// bindBeside binds a unix socket with mode 0600 in a fresh private directory (mode 0700)
+// beside path, on the same file system, and returns it with its path there.
+func bindBeside(path string) (*net.UnixListener, string, error) {
+	dir, err := os.MkdirTemp(filepath.Dir(path), ".olio-control-")
+	if err != nil {
+		return nil, "", err
+	}
+	tmp := filepath.Join(dir, "s")
+	if len(tmp) > maxSocketPath {
+		os.Remove(dir)
+		return nil, "", fmt.Errorf("%w: it holds %d bytes, and olio binds %d bytes more beside it first", errLongPath, maxSocketPath, len(tmp)-len(path))
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, "", err
+	}
+	ln.SetUnlinkOnClose(false) // close removes the file only if it is still ours
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		ln.Close()
+		os.RemoveAll(dir)
+		return nil, "", err
+	}
+	return ln, tmp, nil
 }
 
 // close stops serving (giving running commands a moment), waits, and removes the socket
@@ -169,6 +236,13 @@ func (s *controlServer) close() {
 		s.srv.Close()
 	}
 	<-s.done
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pending != "" {
+		os.RemoveAll(filepath.Dir(s.pending)) // never taken over: the old master's stays
+		s.pending = ""
+		return
+	}
 	if id, ok := statID(s.path); ok && id == s.id {
 		os.Remove(s.path)
 	}

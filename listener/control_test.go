@@ -163,3 +163,89 @@ func TestClientNothingAnswers(t *testing.T) {
 		}
 	}
 }
+
+// upgradeMaster is the new master of a hot upgrade started by this process, listening on
+// another port so that Ping tells the two apart.
+func upgradeMaster(t *testing.T) *Master {
+	m := bareMaster()
+	m.addr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9999}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close(); w.Close() })
+	m.opts.UpgradeReady = w
+	old := parentPID
+	parentPID = os.Getpid // the "old master" below is this process
+	t.Cleanup(func() { parentPID = old })
+	return m
+}
+
+func TestControlHotUpgradeTakesOverWhenReady(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ctl.sock")
+	pidfile := filepath.Join(dir, "olio.pid")
+	oldMaster := bareMaster()
+	oldMaster.cfg = Config{Control: path, PIDFile: pidfile}
+	oldOps, err := oldMaster.startOps(func() {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oldOps.close()
+
+	newMaster := upgradeMaster(t)
+	newMaster.cfg = Config{Control: path, PIDFile: pidfile}
+	newOps, err := newMaster.startOps(func() {})
+	if err != nil {
+		t.Fatalf("the new master could not start beside the old: %v", err)
+	}
+	defer newOps.close()
+	ctx := testContext(t)
+	cl := NewClient(path)
+	if p, err := cl.Ping(ctx); err != nil || p.Listen != "127.0.0.1:8080" {
+		t.Fatalf("before the new master is ready, %s answers %+v, %v; want the old master", path, p, err)
+	}
+	newMaster.opsReady()
+	if p, err := cl.Ping(ctx); err != nil || p.Listen != "127.0.0.1:9999" {
+		t.Fatalf("after the new master is ready, %s answers %+v, %v; want the new master", path, p, err)
+	}
+	if fi, err := os.Lstat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("taken-over socket: %v, %v; want mode 0600", fi, err)
+	}
+	if pid, err := ReadPIDFile(pidfile); err != nil || pid != os.Getpid() {
+		t.Errorf("pidfile %d, %v", pid, err)
+	}
+	oldOps.close() // the old master drains and exits: it leaves the new one's socket
+	if p, err := cl.Ping(ctx); err != nil || p.Listen != "127.0.0.1:9999" {
+		t.Errorf("after the old master exited, %s answers %+v, %v", path, p, err)
+	}
+	// (Both masters are this process here, so the old one's close removes the pidfile;
+	// TestPIDFileKeepsAnotherMastersFile covers two pids.)
+	newOps.close()
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("left behind: %v", ents)
+	}
+}
+
+// A new master that never becomes ready leaves the control socket with the old one.
+func TestControlFailedUpgradeLeavesOldSocket(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ctl.sock")
+	oldMaster := bareMaster()
+	oldCtl, err := oldMaster.listenControl(path, func() {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oldCtl.close()
+	newCtl, err := upgradeMaster(t).listenControl(path, func() {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	newCtl.close()
+	if p, err := NewClient(path).Ping(testContext(t)); err != nil || p.Listen != "127.0.0.1:8080" {
+		t.Errorf("after a failed upgrade %s answers %+v, %v; want the old master", path, p, err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Errorf("the directory holds %v, want only the old socket", ents)
+	}
+}

@@ -64,6 +64,7 @@ type Master struct {
 	ready    bool // all members have been ready once
 	stopping bool
 	standby  *standby // answers 503 while there are no workers
+	ops      *ops     // operate.go: set by Run before any worker starts
 
 	handedOver chan struct{} // a new master took over (hot upgrade)
 	upgraded   atomic.Bool   // set with handedOver
@@ -236,6 +237,7 @@ func (m *Master) workerReady() {
 	n := m.members
 	m.mu.Unlock()
 	m.logger.Info("all workers ready", "workers", n, "listen", m.addr.String(), "startup", time.Since(m.start).Round(time.Millisecond).String())
+	m.opsReady() // operate.go: a hot upgrade's new master takes over control socket and pidfile
 	m.handOver()
 	m.notify("READY=1\nSTATUS=serving on " + m.addr.String() + " with " + strconv.Itoa(n) + " workers")
 }
