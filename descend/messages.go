@@ -122,6 +122,8 @@ type Stats struct {
 	Served       uint64    `json:"served"`
 	ForwardedOut uint64    `json:"forwarded_out"`
 	ForwardedIn  uint64    `json:"forwarded_in"`
+	HandedOut    uint64    `json:"handed_out"` // connections passed to their owner
+	HandedIn     uint64    `json:"handed_in"`  // connections received from another worker
 	Goroutines   int       `json:"goroutines"`
 	OpenFDs      int       `json:"open_fds"`
 	// Duration is the histogram of request durations served by this worker's app:

@@ -31,6 +31,10 @@ var (
 		"Requests the worker accepted and forwarded to their owner.", workerLabel, nil)
 	descForwardedIn = prometheus.NewDesc("olio_requests_forwarded_in_total",
 		"Requests the worker received from other workers.", workerLabel, nil)
+	descHandedOff = prometheus.NewDesc("olio_connections_handed_off_total",
+		"Client connections the worker passed to the owner of their first request.", workerLabel, nil)
+	descHandedIn = prometheus.NewDesc("olio_connections_handed_in_total",
+		"Client connections the worker received from other workers.", workerLabel, nil)
 	descInFlight = prometheus.NewDesc("olio_requests_in_flight",
 		"Requests in the worker's app now.", workerLabel, nil)
 	descDuration = prometheus.NewDesc("olio_request_duration_seconds",
@@ -53,6 +57,7 @@ type collector struct{ m *Master }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descWorkers, descWorkersReady, descEpoch, descServed, descForwardedOut, descForwardedIn,
+		descHandedOff, descHandedIn,
 		descInFlight, descDuration, descRestarts, descRSS, descWorkerReady, descCrashLooping,
 	} {
 		ch <- d
@@ -86,6 +91,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descServed, s.Served)
 		counter(descForwardedOut, s.ForwardedOut)
 		counter(descForwardedIn, s.ForwardedIn)
+		counter(descHandedOff, s.HandedOut)
+		counter(descHandedIn, s.HandedIn)
 		gauge(descInFlight, float64(s.InFlight))
 		if h, err := constHistogram(descDuration, s.Duration, l); err == nil {
 			ch <- h

@@ -39,6 +39,8 @@ type WorkerStatus struct {
 	Served        uint64  `json:"served"`         // requests answered by the app
 	Forwarded     uint64  `json:"forwarded"`      // requests sent on to their owner
 	ForwardedIn   uint64  `json:"forwarded_in"`   // requests received from other workers
+	HandedOff     uint64  `json:"handed_off"`     // connections passed to their owner
+	HandedIn      uint64  `json:"handed_in"`      // connections received from other workers
 	Member        bool    `json:"member"`         // owns keys (false while joining or leaving)
 	CrashLooping  bool    `json:"crash_looping,omitempty"`
 	Error         string  `json:"error,omitempty"` // why the router's counters are missing
@@ -101,6 +103,7 @@ func (m *Master) workerStatus(ctx context.Context, w *worker) (WorkerStatus, *de
 		ws.CrashLooping = ws.CrashLooping || s.CrashLooping
 		ws.InFlight, ws.Served = s.InFlight, s.Served
 		ws.Forwarded, ws.ForwardedIn = s.ForwardedOut, s.ForwardedIn
+		ws.HandedOff, ws.HandedIn = s.HandedOut, s.HandedIn
 		if !s.AppStarted.IsZero() && s.AppPID > 0 {
 			ws.UptimeSeconds = time.Since(s.AppStarted).Seconds()
 		}

@@ -306,6 +306,8 @@ func (r *Router) onStats(m descend.Message) error {
 		Served:       r.counters.served.Load(),
 		ForwardedOut: r.counters.forwardedOut.Load(),
 		ForwardedIn:  r.counters.forwardedIn.Load(),
+		HandedOut:    r.counters.handedOut.Load(),
+		HandedIn:     r.counters.handedIn.Load(),
 		Goroutines:   goroutines(),
 		OpenFDs:      openFDs(),
 		Duration:     r.counters.histogram(),
