@@ -51,9 +51,10 @@ type Router struct {
 	queue           *connQueue // handed-off connections for the current public server
 
 	mu       sync.Mutex
-	public   *http.Server // non-nil while accepting on the public listener
-	draining bool         // told to stop accepting for good
-	appUp    bool         // the app has been ready at least once
+	public   *publicServer  // non-nil while accepting on the public listener
+	retiring sync.WaitGroup // public servers stopping since the router stopped accepting
+	draining bool           // told to stop accepting for good
+	appUp    bool           // the app has been ready at least once
 	stopping bool
 	done     chan struct{} // closed when the router should exit
 	stopMsg  *descend.Stop
@@ -366,18 +367,24 @@ func (r *Router) updateAccepting() {
 		}
 		srv := r.newPublicServer(r) // limits.go
 		srv.ConnContext = connContext
-		r.public = srv
-		go srv.Serve(limitConns(ln, r.conf().MaxConns))
 		r.queue = newConnQueue()
-		go srv.Serve(r.queue)
+		r.public = startPublic(srv, limitConns(ln, r.conf().MaxConns), r.queue) // drain.go
 		if err := r.handoff.open(r.queue); err != nil {
 			r.logger.Warn("handoff disabled", "err", err)
 		}
 	case !want && r.public != nil:
 		r.handoff.close()
-		srv := r.public
+		p := r.public
 		r.public, r.queue = nil, nil
-		go srv.Shutdown(context.Background())
+		// stopPublic waits for this one too, so that the router does not exit with
+		// requests of it in flight.
+		r.retiring.Add(1)
+		go func() {
+			defer r.retiring.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), r.conf().ShutdownTimeout)
+			defer cancel()
+			p.stop(ctx)
+		}()
 	}
 }
 
@@ -390,10 +397,9 @@ func (r *Router) stopPublic(ctx context.Context) {
 	r.mu.Unlock()
 	r.handoff.close()
 	if srv != nil {
-		if err := srv.Shutdown(ctx); err != nil {
-			srv.Close()
-		}
+		srv.stop(ctx)
 	}
+	r.retiring.Wait() // bounded by the shutdown timeout
 }
 
 // appOutput passes one of the app's output streams into the log, line by line.

@@ -1,0 +1,108 @@
+package router
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// Stopping the public side without losing a request.
+//
+// http.Server.Shutdown is not enough: once it has begun, net/http closes without an answer
+// every connection whose request it reads from then on (conn.serve returns as soon as it sees
+// the server shutting down). A router stops accepting while clients keep connecting (scaling
+// down, WINCH, stop), so a client whose connection the router accepted a moment before would
+// get an EOF instead of an answer. Instead, publicServer.stop closes the listeners, turns
+// keep-alives off (idle connections close at once, busy ones after their answer, new ones
+// after their first answer) and waits until every connection is gone.
+
+// silentGrace is how long a drain waits for a connection that has sent nothing since it was
+// accepted before closing it (net/http's Shutdown waits 5s for those).
+const silentGrace = time.Second
+
+// publicServer is one spell of accepting on the public side: an http.Server on the shared
+// listener and on the queue of handed-off connections, with its connections tracked.
+type publicServer struct {
+	srv   *http.Server
+	ln    net.Listener
+	queue *connQueue
+	serve sync.WaitGroup // the Serve goroutines
+
+	mu    sync.Mutex
+	conns map[net.Conn]trackedConn
+}
+
+type trackedConn struct {
+	state http.ConnState
+	since time.Time
+}
+
+// startPublic serves srv on ln and on queue until stop.
+func startPublic(srv *http.Server, ln net.Listener, queue *connQueue) *publicServer {
+	p := &publicServer{srv: srv, ln: ln, queue: queue, conns: map[net.Conn]trackedConn{}}
+	hook := srv.ConnState
+	srv.ConnState = func(c net.Conn, st http.ConnState) {
+		p.track(c, st)
+		if hook != nil {
+			hook(c, st)
+		}
+	}
+	p.serve.Add(2)
+	go func() { defer p.serve.Done(); srv.Serve(ln) }()
+	go func() { defer p.serve.Done(); srv.Serve(queue) }()
+	return p
+}
+
+func (p *publicServer) track(c net.Conn, st http.ConnState) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch st {
+	case http.StateHijacked, http.StateClosed:
+		delete(p.conns, c)
+	default:
+		p.conns[c] = trackedConn{state: st, since: time.Now()}
+	}
+}
+
+// left closes the connections that have been silent since they were accepted for longer than
+// silentGrace and returns how many connections are left.
+func (p *publicServer) left() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c, t := range p.conns {
+		if t.state == http.StateNew && time.Since(t.since) > silentGrace {
+			c.Close()
+			delete(p.conns, c)
+		}
+	}
+	return len(p.conns)
+}
+
+// stop stops accepting and waits until every connection has had its answer and is closed;
+// when ctx ends first, it closes them all.
+func (p *publicServer) stop(ctx context.Context) {
+	p.ln.Close()
+	p.queue.Close()
+	p.serve.Wait() // no connection is accepted, nor tracked, after this
+	for drained := false; !drained; {
+		select {
+		case c := <-p.queue.ch: // handed off to us as we stopped: nobody will serve it
+			c.Close()
+		default:
+			drained = true
+		}
+	}
+	p.srv.SetKeepAlivesEnabled(false)
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for p.left() > 0 {
+		select {
+		case <-ctx.Done():
+			p.srv.Close()
+			return
+		case <-t.C:
+		}
+	}
+}
