@@ -80,9 +80,13 @@ func (r *Router) serveLocal(w http.ResponseWriter, req *http.Request, avoid *ins
 		defer cancel()
 		req = req.WithContext(ctx)
 	}
+	// Deferred: ReverseProxy panics with http.ErrAbortHandler when the client goes away
+	// mid-response, and the counts must come down all the same (else a drain waits forever).
+	defer func() {
+		inst.inFlight.Add(-1)
+		r.counters.inFlight.Add(-1)
+		r.counters.served.Add(1)
+		r.counters.duration.Observe(time.Since(start).Seconds())
+	}()
 	inst.proxy.ServeHTTP(w, req)
-	inst.inFlight.Add(-1)
-	r.counters.inFlight.Add(-1)
-	r.counters.served.Add(1)
-	r.counters.duration.Observe(time.Since(start).Seconds())
 }

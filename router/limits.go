@@ -1,6 +1,8 @@
 package router
 
 import (
+	"errors"
+	"io"
 	"net"
 	"net/http"
 	"time"
@@ -65,4 +67,39 @@ func limitConns(ln net.Listener, n int) net.Listener {
 		return ln
 	}
 	return netutil.LimitListener(ln, n)
+}
+
+// clientBody marks errors reading a client's request body, so that a broken body (a bad
+// chunk, a connection cut short) is answered 400, the client's fault, and not 502.
+type clientBody struct{ io.ReadCloser }
+
+func (b clientBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		err = &bodyError{err}
+	}
+	return n, err
+}
+
+// bodyError is an error reading the client's request body while sending it on.
+type bodyError struct{ err error }
+
+func (e *bodyError) Error() string { return "reading the request body: " + e.err.Error() }
+func (e *bodyError) Unwrap() error { return e.err }
+
+// markBody wraps the body of a proxy's outgoing request (in Rewrite) in a clientBody.
+func markBody(out *http.Request) {
+	if out.Body != nil && out.Body != http.NoBody {
+		out.Body = clientBody{out.Body}
+	}
+}
+
+// failBody answers a request whose body could not be read, if err says so.
+func (r *Router) failBody(w http.ResponseWriter, err error) bool {
+	var be *bodyError
+	if !errors.As(err, &be) {
+		return false
+	}
+	r.fail(w, http.StatusBadRequest, "olio: "+be.Error())
+	return true
 }

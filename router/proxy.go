@@ -82,6 +82,7 @@ func (r *Router) newLocalProxy(inst *instance) *httputil.ReverseProxy {
 	target := &url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(inst.port)}
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
+			markBody(pr.Out) // limits.go: a broken client body is a 400
 			pr.SetURL(target)
 			pr.Out.Host = pr.In.Host
 			if pr.In.Context().Value(fromPeer) != nil {
@@ -111,6 +112,9 @@ func (r *Router) localError(w http.ResponseWriter, req *http.Request, err error,
 			r.serveLocal(w, req.WithContext(ctx), inst)
 			return
 		}
+	}
+	if r.failBody(w, err) { // limits.go
+		return
 	}
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
@@ -162,6 +166,7 @@ func (r *Router) newRemoteProxy() *httputil.ReverseProxy {
 	r.remoteTransport = tr
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
+			markBody(pr.Out) // limits.go: a broken client body is a 400
 			i := pr.In.Context().Value(ownerKey{}).(int)
 			pr.Out.URL.Scheme = "http"
 			pr.Out.URL.Host = "w" + strconv.Itoa(i)
@@ -183,6 +188,9 @@ type ownerKey struct{}
 
 func (r *Router) remoteError(w http.ResponseWriter, req *http.Request, err error) {
 	i, _ := req.Context().Value(ownerKey{}).(int)
+	if r.failBody(w, err) { // limits.go
+		return
+	}
 	switch {
 	case errors.Is(err, mux.ErrPeerUnavailable):
 		w.Header().Set("Retry-After", "1")
