@@ -171,7 +171,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench: interrupted; stopping (again to kill at once)")
 		cancel()
 		<-sigs
-		p.stopAll(0)
+		p.killAll()
 		os.Exit(130)
 	}()
 	err = run(ctx, cfg, p)
@@ -198,6 +198,7 @@ func run(ctx context.Context, cfg *config, p *procs) (err error) {
 		return err
 	}
 	defer os.RemoveAll(dir)
+	p.removeOnKill(dir)
 	defer p.stopAll(stopGrace)
 	// nginx's workers drop root privileges and must reach their temp paths
 	if err := os.Chmod(dir, 0o755); err != nil {

@@ -18,6 +18,7 @@ type procs struct {
 
 	mu       sync.Mutex
 	children []*child
+	dirs     []string // removed by killAll
 }
 
 type startReq struct {
@@ -143,6 +144,37 @@ func (p *procs) stopAll(grace time.Duration) {
 		}()
 	}
 	wg.Wait()
+}
+
+// removeOnKill has killAll remove dir too.
+func (p *procs) removeOnKill(dir string) {
+	p.mu.Lock()
+	p.dirs = append(p.dirs, dir)
+	p.mu.Unlock()
+}
+
+// killAll is the emergency stop (a second Ctrl-C): SIGKILL to every child,
+// its process group and its descendants at once, without waiting for a
+// graceful stop in progress, then removes the temp dirs.
+func (p *procs) killAll() {
+	p.mu.Lock()
+	cs, dirs := append([]*child(nil), p.children...), p.dirs
+	p.mu.Unlock()
+	for _, c := range cs {
+		if c.exited() {
+			continue
+		}
+		desc := descendants(c.pid)
+		_ = syscall.Kill(-c.pid, syscall.SIGKILL)
+		for _, d := range desc {
+			if d.alive() {
+				_ = syscall.Kill(d.pid, syscall.SIGKILL)
+			}
+		}
+	}
+	for _, d := range dirs {
+		os.RemoveAll(d)
+	}
 }
 
 // tail returns at most the last n bytes of the file at path.
