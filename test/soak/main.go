@@ -1,0 +1,511 @@
+// Command soak runs an olio cluster of the demo app under mixed load for a while, with a
+// HUP, TTIN, TTOU, kill -9 of an app and kill -9 of a router in turn every -interval, and
+// reports per router, at the start and at the end, resident memory, open descriptors and
+// threads (and goroutines once `olio status --json` carries them), plus the failed requests:
+// those explained by a kill -9 (the killed process's in-flight requests) and the others.
+//
+//	go run ./test/soak -duration 10m
+//
+// It exits 1 if any request failed for another reason. It is a script, not part of go test.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/big"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"text/tabwriter"
+	"time"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "soak:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	duration time.Duration
+	interval time.Duration
+	workers  int
+	clients  int
+	bin      string
+	keep     bool
+}
+
+func run() error {
+	var o options
+	flag.DurationVar(&o.duration, "duration", 10*time.Minute, "how long to run the load")
+	flag.DurationVar(&o.interval, "interval", 20*time.Second, "time between two disturbances (HUP, TTIN, TTOU, kill -9 app, kill -9 router, in turn)")
+	flag.IntVar(&o.workers, "workers", 3, "workers at the start")
+	flag.IntVar(&o.clients, "clients", 8, "concurrent clients")
+	flag.StringVar(&o.bin, "olio", "", "olio binary to run (default: build ./cmd/olio)")
+	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (olio's log is olio.log in it)")
+	flag.Parse()
+
+	dir, err := os.MkdirTemp("", "olio-soak-")
+	if err != nil {
+		return err
+	}
+	if o.keep {
+		fmt.Println("directory:", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	if o.bin == "" {
+		o.bin = filepath.Join(dir, "olio")
+		if err := build(o.bin); err != nil {
+			return err
+		}
+	}
+	c, err := start(o, dir)
+	if err != nil {
+		return err
+	}
+	defer c.kill()
+	return c.soak(o)
+}
+
+// build compiles ./cmd/olio of the module the soak runs in.
+func build(out string) error {
+	mod, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil || strings.TrimSpace(string(mod)) == "" || strings.TrimSpace(string(mod)) == os.DevNull {
+		return fmt.Errorf("run the soak from inside the olio module (go env GOMOD: %v)", err)
+	}
+	cmd := exec.Command("go", "build", "-o", out, "./cmd/olio")
+	cmd.Dir = filepath.Dir(strings.TrimSpace(string(mod)))
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("build olio: %w", err)
+	}
+	return nil
+}
+
+// cluster is the running `olio serve`.
+type cluster struct {
+	bin, addr, control, secret, log string
+	cmd                             *exec.Cmd
+	exited                          chan struct{}
+}
+
+func start(o options, dir string) (*cluster, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := l.Addr().String()
+	l.Close()
+	b := make([]byte, 16)
+	rand.Read(b)
+	c := &cluster{bin: o.bin, addr: addr, control: filepath.Join(dir, "ctl.sock"), secret: hex.EncodeToString(b),
+		log: filepath.Join(dir, "olio.log"), exited: make(chan struct{})}
+	logf, err := os.Create(c.log)
+	if err != nil {
+		return nil, err
+	}
+	c.cmd = exec.Command(o.bin, "serve", "--listen", addr, "--workers", strconv.Itoa(o.workers),
+		"--control", c.control, "--secret", c.secret, "--shutdown-timeout", "10s", "--forward-timeout", "10s")
+	c.cmd.Stdout, c.cmd.Stderr = logf, logf
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := c.cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() {
+		c.cmd.Wait()
+		logf.Close()
+		close(c.exited)
+	}()
+	if !waitFor(60*time.Second, func() bool {
+		b, _ := os.ReadFile(c.log)
+		return bytes.Contains(b, []byte("all workers ready"))
+	}) {
+		return nil, fmt.Errorf("olio did not become ready; see %s", c.log)
+	}
+	return c, nil
+}
+
+// kill ends the cluster at once (after a failure); a no-op once it has exited.
+func (c *cluster) kill() {
+	select {
+	case <-c.exited:
+	default:
+		syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
+		<-c.exited
+	}
+}
+
+// waitFor polls cond until it holds or timeout passes.
+func waitFor(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond) // polling interval
+	}
+	return true
+}
+
+// status is what the soak reads of `olio status --json`.
+type status struct {
+	Members int `json:"members"`
+	Ready   int `json:"ready"`
+	Workers []struct {
+		Index      int    `json:"index"`
+		RouterPID  int    `json:"router_pid"`
+		AppPID     int    `json:"app_pid"`
+		State      string `json:"state"`
+		Restarts   int    `json:"restarts"`
+		Served     uint64 `json:"served"`
+		InFlight   int64  `json:"in_flight"`
+		Member     bool   `json:"member"`
+		Goroutines *int   `json:"goroutines"` // when the status API carries them
+	} `json:"workers"`
+}
+
+func (c *cluster) status() (*status, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, c.bin, "status", "--json", "--control", c.control).Output()
+	if err != nil {
+		return nil, fmt.Errorf("olio status: %w", err)
+	}
+	var st status
+	if err := json.Unmarshal(out, &st); err != nil {
+		return nil, fmt.Errorf("olio status: %w", err)
+	}
+	return &st, nil
+}
+
+// settled waits until every member is ready.
+func (c *cluster) settled(want int) bool {
+	return waitFor(90*time.Second, func() bool {
+		st, err := c.status()
+		if err != nil || st.Members != want || st.Ready != want {
+			return false
+		}
+		for _, w := range st.Workers {
+			if w.Member && (w.State != "ready" || w.RouterPID == 0 || w.AppPID == 0) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// sample is one router's resources.
+type sample struct {
+	pid, fds, threads, goroutines int
+	rss                           uint64
+}
+
+func (c *cluster) sample() (map[int]sample, error) {
+	st, err := c.status()
+	if err != nil {
+		return nil, err
+	}
+	out := map[int]sample{}
+	for _, w := range st.Workers {
+		if !w.Member || w.RouterPID == 0 {
+			continue
+		}
+		s := sample{pid: w.RouterPID, goroutines: -1}
+		if w.Goroutines != nil {
+			s.goroutines = *w.Goroutines
+		}
+		if ents, err := os.ReadDir("/proc/" + strconv.Itoa(w.RouterPID) + "/fd"); err == nil {
+			s.fds = len(ents)
+		}
+		s.rss, s.threads = procStatus(w.RouterPID)
+		out[w.Index] = s
+	}
+	return out, nil
+}
+
+// procStatus reads VmRSS and Threads from /proc/pid/status.
+func procStatus(pid int) (rss uint64, threads int) {
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, _ := strings.Cut(sc.Text(), ":")
+		fields := strings.Fields(v)
+		if len(fields) == 0 {
+			continue
+		}
+		switch k {
+		case "VmRSS":
+			n, _ := strconv.ParseUint(fields[0], 10, 64)
+			rss = n << 10
+		case "Threads":
+			threads, _ = strconv.Atoi(fields[0])
+		}
+	}
+	return rss, threads
+}
+
+// event is one disturbance, for explaining failures.
+type event struct {
+	at   time.Time
+	kind string // "hup", "ttin", "ttou", "kill-app", "kill-router"
+}
+
+// failure is one failed request.
+type failure struct {
+	at   time.Time
+	what string // "502", "503", "transport", …
+}
+
+// load is the clients' tally.
+type load struct {
+	ok       atomic.Int64
+	mu       sync.Mutex
+	failures []failure
+}
+
+func (l *load) fail(what string) {
+	l.mu.Lock()
+	l.failures = append(l.failures, failure{time.Now(), what})
+	l.mu.Unlock()
+}
+
+// client sends a mix of requests until ctx is done: keyed GETs, keyed POSTs with a body,
+// slow requests and direct addressing.
+func (c *cluster) client(ctx context.Context, l *load, workers func() int) {
+	cl := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+	defer cl.CloseIdleConnections()
+	body := bytes.Repeat([]byte("b"), 64<<10)
+	for ctx.Err() == nil {
+		key := "user-" + strconv.Itoa(mrand.IntN(1000))
+		var req *http.Request
+		switch n := mrand.IntN(100); {
+		case n < 70:
+			req, _ = http.NewRequest("GET", "http://"+c.addr+"/k", nil)
+		case n < 85:
+			req, _ = http.NewRequest("POST", "http://"+c.addr+"/upload", bytes.NewReader(body))
+		case n < 95:
+			req, _ = http.NewRequest("GET", "http://"+c.addr+"/slow?sleep=50", nil)
+		default:
+			req, _ = http.NewRequest("GET", "http://"+c.addr+"/direct", nil)
+			req.Header.Set("X-Olio-Index", strconv.Itoa(mrand.IntN(max(workers(), 1))))
+			req.Header.Set("X-Olio-Secret", c.secret)
+		}
+		req.Header.Set("X-Olio-Key", key)
+		resp, err := cl.Do(req)
+		if err != nil {
+			if ctx.Err() == nil {
+				l.fail("transport")
+			}
+			continue
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		switch {
+		case resp.StatusCode == http.StatusOK:
+			l.ok.Add(1)
+		case resp.StatusCode == http.StatusBadRequest && req.Header.Get("X-Olio-Index") != "":
+			l.ok.Add(1) // a direct address past a TTOU that shrank the cluster meanwhile
+		default:
+			l.fail(strconv.Itoa(resp.StatusCode))
+		}
+	}
+}
+
+func (c *cluster) soak(o options) error {
+	var workers atomic.Int64
+	workers.Store(int64(o.workers))
+	l := &load{}
+	ctx, stopLoad := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for i := 0; i < o.clients; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.client(ctx, l, func() int { return int(workers.Load()) })
+		}()
+	}
+	defer func() {
+		stopLoad()
+		wg.Wait()
+	}()
+	warm := time.Now().Add(10 * time.Second)
+	waitFor(15*time.Second, func() bool { return time.Now().After(warm) })
+	before, err := c.sample()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("soak: %d workers, %d clients, %s, a disturbance every %s\n", o.workers, o.clients, o.duration, o.interval)
+
+	var events []event
+	kinds := []string{"hup", "ttin", "kill-app", "ttou", "kill-router"}
+	end := time.Now().Add(o.duration)
+	for i := 0; time.Now().Before(end); i++ {
+		next := time.Now().Add(o.interval)
+		kind := kinds[i%len(kinds)]
+		n := int(workers.Load())
+		ev := event{at: time.Now(), kind: kind}
+		switch kind {
+		case "hup":
+			c.cmd.Process.Signal(syscall.SIGHUP)
+		case "ttin":
+			c.cmd.Process.Signal(syscall.SIGTTIN)
+			n++
+		case "ttou":
+			c.cmd.Process.Signal(syscall.SIGTTOU)
+			n--
+		case "kill-app", "kill-router":
+			st, err := c.status()
+			if err != nil {
+				return err
+			}
+			var members []int
+			for j, w := range st.Workers {
+				if w.Member {
+					members = append(members, j)
+				}
+			}
+			if len(members) == 0 {
+				return errors.New("no member workers to kill")
+			}
+			w := st.Workers[members[randIndex(len(members))]]
+			pid := w.AppPID
+			if kind == "kill-router" {
+				pid = w.RouterPID
+			}
+			ev.at = time.Now()
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		events = append(events, ev)
+		if !c.settled(n) {
+			return fmt.Errorf("the cluster did not settle after %s; see %s", kind, c.log)
+		}
+		workers.Store(int64(n))
+		fmt.Printf("  %s  %-11s settled in %s, %d ok, %d failed\n", time.Now().Format("15:04:05"), kind,
+			time.Since(ev.at).Round(time.Millisecond), l.ok.Load(), len(l.failuresCopy()))
+		waitFor(o.interval, func() bool { return time.Now().After(next) })
+		select {
+		case <-c.exited:
+			return errors.New("olio exited during the soak; see " + c.log)
+		default:
+		}
+	}
+	stopLoad()
+	wg.Wait()
+	// Let keep-alive connections and idle streams close, then look again.
+	idle := time.Now().Add(5 * time.Second)
+	waitFor(10*time.Second, func() bool { return time.Now().After(idle) })
+	after, err := c.sample()
+	if err != nil {
+		return err
+	}
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.exited:
+	case <-time.After(60 * time.Second):
+		return errors.New("olio did not stop within 60s of SIGTERM")
+	}
+	return report(o, l, events, before, after)
+}
+
+func randIndex(n int) int {
+	i, _ := rand.Int(rand.Reader, big.NewInt(int64(n)))
+	return int(i.Int64())
+}
+
+func (l *load) failuresCopy() []failure {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]failure(nil), l.failures...)
+}
+
+// explained says whether a failure is a killed process's in-flight request: a 502 (app
+// killed) or a broken connection (router killed) within a moment of a kill -9.
+func explained(f failure, events []event) bool {
+	for _, e := range events {
+		if f.at.Before(e.at.Add(-100*time.Millisecond)) || f.at.After(e.at.Add(2*time.Second)) {
+			continue
+		}
+		switch {
+		case e.kind == "kill-app" && f.what == "502":
+			return true
+		case e.kind == "kill-router" && (f.what == "transport" || f.what == "502"):
+			return true
+		}
+	}
+	return false
+}
+
+func report(o options, l *load, events []event, before, after map[int]sample) error {
+	fails := l.failuresCopy()
+	var killed, other []failure
+	for _, f := range fails {
+		if explained(f, events) {
+			killed = append(killed, f)
+		} else {
+			other = append(other, f)
+		}
+	}
+	fmt.Printf("\nrequests: %d answered, %d failed: %d in flight in a killed process, %d other\n",
+		l.ok.Load(), len(fails), len(killed), len(other))
+	for _, f := range other {
+		fmt.Printf("  unexplained: %s at %s\n", f.what, f.at.Format("15:04:05.000"))
+	}
+	count := map[string]int{}
+	for _, e := range events {
+		count[e.kind]++
+	}
+	fmt.Printf("disturbances: %v\n\n", count)
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "router\tpid start\tpid end\tRSS start\tRSS end\tfds start\tfds end\tthreads start\tthreads end\tgoroutines start\tgoroutines end\t")
+	idx := map[int]bool{}
+	for i := range before {
+		idx[i] = true
+	}
+	for i := range after {
+		idx[i] = true
+	}
+	var order []int
+	for i := range idx {
+		order = append(order, i)
+	}
+	sort.Ints(order)
+	g := func(n int) string {
+		if n < 0 {
+			return "n/a"
+		}
+		return strconv.Itoa(n)
+	}
+	for _, i := range order {
+		b, a := before[i], after[i]
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%.1f MiB\t%.1f MiB\t%d\t%d\t%d\t%d\t%s\t%s\t\n", i, b.pid, a.pid,
+			float64(b.rss)/(1<<20), float64(a.rss)/(1<<20), b.fds, a.fds, b.threads, a.threads, g(b.goroutines), g(a.goroutines))
+	}
+	tw.Flush()
+	if len(other) > 0 {
+		return fmt.Errorf("%d requests failed outside a killed process's in-flight ones", len(other))
+	}
+	return nil
+}
