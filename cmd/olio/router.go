@@ -35,6 +35,10 @@ func routerCommand() *cli.Command {
 			if ctlFile == nil || lnFile == nil {
 				return errors.New("router: started without its descriptors; it is run by olio serve")
 			}
+			// Inherited descriptors are not close-on-exec: without this the app, which the
+			// router starts, would inherit the public listening socket.
+			syscall.CloseOnExec(3)
+			syscall.CloseOnExec(4)
 			ctl, err := descend.FileConn(ctlFile)
 			if err != nil {
 				return fmt.Errorf("router: started without its descriptors (it is run by olio serve): %w", err)
