@@ -30,10 +30,13 @@ func routerCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			ctlFile := os.NewFile(3, "descend")
-			lnFile := os.NewFile(4, "listener")
-			if ctlFile == nil || lnFile == nil {
-				return errors.New("router: started without its descriptors; it is run by olio serve")
+			ctlFile, err := inherit(3, "descend")
+			if err != nil {
+				return fmt.Errorf("router: %w; it is run by olio serve, not by hand", err)
+			}
+			lnFile, err := inherit(4, "listener")
+			if err != nil {
+				return fmt.Errorf("router: %w; it is run by olio serve, not by hand", err)
 			}
 			// Inherited descriptors are not close-on-exec: without this the app, which the
 			// router starts, would inherit the public listening socket.

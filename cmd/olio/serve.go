@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -174,11 +173,19 @@ func serve(c *cli.Context) error {
 	}
 	var inherited, upgradeReady *os.File
 	if c.Bool("upgrade") {
-		inherited = os.NewFile(listener.UpgradeListenerFD, "listener")
-		upgradeReady = os.NewFile(listener.UpgradeReadyFD, "upgrade-ready")
-		state := os.NewFile(listener.UpgradeStateFD, "upgrade-state")
-		if inherited == nil || upgradeReady == nil || state == nil {
-			return errors.New("--upgrade is set by olio itself on USR2; do not pass it by hand")
+		var state *os.File
+		for _, fd := range []struct {
+			f    **os.File
+			n    int
+			name string
+		}{
+			{&inherited, listener.UpgradeListenerFD, "listener"},
+			{&upgradeReady, listener.UpgradeReadyFD, "upgrade-ready"},
+			{&state, listener.UpgradeStateFD, "upgrade-state"},
+		} {
+			if *fd.f, err = inherit(fd.n, fd.name); err != nil {
+				return fmt.Errorf("%w: --upgrade is set by olio itself on USR2; do not pass it by hand", err)
+			}
 		}
 		h, err := listener.ReadHandover(state)
 		state.Close()
