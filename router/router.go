@@ -109,8 +109,20 @@ func Run(ctx context.Context, index int, ctl *descend.Conn, listener *os.File, l
 	if err != nil {
 		return err
 	}
+	// The master sends the membership right after the config: apply it before the app
+	// starts, so that the app's OLIO_WORKERS is right from its first run.
+	m, err = ctl.Recv()
+	if err != nil {
+		return fmt.Errorf("router: waiting for the membership: %w", err)
+	}
+	if m.Type() != descend.TypeMembership {
+		return fmt.Errorf("router: expected the membership after the config, got %s", m.Type())
+	}
 	r := newRouter(index, set, logger)
 	r.ctl, r.listener = ctl, listener
+	if err := r.onMembership(m); err != nil {
+		return err
+	}
 	r.pin(cfg.CPU) // affinity.go: before the app starts, so it inherits the mask
 	return r.run(ctx)
 }
