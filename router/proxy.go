@@ -93,7 +93,7 @@ func (r *Router) newLocalProxy(inst *instance) *httputil.ReverseProxy {
 		},
 		Transport:     inst.transport,
 		BufferPool:    buffers,
-		FlushInterval: -1,
+		FlushInterval: 0, // one write per buffered answer; streamed ones (unknown length, SSE) flush at once
 		ErrorLog:      r.errorLog,
 		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
 			r.localError(w, req, err, inst)
@@ -177,7 +177,7 @@ func (r *Router) newRemoteProxy() *httputil.ReverseProxy {
 		},
 		Transport:     tr,
 		BufferPool:    buffers,
-		FlushInterval: -1,
+		FlushInterval: 0, // one write per buffered answer; streamed ones (unknown length, SSE) flush at once
 		ErrorLog:      r.errorLog,
 		ErrorHandler:  r.remoteError,
 	}
