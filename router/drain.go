@@ -84,11 +84,12 @@ func (p *publicServer) left() int {
 // when ctx ends first, it closes them all.
 func (p *publicServer) stop(ctx context.Context) {
 	p.ln.Close()
-	p.queue.Close()
-	p.serve.Wait() // no connection is accepted, nor tracked, after this
+	p.queue.users.Wait() // handlers that may put a connection back into the queue
+	p.queue.Close()      // Serve still takes what is queued, then returns
+	p.serve.Wait()       // no connection is accepted, nor tracked, after this
 	for drained := false; !drained; {
 		select {
-		case c := <-p.queue.ch: // handed off to us as we stopped: nobody will serve it
+		case c := <-p.queue.ch: // queued after Serve returned (cannot happen): nobody will serve it
 			c.Close()
 		default:
 			drained = true

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -73,18 +74,28 @@ type connQueue struct {
 	ch     chan net.Conn
 	closed chan struct{}
 	once   sync.Once
+	// users counts this router's handlers that may push back a connection they failed to
+	// hand off; the public server waits for them before closing the queue.
+	users sync.WaitGroup
 }
 
 func newConnQueue() *connQueue {
 	return &connQueue{ch: make(chan net.Conn, 64), closed: make(chan struct{})}
 }
 
+// Accept returns the next queued connection; once the queue is closed, it still returns the
+// ones queued before, then net.ErrClosed.
 func (q *connQueue) Accept() (net.Conn, error) {
 	select {
 	case c := <-q.ch:
 		return c, nil
 	case <-q.closed:
-		return nil, net.ErrClosed
+		select {
+		case c := <-q.ch:
+			return c, nil
+		default:
+			return nil, net.ErrClosed
+		}
 	}
 }
 
@@ -165,17 +176,23 @@ func (h *handoff) open(q *connQueue) error {
 	return nil
 }
 
-// close stops receiving; peers then keep their connections.
+// close stops receiving; peers then keep their connections. The connections peers sent
+// before are still taken into the queue (which the caller closes afterwards): closing the
+// socket with them unread would close them, and their clients would get no answer.
 func (h *handoff) close() {
 	h.mu.Lock()
 	in, done := h.in, h.done
-	h.in, h.queue = nil, nil
+	h.in = nil
 	h.mu.Unlock()
 	if in != nil {
-		os.Remove(h.path)
-		in.Close()
+		os.Remove(h.path)              // from now on, a send fails and the sender keeps its connection
+		in.SetReadDeadline(time.Now()) // receive takes what was sent before, then returns
 		<-done
+		in.Close()
 	}
+	h.mu.Lock()
+	h.queue = nil
+	h.mu.Unlock()
 }
 
 // shutdown closes both sockets.
@@ -191,26 +208,56 @@ func (h *handoff) receive(in *net.UnixConn, done chan struct{}) {
 	for {
 		n, oobn, _, _, err := in.ReadMsgUnix(buf, oob)
 		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) { // close
+				h.takePending(in, buf, oob)
+				return
+			}
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
 			continue
 		}
-		c, err := connFromRights(oob[:oobn])
-		if err != nil {
-			h.r.logger.Warn("handoff: bad message", "err", err)
-			continue
-		}
-		prefix := append([]byte(nil), buf[:n]...)
-		h.mu.Lock()
-		q := h.queue
-		h.mu.Unlock()
-		if q == nil || !q.push(newPrefixConn(c, prefix)) {
-			c.Close()
-			continue
-		}
-		h.r.counters.handedIn.Add(1)
+		h.take(buf[:n], oob[:oobn])
 	}
+}
+
+// takePending takes the connections already sent to in, without waiting for more.
+func (h *handoff) takePending(in *net.UnixConn, buf, oob []byte) {
+	in.SetReadDeadline(time.Time{})
+	raw, err := in.SyscallConn()
+	if err != nil {
+		return
+	}
+	for {
+		var n, oobn int
+		var rerr error
+		err := raw.Read(func(fd uintptr) bool {
+			n, oobn, _, _, rerr = unix.Recvmsg(int(fd), buf, oob, unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
+			return true
+		})
+		if err != nil || rerr != nil { // EAGAIN: nothing left
+			return
+		}
+		h.take(buf[:n], oob[:oobn])
+	}
+}
+
+// take queues the connection of one handoff message.
+func (h *handoff) take(msg, oob []byte) {
+	c, err := connFromRights(oob)
+	if err != nil {
+		h.r.logger.Warn("handoff: bad message", "err", err)
+		return
+	}
+	prefix := append([]byte(nil), msg...)
+	h.mu.Lock()
+	q := h.queue
+	h.mu.Unlock()
+	if q == nil || !q.push(newPrefixConn(c, prefix)) {
+		c.Close()
+		return
+	}
+	h.r.counters.handedIn.Add(1)
 }
 
 // connFromRights makes a net.Conn of the one descriptor in a control message.
@@ -265,6 +312,18 @@ func (r *Router) tryHandOff(w http.ResponseWriter, req *http.Request, target int
 	if !ok {
 		return false
 	}
+	// The queue to put the connection back into if the owner cannot take it; none once
+	// this router has stopped accepting (then forward as usual).
+	r.mu.Lock()
+	q := r.queue
+	if q != nil {
+		q.users.Add(1)
+	}
+	r.mu.Unlock()
+	if q == nil {
+		return false
+	}
+	defer q.users.Done()
 	var head bytes.Buffer
 	if _, ok := req.Header["User-Agent"]; !ok {
 		req.Header["User-Agent"] = []string{""} // or Write adds Go's own
@@ -289,15 +348,13 @@ func (r *Router) tryHandOff(w http.ResponseWriter, req *http.Request, target int
 		}
 	}
 	// The owner could not take it: keep serving the connection here, forwarding as usual.
-	r.serveHijacked(conn, prefix)
+	r.serveHijacked(q, conn, prefix)
 	return true
 }
 
-// serveHijacked puts a hijacked connection back into this router's public server.
-func (r *Router) serveHijacked(conn net.Conn, prefix []byte) {
-	r.mu.Lock()
-	q := r.queue
-	r.mu.Unlock()
+// serveHijacked puts a hijacked connection back into this router's public server, through
+// its queue q.
+func (r *Router) serveHijacked(q *connQueue, conn net.Conn, prefix []byte) {
 	pc := newPrefixConn(conn, prefix)
 	if q == nil || !q.push(pc) {
 		conn.Close()
