@@ -203,7 +203,7 @@ func (l *Listener) acceptLoop() {
 		}
 		delay = 0
 		l.accepted.Add(1)
-		ys, err := yamux.Server(c, l.ycfg)
+		ys, err := yamux.Server(&coalescingConn{Conn: c}, l.ycfg)
 		if err != nil { // only for a bad config, which resolve rejected
 			c.Close()
 			l.log.Error("mux: yamux server", "path", l.path, "err", err)
