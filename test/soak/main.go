@@ -197,15 +197,16 @@ func (c *cluster) status() (*status, error) {
 	return &st, nil
 }
 
-// settled waits until every member is ready.
-func (c *cluster) settled(want int) bool {
+// settled waits until want workers are members and ready, and none of them runs a
+// process in gone (the apps a HUP replaces, the process a kill -9 killed).
+func (c *cluster) settled(want int, gone map[int]bool) bool {
 	return waitFor(90*time.Second, func() bool {
 		st, err := c.status()
 		if err != nil || st.Members != want || st.Ready != want {
 			return false
 		}
 		for _, w := range st.Workers {
-			if w.Member && (w.State != "ready" || w.RouterPID == 0 || w.AppPID == 0) {
+			if w.Member && (w.State != "ready" || w.RouterPID == 0 || w.AppPID == 0 || gone[w.AppPID] || gone[w.RouterPID]) {
 				return false
 			}
 		}
@@ -367,8 +368,17 @@ func (c *cluster) soak(o options) error {
 		kind := kinds[i%len(kinds)]
 		n := int(workers.Load())
 		ev := event{at: time.Now(), kind: kind}
+		gone := map[int]bool{}
 		switch kind {
 		case "hup":
+			st, err := c.status()
+			if err != nil {
+				return err
+			}
+			for _, w := range st.Workers {
+				gone[w.AppPID] = true
+			}
+			ev.at = time.Now()
 			c.cmd.Process.Signal(syscall.SIGHUP)
 		case "ttin":
 			c.cmd.Process.Signal(syscall.SIGTTIN)
@@ -395,11 +405,12 @@ func (c *cluster) soak(o options) error {
 			if kind == "kill-router" {
 				pid = w.RouterPID
 			}
+			gone[pid] = true
 			ev.at = time.Now()
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 		events = append(events, ev)
-		if !c.settled(n) {
+		if !c.settled(n, gone) {
 			return fmt.Errorf("the cluster did not settle after %s; see %s", kind, c.log)
 		}
 		workers.Store(int64(n))
@@ -499,7 +510,14 @@ func report(o options, l *load, events []event, before, after map[int]sample) er
 		return strconv.Itoa(n)
 	}
 	for _, i := range order {
-		b, a := before[i], after[i]
+		b, ok := before[i]
+		if !ok {
+			b.goroutines = -1
+		}
+		a, ok := after[i]
+		if !ok {
+			a.goroutines = -1
+		}
 		fmt.Fprintf(tw, "%d\t%d\t%d\t%.1f MiB\t%.1f MiB\t%d\t%d\t%d\t%d\t%s\t%s\t\n", i, b.pid, a.pid,
 			float64(b.rss)/(1<<20), float64(a.rss)/(1<<20), b.fds, a.fds, b.threads, a.threads, g(b.goroutines), g(a.goroutines))
 	}
