@@ -1,0 +1,641 @@
+package test
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The end-to-end tests of the lifecycle (issue 3): every signal and crash under a constant
+// concurrent load (Load), with zero failed requests except the ones the design allows.
+// The loads are light (2–3 workers, a handful of clients): the tests run on small machines.
+
+// TestLifecycleHUP: a rolling restart replaces every app without failing a request, and
+// every key stays on its owner throughout.
+func TestLifecycleHUP(t *testing.T) {
+	const workers = 3
+	c := Start(t, "--workers", strconv.Itoa(workers))
+	before := appPIDs(t, c, workers)
+	l := StartLoad(t, c, LoadOptions{Clients: 6, Prefix: "hup-"})
+	l.ExpectOwners(workers)
+	l.WaitOK(100, 20*time.Second)
+
+	done := c.CountLog("rolling restart done")
+	okBefore := l.OK()
+	start := time.Now()
+	c.Signal(syscall.SIGHUP)
+	if !Eventually(60*time.Second, func() bool { return c.CountLog("rolling restart done") > done }) {
+		t.Fatalf("no rolling restart done within 60s of SIGHUP")
+	}
+	t.Logf("rolling restart of %d workers took %s; %d good answers meanwhile", workers, time.Since(start).Round(time.Millisecond), l.OK()-okBefore)
+	l.WaitOK(100, 20*time.Second)
+	st := l.Stop()
+	st.Log(t)
+	st.NoFailures(t, nil)
+
+	after := appPIDs(t, c, workers)
+	for i := range after {
+		for _, old := range before {
+			if after[i] == old {
+				t.Errorf("worker %d still runs app pid %d after the rolling restart (before: %v, after: %v)", i, old, before, after)
+			}
+		}
+	}
+	if n := len(c.Descendants()); n != 2*workers {
+		t.Errorf("%d processes under the master after the rolling restart, want %d", n, 2*workers)
+	}
+}
+
+// TestLifecycleTTIN: one worker more under load; afterwards every key is on its owner
+// among 3.
+func TestLifecycleTTIN(t *testing.T) {
+	testResize(t, 2, syscall.SIGTTIN, 3)
+}
+
+// TestLifecycleTTOU: one worker fewer under load; afterwards every key is on its owner
+// among 2.
+func TestLifecycleTTOU(t *testing.T) {
+	testResize(t, 3, syscall.SIGTTOU, 2)
+}
+
+func testResize(t *testing.T, from int, sig syscall.Signal, to int) {
+	c := Start(t, "--workers", strconv.Itoa(from))
+	l := StartLoad(t, c, LoadOptions{Clients: 6, Prefix: "resize-"})
+	l.ExpectOwners(from)
+	l.WaitOK(100, 20*time.Second)
+
+	// While the count changes, a key may be answered by its old or its new owner.
+	l.ExpectOwners(0)
+	start := time.Now()
+	c.Signal(sig)
+	c.WaitLog("msg=scaled workers="+strconv.Itoa(to), 60*time.Second)
+	t.Logf("%v: %d → %d workers in %s", sig, from, to, time.Since(start).Round(time.Millisecond))
+	// From now on every router routes by the new count.
+	l.ExpectOwners(to)
+	l.WaitOK(200, 20*time.Second)
+	st := l.Stop()
+	st.Log(t)
+	st.NoFailures(t, nil)
+
+	checkOwners(t, c, l.Keys(), to)
+	if !Eventually(10*time.Second, func() bool { return len(c.Descendants()) == 2*to }) {
+		t.Errorf("%d processes under the master, want %d", len(c.Descendants()), 2*to)
+	}
+}
+
+// TestLifecycleWinchThenTTIN: WINCH scales to zero workers; while there are none, every
+// request gets 503 with Retry-After; TTIN brings one worker back and everything is good
+// again.
+func TestLifecycleWinchThenTTIN(t *testing.T) {
+	c := Start(t, "--workers", "2")
+	l := StartLoad(t, c, LoadOptions{Clients: 4, Prefix: "winch-"})
+	l.ExpectOwners(2)
+	l.WaitOK(100, 20*time.Second)
+
+	l.ExpectOwners(0)
+	winch := time.Now()
+	c.Signal(syscall.SIGWINCH)
+	c.WaitLog("msg=scaled workers=0", 60*time.Second)
+	t.Logf("WINCH at %s, zero workers at %s", winch.Format("15:04:05.000000"), time.Now().Format("15:04:05.000000"))
+	if !Eventually(10*time.Second, func() bool { return len(c.Descendants()) == 0 }) {
+		t.Errorf("processes under the master after scaling to zero: %v", c.Descendants())
+	}
+	// The load gets its 503s; so does a request of our own.
+	n503 := l.Count(http.StatusServiceUnavailable)
+	if !Eventually(10*time.Second, func() bool { return l.Count(http.StatusServiceUnavailable) >= n503+20 }) {
+		t.Errorf("the load got %d answers of 503 while there were no workers, want 20 more than %d (statuses %v)",
+			l.Count(http.StatusServiceUnavailable), n503, l.statusesCopy())
+	}
+	status, body, hdr := rawDo(t, keyRequest(c, "GET", "alice", nil))
+	if status != http.StatusServiceUnavailable || hdr.Get("Retry-After") == "" {
+		t.Errorf("with zero workers: status %d, Retry-After %q (body %q); want 503 with Retry-After", status, hdr.Get("Retry-After"), body)
+	}
+
+	c.Signal(syscall.SIGTTIN)
+	c.WaitLog("msg=scaled workers=1", 60*time.Second)
+	back := time.Now()
+	t.Logf("TTIN: back to one worker at %s", back.Format("15:04:05.000000"))
+	l.ExpectOwners(1)
+	l.WaitOK(200, 20*time.Second)
+	st := l.Stop()
+	st.Log(t)
+	st.NoFailures(t, func(r Result) bool {
+		// The expected answer while the cluster has no workers.
+		return r.Status == http.StatusServiceUnavailable && r.RetryAfter != "" &&
+			r.Start.After(winch) && r.Start.Before(back)
+	})
+	checkOwners(t, c, l.Keys(), 1)
+}
+
+// TestLifecycleKillApp: kill -9 of an app costs nothing but that app's own in-flight
+// requests, which get 502; its keys wait for the replacement.
+func TestLifecycleKillApp(t *testing.T) {
+	const workers, victim = 3, 1
+	c := Start(t, "--workers", strconv.Itoa(workers))
+	l := StartLoad(t, c, LoadOptions{Clients: 6, Prefix: "killapp-"})
+	l.ExpectOwners(workers)
+	l.WaitOK(100, 20*time.Second)
+
+	old := appPIDs(t, c, workers)[victim]
+	c.Descendants()
+	killed := time.Now()
+	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// The router learns of the death when it reaps the process, a few milliseconds after
+	// the kill; requests it sends the dying app until then fail like the ones in flight in it.
+	exited := fmt.Sprintf(`msg="app exited" worker=%d app_pid=%d`, victim, old)
+	c.WaitLog(exited, 10*time.Second)
+	noticed, ok := logTime(c.lines(exited)[0])
+	if !ok {
+		t.Fatalf("no time in %q", c.lines(exited)[0])
+	}
+	t.Logf("app %d killed at %s, reaped by its router at %s", old, killed.Format("15:04:05.000000"), noticed.Format("15:04:05.000"))
+	var now int
+	if !Eventually(30*time.Second, func() bool {
+		a, err := direct(c, victim)
+		if err == nil {
+			now = a.PID
+		}
+		return err == nil && a.PID != old
+	}) {
+		t.Fatalf("worker %d's app was not replaced within 30s of kill -9 %d", victim, old)
+	}
+	t.Logf("app %d: pid %d killed, pid %d answering %s later", victim, old, now, time.Since(killed).Round(time.Millisecond))
+	l.WaitOK(200, 20*time.Second)
+	st := l.Stop()
+	st.Log(t)
+	inFlight, _ := st.Split(killedAppInFlight(victim, killed))
+	window, _ := st.Split(killedAppInFlight(victim, noticed))
+	t.Logf("502s: %d requests sent before the kill, %d more until the router reaped the app", len(inFlight), len(window)-len(inFlight))
+	st.NoFailures(t, killedAppInFlight(victim, noticed))
+}
+
+// killedAppInFlight allows the 502 of a request to worker victim's app sent before until.
+func killedAppInFlight(victim int, until time.Time) func(Result) bool {
+	return func(r Result) bool {
+		return r.Status == http.StatusBadGateway && r.Worker == victim && r.Start.Before(until)
+	}
+}
+
+// logTime returns the time of an olio log line (text format, millisecond precision) as
+// the end of its millisecond, so that "before it" holds for everything that happened
+// before the line was logged.
+func logTime(line string) (time.Time, bool) {
+	_, rest, ok := strings.Cut(line, "time=")
+	if !ok {
+		return time.Time{}, false
+	}
+	v, _, _ := strings.Cut(rest, " ")
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return t.Add(time.Millisecond), true
+}
+
+// TestLifecycleKillRouter: kill -9 of a router. The master restarts it, its peers re-dial,
+// its keys wait. Nothing fails but the requests on that router's own connections and the
+// ones it was serving.
+func TestLifecycleKillRouter(t *testing.T) {
+	const workers, victim = 3, 1
+	c := Start(t, "--workers", strconv.Itoa(workers))
+	l := StartLoad(t, c, LoadOptions{Clients: 6, Fresh: 2, Prefix: "killrouter-"})
+	l.ExpectOwners(workers)
+	l.WaitOK(100, 20*time.Second)
+
+	old := routerPID(c, victim)
+	oldApp := appPIDs(t, c, workers)[victim]
+	if old == 0 {
+		t.Fatalf("no router %d under the master", victim)
+	}
+	killed := time.Now()
+	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// A killed process shows as a zombie while its other threads are still exiting, with
+	// its sockets open: it is dead for sure when the master has reaped it.
+	exited := fmt.Sprintf(`msg="router exited; restarting it" worker=%d router_pid=%d`, victim, old)
+	c.WaitLog(exited, 10*time.Second)
+	dead, ok := logTime(c.lines(exited)[0])
+	if !ok {
+		t.Fatalf("no time in %q", c.lines(exited)[0])
+	}
+	t.Logf("router %d killed at %s, reaped at %s", old, killed.Format("15:04:05.000000"), dead.Format("15:04:05.000"))
+	var now int
+	if !Eventually(30*time.Second, func() bool {
+		now = routerPID(c, victim)
+		return now != 0 && now != old
+	}) {
+		t.Fatalf("router %d was not restarted within 30s of kill -9 %d", victim, old)
+	}
+	if !Eventually(30*time.Second, func() bool {
+		a, err := direct(c, victim)
+		return err == nil && a.PID != oldApp && a.Index == victim
+	}) {
+		t.Fatalf("worker %d does not answer with a new app within 30s of its router's restart", victim)
+	}
+	t.Logf("router %d: pid %d killed, pid %d serving %s later", victim, old, now, time.Since(killed).Round(time.Millisecond))
+	l.WaitOK(200, 20*time.Second)
+	st := l.Stop()
+	st.Log(t)
+	onKilled := func(r Result) bool {
+		// No answer on a connection the killed router held: accepted by it (labelled), or
+		// an unlabelled one opened before the kill.
+		if r.ConnError() && (r.Router == victim || (r.Router < 0 && r.Start.Before(dead))) {
+			return true
+		}
+		// Forwarded to the killed router before it died.
+		return r.Status == http.StatusBadGateway && r.Worker == victim && r.Start.Before(dead)
+	}
+	allowed, _ := st.Split(onKilled)
+	conns := 0
+	for _, r := range allowed {
+		if r.ConnError() {
+			conns++
+		}
+	}
+	t.Logf("on the killed router: %d connection errors, %d forwarded requests in flight (502)", conns, len(allowed)-conns)
+	st.NoFailures(t, onKilled)
+	checkOwners(t, c, l.Keys(), workers)
+}
+
+// TestLifecycleKillMaster: kill -9 of the master takes every router and app with it within
+// a few seconds, and frees the port.
+func TestLifecycleKillMaster(t *testing.T) {
+	c := Start(t, "--workers", "2")
+	l := StartLoad(t, c, LoadOptions{Clients: 4, Prefix: "killmaster-", Timeout: 5 * time.Second})
+	l.WaitOK(100, 20*time.Second)
+	pids := c.Descendants()
+	if len(pids) != 4 {
+		t.Errorf("%d processes under the master, want 4: %v", len(pids), pids)
+	}
+	killed := time.Now()
+	syscall.Kill(c.Pid(), syscall.SIGKILL)
+	select {
+	case <-c.Exited():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the master did not die of SIGKILL")
+	}
+	if !Eventually(5*time.Second, func() bool { return len(alive(pids)) == 0 }) {
+		t.Fatalf("still running 5s after kill -9 of the master: %v", alive(pids))
+	}
+	t.Logf("every router and app gone %s after kill -9 of the master", time.Since(killed).Round(time.Millisecond))
+	if !Eventually(5*time.Second, func() bool {
+		ln, err := net.Listen("tcp", c.Addr)
+		if err == nil {
+			ln.Close()
+		}
+		return err == nil
+	}) {
+		t.Errorf("the port is still bound after every olio process died")
+	}
+	l.Stop().Log(t)
+}
+
+// TestLifecycleGracefulStop: SIGTERM while slow requests are in flight, accepted by every
+// router, some served locally and some forwarded: they all complete with 200, and olio
+// exits 0 leaving nothing behind.
+func TestLifecycleGracefulStop(t *testing.T) {
+	const workers = 2
+	c := Start(t, "--workers", strconv.Itoa(workers))
+	type call struct {
+		from, to int
+		local    net.Addr
+		wrote    chan struct{}
+		end      time.Time
+		status   int
+		body     string
+		err      error
+		index    int
+	}
+	var calls []*call
+	for from := 0; from < workers; from++ {
+		for to := 0; to < workers; to++ {
+			for k := 0; k < 2; k++ {
+				calls = append(calls, &call{from: from, to: to, wrote: make(chan struct{})})
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	for _, cl := range calls {
+		hc, _ := pinnedClient(t, c, cl.from)
+		req := keyRequest(c, "GET", "", nil)
+		req.Header.Set("X-Olio-Index", strconv.Itoa(cl.to))
+		req.Header.Set("X-Olio-Secret", c.Secret)
+		req.URL.RawQuery = "sleep=500"
+		trace := &httptrace.ClientTrace{
+			GotConn:      func(info httptrace.GotConnInfo) { cl.local = info.Conn.LocalAddr() },
+			WroteRequest: func(httptrace.WroteRequestInfo) { close(cl.wrote) },
+		}
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := hc.Do(req)
+			cl.end = time.Now()
+			if err != nil {
+				cl.err = err
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			cl.status, cl.body = resp.StatusCode, string(b)
+			if a, err := decodeAnswer(resp.StatusCode, b); err == nil {
+				cl.index = a.Index
+			}
+		}()
+	}
+	// In flight: every request is written, and its router has read it (nothing unread on
+	// the server's side of its connection).
+	server, _ := net.ResolveTCPAddr("tcp", c.Addr)
+	for i, cl := range calls {
+		select {
+		case <-cl.wrote:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("request %d not written within 10s", i)
+		}
+		if !Eventually(5*time.Second, func() bool {
+			n, ok := unreadByServer(server, cl.local.(*net.TCPAddr))
+			return ok && n == 0
+		}) {
+			t.Fatalf("request %d (%v) not read by router %d within 5s", i, cl.local, cl.from)
+		}
+	}
+	term := time.Now()
+	c.Signal(syscall.SIGTERM)
+	wg.Wait()
+	for i, cl := range calls {
+		switch {
+		case cl.err != nil:
+			t.Errorf("request %d (router %d → worker %d): %v", i, cl.from, cl.to, cl.err)
+		case cl.status != http.StatusOK || cl.index != cl.to:
+			t.Errorf("request %d (router %d → worker %d): status %d from %d: %s", i, cl.from, cl.to, cl.status, cl.index, cl.body)
+		case !cl.end.After(term):
+			t.Errorf("request %d ended before SIGTERM was sent: the test did not test anything", i)
+		}
+	}
+	select {
+	case <-c.Exited():
+		if c.exitErr != nil {
+			t.Errorf("olio exited with %v after SIGTERM, want 0", c.exitErr)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("olio did not exit within 30s of SIGTERM")
+	}
+	t.Logf("stopped %s after SIGTERM with %d requests of 500ms in flight", time.Since(term).Round(time.Millisecond), len(calls))
+}
+
+// TestLifecycleUSR2: a hot upgrade under load. Afterwards exactly one master remains, every
+// app pid is new, no request failed, and the same port keeps answering.
+func TestLifecycleUSR2(t *testing.T) {
+	const workers = 2
+	c := Start(t, "--workers", strconv.Itoa(workers))
+	before := appPIDs(t, c, workers)
+	l := StartLoad(t, c, LoadOptions{Clients: 4, Prefix: "usr2-"})
+	l.ExpectOwners(workers)
+	l.WaitOK(100, 20*time.Second)
+
+	oldMaster := c.Pid()
+	// If the upgrade hands over to a new master process, that one must be stopped at the
+	// end of the test too, and its children checked (this runs before the harness's own
+	// cleanup, which knows the old master only).
+	t.Cleanup(func() { stopOtherMasters(t, c, oldMaster) })
+	start := time.Now()
+	c.Signal(syscall.SIGUSR2)
+	var masters []int
+	var after []int
+	failed := func() bool { return c.CountLog("upgrade failed") > 0 }
+	upgraded := func() bool {
+		masters = mastersOf(c)
+		if len(masters) != 1 {
+			return false
+		}
+		pids := make([]int, workers)
+		for i := range pids {
+			a, err := direct(c, i)
+			if err != nil {
+				return false
+			}
+			pids[i] = a.PID
+		}
+		for i := range pids {
+			for _, old := range before {
+				if pids[i] == old {
+					return false
+				}
+			}
+		}
+		after = pids
+		return true
+	}
+	if !Eventually(60*time.Second, func() bool { return failed() || upgraded() }) {
+		t.Fatalf("no upgrade within 60s of SIGUSR2: masters %v, app pids before %v", masters, before)
+	}
+	if failed() {
+		lines := c.lines("upgrade failed")
+		if strings.Contains(strings.Join(lines, "\n"), "not implemented") {
+			l.Stop()
+			t.Skipf("hot upgrade (USR2) is not implemented yet: %s", lines[0])
+		}
+		t.Fatalf("hot upgrade failed: %s", strings.Join(lines, "\n"))
+	}
+	t.Logf("USR2: master %d → %d, app pids %v → %v in %s", oldMaster, masters[0], before, after, time.Since(start).Round(time.Millisecond))
+	l.WaitOK(200, 20*time.Second)
+	st := l.Stop()
+	st.Log(t)
+	st.NoFailures(t, nil)
+	if a, err := c.GetKey("after-upgrade"); err != nil || a.Index != Owner("after-upgrade", workers) {
+		t.Errorf("after the upgrade, %s: %+v, %v", c.Addr, a, err)
+	}
+	if masters := mastersOf(c); len(masters) != 1 {
+		t.Errorf("%d masters after the upgrade: %v", len(masters), masters)
+	}
+}
+
+// direct asks worker i with X-Olio-Index and the secret.
+func direct(c *Cluster, i int) (*Answer, error) {
+	req := keyRequest(c, "GET", "", nil)
+	req.Header.Set("X-Olio-Index", strconv.Itoa(i))
+	req.Header.Set("X-Olio-Secret", c.Secret)
+	return Do(client, req)
+}
+
+// appPIDs returns the app pid of every worker, asked directly.
+func appPIDs(t testing.TB, c *Cluster, workers int) []int {
+	t.Helper()
+	pids := make([]int, workers)
+	for i := range pids {
+		a, err := direct(c, i)
+		if err != nil {
+			t.Fatalf("worker %d: %v", i, err)
+		}
+		if a.Index != i {
+			t.Fatalf("X-Olio-Index %d answered by worker %d", i, a.Index)
+		}
+		pids[i] = a.PID
+	}
+	c.Descendants()
+	return pids
+}
+
+// checkOwners checks that every key is answered by Owner(key, workers).
+func checkOwners(t testing.TB, c *Cluster, keys []string, workers int) {
+	t.Helper()
+	wrong := 0
+	for _, key := range keys {
+		a, err := c.GetKey(key)
+		if err != nil {
+			t.Fatalf("key %s: %v", key, err)
+		}
+		if want := Owner(key, workers); a.Index != want {
+			if wrong++; wrong <= 10 {
+				t.Errorf("key %s answered by worker %d, owner among %d is %d", key, a.Index, workers, want)
+			}
+		}
+	}
+	if wrong > 10 {
+		t.Errorf("… %d keys of %d on the wrong worker in all", wrong, len(keys))
+	}
+}
+
+// procArgs returns a process's arguments.
+func procArgs(pid int) []string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil {
+		return nil
+	}
+	return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+}
+
+// parentPID returns a process's parent, 0 if it is gone.
+func parentPID(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 2 {
+		return 0
+	}
+	n, _ := strconv.Atoi(f[1])
+	return n
+}
+
+// routerPID returns the pid of the live router of worker index, 0 if there is none.
+func routerPID(c *Cluster, index int) int {
+	for _, pid := range c.Descendants() {
+		args := procArgs(pid)
+		if parentPID(pid) != c.Pid() || len(args) < 2 || args[1] != "router" || len(alive([]int{pid})) == 0 {
+			continue
+		}
+		for i, a := range args {
+			if (a == "--index" || a == "-index") && i+1 < len(args) && args[i+1] == strconv.Itoa(index) {
+				return pid
+			}
+			if a == "--index="+strconv.Itoa(index) {
+				return pid
+			}
+		}
+	}
+	return 0
+}
+
+// mastersOf returns the live `olio serve` processes of c's cluster (its control socket is
+// unique to the test).
+func mastersOf(c *Cluster) []int {
+	var out []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		args := procArgs(pid)
+		if len(args) > 1 && args[1] == "serve" && strings.Contains(strings.Join(args, " "), c.Control) && len(alive([]int{pid})) > 0 {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// descendantsOf returns every live process below pid.
+func descendantsOf(pid int) []int {
+	var out []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		for q := parentPID(p); q > 1; q = parentPID(q) {
+			if q == pid {
+				out = append(out, p)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// stopOtherMasters stops, with SIGTERM, any master of c's cluster other than the one the
+// harness started, and checks that it and its children exit.
+func stopOtherMasters(t testing.TB, c *Cluster, started int) {
+	for _, pid := range mastersOf(c) {
+		if pid == started {
+			continue
+		}
+		pids := append(descendantsOf(pid), pid)
+		syscall.Kill(pid, syscall.SIGTERM)
+		if !Eventually(40*time.Second, func() bool { return len(alive(pids)) == 0 }) {
+			left := alive(pids)
+			for _, p := range left {
+				syscall.Kill(p, syscall.SIGKILL)
+			}
+			t.Errorf("the upgraded master %d left processes running 40s after SIGTERM: %v", pid, left)
+		}
+	}
+}
+
+// unreadByServer returns how many bytes the server side of the TCP connection between
+// client and server has received and not yet read, from /proc/net/tcp; ok is false if
+// there is no such connection.
+func unreadByServer(server, client *net.TCPAddr) (n int, ok bool) {
+	f, err := os.Open("/proc/net/tcp")
+	if err != nil {
+		return 0, false
+	}
+	defer f.Close()
+	local, remote := procAddr(server), procAddr(client)
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 || fields[1] != local || fields[2] != remote {
+			continue
+		}
+		_, rx, _ := strings.Cut(fields[4], ":")
+		v, err := strconv.ParseUint(rx, 16, 32)
+		return int(v), err == nil
+	}
+	return 0, false
+}
+
+// procAddr formats an IPv4 address as /proc/net/tcp does.
+func procAddr(a *net.TCPAddr) string {
+	ip := a.IP.To4()
+	if ip == nil {
+		return ""
+	}
+	return fmt.Sprintf("%02X%02X%02X%02X:%04X", ip[3], ip[2], ip[1], ip[0], a.Port)
+}
