@@ -76,9 +76,10 @@ func (r *Router) serveLocal(w http.ResponseWriter, req *http.Request, avoid *ins
 	r.counters.inFlight.Add(1)
 	start := time.Now()
 	if r.conf().RequestTimeout > 0 && req.Context().Value(retried) == nil {
-		ctx, cancel := context.WithTimeout(req.Context(), r.conf().RequestTimeout)
-		defer cancel()
-		req = req.WithContext(ctx)
+		// limits.go: bounds the wait for the answer, not a long body or a WebSocket.
+		var stop func()
+		req, stop = withAnswerTimeout(req, r.conf().RequestTimeout)
+		defer stop()
 	}
 	// Deferred: ReverseProxy panics with http.ErrAbortHandler when the client goes away
 	// mid-response, and the counts must come down all the same (else a drain waits forever).

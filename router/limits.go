@@ -1,7 +1,9 @@
 package router
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -102,4 +104,42 @@ func (r *Router) failBody(w http.ResponseWriter, err error) bool {
 	}
 	r.fail(w, http.StatusBadRequest, "olio: "+be.Error())
 	return true
+}
+
+// errAppTimeout is the cause of a request's cancellation when its app did not answer (send
+// its response header) within --request-timeout.
+var errAppTimeout = fmt.Errorf("router: the app did not answer in time: %w", context.DeadlineExceeded)
+
+// answerTimerKey keys the timer of withAnswerTimeout in a request's context.
+type answerTimerKey struct{}
+
+// withAnswerTimeout bounds the wait for the app's response header to d: past it, the
+// request's context is cancelled with errAppTimeout, so the app's request is cancelled and
+// the client gets 504. Once the header has come (answered), the body and an upgraded
+// connection (WebSocket) run on unbounded. stop releases the timer and the context.
+func withAnswerTimeout(req *http.Request, d time.Duration) (_ *http.Request, stop func()) {
+	ctx, cancel := context.WithCancelCause(req.Context())
+	t := time.AfterFunc(d, func() { cancel(errAppTimeout) })
+	ctx = context.WithValue(ctx, answerTimerKey{}, t)
+	return req.WithContext(ctx), func() {
+		t.Stop()
+		cancel(nil)
+	}
+}
+
+// answered is the local proxy's ModifyResponse: the app's response header has come, so its
+// answer timeout stops.
+func answered(resp *http.Response) error {
+	if t, ok := resp.Request.Context().Value(answerTimerKey{}).(*time.Timer); ok {
+		t.Stop()
+	}
+	return nil
+}
+
+// timedOut returns errAppTimeout if req was cancelled by its answer timeout, else err.
+func timedOut(req *http.Request, err error) error {
+	if errors.Is(context.Cause(req.Context()), errAppTimeout) {
+		return errAppTimeout
+	}
+	return err
 }

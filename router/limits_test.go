@@ -1,6 +1,7 @@
 package router
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 )
 
 func TestLimitConnsZeroIsUnlimited(t *testing.T) {
@@ -42,5 +44,27 @@ func TestClientBodyMarksReadErrors(t *testing.T) {
 	markBody(req)
 	if req.Body != nil {
 		t.Errorf("markBody gave a bodiless request a body")
+	}
+}
+
+func TestAnswerTimeout(t *testing.T) {
+	req, _ := http.NewRequest("GET", "http://x/", nil)
+	timed, stop := withAnswerTimeout(req, time.Millisecond)
+	defer stop()
+	<-timed.Context().Done()
+	if err := timedOut(timed, context.Canceled); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("timedOut after the answer timeout = %v, want a DeadlineExceeded", err)
+	}
+
+	answeredReq, stop2 := withAnswerTimeout(req, 50*time.Millisecond)
+	defer stop2()
+	answered(&http.Response{Request: answeredReq})
+	select {
+	case <-answeredReq.Context().Done():
+		t.Errorf("the answer timeout fired after the answer came")
+	case <-time.After(200 * time.Millisecond): // a deadline in the past for a 50ms timer
+	}
+	if err := timedOut(answeredReq, io.EOF); err != io.EOF {
+		t.Errorf("timedOut of an answered request = %v, want the error itself", err)
 	}
 }

@@ -95,6 +95,8 @@ func (r *Router) newLocalProxy(inst *instance) *httputil.ReverseProxy {
 		BufferPool:    buffers,
 		FlushInterval: 0, // one write per buffered answer; streamed ones (unknown length, SSE) flush at once
 		ErrorLog:      r.errorLog,
+		// limits.go: the answer timeout stops at the response header.
+		ModifyResponse: answered,
 		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
 			r.localError(w, req, err, inst)
 		},
@@ -116,6 +118,7 @@ func (r *Router) localError(w http.ResponseWriter, req *http.Request, err error,
 	if r.failBody(w, err) { // limits.go
 		return
 	}
+	err = timedOut(req, err) // limits.go: a cancellation by the answer timeout is a 504
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
 		r.fail(w, http.StatusGatewayTimeout, fmt.Sprintf("olio: worker %d's app did not answer within %s", r.index, r.conf().RequestTimeout))

@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 )
 
 // Hostile clients and broken apps (issue 6): limits, timeouts, faults, secrets. Every test
@@ -43,6 +45,8 @@ func init() {
 //	-env FILE.<index>     gets the app's environment, one VAR=value a line
 //	/exit0                answers, then exits 0
 //	/big?bytes=N          streams N bytes
+//	/drip?ms=N            sends its header at once, then a byte every 100ms for N ms
+//	/ws                   is a WebSocket echo
 //	?sleep=MS             waits MS milliseconds (or until the request is cancelled)
 func hostileApp(args []string) int {
 	var record, envFile string
@@ -94,6 +98,39 @@ func hostileApp(args []string) int {
 			}
 		}
 		switch r.URL.Path {
+		case "/ws":
+			up := websocket.Upgrader{}
+			ws, err := up.Upgrade(w, r, nil)
+			if err != nil {
+				return
+			}
+			defer ws.Close()
+			for {
+				kind, m, err := ws.ReadMessage()
+				if err != nil || ws.WriteMessage(kind, m) != nil {
+					return
+				}
+			}
+		case "/drip":
+			// The header at once, then a byte every 100ms for ?ms.
+			ms, _ := strconv.Atoi(q.Get("ms"))
+			w.WriteHeader(http.StatusOK)
+			rc := http.NewResponseController(w)
+			rc.Flush()
+			t := time.NewTicker(100 * time.Millisecond)
+			defer t.Stop()
+			for end := time.Now().Add(time.Duration(ms) * time.Millisecond); time.Now().Before(end); {
+				select {
+				case <-t.C:
+				case <-r.Context().Done():
+					note("CANCEL %s", r.URL.Path)
+					return
+				}
+				if _, err := w.Write([]byte("d")); err != nil || rc.Flush() != nil {
+					return
+				}
+			}
+			return
 		case "/big":
 			size, _ := strconv.Atoi(q.Get("bytes"))
 			buf := bytes.Repeat([]byte("x"), 32<<10)
@@ -447,6 +484,39 @@ func TestHostileHungApp(t *testing.T) {
 	}
 	if !Eventually(5*time.Second, func() bool { return strings.Count(readRecords(record, 2), "CANCEL /hang") == 2 }) {
 		t.Errorf("the apps' requests were not cancelled at the timeout:\n%s", readRecords(record, 2))
+	}
+}
+
+// TestHostileTimeoutBoundsTheAnswer: --request-timeout bounds the wait for the app's
+// answer, not a long answer nor a WebSocket.
+func TestHostileTimeoutBoundsTheAnswer(t *testing.T) {
+	c, record := hostileStart(t, 1, "--request-timeout", "1s")
+	req, _ := http.NewRequest("GET", c.URL()+"/drip?ms=2000", nil)
+	resp, err := quick.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || err != nil || len(body) < 15 {
+		t.Errorf("a 2s answer with --request-timeout 1s: status %d, %d bytes, %v", resp.StatusCode, len(body), err)
+	}
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+c.Addr+"/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); {
+		ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if err := ws.WriteMessage(websocket.TextMessage, []byte("ping")); err != nil {
+			t.Fatalf("WebSocket write past --request-timeout: %v", err)
+		}
+		if _, m, err := ws.ReadMessage(); err != nil || string(m) != "ping" {
+			t.Fatalf("WebSocket read past --request-timeout: %q, %v", m, err)
+		}
+	}
+	if strings.Contains(readRecords(record, 1), "CANCEL") {
+		t.Errorf("an answer under way was cancelled:\n%s", readRecords(record, 1))
 	}
 }
 
