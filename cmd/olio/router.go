@@ -38,10 +38,6 @@ func routerCommand() *cli.Command {
 			if err != nil {
 				return fmt.Errorf("router: %w; it is run by olio serve, not by hand", err)
 			}
-			// Inherited descriptors are not close-on-exec: without this the app, which the
-			// router starts, would inherit the public listening socket.
-			syscall.CloseOnExec(3)
-			syscall.CloseOnExec(4)
 			ctl, err := descend.FileConn(ctlFile)
 			if err != nil {
 				return fmt.Errorf("router: started without its descriptors (it is run by olio serve): %w", err)
