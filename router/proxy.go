@@ -103,12 +103,14 @@ func (r *Router) newLocalProxy(inst *instance) *httputil.ReverseProxy {
 	}
 }
 
-// localError answers a failed request to the app: a dial failure (the app just died) is
-// retried once on its replacement when the request has no body; anything else is a 502, or
-// a 504 when the request timed out.
+// localError answers a failed request to the app. When the app died under the request, a
+// request that never reached it (the connect failed) or that is safe to repeat (an
+// idempotent method without a body, as nginx's proxy_next_upstream does) is retried once
+// on its replacement; anything else is a 502, or a 504 when the request timed out.
 func (r *Router) localError(w http.ResponseWriter, req *http.Request, err error, inst *instance) {
 	var de *dialError
-	if errors.As(err, &de) && req.Context().Value(retried) == nil && (req.Body == nil || req.Body == http.NoBody) {
+	if req.Context().Value(retried) == nil && req.Context().Err() == nil && !errors.Is(err, context.DeadlineExceeded) &&
+		(errors.As(err, &de) || replayable(req)) {
 		if r.appGone(req.Context(), inst) {
 			ctx := context.WithValue(req.Context(), retried, true)
 			r.serveLocal(w, req.WithContext(ctx), inst)
@@ -128,6 +130,15 @@ func (r *Router) localError(w http.ResponseWriter, req *http.Request, err error,
 	default:
 		r.fail(w, http.StatusBadGateway, fmt.Sprintf("olio: worker %d's app failed: %v", r.index, err))
 	}
+}
+
+// replayable reports whether a request may be sent again: an idempotent method and no body.
+func replayable(req *http.Request) bool {
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return req.Body == nil || req.Body == http.NoBody
+	}
+	return false
 }
 
 // appGone reports whether inst's process exits soon after a failed connect, in which case
