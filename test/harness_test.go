@@ -31,7 +31,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	olioBin = filepath.Join(dir, "olio")
-	build := exec.Command("go", "build", "-o", olioBin, "../cmd/olio")
+	args := []string{"build", "-o", olioBin}
+	if os.Getenv("OLIO_TEST_RACE") != "" {
+		args = append(args, "-race") // the processes under test report data races in their output
+	}
+	build := exec.Command("go", append(args, "../cmd/olio")...)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build olio:", err)
@@ -187,6 +191,9 @@ func (c *Cluster) cleanup() {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 		c.t.Errorf("processes left behind after olio exited: %v", left)
+	}
+	if strings.Contains(c.Out.String(), "WARNING: DATA RACE") {
+		c.t.Errorf("olio reported a data race")
 	}
 	if c.t.Failed() {
 		out := c.Out.String()
