@@ -13,10 +13,6 @@ import (
 	"strings"
 )
 
-// ErrNoControl means nothing answers on a control socket path: no olio runs with that
-// --control.
-var ErrNoControl = errors.New("no olio answers on the control socket")
-
 // Client sends control commands to a running master over its control socket. Its
 // methods are safe for concurrent use.
 type Client struct {

@@ -17,10 +17,6 @@ import (
 	"time"
 )
 
-// ErrControlInUse means another olio (or something else) answers on the control socket
-// path, so this master refuses to start rather than steal it.
-var ErrControlInUse = errors.New("another olio answers on the control socket")
-
 // The control protocol: HTTP/1.1 over the unix socket at --control (mode 0600, so only
 // its owner and root may connect). Answers are JSON; errors are {"error": "..."} with a
 // 4xx or 5xx status.

@@ -12,4 +12,12 @@ var (
 	ErrBusy = errors.New("another reload, resize or upgrade is in progress")
 	// ErrNoRouter means a worker has no live router to ask.
 	ErrNoRouter = errors.New("worker has no live router")
+	// ErrUpgrade means a hot upgrade failed; the old master keeps serving.
+	ErrUpgrade = errors.New("upgrade failed; the running olio keeps serving")
+	// ErrControlInUse means another olio (or something else) answers on the control socket
+	// path, so this master refuses to start rather than steal it.
+	ErrControlInUse = errors.New("another olio answers on the control socket")
+	// ErrNoControl means nothing answers on a control socket path: no olio runs with that
+	// --control.
+	ErrNoControl = errors.New("no olio answers on the control socket")
 )

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -55,9 +54,6 @@ func ReadHandover(r io.Reader) (Handover, error) {
 
 // upgradeReady is what the new master writes on the ready pipe.
 const upgradeReady = "ready\n"
-
-// ErrUpgrade means a hot upgrade failed; the old master keeps serving.
-var ErrUpgrade = errors.New("upgrade failed; the running olio keeps serving")
 
 // Upgrade starts a new master from the olio binary at the path this one was started from
 // and hands it the service. It returns nil once the new master is ready; this master then

@@ -1,17 +1,12 @@
 package router
 
 import (
-	"errors"
 	"net/http"
 	"net/textproto"
 	"net/url"
 	"strconv"
 	"strings"
 )
-
-// ErrBadKeySpec is wrapped by every error ParseKeySpec returns; the error's text says what was
-// wrong with the spec and lists the valid forms.
-var ErrBadKeySpec = errors.New("router: bad key spec")
 
 // KeyKind says where in a request a routing key is found.
 type KeyKind uint8
