@@ -13,7 +13,7 @@ import (
 func TestTypesPinned(t *testing.T) {
 	want := map[Type]string{
 		TypeHello: "hello", TypeConfig: "config", TypeMembership: "membership",
-		TypeState: "state", TypeRestart: "restart", TypeDrain: "drain", TypeStop: "stop",
+		TypeState: "state", TypeRestart: "restart", TypeDrain: "drain",
 		TypeStatsRequest: "stats_request", TypeStats: "stats", TypeResult: "result",
 	}
 	if g, e := len(registry), len(want); g != e {
@@ -46,7 +46,6 @@ func samples() []Message {
 		&State{Index: 2, State: StateReady, AppPID: 99, Restarts: 1},
 		&Restart{ID: 9},
 		&Drain{ID: 10},
-		&Stop{Timeout: 5 * time.Second},
 		&StatsRequest{ID: 11},
 		&Stats{ID: 11, Index: 1, Served: 5, InFlight: 2, AppStarted: time.Unix(100, 0).UTC(),
 			Duration: Histogram{Bounds: []float64{0.1, 1}, Counts: []uint64{1, 2}, Count: 2, Sum: 0.5}},

@@ -6,7 +6,7 @@
 // protocol [Version], so an old router and a new master (or the reverse, during a hot upgrade)
 // fail loudly instead of misreading each other.
 //
-// Master → router: [Config], [Membership], [Restart], [Drain], [Stop], [StatsRequest].
+// Master → router: [Config], [Membership], [Restart], [Drain], [StatsRequest].
 // Router → master: [Hello], [State], [Stats], [Result].
 //
 // End of file on the socket means the other side is gone: a router treats it as its master's

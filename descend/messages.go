@@ -17,7 +17,6 @@ const (
 	TypeState        Type = "state"
 	TypeRestart      Type = "restart"
 	TypeDrain        Type = "drain"
-	TypeStop         Type = "stop"
 	TypeStatsRequest Type = "stats_request"
 	TypeStats        Type = "stats"
 	TypeResult       Type = "result"
@@ -98,12 +97,6 @@ type Drain struct {
 	ID uint64 `json:"id"`
 }
 
-// Stop asks a drained router to finish forwarded requests, stop its app within Timeout
-// and exit.
-type Stop struct {
-	Timeout time.Duration `json:"timeout"`
-}
-
 // StatsRequest asks a router for its counters; answered by Stats with the same ID.
 type StatsRequest struct {
 	ID uint64 `json:"id"`
@@ -164,9 +157,6 @@ func (*Restart) Type() Type { return TypeRestart }
 func (*Drain) Type() Type { return TypeDrain }
 
 // Type implements Message.
-func (*Stop) Type() Type { return TypeStop }
-
-// Type implements Message.
 func (*StatsRequest) Type() Type { return TypeStatsRequest }
 
 // Type implements Message.
@@ -183,7 +173,6 @@ var registry = map[Type]func() Message{
 	TypeState:        func() Message { return new(State) },
 	TypeRestart:      func() Message { return new(Restart) },
 	TypeDrain:        func() Message { return new(Drain) },
-	TypeStop:         func() Message { return new(Stop) },
 	TypeStatsRequest: func() Message { return new(StatsRequest) },
 	TypeStats:        func() Message { return new(Stats) },
 	TypeResult:       func() Message { return new(Result) },

@@ -56,8 +56,6 @@ type Router struct {
 	draining bool           // told to stop accepting for good
 	appUp    bool           // the app has been ready at least once
 	stopping bool
-	done     chan struct{} // closed when the router should exit
-	stopMsg  *descend.Stop
 }
 
 // settings are the parts of the config a reload may change, swapped as one.
@@ -137,7 +135,6 @@ func newRouter(index int, set *settings, logger *slog.Logger) *Router {
 		errorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		counters: newCounters(),
 		pool:     mux.NewPool(nil),
-		done:     make(chan struct{}),
 	}
 	r.set.Store(set)
 	r.apps = newApps(r)
@@ -189,7 +186,6 @@ func (r *Router) run(ctx context.Context) error {
 
 	var exitErr error
 	select {
-	case <-r.done:
 	case err := <-recvErr:
 		exitErr = err
 	case <-ctx.Done():
@@ -198,9 +194,6 @@ func (r *Router) run(ctx context.Context) error {
 
 	// Shut down: stop accepting, finish what peers sent, stop the app.
 	timeout := r.conf().ShutdownTimeout
-	if r.stopMsg != nil && r.stopMsg.Timeout > 0 {
-		timeout = r.stopMsg.Timeout
-	}
 	if errors.Is(exitErr, ErrMasterGone) {
 		timeout = 2 * time.Second // the master is gone: be quick
 	}
@@ -216,7 +209,8 @@ func (r *Router) run(ctx context.Context) error {
 	return exitErr
 }
 
-// recvLoop reads the master's messages until Stop or EOF.
+// recvLoop reads the master's messages until the connection fails; EOF means the master
+// is gone.
 func (r *Router) recvLoop() error {
 	h := descend.Handlers{
 		descend.TypeMembership:   r.onMembership,
@@ -224,13 +218,6 @@ func (r *Router) recvLoop() error {
 		descend.TypeDrain:        r.onDrain,
 		descend.TypeStatsRequest: r.onStats,
 		descend.TypeConfig:       r.onConfig,
-		descend.TypeStop: func(m descend.Message) error {
-			r.mu.Lock()
-			r.stopMsg = m.(*descend.Stop)
-			r.mu.Unlock()
-			close(r.done)
-			return errStop
-		},
 	}
 	for {
 		m, err := r.ctl.Recv()
@@ -241,15 +228,10 @@ func (r *Router) recvLoop() error {
 			return fmt.Errorf("router: from master: %w", err)
 		}
 		if err := h.Dispatch(m); err != nil {
-			if err == errStop {
-				return nil
-			}
 			r.logger.Error("message from master", "type", m.Type(), "err", err)
 		}
 	}
 }
-
-var errStop = errors.New("stop")
 
 func (r *Router) onMembership(m descend.Message) error {
 	mm := m.(*descend.Membership)
