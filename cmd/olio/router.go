@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -70,7 +71,16 @@ func demoCommand() *cli.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			logger, _ := newLogger("text", os.Stderr)
+			// The router that runs the demo stamps each of its lines with time, level and
+			// worker: the demo writes only the message and its attributes.
+			logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{
+				ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+					if len(groups) == 0 && (a.Key == slog.TimeKey || a.Key == slog.LevelKey) {
+						return slog.Attr{}
+					}
+					return a
+				},
+			}))
 			return runDemo(ctx, os.Getenv("PORT"), index, logger)
 		},
 	}
