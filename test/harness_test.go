@@ -219,6 +219,20 @@ func alive(pids []int) []int {
 	return out
 }
 
+// parentPID returns a process's parent, 0 if it is gone.
+func parentPID(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 2 {
+		return 0
+	}
+	n, _ := strconv.Atoi(f[1])
+	return n
+}
+
 // Descendants returns every live process below the master, and remembers them so that
 // cleanup can check they all exit.
 func (c *Cluster) Descendants() []int {

@@ -231,7 +231,7 @@ func (c *Cluster) routers() map[int]int {
 			continue
 		}
 		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-		if len(args) < 2 || args[1] != "router" || ppid(pid) != c.Pid() {
+		if len(args) < 2 || args[1] != "router" || parentPID(pid) != c.Pid() {
 			continue
 		}
 		if i := slices.Index(args, "--index"); i >= 0 && i+1 < len(args) {
@@ -242,25 +242,11 @@ func (c *Cluster) routers() map[int]int {
 	return out
 }
 
-// ppid is pid's parent, 0 if unknown.
-func ppid(pid int) int {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	if len(f) < 2 {
-		return 0
-	}
-	n, _ := strconv.Atoi(f[1])
-	return n
-}
-
 // children returns the live children of pid.
 func (c *Cluster) children(pid int) []int {
 	var out []int
 	for _, p := range c.Descendants() {
-		if ppid(p) == pid {
+		if parentPID(p) == pid {
 			out = append(out, p)
 		}
 	}

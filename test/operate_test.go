@@ -74,20 +74,6 @@ func opWaitStatus(t testing.TB, c *Cluster, timeout time.Duration, what string, 
 	return st
 }
 
-// opParent is pid's parent pid, or 0.
-func opParent(pid int) int {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	if len(f) < 2 {
-		return 0
-	}
-	ppid, _ := strconv.Atoi(f[1])
-	return ppid
-}
-
 // opRequests sends n keyed requests and checks each lands on its owner among workers.
 func opRequests(t testing.TB, c *Cluster, n, workers int, prefix string) {
 	t.Helper()
@@ -129,10 +115,10 @@ func TestStatusTableAndJSON(t *testing.T) {
 		if int(w["index"].(float64)) != i || w["state"] != "ready" {
 			t.Errorf("worker %d: index %v state %v", i, w["index"], w["state"])
 		}
-		if g := opParent(routerPID); g != c.Pid() {
+		if g := parentPID(routerPID); g != c.Pid() {
 			t.Errorf("worker %d: router pid %d has parent %d, not the master %d", i, routerPID, g, c.Pid())
 		}
-		if g := opParent(appPID); g != routerPID {
+		if g := parentPID(appPID); g != routerPID {
 			t.Errorf("worker %d: app pid %d has parent %d, not its router %d", i, appPID, g, routerPID)
 		}
 		if rss := w["rss_bytes"].(float64); rss < 1<<20 {

@@ -3,6 +3,8 @@
 //
 //	go run ./test/bench            # full run: 3 rounds, 10 s per throughput run
 //	go run ./test/bench -quick     # smoke run: 1 round, 3 s
+//	go run ./test/bench -scenario rolling   # HUP under load (lifecycle.go)
+//	go run ./test/bench -scenario startup   # 8/16/64 workers: start, RSS, mesh (scale.go)
 //
 // It builds olio, starts four `olio demo` apps for the direct, HAProxy and
 // nginx setups (olio runs its own), drives every setup with the same Go load
@@ -34,6 +36,8 @@ import (
 
 // config is the command line.
 type config struct {
+	scenario  string // compare (the side-by-side table), rolling, startup
+	sizes     []int  // worker counts of the startup scenario
 	setups    []string
 	workloads []string
 	workers   int
@@ -57,8 +61,11 @@ func parseFlags(args []string) (*config, error) {
 		cfg               config
 		setupList, wlList string
 		rateList          string
+		sizeList          string
 		quick             bool
 	)
+	fs.StringVar(&cfg.scenario, "scenario", "compare", "compare: olio side by side with direct, HAProxy and nginx; rolling: a HUP rolling restart under load (-workers 8, -c 16, -d 5s before it, unless given); startup: start-to-ready, router RSS and the yamux mesh's memory for each of -sizes")
+	fs.StringVar(&sizeList, "sizes", "8,16,64", "worker counts of -scenario startup, comma-separated")
 	fs.StringVar(&setupList, "setups", "direct,olio4,olio1,haproxy,nginx", "setups to run, comma-separated: direct, olio4 (--workers N), olio1, olio4-nohandoff (--handoff=false), haproxy, nginx")
 	fs.StringVar(&wlList, "workloads", "random,conn", "workloads, comma-separated: random (a random key per request), conn (one key per connection)")
 	fs.IntVar(&cfg.workers, "workers", 4, "apps behind direct, HAProxy and nginx, and olio's --workers for olio4")
@@ -78,9 +85,9 @@ func parseFlags(args []string) (*config, error) {
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if quick {
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		if !set["rounds"] {
 			cfg.rounds = 1
 		}
@@ -93,6 +100,14 @@ func parseFlags(args []string) (*config, error) {
 		if !set["warmup"] {
 			cfg.warmup = 500 * time.Millisecond
 		}
+	}
+	scenarioDefaults(&cfg, set) // lifecycle.go
+	for _, n := range splitList(sizeList) {
+		w, err := strconv.Atoi(n)
+		if err != nil || w < 1 || w > 64 {
+			return nil, fmt.Errorf("-sizes: %q is not a worker count in 1..64", n)
+		}
+		cfg.sizes = append(cfg.sizes, w)
 	}
 	cfg.setups = splitList(setupList)
 	cfg.workloads = splitList(wlList)
@@ -107,6 +122,9 @@ func parseFlags(args []string) (*config, error) {
 }
 
 func (c *config) validate() error {
+	if !slices.Contains(scenarios, c.scenario) {
+		return fmt.Errorf("-scenario: unknown scenario %q (want %s)", c.scenario, strings.Join(scenarios, ", "))
+	}
 	for _, id := range c.setups {
 		if !slices.ContainsFunc(setups, func(s setup) bool { return s.id == id }) {
 			return fmt.Errorf("-setups: unknown setup %q (want direct, olio4, olio1, olio4-nohandoff, haproxy, nginx)", id)
@@ -136,6 +154,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("-rounds %d: want 1..20", c.rounds)
 	case c.threads < 1:
 		return fmt.Errorf("-threads %d: want at least 1", c.threads)
+	case c.scenario == "startup" && len(c.sizes) == 0:
+		return errors.New("-sizes must not be empty for -scenario startup")
 	}
 	return nil
 }
@@ -204,7 +224,9 @@ func run(ctx context.Context, cfg *config, p *procs) (err error) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return err
 	}
-	if err := checkTools(cfg); err != nil {
+	if cfg.scenario != "compare" {
+		cfg.wrk = false // the scenarios need neither wrk nor the proxies
+	} else if err := checkTools(cfg); err != nil {
 		return err
 	}
 	b := &bench{cfg: cfg, procs: p, dir: dir, olio: cfg.olio}
@@ -216,6 +238,12 @@ func run(ctx context.Context, cfg *config, p *procs) (err error) {
 		if out, err := build.CombinedOutput(); err != nil {
 			return fmt.Errorf("go build ./cmd/olio: %w\n%s", err, out)
 		}
+	}
+	switch cfg.scenario {
+	case "rolling":
+		return runRolling(ctx, b, root) // lifecycle.go
+	case "startup":
+		return runStartup(ctx, b, root) // scale.go
 	}
 	order := selected(cfg)
 	if slices.ContainsFunc(order, func(s setup) bool { return s.id == "direct" || s.id == "haproxy" || s.id == "nginx" }) {
@@ -439,7 +467,7 @@ func gitDescribe(root string) string {
 
 // writeResults writes the markdown report to path and the raw samples as
 // JSON beside it.
-func writeResults(path, report string, res results) error {
+func writeResults(path, report string, res any) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
