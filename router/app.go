@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"net/http/httputil"
 	"os"
 	"path/filepath"
@@ -30,7 +29,7 @@ type instance struct {
 	port      int
 	notify    *monitor.Notify
 	proxy     *httputil.ReverseProxy
-	transport *http.Transport
+	transport *appTransport
 	inFlight  atomic.Int64
 	child     *monitor.Child
 }

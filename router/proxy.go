@@ -41,24 +41,6 @@ type dialError struct{ err error }
 func (e *dialError) Error() string { return e.err.Error() }
 func (e *dialError) Unwrap() error { return e.err }
 
-// newAppTransport is the keep-alive transport to one app instance on loopback.
-func newAppTransport(port int) *http.Transport {
-	d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: -1}
-	return &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := d.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, &dialError{err}
-			}
-			return c, nil
-		},
-		MaxIdleConns:        idleConns,
-		MaxIdleConnsPerHost: idleConns,
-		IdleConnTimeout:     90 * time.Second,
-		DisableCompression:  true,
-	}
-}
-
 // keepForwarded copies the X-Forwarded-* headers that ReverseProxy's Rewrite mode strips:
 // the router that accepted the request set them, the owner passes them on.
 func keepForwarded(pr *httputil.ProxyRequest) {

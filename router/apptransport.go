@@ -1,0 +1,197 @@
+package router
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// appTransport carries requests from a router to its own app over loopback. A request
+// without a body — nearly every request of a key-affinity service — is written and its
+// answer read on the caller's goroutine, over a pool of keep-alive connections, with
+// net/http's own Request.Write and ReadResponse. http.Transport would hand each request to
+// two goroutines per connection (its read and write loops) and back through channels, which
+// on this hop costs more CPU than the syscalls themselves. Requests with a body, and
+// upgrades (WebSocket), go to the full http.Transport, which streams both ways at once.
+type appTransport struct {
+	addr     string
+	dialer   net.Dialer
+	fallback *http.Transport
+
+	mu     sync.Mutex
+	idle   []*appConn
+	closed bool // CloseIdleConnections was called: no more pooling
+}
+
+// appConn is one keep-alive connection to the app.
+type appConn struct {
+	c  net.Conn
+	br *bufio.Reader
+	bw *bufio.Writer
+}
+
+// maxIdleApp bounds the pool of idle connections to the app.
+const maxIdleApp = idleConns
+
+func newAppTransport(port int) *appTransport {
+	t := &appTransport{
+		addr:   net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		dialer: net.Dialer{Timeout: 5 * time.Second, KeepAlive: -1},
+	}
+	t.fallback = &http.Transport{
+		DialContext:         t.dial,
+		MaxIdleConns:        idleConns,
+		MaxIdleConnsPerHost: idleConns,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}
+	return t
+}
+
+func (t *appTransport) dial(ctx context.Context, _, _ string) (net.Conn, error) {
+	c, err := t.dialer.DialContext(ctx, "tcp", t.addr)
+	if err != nil {
+		return nil, &dialError{err}
+	}
+	return c, nil
+}
+
+// CloseIdleConnections closes every idle connection; later ones are closed after use.
+func (t *appTransport) CloseIdleConnections() {
+	t.mu.Lock()
+	idle := t.idle
+	t.idle, t.closed = nil, true
+	t.mu.Unlock()
+	for _, ac := range idle {
+		ac.c.Close()
+	}
+	t.fallback.CloseIdleConnections()
+}
+
+// get returns a pooled connection (reused = true) or a new one.
+func (t *appTransport) get(ctx context.Context) (ac *appConn, reused bool, err error) {
+	t.mu.Lock()
+	if n := len(t.idle); n > 0 {
+		ac = t.idle[n-1]
+		t.idle = t.idle[:n-1]
+		t.mu.Unlock()
+		return ac, true, nil
+	}
+	t.mu.Unlock()
+	c, err := t.dial(ctx, "", "")
+	if err != nil {
+		return nil, false, err
+	}
+	return &appConn{c: c, br: bufio.NewReaderSize(c, 16<<10), bw: bufio.NewWriterSize(c, 4<<10)}, false, nil
+}
+
+func (t *appTransport) put(ac *appConn) {
+	t.mu.Lock()
+	if !t.closed && len(t.idle) < maxIdleApp {
+		t.idle = append(t.idle, ac)
+		ac = nil
+	}
+	t.mu.Unlock()
+	if ac != nil {
+		ac.c.Close()
+	}
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *appTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if (req.Body != nil && req.Body != http.NoBody) || req.ContentLength > 0 || req.Method == http.MethodConnect ||
+		req.Header.Get("Upgrade") != "" {
+		return t.fallback.RoundTrip(req)
+	}
+	for attempt := 0; ; attempt++ {
+		ac, reused, err := t.get(req.Context())
+		if err != nil {
+			return nil, err
+		}
+		resp, err := t.roundTrip(ac, req)
+		if err == nil {
+			return resp, nil
+		}
+		ac.c.Close()
+		// A pooled connection the app closed while idle fails before any answer: try once
+		// more on a fresh one, as http.Transport does.
+		if reused && attempt == 0 && req.Context().Err() == nil && !errors.Is(err, errAnswerStarted) {
+			continue
+		}
+		if ctxErr := req.Context().Err(); ctxErr != nil {
+			return nil, ctxErr
+		}
+		return nil, err
+	}
+}
+
+// errAnswerStarted marks a failure after the app began its answer: never retried.
+var errAnswerStarted = errors.New("router: the app's answer broke off")
+
+func (t *appTransport) roundTrip(ac *appConn, req *http.Request) (*http.Response, error) {
+	// The request's context (client gone, answer timeout) interrupts the connection.
+	stop := context.AfterFunc(req.Context(), func() { ac.c.SetDeadline(time.Unix(1, 0)) })
+	if err := req.Write(ac.bw); err != nil {
+		stop()
+		return nil, err
+	}
+	if err := ac.bw.Flush(); err != nil {
+		stop()
+		return nil, err
+	}
+	resp, err := http.ReadResponse(ac.br, req)
+	if err != nil {
+		stop()
+		if resp != nil || ac.br.Buffered() > 0 {
+			err = errors.Join(errAnswerStarted, err)
+		}
+		return nil, err
+	}
+	keep := !resp.Close && !req.Close && !strings.EqualFold(resp.Header.Get("Connection"), "close")
+	resp.Body = &appBody{rc: resp.Body, ac: ac, t: t, stop: stop, keep: keep, eof: resp.Body == http.NoBody}
+	return resp, nil
+}
+
+// appBody returns its connection to the pool once the answer has been read to its end.
+type appBody struct {
+	rc   io.ReadCloser
+	ac   *appConn
+	t    *appTransport
+	stop func() bool
+	keep bool
+	once sync.Once
+	eof  bool
+}
+
+func (b *appBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		b.eof = true
+		b.release()
+	}
+	return n, err
+}
+
+func (b *appBody) Close() error {
+	b.release()
+	return nil
+}
+
+func (b *appBody) release() {
+	b.once.Do(func() {
+		b.rc.Close()
+		// stop reports false when the context already fired and poisoned the deadline.
+		if b.stop() && b.eof && b.keep {
+			b.t.put(b.ac)
+			return
+		}
+		b.ac.c.Close()
+	})
+}
