@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -13,17 +14,19 @@ import (
 	"time"
 )
 
-// appTransport carries requests from a router to its own app over loopback. A request
-// without a body — nearly every request of a key-affinity service — is written and its
-// answer read on the caller's goroutine, over a pool of keep-alive connections, with
-// net/http's own Request.Write and ReadResponse. http.Transport would hand each request to
-// two goroutines per connection (its read and write loops) and back through channels, which
-// on this hop costs more CPU than the syscalls themselves. Requests with a body, and
-// upgrades (WebSocket), go to the full http.Transport, which streams both ways at once.
+// appTransport carries requests over one kind of connection: from a router to its own app
+// over loopback, or to one peer router over mux streams. A request without a body — nearly
+// every request of a key-affinity service — is written and its answer read on the caller's
+// goroutine, over a pool of keep-alive connections, with net/http's own Request.Write and
+// ReadResponse. http.Transport would hand each request to two goroutines per connection (its
+// read and write loops) and back through channels, which on these hops costs more CPU than
+// the syscalls themselves. Requests with a body, and upgrades (WebSocket), go to the full
+// http.Transport (fallback), which streams both ways at once.
 type appTransport struct {
-	addr     string
-	dialer   net.Dialer
-	fallback *http.Transport
+	dial     func(ctx context.Context) (net.Conn, error)
+	fallback http.RoundTripper
+	// closeFallback closes the fallback's idle connections, when this transport owns it.
+	closeFallback func()
 
 	mu     sync.Mutex
 	idle   []*appConn
@@ -40,27 +43,26 @@ type appConn struct {
 // maxIdleApp bounds the pool of idle connections to the app.
 const maxIdleApp = idleConns
 
+// newAppTransport is the transport to one app instance on loopback. A failed connect is a
+// dialError: the request never reached the app.
 func newAppTransport(port int) *appTransport {
-	t := &appTransport{
-		addr:   net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
-		dialer: net.Dialer{Timeout: 5 * time.Second, KeepAlive: -1},
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: -1}
+	dial := func(ctx context.Context) (net.Conn, error) {
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, &dialError{err}
+		}
+		return c, nil
 	}
-	t.fallback = &http.Transport{
-		DialContext:         t.dial,
+	fallback := &http.Transport{
+		DialContext:         func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
 		MaxIdleConns:        idleConns,
 		MaxIdleConnsPerHost: idleConns,
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
 	}
-	return t
-}
-
-func (t *appTransport) dial(ctx context.Context, _, _ string) (net.Conn, error) {
-	c, err := t.dialer.DialContext(ctx, "tcp", t.addr)
-	if err != nil {
-		return nil, &dialError{err}
-	}
-	return c, nil
+	return &appTransport{dial: dial, fallback: fallback, closeFallback: fallback.CloseIdleConnections}
 }
 
 // CloseIdleConnections closes every idle connection; later ones are closed after use.
@@ -72,7 +74,9 @@ func (t *appTransport) CloseIdleConnections() {
 	for _, ac := range idle {
 		ac.c.Close()
 	}
-	t.fallback.CloseIdleConnections()
+	if t.closeFallback != nil {
+		t.closeFallback()
+	}
 }
 
 // get returns a pooled connection (reused = true) or a new one.
@@ -85,7 +89,7 @@ func (t *appTransport) get(ctx context.Context) (ac *appConn, reused bool, err e
 		return ac, true, nil
 	}
 	t.mu.Unlock()
-	c, err := t.dial(ctx, "", "")
+	c, err := t.dial(ctx)
 	if err != nil {
 		return nil, false, err
 	}
@@ -194,4 +198,42 @@ func (b *appBody) release() {
 		}
 		b.ac.c.Close()
 	})
+}
+
+// peerTransport forwards to peer routers over mux streams: one appTransport per peer, all
+// sharing one http.Transport for requests with a body. The peer's index is the URL host
+// ("w3").
+type peerTransport struct {
+	r        *Router
+	fallback *http.Transport
+
+	mu    sync.Mutex
+	peers map[int]*appTransport
+}
+
+func (p *peerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	i, err := strconv.Atoi(strings.TrimPrefix(req.URL.Hostname(), "w"))
+	if err != nil {
+		return nil, fmt.Errorf("router: bad peer address %q", req.URL.Host)
+	}
+	p.mu.Lock()
+	t, ok := p.peers[i]
+	if !ok {
+		t = &appTransport{dial: func(ctx context.Context) (net.Conn, error) { return p.r.openPeer(ctx, i) }, fallback: p.fallback}
+		p.peers[i] = t
+	}
+	p.mu.Unlock()
+	return t.RoundTrip(req)
+}
+
+// CloseIdleConnections closes the idle streams to every peer.
+func (p *peerTransport) CloseIdleConnections() {
+	p.mu.Lock()
+	peers := p.peers
+	p.peers = map[int]*appTransport{}
+	p.mu.Unlock()
+	for _, t := range peers {
+		t.CloseIdleConnections()
+	}
+	p.fallback.CloseIdleConnections()
 }

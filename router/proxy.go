@@ -143,22 +143,21 @@ func (r *Router) appGone(ctx context.Context, inst *instance) bool {
 // newRemoteProxy forwards to peer routers over mux streams. The peer's index is the URL
 // host ("w3"), so the transport keeps one pool of streams per peer.
 func (r *Router) newRemoteProxy() *httputil.ReverseProxy {
-	tr := &http.Transport{
+	fallback := &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
 			host, _, _ := strings.Cut(addr, ":")
 			i, err := strconv.Atoi(strings.TrimPrefix(host, "w"))
 			if err != nil {
 				return nil, fmt.Errorf("router: bad peer address %q", addr)
 			}
-			ctx, cancel := context.WithTimeout(ctx, r.conf().ForwardTimeout)
-			defer cancel()
-			return r.pool.Open(ctx, i)
+			return r.openPeer(ctx, i)
 		},
 		MaxIdleConns:        idleConns,
 		MaxIdleConnsPerHost: idleConns,
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
 	}
+	tr := &peerTransport{r: r, fallback: fallback, peers: map[int]*appTransport{}}
 	r.remoteTransport = tr
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -177,6 +176,13 @@ func (r *Router) newRemoteProxy() *httputil.ReverseProxy {
 		ErrorLog:      r.errorLog,
 		ErrorHandler:  r.remoteError,
 	}
+}
+
+// openPeer opens a stream to peer i, waiting up to the forward timeout for it.
+func (r *Router) openPeer(ctx context.Context, i int) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.conf().ForwardTimeout)
+	defer cancel()
+	return r.pool.Open(ctx, i)
 }
 
 // ownerKey carries the owner's index from the handler to the remote proxy's Rewrite.

@@ -8,7 +8,6 @@ import (
 	"log"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/http/httputil"
 	"os"
 	"path/filepath"
@@ -46,7 +45,7 @@ type Router struct {
 	pool     *mux.Pool
 	remote   *httputil.ReverseProxy
 
-	remoteTransport *http.Transport
+	remoteTransport *peerTransport
 	handoff         *handoff   // handoff.go
 	queue           *connQueue // handed-off connections for the current public server
 
