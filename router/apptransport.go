@@ -79,10 +79,10 @@ func (t *appTransport) CloseIdleConnections() {
 	}
 }
 
-// get returns a pooled connection (reused = true) or a new one.
-func (t *appTransport) get(ctx context.Context) (ac *appConn, reused bool, err error) {
+// get returns a pooled connection (reused = true) or, with fresh or an empty pool, a new one.
+func (t *appTransport) get(ctx context.Context, fresh bool) (ac *appConn, reused bool, err error) {
 	t.mu.Lock()
-	if n := len(t.idle); n > 0 {
+	if n := len(t.idle); n > 0 && !fresh {
 		ac = t.idle[n-1]
 		t.idle = t.idle[:n-1]
 		t.mu.Unlock()
@@ -115,7 +115,7 @@ func (t *appTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return t.fallback.RoundTrip(req)
 	}
 	for attempt := 0; ; attempt++ {
-		ac, reused, err := t.get(req.Context())
+		ac, reused, err := t.get(req.Context(), attempt > 0)
 		if err != nil {
 			return nil, err
 		}
@@ -124,8 +124,9 @@ func (t *appTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 		ac.c.Close()
-		// A pooled connection the app closed while idle fails before any answer: try once
-		// more on a fresh one, as http.Transport does.
+		// A pooled connection the app closed while idle (or a stream of a peer that has
+		// restarted) fails before any answer: try once more on a new one, as
+		// http.Transport does.
 		if reused && attempt == 0 && req.Context().Err() == nil && !errors.Is(err, errAnswerStarted) {
 			continue
 		}
@@ -151,6 +152,10 @@ func (t *appTransport) roundTrip(ac *appConn, req *http.Request) (*http.Response
 		return nil, err
 	}
 	resp, err := http.ReadResponse(ac.br, req)
+	// Interim answers (103 Early Hints, 100 Continue) are dropped; the final one follows.
+	for err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+		resp, err = http.ReadResponse(ac.br, req)
+	}
 	if err != nil {
 		stop()
 		if resp != nil || ac.br.Buffered() > 0 {
@@ -158,7 +163,8 @@ func (t *appTransport) roundTrip(ac *appConn, req *http.Request) (*http.Response
 		}
 		return nil, err
 	}
-	keep := !resp.Close && !req.Close && !strings.EqualFold(resp.Header.Get("Connection"), "close")
+	keep := !resp.Close && !req.Close && resp.StatusCode != http.StatusSwitchingProtocols &&
+		!strings.EqualFold(resp.Header.Get("Connection"), "close")
 	resp.Body = &appBody{rc: resp.Body, ac: ac, t: t, stop: stop, keep: keep, eof: resp.Body == http.NoBody}
 	return resp, nil
 }

@@ -127,3 +127,52 @@ func TestAppTransportDialError(t *testing.T) {
 		t.Errorf("got %v, want a dialError", err)
 	}
 }
+
+// An interim answer does not leave the final one behind on the connection.
+func TestAppTransportInterimAnswer(t *testing.T) {
+	_, conns, tr := appServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("hints") != "" {
+			w.Header().Set("Link", "</a.css>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+		}
+		io.WriteString(w, "final")
+	})
+	for i := 0; i < 3; i++ {
+		req, _ := http.NewRequest("GET", "http://app/x?hints=1", nil)
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "final" {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, b)
+		}
+	}
+	if g := conns.Load(); g != 1 {
+		t.Errorf("%d connections, want 1", g)
+	}
+}
+
+// After the app restarts, every pooled connection is stale: a request still succeeds.
+func TestAppTransportAllPooledStale(t *testing.T) {
+	ts, _, tr := appServer(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	// Fill the pool with several connections.
+	var resps []*http.Response
+	for i := 0; i < 4; i++ {
+		req, _ := http.NewRequest("GET", "http://app/x", nil)
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resps = append(resps, resp)
+	}
+	for _, resp := range resps {
+		io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	ts.CloseClientConnections()
+	if _, body, err := get(t, tr, context.Background(), "GET", ""); err != nil || body != "ok" {
+		t.Errorf("with a pool of stale connections: %q, %v", body, err)
+	}
+}
