@@ -69,15 +69,22 @@ func TestRoundTripFrame(t *testing.T) {
 	}
 }
 
-func TestRoundTripSocketpair(t *testing.T) {
+// pair is both ends of a socketpair as Conns.
+func pair(t *testing.T) (parent, child *Conn) {
+	t.Helper()
 	parent, childFile, err := Pair()
 	if err != nil {
 		t.Fatal(err)
 	}
-	child, err := FileConn(childFile)
+	child, err = FileConn(childFile)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return parent, child
+}
+
+func TestRoundTripSocketpair(t *testing.T) {
+	parent, child := pair(t)
 	defer parent.Close()
 	go func() {
 		for _, m := range samples() {
@@ -121,14 +128,7 @@ func TestDecodeErrors(t *testing.T) {
 }
 
 func TestRecvRejectsHugeFrame(t *testing.T) {
-	parent, childFile, err := Pair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	child, err := FileConn(childFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	parent, child := pair(t)
 	defer parent.Close()
 	defer child.Close()
 	go parent.c.Write([]byte{0xff, 0xff, 0xff, 0xff})

@@ -180,11 +180,7 @@ func TestLifecycleKillApp(t *testing.T) {
 	// The router learns of the death when it reaps the process, a few milliseconds after
 	// the kill; requests it sends the dying app until then fail like the ones in flight in it.
 	exited := fmt.Sprintf(`msg="app exited" worker=%d app_pid=%d`, victim, old)
-	c.WaitLog(exited, 10*time.Second)
-	noticed, ok := logTime(c.lines(exited)[0])
-	if !ok {
-		t.Fatalf("no time in %q", c.lines(exited)[0])
-	}
+	noticed := loggedAt(t, c, exited)
 	t.Logf("app %d killed at %s, reaped by its router at %s", old, killed.Format("15:04:05.000000"), noticed.Format("15:04:05.000"))
 	var now int
 	if !Eventually(30*time.Second, func() bool {
@@ -237,6 +233,18 @@ func killedAppInFlight(victim int, until time.Time) func(Result) bool {
 	}
 }
 
+// loggedAt waits for a log line containing s and returns when olio logged it.
+func loggedAt(t testing.TB, c *Cluster, s string) time.Time {
+	t.Helper()
+	c.WaitLog(s, 10*time.Second)
+	line := c.lines(s)[0]
+	at, ok := logTime(line)
+	if !ok {
+		t.Fatalf("no time in %q", line)
+	}
+	return at
+}
+
 // logTime returns the time of an olio log line (text format, millisecond precision) as
 // the end of its millisecond, so that "before it" holds for everything that happened
 // before the line was logged.
@@ -275,11 +283,7 @@ func TestLifecycleKillRouter(t *testing.T) {
 	// A killed process shows as a zombie while its other threads are still exiting, with
 	// its sockets open: it is dead for sure when the master has reaped it.
 	exited := fmt.Sprintf(`msg="router exited; restarting it" worker=%d router_pid=%d`, victim, old)
-	c.WaitLog(exited, 10*time.Second)
-	dead, ok := logTime(c.lines(exited)[0])
-	if !ok {
-		t.Fatalf("no time in %q", c.lines(exited)[0])
-	}
+	dead := loggedAt(t, c, exited)
 	t.Logf("router %d killed at %s, reaped at %s", old, killed.Format("15:04:05.000000"), dead.Format("15:04:05.000"))
 	var now int
 	if !Eventually(30*time.Second, func() bool {
