@@ -75,7 +75,8 @@ func (r *Router) serveLocal(w http.ResponseWriter, req *http.Request, avoid *ins
 	}
 	r.counters.inFlight.Add(1)
 	start := time.Now()
-	if r.conf().RequestTimeout > 0 && req.Context().Value(retried) == nil {
+	retry := req.Context().Value(retried) != nil // the outer call counts the request once
+	if r.conf().RequestTimeout > 0 && !retry {
 		// limits.go: bounds the wait for the answer, not a long body or a WebSocket.
 		var stop func()
 		req, stop = withAnswerTimeout(req, r.conf().RequestTimeout)
@@ -86,8 +87,10 @@ func (r *Router) serveLocal(w http.ResponseWriter, req *http.Request, avoid *ins
 	defer func() {
 		inst.inFlight.Add(-1)
 		r.counters.inFlight.Add(-1)
-		r.counters.served.Add(1)
-		r.counters.duration.Observe(time.Since(start).Seconds())
+		if !retry {
+			r.counters.served.Add(1)
+			r.counters.duration.Observe(time.Since(start).Seconds())
+		}
 	}()
 	inst.proxy.ServeHTTP(w, req)
 }
