@@ -148,7 +148,11 @@ func (p *Pool) Open(ctx context.Context, index int) (net.Conn, error) {
 			case !retriable(err):
 				return nil, fmt.Errorf("mux: peer %d at %s: %w: %w", index, s.path, ErrPeerUnavailable, err)
 			}
-			lastErr = err
+			if lastErr == nil || !expired(ctx) {
+				// An attempt cut short by our own deadline says less than
+				// the one before it (the peer's ENOENT or ECONNREFUSED).
+				lastErr = err
+			}
 		}
 		dialed = false
 		t := time.NewTimer(p.cfg.RetryInterval)
@@ -162,6 +166,16 @@ func (p *Pool) Open(ctx context.Context, index int) (net.Conn, error) {
 			return nil, ErrClosed
 		}
 	}
+}
+
+// expired reports whether ctx is done or its deadline has passed; the dialer
+// reads the deadline itself, before ctx's own timer has fired.
+func expired(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
 }
 
 func unavailable(index int, path string, ctxErr, lastErr error) error {
