@@ -22,3 +22,13 @@ func TestNthCPU(t *testing.T) {
 		}
 	}
 }
+
+func TestProcsFor(t *testing.T) {
+	for _, c := range []struct{ cpus, workers, want int }{
+		{2, 4, 1}, {2, 2, 1}, {2, 1, 2}, {8, 3, 3}, {8, 8, 1}, {8, 64, 1}, {16, 4, 4}, {4, 0, 4}, {1, 1, 1},
+	} {
+		if g := procsFor(c.cpus, c.workers); g != c.want {
+			t.Errorf("procsFor(%d cpus, %d workers) = %d, want %d", c.cpus, c.workers, g, c.want)
+		}
+	}
+}

@@ -37,6 +37,8 @@ type Router struct {
 
 	ctl      *descend.Conn
 	listener *os.File // the shared public listening socket
+	fitProcs bool     // set GOMAXPROCS to the router's share of the CPUs (not in tests)
+	pinned   bool     // --cpu-affinity pinned it to one CPU
 
 	members  atomic.Pointer[membership]
 	counters *counters
@@ -117,6 +119,7 @@ func Run(ctx context.Context, index int, ctl *descend.Conn, listener *os.File, l
 	}
 	r := newRouter(index, set, logger)
 	r.ctl, r.listener = ctl, listener
+	r.fitProcs = true // this process is the router alone: size its scheduler
 	if err := r.onMembership(m); err != nil {
 		return err
 	}
@@ -239,6 +242,7 @@ func (r *Router) onMembership(m descend.Message) error {
 	}
 	r.pool.SetPeers(mm.Peers)
 	r.members.Store(&membership{epoch: mm.Epoch, workers: mm.Workers})
+	r.shareCPUs(mm.Workers) // affinity.go
 	r.logger.Debug("membership", "epoch", mm.Epoch, "workers", mm.Workers)
 	r.updateAccepting()
 	return r.ctl.Send(&descend.Result{ID: mm.ID})
