@@ -51,6 +51,8 @@ type Config struct {
 	RequestTimeout  time.Duration `json:"request_timeout"`
 	ShutdownTimeout time.Duration `json:"shutdown_timeout"`
 	MaxHeaderBytes  int           `json:"max_header_bytes"`
+	HeaderTimeout   time.Duration `json:"header_timeout"` // 0: the router's default
+	IdleTimeout     time.Duration `json:"idle_timeout"`   // 0: the router's default
 	MaxConns        int           `json:"max_conns"`
 	HealthTimeout   time.Duration `json:"health_timeout"`
 	CPU             int           `json:"cpu"` // CPU to pin to, or -1

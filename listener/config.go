@@ -27,6 +27,8 @@ type Config struct {
 	RequestTimeout  time.Duration // bound on one request to the app
 	ShutdownTimeout time.Duration // bound on graceful stop and drain
 	MaxHeaderBytes  int           // request header limit
+	HeaderTimeout   time.Duration // bound on reading a client's request header
+	IdleTimeout     time.Duration // closes a client's keep-alive connection idle this long
 	MaxConns        int           // concurrent connections per router, 0: unlimited
 	HealthTimeout   time.Duration // recycle an app that fails health probes this long, 0: off
 	CPUAffinity     bool          // pin worker i to CPU i mod NumCPU
@@ -49,6 +51,8 @@ func DefaultConfig() Config {
 		RequestTimeout:  60 * time.Second,
 		ShutdownTimeout: 30 * time.Second,
 		MaxHeaderBytes:  1 << 20,
+		HeaderTimeout:   10 * time.Second,
+		IdleTimeout:     2 * time.Minute,
 		Handoff:         true,
 	}
 }
@@ -75,7 +79,8 @@ func (c *Config) Validate() error {
 		v    time.Duration
 	}{
 		{"--ready-timeout", c.ReadyTimeout}, {"--forward-timeout", c.ForwardTimeout},
-		{"--shutdown-timeout", c.ShutdownTimeout},
+		{"--shutdown-timeout", c.ShutdownTimeout}, {"--header-timeout", c.HeaderTimeout},
+		{"--idle-timeout", c.IdleTimeout},
 	} {
 		if d.v <= 0 {
 			return bad("%s %s: must be positive, e.g. 10s", d.name, d.v)

@@ -23,6 +23,8 @@ func TestValidate(t *testing.T) {
 		{"bad ready", func(c *Config) { c.ReadyMode = "soon" }, `--ready "soon"`},
 		{"zero forward timeout", func(c *Config) { c.ForwardTimeout = 0 }, "--forward-timeout"},
 		{"negative request timeout", func(c *Config) { c.RequestTimeout = -time.Second }, "--request-timeout"},
+		{"zero header timeout", func(c *Config) { c.HeaderTimeout = 0 }, "--header-timeout 0s: must be positive"},
+		{"negative idle timeout", func(c *Config) { c.IdleTimeout = -time.Second }, "--idle-timeout"},
 		{"tiny header limit", func(c *Config) { c.MaxHeaderBytes = 10 }, "--max-header-bytes"},
 		{"missing app", func(c *Config) { c.App = []string{"/nonexistent/app"} }, `app "/nonexistent/app" cannot be run`},
 		{"real app", func(c *Config) { c.App = []string{"sh", "-c", "true"} }, ""},

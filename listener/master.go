@@ -274,6 +274,8 @@ func (m *Master) routerConfig(index int) *descend.Config {
 		RequestTimeout:  cfg.RequestTimeout,
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		MaxHeaderBytes:  cfg.MaxHeaderBytes,
+		HeaderTimeout:   cfg.HeaderTimeout,
+		IdleTimeout:     cfg.IdleTimeout,
 		MaxConns:        cfg.MaxConns,
 		HealthTimeout:   cfg.HealthTimeout,
 		CPU:             cpu,

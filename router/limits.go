@@ -1,6 +1,7 @@
 package router
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -25,9 +26,11 @@ import (
 //     smuggled across the forwarding hop.
 const (
 	// headerTimeout bounds reading a request's header, on both sides: a slow-loris client
-	// holds a connection (and, with --max-conns, a slot) at most this long.
+	// holds a connection (and, with --max-conns, a slot) at most this long. The public
+	// side's is --header-timeout, this when it is not set.
 	headerTimeout = 10 * time.Second
-	// publicIdleTimeout closes a client's keep-alive connection idle this long.
+	// publicIdleTimeout closes a client's keep-alive connection idle this long, when
+	// --idle-timeout is not set.
 	publicIdleTimeout = 2 * time.Minute
 	// peerIdleTimeout closes an idle mux stream from a peer; the peer's transport closes
 	// its own idle streams sooner (90s), so this only reaps the ones a dead peer left.
@@ -40,10 +43,11 @@ const (
 // newPublicServer is the http.Server of the public side, serving h with the header limit
 // of cfg.
 func (r *Router) newPublicServer(h http.Handler) *http.Server {
+	cfg := r.conf()
 	return &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: headerTimeout,
-		IdleTimeout:       publicIdleTimeout,
+		ReadHeaderTimeout: cmp.Or(cfg.HeaderTimeout, headerTimeout),
+		IdleTimeout:       cmp.Or(cfg.IdleTimeout, publicIdleTimeout),
 		MaxHeaderBytes:    r.conf().MaxHeaderBytes,
 		ErrorLog:          r.errorLog,
 	}

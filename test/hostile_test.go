@@ -387,6 +387,41 @@ func TestHostileSmuggling(t *testing.T) {
 	}
 }
 
+// TestHostileHeaderTimeout: --header-timeout closes a connection whose header does not come
+// in time (the default, 10s, would outlast the read deadline below), and --idle-timeout one
+// that stays idle after a request.
+func TestHostileHeaderTimeout(t *testing.T) {
+	c := Start(t, "--workers", "1", "--header-timeout", "300ms", "--idle-timeout", "300ms")
+	slow, err := net.DialTimeout("tcp", c.Addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	if _, err := io.WriteString(slow, "GET / HTTP/1.1\r\nHost: x\r\nX-Slow: "); err != nil {
+		t.Fatal(err)
+	}
+	idle, err := net.DialTimeout("tcp", c.Addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	if _, err := io.WriteString(idle, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(idle), nil)
+	if err != nil {
+		t.Fatalf("idle connection's request: %v", err)
+	}
+	resp.Body.Close()
+	for name, conn := range map[string]net.Conn{"slow header": slow, "idle keep-alive": idle} {
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err := io.ReadAll(conn) // whatever the router says, then its close
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Errorf("%s connection still open after 5s with a 300ms timeout", name)
+		}
+	}
+}
+
 func TestHostileSlowloris(t *testing.T) {
 	c := Start(t, "--workers", "2")
 	const n = 300
