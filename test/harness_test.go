@@ -107,6 +107,13 @@ func Start(t testing.TB, args ...string) *Cluster {
 // StartNoWait runs `olio serve` without waiting for readiness.
 func StartNoWait(t testing.TB, args ...string) *Cluster {
 	t.Helper()
+	return startWith(t, nil, args...)
+}
+
+// startWith runs `olio serve` with its stdout and stderr on out, or on c.Out when out is
+// nil (then WaitLog and the data race check see them).
+func startWith(t testing.TB, out *os.File, args ...string) *Cluster {
+	t.Helper()
 	dir := t.TempDir()
 	c := &Cluster{
 		t:       t,
@@ -122,6 +129,9 @@ func StartNoWait(t testing.TB, args ...string) *Cluster {
 	full = append(full, args...)
 	c.cmd = exec.Command(olioBin, full...)
 	c.cmd.Stdout, c.cmd.Stderr = c.Out.f, c.Out.f
+	if out != nil {
+		c.cmd.Stdout, c.cmd.Stderr = out, out
+	}
 	c.cmd.Dir = dir
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := c.cmd.Start(); err != nil {

@@ -422,6 +422,49 @@ func TestHostileHeaderTimeout(t *testing.T) {
 	}
 }
 
+// TestHostileOutputGone: olio's output is a pipe whose reader goes away (as with
+// `olio serve 2>&1 | head`). Every later log line fails with EPIPE; olio keeps serving,
+// reloads, and stops with exit status 0 instead of dying of SIGPIPE.
+func TestHostileOutputGone(t *testing.T) {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := startWith(t, pw, "--workers", "2")
+	pw.Close() // olio holds the write end now
+	pr.SetReadDeadline(time.Now().Add(30 * time.Second))
+	lines := bufio.NewReader(pr)
+	for {
+		line, err := lines.ReadString('\n')
+		if err != nil {
+			t.Fatalf("waiting for olio to be ready: %v", err)
+		}
+		if strings.Contains(line, "all workers ready") {
+			break
+		}
+	}
+	pr.Close()
+	before := opAppPIDs(opStatus(t, c))
+	if out, err := opCLI(t, "reload", "--control", c.Control); err != nil { // logs a line per worker
+		t.Fatalf("olio reload with its output gone: %v\n%s", err, out)
+	}
+	after := opAppPIDs(opStatus(t, c))
+	for i := range before {
+		if after[i] == before[i] {
+			t.Errorf("worker %d: app pid %d not replaced by the reload", i, before[i])
+		}
+	}
+	for i := 0; i < 20; i++ {
+		key := "gone-" + strconv.Itoa(i)
+		if a, err := c.getKey(quick, "/", key); err != nil || a.Index != Owner(key, 2) {
+			t.Fatalf("request %d with olio's output gone: %+v, %v", i, a, err)
+		}
+	}
+	if err := c.Stop(30 * time.Second); err != nil {
+		t.Errorf("olio exited with %v after its output went away, want status 0", err)
+	}
+}
+
 func TestHostileSlowloris(t *testing.T) {
 	c := Start(t, "--workers", "2")
 	const n = 300
@@ -877,6 +920,32 @@ func TestHostileAppEnvironment(t *testing.T) {
 			got["OLIO_ADDR"] != c.Addr || got["PORT"] == "" {
 			t.Errorf("app %d: documented variables missing or wrong: PORT=%q OLIO_INDEX=%q OLIO_WORKERS=%q OLIO_ADDR=%q, OLIO_SECRET set: %v",
 				i, got["PORT"], got["OLIO_INDEX"], got["OLIO_WORKERS"], got["OLIO_ADDR"], got["OLIO_SECRET"] == c.Secret)
+		}
+	}
+}
+
+// TestHostileAppSignalsDefault: the app starts with no signal ignored. An ignored signal
+// stays ignored across exec, so a router that ignored HUP or INT would pass that on to its
+// app, and a shell-script app could not even trap them.
+func TestHostileAppSignalsDefault(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "sigign")
+	script := `grep SigIgn /proc/self/status > "$0.$OLIO_INDEX" && exec "$1" demo`
+	Start(t, "--workers", "2", "--", "/bin/sh", "-c", script, out, olioBin)
+	for i := 0; i < 2; i++ {
+		b, err := os.ReadFile(out + "." + strconv.Itoa(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		field := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(string(b)), "SigIgn:"))
+		mask, err := strconv.ParseUint(field, 16, 64)
+		if err != nil {
+			t.Fatalf("app %d: SigIgn %q: %v", i, b, err)
+		}
+		for _, sig := range []syscall.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGPIPE, syscall.SIGTERM,
+			syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGWINCH} {
+			if mask&(1<<(uint(sig)-1)) != 0 {
+				t.Errorf("app %d starts with %v ignored (SigIgn %s)", i, sig, field)
+			}
 		}
 	}
 }

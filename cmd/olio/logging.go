@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
 )
 
 // newLogger makes the slog logger for format ("text" or "json") writing to w.
@@ -16,4 +19,13 @@ func newLogger(format string, w io.Writer) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: use text or json", format)
+}
+
+// surviveClosedOutput makes a write to a closed stdout or stderr (`olio serve 2>&1 | head`,
+// a log collector that went away) fail with EPIPE instead of killing the process with
+// SIGPIPE, Go's default for those two descriptors: a reader that goes away must not take
+// the service down. Notify rather than Ignore, because an ignored signal stays ignored
+// across exec and the apps olio starts should get the default.
+func surviveClosedOutput() {
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 }

@@ -27,6 +27,7 @@ func routerCommand() *cli.Command {
 			&cli.StringFlag{Name: "log-format", Value: "text"},
 		},
 		Action: func(c *cli.Context) error {
+			surviveClosedOutput() // logging.go
 			logger, err := newLogger(c.String("log-format"), os.Stderr)
 			if err != nil {
 				return err
@@ -47,7 +48,9 @@ func routerCommand() *cli.Command {
 			// terminal's Ctrl-C reaches the master alone (we are in our own group).
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 			defer stop()
-			signal.Ignore(syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGWINCH, syscall.SIGUSR1, syscall.SIGUSR2)
+			// Caught and dropped, not signal.Ignore'd: an ignored signal stays ignored across
+			// exec, and the app must start with every signal at its default.
+			signal.Notify(make(chan os.Signal, 1), syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGWINCH, syscall.SIGUSR1, syscall.SIGUSR2)
 			err = router.Run(ctx, c.Int("index"), ctl, lnFile, logger)
 			if errors.Is(err, context.Canceled) {
 				return nil

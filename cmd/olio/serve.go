@@ -158,6 +158,7 @@ func isServeFlag(c *cli.Context, name string) bool {
 }
 
 func serve(c *cli.Context) error {
+	surviveClosedOutput() // logging.go
 	cfg, err := configFrom(c)
 	if err != nil {
 		return err
