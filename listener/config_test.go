@@ -2,8 +2,11 @@ package listener
 
 import (
 	"errors"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -84,6 +87,45 @@ func TestSecret(t *testing.T) {
 	for _, s := range []string{"", "a b", "tab\t", "é"} {
 		if validSecret(s) {
 			t.Errorf("validSecret(%q) = true", s)
+		}
+	}
+}
+
+func TestRunDirSweepsDeadMasters(t *testing.T) {
+	parent := t.TempDir()
+	done := exec.Command("true")
+	if err := done.Run(); err != nil {
+		t.Fatal(err)
+	}
+	dead := strconv.Itoa(done.ProcessState.Pid()) // exited and reaped
+	live := strconv.Itoa(os.Getpid())
+	for _, d := range []string{"olio-" + dead + "-1", "olio-" + live + "-2", "olio-e2e-3", "olio-" + dead + "-4"} {
+		if err := os.MkdirAll(filepath.Join(parent, d, "x"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A router still listens in -4: its master is alive in a PID namespace we cannot see.
+	ln, err := net.Listen("unix", filepath.Join(parent, "olio-"+dead+"-4", "router-0.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if err := os.WriteFile(filepath.Join(parent, "olio-"+dead+"-file"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := makeRunDir(parent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(filepath.Base(dir), "olio-"+live+"-") {
+		t.Errorf("run dir %s is not named after this master's pid %s", dir, live)
+	}
+	if _, err := os.Stat(filepath.Join(parent, "olio-"+dead+"-1")); !os.IsNotExist(err) {
+		t.Errorf("the run dir of dead master %s is still there (%v)", dead, err)
+	}
+	for _, keep := range []string{"olio-" + live + "-2", "olio-e2e-3", "olio-" + dead + "-file", "olio-" + dead + "-4"} {
+		if _, err := os.Stat(filepath.Join(parent, keep)); err != nil {
+			t.Errorf("%s was removed: %v", keep, err)
 		}
 	}
 }
