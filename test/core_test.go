@@ -319,33 +319,68 @@ func TestBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	notExec := filepath.Join(t.TempDir(), "app.sh")
+	dir := t.TempDir()
+	notExec := filepath.Join(dir, "app.sh")
 	os.WriteFile(notExec, []byte("#!/bin/sh\n"), 0o644)
+	secretFile := filepath.Join(dir, "secret")
+	os.WriteFile(secretFile, []byte("s3cret\n"), 0o600)
+	config := func(name, content string) string {
+		path := filepath.Join(dir, name)
+		os.WriteFile(path, []byte(content), 0o600)
+		return path
+	}
+	nobody := filepath.Join(dir, "nobody.sock") // no olio answers on it
 	for _, tc := range []struct {
 		name string
 		args []string
 		want string // in the one line
+		cmd  bool   // args is a whole command line, not serve's flags
+		env  []string
+		code int // the exit code wanted; 0: any but 0
 	}{
-		{"no workers", []string{"--workers", "0"}, "--workers"},
-		{"negative workers", []string{"--workers", "-3"}, "--workers"},
-		{"unknown key form", []string{"--key", "foo:x"}, "foo"},
-		{"port in use", []string{"--listen", busy.Addr().String()}, busy.Addr().String()},
-		{"missing app", []string{"--", "/nonexistent/olio-test-app"}, "/nonexistent/olio-test-app"},
-		{"app not in PATH", []string{"--", "olio-test-app-that-does-not-exist"}, "olio-test-app-that-does-not-exist"},
-		{"app not executable", []string{"--", notExec}, notExec},
+		{name: "no workers", args: []string{"--workers", "0"}, want: "--workers"},
+		{name: "negative workers", args: []string{"--workers", "-3"}, want: "--workers"},
+		{name: "unknown key form", args: []string{"--key", "foo:x"}, want: "foo"},
+		{name: "port in use", args: []string{"--listen", busy.Addr().String()}, want: busy.Addr().String()},
+		{name: "missing app", args: []string{"--", "/nonexistent/olio-test-app"}, want: "/nonexistent/olio-test-app"},
+		{name: "app not in PATH", args: []string{"--", "olio-test-app-that-does-not-exist"}, want: "olio-test-app-that-does-not-exist"},
+		{name: "app not executable", args: []string{"--", notExec}, want: notExec},
+		// flags that do not parse: no help dump
+		{name: "duration without unit", args: []string{"--forward-timeout", "10"}, want: `invalid value "10" for --forward-timeout: durations need a unit, like 10s`, code: 2},
+		{name: "not a bool", args: []string{"--handoff=maybe"}, want: "--handoff=false", code: 2},
+		{name: "unknown flag", args: []string{"--bogus"}, want: "unknown flag --bogus", code: 2},
+		{name: "scale -1", args: []string{"scale", "--control", nobody, "-1"}, cmd: true, want: "0 or more", code: 2},
+		// commands and their arguments
+		{name: "unknown command", args: []string{"bogus"}, cmd: true, want: `olio: unknown command "bogus"; run olio --help`, code: 2},
+		{name: "status with an argument", args: []string{"status", "extra", "--control", nobody}, cmd: true, want: `olio status: unexpected argument "extra" (flags go before arguments)`, code: 2},
+		{name: "reload with an argument", args: []string{"reload", "--control", nobody, "extra"}, cmd: true, want: `olio reload: unexpected argument "extra"`, code: 2},
+		{name: "flag after scale's N", args: []string{"scale", "3", "--control", nobody}, cmd: true, want: "flags go before arguments", code: 2},
+		{name: "status timeout 0", args: []string{"status", "--control", nobody, "--timeout", "0"}, cmd: true, want: "--timeout 0s: must be more than 0", code: 2},
+		{name: "scale timeout 0", args: []string{"scale", "--control", nobody, "--timeout", "0", "2"}, cmd: true, want: "--timeout 0s: must be more than 0", code: 2},
+		// the config file
+		{name: "config log-format", args: []string{"--config", config("format.json", `{"log-format": "json"}`)}, want: `"log-format" can only be given as a flag`},
+		{name: "config not a number", args: []string{"--config", config("two.json", `{"max-conns": "two"}`)}, want: `two.json: "max-conns": "two" is not a whole number`},
+		{name: "config float", args: []string{"--config", config("float.json", `{"max-conns": 1e9}`)}, want: `"max-conns": 1e9 is not a whole number`},
+		{name: "config array", args: []string{"--config", config("array.json", `["workers"]`)}, want: "array.json must be a JSON object of flag names"},
+		// two secrets
+		{name: "secret and secret file", args: []string{"--secret", "x", "--secret-file", secretFile}, want: "--secret and by --secret-file; give only one"},
+		{name: "env secret and secret file", args: []string{"--secret-file", secretFile}, env: []string{"OLIO_SECRET=x"}, want: "$OLIO_SECRET and by --secret-file; give only one"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			args := []string{"serve", "--workers", "2", "--control", filepath.Join(t.TempDir(), "ctl.sock")}
-			if tc.name != "port in use" {
-				args = append(args, "--listen", freeAddr(t))
+			args := tc.args
+			if !tc.cmd {
+				args = []string{"serve", "--workers", "2", "--control", filepath.Join(t.TempDir(), "ctl.sock")}
+				if tc.name != "port in use" {
+					args = append(args, "--listen", freeAddr(t))
+				}
+				// Flags before "--"; the case's own come last and override the defaults above.
+				args = append(args, tc.args...)
 			}
-			// Flags before "--"; the case's own come last and override the defaults above.
-			args = append(args, tc.args...)
 			mark := "OLIO_E2E_BADINPUT_" + strconv.Itoa(os.Getpid()) + "_" + strconv.Itoa(int(time.Now().UnixNano()%1e9))
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			defer cancel()
 			cmd := exec.CommandContext(ctx, olioBin, args...)
-			cmd.Env = append(os.Environ(), "E2E_MARK="+mark)
+			cmd.Env = append(append(os.Environ(), tc.env...), "E2E_MARK="+mark)
 			cmd.Dir = t.TempDir()
 			var stdout, stderr bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -356,6 +391,8 @@ func TestBadInput(t *testing.T) {
 			var ee *exec.ExitError
 			if !errors.As(err, &ee) || ee.ExitCode() <= 0 {
 				t.Errorf("olio %v: exit %v, want a non-zero exit code", args, err)
+			} else if tc.code != 0 && ee.ExitCode() != tc.code {
+				t.Errorf("olio %v: exit code %d, want %d", args, ee.ExitCode(), tc.code)
 			}
 			out := stderr.String()
 			lines := strings.Split(strings.TrimRight(out, "\n"), "\n")

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -28,6 +27,37 @@ func timeoutFlag(d time.Duration, what string) cli.Flag {
 
 func client(c *cli.Context) *listener.Client { return listener.NewClient(c.String("control")) }
 
+// withTimeout is c's context bounded by --timeout, which must be more than 0.
+func withTimeout(c *cli.Context) (context.Context, context.CancelFunc, error) {
+	d := c.Duration("timeout")
+	if d <= 0 {
+		return nil, nil, badUsage("--timeout %s: must be more than 0, like 30s", d)
+	}
+	ctx, cancel := context.WithTimeout(c.Context, d)
+	return ctx, cancel, nil
+}
+
+// noAnswer says what a command's timeout means: the master may have acted on a command it
+// received (acts), so the operator should look before repeating it. Other errors pass.
+func noAnswer(c *cli.Context, err error, acts bool) error {
+	if !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	msg := fmt.Sprintf("no answer within %s from the control socket %s", c.Duration("timeout"), c.String("control"))
+	if acts {
+		return fmt.Errorf("%s; the command may still have taken effect: check %s", msg, statusCommandLine(c))
+	}
+	return fmt.Errorf("%s; olio may be busy: try a longer --timeout", msg)
+}
+
+// statusCommandLine is how to ask the olio that c talks to for its status.
+func statusCommandLine(c *cli.Context) string {
+	if c.IsSet("control") {
+		return "olio status --control " + c.String("control")
+	}
+	return "olio status"
+}
+
 func statusCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "status",
@@ -37,21 +67,25 @@ resident memory (router and app), requests in flight, served by its app, and for
 to their owner; then totals. --json prints the same as JSON.`,
 		Flags: []cli.Flag{
 			controlFlag(),
+			timeoutFlag(2*listener.StatsTimeout+5*time.Second, "the answer"),
 			&cli.BoolFlag{Name: "json", Usage: "print JSON: {\"workers\": [{\"index\", \"router_pid\", \"app_pid\", \"state\", …}]}"},
 		},
 		Action: func(c *cli.Context) error {
-			ctx, cancel := context.WithTimeout(c.Context, 2*listener.StatsTimeout+5*time.Second)
-			defer cancel()
-			st, err := client(c).Status(ctx)
+			ctx, cancel, err := withTimeout(c)
 			if err != nil {
 				return err
 			}
+			defer cancel()
+			st, err := client(c).Status(ctx)
+			if err != nil {
+				return noAnswer(c, err, false)
+			}
 			if c.Bool("json") {
-				enc := json.NewEncoder(os.Stdout)
+				enc := json.NewEncoder(c.App.Writer)
 				enc.SetIndent("", "  ")
 				return enc.Encode(st)
 			}
-			return writeStatus(os.Stdout, st)
+			return writeStatus(c.App.Writer, st)
 		},
 	}
 }
@@ -62,12 +96,15 @@ func reloadCommand() *cli.Command {
 		Usage: "reload the config and restart every app, worker by worker (as kill -HUP does)",
 		Flags: []cli.Flag{controlFlag(), timeoutFlag(10*time.Minute, "the rolling restart")},
 		Action: func(c *cli.Context) error {
-			ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
-			defer cancel()
-			if err := client(c).Reload(ctx); err != nil {
+			ctx, cancel, err := withTimeout(c)
+			if err != nil {
 				return err
 			}
-			fmt.Println("olio: reloaded: every app replaced")
+			defer cancel()
+			if err := client(c).Reload(ctx); err != nil {
+				return noAnswer(c, err, true)
+			}
+			fmt.Fprintln(c.App.Writer, "olio: reloaded: every app replaced")
 			return nil
 		},
 	}
@@ -80,25 +117,43 @@ func scaleCommand() *cli.Command {
 		ArgsUsage: "N",
 		Description: `Starts or stops workers until there are N; only the keys jump hash assigns to the
 added or removed workers change owner. N may be 0: the socket stays bound and every
-request gets 503 until the cluster grows again.`,
+request gets 503 until the cluster grows again. Flags go before N.`,
 		Flags: []cli.Flag{controlFlag(), timeoutFlag(10*time.Minute, "the new workers")},
 		Action: func(c *cli.Context) error {
-			if c.NArg() != 1 {
-				return errors.New("scale takes one argument, the number of workers, after any flags: olio scale [--control PATH] N")
-			}
-			n, err := strconv.Atoi(c.Args().First())
-			if err != nil || n < 0 {
-				return fmt.Errorf("scale %q: give the number of workers, a whole number from 0", c.Args().First())
-			}
-			ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
-			defer cancel()
-			if err := client(c).Scale(ctx, n); err != nil {
+			n, err := scaleArg(c.Args().Slice())
+			if err != nil {
 				return err
 			}
-			fmt.Printf("olio: scaled to %d workers\n", n)
+			ctx, cancel, err := withTimeout(c)
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			if err := client(c).Scale(ctx, n); err != nil {
+				return noAnswer(c, err, true)
+			}
+			fmt.Fprintf(c.App.Writer, "olio: scaled to %s\n", plural(n, "worker"))
 			return nil
 		},
 	}
+}
+
+// scaleArg is olio scale's one argument, the number of workers.
+func scaleArg(args []string) (int, error) {
+	switch {
+	case len(args) == 0:
+		return 0, badUsage("give the number of workers: olio scale [--control PATH] N")
+	case len(args) > 1:
+		return 0, badUsage("unexpected argument %q after N (flags go before arguments: olio scale [--control PATH] N)", args[1])
+	}
+	n, err := strconv.Atoi(args[0])
+	switch {
+	case err != nil:
+		return 0, badUsage("%q is not a number of workers: give a whole number, 0 or more", args[0])
+	case n < 0:
+		return 0, badUsage("%q: %s", args[0], negativeWorkers)
+	}
+	return n, nil
 }
 
 func stopCommand() *cli.Command {
@@ -111,24 +166,27 @@ func stopCommand() *cli.Command {
 			&cli.BoolFlag{Name: "no-wait", Usage: "return once olio has begun stopping"},
 		},
 		Action: func(c *cli.Context) error {
-			ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
+			ctx, cancel, err := withTimeout(c)
+			if err != nil {
+				return err
+			}
 			defer cancel()
 			cl := client(c)
 			ping, err := cl.Ping(ctx)
 			if err != nil {
-				return err
+				return noAnswer(c, err, false)
 			}
 			if err := cl.Stop(ctx); err != nil {
-				return err
+				return noAnswer(c, err, true)
 			}
 			if c.Bool("no-wait") {
-				fmt.Printf("olio: pid %d is stopping\n", ping.PID)
+				fmt.Fprintf(c.App.Writer, "olio: pid %d is stopping\n", ping.PID)
 				return nil
 			}
 			if err := waitGone(ctx, cl); err != nil {
-				return fmt.Errorf("olio pid %d is still stopping: %w", ping.PID, err)
+				return fmt.Errorf("olio pid %d is still stopping after %s (in-flight requests may take up to its --shutdown-timeout); give a longer --timeout to wait for it", ping.PID, c.Duration("timeout"))
 			}
-			fmt.Printf("olio: pid %d stopped\n", ping.PID)
+			fmt.Fprintf(c.App.Writer, "olio: pid %d stopped\n", ping.PID)
 			return nil
 		},
 	}
@@ -153,8 +211,8 @@ func waitGone(ctx context.Context, cl *listener.Client) error {
 
 // writeStatus prints the cluster line, the worker table and its totals.
 func writeStatus(out io.Writer, st *listener.Status) error {
-	fmt.Fprintf(out, "olio pid %d on %s: %d workers, %d ready, epoch %d, up %s\n\n",
-		st.PID, st.Listen, st.Members, st.Ready, st.Epoch, duration(st.UptimeSeconds))
+	fmt.Fprintf(out, "olio pid %d on %s: %s, %d ready, epoch %d, up %s\n\n",
+		st.PID, st.Listen, plural(st.Members, "worker"), st.Ready, st.Epoch, duration(st.UptimeSeconds))
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "WORKER\tROUTER PID\tAPP PID\tSTATE\tUPTIME\tRESTARTS\tRSS\tIN-FLIGHT\tSERVED\tFORWARDED")
 	var tot listener.WorkerStatus
@@ -196,6 +254,14 @@ func writeStatus(out io.Writer, st *listener.Status) error {
 		fmt.Fprintln(out, n)
 	}
 	return nil
+}
+
+// plural is "1 worker", "2 workers".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return strconv.Itoa(n) + " " + noun + "s"
 }
 
 func pid(p int) string {

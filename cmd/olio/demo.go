@@ -7,7 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -82,37 +82,68 @@ func newDemo(index int) *demo {
 	return d
 }
 
-// runDemo serves demoHandler on 127.0.0.1:$PORT (port string given) until ctx is done, then shuts
-// down gracefully: it stops accepting, says goodbye (close 1001) to WebSocket clients, and waits
-// up to demoShutdownTimeout for in-flight requests before cutting them off. A nil logger
-// discards.
-func runDemo(ctx context.Context, port string, index int, logger *slog.Logger) error {
-	if port == "" {
+// demoEnv is what the demo app takes from its environment.
+type demoEnv struct {
+	Port         string // PORT: it listens on 127.0.0.1:Port
+	Index        int    // OLIO_INDEX
+	NotifySocket string // NOTIFY_SOCKET: where to send READY=1 once listening; "" for nowhere
+}
+
+// runDemo serves demoHandler on 127.0.0.1:env.Port until ctx is done, then shuts down
+// gracefully: it stops accepting, says goodbye (close 1001) to WebSocket clients, and waits
+// up to demoShutdownTimeout for in-flight requests before cutting them off. Once it
+// listens, it sends READY=1 to env.NotifySocket when that is set. It logs plain lines, which
+// olio serve stamps with time and worker; a nil logger discards.
+func runDemo(ctx context.Context, env demoEnv, logger *log.Logger) error {
+	if env.Port == "" {
 		return errors.New("demo: PORT is not set; the demo app listens on 127.0.0.1:$PORT")
 	}
-	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-		return fmt.Errorf("demo: PORT=%q: want a port number from 0 to 65535", port)
+	if _, err := strconv.ParseUint(env.Port, 10, 16); err != nil {
+		return fmt.Errorf("demo: PORT=%q: want a port number from 0 to 65535", env.Port)
 	}
-	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", port))
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", env.Port))
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
-	return serveDemo(ctx, ln, newDemo(index), logger)
+	if err := notifyReady(env.NotifySocket); err != nil {
+		ln.Close()
+		return fmt.Errorf("demo: telling NOTIFY_SOCKET %s it is ready: %w", env.NotifySocket, err)
+	}
+	return serveDemo(ctx, ln, newDemo(env.Index), logger)
+}
+
+// notifyReady sends READY=1 to the unixgram socket at path (systemd's sd_notify protocol, as
+// olio serve --ready notify expects); a path starting with @ is an abstract address. An
+// empty path sends nothing.
+func notifyReady(path string) error {
+	if path == "" {
+		return nil
+	}
+	if path[0] == '@' {
+		path = "\x00" + path[1:]
+	}
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_, err = c.Write([]byte("READY=1"))
+	return err
 }
 
 // serveDemo serves d on ln until ctx is done (see runDemo); it closes ln.
-func serveDemo(ctx context.Context, ln net.Listener, d *demo, logger *slog.Logger) error {
+func serveDemo(ctx context.Context, ln net.Listener, d *demo, logger *log.Logger) error {
 	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
+		logger = log.New(io.Discard, "", 0)
 	}
 	srv := &http.Server{
 		Handler:           d,
 		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+		ErrorLog:          logger,
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	logger.Info("demo app listening", "addr", ln.Addr().String(), "index", d.index, "pid", d.pid)
+	logger.Printf("demo app listening on %s", ln.Addr())
 
 	var err error
 	select {
@@ -123,7 +154,7 @@ func serveDemo(ctx context.Context, ln net.Listener, d *demo, logger *slog.Logge
 		return fmt.Errorf("demo: serve: %w", err)
 	case <-ctx.Done():
 	}
-	logger.Info("demo app shutting down", "index", d.index)
+	logger.Print("demo app shutting down")
 	d.goAway()
 	sctx, cancel := context.WithTimeout(context.Background(), demoShutdownTimeout)
 	defer cancel()

@@ -5,12 +5,15 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	stdlog "log"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
 	"net/textproto"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -364,11 +367,11 @@ func TestDemoServeGracefulShutdown(t *testing.T) {
 }
 
 func TestRunDemo(t *testing.T) {
-	if err := runDemo(context.Background(), "", 0, nil); err == nil || !strings.Contains(err.Error(), "PORT") {
+	if err := runDemo(context.Background(), demoEnv{}, nil); err == nil || !strings.Contains(err.Error(), "PORT") {
 		t.Errorf("no port: %v, want an error about PORT", err)
 	}
 	for _, port := range []string{"http", "-1", "65536", " 80"} {
-		if err := runDemo(context.Background(), port, 0, nil); err == nil || !strings.Contains(err.Error(), "PORT=") {
+		if err := runDemo(context.Background(), demoEnv{Port: port}, nil); err == nil || !strings.Contains(err.Error(), "PORT=") {
 			t.Errorf("port %q: %v, want an error about PORT", port, err)
 		}
 	}
@@ -378,15 +381,78 @@ func TestRunDemo(t *testing.T) {
 	}
 	defer busy.Close()
 	_, port, _ := net.SplitHostPort(busy.Addr().String())
-	if err := runDemo(context.Background(), port, 0, nil); err == nil {
+	if err := runDemo(context.Background(), demoEnv{Port: port}, nil); err == nil {
 		t.Errorf("port %s in use: no error", port)
 	}
 
 	// With ctx already done it binds, then shuts down at once.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := runDemo(ctx, "0", 0, nil); err != nil {
+	if err := runDemo(ctx, demoEnv{Port: "0"}, nil); err != nil {
 		t.Errorf("runDemo with ctx done: %v", err)
+	}
+}
+
+// notifySocket is a unixgram socket at addr (@ for an abstract address) that hands what it
+// receives to the returned channel.
+func notifySocket(t *testing.T, addr string) <-chan string {
+	t.Helper()
+	name := addr
+	if name[0] == '@' {
+		name = "\x00" + name[1:]
+	}
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: name, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	got := make(chan string, 1)
+	go func() {
+		b := make([]byte, 64)
+		if n, err := conn.Read(b); err == nil {
+			got <- string(b[:n])
+		}
+	}()
+	return got
+}
+
+// With NOTIFY_SOCKET set (olio serve --ready notify), the demo says READY=1 once it
+// listens, at a path or an abstract address.
+func TestDemoNotifiesReady(t *testing.T) {
+	for _, addr := range []string{
+		filepath.Join(t.TempDir(), "notify.sock"),
+		"@olio-demo-test-" + strconv.Itoa(os.Getpid()),
+	} {
+		got := notifySocket(t, addr)
+		ctx, cancel := context.WithCancel(context.Background())
+		var logged bytes.Buffer
+		done := make(chan error, 1)
+		go func() { done <- runDemo(ctx, demoEnv{Port: "0", NotifySocket: addr}, stdlog.New(&logged, "", 0)) }()
+		select {
+		case msg := <-got:
+			if msg != "READY=1" {
+				t.Errorf("%s got %q, want READY=1", addr, msg)
+			}
+		case err := <-done:
+			t.Fatalf("%s: the demo exited without notifying: %v", addr, err)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: no READY=1 within 10s", addr)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("runDemo: %v", err)
+		}
+		// Plain lines, which olio serve stamps with time and worker itself.
+		if l := logged.String(); !strings.HasPrefix(l, "demo app listening on 127.0.0.1:") || strings.Contains(l, "msg=") || strings.Contains(l, `"`) {
+			t.Errorf("the demo logged %q, want plain lines like \"demo app listening on 127.0.0.1:PORT\"", l)
+		}
+	}
+
+	// Nobody listens on NOTIFY_SOCKET: the demo says so and exits, rather than never
+	// becoming ready.
+	nobody := filepath.Join(t.TempDir(), "nobody.sock")
+	if err := runDemo(context.Background(), demoEnv{Port: "0", NotifySocket: nobody}, nil); err == nil || !strings.Contains(err.Error(), nobody) {
+		t.Errorf("NOTIFY_SOCKET with nobody there: %v, want an error naming it", err)
 	}
 }
 

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -11,14 +10,24 @@ import (
 
 // newLogger makes the slog logger for format ("text" or "json") writing to w.
 func newLogger(format string, w io.Writer) (*slog.Logger, error) {
+	newLog, err := loggerFor(format)
+	if err != nil {
+		return nil, err
+	}
+	return newLog(w), nil
+}
+
+// loggerFor checks format ("text" or "json") and returns what makes its loggers, so that a
+// bad format is reported before anything is opened to write to.
+func loggerFor(format string) (func(io.Writer) *slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: slog.LevelInfo}
 	switch format {
 	case "text", "":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		return func(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, opts)) }, nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		return func(w io.Writer) *slog.Logger { return slog.New(slog.NewJSONHandler(w, opts)) }, nil
 	}
-	return nil, fmt.Errorf("--log-format %q: use text or json", format)
+	return nil, badUsage("--log-format %q: use text or json", format)
 }
 
 // surviveClosedOutput makes a write to a closed stdout or stderr (`olio serve 2>&1 | head`,

@@ -4,14 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
+	"log"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/olio-dev/olio/descend"
+	"github.com/olio-dev/olio/monitor"
 	"github.com/olio-dev/olio/router"
 )
 
@@ -23,11 +25,14 @@ func routerCommand() *cli.Command {
 		Hidden: true,
 		Usage:  "run one worker's router (started by olio serve, not by hand)",
 		Flags: []cli.Flag{
-			&cli.IntFlag{Name: "index", Required: true},
+			&cli.IntFlag{Name: "index"},
 			&cli.StringFlag{Name: "log-format", Value: "text"},
 		},
 		Action: func(c *cli.Context) error {
 			surviveClosedOutput() // logging.go
+			if !c.IsSet("index") {
+				return errors.New("--index is not set; the router is run by olio serve, not by hand")
+			}
 			logger, err := newLogger(c.String("log-format"), os.Stderr)
 			if err != nil {
 				return err
@@ -66,25 +71,18 @@ func demoCommand() *cli.Command {
 		Name:  "demo",
 		Usage: "serve the built-in demo app on 127.0.0.1:$PORT (olio serve runs it when no app is given)",
 		Action: func(c *cli.Context) error {
-			index := 0
+			env := demoEnv{Port: os.Getenv("PORT"), NotifySocket: os.Getenv(monitor.NotifyEnv)}
 			if s := os.Getenv("OLIO_INDEX"); s != "" {
-				if _, err := fmt.Sscan(s, &index); err != nil {
+				var err error
+				if env.Index, err = strconv.Atoi(s); err != nil {
 					return fmt.Errorf("OLIO_INDEX %q is not a number", s)
 				}
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			// The router that runs the demo stamps each of its lines with time, level and
-			// worker: the demo writes only the message and its attributes.
-			logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{
-				ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
-					if len(groups) == 0 && (a.Key == slog.TimeKey || a.Key == slog.LevelKey) {
-						return slog.Attr{}
-					}
-					return a
-				},
-			}))
-			return runDemo(ctx, os.Getenv("PORT"), index, logger)
+			// Plain lines on stdout: the router that runs the demo stamps each with time,
+			// level and worker.
+			return runDemo(ctx, env, log.New(c.App.Writer, "", 0))
 		},
 	}
 }

@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"time"
 
@@ -32,10 +30,10 @@ config file and restarts every app worker by worker, TTIN/TTOU add/remove a work
 WINCH scales to zero, USR1 reopens the log file, USR2 upgrades olio in place.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: d.Listen, Usage: "public `ADDR` to bind (host:port)"},
-			&cli.IntFlag{Name: "workers", Value: d.Workers, Usage: "number of workers (default: one per CPU)"},
+			&cli.IntFlag{Name: "workers", Value: d.Workers, DefaultText: "one per CPU", Usage: "number of workers"},
 			&cli.StringFlag{Name: "key", Value: d.Key, Usage: "where a request's key is: header:NAME, query:NAME, cookie:NAME, path:N, path or host"},
-			&cli.StringFlag{Name: "secret", EnvVars: []string{"OLIO_SECRET"}, Usage: "secret for X-Olio-Secret (default: 32 random bytes)"},
-			&cli.StringFlag{Name: "secret-file", Usage: "read the secret from `FILE`"},
+			&cli.StringFlag{Name: "secret", EnvVars: []string{"OLIO_SECRET"}, DefaultText: "32 random bytes", Usage: "secret for X-Olio-Secret"},
+			&cli.StringFlag{Name: "secret-file", Usage: "read the secret from `FILE` (instead of --secret or $OLIO_SECRET, not with them)"},
 			&cli.StringFlag{Name: "config", Usage: "JSON config `FILE` whose keys are these long flag names; flags override it; HUP re-reads it"},
 			&cli.StringFlag{Name: "ready", Value: d.ReadyMode, Usage: "when an app is ready: port (it accepts on $PORT) or notify (it sends READY=1 to $NOTIFY_SOCKET)"},
 			&cli.DurationFlag{Name: "ready-timeout", Value: d.ReadyTimeout, Usage: "how long an app may take to become ready"},
@@ -47,12 +45,12 @@ WINCH scales to zero, USR1 reopens the log file, USR2 upgrades olio in place.`,
 			&cli.DurationFlag{Name: "idle-timeout", Value: d.IdleTimeout, Usage: "close a client's keep-alive connection idle this long"},
 			&cli.IntFlag{Name: "max-conns", Value: d.MaxConns, Usage: "concurrent connections per router (0: unlimited)"},
 			&cli.DurationFlag{Name: "health-timeout", Value: d.HealthTimeout, Usage: "recycle an app that stops accepting connections for this long (0: off)"},
-			&cli.BoolFlag{Name: "handoff", Value: d.Handoff, Usage: "pass a connection to the worker that owns its first request's key, so later requests on it need no hop"},
+			&cli.BoolFlag{Name: "handoff", Value: d.Handoff, Usage: "pass a connection to the worker that owns its first request's key, so later requests on it need no hop; --handoff=false forwards instead"},
 			&cli.BoolFlag{Name: "cpu-affinity", Usage: "pin worker i (router and app) to CPU i mod the number of CPUs"},
 			&cli.StringFlag{Name: "control", Value: defaultControl(), Usage: "control socket `PATH` for olio status/reload/scale/stop"},
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on `ADDR` (e.g. 127.0.0.1:9090)"},
-			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"},
-			&cli.StringFlag{Name: "log-file", Usage: "append logs to `FILE` (reopened on USR1) instead of stderr"},
+			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json (flag only, not in --config)"},
+			&cli.StringFlag{Name: "log-file", Usage: "append logs to `FILE` (reopened on USR1) instead of stderr (flag only, not in --config)"},
 			&cli.StringFlag{Name: "pidfile", Usage: "write the master's pid to `FILE`"},
 			&cli.BoolFlag{Name: strings.TrimPrefix(listener.UpgradeFlag, "--"), Hidden: true, Usage: "taking over from an old master (set by USR2, not by hand)"},
 		},
@@ -63,52 +61,53 @@ WINCH scales to zero, USR1 reopens the log file, USR2 upgrades olio in place.`,
 // configFrom builds the master's Config from the flags, with the config file's values for
 // the flags not given on the command line.
 func configFrom(c *cli.Context) (listener.Config, error) {
-	var file map[string]string
+	var file *configFile
 	if path := c.String("config"); path != "" {
 		var err error
-		if file, err = listener.ReadFile(path); err != nil {
+		if file, err = readConfigFile(path, func(k string) bool { return isServeFlag(c, k) }); err != nil {
 			return listener.Config{}, err
 		}
-		for k := range file {
-			if !isServeFlag(c, k) {
-				return listener.Config{}, fmt.Errorf("config file %s: unknown key %q; keys are serve's long flag names", path, k)
-			}
-		}
+	}
+	// fromFile says whether name's value comes from the file: there, and not given as a flag.
+	fromFile := func(name string) bool {
+		_, ok := file.raw(name)
+		return ok && !c.IsSet(name)
 	}
 	var firstErr error
+	keep := func(err error) {
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
 	str := func(name string) string {
-		if v, ok := file[name]; ok && !c.IsSet(name) {
+		if fromFile(name) {
+			v, err := file.str(name)
+			keep(err)
 			return v
 		}
 		return c.String(name)
 	}
 	num := func(name string) int {
-		if v, ok := file[name]; ok && !c.IsSet(name) {
-			n, err := strconv.Atoi(v)
-			if err != nil && firstErr == nil {
-				firstErr = fmt.Errorf("config file: %q: %q is not a whole number", name, v)
-			}
-			return n
+		if fromFile(name) {
+			v, err := file.num(name)
+			keep(err)
+			return v
 		}
 		return c.Int(name)
 	}
 	dur := func(name string) time.Duration {
-		if v, ok := file[name]; ok && !c.IsSet(name) {
-			d, err := time.ParseDuration(v)
-			if err != nil && firstErr == nil {
-				firstErr = fmt.Errorf("config file: %q: %q is not a duration like 10s or 1m30s", name, v)
-			}
-			return d
+		if fromFile(name) {
+			v, err := file.dur(name)
+			keep(err)
+			return v
 		}
 		return c.Duration(name)
 	}
 	boolean := func(name string) bool {
-		if v, ok := file[name]; ok && !c.IsSet(name) {
-			b, err := strconv.ParseBool(v)
-			if err != nil && firstErr == nil {
-				firstErr = fmt.Errorf("config file: %q: %q is not true or false", name, v)
-			}
-			return b
+		if fromFile(name) {
+			v, err := file.boolean(name)
+			keep(err)
+			return v
 		}
 		return c.Bool(name)
 	}
@@ -135,21 +134,39 @@ func configFrom(c *cli.Context) (listener.Config, error) {
 		PIDFile:         str("pidfile"),
 		App:             c.Args().Slice(),
 	}
-	if v, ok := file["app"]; ok && len(cfg.App) == 0 {
-		if err := json.Unmarshal([]byte(v), &cfg.App); err != nil {
-			return cfg, fmt.Errorf("config file: \"app\" must be a list of strings, the command line")
+	if len(cfg.App) == 0 {
+		app, err := file.app()
+		keep(err)
+		cfg.App = app
+	}
+	if cfg.Secret != "" && cfg.SecretFile != "" {
+		secret, secretFile := "--secret", "--secret-file"
+		if v, ok := os.LookupEnv("OLIO_SECRET"); ok && v == c.String("secret") {
+			secret = "$OLIO_SECRET"
 		}
+		if fromFile("secret") {
+			secret = fmt.Sprintf("%q in config file %s", "secret", file.path)
+		}
+		if fromFile("secret-file") {
+			secretFile = fmt.Sprintf("%q in config file %s", "secret-file", file.path)
+		}
+		keep(&configError{fmt.Sprintf("the secret is given twice, by %s and by %s; give only one", secret, secretFile)})
 	}
 	return cfg, firstErr
 }
 
+// isServeFlag says whether name is one of serve's long flag names that a config file may
+// set: not the hidden ones, nor help.
 func isServeFlag(c *cli.Context, name string) bool {
-	if name == "app" {
-		return true
-	}
 	for _, f := range c.Command.Flags {
+		if f == cli.HelpFlag {
+			continue
+		}
+		if vf, ok := f.(cli.VisibleFlag); ok && !vf.IsVisible() {
+			continue
+		}
 		for _, n := range f.Names() {
-			if n == name && n != "config" {
+			if n == name {
 				return true
 			}
 		}
@@ -157,10 +174,42 @@ func isServeFlag(c *cli.Context, name string) bool {
 	return false
 }
 
+// checkAppArgs refuses an olio flag after APP when no "--" comes before APP: urfave/cli
+// stops reading flags at APP, so the flag would silently go to the app rather than to olio.
+func checkAppArgs(c *cli.Context) error {
+	app := c.Args().Slice()
+	raw := c.Lineage()[1].Args().Tail() // serve's arguments as given
+	if len(app) == 0 || (len(raw) > len(app) && raw[len(raw)-len(app)-1] == "--") {
+		return nil
+	}
+	for _, a := range app[1:] {
+		if len(a) < 2 || a[0] != '-' || a == "--" {
+			continue
+		}
+		name, _, _ := strings.Cut(strings.TrimPrefix(a[1:], "-"), "=")
+		if lookupFlag(c.Command.Flags, name) != nil {
+			return badUsage("%s after the app %q would go to the app, not to olio; put olio's flags first and the app after --: olio serve [FLAGS] -- APP [ARGS...]", dashed(name), app[0])
+		}
+	}
+	return nil
+}
+
 func serve(c *cli.Context) error {
 	surviveClosedOutput() // logging.go
+	if err := checkAppArgs(c); err != nil {
+		return err
+	}
+	// Everything that can be wrong with the command line is found before the log file is
+	// created.
+	newLog, err := loggerFor(c.String("log-format"))
+	if err != nil {
+		return err
+	}
 	cfg, err := configFrom(c)
 	if err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
 		return err
 	}
 	var out io.Writer = os.Stderr
@@ -172,10 +221,7 @@ func serve(c *cli.Context) error {
 		defer logFile.Close()
 		out = logFile
 	}
-	logger, err := newLogger(c.String("log-format"), out)
-	if err != nil {
-		return err
-	}
+	logger := newLog(out)
 	var inherited, upgradeReady *os.File
 	if c.Bool("upgrade") {
 		var state *os.File
