@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -427,5 +428,50 @@ func TestSupervisorOS(t *testing.T) {
 	waitGone(t, second)
 	if st := s.Status(); st.State != StateStopped || st.Restarts != 0 {
 		t.Fatalf("status = %+v", st)
+	}
+}
+
+// flushRecorder is an output writer with a Flush method, like the router's line logger.
+type flushRecorder struct {
+	mu      sync.Mutex
+	written []byte
+	flushed []byte // what had been written when Flush was called
+}
+
+func (f *flushRecorder) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.written = append(f.written, p...)
+	return len(p), nil
+}
+
+func (f *flushRecorder) Flush() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.flushed = append([]byte(nil), f.written...)
+}
+
+func TestOSFlushesOutputAfterExit(t *testing.T) {
+	out, errOut := &flushRecorder{}, &flushRecorder{}
+	c, err := Start(OS, &Command{Name: "sh", Path: "/bin/sh", Args: []string{"-c", `printf 'last words'; printf 'no newline' >&2`},
+		Stdout: out, Stderr: errOut})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.Done():
+	case <-time.After(deadline):
+		t.Fatal("shell did not exit")
+	}
+	for _, f := range []struct {
+		name string
+		rec  *flushRecorder
+		want string
+	}{{"stdout", out, "last words"}, {"stderr", errOut, "no newline"}} {
+		f.rec.mu.Lock()
+		if string(f.rec.flushed) != f.want {
+			t.Errorf("%s: flushed after %q, want Flush once all of %q was copied", f.name, f.rec.flushed, f.want)
+		}
+		f.rec.mu.Unlock()
 	}
 }

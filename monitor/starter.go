@@ -22,8 +22,8 @@ type Command struct {
 	Args       []string   // argv[1:]
 	Env        []string   // complete environment; nil inherits this process's environment
 	Dir        string     // working directory; "" is this process's
-	Stdout     io.Writer  // nil: discarded
-	Stderr     io.Writer  // nil: discarded
+	Stdout     io.Writer  // nil: discarded; a Flush() method is called once the child has exited and its output is copied
+	Stderr     io.Writer  // nil: discarded; flushed like Stdout
 	ExtraFiles []*os.File // become fd 3, 4, ...; the caller still owns (and closes) them
 	NoDeathSig bool       // true only for the hot-upgrade master, which must outlive its parent
 }
@@ -167,7 +167,13 @@ func (p *osProcess) Wait() error {
 	_ = unix.Kill(-p.pid, unix.SIGKILL) // ESRCH when the group is already empty
 	p.exited = true
 	p.mu.Unlock()
-	return p.cmd.Wait()
+	err := p.cmd.Wait()
+	for _, w := range []io.Writer{p.cmd.Stdout, p.cmd.Stderr} {
+		if f, ok := w.(interface{ Flush() }); ok {
+			f.Flush() // a last line without a newline
+		}
+	}
+	return err
 }
 
 // Check reports whether c can be started at all: its executable exists and

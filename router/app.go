@@ -44,6 +44,11 @@ type apps struct {
 	pending *instance         // made by command, claimed by ready
 	byPid   map[int]*instance // started instances
 	gen     int               // instances made so far
+
+	// stopping is the router's stop deadline once it is stopping: a drain then ends with
+	// it, so that the whole graceful stop fits in --shutdown-timeout and the app still gets
+	// its SIGTERM before the master's patience runs out.
+	stopping atomic.Pointer[context.Context]
 }
 
 func newApps(r *Router) *apps {
@@ -144,8 +149,12 @@ func (a *apps) command() (*monitor.Command, error) {
 	inst.transport = newAppTransport(port)
 	inst.proxy = a.r.newLocalProxy(inst)
 	a.mu.Lock()
+	unstarted := a.pending // made for a start that failed: never claimed by readyCheck
 	a.pending = inst
 	a.mu.Unlock()
+	if unstarted != nil && unstarted.notify != nil {
+		unstarted.notify.Close()
+	}
 	return &monitor.Command{
 		Name:   fmt.Sprintf("app %d", cfg.Index),
 		Path:   cfg.AppPath,
@@ -171,6 +180,17 @@ func (a *apps) readyCheck(ctx context.Context, c *monitor.Child) error {
 		return errors.New("router: app started without a command")
 	}
 	a.r.report(stateStarting(c))
+	err := a.waitReady(ctx, inst, c)
+	if err != nil {
+		// The supervisor stops an app that did not become ready and never hands it to
+		// onReady, drain or onExit: release the instance (its notify socket, its
+		// transport) once the process is gone.
+		go a.forget(c)
+	}
+	return err
+}
+
+func (a *apps) waitReady(ctx context.Context, inst *instance, c *monitor.Child) error {
 	if inst.notify != nil {
 		select {
 		case <-inst.notify.Ready():
@@ -206,11 +226,17 @@ func (a *apps) drain(ctx context.Context, c *monitor.Child) {
 	// hold one it dialed and never used, and net/http's graceful Shutdown in the app waits up
 	// to 5s for such a connection, which would delay every stop and rolling restart.
 	defer inst.transport.CloseIdleConnections()
+	var stopping <-chan struct{}
+	if sc := a.stopping.Load(); sc != nil {
+		stopping = (*sc).Done()
+	}
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for inst.inFlight.Load() > 0 {
 		select {
 		case <-ctx.Done():
+			return
+		case <-stopping:
 			return
 		case <-t.C:
 		}

@@ -27,7 +27,8 @@ import (
 // common case, one user per connection — costs no forwarding hop at all. Later requests on
 // it for other keys are forwarded as usual.
 //
-// Only a bodiless HTTP/1.x request routed by its key is handed off; a request with a body
+// Only a bodiless HTTP/1.1 request routed by its key is handed off (an HTTP/1.0 one would be
+// re-serialised as 1.1 and answered as 1.1, chunked); a request with a body
 // or addressed by X-Olio-Index is forwarded. If the owner cannot take the connection (it is
 // restarting, draining or not listening for handoffs), the accepting router keeps serving
 // it itself, forwarding as usual.
@@ -305,7 +306,7 @@ func (r *Router) tryHandOff(w http.ResponseWriter, req *http.Request, target int
 	info, _ := req.Context().Value(connInfoKey{}).(*connInfo)
 	if info == nil || info.handedIn || !info.canHandOff || info.requests.Load() != 1 ||
 		!r.conf().Handoff || r.handoff == nil ||
-		req.ProtoMajor != 1 || req.ContentLength != 0 || len(req.TransferEncoding) > 0 {
+		req.ProtoMajor != 1 || req.ProtoMinor == 0 || req.ContentLength != 0 || len(req.TransferEncoding) > 0 {
 		return false
 	}
 	hj, ok := w.(http.Hijacker)

@@ -65,6 +65,10 @@ func (r *Router) newLocalProxy(inst *instance) *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			markBody(pr.Out) // limits.go: a broken client body is a 400
+			// The client's "Expect: 100-continue" was answered here when the body was
+			// first read; passed on, the next leg answers it again and the client gets
+			// two or three 100 Continue.
+			delete(pr.Out.Header, "Expect")
 			pr.SetURL(target)
 			pr.Out.Host = pr.In.Host
 			if pr.In.Context().Value(fromPeer) != nil {
@@ -162,6 +166,10 @@ func (r *Router) newRemoteProxy() *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			markBody(pr.Out) // limits.go: a broken client body is a 400
+			// The client's "Expect: 100-continue" was answered here when the body was
+			// first read; passed on, the next leg answers it again and the client gets
+			// two or three 100 Continue.
+			delete(pr.Out.Header, "Expect")
 			i := pr.In.Context().Value(ownerKey{}).(int)
 			pr.Out.URL.Scheme = "http"
 			pr.Out.URL.Host = "w" + strconv.Itoa(i)

@@ -165,6 +165,7 @@ func (r *Router) run(ctx context.Context) error {
 		Ready:        r.apps.readyCheck,
 		ReadyTimeout: r.conf().ReadyTimeout,
 		StopTimeout:  r.conf().ShutdownTimeout,
+		DrainTimeout: r.conf().ShutdownTimeout, // a WebSocket that stays open holds a drain this long at most
 		OnReady:      r.apps.onReady,
 		Drain:        r.apps.drain,
 		OnExit:       r.onAppExit,
@@ -201,6 +202,7 @@ func (r *Router) run(ctx context.Context) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	r.apps.stopping.Store(&sctx) // the app's last drain ends with this deadline too
 	r.stopPublic(sctx)
 	peers.Shutdown(sctx)
 	private.Close()
@@ -401,7 +403,7 @@ func (r *Router) stopPublic(ctx context.Context) {
 
 // appOutput passes one of the app's output streams into the log, line by line.
 func (r *Router) appOutput(stream string) io.Writer {
-	return &lineLogger{logger: r.logger, stream: stream}
+	return &lineLogger{logger: r.logger, stream: stream, secret: []byte(r.conf().Secret)}
 }
 
 func (r *Router) peerPath() string {

@@ -75,3 +75,23 @@ func TestNoHandoffForwardsInstead(t *testing.T) {
 		t.Errorf("all 30 keyless requests landed on their connection's first owner without handoff")
 	}
 }
+
+// TestHandoffNotForHTTP10: an HTTP/1.0 request is answered as HTTP/1.0 whichever router
+// accepts it (handed off, it would be re-serialised and answered as 1.1).
+func TestHandoffNotForHTTP10(t *testing.T) {
+	c := Start(t, "--workers", "2")
+	for i := 0; i < 16; i++ {
+		key := keyFor(i%2, 2)
+		conn, err := net.DialTimeout("tcp", c.Addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(conn, "GET /old HTTP/1.0\r\nX-Olio-Key: %s\r\n\r\n", key)
+		answer, err := io.ReadAll(conn)
+		conn.Close()
+		if err != nil || !strings.HasPrefix(string(answer), "HTTP/1.0 200") {
+			t.Fatalf("HTTP/1.0 request %d (key %s): %v, answer %q; want HTTP/1.0 200", i, key, err, answer)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -465,6 +466,86 @@ func TestHostileOutputGone(t *testing.T) {
 	}
 }
 
+// TestHostileNotifyNoLeak: with --ready notify, an app that never says READY=1 is retried
+// with backoff; each failed start's notify socket (and its goroutine and fd) goes with it.
+func TestHostileNotifyNoLeak(t *testing.T) {
+	c := StartNoWait(t, "--workers", "1", "--ready", "notify", "--ready-timeout", "300ms",
+		"--", "/bin/sh", "-c", "exec sleep 1000")
+	const failed = `msg="not ready, stopping"`
+	if !Eventually(30*time.Second, func() bool { return c.CountLog(failed) >= 5 }) {
+		t.Fatalf("fewer than 5 failed starts in 30s")
+	}
+	dir := c.runDir(t)
+	var socks []string
+	Eventually(5*time.Second, func() bool {
+		socks, _ = filepath.Glob(filepath.Join(dir, "notify-*.sock"))
+		return len(socks) <= 2
+	})
+	if len(socks) > 2 { // the current start's, and one whose app is still being stopped
+		t.Errorf("%d notify sockets after %d failed starts: %v", len(socks), c.CountLog(failed), socks)
+	}
+}
+
+// TestHostileExpectContinueOnce: a client that sends "Expect: 100-continue" gets one
+// 100 Continue, whether its key's owner is the router that accepted it or another.
+func TestHostileExpectContinueOnce(t *testing.T) {
+	c := Start(t, "--workers", "2", "--handoff=false")
+	for i := 0; i < 2; i++ {
+		key := keyFor(i, 2)
+		conn, err := net.DialTimeout("tcp", c.Addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(conn, "POST /upload HTTP/1.1\r\nHost: t\r\nX-Olio-Key: %s\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n", key)
+		br := bufio.NewReader(conn)
+		line, err := br.ReadString('\n')
+		if err != nil || !strings.HasPrefix(line, "HTTP/1.1 100") {
+			t.Fatalf("key %s: first line %q, %v; want 100 Continue", key, line, err)
+		}
+		io.WriteString(conn, "hello")
+		rest, _ := io.ReadAll(br)
+		conn.Close()
+		if n := strings.Count(string(rest), "HTTP/1.1 100"); n != 0 {
+			t.Errorf("key %s: %d more 100 Continue after the first:\n%s", key, n, rest)
+		}
+		if !strings.Contains(string(rest), "HTTP/1.1 200") || !strings.Contains(string(rest), `"body_bytes":5`) {
+			t.Errorf("key %s: no 200 with the 5-byte body:\n%s", key, rest)
+		}
+	}
+}
+
+// TestHostileStopWithWebSocket: an open WebSocket does not hold a graceful stop past
+// --shutdown-timeout, and the app still gets its SIGTERM (the demo then closes the
+// WebSocket with "server shutting down") instead of dying with its router.
+func TestHostileStopWithWebSocket(t *testing.T) {
+	c := Start(t, "--workers", "2", "--shutdown-timeout", "1s")
+	var conns []*websocket.Conn
+	for i := 0; i < 2; i++ {
+		hdr := http.Header{"X-Olio-Key": {keyFor(i, 2)}}
+		ws, resp, err := websocket.DefaultDialer.Dial("ws://"+c.Addr+"/ws", hdr)
+		if err != nil {
+			t.Fatalf("websocket to worker %d: %v", i, err)
+		}
+		resp.Body.Close()
+		defer ws.Close()
+		conns = append(conns, ws)
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- c.Stop(30 * time.Second) }()
+	for i, ws := range conns {
+		ws.SetReadDeadline(time.Now().Add(20 * time.Second))
+		_, _, err := ws.ReadMessage()
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) || !strings.Contains(ce.Text, "shutting down") {
+			t.Errorf("websocket %d ended with %v, want the app's close frame (it got SIGTERM)", i, err)
+		}
+	}
+	if err := <-stopped; err != nil {
+		t.Errorf("olio exited with %v, want 0", err)
+	}
+}
+
 func TestHostileSlowloris(t *testing.T) {
 	c := Start(t, "--workers", "2")
 	const n = 300
@@ -850,9 +931,9 @@ func TestHostileSecretNeverShown(t *testing.T) {
 	}
 }
 
-// TestHostileRunDirPermissions: the run directory is 0700 and every socket in it 0600.
-func TestHostileRunDirPermissions(t *testing.T) {
-	c := Start(t, "--workers", "2")
+// runDir is the private run directory the master logged.
+func (c *Cluster) runDir(t *testing.T) string {
+	t.Helper()
 	m := regexp.MustCompile(`run_dir=("[^"]*"|\S+)`).FindStringSubmatch(c.Out.String())
 	if m == nil {
 		t.Fatalf("no run_dir in the log")
@@ -861,6 +942,13 @@ func TestHostileRunDirPermissions(t *testing.T) {
 	if s, err := strconv.Unquote(dir); err == nil {
 		dir = s
 	}
+	return dir
+}
+
+// TestHostileRunDirPermissions: the run directory is 0700 and every socket in it 0600.
+func TestHostileRunDirPermissions(t *testing.T) {
+	c := Start(t, "--workers", "2")
+	dir := c.runDir(t)
 	st, err := os.Stat(dir)
 	if err != nil {
 		t.Fatal(err)
