@@ -93,7 +93,7 @@ func ParseKeySpec(s string) (KeySpec, error) {
 		}
 		n, ok := parseSegment(arg)
 		if !ok {
-			return KeySpec{}, specErrorf(s, "path segment "+strconv.Quote(arg)+" is not a whole number from 1, as in path:1")
+			return KeySpec{}, specErrorf(s, "path segment "+strconv.Quote(arg)+" is not a whole number from 1 to "+strconv.Itoa(maxPathSegment)+", as in path:1")
 		}
 		return KeySpec{Kind: KeyPathSeg, N: n}, nil
 	case "host":
