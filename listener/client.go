@@ -57,7 +57,26 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 
 // Reload asks for a reload (as HUP does) and waits until it is done.
 func (c *Client) Reload(ctx context.Context) error {
-	return c.do(ctx, http.MethodPost, controlReload, nil)
+	_, err := c.ReloadReport(ctx)
+	return err
+}
+
+// ReloadReport is a successful reload's answer.
+type ReloadReport struct {
+	Message string `json:"message"`
+	// NotApplied says, one setting a line, what the config file changes that a reload
+	// leaves as it is (listen, secret, control, metrics, pidfile) and what applies it: a
+	// restart, or for some a hot upgrade (USR2). Print it: the new values are not in use.
+	NotApplied []string `json:"not_applied,omitempty"`
+}
+
+// ReloadReport asks for a reload, as Reload does, and returns the master's report.
+func (c *Client) ReloadReport(ctx context.Context) (*ReloadReport, error) {
+	var r ReloadReport
+	if err := c.do(ctx, http.MethodPost, controlReload, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
 }
 
 // Scale asks for n workers and waits until the cluster has them.

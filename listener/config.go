@@ -2,7 +2,9 @@ package listener
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"runtime"
@@ -37,6 +39,11 @@ type Config struct {
 	Metrics         string        // Prometheus address, empty: off
 	PIDFile         string        // pidfile path, empty: none
 	RunDir          string        // parent of the private run directory, empty: os.TempDir
+
+	// Sources says where values came from when not from the command line, by long flag
+	// name: "workers" → "config file /etc/olio.json". Validation messages name it, so that
+	// a bad value in a file is not blamed on a flag nobody gave. Nil: say nothing.
+	Sources map[string]string
 }
 
 // DefaultConfig returns the defaults: one worker per CPU on 127.0.0.1:8080.
@@ -65,40 +72,72 @@ func (c *Config) Validate() error {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("%w: "+format, append([]any{ErrConfig}, a...)...)
 	}
+	if err := validListen(c.Listen); err != nil {
+		return bad("--listen %q%s: %v", c.Listen, c.from("listen"), err)
+	}
 	if c.Workers < 1 || c.Workers > MaxWorkers {
-		return bad("--workers %d: must be from 1 to %d", c.Workers, MaxWorkers)
+		return bad("--workers %d%s: must be from 1 to %d", c.Workers, c.from("workers"), MaxWorkers)
 	}
 	if _, err := router.ParseKeySpec(c.Key); err != nil {
-		return bad("%v", err)
+		return bad("%v%s", err, c.from("key"))
 	}
 	if c.ReadyMode != router.ReadyPort && c.ReadyMode != router.ReadyNotify {
-		return bad("--ready %q: use port (the app accepts on $PORT) or notify (the app sends READY=1 to $NOTIFY_SOCKET)", c.ReadyMode)
+		return bad("--ready %q%s: use port (the app accepts on $PORT) or notify (the app sends READY=1 to $NOTIFY_SOCKET)", c.ReadyMode, c.from("ready"))
 	}
 	for _, d := range []struct {
 		name string
 		v    time.Duration
 	}{
-		{"--ready-timeout", c.ReadyTimeout}, {"--forward-timeout", c.ForwardTimeout},
-		{"--shutdown-timeout", c.ShutdownTimeout}, {"--header-timeout", c.HeaderTimeout},
-		{"--idle-timeout", c.IdleTimeout},
+		{"ready-timeout", c.ReadyTimeout}, {"forward-timeout", c.ForwardTimeout},
+		{"shutdown-timeout", c.ShutdownTimeout}, {"header-timeout", c.HeaderTimeout},
+		{"idle-timeout", c.IdleTimeout},
 	} {
 		if d.v <= 0 {
-			return bad("%s %s: must be positive, e.g. 10s", d.name, d.v)
+			return bad("--%s %s%s: must be positive, e.g. 10s", d.name, d.v, c.from(d.name))
 		}
 	}
 	if c.RequestTimeout < 0 || c.HealthTimeout < 0 {
 		return bad("--request-timeout and --health-timeout must not be negative (0 turns them off)")
 	}
 	if c.MaxHeaderBytes < 1024 {
-		return bad("--max-header-bytes %d: must be at least 1024", c.MaxHeaderBytes)
+		return bad("--max-header-bytes %d%s: must be at least 1024", c.MaxHeaderBytes, c.from("max-header-bytes"))
 	}
 	if c.MaxConns < 0 {
-		return bad("--max-conns %d: must be 0 (unlimited) or more", c.MaxConns)
+		return bad("--max-conns %d%s: must be 0 (unlimited) or more", c.MaxConns, c.from("max-conns"))
+	}
+	if c.Secret != "" {
+		if err := checkSecret(c.Secret, "--secret (or $OLIO_SECRET)"+c.from("secret")); err != nil {
+			return err
+		}
 	}
 	if len(c.App) > 0 {
-		if _, err := exec.LookPath(c.App[0]); err != nil {
-			return bad("app %q cannot be run: %v; give the path of an executable after --", c.App[0], unwrapExec(err))
+		path, err := exec.LookPath(c.App[0])
+		if err != nil {
+			return bad("app %q%s cannot be run: %v; give the path of an executable after --", c.App[0], c.from("app"), unwrapExec(err))
 		}
+		if err := checkExecutable(c.App[0]+c.from("app"), path); err != nil {
+			return fmt.Errorf("%w: %w", ErrConfig, err)
+		}
+	}
+	return nil
+}
+
+// from is " (from SOURCE)" when Sources names where the value of flag came from, else "".
+func (c *Config) from(flag string) string {
+	if src := c.Sources[flag]; src != "" {
+		return " (from " + src + ")"
+	}
+	return ""
+}
+
+// validListen checks a public address: host:port, where an empty host means every
+// interface. An empty address would bind every interface on a random port.
+func validListen(addr string) error {
+	if addr == "" {
+		return errors.New("give host:port, e.g. 127.0.0.1:8080 (or :8080 for every interface)")
+	}
+	if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+		return errors.New("not host:port; give e.g. 127.0.0.1:8080 (or :8080 for every interface)")
 	}
 	return nil
 }

@@ -9,11 +9,24 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
 
 func TestValidate(t *testing.T) {
+	dir := t.TempDir()
+	script := func(name, content string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(content), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	text := script("notes.txt", "hello\n")
+	noInterp := script("nointerp.sh", "#!/nonexistent/interp\necho hi\n")
+	noEnvProg := script("noenvprog.sh", "#!/usr/bin/env olio-no-such-interpreter -x\n")
+	goodScript := script("good.sh", "#!/bin/sh -e\nexec true\n")
 	for _, tc := range []struct {
 		name   string
 		change func(*Config)
@@ -31,6 +44,20 @@ func TestValidate(t *testing.T) {
 		{"tiny header limit", func(c *Config) { c.MaxHeaderBytes = 10 }, "--max-header-bytes"},
 		{"missing app", func(c *Config) { c.App = []string{"/nonexistent/app"} }, `app "/nonexistent/app" cannot be run`},
 		{"real app", func(c *Config) { c.App = []string{"sh", "-c", "true"} }, ""},
+		{"empty listen", func(c *Config) { c.Listen = "" }, `--listen "": give host:port`},
+		{"listen without port", func(c *Config) { c.Listen = "8080" }, `--listen "8080": not host:port`},
+		{"listen on every interface", func(c *Config) { c.Listen = ":8080" }, ""},
+		{"not an executable format", func(c *Config) { c.App = []string{text} }, "app " + text + " is not an executable file (no ELF header or #! line)"},
+		{"missing interpreter", func(c *Config) { c.App = []string{noInterp} }, "app " + noInterp + ": its interpreter /nonexistent/interp does not exist"},
+		{"env program not in PATH", func(c *Config) { c.App = []string{noEnvProg} }, "its interpreter olio-no-such-interpreter (run by /usr/bin/env) is not in $PATH"},
+		{"script", func(c *Config) { c.App = []string{goodScript, "arg"} }, ""},
+		{"huge secret", func(c *Config) { c.Secret = strings.Repeat("s", MaxSecretBytes+1) }, "the secret from --secret (or $OLIO_SECRET) is 1025 bytes; at most 1024"},
+		{"longest secret", func(c *Config) { c.Secret = strings.Repeat("s", MaxSecretBytes) }, ""},
+		{"secret with a space", func(c *Config) { c.Secret = "a b" }, "printable ASCII without spaces"},
+		{"value from a config file", func(c *Config) {
+			c.Workers = -1
+			c.Sources = map[string]string{"workers": "config file /etc/olio.json"}
+		}, "--workers -1 (from config file /etc/olio.json): must be from 1"},
 	} {
 		c := DefaultConfig()
 		tc.change(&c)
@@ -83,6 +110,15 @@ func TestSecret(t *testing.T) {
 	os.WriteFile(path, []byte("\n"), 0o600)
 	if _, err := loadSecret(&c); !errors.Is(err, ErrConfig) {
 		t.Errorf("empty secret file: %v", err)
+	}
+	// A secret this large made every app start fail with "argument list too long".
+	os.WriteFile(path, []byte(strings.Repeat("x", 200<<10)+"\n"), 0o600)
+	if _, err := loadSecret(&c); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "--secret-file "+path+" is 204800 bytes; at most 1024") {
+		t.Errorf("200 KiB secret file: %v, want an ErrConfig naming the file and the bound", err)
+	}
+	os.WriteFile(path, []byte("with space\n"), 0o600)
+	if _, err := loadSecret(&c); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), path) {
+		t.Errorf("secret file with a space: %v, want an ErrConfig naming the file", err)
 	}
 	for _, s := range []string{"", "a b", "tab\t", "é"} {
 		if validSecret(s) {
@@ -149,6 +185,41 @@ func TestBindInUse(t *testing.T) {
 	defer f.Close()
 	if _, _, err := Bind(addr.String()); err == nil || !strings.Contains(err.Error(), "already in use") {
 		t.Errorf("second bind: %v", err)
+	}
+}
+
+func TestBindErrorsSayWhatToDo(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{&net.OpError{Op: "listen", Net: "tcp", Err: os.NewSyscallError("bind", syscall.EACCES)}, "ports below 1024 need root or the CAP_NET_BIND_SERVICE capability (under systemd: AmbientCapabilities=CAP_NET_BIND_SERVICE); or pick a port from 1024 up with --metrics"},
+		{&net.OpError{Op: "listen", Net: "tcp", Err: os.NewSyscallError("bind", syscall.EADDRINUSE)}, "already in use; stop what holds it or pick another with --metrics"},
+	} {
+		if got := listenError("--metrics", "127.0.0.1:80", tc.err).Error(); !strings.Contains(got, tc.want) || !strings.HasPrefix(got, "cannot listen on 127.0.0.1:80: ") {
+			t.Errorf("listenError(%v) = %q, want it to say %q", tc.err, got, tc.want)
+		}
+	}
+}
+
+func TestBinfmtMatches(t *testing.T) {
+	jar := "enabled\ninterpreter /usr/bin/jexec\nflags: \nextension .jar\n"
+	qemu := "enabled\ninterpreter /usr/bin/qemu-aarch64\nflags: F\noffset 0\nmagic 7f454c460201\nmask ffffffffffff\n"
+	pyc := "enabled\ninterpreter /usr/bin/python3\nflags: \noffset 0\nmagic 550d0d0a\n"
+	for _, tc := range []struct {
+		entry, path, head string
+		want              bool
+	}{
+		{jar, "/srv/app.jar", "PK\x03\x04", true},
+		{jar, "/srv/app", "PK\x03\x04", false},
+		{qemu, "/srv/app", "\x7fELF\x02\x01rest", true},
+		{pyc, "/srv/app.pyc", "U\r\r\n....", true},
+		{pyc, "/srv/app.pyc", "hello", false},
+		{pyc, "/srv/app.pyc", "U", false}, // shorter than the magic
+	} {
+		if got := binfmtMatches(tc.entry, tc.path, []byte(tc.head)); got != tc.want {
+			t.Errorf("binfmtMatches(%q, %s, %q) = %v, want %v", tc.entry, tc.path, tc.head, got, tc.want)
+		}
 	}
 }
 

@@ -23,7 +23,8 @@ import (
 //
 //	GET  /ping                 {"pid": N, "listen": "host:port"}
 //	GET  /status               Status
-//	POST /reload               = HUP: re-read the config file, rolling restart; answers when done
+//	POST /reload               = HUP: re-read the config file, rolling restart; answers when done,
+//	                           with "not_applied": what the file changes that needs a restart
 //	POST /scale?workers=N      change the worker count; answers when done
 //	POST /stop                 graceful stop; answers at once (202)
 const (
@@ -96,7 +97,6 @@ func (m *Master) listenControl(path string, stop func()) (*controlServer, error)
 		defer close(s.done)
 		s.srv.Serve(ln)
 	}()
-	m.logger.Info("control socket", "path", path)
 	return s, nil
 }
 
@@ -257,7 +257,12 @@ func (m *Master) controlHandler(stop func()) http.Handler {
 	// helps nobody.
 	mux.HandleFunc("POST "+controlReload, func(w http.ResponseWriter, r *http.Request) {
 		m.logger.Info("control: reload")
-		m.answer(w, "reloaded", m.Reload(context.WithoutCancel(r.Context())))
+		notApplied, err := m.reload(context.WithoutCancel(r.Context()))
+		if err != nil {
+			m.answer(w, "", err)
+			return
+		}
+		writeJSON(w, http.StatusOK, controlAnswer{Message: "reloaded", NotApplied: notApplied})
 	})
 	mux.HandleFunc("POST "+controlScale, func(w http.ResponseWriter, r *http.Request) {
 		n, err := strconv.Atoi(r.URL.Query().Get("workers"))
@@ -278,8 +283,9 @@ func (m *Master) controlHandler(stop func()) http.Handler {
 
 // controlAnswer is the body of a command's answer.
 type controlAnswer struct {
-	Message string `json:"message,omitempty"`
-	Error   string `json:"error,omitempty"`
+	Message    string   `json:"message,omitempty"`
+	Error      string   `json:"error,omitempty"`
+	NotApplied []string `json:"not_applied,omitempty"` // reload: see ReloadReport
 }
 
 // answer writes a command's outcome: 200 with msg, or the error with a status that says

@@ -249,3 +249,41 @@ func TestControlFailedUpgradeLeavesOldSocket(t *testing.T) {
 		t.Errorf("the directory holds %v, want only the old socket", ents)
 	}
 }
+
+// A reload applies what it can and says, in its answer and the log, what needs a restart.
+func TestReloadReportsWhatItDoesNotApply(t *testing.T) {
+	m := bareMaster()
+	m.cfg = DefaultConfig()
+	m.cfg.Workers, m.members, m.secret = 1, 1, "old-secret"
+	next := m.cfg
+	next.Listen, next.Secret, next.Metrics = "0.0.0.0:9999", "new-secret", "127.0.0.1:9090"
+	next.ForwardTimeout = 3 * time.Second
+	m.opts.Reload = func() (Config, error) { return next, nil }
+	path := filepath.Join(t.TempDir(), "ctl.sock")
+	s, err := m.listenControl(path, func() {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	rep, err := NewClient(path).ReloadReport(testContext(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(rep.NotApplied, "\n")
+	for _, want := range []string{
+		`listen "127.0.0.1:8080" → "0.0.0.0:9999" needs a restart`,
+		"a new secret needs a restart",
+		`metrics "" → "127.0.0.1:9090" needs a restart or a hot upgrade (USR2)`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("not applied:\n%s\nwant %q", got, want)
+		}
+	}
+	if len(rep.NotApplied) != 3 || strings.Contains(got, "secret\"") || strings.Contains(got, "new-secret") {
+		t.Errorf("not applied: %q, want 3 lines and no secret", rep.NotApplied)
+	}
+	if cfg := m.config(); cfg.Listen != "127.0.0.1:8080" || cfg.ForwardTimeout != 3*time.Second || m.secret != "old-secret" {
+		t.Errorf("after the reload: listen %s, forward timeout %s, secret changed: %v; want the old listen and secret, the new timeout",
+			cfg.Listen, cfg.ForwardTimeout, m.secret != "old-secret")
+	}
+}

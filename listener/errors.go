@@ -17,6 +17,12 @@ var (
 	// ErrControlInUse means another olio (or something else) answers on the control socket
 	// path, so this master refuses to start rather than steal it.
 	ErrControlInUse = errors.New("another olio answers on the control socket")
+	// ErrPIDFileInUse means the --pidfile names a running olio master, so this one refuses
+	// to start rather than overwrite the file (and remove it when it exits).
+	ErrPIDFileInUse = errors.New("another olio is running with this pidfile")
+	// ErrRolledBack means a reload failed part way and the master went back to the
+	// configuration it ran before; the message says what failed.
+	ErrRolledBack = errors.New("reload failed; the previous configuration is back in place")
 	// ErrNoControl means nothing answers on a control socket path: no olio runs with that
 	// --control.
 	ErrNoControl = errors.New("no olio answers on the control socket")

@@ -98,9 +98,6 @@ func New(cfg Config, opts Options) (*Master, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !validSecret(secret) {
-		return nil, fmt.Errorf("%w: the secret must be printable ASCII without spaces (it travels in a header)", ErrConfig)
-	}
 	m.secret = secret
 	if opts.Listener != nil {
 		m.lnFile = opts.Listener

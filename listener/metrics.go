@@ -122,6 +122,7 @@ func b2f(b bool) float64 {
 // metricsServer serves Prometheus text on --metrics ADDR.
 type metricsServer struct {
 	srv  *http.Server
+	addr string // where it listens
 	done chan struct{}
 }
 
@@ -134,7 +135,7 @@ func (m *Master) serveMetrics(addr string) (*metricsServer, error) {
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("cannot serve metrics on %s: %w; check --metrics", addr, err)
+		return nil, fmt.Errorf("cannot serve metrics: %w", listenError("--metrics", addr, err))
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
@@ -151,13 +152,13 @@ func (m *Master) serveMetrics(addr string) (*metricsServer, error) {
 			ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog:          m.errorLog(),
 		},
+		addr: ln.Addr().String(),
 		done: make(chan struct{}),
 	}
 	go func() {
 		defer close(s.done)
 		s.srv.Serve(ln)
 	}()
-	m.logger.Info("serving metrics", "addr", ln.Addr().String())
 	return s, nil
 }
 

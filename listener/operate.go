@@ -17,31 +17,51 @@ type ops struct {
 }
 
 // startOps starts what the config asks for; stop is what a control `stop` calls. On error
-// whatever was started is stopped again. The new master of a hot upgrade leaves the
-// control socket and the pidfile to its parent until it is ready (see ready), so a failed
-// upgrade leaves them pointing at the master that goes on serving.
+// whatever was started is stopped again, and nothing has been announced: the log says
+// "control socket" and "serving metrics" only once all of them are up. The new master of
+// a hot upgrade leaves the control socket and the pidfile to its parent until it is ready
+// (see ready), so a failed upgrade leaves them pointing at the master that goes on serving.
 func (m *Master) startOps(stop func()) (*ops, error) {
 	cfg := m.config()
 	o := &ops{}
-	var err error
-	if cfg.Control != "" {
-		if o.control, err = m.listenControl(cfg.Control, stop); err != nil {
+	fail := func(err error) (*ops, error) {
+		o.close()
+		return nil, err
+	}
+	writePID := cfg.PIDFile != "" && !m.upgrading()
+	stale := 0
+	if writePID {
+		var err error
+		if stale, err = checkPIDFile(cfg.PIDFile, m.exe); err != nil {
 			return nil, err
 		}
 	}
+	var err error
 	if cfg.Metrics != "" {
 		if o.metrics, err = m.serveMetrics(cfg.Metrics); err != nil {
-			o.close()
-			return nil, err
+			return fail(err)
 		}
 	}
-	if cfg.PIDFile != "" {
-		if m.upgrading() {
-			o.pidfilePath = cfg.PIDFile
-		} else if o.pidfile, err = WritePIDFile(cfg.PIDFile, os.Getpid()); err != nil {
-			o.close()
-			return nil, err
+	if cfg.Control != "" {
+		if o.control, err = m.listenControl(cfg.Control, stop); err != nil {
+			return fail(err)
 		}
+	}
+	if writePID {
+		if o.pidfile, err = WritePIDFile(cfg.PIDFile, os.Getpid()); err != nil {
+			return fail(err)
+		}
+	} else if cfg.PIDFile != "" {
+		o.pidfilePath = cfg.PIDFile
+	}
+	if o.control != nil {
+		m.logger.Info("control socket", "path", cfg.Control)
+	}
+	if o.metrics != nil {
+		m.logger.Info("serving metrics", "addr", o.metrics.addr)
+	}
+	if stale != 0 {
+		m.logger.Info("replaced a stale pidfile", "path", cfg.PIDFile, "old_pid", stale)
 	}
 	m.ops = o
 	return o, nil

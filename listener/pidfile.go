@@ -1,11 +1,15 @@
 package listener
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // PIDFile is a file holding the master's pid (--pidfile), for init scripts and
@@ -17,11 +21,14 @@ type PIDFile struct {
 
 // WritePIDFile writes pid to path atomically (a temporary file renamed into place, mode
 // 0644), replacing what was there: after a hot upgrade the new master's pid replaces the
-// old one's.
+// old one's. Its errors name path, never the temporary file.
 func WritePIDFile(path string, pid int) (*PIDFile, error) {
+	if err := checkPIDPath(path); err != nil {
+		return nil, err
+	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
-		return nil, fmt.Errorf("pidfile: %w; check --pidfile", err)
+		return nil, pidfileError(path, err)
 	}
 	_, err = tmp.WriteString(strconv.Itoa(pid) + "\n")
 	if err == nil {
@@ -35,9 +42,80 @@ func WritePIDFile(path string, pid int) (*PIDFile, error) {
 	}
 	if err != nil {
 		os.Remove(tmp.Name())
-		return nil, fmt.Errorf("pidfile: %w; check --pidfile", err)
+		return nil, pidfileError(path, err)
 	}
 	return &PIDFile{path: path, pid: pid}, nil
+}
+
+// checkPIDPath reports a pidfile path that cannot be written: its directory is missing or
+// is not a directory, or the path is a directory.
+func checkPIDPath(path string) error {
+	dir := filepath.Dir(path)
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("--pidfile %s: directory %s does not exist; create it or give another path", path, dir)
+	case err != nil:
+		return pidfileError(path, err)
+	case !fi.IsDir():
+		return fmt.Errorf("--pidfile %s: %s is not a directory; give another path", path, dir)
+	}
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return fmt.Errorf("--pidfile %s is a directory; give the path of a file, e.g. %s", path, filepath.Join(path, "olio.pid"))
+	}
+	return nil
+}
+
+// pidfileError says what went wrong with the pidfile at path in one line, without the
+// temporary file's name.
+func pidfileError(path string, err error) error {
+	var le *os.LinkError
+	if errors.As(err, &le) {
+		err = le.Err
+	}
+	err = unwrapPath(err)
+	switch {
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("--pidfile %s: no permission to write in %s; give a path this user may write", path, filepath.Dir(path))
+	case errors.Is(err, syscall.EISDIR), errors.Is(err, syscall.EEXIST), errors.Is(err, syscall.ENOTEMPTY):
+		return fmt.Errorf("--pidfile %s is a directory; give the path of a file", path)
+	}
+	return fmt.Errorf("--pidfile %s: %w", path, err)
+}
+
+// checkPIDFile reports why a new master may not write path: checkPIDPath's reasons, or
+// the file names a running olio master other than this process (exe is this olio's
+// binary). It returns the pid of a stale file (a process that is gone or is not olio),
+// which the master may replace, or 0.
+func checkPIDFile(path, exe string) (stale int, err error) {
+	if err := checkPIDPath(path); err != nil {
+		return 0, err
+	}
+	pid, err := ReadPIDFile(path)
+	if err != nil {
+		return 0, nil // no file, or no pid in it: nothing to protect
+	}
+	if pid == os.Getpid() || !runningOlio(pid, exe) {
+		return pid, nil
+	}
+	return 0, fmt.Errorf("--pidfile %s names pid %d: %w; stop that one first (olio stop, or kill %d), or give this olio another --pidfile",
+		path, pid, ErrPIDFileInUse, pid)
+}
+
+// runningOlio reports whether pid is a live olio master: in /proc/PID/cmdline, the
+// program is named olio (or as exe is) and "serve" is among its arguments. A zombie has
+// an empty command line.
+func runningOlio(pid int, exe string) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil || len(b) == 0 {
+		return false
+	}
+	args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+	prog := filepath.Base(args[0])
+	if prog != filepath.Base(exe) && !strings.HasPrefix(prog, "olio") {
+		return false
+	}
+	return slices.Contains(args[1:], "serve")
 }
 
 // ReadPIDFile returns the pid held in the file at path.

@@ -1,8 +1,12 @@
 package listener
 
 import (
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -53,12 +57,86 @@ func TestPIDFileKeepsAnotherMastersFile(t *testing.T) {
 
 func TestPIDFileErrors(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := WritePIDFile(filepath.Join(dir, "missing", "olio.pid"), 1); err == nil {
-		t.Error("WritePIDFile into a missing directory succeeded")
+	for _, tc := range []struct {
+		path, want string
+	}{
+		{filepath.Join(dir, "missing", "olio.pid"), "--pidfile " + filepath.Join(dir, "missing", "olio.pid") + ": directory " + filepath.Join(dir, "missing") + " does not exist"},
+		{dir, "--pidfile " + dir + " is a directory"},
+	} {
+		_, err := WritePIDFile(tc.path, 1)
+		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("WritePIDFile(%s): %v, want %q", tc.path, err, tc.want)
+		}
+		if _, cerr := checkPIDFile(tc.path, "/usr/bin/olio"); cerr == nil || !strings.HasPrefix(cerr.Error(), tc.want) {
+			t.Errorf("checkPIDFile(%s): %v, want %q", tc.path, cerr, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), ".olio.pid.") {
+			t.Errorf("the error names olio's temporary file: %v", err)
+		}
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("left behind: %v", ents)
 	}
 	bad := filepath.Join(dir, "bad.pid")
 	os.WriteFile(bad, []byte("not a pid\n"), 0o644)
 	if _, err := ReadPIDFile(bad); err == nil {
 		t.Error("ReadPIDFile of garbage succeeded")
+	}
+}
+
+// startNamed starts a process whose command line (/proc/PID/cmdline) is args; it waits
+// on its stdin, and is stopped at the end of the test.
+func startNamed(t *testing.T, args ...string) int {
+	t.Helper()
+	cmd := &exec.Cmd{Path: "/bin/sh", Args: append(args[:1:1], append([]string{"-c", "read x"}, args[1:]...)...)}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Close(); cmd.Wait() })
+	return cmd.Process.Pid
+}
+
+// A second master must not take the pidfile of a running one: it would overwrite it and
+// remove it on exit. A pidfile left by a process that is gone, or that is not olio, is
+// stale and replaced.
+func TestPIDFileOfARunningOlio(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "olio.pid")
+	write := func(pid int) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	olio := startNamed(t, "olio", "serve")
+	write(olio)
+	stale, err := checkPIDFile(path, "/usr/local/bin/olio")
+	if !errors.Is(err, ErrPIDFileInUse) || stale != 0 || !strings.Contains(err.Error(), "--pidfile "+path+" names pid "+strconv.Itoa(olio)) {
+		t.Errorf("pidfile of a running olio: %d, %v; want ErrPIDFileInUse naming the file and pid", stale, err)
+	}
+	renamed := startNamed(t, "/opt/x/olio-2.1", "--log-format", "json", "serve")
+	write(renamed)
+	if _, err := checkPIDFile(path, "/opt/x/olio-2.1"); !errors.Is(err, ErrPIDFileInUse) {
+		t.Errorf("pidfile of a running olio named as this binary: %v, want ErrPIDFileInUse", err)
+	}
+
+	done := exec.Command("true")
+	if err := done.Run(); err != nil {
+		t.Fatal(err)
+	}
+	other := startNamed(t, "sh", "serve")
+	for _, pid := range []int{done.ProcessState.Pid(), other, os.Getpid()} {
+		write(pid)
+		if stale, err := checkPIDFile(path, "/usr/local/bin/olio"); stale != pid || err != nil {
+			t.Errorf("pidfile of pid %d (gone, not olio, or this process): %d, %v; want it stale", pid, stale, err)
+		}
+	}
+	os.Remove(path)
+	if stale, err := checkPIDFile(path, "/usr/local/bin/olio"); stale != 0 || err != nil {
+		t.Errorf("no pidfile: %d, %v", stale, err)
 	}
 }

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"reflect"
 	"slices"
+	"strings"
 
 	"github.com/olio-dev/olio/descend"
 )
@@ -13,13 +15,37 @@ import (
 // Reload re-reads the configuration (through Options.Reload), applies what changed, then
 // restarts every app, worker by worker: each router starts a new app, waits until it is
 // ready, moves its traffic to it and drains the old one. A bad config is reported and the
-// running one kept. A new app that fails to become ready stops the roll; the old app of
-// that worker keeps serving.
+// running one kept.
+//
+// A reload that fails part way — a new app that does not become ready, new workers that
+// do not — goes back to the configuration that ran before: the routers get it back, the
+// worker count is restored, and the workers already restarted onto the new app are
+// restarted onto the old one (the worker whose new app failed kept its old one). The
+// error then wraps ErrRolledBack. A roll without a configuration change that fails stops
+// where it failed; the workers after that one keep their apps.
 func (m *Master) Reload(ctx context.Context) error {
+	_, err := m.reload(ctx)
+	return err
+}
+
+// reload is Reload; it also returns what the new configuration changes that a reload does
+// not apply (see notApplied), whether or not the reload succeeds.
+func (m *Master) reload(ctx context.Context) (notApplied []string, err error) {
 	m.op.Lock()
 	defer m.op.Unlock()
+	m.mu.Lock()
+	stopping := m.stopping
+	m.mu.Unlock()
+	if stopping {
+		return nil, ErrStopped
+	}
 	m.notify("RELOADING=1")
 	defer m.notify("READY=1")
+	m.mu.Lock()
+	old := m.cfg
+	old.Workers = m.members // what runs, after any scale since the last reload
+	m.mu.Unlock()
+	changed := false
 	if m.opts.Reload != nil {
 		cfg, err := m.opts.Reload()
 		if err == nil {
@@ -27,46 +53,148 @@ func (m *Master) Reload(ctx context.Context) error {
 		}
 		if err != nil {
 			m.logger.Error("reload: keeping the running configuration", "err", err)
-			return fmt.Errorf("reload: %w", err)
+			return nil, fmt.Errorf("reload: %w", err)
 		}
-		if err := m.apply(ctx, cfg); err != nil {
-			return err
+		notApplied = m.notApplied(old, cfg)
+		cfg = keepRunning(old, cfg)
+		changed = !sameConfig(old, cfg)
+		if changed {
+			m.logger.Info("reload: configuration changed", "key", cfg.Key, "workers", cfg.Workers, "app", cfg.App)
+		}
+		m.setConfig(cfg)
+		if err := m.scaleLocked(ctx, cfg.Workers); err != nil {
+			return notApplied, m.rollBack(ctx, old, nil, err)
 		}
 	}
 	m.mu.Lock()
 	workers := append([]*worker(nil), m.workers...)
 	m.mu.Unlock()
 	m.logger.Info("rolling restart", "workers", len(workers))
-	for _, w := range workers {
+	for i, w := range workers {
 		if _, err := w.call(ctx, &descend.Restart{ID: m.nextID()}); err != nil {
 			m.logger.Error("rolling restart stopped", "worker", w.index, "err", err)
-			return fmt.Errorf("rolling restart: %w", err)
+			err = fmt.Errorf("rolling restart: %w", err)
+			if !changed {
+				return notApplied, err
+			}
+			return notApplied, m.rollBack(ctx, old, workers[:i], err)
 		}
 		m.logger.Info("worker restarted", "worker", w.index, "app_pid", w.lastState().AppPID)
 	}
 	m.logger.Info("rolling restart done")
-	return nil
+	return notApplied, nil
 }
 
-// apply makes cfg the running configuration: routers get the new config (used for new
-// requests at once and for the app from its next start), and the worker count follows.
-// The listen address, run directory and secret cannot change without a restart.
-func (m *Master) apply(ctx context.Context, cfg Config) error {
+// setConfig makes cfg the running configuration and sends it to every router: it is used
+// for new requests at once and for the app from its next start.
+func (m *Master) setConfig(cfg Config) {
 	m.mu.Lock()
-	old := m.cfg
-	cfg.Listen, cfg.Secret, cfg.SecretFile, cfg.RunDir, cfg.Control = old.Listen, old.Secret, old.SecretFile, old.RunDir, old.Control
 	m.cfg = cfg
 	workers := append([]*worker(nil), m.workers...)
 	m.mu.Unlock()
-	if cfg.Key != old.Key || !slices.Equal(cfg.App, old.App) || cfg.Workers != old.Workers {
-		m.logger.Info("reload: configuration changed", "key", cfg.Key, "workers", cfg.Workers, "app", cfg.App)
-	}
 	for _, w := range workers {
 		if err := w.send(m.routerConfig(w.index)); err != nil {
 			m.logger.Warn("reload: send config", "worker", w.index, "err", err)
 		}
 	}
-	return m.scaleLocked(ctx, cfg.Workers)
+}
+
+// rollBack makes old the running configuration again after a reload failed with cause:
+// the routers get it back, the worker count follows, and the workers in restarted — those
+// already running the new configuration's app — are restarted onto the old one if the
+// reload changed how apps start. m.op must be held.
+func (m *Master) rollBack(ctx context.Context, old Config, restarted []*worker, cause error) error {
+	m.logger.Error("reload failed; going back to the previous configuration",
+		"err", cause, "workers", old.Workers, "app", old.App)
+	tried := m.config()
+	m.setConfig(old)
+	var errs []string
+	if err := m.scaleLocked(ctx, old.Workers); err != nil {
+		errs = append(errs, fmt.Sprintf("restore %d workers: %v", old.Workers, err))
+	}
+	if appChanged(old, tried) {
+		m.mu.Lock()
+		current := append([]*worker(nil), m.workers...)
+		m.mu.Unlock()
+		for _, w := range restarted {
+			if !slices.Contains(current, w) {
+				continue // removed by the scale back
+			}
+			if _, err := w.call(ctx, &descend.Restart{ID: m.nextID()}); err != nil {
+				errs = append(errs, fmt.Sprintf("restart worker %d onto the previous app: %v", w.index, err))
+				continue
+			}
+			m.logger.Info("worker back on the previous app", "worker", w.index, "app_pid", w.lastState().AppPID)
+		}
+	}
+	if len(errs) > 0 {
+		why := strings.Join(errs, "; ")
+		m.logger.Error("going back to the previous configuration failed too", "err", why)
+		return fmt.Errorf("reload failed: %w; going back to the previous configuration failed too: %s; see `olio status`", cause, why)
+	}
+	m.logger.Warn("reload failed; the previous configuration is back in place", "workers", old.Workers, "app", old.App)
+	return fmt.Errorf("%w (%d workers, %s): %w; fix the config file and reload again", ErrRolledBack, old.Workers, appDesc(old), cause)
+}
+
+// keepRunning returns cfg with the settings a reload cannot change set to old's: the
+// sockets, the secret, the pidfile and the run directory are made once, at start.
+func keepRunning(old, cfg Config) Config {
+	cfg.Listen, cfg.Secret, cfg.SecretFile, cfg.RunDir = old.Listen, old.Secret, old.SecretFile, old.RunDir
+	cfg.Control, cfg.Metrics, cfg.PIDFile = old.Control, old.Metrics, old.PIDFile
+	return cfg
+}
+
+// notApplied lists, and logs, what cfg changes that a reload leaves as it is (see
+// keepRunning). A hot upgrade (USR2) keeps the listening socket and the secret too, so
+// those need a restart; the control socket, metrics and pidfile follow a hot upgrade.
+func (m *Master) notApplied(old, cfg Config) []string {
+	var out []string
+	note := func(name, running, configured, needs string) {
+		if running == configured {
+			return
+		}
+		if name == "secret" {
+			out = append(out, "a new secret needs "+needs)
+			m.logger.Warn("reload: setting not applied", "setting", name, "needs", needs)
+			return
+		}
+		out = append(out, fmt.Sprintf("%s %q → %q needs %s", name, running, configured, needs))
+		m.logger.Warn("reload: setting not applied", "setting", name, "running", running, "configured", configured, "needs", needs)
+	}
+	const restart, upgrade = "a restart", "a restart or a hot upgrade (USR2)"
+	note("listen", old.Listen, cfg.Listen, restart)
+	if cfg.Secret != "" || cfg.SecretFile != "" {
+		if s, err := loadSecret(&cfg); err == nil {
+			note("secret", m.secret, s, restart)
+		}
+	}
+	note("control", old.Control, cfg.Control, upgrade)
+	note("metrics", old.Metrics, cfg.Metrics, upgrade)
+	note("pidfile", old.PIDFile, cfg.PIDFile, upgrade)
+	return out
+}
+
+// sameConfig reports whether a and b configure the same cluster.
+func sameConfig(a, b Config) bool {
+	if !slices.Equal(a.App, b.App) {
+		return false
+	}
+	a.App, b.App, a.Sources, b.Sources = nil, nil, nil, nil
+	return reflect.DeepEqual(a, b)
+}
+
+// appChanged reports whether a and b start apps differently, so that an app started
+// under one is not what the other would start.
+func appChanged(a, b Config) bool {
+	return !slices.Equal(a.App, b.App) || a.AppDir != b.AppDir || a.ReadyMode != b.ReadyMode || a.CPUAffinity != b.CPUAffinity
+}
+
+// appDesc names the app for a log line or message: "app CMD ARGS…" or the demo.
+func appDesc(c Config) string {
+	if len(c.App) == 0 {
+		return "the built-in demo app"
+	}
+	return "app " + strings.Join(c.App, " ")
 }
 
 // errorLog adapts the logger for net/http.

@@ -2,12 +2,16 @@ package listener
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
+	"time"
 )
 
 // Scale changes the number of workers to n. Growing starts the new workers, waits until
-// they are ready, then moves their keys to them in one membership change; shrinking moves
+// they are ready, then moves their keys to them in one membership change (if a new
+// worker's app exits before it is ready, or it is not ready within the ready timeout plus
+// a margin, the new workers are stopped and the count stays); shrinking moves
 // the keys away first, then drains and stops the surplus workers. Either way only the keys
 // that jump hash must move change owner. n may be 0: the socket stays bound and requests
 // get 503 until the cluster grows again.
@@ -49,17 +53,32 @@ func (m *Master) grow(ctx context.Context, cur, n int) error {
 		w.start()
 	}
 	m.mu.Unlock()
+	timeout := m.config().ReadyTimeout + 30*time.Second
+	t := time.NewTimer(timeout)
+	defer t.Stop()
 	for _, w := range added {
+		var why error
 		select {
 		case <-w.ready:
+			continue
+		case msg := <-w.failed:
+			select {
+			case <-w.ready:
+				continue // it failed once, then made it
+			default:
+			}
+			why = errors.New(msg)
+		case <-t.C:
+			why = fmt.Errorf("not ready within %s", timeout)
 		case <-ctx.Done():
-			m.logger.Error("new workers did not become ready; scaling back", "from", cur, "to", n, "err", ctx.Err())
-			m.mu.Lock()
-			m.workers = m.workers[:cur]
-			m.mu.Unlock()
-			stopAll(context.Background(), added)
-			return fmt.Errorf("scale to %d: worker %d not ready: %w", n, w.index, ctx.Err())
+			why = ctx.Err()
 		}
+		m.logger.Error("new workers did not become ready; scaling back", "from", cur, "to", n, "worker", w.index, "err", why)
+		m.mu.Lock()
+		m.workers = m.workers[:cur]
+		m.mu.Unlock()
+		stopAll(context.Background(), added)
+		return fmt.Errorf("scale to %d: worker %d: %w", n, w.index, why)
 	}
 	if err := m.announce(ctx, n); err != nil {
 		m.logger.Warn("membership not acknowledged by every router", "err", err)

@@ -16,10 +16,7 @@ import (
 func Bind(addr string) (*os.File, net.Addr, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		if errors.Is(err, syscall.EADDRINUSE) {
-			return nil, nil, fmt.Errorf("cannot listen on %s: the address is already in use; stop what holds it or pick another with --listen", addr)
-		}
-		return nil, nil, fmt.Errorf("cannot listen on %s: %w; check --listen", addr, err)
+		return nil, nil, listenError("--listen", addr, err)
 	}
 	defer ln.Close()
 	f, err := listenerFile(ln.(*net.TCPListener))
@@ -27,6 +24,23 @@ func Bind(addr string) (*os.File, net.Addr, error) {
 		return nil, nil, fmt.Errorf("listener file: %w", err)
 	}
 	return f, ln.Addr(), nil
+}
+
+// listenError says why binding addr, the value of flag, failed and what to do about it.
+func listenError(flag, addr string, err error) error {
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return fmt.Errorf("cannot listen on %s: the address is already in use; stop what holds it or pick another with %s", addr, flag)
+	case errors.Is(err, syscall.EACCES):
+		return fmt.Errorf("cannot listen on %s: permission denied: ports below 1024 need root or the CAP_NET_BIND_SERVICE capability (under systemd: AmbientCapabilities=CAP_NET_BIND_SERVICE); or pick a port from 1024 up with %s", addr, flag)
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return fmt.Errorf("cannot listen on %s: no interface of this machine has that address; check %s", addr, flag)
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Err != nil {
+		err = oe.Err // "listen tcp ADDR:" says again what the message says
+	}
+	return fmt.Errorf("cannot listen on %s: %w; check %s", addr, err, flag)
 }
 
 // listenerFile dups ln's descriptor into a file that stays non-blocking when its Fd is

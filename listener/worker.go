@@ -23,6 +23,7 @@ type worker struct {
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the supervisor has returned
 	ready  chan struct{} // closed when the first router has become ready
+	failed chan string   // why the worker's first app did not become ready (startFailed)
 
 	mu          sync.Mutex
 	pending     *descend.Conn // made by command, claimed by readyCheck
@@ -36,12 +37,13 @@ type worker struct {
 // newWorker makes (does not start) the worker for index; m.mu must be held.
 func (m *Master) newWorkerLocked(index int) *worker {
 	w := &worker{
-		m:     m,
-		index: index,
-		done:  make(chan struct{}),
-		ready: make(chan struct{}),
-		waits: map[uint64]chan descend.Message{},
-		state: descend.State{Index: index, State: descend.StateStarting},
+		m:      m,
+		index:  index,
+		done:   make(chan struct{}),
+		ready:  make(chan struct{}),
+		failed: make(chan string, 1),
+		waits:  map[uint64]chan descend.Message{},
+		state:  descend.State{Index: index, State: descend.StateStarting},
 	}
 	cfg := m.cfg
 	w.sup = &monitor.Supervisor{
@@ -181,8 +183,12 @@ func (w *worker) read(conn *descend.Conn, c *monitor.Child, ready chan struct{})
 			}
 		case *descend.State:
 			w.mu.Lock()
+			prev := w.state
 			w.state = *msg
 			w.mu.Unlock()
+			if msg.State == descend.StateStarting && prev.AppPID != 0 && msg.AppPID != prev.AppPID {
+				w.startFailed(prev.AppPID)
+			}
 			if msg.State == descend.StateReady {
 				once.Do(func() { close(ready) })
 				w.readyOnce.Do(func() { close(w.ready) })
@@ -199,6 +205,20 @@ func (w *worker) read(conn *descend.Conn, c *monitor.Child, ready chan struct{})
 		default:
 			w.m.logger.Warn("unexpected message from router", "worker", w.index, "type", msg.Type())
 		}
+	}
+}
+
+// startFailed notes that the router, not yet ready, starts another app: the one with pid
+// appPID did not become ready. Only the first such note is kept, for grow.
+func (w *worker) startFailed(appPID int) {
+	select {
+	case <-w.ready:
+		return
+	default:
+	}
+	select {
+	case w.failed <- fmt.Sprintf("its app (pid %d) did not become ready (olio's log says why)", appPID):
+	default:
 	}
 }
 

@@ -499,6 +499,100 @@ func TestConfigFileOnHUP(t *testing.T) {
 	opRequests(t, c, 60, 3, "goodconfig")
 }
 
+// A reload whose new app does not start must not leave half the new configuration
+// running: the worker count and the app come back, and every app restarted onto the new
+// command is restarted onto the old one.
+func TestReloadThatFailsGoesBack(t *testing.T) {
+	cfgPath := filepath.Join(t.TempDir(), "olio.json")
+	write := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(cfgPath, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(`{"workers": 2}`)
+	c := Start(t, "--config", cfgPath)
+	before := opAppPIDs(opStatus(t, c))
+
+	// oldApp checks that every worker is ready, runs the demo app as olio started it (not
+	// a new command) and answers for its keys.
+	oldApp := func(what string) *listener.Status {
+		t.Helper()
+		st := opWaitStatus(t, c, 30*time.Second, "2 ready members", func(st *listener.Status) bool {
+			return st.Members == 2 && st.Ready == 2 && len(st.Workers) == 2
+		})
+		for _, w := range st.Workers {
+			cmdline, _ := os.ReadFile("/proc/" + strconv.Itoa(w.AppPID) + "/cmdline")
+			env, _ := os.ReadFile("/proc/" + strconv.Itoa(w.AppPID) + "/environ")
+			if g, e := string(cmdline), olioBin+"\x00demo\x00"; g != e || bytes.Contains(env, []byte("OLIO_TEST_NEW_APP=1")) {
+				t.Errorf("%s: worker %d runs app %d %q (new app's marker in its environment: %v), want the old one, %q",
+					what, w.Index, w.AppPID, cmdline, bytes.Contains(env, []byte("OLIO_TEST_NEW_APP=1")), e)
+			}
+			if w.State != "ready" || w.CrashLooping {
+				t.Errorf("%s: worker %d is %s (crash-looping: %v)", what, w.Index, w.State, w.CrashLooping)
+			}
+		}
+		opRequests(t, c, 30, 2, what)
+		return st
+	}
+
+	// One worker fewer and an app that exits at once: the roll fails on worker 0.
+	write(`{"workers": 1, "app": ["/bin/false"]}`)
+	out, err := opCLI(t, "reload", "--control", c.Control)
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() == 0 {
+		t.Fatalf("olio reload to an app that exits at once: %v, want a non-zero exit\n%s", err, out)
+	}
+	if !strings.Contains(out, "previous configuration is back in place") || strings.Count(strings.TrimSpace(out), "\n") != 0 {
+		t.Errorf("olio reload printed %q, want one line saying the previous configuration is back", out)
+	}
+	c.WaitLog("reload failed; the previous configuration is back in place", 10*time.Second)
+	st := oldApp("after the failed reload")
+	if st.Workers[0].AppPID != before[0] {
+		t.Errorf("worker 0's app changed from %d to %d, though its new app never became ready", before[0], st.Workers[0].AppPID)
+	}
+	// A crash now restarts the old app, not /bin/false.
+	if err := syscall.Kill(st.Workers[0].AppPID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	opWaitStatus(t, c, 30*time.Second, "worker 0 on a new app", func(st *listener.Status) bool {
+		return st.Workers[0].AppPID != before[0] && st.Workers[0].State == "ready"
+	})
+	oldApp("after worker 0's app crashed")
+
+	// One worker more and an app that exits at once: the new worker never becomes ready;
+	// that is known at its app's first exit, not after a timeout.
+	write(`{"workers": 3, "app": ["/bin/false"]}`)
+	start := time.Now()
+	out, err = opCLI(t, "reload", "--control", c.Control, "--timeout", "30s")
+	if err == nil || !strings.Contains(out, "previous configuration is back in place") {
+		t.Fatalf("olio reload to 3 workers of an app that exits at once: %v, %q; want a failure saying the previous configuration is back", err, out)
+	}
+	if took := time.Since(start); took > 20*time.Second {
+		t.Errorf("the failed reload took %s", took)
+	}
+	oldApp("after the failed reload to 3 workers")
+
+	// An app that starts on worker 0 but not on worker 1: worker 0, already on the new
+	// app, goes back to the old one.
+	write(fmt.Sprintf(`{"workers": 2, "app": ["/bin/sh", "-c", "[ \"$OLIO_INDEX\" = 0 ] && exec env OLIO_TEST_NEW_APP=1 %s demo; exit 1"]}`, olioBin))
+	out, err = opCLI(t, "reload", "--control", c.Control)
+	if err == nil || !strings.Contains(out, "previous configuration is back in place") {
+		t.Fatalf("olio reload to an app that fails on worker 1: %v, %q; want a failure saying the previous configuration is back", err, out)
+	}
+	if len(c.lines("worker back on the previous app")) != 1 {
+		t.Errorf("want worker 0 restarted back onto the old app once; the log says:\n%s", strings.Join(c.lines("reload"), "\n"))
+	}
+	oldApp("after the second failed reload")
+
+	// The old configuration still reloads.
+	write(`{"workers": 2}`)
+	if out, err := opCLI(t, "reload", "--control", c.Control); err != nil {
+		t.Fatalf("olio reload back to the first config: %v\n%s", err, out)
+	}
+	oldApp("after a good reload")
+}
+
 func TestFanoutEveryWorker(t *testing.T) {
 	c := Start(t, "--workers", "3")
 	req, _ := http.NewRequest("POST", c.URL()+"/broadcast?x=1", strings.NewReader("hello"))
