@@ -63,8 +63,9 @@ type Master struct {
 	epoch    uint64
 	ready    bool // all members have been ready once
 	stopping bool
-	standby  *standby // answers 503 while there are no workers
-	ops      *ops     // operate.go: set by Run before any worker starts
+	retiring []*worker // the workers a graceful stop is draining: Kill's too
+	standby  *standby  // answers 503 while there are no workers
+	ops      *ops      // operate.go: set by Run before any worker starts
 
 	handedOver chan struct{} // a new master took over (hot upgrade)
 	upgraded   atomic.Bool   // set with handedOver
@@ -174,7 +175,7 @@ func (m *Master) shutdown() {
 	m.mu.Lock()
 	m.stopping = true
 	workers := append([]*worker(nil), m.workers...)
-	m.workers = nil
+	m.workers, m.retiring = nil, workers
 	sb := m.standby
 	m.standby = nil
 	m.mu.Unlock()
@@ -201,7 +202,7 @@ func (m *Master) shutdown() {
 // Kill stops every router at once with SIGKILL (their apps follow by parent-death signal).
 func (m *Master) Kill() {
 	m.mu.Lock()
-	workers := append([]*worker(nil), m.workers...)
+	workers := append(append([]*worker(nil), m.workers...), m.retiring...)
 	m.mu.Unlock()
 	for _, w := range workers {
 		if pid := w.sup.Status().Pid; pid > 0 {

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/olio-dev/olio/listener"
 )
 
 // The end-to-end tests of the lifecycle (issue 3): every signal and crash under a constant
@@ -676,4 +678,31 @@ func procAddr(a *net.TCPAddr) string {
 		return ""
 	}
 	return fmt.Sprintf("%02X%02X%02X%02X:%04X", ip[3], ip[2], ip[1], ip[0], a.Port)
+}
+
+// TestLifecycleSecondSignalKills: a second TERM during a graceful stop stops at once, even
+// with a request in flight that would hold the graceful stop for its whole duration.
+func TestLifecycleSecondSignalKills(t *testing.T) {
+	c := Start(t, "--workers", "1", "--shutdown-timeout", "60s")
+	go func() {
+		req := keyRequest(c, "GET", "", nil)
+		req.URL.RawQuery = "sleep=30000"
+		if resp, err := client.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	opWaitStatus(t, c, 10*time.Second, "a request in flight", func(st *listener.Status) bool {
+		return len(st.Workers) == 1 && st.Workers[0].InFlight > 0
+	})
+	c.Signal(syscall.SIGTERM)
+	c.WaitLog("stopping", 10*time.Second)
+	c.Signal(syscall.SIGTERM)
+	select {
+	case <-c.Exited():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("olio still running 10s after a second SIGTERM")
+	}
+	if c.CountLog("second stop signal") != 1 {
+		t.Errorf("no \"second stop signal\" line in the log")
+	}
 }

@@ -267,7 +267,11 @@ func serve(c *cli.Context) error {
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, listener.Signals...)
 	defer signal.Stop(sigs)
-	go m.HandleSignals(ctx, sigs, stop, func() error {
+	// Signals are handled until Run returns, not until the stop it starts: a second TERM
+	// during the graceful stop must still reach HandleSignals, which then kills at once.
+	handling, handled := context.WithCancel(context.Background())
+	defer handled()
+	go m.HandleSignals(handling, sigs, stop, func() error {
 		if logFile == nil {
 			return nil
 		}
