@@ -160,6 +160,7 @@ func (m *Master) Run(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 	case <-m.handedOver:
+		ops.closeMetrics() // the new master binds the address as soon as it is free
 	}
 	m.shutdown()
 	return nil

@@ -1,19 +1,23 @@
 package listener
 
 import (
+	"errors"
 	"os"
 	"sync"
+	"syscall"
+	"time"
 )
 
 // ops are the operator's ways in that live as long as Run: the control socket, the
 // metrics server and the pidfile.
 type ops struct {
 	control *controlServer
-	metrics *metricsServer
 
 	mu          sync.Mutex
+	metrics     *metricsServer
 	pidfile     *PIDFile
-	pidfilePath string // written by ready, for the new master of a hot upgrade
+	pidfilePath string        // written by ready, for the new master of a hot upgrade
+	closed      chan struct{} // closed by close: a metrics bind still waiting gives up
 }
 
 // startOps starts what the config asks for; stop is what a control `stop` calls. On error
@@ -23,7 +27,7 @@ type ops struct {
 // (see ready), so a failed upgrade leaves them pointing at the master that goes on serving.
 func (m *Master) startOps(stop func()) (*ops, error) {
 	cfg := m.config()
-	o := &ops{}
+	o := &ops{closed: make(chan struct{})}
 	fail := func(err error) (*ops, error) {
 		o.close()
 		return nil, err
@@ -37,9 +41,15 @@ func (m *Master) startOps(stop func()) (*ops, error) {
 		}
 	}
 	var err error
+	waitMetrics := false
 	if cfg.Metrics != "" {
 		if o.metrics, err = m.serveMetrics(cfg.Metrics); err != nil {
-			return fail(err)
+			if !m.upgrading() || !errors.Is(err, syscall.EADDRINUSE) {
+				return fail(err)
+			}
+			// The old master of a hot upgrade still serves metrics there: it lets go of
+			// the address once this master is ready (closeMetrics); bind it then.
+			waitMetrics = true
 		}
 	}
 	if cfg.Control != "" {
@@ -63,8 +73,57 @@ func (m *Master) startOps(stop func()) (*ops, error) {
 	if stale != 0 {
 		m.logger.Info("replaced a stale pidfile", "path", cfg.PIDFile, "old_pid", stale)
 	}
+	if waitMetrics {
+		go m.bindMetricsLater(o, cfg.Metrics)
+	}
 	m.ops = o
 	return o, nil
+}
+
+// bindMetricsLater binds the metrics address once the old master of a hot upgrade has let
+// go of it, retrying until then (or until the old master's shutdown should long be over).
+func (m *Master) bindMetricsLater(o *ops, addr string) {
+	deadline := time.Now().Add(m.config().ReadyTimeout + m.config().ShutdownTimeout + time.Minute)
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-o.closed:
+			return
+		case <-t.C:
+		}
+		s, err := m.serveMetrics(addr)
+		if err == nil {
+			o.mu.Lock()
+			select {
+			case <-o.closed:
+				o.mu.Unlock()
+				s.close()
+				return
+			default:
+			}
+			o.metrics = s
+			o.mu.Unlock()
+			m.logger.Info("serving metrics", "addr", s.addr)
+			return
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) || time.Now().After(deadline) {
+			m.logger.Error("metrics not served", "err", err)
+			return
+		}
+	}
+}
+
+// closeMetrics stops the metrics server early: an old master that has handed over to a
+// new one frees the address for it while its own routers drain.
+func (o *ops) closeMetrics() {
+	o.mu.Lock()
+	s := o.metrics
+	o.metrics = nil
+	o.mu.Unlock()
+	if s != nil {
+		s.close()
+	}
 }
 
 // upgrading reports whether this master was started by a hot upgrade and has not yet
@@ -97,9 +156,14 @@ func (o *ops) close() {
 	if o.control != nil {
 		o.control.close()
 	}
-	if o.metrics != nil {
-		o.metrics.close()
+	o.mu.Lock()
+	select {
+	case <-o.closed:
+	default:
+		close(o.closed)
 	}
+	o.mu.Unlock()
+	o.closeMetrics()
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.pidfile != nil {

@@ -30,11 +30,11 @@ func Bind(addr string) (*os.File, net.Addr, error) {
 func listenError(flag, addr string, err error) error {
 	switch {
 	case errors.Is(err, syscall.EADDRINUSE):
-		return fmt.Errorf("cannot listen on %s: the address is already in use; stop what holds it or pick another with %s", addr, flag)
+		return &causeError{fmt.Sprintf("cannot listen on %s: the address is already in use; stop what holds it or pick another with %s", addr, flag), err}
 	case errors.Is(err, syscall.EACCES):
-		return fmt.Errorf("cannot listen on %s: permission denied: ports below 1024 need root or the CAP_NET_BIND_SERVICE capability (under systemd: AmbientCapabilities=CAP_NET_BIND_SERVICE); or pick a port from 1024 up with %s", addr, flag)
+		return &causeError{fmt.Sprintf("cannot listen on %s: permission denied: ports below 1024 need root or the CAP_NET_BIND_SERVICE capability (under systemd: AmbientCapabilities=CAP_NET_BIND_SERVICE); or pick a port from 1024 up with %s", addr, flag), err}
 	case errors.Is(err, syscall.EADDRNOTAVAIL):
-		return fmt.Errorf("cannot listen on %s: no interface of this machine has that address; check %s", addr, flag)
+		return &causeError{fmt.Sprintf("cannot listen on %s: no interface of this machine has that address; check %s", addr, flag), err}
 	}
 	var oe *net.OpError
 	if errors.As(err, &oe) && oe.Err != nil {
@@ -42,6 +42,15 @@ func listenError(flag, addr string, err error) error {
 	}
 	return fmt.Errorf("cannot listen on %s: %w; check %s", addr, err, flag)
 }
+
+// causeError is a message written for people that still answers errors.Is for its cause.
+type causeError struct {
+	msg   string
+	cause error
+}
+
+func (e *causeError) Error() string { return e.msg }
+func (e *causeError) Unwrap() error { return e.cause }
 
 // listenerFile dups ln's descriptor into a file that stays non-blocking when its Fd is
 // taken. (*net.TCPListener).File would return one whose Fd — called by os/exec for every

@@ -455,7 +455,8 @@ func TestLifecycleGracefulStop(t *testing.T) {
 // app pid is new, no request failed, and the same port keeps answering.
 func TestLifecycleUSR2(t *testing.T) {
 	const workers = 2
-	c := Start(t, "--workers", strconv.Itoa(workers))
+	metrics := freeAddr(t) // the new master takes the address over from the old one
+	c := Start(t, "--workers", strconv.Itoa(workers), "--metrics", metrics)
 	before := appPIDs(t, c, workers)
 	l := StartLoad(t, c, LoadOptions{Clients: 4, Prefix: "usr2-"})
 	l.ExpectOwners(workers)
@@ -512,6 +513,19 @@ func TestLifecycleUSR2(t *testing.T) {
 	st.NoFailures(t, nil)
 	if a, err := c.GetKey("after-upgrade"); err != nil || a.Index != Owner("after-upgrade", workers) {
 		t.Errorf("after the upgrade, %s: %+v, %v", c.Addr, a, err)
+	}
+	var scrape string
+	if !Eventually(20*time.Second, func() bool {
+		resp, err := client.Get("http://" + metrics + "/metrics")
+		if err != nil {
+			return false
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		scrape = string(b)
+		return resp.StatusCode == 200 && strings.Contains(scrape, "olio_workers")
+	}) {
+		t.Errorf("no metrics at %s after the upgrade: %.300s", metrics, scrape)
 	}
 	if masters := mastersOf(c); len(masters) != 1 {
 		t.Errorf("%d masters after the upgrade: %v", len(masters), masters)
