@@ -681,3 +681,28 @@ func TestOperateCPUAffinity(t *testing.T) {
 		t.Errorf("the master is pinned too (%s); only workers are", g)
 	}
 }
+
+// TestReloadSaysWhatItDoesNotApply: a reload whose config file changes a setting that only a
+// restart applies (here the metrics address; the harness gives --listen as a flag, which
+// wins over the file) says so, and olio goes on as it was.
+func TestReloadSaysWhatItDoesNotApply(t *testing.T) {
+	cfgPath := filepath.Join(t.TempDir(), "olio.json")
+	if err := os.WriteFile(cfgPath, []byte(`{"workers": 1}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := Start(t, "--config", cfgPath)
+	metrics := freeAddr(t)
+	if err := os.WriteFile(cfgPath, []byte(`{"workers": 1, "metrics": "`+metrics+`"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := opCLI(t, "reload", "--control", c.Control)
+	if err != nil {
+		t.Fatalf("olio reload: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "not applied") || !strings.Contains(out, "metrics") {
+		t.Errorf("olio reload says nothing of the metrics address it did not apply:\n%s", out)
+	}
+	if _, err := c.GetKey("still-here"); err != nil {
+		t.Errorf("after the reload, %s: %v", c.Addr, err)
+	}
+}

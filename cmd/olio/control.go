@@ -101,10 +101,14 @@ func reloadCommand() *cli.Command {
 				return err
 			}
 			defer cancel()
-			if err := client(c).Reload(ctx); err != nil {
+			rep, err := client(c).ReloadReport(ctx)
+			if err != nil {
 				return noAnswer(c, err, true)
 			}
 			fmt.Fprintln(c.App.Writer, "olio: reloaded: every app replaced")
+			for _, line := range rep.NotApplied {
+				fmt.Fprintln(c.App.Writer, "olio: not applied: "+line)
+			}
 			return nil
 		},
 	}
