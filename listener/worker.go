@@ -50,7 +50,7 @@ func (m *Master) newWorkerLocked(index int) *worker {
 		Name:         fmt.Sprintf("router %d", index),
 		Command:      w.command,
 		Ready:        w.readyCheck,
-		ReadyTimeout: cfg.ReadyTimeout + 10*time.Second,
+		ReadyTimeout: 30 * time.Second, // to say hello: the router's app has its own
 		StopTimeout:  cfg.ShutdownTimeout + 5*time.Second,
 		OnExit: func(c *monitor.Child, err error) {
 			m.logger.Warn("router exited; restarting it", "worker", index, "router_pid", c.Pid(), "err", err)
@@ -127,7 +127,7 @@ func routerEnv(base []string) []string {
 }
 
 // readyCheck owns the new router's descend connection from here on and waits until the
-// router reports its app ready.
+// router has said hello and taken its config (its app's readiness is the router's to watch).
 func (w *worker) readyCheck(ctx context.Context, c *monitor.Child) error {
 	w.mu.Lock()
 	conn, f := w.pending, w.pendingFile
@@ -181,6 +181,11 @@ func (w *worker) read(conn *descend.Conn, c *monitor.Child, ready chan struct{})
 				w.m.logger.Error("configure router", "worker", w.index, "err", err)
 				return
 			}
+			// The router is up once configured: from here it supervises its app, with
+			// its own backoff. Waiting for the app here too would restart a healthy
+			// router whenever its app cannot get ready, resetting the app's backoff
+			// and hiding its crash loop.
+			once.Do(func() { close(ready) })
 		case *descend.State:
 			w.mu.Lock()
 			prev := w.state
@@ -190,7 +195,6 @@ func (w *worker) read(conn *descend.Conn, c *monitor.Child, ready chan struct{})
 				w.startFailed(prev.AppPID)
 			}
 			if msg.State == descend.StateReady {
-				once.Do(func() { close(ready) })
 				w.readyOnce.Do(func() { close(w.ready) })
 				w.m.workerReady()
 			}

@@ -486,6 +486,29 @@ func TestHostileNotifyNoLeak(t *testing.T) {
 	}
 }
 
+// TestHostileAppNeverReadyKeepsRouter: an app that never gets ready is the router's to
+// retry, with a growing backoff; the master leaves the router alone (it used to restart it
+// after the ready timeout plus 10s, which reset the app's backoff and hid its crash loop).
+func TestHostileAppNeverReadyKeepsRouter(t *testing.T) {
+	c := StartNoWait(t, "--workers", "1", "--ready-timeout", "300ms", "--", "/bin/sh", "-c", "exec sleep 1000")
+	const failed = `msg="not ready, stopping"`
+	if !Eventually(20*time.Second, func() bool { return c.CountLog(failed) >= 1 }) {
+		t.Fatalf("the app was not even tried in 20s")
+	}
+	first := opStatus(t, c).Workers[0].RouterPID
+	// 8 failed starts take about 15s with the backoff: past the old 10.3s.
+	if !Eventually(40*time.Second, func() bool { return c.CountLog(failed) >= 8 }) {
+		t.Fatalf("fewer than 8 failed starts in 40s")
+	}
+	st := opStatus(t, c).Workers[0]
+	if st.RouterPID != first || c.CountLog("router exited") > 0 {
+		t.Errorf("router pid %d at the first failed start, %d after 8; the master restarted it", first, st.RouterPID)
+	}
+	if !st.CrashLooping {
+		t.Errorf("status after 8 failed starts: %+v, want crash_looping", st)
+	}
+}
+
 // TestHostileExpectContinueOnce: a client that sends "Expect: 100-continue" gets one
 // 100 Continue, whether its key's owner is the router that accepted it or another.
 func TestHostileExpectContinueOnce(t *testing.T) {

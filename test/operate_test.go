@@ -428,7 +428,7 @@ func TestLogFileReopenedOnUSR1(t *testing.T) {
 	if !Eventually(30*time.Second, func() bool { return strings.Contains(read(logPath), "all workers ready") }) {
 		t.Fatalf("the log file never said the workers were ready:\n%s\nstderr:\n%s", read(logPath), c.Out)
 	}
-	if !strings.Contains(read(logPath), `worker=1`) || !strings.Contains(read(logPath), "stream=stderr") {
+	if !strings.Contains(read(logPath), `worker=1`) || !strings.Contains(read(logPath), "stream=std") {
 		t.Errorf("app output is not in the log file with its worker index:\n%s", read(logPath))
 	}
 	rotated := logPath + ".1"
