@@ -138,6 +138,18 @@ func configFrom(c *cli.Context) (listener.Config, error) {
 		app, err := file.app()
 		keep(err)
 		cfg.App = app
+		if len(app) > 0 {
+			cfg.Sources = map[string]string{"app": "config file " + file.path}
+		}
+	}
+	// Validation names the flag; say so when the value came from the file instead.
+	for _, f := range c.Command.Flags {
+		if name := f.Names()[0]; fromFile(name) {
+			if cfg.Sources == nil {
+				cfg.Sources = map[string]string{}
+			}
+			cfg.Sources[name] = "config file " + file.path
+		}
 	}
 	if cfg.Secret != "" && cfg.SecretFile != "" {
 		secret, secretFile := "--secret", "--secret-file"
