@@ -56,16 +56,20 @@ type Master struct {
 	start  time.Time
 	outMu  sync.Mutex // whole router log lines into opts.LogOutput
 
-	mu       sync.Mutex
-	cfg      Config
-	workers  []*worker // index → worker, members first; may hold one being added
-	members  int       // how many own keys
-	epoch    uint64
-	ready    bool // all members have been ready once
-	stopping bool
-	retiring []*worker // the workers a graceful stop is draining: Kill's too
-	standby  *standby  // answers 503 while there are no workers
-	ops      *ops      // operate.go: set by Run before any worker starts
+	mu      sync.Mutex
+	cfg     Config
+	workers []*worker // index → worker, members first; may hold one being added
+	members int       // how many own keys
+	// configured is the worker count the configuration (flags and file) last asked for:
+	// a reload changes the running count only when the configuration changes that
+	// number, so that it does not undo an olio scale, TTIN or TTOU.
+	configured int
+	epoch      uint64
+	ready      bool // all members have been ready once
+	stopping   bool
+	retiring   []*worker // the workers a graceful stop is draining: Kill's too
+	standby    *standby  // answers 503 while there are no workers
+	ops        *ops      // operate.go: set by Run before any worker starts
 
 	handedOver chan struct{} // a new master took over (hot upgrade)
 	upgraded   atomic.Bool   // set with handedOver
@@ -148,7 +152,7 @@ func (m *Master) Run(ctx context.Context) error {
 	m.logger.Info("olio starting", "listen", m.addr.String(), "workers", cfg.Workers, "key", cfg.Key,
 		"pid", os.Getpid(), "run_dir", m.runDir)
 	m.mu.Lock()
-	m.members = cfg.Workers
+	m.members, m.configured = cfg.Workers, cfg.Workers
 	m.epoch = 1
 	for i := 0; i < cfg.Workers; i++ {
 		w := m.newWorkerLocked(i)

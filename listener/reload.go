@@ -44,6 +44,7 @@ func (m *Master) reload(ctx context.Context) (notApplied []string, err error) {
 	m.mu.Lock()
 	old := m.cfg
 	old.Workers = m.members // what runs, after any scale since the last reload
+	configured := m.configured
 	m.mu.Unlock()
 	changed := false
 	if m.opts.Reload != nil {
@@ -56,6 +57,17 @@ func (m *Master) reload(ctx context.Context) (notApplied []string, err error) {
 			return nil, fmt.Errorf("reload: %w", err)
 		}
 		notApplied = m.notApplied(old, cfg)
+		asked := cfg.Workers
+		if asked == configured {
+			cfg.Workers = old.Workers // the configuration leaves the count alone: keep what runs
+		}
+		defer func() {
+			if err == nil {
+				m.mu.Lock()
+				m.configured = asked
+				m.mu.Unlock()
+			}
+		}()
 		cfg = keepRunning(old, cfg)
 		changed = !sameConfig(old, cfg)
 		if changed {

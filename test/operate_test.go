@@ -706,3 +706,33 @@ func TestReloadSaysWhatItDoesNotApply(t *testing.T) {
 		t.Errorf("after the reload, %s: %v", c.Addr, err)
 	}
 }
+
+// TestReloadKeepsScaledCount: a reload keeps the worker count set by olio scale (or TTIN,
+// TTOU) unless the configuration changes the count itself.
+func TestReloadKeepsScaledCount(t *testing.T) {
+	cfgPath := filepath.Join(t.TempDir(), "olio.json")
+	if err := os.WriteFile(cfgPath, []byte(`{"workers": 2}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := Start(t, "--config", cfgPath)
+	if out, err := opCLI(t, "scale", "--control", c.Control, "3"); err != nil {
+		t.Fatalf("olio scale 3: %v\n%s", err, out)
+	}
+	if out, err := opCLI(t, "reload", "--control", c.Control); err != nil {
+		t.Fatalf("olio reload: %v\n%s", err, out)
+	}
+	if n := len(opStatus(t, c).Workers); n != 3 {
+		t.Errorf("%d workers after scale 3 and a reload that does not change the count, want 3", n)
+	}
+	opRequests(t, c, 20, 3, "kept")
+	// A configuration that changes the count wins.
+	if err := os.WriteFile(cfgPath, []byte(`{"workers": 1}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := opCLI(t, "reload", "--control", c.Control); err != nil {
+		t.Fatalf("olio reload: %v\n%s", err, out)
+	}
+	if n := len(opStatus(t, c).Workers); n != 1 {
+		t.Errorf("%d workers after a reload to {\"workers\": 1}, want 1", n)
+	}
+}
