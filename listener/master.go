@@ -73,6 +73,21 @@ type Master struct {
 
 	handedOver chan struct{} // a new master took over (hot upgrade)
 	upgraded   atomic.Bool   // set with handedOver
+
+	// life ends when a stop begins: operations in progress (opContext) give way to it.
+	life    context.Context
+	endLife context.CancelFunc
+}
+
+// opContext is ctx, also cancelled when a stop begins: a reload, scale or upgrade in
+// progress gives way to a stop instead of holding it up for as long as it takes.
+func (m *Master) opContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	if m.life == nil {
+		return ctx, cancel
+	}
+	stop := context.AfterFunc(m.life, cancel)
+	return ctx, func() { stop(); cancel() }
 }
 
 // New validates cfg, binds the public socket (or adopts opts.Listener), makes the secret
@@ -91,6 +106,7 @@ func New(cfg Config, opts Options) (*Master, error) {
 		opts.LogFormat = "text"
 	}
 	m := &Master{opts: opts, logger: opts.Logger, cfg: cfg, start: time.Now(), handedOver: make(chan struct{}, 1)}
+	m.life, m.endLife = context.WithCancel(context.Background())
 	m.exe = opts.Exe
 	if m.exe == "" {
 		exe, err := os.Executable()
@@ -172,6 +188,9 @@ func (m *Master) Run(ctx context.Context) error {
 
 // shutdown drains every router, then stops them all.
 func (m *Master) shutdown() {
+	if m.endLife != nil {
+		m.endLife() // a reload, scale or upgrade in progress stops where it is
+	}
 	m.op.Lock()
 	defer m.op.Unlock()
 	if !m.upgraded.Load() {

@@ -33,6 +33,8 @@ func (m *Master) Reload(ctx context.Context) error {
 func (m *Master) reload(ctx context.Context) (notApplied []string, err error) {
 	m.op.Lock()
 	defer m.op.Unlock()
+	ctx, cancel := m.opContext(ctx)
+	defer cancel()
 	m.mu.Lock()
 	stopping := m.stopping
 	m.mu.Unlock()
@@ -116,6 +118,10 @@ func (m *Master) setConfig(cfg Config) {
 // already running the new configuration's app — are restarted onto the old one if the
 // reload changed how apps start. m.op must be held.
 func (m *Master) rollBack(ctx context.Context, old Config, restarted []*worker, cause error) error {
+	if m.life != nil && m.life.Err() != nil {
+		m.logger.Warn("reload interrupted: olio is stopping", "err", cause)
+		return fmt.Errorf("%w: the reload was interrupted: %w", ErrStopped, cause)
+	}
 	m.logger.Error("reload failed; going back to the previous configuration",
 		"err", cause, "workers", old.Workers, "app", old.App)
 	tried := m.config()

@@ -21,6 +21,8 @@ func (m *Master) Scale(ctx context.Context, n int) error {
 	}
 	m.op.Lock()
 	defer m.op.Unlock()
+	ctx, cancel := m.opContext(ctx)
+	defer cancel()
 	return m.scaleLocked(ctx, n)
 }
 

@@ -56,6 +56,8 @@ func (m *Master) HandleSignals(ctx context.Context, sigs <-chan os.Signal, stop 
 func (m *Master) Resize(ctx context.Context, delta int) error {
 	m.op.Lock()
 	defer m.op.Unlock()
+	ctx, cancel := m.opContext(ctx)
+	defer cancel()
 	m.mu.Lock()
 	n := max(m.members+delta, 0)
 	m.mu.Unlock()

@@ -61,6 +61,8 @@ const upgradeReady = "ready\n"
 func (m *Master) Upgrade(ctx context.Context) error {
 	m.op.Lock()
 	defer m.op.Unlock()
+	ctx, cancel := m.opContext(ctx)
+	defer cancel()
 	m.mu.Lock()
 	stopping := m.stopping
 	m.mu.Unlock()

@@ -720,3 +720,28 @@ func TestLifecycleSecondSignalKills(t *testing.T) {
 		t.Errorf("no \"second stop signal\" line in the log")
 	}
 }
+
+// TestLifecycleStopDuringUpgrade: a stop that comes while a hot upgrade waits for its new
+// master abandons the upgrade: the new master is stopped too, and nothing keeps serving.
+func TestLifecycleStopDuringUpgrade(t *testing.T) {
+	script := `sleep 2; exec "$0" demo` // every app takes 2s to get ready: the upgrade waits
+	c := Start(t, "--workers", "1", "--shutdown-timeout", "2s", "--", "/bin/sh", "-c", script, olioBin)
+	oldMaster := c.Pid()
+	t.Cleanup(func() { stopOtherMasters(t, c, oldMaster) })
+	c.Signal(syscall.SIGUSR2)
+	if !Eventually(10*time.Second, func() bool { return len(mastersOf(c)) == 2 }) {
+		t.Fatalf("no new master within 10s of USR2")
+	}
+	c.Signal(syscall.SIGTERM)
+	select {
+	case <-c.Exited():
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the old master still runs 20s after SIGTERM")
+	}
+	if !Eventually(10*time.Second, func() bool { return len(mastersOf(c)) == 0 }) {
+		t.Errorf("masters %v still running after a stop during the upgrade", mastersOf(c))
+	}
+	if _, err := c.GetKey("after-stop"); err == nil {
+		t.Errorf("olio still answers after a stop during the upgrade")
+	}
+}

@@ -736,3 +736,32 @@ func TestReloadKeepsScaledCount(t *testing.T) {
 		t.Errorf("%d workers after a reload to {\"workers\": 1}, want 1", n)
 	}
 }
+
+// TestStopDuringReload: a stop does not wait for a reload in progress (here one whose new
+// app never gets ready, so the roll would last the whole --ready-timeout): the reload gives
+// way and the stop takes about --shutdown-timeout.
+func TestStopDuringReload(t *testing.T) {
+	cfgPath := filepath.Join(t.TempDir(), "olio.json")
+	if err := os.WriteFile(cfgPath, []byte(`{"workers": 2}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := Start(t, "--config", cfgPath, "--ready-timeout", "60s", "--shutdown-timeout", "2s")
+	if err := os.WriteFile(cfgPath, []byte(`{"workers": 2, "app": ["/bin/sh", "-c", "exec sleep 1000"]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reloaded := make(chan string, 1)
+	go func() {
+		out, err := opCLI(t, "reload", "--control", c.Control)
+		reloaded <- fmt.Sprintf("%v: %s", err, out)
+	}()
+	c.WaitLog("rolling restart", 20*time.Second)
+	c.Signal(syscall.SIGTERM)
+	select {
+	case <-c.Exited():
+	case <-time.After(20 * time.Second):
+		t.Fatalf("olio still running 20s after SIGTERM during a reload (--shutdown-timeout 2s)")
+	}
+	if out := <-reloaded; !strings.Contains(out, "stopping") {
+		t.Errorf("olio reload, interrupted by the stop, said: %s", out)
+	}
+}
