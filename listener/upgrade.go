@@ -124,7 +124,13 @@ func (m *Master) Upgrade(ctx context.Context) error {
 	select {
 	case err := <-ready:
 		if err != nil {
-			return fail(fmt.Errorf("new master exited before it was ready (%v)", child.Err()))
+			// The pipe closes as the new master exits: give its exit status a moment to
+			// come in, so the message can say how it ended.
+			select {
+			case <-child.Done():
+			case <-time.After(time.Second):
+			}
+			return fail(fmt.Errorf("new master exited before it was ready: %v", child.Err()))
 		}
 	case <-child.Done():
 		return fail(fmt.Errorf("new master exited before it was ready: %v", child.Err()))
