@@ -74,20 +74,30 @@ type Master struct {
 	handedOver chan struct{} // a new master took over (hot upgrade)
 	upgraded   atomic.Bool   // set with handedOver
 
-	// life ends when a stop begins: operations in progress (opContext) give way to it.
+	// life ends when a stop begins: operations in progress (beginOp) give way to it.
 	life    context.Context
 	endLife context.CancelFunc
 }
 
-// opContext is ctx, also cancelled when a stop begins: a reload, scale or upgrade in
-// progress gives way to a stop instead of holding it up for as long as it takes.
-func (m *Master) opContext(ctx context.Context) (context.Context, context.CancelFunc) {
+// beginOp starts a reload, scale or upgrade: it takes the operation lock and returns ctx,
+// also cancelled when a stop begins, so that the operation gives way to a stop instead of
+// holding it up for as long as it takes. end releases both. ErrStopped once olio is
+// stopping (end must still be called).
+func (m *Master) beginOp(ctx context.Context) (_ context.Context, end func(), err error) {
+	m.op.Lock()
 	ctx, cancel := context.WithCancel(ctx)
-	if m.life == nil {
-		return ctx, cancel
+	unhook := func() bool { return false }
+	if m.life != nil {
+		unhook = context.AfterFunc(m.life, cancel)
 	}
-	stop := context.AfterFunc(m.life, cancel)
-	return ctx, func() { stop(); cancel() }
+	end = func() { unhook(); cancel(); m.op.Unlock() }
+	m.mu.Lock()
+	stopping := m.stopping
+	m.mu.Unlock()
+	if stopping {
+		return ctx, end, ErrStopped
+	}
+	return ctx, end, nil
 }
 
 // New validates cfg, binds the public socket (or adopts opts.Listener), makes the secret

@@ -31,15 +31,10 @@ func (m *Master) Reload(ctx context.Context) error {
 // reload is Reload; it also returns what the new configuration changes that a reload does
 // not apply (see notApplied), whether or not the reload succeeds.
 func (m *Master) reload(ctx context.Context) (notApplied []string, err error) {
-	m.op.Lock()
-	defer m.op.Unlock()
-	ctx, cancel := m.opContext(ctx)
-	defer cancel()
-	m.mu.Lock()
-	stopping := m.stopping
-	m.mu.Unlock()
-	if stopping {
-		return nil, ErrStopped
+	ctx, end, err := m.beginOp(ctx)
+	defer end()
+	if err != nil {
+		return nil, err
 	}
 	m.notify("RELOADING=1")
 	defer m.notify("READY=1")

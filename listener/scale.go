@@ -19,10 +19,11 @@ func (m *Master) Scale(ctx context.Context, n int) error {
 	if n < 0 || n > MaxWorkers {
 		return fmt.Errorf("%w: cannot scale to %d workers: use 0 to %d", ErrConfig, n, MaxWorkers)
 	}
-	m.op.Lock()
-	defer m.op.Unlock()
-	ctx, cancel := m.opContext(ctx)
-	defer cancel()
+	ctx, end, err := m.beginOp(ctx)
+	defer end()
+	if err != nil {
+		return err
+	}
 	return m.scaleLocked(ctx, n)
 }
 

@@ -54,10 +54,11 @@ func (m *Master) HandleSignals(ctx context.Context, sigs <-chan os.Signal, stop 
 
 // Resize adds delta workers to the current count (never below zero).
 func (m *Master) Resize(ctx context.Context, delta int) error {
-	m.op.Lock()
-	defer m.op.Unlock()
-	ctx, cancel := m.opContext(ctx)
-	defer cancel()
+	ctx, end, err := m.beginOp(ctx)
+	defer end()
+	if err != nil {
+		return err
+	}
 	m.mu.Lock()
 	n := max(m.members+delta, 0)
 	m.mu.Unlock()

@@ -59,15 +59,10 @@ const upgradeReady = "ready\n"
 // and hands it the service. It returns nil once the new master is ready; this master then
 // drains and Run returns.
 func (m *Master) Upgrade(ctx context.Context) error {
-	m.op.Lock()
-	defer m.op.Unlock()
-	ctx, cancel := m.opContext(ctx)
-	defer cancel()
-	m.mu.Lock()
-	stopping := m.stopping
-	m.mu.Unlock()
-	if stopping {
-		return ErrStopped
+	ctx, end, err := m.beginOp(ctx)
+	defer end()
+	if err != nil {
+		return err
 	}
 	if len(m.opts.Args) == 0 {
 		return fmt.Errorf("%w: no command line to re-execute", ErrUpgrade)

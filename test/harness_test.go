@@ -174,6 +174,17 @@ func (c *Cluster) Stop(timeout time.Duration) error {
 // Exited is closed when the master has exited.
 func (c *Cluster) Exited() <-chan struct{} { return c.exited }
 
+// WaitExit waits up to d for the master to exit and fails the test, saying what was
+// expected (why), if it does not.
+func (c *Cluster) WaitExit(d time.Duration, why string) {
+	c.t.Helper()
+	select {
+	case <-c.exited:
+	case <-time.After(d):
+		c.t.Fatalf("olio still running %s after %s", d, why)
+	}
+}
+
 func (c *Cluster) cleanup() {
 	select {
 	case <-c.exited:

@@ -337,11 +337,7 @@ func TestLifecycleKillMaster(t *testing.T) {
 	}
 	killed := time.Now()
 	syscall.Kill(c.Pid(), syscall.SIGKILL)
-	select {
-	case <-c.Exited():
-	case <-time.After(10 * time.Second):
-		t.Fatalf("the master did not die of SIGKILL")
-	}
+	c.WaitExit(10*time.Second, "SIGKILL")
 	if !Eventually(5*time.Second, func() bool { return len(alive(pids)) == 0 }) {
 		t.Fatalf("still running 5s after kill -9 of the master: %v", alive(pids))
 	}
@@ -711,11 +707,7 @@ func TestLifecycleSecondSignalKills(t *testing.T) {
 	c.Signal(syscall.SIGTERM)
 	c.WaitLog("stopping", 10*time.Second)
 	c.Signal(syscall.SIGTERM)
-	select {
-	case <-c.Exited():
-	case <-time.After(10 * time.Second):
-		t.Fatalf("olio still running 10s after a second SIGTERM")
-	}
+	c.WaitExit(10*time.Second, "a second SIGTERM")
 	if c.CountLog("second stop signal") != 1 {
 		t.Errorf("no \"second stop signal\" line in the log")
 	}
@@ -733,11 +725,7 @@ func TestLifecycleStopDuringUpgrade(t *testing.T) {
 		t.Fatalf("no new master within 10s of USR2")
 	}
 	c.Signal(syscall.SIGTERM)
-	select {
-	case <-c.Exited():
-	case <-time.After(20 * time.Second):
-		t.Fatalf("the old master still runs 20s after SIGTERM")
-	}
+	c.WaitExit(20*time.Second, "SIGTERM during the upgrade")
 	if !Eventually(10*time.Second, func() bool { return len(mastersOf(c)) == 0 }) {
 		t.Errorf("masters %v still running after a stop during the upgrade", mastersOf(c))
 	}

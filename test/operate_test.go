@@ -225,11 +225,7 @@ func TestOperateStopCommandAndPidfile(t *testing.T) {
 	if err != nil {
 		t.Fatalf("olio stop: %v\n%s", err, out)
 	}
-	select {
-	case <-c.Exited():
-	case <-time.After(30 * time.Second):
-		t.Fatal("olio stop returned but the master is still running")
-	}
+	c.WaitExit(30*time.Second, "olio stop returned")
 	if c.exitErr != nil {
 		t.Errorf("master exited with %v after olio stop, want 0", c.exitErr)
 	}
@@ -756,11 +752,7 @@ func TestStopDuringReload(t *testing.T) {
 	}()
 	c.WaitLog("rolling restart", 20*time.Second)
 	c.Signal(syscall.SIGTERM)
-	select {
-	case <-c.Exited():
-	case <-time.After(20 * time.Second):
-		t.Fatalf("olio still running 20s after SIGTERM during a reload (--shutdown-timeout 2s)")
-	}
+	c.WaitExit(20*time.Second, "SIGTERM during a reload (--shutdown-timeout 2s)")
 	if out := <-reloaded; !strings.Contains(out, "stopping") {
 		t.Errorf("olio reload, interrupted by the stop, said: %s", out)
 	}
