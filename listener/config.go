@@ -1,11 +1,9 @@
 package listener
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"runtime"
 	"time"
@@ -148,32 +146,4 @@ func unwrapExec(err error) error {
 		return e.Err
 	}
 	return err
-}
-
-// ReadFile reads a JSON config file whose keys are the long flag names ("workers",
-// "forward-timeout", …) and whose values are what the flag would take.
-func ReadFile(path string) (map[string]string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("%w: config file: %w", ErrConfig, err)
-	}
-	var raw map[string]any
-	if err := json.Unmarshal(b, &raw); err != nil {
-		return nil, fmt.Errorf("%w: config file %s is not a JSON object: %w", ErrConfig, path, err)
-	}
-	out := make(map[string]string, len(raw))
-	for k, v := range raw {
-		switch v := v.(type) {
-		case string:
-			out[k] = v
-		case float64, bool:
-			out[k] = fmt.Sprint(v)
-		case []any:
-			b, _ := json.Marshal(v)
-			out[k] = string(b)
-		default:
-			return nil, fmt.Errorf("%w: config file %s: %q must be a string, number, boolean or list", ErrConfig, path, k)
-		}
-	}
-	return out, nil
 }

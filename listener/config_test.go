@@ -71,29 +71,6 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-func TestReadFile(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "olio.json")
-	os.WriteFile(path, []byte(`{"workers": 3, "key": "query:u", "cpu-affinity": true, "app": ["./app", "-v"]}`), 0o600)
-	got, err := ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]string{"workers": "3", "key": "query:u", "cpu-affinity": "true", "app": `["./app","-v"]`}
-	for k, v := range want {
-		if got[k] != v {
-			t.Errorf("%s = %q, want %q", k, got[k], v)
-		}
-	}
-	os.WriteFile(path, []byte(`{"workers": `), 0o600)
-	if _, err := ReadFile(path); !errors.Is(err, ErrConfig) {
-		t.Errorf("truncated file: %v, want ErrConfig", err)
-	}
-	os.WriteFile(path, []byte(`{"workers": {"n": 1}}`), 0o600)
-	if _, err := ReadFile(path); err == nil || !strings.Contains(err.Error(), `"workers"`) {
-		t.Errorf("object value: %v", err)
-	}
-}
-
 func TestSecret(t *testing.T) {
 	c := DefaultConfig()
 	a, _ := loadSecret(&c)

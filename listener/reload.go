@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/olio-dev/olio/descend"
@@ -184,6 +185,13 @@ func (m *Master) notApplied(old, cfg Config) []string {
 	note("control", old.Control, cfg.Control, upgrade)
 	note("metrics", old.Metrics, cfg.Metrics, upgrade)
 	note("pidfile", old.PIDFile, cfg.PIDFile, upgrade)
+	// Read by each router when it starts serving the public side: they reach a router when
+	// it is restarted (kill, crash, or all at once with a hot upgrade).
+	const later = "a restart or a hot upgrade (USR2) to reach the running routers"
+	note("header-timeout", old.HeaderTimeout.String(), cfg.HeaderTimeout.String(), later)
+	note("idle-timeout", old.IdleTimeout.String(), cfg.IdleTimeout.String(), later)
+	note("max-header-bytes", strconv.Itoa(old.MaxHeaderBytes), strconv.Itoa(cfg.MaxHeaderBytes), later)
+	note("max-conns", strconv.Itoa(old.MaxConns), strconv.Itoa(cfg.MaxConns), later)
 	return out
 }
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -118,17 +119,21 @@ func (m *Master) Upgrade(ctx context.Context) error {
 	}
 	select {
 	case err := <-ready:
-		if err != nil {
+		if errors.Is(err, io.EOF) {
 			// The pipe closes as the new master exits: give its exit status a moment to
 			// come in, so the message can say how it ended.
 			select {
 			case <-child.Done():
+				return fail(fmt.Errorf("new master exited before it was ready: %s", exitDesc(child.Err())))
 			case <-time.After(time.Second):
+				return fail(errors.New("new master closed its ready pipe before it was ready"))
 			}
-			return fail(fmt.Errorf("new master exited before it was ready: %v", child.Err()))
+		}
+		if err != nil {
+			return fail(fmt.Errorf("new master's ready pipe: %w", err))
 		}
 	case <-child.Done():
-		return fail(fmt.Errorf("new master exited before it was ready: %v", child.Err()))
+		return fail(fmt.Errorf("new master exited before it was ready: %s", exitDesc(child.Err())))
 	case <-t.C:
 		return fail(fmt.Errorf("new master not ready within %s", timeout))
 	case <-ctx.Done():
@@ -144,6 +149,14 @@ func (m *Master) Upgrade(ctx context.Context) error {
 	default:
 	}
 	return nil
+}
+
+// exitDesc says how a process ended, given its exit error (nil: status 0).
+func exitDesc(err error) string {
+	if err == nil {
+		return "exit status 0"
+	}
+	return err.Error()
 }
 
 // upgradeArgs is the new master's command line: this one's with the upgrade flag added

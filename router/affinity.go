@@ -86,7 +86,9 @@ func (r *Router) pin(cpu int) {
 		return
 	}
 	r.pinned = true
-	runtime.GOMAXPROCS(1)
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(1)
+	}
 	r.logger.Info("pinned to cpu", "cpu", got)
 }
 
@@ -101,6 +103,11 @@ func procsFor(cpus, workers int) int {
 	return max(1, (cpus+workers-1)/workers)
 }
 
+// startProcs is GOMAXPROCS as Go set it at start: the CPUs this process may use, within a
+// container's CPU limit (Go's default follows the cgroup quota, which runtime.NumCPU does
+// not, and which setting GOMAXPROCS turns off).
+var startProcs = runtime.GOMAXPROCS(0)
+
 // shareCPUs sets GOMAXPROCS to the router's share of the machine for the current worker
 // count, unless the operator set GOMAXPROCS (their choice stands) or the router is pinned
 // to one CPU (then it is 1).
@@ -108,7 +115,7 @@ func (r *Router) shareCPUs(workers int) {
 	if !r.fitProcs || r.pinned || os.Getenv("GOMAXPROCS") != "" {
 		return
 	}
-	if n := procsFor(runtime.NumCPU(), workers); runtime.GOMAXPROCS(0) != n {
+	if n := procsFor(startProcs, workers); runtime.GOMAXPROCS(0) != n {
 		runtime.GOMAXPROCS(n)
 	}
 }

@@ -222,6 +222,9 @@ func (a *apps) drain(ctx context.Context, c *monitor.Child) {
 		return
 	}
 	a.clearCurrent(inst)
+	// However the drain ends (done, timed out, stopping), the instance is released once its
+	// process has exited: the supervisor stops it next.
+	defer func() { go a.forget(c) }()
 	// Close the idle keep-alive connections once the last request is done: the transport may
 	// hold one it dialed and never used, and net/http's graceful Shutdown in the app waits up
 	// to 5s for such a connection, which would delay every stop and rolling restart.
@@ -241,7 +244,6 @@ func (a *apps) drain(ctx context.Context, c *monitor.Child) {
 		case <-t.C:
 		}
 	}
-	go a.forget(c)
 }
 
 // forget releases an instance once its process has exited.

@@ -51,6 +51,14 @@ func keepForwarded(pr *httputil.ProxyRequest) {
 	}
 }
 
+// outbound prepares the request every proxy sends on: a broken client body is a 400
+// (limits.go), and the client's "Expect: 100-continue", answered here when the body was
+// first read, is not passed on (the next leg would answer it again: two or three 100s).
+func outbound(out *http.Request) {
+	markBody(out)
+	delete(out.Header, "Expect")
+}
+
 // ctxKey keys request-scoped values.
 type ctxKey int
 
@@ -64,11 +72,7 @@ func (r *Router) newLocalProxy(inst *instance) *httputil.ReverseProxy {
 	target := &url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(inst.port)}
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			markBody(pr.Out) // limits.go: a broken client body is a 400
-			// The client's "Expect: 100-continue" was answered here when the body was
-			// first read; passed on, the next leg answers it again and the client gets
-			// two or three 100 Continue.
-			delete(pr.Out.Header, "Expect")
+			outbound(pr.Out)
 			pr.SetURL(target)
 			pr.Out.Host = pr.In.Host
 			if pr.In.Context().Value(fromPeer) != nil {
@@ -165,11 +169,7 @@ func (r *Router) newRemoteProxy() *httputil.ReverseProxy {
 	r.remoteTransport = tr
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			markBody(pr.Out) // limits.go: a broken client body is a 400
-			// The client's "Expect: 100-continue" was answered here when the body was
-			// first read; passed on, the next leg answers it again and the client gets
-			// two or three 100 Continue.
-			delete(pr.Out.Header, "Expect")
+			outbound(pr.Out)
 			i := pr.In.Context().Value(ownerKey{}).(int)
 			pr.Out.URL.Scheme = "http"
 			pr.Out.URL.Host = "w" + strconv.Itoa(i)
