@@ -2,8 +2,9 @@ package listener
 
 import (
 	"log/slog"
-	"net"
 	"os"
+
+	"github.com/olio-dev/olio/monitor"
 )
 
 // SystemdNotifier returns a function that sends sd_notify(3) states to $NOTIFY_SOCKET, or
@@ -13,18 +14,8 @@ func SystemdNotifier(logger *slog.Logger) func(state string) {
 	if path == "" {
 		return nil
 	}
-	if path[0] == '@' {
-		path = "\x00" + path[1:] // abstract socket
-	}
-	addr := &net.UnixAddr{Name: path, Net: "unixgram"}
 	return func(state string) {
-		c, err := net.DialUnix("unixgram", nil, addr)
-		if err != nil {
-			logger.Warn("systemd notify", "err", err)
-			return
-		}
-		defer c.Close()
-		if _, err := c.Write([]byte(state)); err != nil {
+		if err := monitor.SendNotify(path, state); err != nil {
 			logger.Warn("systemd notify", "err", err)
 		}
 	}

@@ -27,6 +27,21 @@ type Notify struct {
 	closeErr  error
 }
 
+// SendNotify sends state (e.g. "READY=1") to the unixgram socket at path, as sd_notify
+// does; a path starting with @ is an abstract address.
+func SendNotify(path, state string) error {
+	if strings.HasPrefix(path, "@") {
+		path = "\x00" + path[1:]
+	}
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_, err = c.Write([]byte(state))
+	return err
+}
+
 // ListenNotify listens for notifications on a new unixgram socket at path. A
 // stale socket file at path is replaced.
 func ListenNotify(path string) (*Notify, error) {

@@ -148,11 +148,7 @@ func TestOSExitKillsGroup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-c.Done():
-	case <-time.After(deadline):
-		t.Fatal("shell did not exit")
-	}
+	waitExited(t, c)
 	if c.Err() != nil {
 		t.Fatalf("Err = %v, want nil (exit 0)", c.Err())
 	}
@@ -431,6 +427,16 @@ func TestSupervisorOS(t *testing.T) {
 	}
 }
 
+// waitExited waits for c to exit, up to deadline.
+func waitExited(t *testing.T, c *Child) {
+	t.Helper()
+	select {
+	case <-c.Done():
+	case <-time.After(deadline):
+		t.Fatal("shell did not exit")
+	}
+}
+
 // flushRecorder is an output writer with a Flush method, like the router's line logger.
 type flushRecorder struct {
 	mu      sync.Mutex
@@ -458,11 +464,7 @@ func TestOSFlushesOutputAfterExit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-c.Done():
-	case <-time.After(deadline):
-		t.Fatal("shell did not exit")
-	}
+	waitExited(t, c)
 	for _, f := range []struct {
 		name string
 		rec  *flushRecorder

@@ -388,27 +388,27 @@ func TestHostileSmuggling(t *testing.T) {
 	}
 }
 
+// dialWrite opens a connection to olio, writes s on it and returns it; the test closes it.
+func (c *Cluster) dialWrite(t *testing.T, s string) net.Conn {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", c.Addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if _, err := io.WriteString(conn, s); err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
 // TestHostileHeaderTimeout: --header-timeout closes a connection whose header does not come
 // in time (the default, 10s, would outlast the read deadline below), and --idle-timeout one
 // that stays idle after a request.
 func TestHostileHeaderTimeout(t *testing.T) {
 	c := Start(t, "--workers", "1", "--header-timeout", "300ms", "--idle-timeout", "300ms")
-	slow, err := net.DialTimeout("tcp", c.Addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer slow.Close()
-	if _, err := io.WriteString(slow, "GET / HTTP/1.1\r\nHost: x\r\nX-Slow: "); err != nil {
-		t.Fatal(err)
-	}
-	idle, err := net.DialTimeout("tcp", c.Addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer idle.Close()
-	if _, err := io.WriteString(idle, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
+	slow := c.dialWrite(t, "GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+	idle := c.dialWrite(t, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 	resp, err := http.ReadResponse(bufio.NewReader(idle), nil)
 	if err != nil {
 		t.Fatalf("idle connection's request: %v", err)

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/olio-dev/olio/monitor"
 )
 
 // The built-in demo app, served by `olio demo` and by `olio serve` when no APP is given. Every
@@ -105,30 +107,13 @@ func runDemo(ctx context.Context, env demoEnv, logger *log.Logger) error {
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
-	if err := notifyReady(env.NotifySocket); err != nil {
-		ln.Close()
-		return fmt.Errorf("demo: telling NOTIFY_SOCKET %s it is ready: %w", env.NotifySocket, err)
+	if env.NotifySocket != "" { // --ready notify: say so, as systemd's protocol has it
+		if err := monitor.SendNotify(env.NotifySocket, "READY=1"); err != nil {
+			ln.Close()
+			return fmt.Errorf("demo: telling NOTIFY_SOCKET %s it is ready: %w", env.NotifySocket, err)
+		}
 	}
 	return serveDemo(ctx, ln, newDemo(env.Index), logger)
-}
-
-// notifyReady sends READY=1 to the unixgram socket at path (systemd's sd_notify protocol, as
-// olio serve --ready notify expects); a path starting with @ is an abstract address. An
-// empty path sends nothing.
-func notifyReady(path string) error {
-	if path == "" {
-		return nil
-	}
-	if path[0] == '@' {
-		path = "\x00" + path[1:]
-	}
-	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_, err = c.Write([]byte("READY=1"))
-	return err
 }
 
 // serveDemo serves d on ln until ctx is done (see runDemo); it closes ln.
