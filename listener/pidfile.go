@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // PIDFile is a file holding the master's pid (--pidfile), for init scripts and
@@ -103,19 +104,55 @@ func checkPIDFile(path, exe string) (stale int, err error) {
 }
 
 // runningOlio reports whether pid is a live olio master: in /proc/PID/cmdline, the
-// program is named olio (or as exe is) and "serve" is among its arguments. A zombie has
-// an empty command line.
+// program is named olio (or as exe is) and "serve" is among its arguments.
+//
+// A zombie has an empty command line, and so, for a moment, may a process the kernel is
+// still setting up (between fork and exec): an empty line is taken as "not olio" only once
+// the process is a zombie or gone; otherwise it is read again for up to cmdlineSettle, and
+// a line still empty after that is judged by the program's name alone (/proc/PID/exe),
+// so a live master is never mistaken for a stale pidfile.
 func runningOlio(pid int, exe string) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	if err != nil || len(b) == 0 {
-		return false
+	proc := "/proc/" + strconv.Itoa(pid)
+	var b []byte
+	for deadline := time.Now().Add(cmdlineSettle); ; time.Sleep(cmdlineSettle / 20) {
+		var err error
+		if b, err = os.ReadFile(proc + "/cmdline"); err != nil || zombie(proc) {
+			return false
+		}
+		if len(b) > 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if len(b) == 0 {
+		target, err := os.Readlink(proc + "/exe")
+		return err == nil && isOlioName(filepath.Base(target), exe)
 	}
 	args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-	prog := filepath.Base(args[0])
-	if prog != filepath.Base(exe) && !strings.HasPrefix(prog, "olio") {
+	return isOlioName(filepath.Base(args[0]), exe) && slices.Contains(args[1:], "serve")
+}
+
+// cmdlineSettle bounds how long runningOlio waits for a new process's command line.
+const cmdlineSettle = 200 * time.Millisecond
+
+// isOlioName reports whether a program named prog is olio: named olio…, or as this
+// olio's binary exe is.
+func isOlioName(prog, exe string) bool {
+	return prog == filepath.Base(exe) || strings.HasPrefix(prog, "olio")
+}
+
+// zombie reports whether the process at proc (/proc/PID) has exited and awaits its
+// parent's wait (state Z or X in /proc/PID/stat).
+func zombie(proc string) bool {
+	b, err := os.ReadFile(proc + "/stat")
+	if err != nil {
+		return true
+	}
+	// The state follows the command name, which is in parentheses and may hold any byte.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 || i+2 >= len(b) {
 		return false
 	}
-	return slices.Contains(args[1:], "serve")
+	return b[i+2] == 'Z' || b[i+2] == 'X'
 }
 
 // ReadPIDFile returns the pid held in the file at path.

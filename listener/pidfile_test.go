@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestPIDFile(t *testing.T) {
@@ -84,9 +85,10 @@ func TestPIDFileErrors(t *testing.T) {
 	}
 }
 
-// startNamed starts a process whose command line (/proc/PID/cmdline) is args; it waits
-// on its stdin, and is stopped at the end of the test.
-func startNamed(t *testing.T, args ...string) int {
+// startNamed starts a process whose command line (/proc/PID/cmdline) is args, and
+// returns once the kernel shows that line. The process waits on its stdin: exit closes
+// it, and the process exits but stays unreaped (a zombie) until the end of the test.
+func startNamed(t *testing.T, args ...string) (pid int, exit func()) {
 	t.Helper()
 	cmd := &exec.Cmd{Path: "/bin/sh", Args: append(args[:1:1], append([]string{"-c", "read x"}, args[1:]...)...)}
 	in, err := cmd.StdinPipe()
@@ -97,7 +99,17 @@ func startNamed(t *testing.T, args ...string) int {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { in.Close(); cmd.Wait() })
-	return cmd.Process.Pid
+	want := strings.Join(cmd.Args, "\x00") + "\x00"
+	proc := "/proc/" + strconv.Itoa(cmd.Process.Pid)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		b, _ := os.ReadFile(proc + "/cmdline")
+		if string(b) == want {
+			return cmd.Process.Pid, func() { in.Close() }
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s/cmdline is %q, want %q", proc, b, want)
+		}
+	}
 }
 
 // A second master must not take the pidfile of a running one: it would overwrite it and
@@ -112,13 +124,13 @@ func TestPIDFileOfARunningOlio(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	olio := startNamed(t, "olio", "serve")
+	olio, _ := startNamed(t, "olio", "serve")
 	write(olio)
 	stale, err := checkPIDFile(path, "/usr/local/bin/olio")
 	if !errors.Is(err, ErrPIDFileInUse) || stale != 0 || !strings.Contains(err.Error(), "--pidfile "+path+" names pid "+strconv.Itoa(olio)) {
 		t.Errorf("pidfile of a running olio: %d, %v; want ErrPIDFileInUse naming the file and pid", stale, err)
 	}
-	renamed := startNamed(t, "/opt/x/olio-2.1", "--log-format", "json", "serve")
+	renamed, _ := startNamed(t, "/opt/x/olio-2.1", "--log-format", "json", "serve")
 	write(renamed)
 	if _, err := checkPIDFile(path, "/opt/x/olio-2.1"); !errors.Is(err, ErrPIDFileInUse) {
 		t.Errorf("pidfile of a running olio named as this binary: %v, want ErrPIDFileInUse", err)
@@ -128,11 +140,25 @@ func TestPIDFileOfARunningOlio(t *testing.T) {
 	if err := done.Run(); err != nil {
 		t.Fatal(err)
 	}
-	other := startNamed(t, "sh", "serve")
-	for _, pid := range []int{done.ProcessState.Pid(), other, os.Getpid()} {
+	other, _ := startNamed(t, "sh", "serve")
+	// An olio master that has exited but is not reaped yet: a zombie, with an empty
+	// command line, whose pidfile is stale.
+	zombie, exit := startNamed(t, "olio", "serve")
+	exit()
+	stat := "/proc/" + strconv.Itoa(zombie) + "/stat"
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		b, _ := os.ReadFile(stat)
+		if i := strings.LastIndexByte(string(b), ')'); i > 0 && strings.HasPrefix(string(b[i:]), ") Z") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never showed a zombie: %q", stat, b)
+		}
+	}
+	for _, pid := range []int{done.ProcessState.Pid(), other, zombie, os.Getpid()} {
 		write(pid)
 		if stale, err := checkPIDFile(path, "/usr/local/bin/olio"); stale != pid || err != nil {
-			t.Errorf("pidfile of pid %d (gone, not olio, or this process): %d, %v; want it stale", pid, stale, err)
+			t.Errorf("pidfile of pid %d (gone, not olio, a zombie, or this process): %d, %v; want it stale", pid, stale, err)
 		}
 	}
 	os.Remove(path)
