@@ -15,6 +15,7 @@ import (
 	"github.com/olio-dev/olio/descend"
 	"github.com/olio-dev/olio/monitor"
 	"github.com/olio-dev/olio/router"
+	"github.com/olio-dev/olio/router/demo"
 )
 
 // routerCommand is the hidden subcommand the master runs once per worker: fd 3 is its end
@@ -71,7 +72,7 @@ func demoCommand() *cli.Command {
 		Name:  "demo",
 		Usage: "serve the built-in demo app on 127.0.0.1:$PORT (olio serve runs it when no app is given)",
 		Action: func(c *cli.Context) error {
-			env := demoEnv{Port: os.Getenv("PORT"), NotifySocket: os.Getenv(monitor.NotifyEnv)}
+			env := demo.Env{Port: os.Getenv("PORT"), NotifySocket: os.Getenv(monitor.NotifyEnv)}
 			if s := os.Getenv("OLIO_INDEX"); s != "" {
 				var err error
 				if env.Index, err = strconv.Atoi(s); err != nil {
@@ -82,7 +83,7 @@ func demoCommand() *cli.Command {
 			defer stop()
 			// Plain lines on stdout: the router that runs the demo stamps each with time,
 			// level and worker.
-			return runDemo(ctx, env, log.New(c.App.Writer, "", 0))
+			return demo.Run(ctx, env, log.New(c.App.Writer, "", 0))
 		},
 	}
 }

@@ -1,4 +1,14 @@
-package main
+// Package demo is olio's built-in demo app: the handler `olio demo` serves on $PORT, which
+// `olio serve` runs when no APP is given, and which the embedded example (cmd/olio-demo)
+// serves in-process through router.Serve, so that both modes run identical app code. Every
+// answer is a JSON object naming the worker that served it:
+//
+//	{"index": 3, "pid": 4242, "method": "GET", "path": "/x",
+//	 "headers": {"User-Agent": "curl/8.5.0", ...}, "body_bytes": 0}
+//
+// Query parameters shape the answer: ?sleep=MS delays it (the request body is read first),
+// ?status=CODE sets its status. /ws is a WebSocket echo.
+package demo
 
 import (
 	"bytes"
@@ -20,15 +30,6 @@ import (
 	"github.com/olio-dev/olio/monitor"
 )
 
-// The built-in demo app, served by `olio demo` and by `olio serve` when no APP is given. Every
-// answer is a JSON object naming the worker that served it:
-//
-//	{"index": 3, "pid": 4242, "method": "GET", "path": "/x",
-//	 "headers": {"User-Agent": "curl/8.5.0", ...}, "body_bytes": 0}
-//
-// Query parameters shape the answer: ?sleep=MS delays it (the request body is read first),
-// ?status=CODE sets its status. /ws is a WebSocket echo.
-
 const (
 	// demoShutdownTimeout bounds the wait for in-flight requests after ctx is done; it is below
 	// the supervisor's default stop timeout (30s) so that the demo exits on its own first.
@@ -44,8 +45,8 @@ const (
 	demoMaxPooledBuffer = 64 << 10
 )
 
-// demoAnswer is the JSON body of every demo answer.
-type demoAnswer struct {
+// Answer is the JSON body of every demo answer.
+type Answer struct {
 	Index     int               `json:"index"`
 	Pid       int               `json:"pid"`
 	Method    string            `json:"method"`
@@ -54,9 +55,9 @@ type demoAnswer struct {
 	BodyBytes int64             `json:"body_bytes"`
 }
 
-// demo is the demo app's handler. It tracks its WebSocket sessions, which http.Server.Shutdown
+// Demo is the demo app's handler. It tracks its WebSocket sessions, which http.Server.Shutdown
 // does not see once they are hijacked, so that shutdown can end them and wait for them.
-type demo struct {
+type Demo struct {
 	index    int
 	pid      int
 	upgrader websocket.Upgrader
@@ -70,11 +71,10 @@ type demo struct {
 	sessions sync.WaitGroup
 }
 
-// demoHandler returns the built-in demo app's handler; index is OLIO_INDEX.
-func demoHandler(index int) http.Handler { return newDemo(index) }
-
-func newDemo(index int) *demo {
-	d := &demo{index: index, pid: os.Getpid(), closing: make(chan struct{})}
+// New returns the built-in demo app's handler; index is OLIO_INDEX, the worker it
+// names in its answers.
+func New(index int) *Demo {
+	d := &Demo{index: index, pid: os.Getpid(), closing: make(chan struct{})}
 	d.upgrader = websocket.Upgrader{
 		CheckOrigin: func(*http.Request) bool { return true }, // a demo: any page may talk to it
 		Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
@@ -84,19 +84,19 @@ func newDemo(index int) *demo {
 	return d
 }
 
-// demoEnv is what the demo app takes from its environment.
-type demoEnv struct {
+// Env is what the demo app takes from its environment.
+type Env struct {
 	Port         string // PORT: it listens on 127.0.0.1:Port
 	Index        int    // OLIO_INDEX
 	NotifySocket string // NOTIFY_SOCKET: where to send READY=1 once listening; "" for nowhere
 }
 
-// runDemo serves demoHandler on 127.0.0.1:env.Port until ctx is done, then shuts down
+// Run serves the demo handler on 127.0.0.1:env.Port until ctx is done, then shuts down
 // gracefully: it stops accepting, says goodbye (close 1001) to WebSocket clients, and waits
 // up to demoShutdownTimeout for in-flight requests before cutting them off. Once it
 // listens, it sends READY=1 to env.NotifySocket when that is set. It logs plain lines, which
 // olio serve stamps with time and worker; a nil logger discards.
-func runDemo(ctx context.Context, env demoEnv, logger *log.Logger) error {
+func Run(ctx context.Context, env Env, logger *log.Logger) error {
 	if env.Port == "" {
 		return errors.New("demo: PORT is not set; the demo app listens on 127.0.0.1:$PORT")
 	}
@@ -113,11 +113,11 @@ func runDemo(ctx context.Context, env demoEnv, logger *log.Logger) error {
 			return fmt.Errorf("demo: telling NOTIFY_SOCKET %s it is ready: %w", env.NotifySocket, err)
 		}
 	}
-	return serveDemo(ctx, ln, newDemo(env.Index), logger)
+	return Serve(ctx, ln, New(env.Index), logger)
 }
 
-// serveDemo serves d on ln until ctx is done (see runDemo); it closes ln.
-func serveDemo(ctx context.Context, ln net.Listener, d *demo, logger *log.Logger) error {
+// Serve serves d on ln until ctx is done (see Run); it closes ln.
+func Serve(ctx context.Context, ln net.Listener, d *Demo, logger *log.Logger) error {
 	if logger == nil {
 		logger = log.New(io.Discard, "", 0)
 	}
@@ -135,25 +135,25 @@ func serveDemo(ctx context.Context, ln net.Listener, d *demo, logger *log.Logger
 	case err = <-served:
 		// The listener failed: stop everything at once.
 		srv.Close()
-		d.shutdown()
+		d.Shutdown()
 		return fmt.Errorf("demo: serve: %w", err)
 	case <-ctx.Done():
 	}
 	logger.Print("demo app shutting down")
-	d.goAway()
+	d.GoAway()
 	sctx, cancel := context.WithTimeout(context.Background(), demoShutdownTimeout)
 	defer cancel()
 	if err = srv.Shutdown(sctx); err != nil {
 		srv.Close()
 		err = fmt.Errorf("demo: in-flight requests still running after %v: %w", demoShutdownTimeout, err)
 	}
-	d.shutdown()
+	d.Shutdown()
 	<-served // http.ErrServerClosed
 	return err
 }
 
-// goAway stops new WebSocket sessions and tells live ones to close.
-func (d *demo) goAway() {
+// GoAway stops new WebSocket sessions and tells live ones to close.
+func (d *Demo) GoAway() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if !d.closed {
@@ -162,14 +162,14 @@ func (d *demo) goAway() {
 	}
 }
 
-// shutdown is goAway, then a wait until every WebSocket session has ended.
-func (d *demo) shutdown() {
-	d.goAway()
+// Shutdown is GoAway, then a wait until every WebSocket session has ended.
+func (d *Demo) Shutdown() {
+	d.GoAway()
 	d.sessions.Wait()
 }
 
-// ServeHTTP answers r (see demoAnswer), or echoes WebSocket messages on /ws.
-func (d *demo) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// ServeHTTP answers r (see Answer), or echoes WebSocket messages on /ws.
+func (d *Demo) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == "/ws" {
 		d.serveWS(w, r)
 		return
@@ -215,7 +215,7 @@ func (d *demo) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			headers[name] = values[0]
 		}
 	}
-	writeDemoJSON(w, status, &demoAnswer{
+	writeDemoJSON(w, status, &Answer{
 		Index:     d.index,
 		Pid:       d.pid,
 		Method:    r.Method,
@@ -256,7 +256,7 @@ func parseDemoSleep(s string) (d time.Duration, msg string) {
 
 // serveWS echoes every message of a WebSocket session, text as text and binary as binary,
 // until the client closes or the server shuts down.
-func (d *demo) serveWS(w http.ResponseWriter, r *http.Request) {
+func (d *Demo) serveWS(w http.ResponseWriter, r *http.Request) {
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()

@@ -1,4 +1,4 @@
-package main
+package demo
 
 import (
 	"bytes"
@@ -52,14 +52,14 @@ func newDemoRequest(t *testing.T, method, url string, body io.Reader) *http.Requ
 }
 
 func TestDemoFields(t *testing.T) {
-	srv := httptest.NewServer(demoHandler(3))
+	srv := httptest.NewServer(New(3))
 	defer srv.Close()
 
 	req := newDemoRequest(t, http.MethodPut, srv.URL+"/rooms/42?x=1", strings.NewReader("hello"))
 	req.Header.Add("X-Test", "first")
 	req.Header.Add("X-Test", "second")
 	req.Header.Set("User-Agent", "demo-test")
-	var got demoAnswer
+	var got Answer
 	resp := demoDo(t, srv.Client(), req, &got)
 
 	if g, e := resp.StatusCode, http.StatusOK; g != e {
@@ -68,7 +68,7 @@ func TestDemoFields(t *testing.T) {
 	if g, e := resp.Header.Get("Content-Type"), "application/json"; g != e {
 		t.Errorf("Content-Type %q, want %q", g, e)
 	}
-	want := demoAnswer{
+	want := Answer{
 		Index:     3,
 		Pid:       os.Getpid(),
 		Method:    http.MethodPut,
@@ -98,11 +98,11 @@ func TestDemoFields(t *testing.T) {
 }
 
 func TestDemoBodyBytes(t *testing.T) {
-	srv := httptest.NewServer(demoHandler(0))
+	srv := httptest.NewServer(New(0))
 	defer srv.Close()
 	const size = 1 << 20
 	req := newDemoRequest(t, http.MethodPost, srv.URL+"/upload", bytes.NewReader(make([]byte, size)))
-	var got demoAnswer
+	var got Answer
 	demoDo(t, srv.Client(), req, &got)
 	if g, e := got.BodyBytes, int64(size); g != e {
 		t.Errorf("body_bytes = %d, want %d", g, e)
@@ -122,7 +122,7 @@ type neverEOF struct{}
 func (neverEOF) Read(p []byte) (int, error) { return len(p), nil }
 
 func TestDemoStatus(t *testing.T) {
-	srv := httptest.NewServer(demoHandler(1))
+	srv := httptest.NewServer(New(1))
 	defer srv.Close()
 	for _, tt := range []struct {
 		query  string
@@ -148,7 +148,7 @@ func TestDemoStatus(t *testing.T) {
 		if resp.StatusCode != tt.status {
 			t.Errorf("?%s: status %d, want %d", tt.query, resp.StatusCode, tt.status)
 		}
-		var got demoAnswer
+		var got Answer
 		if err := json.Unmarshal(body, &got); tt.json && (err != nil || got.Path != "/s") {
 			t.Errorf("?%s: body %q, want the JSON answer", tt.query, body)
 		}
@@ -159,7 +159,7 @@ func TestDemoStatus(t *testing.T) {
 }
 
 func TestDemoStatusInformational(t *testing.T) {
-	srv := httptest.NewServer(demoHandler(1))
+	srv := httptest.NewServer(New(1))
 	defer srv.Close()
 	var interim []int
 	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, _ textproto.MIMEHeader) error {
@@ -168,7 +168,7 @@ func TestDemoStatusInformational(t *testing.T) {
 	}}
 	req := newDemoRequest(t, http.MethodGet, srv.URL+"/?status=103", nil)
 	req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
-	var got demoAnswer
+	var got Answer
 	resp := demoDo(t, srv.Client(), req, &got)
 	if resp.StatusCode != http.StatusOK || len(interim) != 1 || interim[0] != 103 || got.Path != "/" {
 		t.Errorf("?status=103: interim %v, final %d %+v; want 103 then 200 with the answer", interim, resp.StatusCode, got)
@@ -176,7 +176,7 @@ func TestDemoStatusInformational(t *testing.T) {
 }
 
 func TestDemoBadQuery(t *testing.T) {
-	srv := httptest.NewServer(demoHandler(1))
+	srv := httptest.NewServer(New(1))
 	defer srv.Close()
 	for _, tt := range []struct{ query, says string }{
 		{"status=99", `status="99"`},
@@ -202,11 +202,11 @@ func TestDemoBadQuery(t *testing.T) {
 }
 
 func TestDemoSleep(t *testing.T) {
-	srv := httptest.NewServer(demoHandler(1))
+	srv := httptest.NewServer(New(1))
 	defer srv.Close()
 	const sleep = 30 * time.Millisecond
 	start := time.Now()
-	var got demoAnswer
+	var got Answer
 	resp := demoDo(t, srv.Client(), newDemoRequest(t, http.MethodGet, srv.URL+"/slow?sleep=30&status=202", nil), &got)
 	if elapsed := time.Since(start); elapsed < sleep {
 		t.Errorf("?sleep=30 answered after %v, want at least %v", elapsed, sleep)
@@ -222,7 +222,7 @@ func TestDemoSleep(t *testing.T) {
 
 // A request cancelled while it sleeps ends at once, with nothing written.
 func TestDemoSleepCancelled(t *testing.T) {
-	d := newDemo(2)
+	d := New(2)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	d.onSleep = cancel
@@ -254,7 +254,7 @@ func dialDemoWS(t *testing.T, url string) *websocket.Conn {
 }
 
 func TestDemoWebSocketEcho(t *testing.T) {
-	srv := httptest.NewServer(demoHandler(5))
+	srv := httptest.NewServer(New(5))
 	defer srv.Close()
 	conn := dialDemoWS(t, srv.URL)
 	defer conn.Close()
@@ -290,7 +290,7 @@ func TestDemoWebSocketEcho(t *testing.T) {
 }
 
 func TestDemoWebSocketNotUpgrade(t *testing.T) {
-	srv := httptest.NewServer(demoHandler(5))
+	srv := httptest.NewServer(New(5))
 	defer srv.Close()
 	var got struct{ Error string }
 	resp := demoDo(t, srv.Client(), newDemoRequest(t, http.MethodGet, srv.URL+"/ws", nil), &got)
@@ -309,13 +309,13 @@ func TestDemoServeGracefulShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	url := "http://" + ln.Addr().String()
-	d := newDemo(7)
+	d := New(7)
 	sleeping := make(chan struct{})
 	d.onSleep = func() { close(sleeping) }
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	served := make(chan error, 1)
-	go func() { served <- serveDemo(ctx, ln, d, nil) }()
+	go func() { served <- Serve(ctx, ln, d, nil) }()
 
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
@@ -331,7 +331,7 @@ func TestDemoServeGracefulShutdown(t *testing.T) {
 	}
 
 	type result struct {
-		answer demoAnswer
+		answer Answer
 		status int
 		err    error
 	}
@@ -359,7 +359,7 @@ func TestDemoServeGracefulShutdown(t *testing.T) {
 		t.Errorf("request in flight at shutdown: %d %+v %v, want it answered", r.status, r.answer, r.err)
 	}
 	if err := <-served; err != nil {
-		t.Errorf("serveDemo: %v", err)
+		t.Errorf("Serve: %v", err)
 	}
 	if _, err := net.Dial("tcp", ln.Addr().String()); err == nil {
 		t.Error("still accepting after shutdown")
@@ -367,11 +367,11 @@ func TestDemoServeGracefulShutdown(t *testing.T) {
 }
 
 func TestRunDemo(t *testing.T) {
-	if err := runDemo(context.Background(), demoEnv{}, nil); err == nil || !strings.Contains(err.Error(), "PORT") {
+	if err := Run(context.Background(), Env{}, nil); err == nil || !strings.Contains(err.Error(), "PORT") {
 		t.Errorf("no port: %v, want an error about PORT", err)
 	}
 	for _, port := range []string{"http", "-1", "65536", " 80"} {
-		if err := runDemo(context.Background(), demoEnv{Port: port}, nil); err == nil || !strings.Contains(err.Error(), "PORT=") {
+		if err := Run(context.Background(), Env{Port: port}, nil); err == nil || !strings.Contains(err.Error(), "PORT=") {
 			t.Errorf("port %q: %v, want an error about PORT", port, err)
 		}
 	}
@@ -381,15 +381,15 @@ func TestRunDemo(t *testing.T) {
 	}
 	defer busy.Close()
 	_, port, _ := net.SplitHostPort(busy.Addr().String())
-	if err := runDemo(context.Background(), demoEnv{Port: port}, nil); err == nil {
+	if err := Run(context.Background(), Env{Port: port}, nil); err == nil {
 		t.Errorf("port %s in use: no error", port)
 	}
 
 	// With ctx already done it binds, then shuts down at once.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := runDemo(ctx, demoEnv{Port: "0"}, nil); err != nil {
-		t.Errorf("runDemo with ctx done: %v", err)
+	if err := Run(ctx, Env{Port: "0"}, nil); err != nil {
+		t.Errorf("Run with ctx done: %v", err)
 	}
 }
 
@@ -427,7 +427,7 @@ func TestDemoNotifiesReady(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		var logged bytes.Buffer
 		done := make(chan error, 1)
-		go func() { done <- runDemo(ctx, demoEnv{Port: "0", NotifySocket: addr}, stdlog.New(&logged, "", 0)) }()
+		go func() { done <- Run(ctx, Env{Port: "0", NotifySocket: addr}, stdlog.New(&logged, "", 0)) }()
 		select {
 		case msg := <-got:
 			if msg != "READY=1" {
@@ -440,7 +440,7 @@ func TestDemoNotifiesReady(t *testing.T) {
 		}
 		cancel()
 		if err := <-done; err != nil {
-			t.Errorf("runDemo: %v", err)
+			t.Errorf("Run: %v", err)
 		}
 		// Plain lines, which olio serve stamps with time and worker itself.
 		if l := logged.String(); !strings.HasPrefix(l, "demo app listening on 127.0.0.1:") || strings.Contains(l, "msg=") || strings.Contains(l, `"`) {
@@ -451,13 +451,13 @@ func TestDemoNotifiesReady(t *testing.T) {
 	// Nobody listens on NOTIFY_SOCKET: the demo says so and exits, rather than never
 	// becoming ready.
 	nobody := filepath.Join(t.TempDir(), "nobody.sock")
-	if err := runDemo(context.Background(), demoEnv{Port: "0", NotifySocket: nobody}, nil); err == nil || !strings.Contains(err.Error(), nobody) {
+	if err := Run(context.Background(), Env{Port: "0", NotifySocket: nobody}, nil); err == nil || !strings.Contains(err.Error(), nobody) {
 		t.Errorf("NOTIFY_SOCKET with nobody there: %v, want an error naming it", err)
 	}
 }
 
 func BenchmarkDemoHandler(b *testing.B) {
-	h := demoHandler(1)
+	h := New(1)
 	req := httptest.NewRequest(http.MethodGet, "/rooms/42", nil)
 	req.Header.Set("User-Agent", "bench")
 	req.Header.Set("Accept", "*/*")
