@@ -33,6 +33,7 @@ type Config struct {
 	HealthTimeout   time.Duration // recycle an app that fails health probes this long, 0: off
 	CPUAffinity     bool          // pin worker i to CPU i mod NumCPU
 	Handoff         bool          // pass a connection to its owner when its first request is the owner's
+	Embedded        bool          // App is the router (a Go program calling router.Serve); no app child
 	Control         string        // control socket path
 	Metrics         string        // Prometheus address, empty: off
 	PIDFile         string        // pidfile path, empty: none

@@ -9,8 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-
-	"github.com/olio-dev/olio/descend"
 )
 
 // Reload re-reads the configuration (through Options.Reload), applies what changed, then
@@ -81,7 +79,7 @@ func (m *Master) reload(ctx context.Context) (notApplied []string, err error) {
 	m.mu.Unlock()
 	m.logger.Info("rolling restart", "workers", len(workers))
 	for i, w := range workers {
-		if _, err := w.call(ctx, &descend.Restart{ID: m.nextID()}); err != nil {
+		if err := w.restart(ctx); err != nil {
 			m.logger.Error("rolling restart stopped", "worker", w.index, "err", err)
 			err = fmt.Errorf("rolling restart: %w", err)
 			if !changed {
@@ -134,7 +132,7 @@ func (m *Master) rollBack(ctx context.Context, old Config, restarted []*worker, 
 			if !slices.Contains(current, w) {
 				continue // removed by the scale back
 			}
-			if _, err := w.call(ctx, &descend.Restart{ID: m.nextID()}); err != nil {
+			if err := w.restart(ctx); err != nil {
 				errs = append(errs, fmt.Sprintf("restart worker %d onto the previous app: %v", w.index, err))
 				continue
 			}
@@ -155,6 +153,7 @@ func (m *Master) rollBack(ctx context.Context, old Config, restarted []*worker, 
 func keepRunning(old, cfg Config) Config {
 	cfg.Listen, cfg.Secret, cfg.SecretFile, cfg.RunDir = old.Listen, old.Secret, old.SecretFile, old.RunDir
 	cfg.Control, cfg.Metrics, cfg.PIDFile = old.Control, old.Metrics, old.PIDFile
+	cfg.Embedded = old.Embedded // the routers are the apps or they are not: a restart decides
 	return cfg
 }
 
@@ -177,6 +176,7 @@ func (m *Master) notApplied(old, cfg Config) []string {
 	}
 	const restart, upgrade = "a restart", "a restart or a hot upgrade (USR2)"
 	note("listen", old.Listen, cfg.Listen, restart)
+	note("embedded", strconv.FormatBool(old.Embedded), strconv.FormatBool(cfg.Embedded), restart)
 	if cfg.Secret != "" || cfg.SecretFile != "" {
 		if s, err := loadSecret(&cfg); err == nil {
 			note("secret", m.secret, s, restart)

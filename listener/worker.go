@@ -12,6 +12,7 @@ import (
 
 	"github.com/olio-dev/olio/descend"
 	"github.com/olio-dev/olio/monitor"
+	"github.com/olio-dev/olio/router"
 )
 
 // worker supervises the router of one index.
@@ -28,10 +29,17 @@ type worker struct {
 	mu          sync.Mutex
 	pending     *descend.Conn // made by command, claimed by readyCheck
 	pendingFile *os.File
-	conn        *descend.Conn // the live router's, nil while there is none
+	conn        *descend.Conn         // the live router's, nil while there is none
+	conns       map[int]*descend.Conn // every running router's, by pid: a rolling restart has two
 	state       descend.State
 	readyOnce   sync.Once
-	waits       map[uint64]chan descend.Message
+	waits       map[uint64]waiter
+}
+
+// waiter is a call waiting for its answer from the router on conn.
+type waiter struct {
+	conn *descend.Conn
+	ch   chan descend.Message
 }
 
 // newWorker makes (does not start) the worker for index; m.mu must be held.
@@ -42,7 +50,8 @@ func (m *Master) newWorkerLocked(index int) *worker {
 		done:   make(chan struct{}),
 		ready:  make(chan struct{}),
 		failed: make(chan string, 1),
-		waits:  map[uint64]chan descend.Message{},
+		waits:  map[uint64]waiter{},
+		conns:  map[int]*descend.Conn{},
 		state:  descend.State{Index: index, State: descend.StateStarting},
 	}
 	cfg := m.cfg
@@ -57,7 +66,38 @@ func (m *Master) newWorkerLocked(index int) *worker {
 		},
 		Logger: m.logger.With("worker", index),
 	}
+	if cfg.Embedded {
+		// The app is the router: it is ready when its handler is, and a rolling restart
+		// replaces the whole process (Restart: new one ready, Drain the old, stop it).
+		w.sup.ReadyTimeout = cfg.ReadyTimeout
+		w.sup.DrainTimeout = cfg.ShutdownTimeout
+		w.sup.Drain = w.drainChild
+	}
 	return w
+}
+
+// restart is one worker's step of a rolling restart: its router restarts its app, or, in
+// embedded mode, the router process itself is replaced.
+func (w *worker) restart(ctx context.Context) error {
+	if w.m.config().Embedded {
+		return w.sup.Restart(ctx)
+	}
+	_, err := w.call(ctx, &descend.Restart{ID: w.m.nextID()})
+	return err
+}
+
+// drainChild drains the router process c, which a rolling restart has replaced: it stops
+// accepting and finishes what it accepted, while its replacement takes the traffic.
+func (w *worker) drainChild(ctx context.Context, c *monitor.Child) {
+	w.mu.Lock()
+	conn := w.conns[c.Pid()]
+	w.mu.Unlock()
+	if conn == nil {
+		return // gone already
+	}
+	if _, err := w.callOn(ctx, conn, &descend.Drain{ID: w.m.nextID()}); err != nil && !errors.Is(err, ErrNoRouter) {
+		w.m.logger.Warn("drain the replaced router", "worker", w.index, "router_pid", c.Pid(), "err", err)
+	}
 }
 
 // start runs the worker's supervisor until stop.
@@ -100,7 +140,7 @@ func (w *worker) command() (*monitor.Command, error) {
 	w.pending, w.pendingFile = conn, child
 	w.mu.Unlock()
 	m := w.m
-	return &monitor.Command{
+	cmd := &monitor.Command{
 		Name:       fmt.Sprintf("router %d", w.index),
 		Path:       m.exe,
 		Args:       []string{"router", "--index", strconv.Itoa(w.index), "--log-format", m.opts.LogFormat},
@@ -108,7 +148,20 @@ func (w *worker) command() (*monitor.Command, error) {
 		Stdout:     m.routerOutput(),
 		Stderr:     m.routerOutput(),
 		ExtraFiles: []*os.File{child, m.lnFile},
-	}, nil
+	}
+	if cfg := m.config(); cfg.Embedded {
+		// The app itself, which calls router.Serve: the same descriptors, and its place in
+		// the environment instead of flags (its command line is the user's).
+		cmd.Name = fmt.Sprintf("worker %d", w.index)
+		cmd.Path, cmd.Args = m.exe, m.opts.DemoArgs
+		if len(cfg.App) > 0 {
+			cmd.Path, cmd.Args = cfg.App[0], cfg.App[1:]
+		}
+		cmd.Dir = cfg.AppDir
+		cmd.Env = append(cmd.Env, router.EnvEmbedded+"=1", router.EnvLogFormat+"="+m.opts.LogFormat,
+			"OLIO_INDEX="+strconv.Itoa(w.index))
+	}
+	return cmd, nil
 }
 
 // routerEnv is the master's environment without systemd's variables, which are the
@@ -137,33 +190,62 @@ func (w *worker) readyCheck(ctx context.Context, c *monitor.Child) error {
 		return errors.New("listener: router started without a command")
 	}
 	f.Close()
-	ready := make(chan struct{})
+	hello, ready := make(chan struct{}), make(chan struct{})
+	w.mu.Lock()
+	w.conns[c.Pid()] = conn
+	w.mu.Unlock()
 	w.m.wg.Add(1)
 	go func() {
 		defer w.m.wg.Done()
-		w.read(conn, c, ready)
+		w.read(conn, c, hello, ready)
 	}()
+	var err error
 	select {
 	case <-ready:
 		return nil
 	case <-c.Done():
-		return monitor.ErrExited
+		err = monitor.ErrExited
 	case <-ctx.Done():
 		conn.Close()
-		return ctx.Err()
+		err = ctx.Err()
 	}
+	select {
+	case <-hello:
+		return err
+	default:
+	}
+	if cfg := w.m.config(); cfg.Embedded {
+		app := "the built-in demo"
+		if len(cfg.App) > 0 {
+			app = cfg.App[0]
+		}
+		err = fmt.Errorf("%w: it never started olio's router (does %s call router.Serve?)", err, app)
+	}
+	return err
 }
 
-// read handles one router's messages until its connection closes.
-func (w *worker) read(conn *descend.Conn, c *monitor.Child, ready chan struct{}) {
+// read handles one router's messages until its connection closes. It closes hello when
+// the router has said hello and been configured, and ready when it is up: at hello, or,
+// in embedded mode, when it reports its handler ready (it then accepts).
+func (w *worker) read(conn *descend.Conn, c *monitor.Child, hello, ready chan struct{}) {
+	embedded := w.m.config().Embedded
 	defer func() {
 		conn.Close()
 		w.mu.Lock()
+		delete(w.conns, c.Pid())
 		if w.conn == conn {
 			w.conn = nil
+			// A replacement that failed: the router it was to replace is still live.
+			for _, other := range w.conns {
+				w.conn = other
+			}
+		}
+		if w.conn == nil {
 			w.state.State = descend.StateStarting
-			for id, ch := range w.waits {
-				close(ch)
+		}
+		for id, wt := range w.waits {
+			if wt.conn == conn {
+				close(wt.ch)
 				delete(w.waits, id)
 			}
 		}
@@ -185,7 +267,10 @@ func (w *worker) read(conn *descend.Conn, c *monitor.Child, ready chan struct{})
 			// its own backoff. Waiting for the app here too would restart a healthy
 			// router whenever its app cannot get ready, resetting the app's backoff
 			// and hiding its crash loop.
-			once.Do(func() { close(ready) })
+			close(hello)
+			if !embedded {
+				once.Do(func() { close(ready) })
+			}
 		case *descend.State:
 			w.mu.Lock()
 			prev := w.state
@@ -195,6 +280,7 @@ func (w *worker) read(conn *descend.Conn, c *monitor.Child, ready chan struct{})
 				w.startFailed(prev.AppPID)
 			}
 			if msg.State == descend.StateReady {
+				once.Do(func() { close(ready) })
 				w.readyOnce.Do(func() { close(w.ready) })
 				w.m.workerReady()
 			}
@@ -247,11 +333,11 @@ func (w *worker) hello(conn *descend.Conn, h *descend.Hello) error {
 
 func (w *worker) deliver(id uint64, msg descend.Message) {
 	w.mu.Lock()
-	ch, ok := w.waits[id]
+	wt, ok := w.waits[id]
 	delete(w.waits, id)
 	w.mu.Unlock()
 	if ok {
-		ch <- msg
+		wt.ch <- msg
 	}
 }
 
@@ -273,12 +359,19 @@ func idOf(msg descend.Message) uint64 {
 // call sends msg to the live router and waits for its answer: a Result (whose Error
 // becomes the returned error) or Stats.
 func (w *worker) call(ctx context.Context, msg descend.Message) (descend.Message, error) {
+	return w.callOn(ctx, nil, msg)
+}
+
+// callOn is call to the router on conn; nil means the live one.
+func (w *worker) callOn(ctx context.Context, conn *descend.Conn, msg descend.Message) (descend.Message, error) {
 	id := idOf(msg)
 	ch := make(chan descend.Message, 1)
 	w.mu.Lock()
-	conn := w.conn
+	if conn == nil {
+		conn = w.conn
+	}
 	if conn != nil {
-		w.waits[id] = ch
+		w.waits[id] = waiter{conn: conn, ch: ch}
 	}
 	w.mu.Unlock()
 	if conn == nil {

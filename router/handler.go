@@ -64,6 +64,10 @@ func (h peerHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 // serveLocal serves a request through this worker's app, waiting up to the forward timeout
 // for an app that is starting or restarting. avoid is an instance known to be dead.
 func (r *Router) serveLocal(w http.ResponseWriter, req *http.Request, avoid *instance) {
+	if r.handler != nil {
+		r.serveHandler(w, req) // embedded.go
+		return
+	}
 	inst := r.apps.acquire(req.Context(), r.conf().ForwardTimeout, avoid)
 	if inst == nil {
 		if req.Context().Err() != nil {

@@ -128,6 +128,7 @@ type handoff struct {
 	r    *Router
 	path string
 	in   *net.UnixConn // bound at path; nil while not accepting
+	file os.FileInfo   // the socket file in was bound to: close removes only that one
 	out  *net.UnixConn // unbound, for sending
 	done chan struct{}
 
@@ -167,11 +168,15 @@ func (h *handoff) open(q *connQueue) error {
 	if err != nil {
 		return fmt.Errorf("router: handoff socket: %w", err)
 	}
-	if err := os.Chmod(h.path, 0o600); err != nil {
+	fi, err := os.Stat(h.path)
+	if err == nil {
+		err = os.Chmod(h.path, 0o600)
+	}
+	if err != nil {
 		in.Close()
 		return fmt.Errorf("router: handoff socket: %w", err)
 	}
-	h.in = in
+	h.in, h.file = in, fi
 	h.done = make(chan struct{})
 	go h.receive(in, h.done)
 	return nil
@@ -182,11 +187,16 @@ func (h *handoff) open(q *connQueue) error {
 // socket with them unread would close them, and their clients would get no answer.
 func (h *handoff) close() {
 	h.mu.Lock()
-	in, done := h.in, h.done
+	in, done, file := h.in, h.done, h.file
 	h.in = nil
 	h.mu.Unlock()
 	if in != nil {
-		os.Remove(h.path)              // from now on, a send fails and the sender keeps its connection
+		// From now on, a send fails and the sender keeps its connection; or, when this
+		// worker's replacement has bound the path already (an embedded worker's rolling
+		// restart), it reaches the replacement.
+		if fi, err := os.Stat(h.path); err == nil && os.SameFile(fi, file) {
+			os.Remove(h.path)
+		}
 		in.SetReadDeadline(time.Now()) // receive takes what was sent before, then returns
 		<-done
 		in.Close()

@@ -8,6 +8,7 @@ import (
 	"log"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/http/httputil"
 	"os"
 	"path/filepath"
@@ -39,6 +40,10 @@ type Router struct {
 	listener *os.File // the shared public listening socket
 	fitProcs bool     // set GOMAXPROCS to the router's share of the CPUs (not in tests)
 	pinned   bool     // --cpu-affinity pinned it to one CPU
+
+	// handler serves this worker's own requests in-process (embedded mode, Serve); nil:
+	// they go to the app child.
+	handler http.Handler
 
 	members  atomic.Pointer[membership]
 	counters *counters
@@ -88,6 +93,12 @@ func (r *Router) workers() int {
 // Run is the router's life: hello, config, app, routing, until the master says stop or goes
 // away. ctl is the descend socket, listener the shared public socket.
 func Run(ctx context.Context, index int, ctl *descend.Conn, listener *os.File, logger *slog.Logger) error {
+	return run(ctx, index, ctl, listener, logger, nil)
+}
+
+// run is Run, with h serving the worker's own requests in-process when it is not nil
+// (embedded mode: Serve).
+func run(ctx context.Context, index int, ctl *descend.Conn, listener *os.File, logger *slog.Logger, h http.Handler) error {
 	defer ctl.Close()
 	defer listener.Close()
 	if err := ctl.Send(&descend.Hello{PID: os.Getpid(), Index: index}); err != nil {
@@ -118,12 +129,15 @@ func Run(ctx context.Context, index int, ctl *descend.Conn, listener *os.File, l
 		return fmt.Errorf("router: expected the membership after the config, got %s", m.Type())
 	}
 	r := newRouter(index, set, logger)
-	r.ctl, r.listener = ctl, listener
-	r.fitProcs = true // this process is the router alone: size its scheduler
+	r.ctl, r.listener, r.handler = ctl, listener, h
+	r.fitProcs = h == nil // this process is the router alone: size its scheduler
 	if err := r.onMembership(m); err != nil {
 		return err
 	}
 	r.pin(cfg.CPU) // affinity.go: before the app starts, so it inherits the mask
+	if h != nil {
+		r.setAppEnv() // embedded.go
+	}
 	return r.run(ctx)
 }
 
@@ -159,30 +173,13 @@ func (r *Router) run(ctx context.Context) error {
 	peers := r.newPeerServer(peerHandler{r}) // limits.go
 	go peers.Serve(private)
 
-	r.sup = &monitor.Supervisor{
-		Name:         fmt.Sprintf("app %d", r.index),
-		Command:      r.apps.command,
-		Ready:        r.apps.readyCheck,
-		ReadyTimeout: r.conf().ReadyTimeout,
-		StopTimeout:  r.conf().ShutdownTimeout,
-		DrainTimeout: r.conf().ShutdownTimeout, // a WebSocket that stays open holds a drain this long at most
-		OnReady:      r.apps.onReady,
-		Drain:        r.apps.drain,
-		OnExit:       r.onAppExit,
-		Logger:       r.logger,
+	// The app: a supervised child, or the embedded handler, ready from the start.
+	var stopApp func()
+	if r.handler == nil {
+		stopApp = r.startApp()
+	} else {
+		stopApp = r.startEmbedded() // embedded.go
 	}
-	appCtx, stopApp := context.WithCancel(context.Background())
-	supDone := make(chan struct{})
-	go func() {
-		defer close(supDone)
-		r.sup.Run(appCtx)
-	}()
-
-	healthDone := make(chan struct{}) // health.go
-	go func() {
-		defer close(healthDone)
-		r.checkHealth(appCtx)
-	}()
 
 	recvErr := make(chan error, 1)
 	go func() { recvErr <- r.recvLoop() }()
@@ -203,14 +200,56 @@ func (r *Router) run(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	r.apps.stopping.Store(&sctx) // the app's last drain ends with this deadline too
+	if r.handler != nil {
+		runShutdownHooks() // embedded.go: hijacked connections are the handler's to end
+	}
 	r.stopPublic(sctx)
 	peers.Shutdown(sctx)
 	private.Close()
 	stopApp()
-	<-supDone
-	<-healthDone
 	r.remoteTransport.CloseIdleConnections()
 	return exitErr
+}
+
+// startApp supervises the app child, and its health checks, until the returned stop is
+// called; stop returns once the app has been drained and stopped.
+func (r *Router) startApp() (stop func()) {
+	r.sup = &monitor.Supervisor{
+		Name:         fmt.Sprintf("app %d", r.index),
+		Command:      r.apps.command,
+		Ready:        r.apps.readyCheck,
+		ReadyTimeout: r.conf().ReadyTimeout,
+		StopTimeout:  r.conf().ShutdownTimeout,
+		DrainTimeout: r.conf().ShutdownTimeout, // a WebSocket that stays open holds a drain this long at most
+		OnReady:      r.apps.onReady,
+		Drain:        r.apps.drain,
+		OnExit:       r.onAppExit,
+		Logger:       r.logger,
+	}
+	appCtx, stopApp := context.WithCancel(context.Background())
+	supDone := make(chan struct{})
+	go func() {
+		defer close(supDone)
+		r.sup.Run(appCtx)
+	}()
+	healthDone := make(chan struct{}) // health.go
+	go func() {
+		defer close(healthDone)
+		r.checkHealth(appCtx)
+	}()
+	return func() {
+		stopApp()
+		<-supDone
+		<-healthDone
+	}
+}
+
+// appStatus is the app's supervisor's status; an embedded worker's app is this process.
+func (r *Router) appStatus() monitor.Status {
+	if r.sup != nil {
+		return r.sup.Status()
+	}
+	return monitor.Status{State: monitor.StateReady, Pid: os.Getpid(), StartedAt: processStart}
 }
 
 // recvLoop reads the master's messages until the connection fails; EOF means the master
@@ -245,6 +284,10 @@ func (r *Router) onMembership(m descend.Message) error {
 	r.pool.SetPeers(mm.Peers)
 	r.members.Store(&membership{epoch: mm.Epoch, workers: mm.Workers})
 	r.shareCPUs(mm.Workers) // affinity.go
+	workersNow.Store(int64(mm.Workers))
+	if r.handler != nil {
+		os.Setenv("OLIO_WORKERS", strconv.Itoa(mm.Workers))
+	}
 	r.logger.Debug("membership", "epoch", mm.Epoch, "workers", mm.Workers)
 	r.updateAccepting()
 	return r.ctl.Send(&descend.Result{ID: mm.ID})
@@ -252,6 +295,9 @@ func (r *Router) onMembership(m descend.Message) error {
 
 func (r *Router) onRestart(m descend.Message) error {
 	id := m.(*descend.Restart).ID
+	if r.handler != nil {
+		return r.ctl.Send(&descend.Result{ID: id, Error: "an embedded worker has no app to restart: the master replaces the whole process"})
+	}
 	go func() {
 		res := &descend.Result{ID: id}
 		if err := r.sup.Restart(context.Background()); err != nil {
@@ -293,7 +339,7 @@ func (r *Router) onConfig(m descend.Message) error {
 
 func (r *Router) onStats(m descend.Message) error {
 	id := m.(*descend.StatsRequest).ID
-	st := r.sup.Status()
+	st := r.appStatus()
 	s := &descend.Stats{
 		ID:           id,
 		Index:        r.index,

@@ -72,6 +72,12 @@ func demoCommand() *cli.Command {
 		Name:  "demo",
 		Usage: "serve the built-in demo app on 127.0.0.1:$PORT (olio serve runs it when no app is given)",
 		Action: func(c *cli.Context) error {
+			if os.Getenv(router.EnvEmbedded) != "" { // olio serve --embedded without an APP
+				index, _ := strconv.Atoi(os.Getenv("OLIO_INDEX"))
+				d := demo.New(index)
+				router.RegisterOnShutdown(d.GoAway)
+				return router.Serve(d)
+			}
 			env := demo.Env{Port: os.Getenv("PORT"), NotifySocket: os.Getenv(monitor.NotifyEnv)}
 			if s := os.Getenv("OLIO_INDEX"); s != "" {
 				var err error

@@ -23,7 +23,8 @@ func serveCommand() *cli.Command {
 		Description: `olio binds --listen once and starts --workers routers that share the socket. Each
 router starts its own copy of APP with PORT (a private loopback port), OLIO_INDEX,
 OLIO_WORKERS, OLIO_SECRET and OLIO_ADDR in its environment, and routes every request
-to the worker that owns its key: jump(xxhash64(key), workers).
+to the worker that owns its key: jump(xxhash64(key), workers). With --embedded, APP is
+a Go program that calls router.Serve(handler) and is itself each worker's router.
 
 Signals: TERM/INT/QUIT stop gracefully (a second one stops at once), HUP reloads the
 config file and restarts every app worker by worker, TTIN/TTOU add/remove a worker,
@@ -46,6 +47,7 @@ WINCH scales to zero, USR1 reopens the log file, USR2 upgrades olio in place.`,
 			&cli.IntFlag{Name: "max-conns", Value: d.MaxConns, Usage: "concurrent connections per router (0: unlimited)"},
 			&cli.DurationFlag{Name: "health-timeout", Value: d.HealthTimeout, Usage: "recycle an app that stops accepting connections for this long (0: off)"},
 			&cli.BoolFlag{Name: "handoff", Value: d.Handoff, Usage: "pass a connection to the worker that owns its first request's key, so later requests on it need no hop; --handoff=false forwards instead"},
+			&cli.BoolFlag{Name: "embedded", Usage: "APP is a Go program that calls router.Serve(handler): it runs as each worker's router and serves its own keys in-process (no app child; the built-in demo without APP)"},
 			&cli.BoolFlag{Name: "cpu-affinity", Usage: "pin worker i (router and app) to CPU i mod the number of CPUs"},
 			&cli.StringFlag{Name: "control", Value: defaultControl(), Usage: "control socket `PATH` for olio status/reload/scale/stop"},
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on `ADDR` (e.g. 127.0.0.1:9090)"},
@@ -129,6 +131,7 @@ func configFrom(c *cli.Context) (listener.Config, error) {
 		HealthTimeout:   dur("health-timeout"),
 		CPUAffinity:     boolean("cpu-affinity"),
 		Handoff:         boolean("handoff"),
+		Embedded:        boolean("embedded"),
 		Control:         str("control"),
 		Metrics:         str("metrics"),
 		PIDFile:         str("pidfile"),
