@@ -121,8 +121,8 @@ func (m *Master) workerStatus(ctx context.Context, w *worker) (WorkerStatus, *de
 			ws.Error = err.Error()
 		}
 	}
-	for _, pid := range []int{ws.RouterPID, ws.AppPID} {
-		if pid > 0 {
+	for i, pid := range []int{ws.RouterPID, ws.AppPID} {
+		if pid > 0 && (i == 0 || pid != ws.RouterPID) { // an embedded worker is one process
 			if n, err := monitor.RSS(pid); err == nil {
 				ws.RSSBytes += n
 			}

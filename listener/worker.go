@@ -33,6 +33,7 @@ type worker struct {
 	conns       map[int]*descend.Conn // every running router's, by pid: a rolling restart has two
 	state       descend.State
 	readyOnce   sync.Once
+	hintOnce    sync.Once // the embedded app that never calls router.Serve is named once
 	waits       map[uint64]waiter
 }
 
@@ -220,6 +221,10 @@ func (w *worker) readyCheck(ctx context.Context, c *monitor.Child) error {
 			app = cfg.App[0]
 		}
 		err = fmt.Errorf("%w: it never started olio's router (does %s call router.Serve?)", err, app)
+		w.hintOnce.Do(func() {
+			w.m.logger.Error("worker did not start olio's router within --ready-timeout; retrying with backoff",
+				"worker", w.index, "app", app, "ready_timeout", cfg.ReadyTimeout, "err", err)
+		})
 	}
 	return err
 }

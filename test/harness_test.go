@@ -21,8 +21,9 @@ import (
 	"github.com/olio-dev/olio/router"
 )
 
-// olioBin is the binary under test, built once by TestMain.
-var olioBin string
+// olioBin is the binary under test, built once by TestMain; exampleBin is the embedded
+// example (cmd/olio-demo), a Go program that calls router.Serve.
+var olioBin, exampleBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "olio-e2e-")
@@ -30,17 +31,19 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	olioBin = filepath.Join(dir, "olio")
-	args := []string{"build", "-o", olioBin}
-	if os.Getenv("OLIO_TEST_RACE") != "" {
-		args = append(args, "-race") // the processes under test report data races in their output
-	}
-	build := exec.Command("go", append(args, "../cmd/olio")...)
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build olio:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
+	olioBin, exampleBin = filepath.Join(dir, "olio"), filepath.Join(dir, "olio-demo")
+	for bin, pkg := range map[string]string{olioBin: "../cmd/olio", exampleBin: "../cmd/olio-demo"} {
+		args := []string{"build", "-o", bin}
+		if os.Getenv("OLIO_TEST_RACE") != "" {
+			args = append(args, "-race") // the processes under test report data races in their output
+		}
+		build := exec.Command("go", append(args, pkg)...)
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "build", pkg+":", err)
+			os.RemoveAll(dir)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
