@@ -206,6 +206,20 @@ func TestEmbeddedKillWorker(t *testing.T) {
 	embeddedPIDs(t, c, workers)
 }
 
+// TestEmbeddedTTIN, TestEmbeddedTTOU: scaling an embedded cluster under load moves only the
+// keys jump hash moves, loses nothing, and leaves one process per worker.
+func TestEmbeddedTTIN(t *testing.T) {
+	testResize(t, 2, syscall.SIGTTIN, 3, 1, "--embedded", "--", exampleBin)
+}
+
+func TestEmbeddedTTOU(t *testing.T) {
+	testResize(t, 3, syscall.SIGTTOU, 2, 1, "--embedded", "--", exampleBin)
+}
+
+// TestEmbeddedUSR2: a hot upgrade of an embedded cluster replaces every worker process
+// under load without a failed request.
+func TestEmbeddedUSR2(t *testing.T) { testUSR2(t, "--embedded", "--", exampleBin) }
+
 // TestEmbeddedDemoAndStop: without an APP, --embedded runs olio's own demo embedded; TERM
 // stops it with exit status 0 and nothing left behind (cleanup checks the processes).
 func TestEmbeddedDemoAndStop(t *testing.T) {

@@ -63,17 +63,19 @@ func TestLifecycleHUP(t *testing.T) {
 // TestLifecycleTTIN: one worker more under load; afterwards every key is on its owner
 // among 3.
 func TestLifecycleTTIN(t *testing.T) {
-	testResize(t, 2, syscall.SIGTTIN, 3)
+	testResize(t, 2, syscall.SIGTTIN, 3, 2)
 }
 
 // TestLifecycleTTOU: one worker fewer under load; afterwards every key is on its owner
 // among 2.
 func TestLifecycleTTOU(t *testing.T) {
-	testResize(t, 3, syscall.SIGTTOU, 2)
+	testResize(t, 3, syscall.SIGTTOU, 2, 2)
 }
 
-func testResize(t *testing.T, from int, sig syscall.Signal, to int) {
-	c := Start(t, "--workers", strconv.Itoa(from))
+// testResize sends sig to a cluster of from workers, started with extra, under load, and
+// checks it ends with to workers of perWorker processes each.
+func testResize(t *testing.T, from int, sig syscall.Signal, to, perWorker int, extra ...string) {
+	c := Start(t, append([]string{"--workers", strconv.Itoa(from)}, extra...)...)
 	l := StartLoad(t, c, LoadOptions{Clients: 6, Prefix: "resize-"})
 	l.ExpectOwners(from)
 	l.WaitOK(100, 20*time.Second)
@@ -92,8 +94,8 @@ func testResize(t *testing.T, from int, sig syscall.Signal, to int) {
 	st.NoFailures(t, nil)
 
 	checkOwners(t, c, l.Keys(), to)
-	if !Eventually(10*time.Second, func() bool { return len(c.Descendants()) == 2*to }) {
-		t.Errorf("%d processes under the master, want %d", len(c.Descendants()), 2*to)
+	if !Eventually(10*time.Second, func() bool { return len(c.Descendants()) == perWorker*to }) {
+		t.Errorf("%d processes under the master, want %d", len(c.Descendants()), perWorker*to)
 	}
 }
 
@@ -449,10 +451,13 @@ func TestLifecycleGracefulStop(t *testing.T) {
 
 // TestLifecycleUSR2: a hot upgrade under load. Afterwards exactly one master remains, every
 // app pid is new, no request failed, and the same port keeps answering.
-func TestLifecycleUSR2(t *testing.T) {
+func TestLifecycleUSR2(t *testing.T) { testUSR2(t) }
+
+// testUSR2 is TestLifecycleUSR2 for a cluster started with extra flags.
+func testUSR2(t *testing.T, extra ...string) {
 	const workers = 2
 	metrics := freeAddr(t) // the new master takes the address over from the old one
-	c := Start(t, "--workers", strconv.Itoa(workers), "--metrics", metrics)
+	c := Start(t, append([]string{"--workers", strconv.Itoa(workers), "--metrics", metrics}, extra...)...)
 	before := appPIDs(t, c, workers)
 	l := StartLoad(t, c, LoadOptions{Clients: 4, Prefix: "usr2-"})
 	l.ExpectOwners(workers)

@@ -66,7 +66,7 @@ func parseFlags(args []string) (*config, error) {
 	)
 	fs.StringVar(&cfg.scenario, "scenario", "compare", "compare: olio side by side with direct, HAProxy and nginx; rolling: a HUP rolling restart under load (-workers 8, -c 16, -d 5s before it, unless given); startup: start-to-ready, router RSS and the yamux mesh's memory for each of -sizes")
 	fs.StringVar(&sizeList, "sizes", "8,16,64", "worker counts of -scenario startup, comma-separated")
-	fs.StringVar(&setupList, "setups", "direct,olio4,olio1,haproxy,nginx", "setups to run, comma-separated: direct, olio4 (--workers N), olio1, olio4-nohandoff (--handoff=false), haproxy, nginx")
+	fs.StringVar(&setupList, "setups", "direct,olio4,olio1,haproxy,nginx", "setups to run, comma-separated: direct, olio4 (--workers N), olio1, olio4-nohandoff (--handoff=false), olio4-embedded (--embedded --workers N), olio1-embedded, haproxy, nginx")
 	fs.StringVar(&wlList, "workloads", "random,conn", "workloads, comma-separated: random (a random key per request), conn (one key per connection)")
 	fs.IntVar(&cfg.workers, "workers", 4, "apps behind direct, HAProxy and nginx, and olio's --workers for olio4")
 	fs.IntVar(&cfg.conns, "c", 64, "connections")
@@ -127,7 +127,7 @@ func (c *config) validate() error {
 	}
 	for _, id := range c.setups {
 		if !slices.ContainsFunc(setups, func(s setup) bool { return s.id == id }) {
-			return fmt.Errorf("-setups: unknown setup %q (want direct, olio4, olio1, olio4-nohandoff, haproxy, nginx)", id)
+			return fmt.Errorf("-setups: unknown setup %q (want direct, olio4, olio1, olio4-nohandoff, olio4-embedded, olio1-embedded, haproxy, nginx)", id)
 		}
 	}
 	for _, name := range c.workloads {
@@ -229,14 +229,18 @@ func run(ctx context.Context, cfg *config, p *procs) (err error) {
 	} else if err := checkTools(cfg); err != nil {
 		return err
 	}
-	b := &bench{cfg: cfg, procs: p, dir: dir, olio: cfg.olio}
+	b := &bench{cfg: cfg, procs: p, dir: dir, olio: cfg.olio, example: filepath.Join(dir, "olio-demo")}
+	builds := map[string]string{b.example: "./cmd/olio-demo"}
 	if b.olio == "" {
 		b.olio = filepath.Join(dir, "olio")
-		logf(cfg, "building olio")
-		build := exec.CommandContext(ctx, "go", "build", "-o", b.olio, "./cmd/olio")
+		builds[b.olio] = "./cmd/olio"
+	}
+	for bin, pkg := range builds {
+		logf(cfg, "building %s", pkg)
+		build := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg)
 		build.Dir = root
 		if out, err := build.CombinedOutput(); err != nil {
-			return fmt.Errorf("go build ./cmd/olio: %w\n%s", err, out)
+			return fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
 		}
 	}
 	switch cfg.scenario {

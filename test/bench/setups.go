@@ -26,7 +26,11 @@ type bench struct {
 	procs *procs
 	dir   string   // temp dir, removed on exit
 	olio  string   // olio binary
-	apps  []string // addresses of the shared `olio demo` apps
+	// example is the embedded example (cmd/olio-demo): the demo handler behind
+	// router.Serve. The shared apps are standalone copies of it, and the embedded
+	// setups run it as olio's workers: the same app code both ways.
+	example string
+	apps    []string // addresses of the shared apps
 }
 
 // setup is one way of putting the apps behind an address.
@@ -47,6 +51,12 @@ var setups = []setup{
 	}},
 	{id: "olio4-nohandoff", name: "olio --workers 4 --handoff=false", proxy: true, start: func(ctx context.Context, b *bench) (*instance, error) {
 		return startOlio(ctx, b, b.cfg.workers, "--handoff=false")
+	}},
+	{id: "olio4-embedded", name: "olio --embedded --workers 4", proxy: true, start: func(ctx context.Context, b *bench) (*instance, error) {
+		return startOlio(ctx, b, b.cfg.workers, "--embedded", "--", b.example)
+	}},
+	{id: "olio1-embedded", name: "olio --embedded --workers 1", proxy: true, start: func(ctx context.Context, b *bench) (*instance, error) {
+		return startOlio(ctx, b, 1, "--embedded", "--", b.example)
 	}},
 	{id: "haproxy", name: "HAProxy", proxy: true, start: startHAProxy},
 	{id: "nginx", name: "nginx", proxy: true, start: startNginx},
@@ -86,8 +96,9 @@ func appEnv(extra ...string) []string {
 	return append(env, extra...)
 }
 
-// startApps starts the shared `olio demo` apps, one per worker index, as
-// olio itself would (PORT, OLIO_INDEX, OLIO_WORKERS).
+// startApps starts the shared apps, one per worker index, as olio itself
+// would (PORT, OLIO_INDEX, OLIO_WORKERS): standalone copies of the embedded
+// example, which serve the demo handler on $PORT.
 func startApps(ctx context.Context, b *bench) error {
 	n := b.cfg.workers
 	var kids []*child
@@ -97,7 +108,7 @@ func startApps(ctx context.Context, b *bench) error {
 			return err
 		}
 		env := appEnv("PORT="+strconv.Itoa(port), "OLIO_INDEX="+strconv.Itoa(i), "OLIO_WORKERS="+strconv.Itoa(n))
-		c, err := b.procs.start(fmt.Sprintf("app %d", i), []string{b.olio, "demo"}, env,
+		c, err := b.procs.start(fmt.Sprintf("app %d", i), []string{b.example}, env,
 			filepath.Join(b.dir, fmt.Sprintf("app-%d.log", i)))
 		if err != nil {
 			return err
@@ -138,7 +149,9 @@ func startOlio(ctx context.Context, b *bench, workers int, extra ...string) (*in
 	}
 	in := &instance{
 		target: target{addrs: []string{addr}},
-		// master and routers; the apps (depth 2) are not the layer's cost
+		// master and routers; the apps (depth 2) are not the layer's cost. An
+		// embedded worker is router and app in one process: its CPU includes
+		// the handler's, which the other setups leave out.
 		layer: &layer{root: c.pid, maxDepth: 1},
 		// the accepting router is independent of the key, so a request is
 		// forwarded unless it happens to land on its owner: (N-1)/N at most
