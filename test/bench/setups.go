@@ -24,8 +24,8 @@ const stopGrace = 10 * time.Second
 type bench struct {
 	cfg   *config
 	procs *procs
-	dir   string   // temp dir, removed on exit
-	olio  string   // olio binary
+	dir   string // temp dir, removed on exit
+	olio  string // olio binary
 	// example is the embedded example (cmd/olio-demo): the demo handler behind
 	// router.Serve. The shared apps are standalone copies of it, and the embedded
 	// setups run it as olio's workers: the same app code both ways.
