@@ -20,6 +20,8 @@ const (
 	TypeStatsRequest Type = "stats_request"
 	TypeStats        Type = "stats"
 	TypeResult       Type = "result"
+	TypePrepare      Type = "prepare"
+	TypeRelease      Type = "release"
 )
 
 // Message is one typed message.
@@ -57,6 +59,11 @@ type Config struct {
 	HealthTimeout   time.Duration `json:"health_timeout"`
 	CPU             int           `json:"cpu"` // CPU to pin to, or -1
 	Handoff         bool          `json:"handoff"`
+	Handover        string        `json:"handover"`                // "exclusive" or "overlap"
+	HandoverPath    string        `json:"handover_path,omitempty"` // POSTed a notice before keys leave the app
+	// Held is set for an embedded worker that replaces a live one (rolling restart): it
+	// serves its own keys only once a Release says the process it replaces has drained.
+	Held bool `json:"held,omitempty"`
 }
 
 // Membership is the cluster's shape: how many workers own keys, and where each router's
@@ -67,6 +74,21 @@ type Membership struct {
 	Epoch   uint64   `json:"epoch"`
 	Workers int      `json:"workers"`
 	Peers   []string `json:"peers"`
+}
+
+// Prepare is the first phase of a membership change (exclusive hand-over): the router
+// holds the requests whose owner changes to Workers, waits until the requests it routed
+// before have finished, and answers with a Result. The Membership with Epoch commits.
+type Prepare struct {
+	ID      uint64 `json:"id"`
+	Epoch   uint64 `json:"epoch"`
+	Workers int    `json:"workers"`
+}
+
+// Release tells a held embedded worker (Config.Held) to serve its own keys; answered by a
+// Result.
+type Release struct {
+	ID uint64 `json:"id"`
 }
 
 // Worker states reported in State and Stats.
@@ -97,6 +119,9 @@ type Restart struct {
 // accepted; answered by a Result. It keeps serving requests forwarded by its peers.
 type Drain struct {
 	ID uint64 `json:"id"`
+	// Replaced says a new process has taken this worker's place (an embedded worker's
+	// rolling restart): finish what peers forwarded too, and close the private socket.
+	Replaced bool `json:"replaced,omitempty"`
 }
 
 // StatsRequest asks a router for its counters; answered by Stats with the same ID.
@@ -124,6 +149,8 @@ type Stats struct {
 	// Duration is the histogram of request durations served by this worker's app:
 	// cumulative counts per upper bound in seconds, as Prometheus wants them.
 	Duration Histogram `json:"duration"`
+	// LastHold is how long the last membership change held this router's moving keys.
+	LastHold time.Duration `json:"last_hold"`
 }
 
 // Histogram is a cumulative histogram snapshot.
@@ -167,6 +194,12 @@ func (*Stats) Type() Type { return TypeStats }
 // Type implements Message.
 func (*Result) Type() Type { return TypeResult }
 
+// Type implements Message.
+func (*Prepare) Type() Type { return TypePrepare }
+
+// Type implements Message.
+func (*Release) Type() Type { return TypeRelease }
+
 // registry makes an empty message of each type for decoding.
 var registry = map[Type]func() Message{
 	TypeHello:        func() Message { return new(Hello) },
@@ -178,4 +211,6 @@ var registry = map[Type]func() Message{
 	TypeStatsRequest: func() Message { return new(StatsRequest) },
 	TypeStats:        func() Message { return new(Stats) },
 	TypeResult:       func() Message { return new(Result) },
+	TypePrepare:      func() Message { return new(Prepare) },
+	TypeRelease:      func() Message { return new(Release) },
 }

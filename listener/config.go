@@ -6,6 +6,7 @@ import (
 	"net"
 	"os/exec"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/olio-dev/olio/router"
@@ -34,6 +35,8 @@ type Config struct {
 	CPUAffinity     bool          // pin worker i to CPU i mod NumCPU
 	Handoff         bool          // pass a connection to its owner when its first request is the owner's
 	Embedded        bool          // App is the router (a Go program calling router.Serve); no app child
+	Handover        string        // "exclusive" (a key is never served by two processes at once) or "overlap"
+	HandoverPath    string        // POST a hand-over notice to the app at this path, "": none
 	Control         string        // control socket path
 	Metrics         string        // Prometheus address, empty: off
 	PIDFile         string        // pidfile path, empty: none
@@ -60,6 +63,7 @@ func DefaultConfig() Config {
 		HeaderTimeout:   10 * time.Second,
 		IdleTimeout:     2 * time.Minute,
 		Handoff:         true,
+		Handover:        router.HandoverExclusive,
 	}
 }
 
@@ -100,6 +104,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxHeaderBytes < 1024 {
 		return bad("--max-header-bytes %d%s: must be at least 1024", c.MaxHeaderBytes, c.from("max-header-bytes"))
+	}
+	if c.Handover != router.HandoverExclusive && c.Handover != router.HandoverOverlap {
+		return bad("--handover %q%s: use exclusive (a key is never served by two processes at once; moving keys pause) or overlap (no pause; old and new owner may overlap briefly)", c.Handover, c.from("handover"))
+	}
+	if c.HandoverPath != "" && !strings.HasPrefix(c.HandoverPath, "/") {
+		return bad("--handover-path %q%s: give a path that starts with /, e.g. /olio/handover", c.HandoverPath, c.from("handover-path"))
 	}
 	if c.MaxConns < 0 {
 		return bad("--max-conns %d%s: must be 0 (unlimited) or more", c.MaxConns, c.from("max-conns"))

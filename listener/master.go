@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/olio-dev/olio/descend"
+	"github.com/olio-dev/olio/router"
 )
 
 // Options are the master's collaborators, as opposed to its Config.
@@ -312,6 +313,8 @@ func (m *Master) routerConfig(index int) *descend.Config {
 		HealthTimeout:   cfg.HealthTimeout,
 		CPU:             cpu,
 		Handoff:         cfg.Handoff,
+		Handover:        cfg.Handover,
+		HandoverPath:    cfg.HandoverPath,
 	}
 }
 
@@ -327,8 +330,12 @@ func (m *Master) membershipLocked(id uint64) *descend.Membership {
 }
 
 // announce sets the member count, bumps the epoch and tells every live router, waiting
-// for each to acknowledge. Routers starting meanwhile get it in their hello.
+// for each to acknowledge. Routers starting meanwhile get it in their hello. Under
+// --handover exclusive it first prepares the change (see prepare).
 func (m *Master) announce(ctx context.Context, members int) error {
+	if m.config().Handover == router.HandoverExclusive {
+		m.prepare(ctx, members)
+	}
 	m.mu.Lock()
 	m.members = members
 	m.epoch++
@@ -356,4 +363,31 @@ func (m *Master) announce(ctx context.Context, members int) error {
 // routerOutput is where a router's stdout and stderr go: whole lines into the log output.
 func (m *Master) routerOutput() io.Writer {
 	return &lineWriter{out: m.opts.LogOutput, mu: &m.outMu}
+}
+
+// prepare is the first phase of an exclusive membership change: every live router holds
+// the requests whose owner changes with members, finishes those it routed before, and
+// acknowledges; the commit (announce's Membership) then releases them. No request routed
+// by the old count is then running anywhere when a new owner starts on a moved key. A
+// router that does not acknowledge within its bound (--forward-timeout) is logged, and the
+// change is committed all the same: a stuck request does not stop a scale.
+func (m *Master) prepare(ctx context.Context, members int) {
+	m.mu.Lock()
+	epoch := m.epoch + 1
+	workers := append([]*worker(nil), m.workers...)
+	m.mu.Unlock()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for _, w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := w.call(ctx, &descend.Prepare{ID: m.nextID(), Epoch: epoch, Workers: members})
+			if err != nil && !errors.Is(err, ErrNoRouter) {
+				m.logger.Warn("hand-over: a router did not finish its requests for moving keys; committing all the same", "worker", w.index, "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+	m.logger.Info("hand-over prepared", "epoch", epoch, "workers", members, "held", time.Since(start).Round(time.Microsecond).String())
 }

@@ -47,6 +47,8 @@ var (
 		"1 when the worker's app is ready, else 0.", workerLabel, nil)
 	descCrashLooping = prometheus.NewDesc("olio_worker_crash_looping",
 		"1 when the worker's app or router keeps crashing, else 0.", workerLabel, nil)
+	descHandoverHold = prometheus.NewDesc("olio_handover_hold_seconds",
+		"How long the last hand-over (scale, or a restart of this worker's app) held the keys that moved.", workerLabel, nil)
 )
 
 // collector is a prometheus.Collector that asks the routers for their counters at every
@@ -58,7 +60,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descWorkers, descWorkersReady, descEpoch, descServed, descForwardedOut, descForwardedIn,
 		descHandedOff, descHandedIn,
-		descInFlight, descDuration, descRestarts, descRSS, descWorkerReady, descCrashLooping,
+		descInFlight, descDuration, descRestarts, descRSS, descWorkerReady, descCrashLooping, descHandoverHold,
 	} {
 		ch <- d
 	}
@@ -94,6 +96,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descHandedOff, s.HandedOut)
 		counter(descHandedIn, s.HandedIn)
 		gauge(descInFlight, float64(s.InFlight))
+		gauge(descHandoverHold, s.LastHold.Seconds())
 		if h, err := constHistogram(descDuration, s.Duration, l); err == nil {
 			ch <- h
 		}

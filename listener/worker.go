@@ -34,6 +34,7 @@ type worker struct {
 	state       descend.State
 	readyOnce   sync.Once
 	hintOnce    sync.Once // the embedded app that never calls router.Serve is named once
+	replacing   bool      // a rolling restart is starting this worker's new router
 	waits       map[uint64]waiter
 }
 
@@ -81,6 +82,14 @@ func (m *Master) newWorkerLocked(index int) *worker {
 // embedded mode, the router process itself is replaced.
 func (w *worker) restart(ctx context.Context) error {
 	if w.m.config().Embedded {
+		w.mu.Lock()
+		w.replacing = true
+		w.mu.Unlock()
+		defer func() {
+			w.mu.Lock()
+			w.replacing = false
+			w.mu.Unlock()
+		}()
 		return w.sup.Restart(ctx)
 	}
 	_, err := w.call(ctx, &descend.Restart{ID: w.m.nextID()})
@@ -96,8 +105,15 @@ func (w *worker) drainChild(ctx context.Context, c *monitor.Child) {
 	if conn == nil {
 		return // gone already
 	}
-	if _, err := w.callOn(ctx, conn, &descend.Drain{ID: w.m.nextID()}); err != nil && !errors.Is(err, ErrNoRouter) {
+	if _, err := w.callOn(ctx, conn, &descend.Drain{ID: w.m.nextID(), Replaced: true}); err != nil && !errors.Is(err, ErrNoRouter) {
 		w.m.logger.Warn("drain the replaced router", "worker", w.index, "router_pid", c.Pid(), "err", err)
+	}
+	// The replacement (held under --handover exclusive) may now serve this worker's keys;
+	// with a context of its own, as the drain may have used all of ctx.
+	rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := w.call(rctx, &descend.Release{ID: w.m.nextID()}); err != nil {
+		w.m.logger.Warn("release the new router", "worker", w.index, "err", err)
 	}
 }
 
@@ -324,7 +340,14 @@ func (w *worker) hello(conn *descend.Conn, h *descend.Hello) error {
 	if h.Index != w.index {
 		return fmt.Errorf("router says it is worker %d, started as %d", h.Index, w.index)
 	}
-	if err := conn.Send(w.m.routerConfig(w.index)); err != nil {
+	cfg := w.m.routerConfig(w.index)
+	w.mu.Lock()
+	replacing := w.conn != nil && w.replacing
+	w.mu.Unlock()
+	// An embedded worker that replaces a live one serves its keys only once that one has
+	// drained (drainChild releases it).
+	cfg.Held = replacing && w.m.config().Embedded && cfg.Handover == router.HandoverExclusive
+	if err := conn.Send(cfg); err != nil {
 		return err
 	}
 	m := w.m
@@ -356,6 +379,10 @@ func idOf(msg descend.Message) uint64 {
 	case *descend.Drain:
 		return m.ID
 	case *descend.StatsRequest:
+		return m.ID
+	case *descend.Prepare:
+		return m.ID
+	case *descend.Release:
 		return m.ID
 	}
 	return 0

@@ -31,6 +31,7 @@ type instance struct {
 	proxy     *httputil.ReverseProxy
 	transport *appTransport
 	inFlight  atomic.Int64
+	upgraded  atomic.Int64 // of inFlight, upgraded connections (WebSocket): not waited for by a hand-over
 	child     *monitor.Child
 }
 
@@ -204,15 +205,40 @@ func (a *apps) waitReady(ctx context.Context, inst *instance, c *monitor.Child) 
 	return monitor.WaitDial(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(inst.port)), c)
 }
 
-// onReady switches local traffic to the app instance c.
+// onReady switches local traffic to the app instance c. Under --handover exclusive, the
+// instance it replaces first finishes its requests (new ones wait, up to the forward
+// timeout) and is told its keys leave it, so that no key is served by both at once.
 func (a *apps) onReady(c *monitor.Child) {
 	inst := a.lookup(c)
 	if inst == nil {
 		return
 	}
+	if old := a.current.Load(); old != nil && old != inst && a.r.exclusive() {
+		a.handOver(old)
+	}
 	a.setCurrent(inst)
 	a.r.logger.Info("app ready", "app_pid", c.Pid(), "port", inst.port)
 	a.r.appReady()
+}
+
+// handOver takes local traffic off old and waits until its requests (but upgraded
+// connections) are done, up to the forward timeout, then sends the app's hand-over notice.
+func (a *apps) handOver(old *instance) {
+	a.clearCurrent(old)
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), a.r.conf().ForwardTimeout)
+	defer cancel()
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
+	for old.inFlight.Load()-old.upgraded.Load() > 0 && ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+			a.r.logger.Warn("hand-over: the old app instance still has requests running; the new one starts", "in_flight", old.inFlight.Load())
+		case <-t.C:
+		}
+	}
+	a.r.notifyApp(ctx, Handover{Index: a.r.index, Epoch: a.r.members.Load().epoch, Workers: a.r.workers(), NewWorkers: a.r.workers(), Reason: "restart"}, old)
+	a.r.handover.setLastHold(time.Since(start))
 }
 
 // drain waits until the old instance has no request in flight (or ctx ends).

@@ -11,6 +11,10 @@ import (
 // forward to the owner.
 func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	markRequest(req)
+	if !isUpgrade(req) { // handover.go: an upgraded connection is not waited for
+		g := r.handover.enter()
+		defer g.leave()
+	}
 	workers := r.workers()
 	target := r.index
 	if idx, ok := req.Header[HeaderIndex]; ok {
@@ -30,6 +34,19 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		target = i
 	} else if key, ok := r.settings().key.Extract(req); ok && workers > 0 {
 		target = Owner(key, workers)
+		if ch := r.handover.hold(key, target); ch != nil && r.exclusive() {
+			// Its owner is changing: wait until the old one has finished (handover.go).
+			if !r.waitHeld(w, req, ch, "the owner of this key is changing") {
+				return
+			}
+			workers = r.workers()
+			if workers == 0 {
+				w.Header().Set("Retry-After", "1")
+				r.fail(w, http.StatusServiceUnavailable, "olio: no workers")
+				return
+			}
+			target = Owner(key, workers)
+		}
 		if target != r.index && r.tryHandOff(w, req, target) { // handoff.go
 			return
 		}
@@ -78,6 +95,10 @@ func (r *Router) serveLocal(w http.ResponseWriter, req *http.Request, avoid *ins
 		return
 	}
 	r.counters.inFlight.Add(1)
+	if isUpgrade(req) {
+		inst.upgraded.Add(1)
+		defer inst.upgraded.Add(-1)
+	}
 	start := time.Now()
 	retry := req.Context().Value(retried) != nil // the outer call counts the request once
 	if r.conf().RequestTimeout > 0 && !retry {

@@ -46,6 +46,7 @@ type Router struct {
 	handler http.Handler
 
 	members  atomic.Pointer[membership]
+	handover *handover // handover.go: exclusive hand-over of moving keys
 	counters *counters
 	apps     *apps
 	sup      *monitor.Supervisor
@@ -53,6 +54,8 @@ type Router struct {
 	remote   *httputil.ReverseProxy
 
 	remoteTransport *peerTransport
+	peers           *http.Server  // the private side, serving what peers forward
+	private         *mux.Listener // where peers reach this router
 	handoff         *handoff   // handoff.go
 	queue           *connQueue // handed-off connections for the current public server
 
@@ -137,6 +140,12 @@ func run(ctx context.Context, index int, ctl *descend.Conn, listener *os.File, l
 	r.pin(cfg.CPU) // affinity.go: before the app starts, so it inherits the mask
 	if h != nil {
 		r.setAppEnv() // embedded.go
+		if cfg.Held {
+			// handover.go: its own keys wait for the replaced one to drain.
+			r.handover.startHeld(cfg.ShutdownTimeout+cfg.ForwardTimeout, func() {
+				r.logger.Warn("not released by the master in time: serving own keys")
+			})
+		}
 	}
 	return r.run(ctx)
 }
@@ -150,6 +159,7 @@ func newRouter(index int, set *settings, logger *slog.Logger) *Router {
 		logger:   logger,
 		errorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		counters: newCounters(),
+		handover: newHandover(),
 		pool:     mux.NewPool(nil),
 	}
 	r.set.Store(set)
@@ -172,6 +182,7 @@ func (r *Router) run(ctx context.Context) error {
 	}
 	peers := r.newPeerServer(peerHandler{r}) // limits.go
 	go peers.Serve(private)
+	r.peers, r.private = peers, private
 
 	// The app: a supervised child, or the embedded handler, ready from the start.
 	var stopApp func()
@@ -261,6 +272,8 @@ func (r *Router) recvLoop() error {
 		descend.TypeDrain:        r.onDrain,
 		descend.TypeStatsRequest: r.onStats,
 		descend.TypeConfig:       r.onConfig,
+		descend.TypePrepare:      r.onPrepare,
+		descend.TypeRelease:      r.onRelease,
 	}
 	for {
 		m, err := r.ctl.Recv()
@@ -283,6 +296,7 @@ func (r *Router) onMembership(m descend.Message) error {
 	}
 	r.pool.SetPeers(mm.Peers)
 	r.members.Store(&membership{epoch: mm.Epoch, workers: mm.Workers})
+	r.handover.commit() // handover.go: held requests go on by the new count
 	r.shareCPUs(mm.Workers) // affinity.go
 	workersNow.Store(int64(mm.Workers))
 	if r.handler != nil {
@@ -309,7 +323,8 @@ func (r *Router) onRestart(m descend.Message) error {
 }
 
 func (r *Router) onDrain(m descend.Message) error {
-	id := m.(*descend.Drain).ID
+	d := m.(*descend.Drain)
+	id := d.ID
 	r.mu.Lock()
 	r.draining = true
 	r.mu.Unlock()
@@ -317,6 +332,15 @@ func (r *Router) onDrain(m descend.Message) error {
 		ctx, cancel := context.WithTimeout(context.Background(), r.conf().ShutdownTimeout)
 		defer cancel()
 		r.stopPublic(ctx)
+		if d.Replaced {
+			// An embedded worker drained for its replacement (which holds its keys until
+			// this answer): finish what peers forwarded too, so that nothing of its keys
+			// is running here when the replacement starts serving them. Peers re-dial the
+			// replacement, which has bound the same socket path.
+			r.peers.Shutdown(ctx)
+			r.private.Close()
+			r.notifyApp(ctx, Handover{Index: r.index, Epoch: r.members.Load().epoch, Workers: r.workers(), NewWorkers: r.workers(), Reason: "restart"}, nil)
+		}
 		r.sendOrLog(&descend.Result{ID: id})
 	}()
 	return nil
@@ -357,6 +381,7 @@ func (r *Router) onStats(m descend.Message) error {
 		Goroutines:   goroutines(),
 		OpenFDs:      openFDs(),
 		Duration:     r.counters.histogram(),
+		LastHold:     r.handover.lastHoldTime(),
 	}
 	return r.ctl.Send(s)
 }

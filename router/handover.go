@@ -1,0 +1,304 @@
+package router
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/olio-dev/olio/descend"
+)
+
+// Exclusive hand-over (--handover exclusive, the default): a key is never served by two
+// processes at once. A membership change is committed in two phases:
+//
+//  1. Prepare: every router learns the coming worker count. From then on it holds each new
+//     request whose owner changes with it, and it waits until every request it routed
+//     before the prepare has finished (wherever it was served), then acknowledges.
+//  2. Commit: the new membership; held requests go on to their new owner.
+//
+// Once every router has acknowledged, no request routed under the old count is still in
+// flight anywhere, so the new owner of a moving key starts only after the old owner has
+// finished. Only moving keys wait; the others are routed as usual throughout. Requests
+// are counted by generation, not by key: a prepare starts a new generation and waits for
+// the old one to drain.
+//
+// An embedded worker's replacement (rolling restart) starts held: it serves its own keys
+// only once the master releases it, after the process it replaces has drained.
+//
+// Upgraded connections (WebSocket) cannot be finished by waiting: they are not counted,
+// and stay with the process that has them until they close or --shutdown-timeout.
+
+// generation counts the requests routed since a prepare (or since the start).
+type generation struct{ n atomic.Int64 }
+
+// handover is a router's side of the two-phase membership change.
+type handover struct {
+	cur     atomic.Pointer[generation]
+	pending atomic.Pointer[membership] // the prepared membership, nil when none
+
+	mu       sync.Mutex
+	released chan struct{} // closed when the pending membership is committed or dropped
+	held     bool          // an embedded replacement: own keys wait for release
+	heldDone chan struct{} // closed by release
+	lastHold time.Duration // how long the last prepare took, for status
+}
+
+func newHandover() *handover {
+	h := &handover{released: make(chan struct{}), heldDone: make(chan struct{})}
+	h.cur.Store(new(generation))
+	close(h.heldDone)
+	return h
+}
+
+// enter counts a request in the current generation; the caller must call leave on the
+// result. The re-check closes the race with a prepare that swaps the generation between
+// the load and the count: a request counted in the old generation after the prepare
+// looked is moved to the new one, and routes by the pending membership.
+func (h *handover) enter() *generation {
+	for {
+		g := h.cur.Load()
+		g.n.Add(1)
+		if h.cur.Load() == g {
+			return g
+		}
+		g.n.Add(-1)
+	}
+}
+
+func (g *generation) leave() { g.n.Add(-1) }
+
+// hold returns the channel a request whose owner changes from owner (among workers) must
+// wait on before it is routed again, or nil when it need not wait.
+func (h *handover) hold(key string, owner int) <-chan struct{} {
+	p := h.pending.Load()
+	if p == nil || Owner(key, p.workers) == owner {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.pending.Load() != p {
+		return nil // committed meanwhile: route again now
+	}
+	return h.released
+}
+
+// prepare records the coming membership and waits, up to ctx, until the requests routed
+// before it have finished.
+func (h *handover) prepare(ctx context.Context, next *membership) error {
+	h.mu.Lock()
+	h.pending.Store(next)
+	old := h.cur.Swap(new(generation))
+	h.mu.Unlock()
+	start := time.Now()
+	defer func() {
+		h.mu.Lock()
+		h.lastHold = time.Since(start)
+		h.mu.Unlock()
+	}()
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
+	for old.n.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d requests routed before the change still running after %s", old.n.Load(), time.Since(start).Round(time.Millisecond))
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// commit drops the pending membership (the new one is in force, or the change was
+// called off) and releases the requests held for it.
+func (h *handover) commit() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.pending.Swap(nil) != nil {
+		close(h.released)
+		h.released = make(chan struct{})
+	}
+}
+
+// startHeld makes an embedded replacement hold its own keys until release, or until
+// limit passes (the master that should release it is gone or failed): then onLimit is
+// called and the keys are released all the same.
+func (h *handover) startHeld(limit time.Duration, onLimit func()) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.held {
+		h.held = true
+		h.heldDone = make(chan struct{})
+		done := h.heldDone
+		time.AfterFunc(limit, func() {
+			select {
+			case <-done:
+			default:
+				onLimit()
+				h.release()
+			}
+		})
+	}
+}
+
+// release lets a held replacement serve its own keys.
+func (h *handover) release() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.held {
+		h.held = false
+		close(h.heldDone)
+	}
+}
+
+// ownKeys is closed once this process may serve its own keys.
+func (h *handover) ownKeys() <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.heldDone
+}
+
+// lastHoldTime is how long the last prepare held moving keys.
+func (h *handover) lastHoldTime() time.Duration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.lastHold
+}
+
+// waitHeld waits on ch up to the forward timeout; false means the request got its 503.
+func (r *Router) waitHeld(w http.ResponseWriter, req *http.Request, ch <-chan struct{}, what string) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+	}
+	t := time.NewTimer(r.conf().ForwardTimeout)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-req.Context().Done():
+		return false
+	case <-t.C:
+		w.Header().Set("Retry-After", "1")
+		r.fail(w, http.StatusServiceUnavailable, fmt.Sprintf("olio: %s (waited %s)", what, r.conf().ForwardTimeout))
+		return false
+	}
+}
+
+// exclusive reports whether keys are handed over exclusively (--handover exclusive).
+func (r *Router) exclusive() bool { return r.conf().Handover != HandoverOverlap }
+
+// Handover modes (--handover).
+const (
+	HandoverExclusive = "exclusive" // a key is never served by two processes at once
+	HandoverOverlap   = "overlap"   // no pause: old and new owner may overlap briefly
+)
+
+// onPrepare is the first phase of a membership change: hold the keys that move, wait for
+// the requests routed before, tell the app, acknowledge.
+func (r *Router) onPrepare(m descend.Message) error {
+	p := m.(*descend.Prepare)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), r.conf().ForwardTimeout)
+		defer cancel()
+		res := &descend.Result{ID: p.ID}
+		err := r.handover.prepare(ctx, &membership{epoch: p.Epoch, workers: p.Workers})
+		if err == nil && p.Workers != r.workers() {
+			err = r.notifyApp(ctx, Handover{Index: r.index, Epoch: p.Epoch, Workers: r.workers(), NewWorkers: p.Workers, Reason: "scale"}, r.apps.current.Load())
+		}
+		if err != nil {
+			res.Error = err.Error()
+		}
+		r.sendOrLog(res)
+	}()
+	return nil
+}
+
+// onRelease lets an embedded replacement serve its own keys: the process it replaces has
+// drained.
+func (r *Router) onRelease(m descend.Message) error {
+	r.handover.release()
+	r.logger.Debug("released: serving own keys")
+	return r.ctl.Send(&descend.Result{ID: m.(*descend.Release).ID})
+}
+
+// Handover tells an app that keys are about to leave its process, so it can save or hand
+// over their state: on a scale, the keys jump hash moves from NewWorkers' point of view
+// (Workers → NewWorkers); on a rolling restart of this worker (Reason "restart"), every key
+// it owns, to the process that replaces it.
+type Handover struct {
+	Index      int    `json:"index"`       // this worker
+	Epoch      uint64 `json:"epoch"`       // the membership epoch the change commits
+	Workers    int    `json:"workers"`     // the count now
+	NewWorkers int    `json:"new_workers"` // the count after the change
+	Reason     string `json:"reason"`      // "scale" or "restart"
+}
+
+// handoverHooks are the functions OnHandover was given (embedded mode).
+var handoverHooks struct {
+	mu  sync.Mutex
+	fns []func(context.Context, Handover) error
+}
+
+// OnHandover registers f to be called in an embedded worker before keys leave it (see
+// Handover), while their requests are held: the change waits until f returns, up to
+// --forward-timeout (ctx says how long is left). An error is logged and the change goes
+// on. Any-language apps get the same notice as an HTTP POST (--handover-path).
+func OnHandover(f func(ctx context.Context, h Handover) error) {
+	handoverHooks.mu.Lock()
+	defer handoverHooks.mu.Unlock()
+	handoverHooks.fns = append(handoverHooks.fns, f)
+}
+
+// notifyApp tells the app about a hand-over: the embedded hooks, or a POST of the
+// Handover as JSON to --handover-path on the app instance inst. Errors are logged, not
+// returned: a hand-over never waits past ctx for an app.
+func (r *Router) notifyApp(ctx context.Context, h Handover, inst *instance) error {
+	if r.handler != nil {
+		handoverHooks.mu.Lock()
+		fns := handoverHooks.fns
+		handoverHooks.mu.Unlock()
+		for _, f := range fns {
+			if err := f(ctx, h); err != nil {
+				r.logger.Warn("hand-over hook failed", "reason", h.Reason, "err", err)
+			}
+		}
+		return nil
+	}
+	path := r.conf().HandoverPath
+	if path == "" || inst == nil {
+		return nil
+	}
+	body, _ := json.Marshal(h)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://127.0.0.1:"+strconv.Itoa(inst.port)+path, bytes.NewReader(body))
+	if err != nil {
+		return nil
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := inst.transport.RoundTrip(req)
+	if err != nil {
+		r.logger.Warn("hand-over notice to the app failed", "path", path, "reason", h.Reason, "err", err)
+		return nil
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		r.logger.Warn("hand-over notice: the app answered", "path", path, "status", resp.StatusCode)
+	}
+	return nil
+}
+
+// isUpgrade reports whether req asks for a protocol switch (WebSocket): such a connection
+// lives on after its request and is not waited for by a hand-over.
+func isUpgrade(req *http.Request) bool { return req.Header.Get("Upgrade") != "" }
+
+// setLastHold records how long a hand-over held keys (an app instance's switch).
+func (h *handover) setLastHold(d time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.lastHold = d
+}
