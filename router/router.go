@@ -56,8 +56,8 @@ type Router struct {
 	remoteTransport *peerTransport
 	peers           *http.Server  // the private side, serving what peers forward
 	private         *mux.Listener // where peers reach this router
-	handoff         *handoff   // handoff.go
-	queue           *connQueue // handed-off connections for the current public server
+	handoff         *handoff      // handoff.go
+	queue           *connQueue    // handed-off connections for the current public server
 
 	mu       sync.Mutex
 	public   *publicServer  // non-nil while accepting on the public listener
@@ -296,7 +296,7 @@ func (r *Router) onMembership(m descend.Message) error {
 	}
 	r.pool.SetPeers(mm.Peers)
 	r.members.Store(&membership{epoch: mm.Epoch, workers: mm.Workers})
-	r.handover.commit() // handover.go: held requests go on by the new count
+	r.handover.commit()     // handover.go: held requests go on by the new count
 	r.shareCPUs(mm.Workers) // affinity.go
 	workersNow.Store(int64(mm.Workers))
 	if r.handler != nil {
