@@ -40,6 +40,9 @@ type Options struct {
 	// UpgradeReady, for a master started by a hot upgrade, is the pipe on which it tells
 	// the old master that it is ready (see Upgrade).
 	UpgradeReady *os.File
+	// UpgradeDrained, for a master started by a hot upgrade, is the pipe on which the old
+	// master says it has drained; nil when the old master passed none.
+	UpgradeDrained *os.File
 }
 
 // Master is the olio master. Make it with New and run it with Run.
@@ -73,6 +76,10 @@ type Master struct {
 	ops        *ops      // operate.go: set by Run before any worker starts
 
 	handedOver chan struct{} // a new master took over (hot upgrade)
+	drained    *os.File      // after a hot upgrade: told the new master once drained
+	// held: the routers of a master started by a hot upgrade hold their own keys until the
+	// old master has drained (exclusive hand-over); cleared by releaseAll.
+	held bool
 	upgraded   atomic.Bool   // set with handedOver
 
 	// life ends when a stop begins: operations in progress (beginOp) give way to it.
@@ -178,6 +185,13 @@ func (m *Master) Run(ctx context.Context) error {
 	cfg := m.config()
 	m.logger.Info("olio starting", "listen", m.addr.String(), "workers", cfg.Workers, "key", cfg.Key,
 		"pid", os.Getpid(), "run_dir", m.runDir)
+	if d := m.opts.UpgradeDrained; d != nil {
+		if cfg.Handover == router.HandoverExclusive {
+			m.awaitDrained(d) // upgrade.go
+		} else {
+			d.Close()
+		}
+	}
 	m.mu.Lock()
 	m.members, m.configured = cfg.Workers, cfg.Workers
 	m.epoch = 1
@@ -226,6 +240,14 @@ func (m *Master) shutdown() {
 		go func() { defer wg.Done(); w.drain(ctx) }()
 	}
 	wg.Wait()
+	m.mu.Lock()
+	drained := m.drained
+	m.drained = nil
+	m.mu.Unlock()
+	if drained != nil { // a hot upgrade's new master waits for this to serve its keys
+		io.WriteString(drained, upgradeDrained)
+		drained.Close()
+	}
 	for _, w := range workers {
 		wg.Add(1)
 		go func() { defer wg.Done(); w.cancel(); <-w.done }()

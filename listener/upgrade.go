@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/olio-dev/olio/descend"
 	"github.com/olio-dev/olio/monitor"
 )
 
@@ -36,7 +37,14 @@ const (
 	UpgradeListenerFD = 3
 	UpgradeReadyFD    = 4
 	UpgradeStateFD    = 5
+	// UpgradeDrainedFD is where the old master says, with upgradeDrained, that its routers
+	// have finished every request they accepted: under --handover exclusive the new
+	// master's routers serve their keys only from then on.
+	UpgradeDrainedFD = 6
 )
+
+// upgradeDrained is what the old master writes on the drained pipe.
+const upgradeDrained = "drained\n"
 
 // Handover is the running state an old master passes to the new one on UpgradeStateFD.
 type Handover struct {
@@ -78,6 +86,22 @@ func (m *Master) Upgrade(ctx context.Context) error {
 		readyW.Close()
 		return fmt.Errorf("%w: %w", ErrUpgrade, err)
 	}
+	drainedR, drainedW, err := os.Pipe()
+	if err != nil {
+		readyW.Close()
+		secretR.Close()
+		secretW.Close()
+		return fmt.Errorf("%w: %w", ErrUpgrade, err)
+	}
+	defer func() {
+		// Kept by a successful upgrade until this master has drained (shutdown).
+		m.mu.Lock()
+		keep := m.drained == drainedW
+		m.mu.Unlock()
+		if !keep {
+			drainedW.Close()
+		}
+	}()
 	m.logger.Info("upgrade: starting a new master", "exe", m.exe)
 	child, err := monitor.Start(nil, &monitor.Command{
 		Name:       "new master",
@@ -86,11 +110,12 @@ func (m *Master) Upgrade(ctx context.Context) error {
 		Env:        os.Environ(),
 		Stdout:     os.Stdout,
 		Stderr:     os.Stderr,
-		ExtraFiles: []*os.File{m.lnFile, readyW, secretR},
+		ExtraFiles: []*os.File{m.lnFile, readyW, secretR, drainedR},
 		NoDeathSig: true, // it must outlive this master
 	})
 	readyW.Close()
 	secretR.Close()
+	drainedR.Close()
 	if err != nil {
 		secretW.Close()
 		return fmt.Errorf("%w: %w", ErrUpgrade, err)
@@ -142,6 +167,7 @@ func (m *Master) Upgrade(ctx context.Context) error {
 	m.logger.Info("upgrade: new master is ready; draining this one", "new_pid", child.Pid(), "old_pid", os.Getpid())
 	m.mu.Lock()
 	m.stopping = true
+	m.drained = drainedW
 	m.mu.Unlock()
 	m.upgraded.Store(true)
 	select {
@@ -182,4 +208,43 @@ func (m *Master) handOver() {
 	}
 	m.opts.UpgradeReady.Close()
 	m.opts.UpgradeReady = nil
+}
+
+// awaitDrained, in a master started by a hot upgrade under --handover exclusive, holds its
+// routers' own keys until the old master says it has drained (or is gone: the pipe
+// closes), then releases them, so that no key is served by both generations at once.
+func (m *Master) awaitDrained(drained *os.File) {
+	m.mu.Lock()
+	m.held = true
+	m.mu.Unlock()
+	// A stop before the old master has drained ends the wait (Close interrupts the read).
+	unhook := context.AfterFunc(m.life, func() { drained.Close() })
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		defer unhook()
+		defer drained.Close()
+		start := time.Now()
+		line, err := bufio.NewReader(drained).ReadString('\n')
+		if err != nil || line != upgradeDrained {
+			m.logger.Warn("upgrade: the old master did not say it drained; serving all the same", "err", err)
+		}
+		m.releaseAll()
+		m.logger.Info("upgrade: the old master has drained; serving every key", "held", time.Since(start).Round(time.Millisecond).String())
+	}()
+}
+
+// releaseAll lets every router serve its own keys (see awaitDrained).
+func (m *Master) releaseAll() {
+	m.mu.Lock()
+	m.held = false
+	workers := append([]*worker(nil), m.workers...)
+	m.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, w := range workers {
+		if _, err := w.call(ctx, &descend.Release{ID: m.nextID()}); err != nil && !errors.Is(err, ErrNoRouter) {
+			m.logger.Warn("upgrade: release a router", "worker", w.index, "err", err)
+		}
+	}
 }

@@ -344,15 +344,19 @@ func (w *worker) hello(conn *descend.Conn, h *descend.Hello) error {
 	w.mu.Lock()
 	replacing := w.conn != nil && w.replacing
 	w.mu.Unlock()
+	m := w.m
+	// Under the master's lock, so that releaseAll either sees this router or has released
+	// before it is configured.
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	// An embedded worker that replaces a live one serves its keys only once that one has
-	// drained (drainChild releases it).
-	cfg.Held = replacing && w.m.config().Embedded && cfg.Handover == router.HandoverExclusive
+	// drained (drainChild releases it); so do a hot upgrade's routers, once the old master
+	// has drained (releaseAll).
+	exclusive := cfg.Handover == router.HandoverExclusive
+	cfg.Held = exclusive && (m.held || replacing && m.cfg.Embedded)
 	if err := conn.Send(cfg); err != nil {
 		return err
 	}
-	m := w.m
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	w.mu.Lock()
 	w.conn = conn
 	w.mu.Unlock()

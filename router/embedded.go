@@ -269,10 +269,6 @@ func (g *guardWriter) Unwrap() http.ResponseWriter { return g.ResponseWriter }
 // counterpart of the app proxy, with the same counters and --request-timeout (a handler
 // that has written nothing by then has its context cancelled, and its request gets 504).
 func (r *Router) serveHandler(w http.ResponseWriter, req *http.Request) {
-	// A replacement serves its own keys once the process it replaces has drained.
-	if !r.waitHeld(w, req, r.handover.ownKeys(), fmt.Sprintf("worker %d is being replaced", r.index)) {
-		return
-	}
 	r.counters.inFlight.Add(1)
 	start := time.Now()
 	defer func() {

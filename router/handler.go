@@ -81,6 +81,11 @@ func (h peerHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 // serveLocal serves a request through this worker's app, waiting up to the forward timeout
 // for an app that is starting or restarting. avoid is an instance known to be dead.
 func (r *Router) serveLocal(w http.ResponseWriter, req *http.Request, avoid *instance) {
+	// A replacement (embedded rolling restart, hot upgrade) serves its own keys once the
+	// process it replaces has drained (handover.go).
+	if !r.waitHeld(w, req, r.handover.ownKeys(), fmt.Sprintf("worker %d is taking over from the process it replaces", r.index)) {
+		return
+	}
 	if r.handler != nil {
 		r.serveHandler(w, req) // embedded.go
 		return

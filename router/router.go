@@ -140,12 +140,12 @@ func run(ctx context.Context, index int, ctl *descend.Conn, listener *os.File, l
 	r.pin(cfg.CPU) // affinity.go: before the app starts, so it inherits the mask
 	if h != nil {
 		r.setAppEnv() // embedded.go
-		if cfg.Held {
-			// handover.go: its own keys wait for the replaced one to drain.
-			r.handover.startHeld(cfg.ShutdownTimeout+cfg.ForwardTimeout, func() {
-				r.logger.Warn("not released by the master in time: serving own keys")
-			})
-		}
+	}
+	if cfg.Held {
+		// handover.go: its own keys wait for the process it replaces to drain.
+		r.handover.startHeld(cfg.ShutdownTimeout+cfg.ForwardTimeout, func() {
+			r.logger.Warn("not released by the master in time: serving own keys")
+		})
 	}
 	return r.run(ctx)
 }

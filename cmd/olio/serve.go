@@ -241,7 +241,7 @@ func serve(c *cli.Context) error {
 		out = logFile
 	}
 	logger := newLog(out)
-	var inherited, upgradeReady *os.File
+	var inherited, upgradeReady, upgradeDrained *os.File
 	if c.Bool("upgrade") {
 		var state *os.File
 		for _, fd := range []struct {
@@ -257,6 +257,9 @@ func serve(c *cli.Context) error {
 				return fmt.Errorf("%w: --upgrade is set by olio itself on USR2; do not pass it by hand", err)
 			}
 		}
+		// An old master that waits for the new one's ready and then drains says when it
+		// has drained (exclusive hand-over); one from an older olio passes no such pipe.
+		upgradeDrained, _ = inheritPipe(listener.UpgradeDrainedFD, "upgrade-drained")
 		h, err := listener.ReadHandover(state)
 		state.Close()
 		if err != nil {
@@ -269,7 +272,8 @@ func serve(c *cli.Context) error {
 	}
 	m, err := listener.New(cfg, listener.Options{
 		Listener:     inherited,
-		UpgradeReady: upgradeReady,
+		UpgradeReady:   upgradeReady,
+		UpgradeDrained: upgradeDrained,
 		Args:         os.Args[1:],
 		Logger:       logger,
 		LogOutput:    out,
