@@ -79,8 +79,8 @@ type Master struct {
 	drained    *os.File      // after a hot upgrade: told the new master once drained
 	// held: the routers of a master started by a hot upgrade hold their own keys until the
 	// old master has drained (exclusive hand-over); cleared by releaseAll.
-	held bool
-	upgraded   atomic.Bool   // set with handedOver
+	held     bool
+	upgraded atomic.Bool // set with handedOver
 
 	// life ends when a stop begins: operations in progress (beginOp) give way to it.
 	life    context.Context

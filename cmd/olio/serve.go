@@ -271,16 +271,16 @@ func serve(c *cli.Context) error {
 		}
 	}
 	m, err := listener.New(cfg, listener.Options{
-		Listener:     inherited,
+		Listener:       inherited,
 		UpgradeReady:   upgradeReady,
 		UpgradeDrained: upgradeDrained,
-		Args:         os.Args[1:],
-		Logger:       logger,
-		LogOutput:    out,
-		LogFormat:    c.String("log-format"),
-		DemoArgs:     []string{"demo"},
-		Reload:       func() (listener.Config, error) { return configFrom(c) },
-		Notify:       listener.SystemdNotifier(logger),
+		Args:           os.Args[1:],
+		Logger:         logger,
+		LogOutput:      out,
+		LogFormat:      c.String("log-format"),
+		DemoArgs:       []string{"demo"},
+		Reload:         func() (listener.Config, error) { return configFrom(c) },
+		Notify:         listener.SystemdNotifier(logger),
 	})
 	if err != nil {
 		return err
