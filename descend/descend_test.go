@@ -15,6 +15,7 @@ func TestTypesPinned(t *testing.T) {
 		TypeHello: "hello", TypeConfig: "config", TypeMembership: "membership",
 		TypeState: "state", TypeRestart: "restart", TypeDrain: "drain",
 		TypeStatsRequest: "stats_request", TypeStats: "stats", TypeResult: "result",
+		TypeKeysRequest: "keys_request", TypeKeys: "keys",
 	}
 	if g, e := len(registry), len(want); g != e {
 		t.Fatalf("registry has %d types, test pins %d", g, e)
@@ -50,6 +51,9 @@ func samples() []Message {
 		&Stats{ID: 11, Index: 1, Served: 5, InFlight: 2, AppStarted: time.Unix(100, 0).UTC(),
 			Duration: Histogram{Bounds: []float64{0.1, 1}, Counts: []uint64{1, 2}, Count: 2, Sum: 0.5}},
 		&Result{ID: 12, Error: "app did not become ready"},
+		&KeysRequest{ID: 13, Top: 5},
+		&Keys{ID: 13, Index: 2, Mode: KeyStatsOn, Window: time.Minute, Requests: 100, MaxError: 1,
+			Keys: []KeyCount{{Key: "alice", Hash: 1<<63 + 5, Count: 90}, {Key: "bob", Hash: 7, Count: 9}}},
 	}
 }
 

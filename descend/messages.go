@@ -20,6 +20,8 @@ const (
 	TypeStatsRequest Type = "stats_request"
 	TypeStats        Type = "stats"
 	TypeResult       Type = "result"
+	TypeKeysRequest  Type = "keys_request"
+	TypeKeys         Type = "keys"
 )
 
 // Message is one typed message.
@@ -57,6 +59,7 @@ type Config struct {
 	HealthTimeout   time.Duration `json:"health_timeout"`
 	CPU             int           `json:"cpu"` // CPU to pin to, or -1
 	Handoff         bool          `json:"handoff"`
+	KeyStats        string        `json:"key_stats,omitempty"` // on, hashed or off; empty: off
 }
 
 // Membership is the cluster's shape: how many workers own keys, and where each router's
@@ -140,6 +143,45 @@ type Result struct {
 	Error string `json:"error,omitempty"`
 }
 
+// Key statistics modes (--key-stats), in Config and Keys.
+const (
+	KeyStatsOn     = "on"     // keys are counted and reported as they are
+	KeyStatsHashed = "hashed" // keys are counted and reported as a keyed digest
+	KeyStatsOff    = "off"    // nothing is counted
+)
+
+// KeysRequest asks a router for its hot keys; answered by Keys with the same ID. Top
+// bounds the number of keys in the answer (0: all the router tracks).
+type KeysRequest struct {
+	ID  uint64 `json:"id"`
+	Top int    `json:"top,omitempty"`
+}
+
+// Keys is a router's heavy-hitter summary of the keys it served as their owner over its
+// recent window, hottest first.
+type Keys struct {
+	ID    uint64 `json:"id"`
+	Index int    `json:"index"`
+	Mode  string `json:"mode"` // KeyStatsOn, KeyStatsHashed or KeyStatsOff (then no keys)
+	// Window is how far back the counts reach (shorter than the full window while the
+	// router is young).
+	Window time.Duration `json:"window"`
+	// Requests counts the requests with a key this router served as owner in the window.
+	Requests uint64 `json:"requests"`
+	// MaxError bounds how far any key's count may be from the truth, either way.
+	MaxError uint64     `json:"max_error"`
+	Keys     []KeyCount `json:"keys,omitempty"`
+}
+
+// KeyCount is one tracked key in Keys.
+type KeyCount struct {
+	// Key is the key (cut at a bound and then ending in "…"), or its digest when Mode
+	// is hashed.
+	Key   string `json:"key"`
+	Hash  uint64 `json:"hash"` // xxhash64 of the key: its owner is router.Jump(Hash, workers)
+	Count uint64 `json:"count"`
+}
+
 // Type implements Message.
 func (*Hello) Type() Type { return TypeHello }
 
@@ -167,6 +209,12 @@ func (*Stats) Type() Type { return TypeStats }
 // Type implements Message.
 func (*Result) Type() Type { return TypeResult }
 
+// Type implements Message.
+func (*KeysRequest) Type() Type { return TypeKeysRequest }
+
+// Type implements Message.
+func (*Keys) Type() Type { return TypeKeys }
+
 // registry makes an empty message of each type for decoding.
 var registry = map[Type]func() Message{
 	TypeHello:        func() Message { return new(Hello) },
@@ -178,4 +226,6 @@ var registry = map[Type]func() Message{
 	TypeStatsRequest: func() Message { return new(StatsRequest) },
 	TypeStats:        func() Message { return new(Stats) },
 	TypeResult:       func() Message { return new(Result) },
+	TypeKeysRequest:  func() Message { return new(KeysRequest) },
+	TypeKeys:         func() Message { return new(Keys) },
 }

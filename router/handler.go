@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // ServeHTTP is the public side: route by direct address or key, then serve locally or
@@ -29,7 +31,9 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 		target = i
 	} else if key, ok := r.settings().key.Extract(req); ok && workers > 0 {
-		target = Owner(key, workers)
+		h := xxhash.Sum64String(key)
+		target = Jump(h, workers)
+		r.countKey(h, key, target)
 		if target != r.index && r.tryHandOff(w, req, target) { // handoff.go
 			return
 		}
@@ -57,6 +61,7 @@ func (h peerHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	stripOlio(req.Header)
 	r.counters.forwardedIn.Add(1)
+	r.countForwarded(req) // hotkeys.go
 	ctx := context.WithValue(req.Context(), fromPeer, true)
 	r.serveLocal(w, req.WithContext(ctx), nil)
 }

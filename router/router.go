@@ -42,6 +42,7 @@ type Router struct {
 
 	members  atomic.Pointer[membership]
 	counters *counters
+	hot      *hotKeys // hotkeys.go
 	apps     *apps
 	sup      *monitor.Supervisor
 	pool     *mux.Pool
@@ -136,6 +137,7 @@ func newRouter(index int, set *settings, logger *slog.Logger) *Router {
 		logger:   logger,
 		errorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		counters: newCounters(),
+		hot:      newHotKeys(time.Now()),
 		pool:     mux.NewPool(nil),
 	}
 	r.set.Store(set)
@@ -146,6 +148,7 @@ func newRouter(index int, set *settings, logger *slog.Logger) *Router {
 
 func (r *Router) run(ctx context.Context) error {
 	defer r.pool.Close()
+	defer r.hot.run()()
 	h, err := newHandoff(r)
 	if err != nil {
 		return err
@@ -222,6 +225,7 @@ func (r *Router) recvLoop() error {
 		descend.TypeDrain:        r.onDrain,
 		descend.TypeStatsRequest: r.onStats,
 		descend.TypeConfig:       r.onConfig,
+		descend.TypeKeysRequest:  r.onKeys,
 	}
 	for {
 		m, err := r.ctl.Recv()
