@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/olio-dev/olio/descend"
 	"github.com/olio-dev/olio/router"
 )
 
@@ -33,6 +34,7 @@ type Config struct {
 	HealthTimeout   time.Duration // recycle an app that fails health probes this long, 0: off
 	CPUAffinity     bool          // pin worker i to CPU i mod NumCPU
 	Handoff         bool          // pass a connection to its owner when its first request is the owner's
+	KeyStats        string        // hot-key counting for olio keys: on, hashed or off
 	Control         string        // control socket path
 	Metrics         string        // Prometheus address, empty: off
 	PIDFile         string        // pidfile path, empty: none
@@ -59,6 +61,7 @@ func DefaultConfig() Config {
 		HeaderTimeout:   10 * time.Second,
 		IdleTimeout:     2 * time.Minute,
 		Handoff:         true,
+		KeyStats:        descend.KeyStatsOn,
 	}
 }
 
@@ -99,6 +102,11 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxHeaderBytes < 1024 {
 		return bad("--max-header-bytes %d%s: must be at least 1024", c.MaxHeaderBytes, c.from("max-header-bytes"))
+	}
+	switch c.KeyStats {
+	case descend.KeyStatsOn, descend.KeyStatsHashed, descend.KeyStatsOff:
+	default:
+		return bad("--key-stats %q%s: use on (olio keys shows keys), hashed (it shows a digest of each) or off (nothing is counted)", c.KeyStats, c.from("key-stats"))
 	}
 	if c.MaxConns < 0 {
 		return bad("--max-conns %d%s: must be 0 (unlimited) or more", c.MaxConns, c.from("max-conns"))

@@ -312,6 +312,7 @@ func (m *Master) routerConfig(index int) *descend.Config {
 		HealthTimeout:   cfg.HealthTimeout,
 		CPU:             cpu,
 		Handoff:         cfg.Handoff,
+		KeyStats:        cfg.KeyStats,
 	}
 }
 

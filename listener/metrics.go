@@ -47,6 +47,11 @@ var (
 		"1 when the worker's app is ready, else 0.", workerLabel, nil)
 	descCrashLooping = prometheus.NewDesc("olio_worker_crash_looping",
 		"1 when the worker's app or router keeps crashing, else 0.", workerLabel, nil)
+	// Hot keys (--key-stats on or hashed): shares, never the keys themselves.
+	descHotKeyShare = prometheus.NewDesc("olio_hot_key_share",
+		"Share of the worker's requests with a key, over the last minute, taken by its hottest key.", workerLabel, nil)
+	descImbalance = prometheus.NewDesc("olio_key_imbalance",
+		"Requests with a key over the last minute: the busiest worker's rate divided by the workers' mean (1: even).", nil, nil)
 )
 
 // collector is a prometheus.Collector that asks the routers for their counters at every
@@ -59,6 +64,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 		descWorkers, descWorkersReady, descEpoch, descServed, descForwardedOut, descForwardedIn,
 		descHandedOff, descHandedIn,
 		descInFlight, descDuration, descRestarts, descRSS, descWorkerReady, descCrashLooping,
+		descHotKeyShare, descImbalance,
 	} {
 		ch <- d
 	}
@@ -68,7 +74,10 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 func (c collector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), StatsTimeout)
 	defer cancel()
+	keys := make(chan KeysReport, 1)
+	go func() { keys <- c.m.keys(ctx, 1) }()
 	st, stats := c.m.gather(ctx)
+	c.collectKeys(ch, <-keys)
 	ch <- prometheus.MustNewConstMetric(descWorkers, prometheus.GaugeValue, float64(st.Members))
 	ch <- prometheus.MustNewConstMetric(descWorkersReady, prometheus.GaugeValue, float64(st.Ready))
 	ch <- prometheus.MustNewConstMetric(descEpoch, prometheus.GaugeValue, float64(st.Epoch))
@@ -96,6 +105,19 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descInFlight, float64(s.InFlight))
 		if h, err := constHistogram(descDuration, s.Duration, l); err == nil {
 			ch <- h
+		}
+	}
+}
+
+// collectKeys adds the hot-key gauges, when keys are counted.
+func (c collector) collectKeys(ch chan<- prometheus.Metric, rep KeysReport) {
+	if rep.Mode == descend.KeyStatsOff {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(descImbalance, prometheus.GaugeValue, rep.Imbalance)
+	for _, w := range rep.Workers {
+		if w.Error == "" {
+			ch <- prometheus.MustNewConstMetric(descHotKeyShare, prometheus.GaugeValue, w.HotKeyShare, strconv.Itoa(w.Index))
 		}
 	}
 }

@@ -204,6 +204,8 @@ func (w *worker) read(conn *descend.Conn, c *monitor.Child, ready chan struct{})
 			}
 		case *descend.Stats:
 			w.deliver(msg.ID, msg)
+		case *descend.Keys:
+			w.deliver(msg.ID, msg)
 		case *descend.Result:
 			w.deliver(msg.ID, msg)
 		default:
@@ -265,6 +267,8 @@ func idOf(msg descend.Message) uint64 {
 	case *descend.Drain:
 		return m.ID
 	case *descend.StatsRequest:
+		return m.ID
+	case *descend.KeysRequest:
 		return m.ID
 	}
 	return 0
