@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -282,6 +283,31 @@ func benchCountKey(b *testing.B, drain, parallel bool) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(r.hot.dropped.Load())/float64(b.N), "dropped/op")
+}
+
+// BenchmarkCountForwarded measures the same for a request a peer forwarded, whose key
+// is read and hashed again (the accepting router hashed it to route it).
+func BenchmarkCountForwarded(b *testing.B) {
+	set, err := newSettings(&descend.Config{Key: "header:X-Olio-Key", KeyStats: descend.KeyStatsOn})
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := newRouter(0, set, slog.New(slog.DiscardHandler))
+	r.members.Store(&membership{epoch: 1, workers: 1})
+	req := httptest.NewRequest("GET", "/", nil)
+	req.Header.Set("X-Olio-Key", "user-12345")
+	b.ReportAllocs()
+	for n := 1; b.Loop(); n++ {
+		r.countForwarded(req)
+		if n%256 == 0 {
+			r.hot.mu.Lock()
+			r.hot.discardLocked()
+			r.hot.mu.Unlock()
+		}
+	}
+	if d := r.hot.dropped.Load(); d != 0 {
+		b.Errorf("%d requests dropped", d)
+	}
 }
 
 // BenchmarkHotKeysDrain measures the drainer's cost per request, off the request path:
