@@ -18,13 +18,15 @@ type KeysReport struct {
 	WindowSeconds     float64 `json:"window_seconds"`      // how far back the counts reach
 	Members           int     `json:"members"`             // workers that own keys
 	RequestsPerSecond float64 `json:"requests_per_second"` // the cluster's requests with a key
-	// Imbalance is the busiest member's requests/s divided by the members' mean: 1 is
-	// even, N means one worker takes everything; 0 when there were no requests.
+	// Imbalance is the busiest member's requests in the window divided by the members'
+	// mean: 1 is even, N means one worker takes everything; 0 when there were none.
 	Imbalance float64 `json:"imbalance"`
-	// MaxErrorShare bounds how far any key's cluster_share may be from the truth.
+	// MaxErrorShare bounds how far any key's cluster_share may be from the truth. Shares
+	// and the imbalance are of the requests counted in the workers' windows.
 	MaxErrorShare float64      `json:"max_error_share"`
 	Keys          []HotKey     `json:"keys,omitempty"`    // hottest first
 	Workers       []WorkerLoad `json:"workers,omitempty"` // by index
+	total         float64      // requests in the windows
 }
 
 // HotKey is one of the cluster's hottest keys.
@@ -35,6 +37,7 @@ type HotKey struct {
 	WorkerShare       float64 `json:"worker_share"`  // share of its owner's requests
 	ClusterShare      float64 `json:"cluster_share"` // share of the cluster's requests
 	hash              uint64
+	count             float64 // requests in the windows
 }
 
 // WorkerLoad is one worker's part in a KeysReport.
@@ -86,8 +89,8 @@ func (m *Master) keys(ctx context.Context, perWorker int) KeysReport {
 	workers := append([]*worker(nil), m.workers...)
 	members := m.members
 	m.mu.Unlock()
-	if mode == descend.KeyStatsOff {
-		return KeysReport{Mode: mode, Members: members}
+	if mode != descend.KeyStatsOn && mode != descend.KeyStatsHashed {
+		return KeysReport{Mode: descend.KeyStatsOff, Members: members}
 	}
 	ans := make([]*descend.Keys, len(workers))
 	errs := make([]error, len(workers))
@@ -113,13 +116,15 @@ func (m *Master) keys(ctx context.Context, perWorker int) KeysReport {
 }
 
 // mergeKeys merges the routers' summaries ans (nil where errs says why not) for a
-// cluster of members workers.
+// cluster of members workers. Shares and the imbalance are of the requests counted in the
+// workers' windows, rates of each worker's count over its own window (shorter than a
+// minute while the worker is young).
 func mergeKeys(mode string, members int, ans []*descend.Keys, errs []error) KeysReport {
 	rep := KeysReport{Mode: mode, Members: members, Workers: make([]WorkerLoad, len(ans))}
-	rates := make([]float64, len(ans))
-	merged := map[uint64]*HotKey{}
-	ownerRate := map[uint64]float64{} // a key's rate on the worker that owns it now
-	var errRate float64
+	byIndex := map[int]float64{}       // requests by worker index
+	merged := map[uint64]*HotKey{}     // by hash
+	ownerCount := map[uint64]float64{} // a key's count on the worker that owns it now
+	var maxErr float64
 	for i, k := range ans {
 		wl := &rep.Workers[i]
 		wl.Index, wl.Member = i, i < members
@@ -129,53 +134,58 @@ func mergeKeys(mode string, members int, ans []*descend.Keys, errs []error) Keys
 			}
 			continue
 		}
-		wl.Index = k.Index
+		wl.Index, wl.Member = k.Index, k.Index < members
 		secs := k.Window.Seconds()
 		if secs <= 0 || k.Mode == descend.KeyStatsOff {
 			continue
 		}
 		rep.WindowSeconds = max(rep.WindowSeconds, secs)
-		rates[i] = float64(k.Requests) / secs
-		wl.RequestsPerSecond = rates[i]
-		errRate += float64(k.MaxError) / secs
+		byIndex[k.Index] += float64(k.Requests)
+		rep.total += float64(k.Requests)
+		maxErr += float64(k.MaxError)
+		wl.RequestsPerSecond = float64(k.Requests) / secs
+		rep.RequestsPerSecond += wl.RequestsPerSecond
 		if k.Requests > 0 {
 			wl.MaxErrorShare = min(1, float64(k.MaxError)/float64(k.Requests))
 			if len(k.Keys) > 0 {
 				wl.HotKeyShare = min(1, float64(k.Keys[0].Count)/float64(k.Requests))
 			}
 		}
-		rep.RequestsPerSecond += rates[i]
 		for _, kc := range k.Keys {
 			hk := merged[kc.Hash]
 			if hk == nil {
 				hk = &HotKey{Key: kc.Key, hash: kc.Hash, Owner: router.Jump(kc.Hash, members)}
 				merged[kc.Hash] = hk
 			}
-			r := float64(kc.Count) / secs
-			hk.RequestsPerSecond += r
+			hk.count += float64(kc.Count)
+			hk.RequestsPerSecond += float64(kc.Count) / secs
 			if k.Index == hk.Owner {
-				ownerRate[kc.Hash] += r
+				ownerCount[kc.Hash] += float64(kc.Count)
 			}
 		}
 	}
-	rep.Imbalance = imbalance(rates[:min(members, len(rates))], members)
-	if rep.RequestsPerSecond > 0 {
-		rep.MaxErrorShare = min(1, errRate/rep.RequestsPerSecond)
+	loads := make([]float64, members)
+	for i := range loads {
+		loads[i] = byIndex[i]
+	}
+	rep.Imbalance = imbalance(loads, members)
+	if rep.total > 0 {
+		rep.MaxErrorShare = min(1, maxErr/rep.total)
 	}
 	for _, hk := range merged {
-		if rep.RequestsPerSecond > 0 {
-			hk.ClusterShare = min(1, hk.RequestsPerSecond/rep.RequestsPerSecond)
+		if rep.total > 0 {
+			hk.ClusterShare = min(1, hk.count/rep.total)
 		}
-		if hk.Owner >= 0 && hk.Owner < len(rates) && rates[hk.Owner] > 0 {
-			hk.WorkerShare = min(1, ownerRate[hk.hash]/rates[hk.Owner])
+		if c := byIndex[hk.Owner]; c > 0 {
+			hk.WorkerShare = min(1, ownerCount[hk.hash]/c)
 		}
 		rep.Keys = append(rep.Keys, *hk)
 	}
 	slices.SortFunc(rep.Keys, func(a, b HotKey) int {
 		switch {
-		case a.RequestsPerSecond > b.RequestsPerSecond:
+		case a.count > b.count:
 			return -1
-		case a.RequestsPerSecond < b.RequestsPerSecond:
+		case a.count < b.count:
 			return 1
 		case a.hash < b.hash:
 			return -1
@@ -222,7 +232,7 @@ func planScale(rep KeysReport, n int) ScalePlan {
 	case n < from:
 		rest = float64(from-n) / float64(from)
 	}
-	total := rep.RequestsPerSecond
+	total := rep.total
 	if total <= 0 {
 		p.MovedShare = rest
 		return p
@@ -230,14 +240,14 @@ func planScale(rep KeysReport, n int) ScalePlan {
 	loads := make([]float64, n)
 	var tracked, moved float64
 	for _, k := range rep.Keys {
-		tracked += k.RequestsPerSecond
+		tracked += k.count
 		owner := router.Jump(k.hash, n)
 		if owner != k.Owner {
 			p.MovedKeys++
-			moved += k.RequestsPerSecond
+			moved += k.count
 		}
 		if owner >= 0 {
-			loads[owner] += k.RequestsPerSecond
+			loads[owner] += k.count
 		}
 	}
 	tracked = min(tracked, total)

@@ -43,9 +43,12 @@ const HotKeysWindow = hotSteps * hotStep
 // count is at most 1/HotKeysCapacity of its worker's requests in the window from the truth.
 const HotKeysCapacity = hotCapacity
 
-// hotSlot is one entry of the ring, one cache line.
+// hotSlot is one entry of the ring, one cache line. Its seq is Vyukov's sequence number
+// less the slot's index, so that the zero ring is empty (and costs no memory until used):
+// for the position p = lap×hotRingSize + index, seq is lap×hotRingSize when the slot is
+// free for p, one more when p is in it.
 type hotSlot struct {
-	seq  atomic.Uint64 // = position: free for it; position+1: filled at it
+	seq  atomic.Uint64
 	hash uint64
 	n    uint8 // the key's length capped at 255: above hotKeyBytes, the key was cut
 	key  [hotKeyBytes]byte
@@ -70,9 +73,6 @@ type hotKeys struct {
 
 func newHotKeys(now time.Time) *hotKeys {
 	t := &hotKeys{started: now}
-	for i := range t.ring {
-		t.ring[i].seq.Store(uint64(i))
-	}
 	for i := range t.steps {
 		t.steps[i] = newSpaceSaving(hotCapacity)
 		t.steps[i].period = -1
@@ -92,17 +92,17 @@ func (t *hotKeys) record(mode string, h uint64, key string) {
 	}
 	pos := t.tail.Load()
 	for {
-		s := &t.ring[pos%hotRingSize]
+		s, lap := &t.ring[pos%hotRingSize], pos/hotRingSize*hotRingSize
 		switch seq := s.seq.Load(); {
-		case seq == pos:
+		case seq == lap:
 			if t.tail.CompareAndSwap(pos, pos+1) {
 				s.hash = h
 				s.n = uint8(min(len(key), 255))
 				copy(s.key[:], key)
-				s.seq.Store(pos + 1)
+				s.seq.Store(lap + 1)
 				return
 			}
-		case seq < pos: // the slot still holds an entry from one lap before: full
+		case seq < lap: // the slot still holds an entry from one lap before: full
 			t.dropped.Add(1)
 			return
 		}
@@ -110,9 +110,9 @@ func (t *hotKeys) record(mode string, h uint64, key string) {
 	}
 }
 
-// run drains the ring every hotDrainEvery until the returned stop is called; stop waits
-// for it to end.
-func (t *hotKeys) run() (stop func()) {
+// run drains the ring every hotDrainEvery, or forgets every count while mode says
+// off, until the returned stop is called; stop waits for it to end.
+func (t *hotKeys) run(mode func() string) (stop func()) {
 	done, quit := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
@@ -124,7 +124,11 @@ func (t *hotKeys) run() (stop func()) {
 				return
 			case now := <-tick.C:
 				t.mu.Lock()
-				t.drainLocked(now)
+				if m := mode(); m == descend.KeyStatsOn || m == descend.KeyStatsHashed {
+					t.drainLocked(now)
+				} else if t.holdsLocked() {
+					t.resetLocked(now)
+				}
 				t.mu.Unlock()
 			}
 		}
@@ -149,8 +153,8 @@ func (t *hotKeys) drainLocked(now time.Time) {
 	st, drops := t.stepLocked(hotPeriod(now))
 	var buf [hotKeyBytes + len("…")]byte
 	for {
-		s := &t.ring[t.head%hotRingSize]
-		if s.seq.Load() != t.head+1 {
+		s, lap := &t.ring[t.head%hotRingSize], t.head/hotRingSize*hotRingSize
+		if s.seq.Load() != lap+1 {
 			break
 		}
 		n := int(s.n)
@@ -159,10 +163,20 @@ func (t *hotKeys) drainLocked(now time.Time) {
 			key = append(key, "…"...)
 		}
 		st.add(s.hash, 1, key)
-		s.seq.Store(t.head + hotRingSize)
+		s.seq.Store(lap + hotRingSize)
 		t.head++
 	}
 	*drops += t.dropped.Swap(0)
+}
+
+// holdsLocked says whether any count is held.
+func (t *hotKeys) holdsLocked() bool {
+	for _, st := range t.steps {
+		if st.period >= 0 {
+			return true
+		}
+	}
+	return t.tail.Load() != t.head
 }
 
 // resetLocked forgets every count (--key-stats off).

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -127,6 +128,39 @@ func TestHotKeysOff(t *testing.T) {
 	}
 }
 
+// Turned off by a reload, the drainer forgets every count by itself, without waiting for
+// the master to ask.
+func TestHotKeysRunForgetsWhenOff(t *testing.T) {
+	h := newHotKeys(time.Now())
+	for range 10 {
+		recordKey(h, descend.KeyStatsOn, "alice")
+	}
+	h.mu.Lock()
+	h.drainLocked(time.Now())
+	h.mu.Unlock()
+	var mode atomic.Value
+	mode.Store(descend.KeyStatsOn)
+	stop := h.run(func() string { return mode.Load().(string) })
+	defer stop()
+	recordKey(h, descend.KeyStatsOn, "bob") // in the ring when the mode changes
+	mode.Store(descend.KeyStatsOff)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		h.mu.Lock()
+		held := h.holdsLocked()
+		h.mu.Unlock()
+		if !held {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("counts still held 10 s after --key-stats off")
+		}
+		time.Sleep(hotDrainEvery) // polling a condition, not synchronisation
+	}
+	if k := h.snapshot(time.Now(), 0, descend.KeyStatsOn, nil); k.Requests != 0 {
+		t.Errorf("after off: %+v", k)
+	}
+}
+
 func TestHotKeysWindow(t *testing.T) {
 	h := newHotKeys(at.Add(-time.Hour))
 	recordKey(h, descend.KeyStatsOn, "old")
@@ -180,7 +214,7 @@ func TestHotKeysFullRing(t *testing.T) {
 // none lost or counted twice.
 func TestHotKeysConcurrent(t *testing.T) {
 	h := newHotKeys(time.Now())
-	stop := h.run()
+	stop := h.run(func() string { return descend.KeyStatsOn })
 	const goroutines, each = 8, 5000
 	var wg sync.WaitGroup
 	for g := range goroutines {
@@ -241,11 +275,11 @@ func BenchmarkCountKey(b *testing.B) {
 // discardLocked frees the ring's filled slots without counting them.
 func (t *hotKeys) discardLocked() {
 	for {
-		s := &t.ring[t.head%hotRingSize]
-		if s.seq.Load() != t.head+1 {
+		s, lap := &t.ring[t.head%hotRingSize], t.head/hotRingSize*hotRingSize
+		if s.seq.Load() != lap+1 {
 			return
 		}
-		s.seq.Store(t.head + hotRingSize)
+		s.seq.Store(lap + hotRingSize)
 		t.head++
 	}
 }

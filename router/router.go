@@ -148,7 +148,7 @@ func newRouter(index int, set *settings, logger *slog.Logger) *Router {
 
 func (r *Router) run(ctx context.Context) error {
 	defer r.pool.Close()
-	defer r.hot.run()()
+	defer r.hot.run(func() string { return r.conf().KeyStats })()
 	h, err := newHandoff(r)
 	if err != nil {
 		return err
