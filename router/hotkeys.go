@@ -148,23 +148,38 @@ func (t *hotKeys) stepLocked(p int64) (*spaceSaving, *uint64) {
 	return t.steps[i], &t.drops[i]
 }
 
-// drainLocked moves what the ring holds into the summary of now's step.
+// drainLocked moves what the ring holds into the summary of now's step. A run of the
+// same key (a hot key's requests often follow each other) is counted in one go.
 func (t *hotKeys) drainLocked(now time.Time) {
 	st, drops := t.stepLocked(hotPeriod(now))
-	var buf [hotKeyBytes + len("…")]byte
+	var (
+		buf     [hotKeyBytes + len("…")]byte
+		key     []byte // the run's key, in buf
+		runHash uint64
+		run     uint64 // requests in the run
+	)
 	for {
 		s, lap := &t.ring[t.head%hotRingSize], t.head/hotRingSize*hotRingSize
 		if s.seq.Load() != lap+1 {
 			break
 		}
-		n := int(s.n)
-		key := buf[:copy(buf[:], s.key[:min(n, hotKeyBytes)])]
-		if n > hotKeyBytes {
-			key = append(key, "…"...)
+		if run == 0 || s.hash != runHash {
+			if run > 0 {
+				st.add(runHash, run, key)
+			}
+			n := int(s.n)
+			key = buf[:copy(buf[:], s.key[:min(n, hotKeyBytes)])]
+			if n > hotKeyBytes {
+				key = append(key, "…"...)
+			}
+			runHash, run = s.hash, 0
 		}
-		st.add(s.hash, 1, key)
+		run++
 		s.seq.Store(lap + hotRingSize)
 		t.head++
+	}
+	if run > 0 {
+		st.add(runHash, run, key)
 	}
 	*drops += t.dropped.Swap(0)
 }
