@@ -61,7 +61,7 @@ func (h peerHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	stripOlio(req.Header)
 	r.counters.forwardedIn.Add(1)
-	r.countForwarded(req) // hotkeys.go
+	r.countForwarded(req)
 	ctx := context.WithValue(req.Context(), fromPeer, true)
 	r.serveLocal(w, req.WithContext(ctx), nil)
 }

@@ -42,7 +42,7 @@ type Router struct {
 
 	members  atomic.Pointer[membership]
 	counters *counters
-	hot      *hotKeys // hotkeys.go
+	hot      *hotKeys // the keys this worker served as owner (--key-stats)
 	apps     *apps
 	sup      *monitor.Supervisor
 	pool     *mux.Pool
