@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cespare/xxhash/v2"
 
@@ -170,7 +171,7 @@ func (t *hotKeys) drainLocked(now time.Time) {
 			n := int(s.n)
 			key = buf[:copy(buf[:], s.key[:min(n, hotKeyBytes)])]
 			if n > hotKeyBytes {
-				key = append(key, "…"...)
+				key = append(cutRune(key), "…"...)
 			}
 			runHash, run = s.hash, 0
 		}
@@ -182,6 +183,20 @@ func (t *hotKeys) drainLocked(now time.Time) {
 		st.add(runHash, run, key)
 	}
 	*drops += t.dropped.Swap(0)
+}
+
+// cutRune drops the start of a UTF-8 sequence that cutting a key at hotKeyBytes left
+// incomplete at its end.
+func cutRune(b []byte) []byte {
+	for i := len(b) - 1; i >= 0 && i >= len(b)-utf8.UTFMax; i-- {
+		if utf8.RuneStart(b[i]) {
+			if !utf8.FullRune(b[i:]) {
+				return b[:i]
+			}
+			break
+		}
+	}
+	return b
 }
 
 // holdsLocked says whether any count is held.

@@ -65,8 +65,10 @@ func TestHotKeysSnapshot(t *testing.T) {
 		recordKey(h, descend.KeyStatsOn, "bob")
 	}
 	recordKey(h, descend.KeyStatsOn, long)
+	cut := strings.Repeat("x", hotKeyBytes-1) + "é" // the cut falls inside é
+	recordKey(h, descend.KeyStatsOn, cut)
 	k := h.snapshot(at, 0, descend.KeyStatsOn, []byte("s"))
-	if k.Mode != descend.KeyStatsOn || k.Requests != 56 || k.MaxError != 0 || len(k.Keys) != 3 {
+	if k.Mode != descend.KeyStatsOn || k.Requests != 57 || k.MaxError != 0 || len(k.Keys) != 4 {
 		t.Fatalf("snapshot %+v", k)
 	}
 	if g, e := k.Keys[0], (descend.KeyCount{Key: "alice", Hash: xxhash.Sum64String("alice"), Count: 50}); g != e {
@@ -75,13 +77,19 @@ func TestHotKeysSnapshot(t *testing.T) {
 	if g, e := k.Keys[1].Key, "bob"; g != e {
 		t.Errorf("second %q, want %q", g, e)
 	}
-	if g, e := k.Keys[2].Key, long[:hotKeyBytes]+"…"; g != e {
-		t.Errorf("long key shown as %q, want %q", g, e)
+	for _, kc := range k.Keys[2:] {
+		want := long[:hotKeyBytes] + "…"
+		if kc.Hash == xxhash.Sum64String(cut) {
+			want = cut[:hotKeyBytes-1] + "…"
+		}
+		if kc.Key != want {
+			t.Errorf("long key shown as %q, want %q", kc.Key, want)
+		}
 	}
 	if k.Window <= 0 || k.Window > HotKeysWindow {
 		t.Errorf("window %s", k.Window)
 	}
-	if k := h.snapshot(at, 1, descend.KeyStatsOn, nil); len(k.Keys) != 1 || k.Requests != 56 {
+	if k := h.snapshot(at, 1, descend.KeyStatsOn, nil); len(k.Keys) != 1 || k.Requests != 57 {
 		t.Errorf("top 1: %+v", k)
 	}
 }

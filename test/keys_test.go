@@ -163,6 +163,10 @@ func TestHotKeys(t *testing.T) {
 			t.Errorf("scale %d --dry-run: moved share %.4f, tracked keys alone %.4f", to, plan.MovedShare, plan.MovedTrackedShare)
 		}
 	}
+	if out, err := opCLI(t, "scale", "--control", c.Control, "--dry-run", "4"); err != nil || !strings.Contains(out, "nothing changed") ||
+		!strings.Contains(out, "would change owner") {
+		t.Errorf("olio scale --dry-run 4: %v\n%s", err, out)
+	}
 	if st := opStatus(t, c); st.Members != workers {
 		t.Errorf("--dry-run changed the cluster: %d workers", st.Members)
 	}
