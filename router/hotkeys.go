@@ -56,7 +56,7 @@ type hotSlot struct {
 }
 
 // hotKeys counts the keys a router serves as owner. record is safe for concurrent use;
-// the rest runs under mu.
+// the rest runs under mu. A nil *hotKeys counts nothing.
 type hotKeys struct {
 	_       [64]byte // tail and dropped each on their own cache line
 	tail    atomic.Uint64
@@ -84,6 +84,9 @@ func newHotKeys(now time.Time) *hotKeys {
 // record counts one request for the key with routing hash h, under the --key-stats mode:
 // nothing when off, the hash alone when hashed. It never blocks or allocates.
 func (t *hotKeys) record(mode string, h uint64, key string) {
+	if t == nil {
+		return
+	}
 	switch mode {
 	case descend.KeyStatsOn:
 	case descend.KeyStatsHashed:
@@ -114,6 +117,9 @@ func (t *hotKeys) record(mode string, h uint64, key string) {
 // run drains the ring every hotDrainEvery, or forgets every count while mode says
 // off, until the returned stop is called; stop waits for it to end.
 func (t *hotKeys) run(mode func() string) (stop func()) {
+	if t == nil {
+		return func() {}
+	}
 	done, quit := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
@@ -221,6 +227,9 @@ func (t *hotKeys) resetLocked(now time.Time) {
 // snapshot is the summary of the window ending at now, hottest first, at most top keys (0:
 // all), as the --key-stats mode shows it; hashed keys are shown as a digest keyed by secret.
 func (t *hotKeys) snapshot(now time.Time, top int, mode string, secret []byte) *descend.Keys {
+	if t == nil {
+		return &descend.Keys{Mode: descend.KeyStatsOff}
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if mode != descend.KeyStatsOn && mode != descend.KeyStatsHashed {

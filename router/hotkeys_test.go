@@ -169,6 +169,17 @@ func TestHotKeysRunForgetsWhenOff(t *testing.T) {
 	}
 }
 
+// A router made without a counter (as a test or another mode may make one) counts
+// nothing and answers "off".
+func TestHotKeysNil(t *testing.T) {
+	var h *hotKeys
+	recordKey(h, descend.KeyStatsOn, "alice")
+	h.run(func() string { return descend.KeyStatsOn })()
+	if k := h.snapshot(at, 0, descend.KeyStatsOn, nil); k.Mode != descend.KeyStatsOff || len(k.Keys) != 0 {
+		t.Errorf("nil snapshot %+v", k)
+	}
+}
+
 func TestHotKeysWindow(t *testing.T) {
 	h := newHotKeys(at.Add(-time.Hour))
 	recordKey(h, descend.KeyStatsOn, "old")
