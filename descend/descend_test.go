@@ -16,6 +16,7 @@ func TestTypesPinned(t *testing.T) {
 		TypeState: "state", TypeRestart: "restart", TypeDrain: "drain",
 		TypeStatsRequest: "stats_request", TypeStats: "stats", TypeResult: "result",
 		TypePrepare: "prepare", TypeRelease: "release",
+		TypeKeysRequest: "keys_request", TypeKeys: "keys",
 	}
 	if g, e := len(registry), len(want); g != e {
 		t.Fatalf("registry has %d types, test pins %d", g, e)
@@ -53,6 +54,9 @@ func samples() []Message {
 		&Result{ID: 12, Error: "app did not become ready"},
 		&Prepare{ID: 13, Epoch: 4, Workers: 5},
 		&Release{ID: 14},
+		&KeysRequest{ID: 13, Top: 5},
+		&Keys{ID: 13, Index: 2, Mode: KeyStatsOn, Window: time.Minute, Requests: 100, MaxError: 1,
+			Keys: []KeyCount{{Key: "alice", Hash: 1<<63 + 5, Count: 90}, {Key: "bob", Hash: 7, Count: 9}}},
 	}
 }
 

@@ -6,8 +6,8 @@
 // protocol [Version], so an old router and a new master (or the reverse, during a hot upgrade)
 // fail loudly instead of misreading each other.
 //
-// Master → router: [Config], [Membership], [Restart], [Drain], [StatsRequest].
-// Router → master: [Hello], [State], [Stats], [Result].
+// Master → router: [Config], [Membership], [Restart], [Drain], [StatsRequest], [KeysRequest].
+// Router → master: [Hello], [State], [Stats], [Result], [Keys].
 //
 // End of file on the socket means the other side is gone: a router treats it as its master's
 // death and exits, which is how no router outlives a master killed with SIGKILL.

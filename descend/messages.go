@@ -22,6 +22,8 @@ const (
 	TypeResult       Type = "result"
 	TypePrepare      Type = "prepare"
 	TypeRelease      Type = "release"
+	TypeKeysRequest  Type = "keys_request"
+	TypeKeys         Type = "keys"
 )
 
 // Message is one typed message.
@@ -63,7 +65,8 @@ type Config struct {
 	HandoverPath    string        `json:"handover_path,omitempty"` // POSTed a notice before keys leave the app
 	// Held is set for an embedded worker that replaces a live one (rolling restart): it
 	// serves its own keys only once a Release says the process it replaces has drained.
-	Held bool `json:"held,omitempty"`
+	Held     bool   `json:"held,omitempty"`
+	KeyStats string `json:"key_stats,omitempty"` // on, hashed or off; empty: off
 }
 
 // Membership is the cluster's shape: how many workers own keys, and where each router's
@@ -167,6 +170,45 @@ type Result struct {
 	Error string `json:"error,omitempty"`
 }
 
+// Key statistics modes (--key-stats), in Config and Keys.
+const (
+	KeyStatsOn     = "on"     // keys are counted and reported as they are
+	KeyStatsHashed = "hashed" // keys are counted and reported as a keyed digest
+	KeyStatsOff    = "off"    // nothing is counted
+)
+
+// KeysRequest asks a router for its hot keys; answered by Keys with the same ID. Top
+// bounds the number of keys in the answer (0: all the router tracks).
+type KeysRequest struct {
+	ID  uint64 `json:"id"`
+	Top int    `json:"top,omitempty"`
+}
+
+// Keys is a router's heavy-hitter summary of the keys it served as their owner over its
+// recent window, hottest first.
+type Keys struct {
+	ID    uint64 `json:"id"`
+	Index int    `json:"index"`
+	Mode  string `json:"mode"` // KeyStatsOn, KeyStatsHashed or KeyStatsOff (then no keys)
+	// Window is how far back the counts reach (shorter than the full window while the
+	// router is young).
+	Window time.Duration `json:"window"`
+	// Requests counts the requests with a key this router served as owner in the window.
+	Requests uint64 `json:"requests"`
+	// MaxError bounds how far any key's count may be from the truth, either way.
+	MaxError uint64     `json:"max_error"`
+	Keys     []KeyCount `json:"keys,omitempty"`
+}
+
+// KeyCount is one tracked key in Keys.
+type KeyCount struct {
+	// Key is the key (cut at a bound and then ending in "…"), or its digest when Mode
+	// is hashed.
+	Key   string `json:"key"`
+	Hash  uint64 `json:"hash"` // xxhash64 of the key: its owner is router.Jump(Hash, workers)
+	Count uint64 `json:"count"`
+}
+
 // Type implements Message.
 func (*Hello) Type() Type { return TypeHello }
 
@@ -198,7 +240,11 @@ func (*Result) Type() Type { return TypeResult }
 func (*Prepare) Type() Type { return TypePrepare }
 
 // Type implements Message.
-func (*Release) Type() Type { return TypeRelease }
+func (*Release) Type() Type     { return TypeRelease }
+func (*KeysRequest) Type() Type { return TypeKeysRequest }
+
+// Type implements Message.
+func (*Keys) Type() Type { return TypeKeys }
 
 // registry makes an empty message of each type for decoding.
 var registry = map[Type]func() Message{
@@ -213,4 +259,6 @@ var registry = map[Type]func() Message{
 	TypeResult:       func() Message { return new(Result) },
 	TypePrepare:      func() Message { return new(Prepare) },
 	TypeRelease:      func() Message { return new(Release) },
+	TypeKeysRequest:  func() Message { return new(KeysRequest) },
+	TypeKeys:         func() Message { return new(Keys) },
 }

@@ -84,6 +84,24 @@ func (c *Client) Scale(ctx context.Context, n int) error {
 	return c.do(ctx, http.MethodPost, controlScale+"?workers="+strconv.Itoa(n), nil)
 }
 
+// Keys asks for the cluster's hottest keys, at most top of them (0: every tracked key).
+func (c *Client) Keys(ctx context.Context, top int) (*KeysReport, error) {
+	var r KeysReport
+	if err := c.do(ctx, http.MethodGet, controlKeys+"?top="+strconv.Itoa(top), &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// PlanScale asks what scaling to n workers would move, without scaling.
+func (c *Client) PlanScale(ctx context.Context, n int) (*ScalePlan, error) {
+	var p ScalePlan
+	if err := c.do(ctx, http.MethodGet, controlPlan+"?workers="+strconv.Itoa(n), &p); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
 // Stop asks for a graceful stop. It returns once the master has begun stopping.
 func (c *Client) Stop(ctx context.Context) error {
 	return c.do(ctx, http.MethodPost, controlStop, nil)

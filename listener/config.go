@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/olio-dev/olio/descend"
 	"github.com/olio-dev/olio/router"
 )
 
@@ -37,6 +38,7 @@ type Config struct {
 	Embedded        bool          // App is the router (a Go program calling router.Serve); no app child
 	Handover        string        // "exclusive" (a key is never served by two processes at once) or "overlap"
 	HandoverPath    string        // POST a hand-over notice to the app at this path, "": none
+	KeyStats        string        // hot-key counting for olio keys: on, hashed or off
 	Control         string        // control socket path
 	Metrics         string        // Prometheus address, empty: off
 	PIDFile         string        // pidfile path, empty: none
@@ -64,6 +66,7 @@ func DefaultConfig() Config {
 		IdleTimeout:     2 * time.Minute,
 		Handoff:         true,
 		Handover:        router.HandoverExclusive,
+		KeyStats:        descend.KeyStatsOn,
 	}
 }
 
@@ -110,6 +113,11 @@ func (c *Config) Validate() error {
 	}
 	if c.HandoverPath != "" && !strings.HasPrefix(c.HandoverPath, "/") {
 		return bad("--handover-path %q%s: give a path that starts with /, e.g. /olio/handover", c.HandoverPath, c.from("handover-path"))
+	}
+	switch c.KeyStats {
+	case descend.KeyStatsOn, descend.KeyStatsHashed, descend.KeyStatsOff:
+	default:
+		return bad("--key-stats %q%s: use on (olio keys shows keys), hashed (it shows a digest of each) or off (nothing is counted)", c.KeyStats, c.from("key-stats"))
 	}
 	if c.MaxConns < 0 {
 		return bad("--max-conns %d%s: must be 0 (unlimited) or more", c.MaxConns, c.from("max-conns"))

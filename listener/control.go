@@ -27,12 +27,16 @@ import (
 //	                           with "not_applied": what the file changes that needs a restart
 //	POST /scale?workers=N      change the worker count; answers when done
 //	POST /stop                 graceful stop; answers at once (202)
+//	GET  /keys?top=N           KeysReport: the hottest keys (all tracked when N is 0 or absent)
+//	GET  /scale/plan?workers=N ScalePlan: what POST /scale would move, changing nothing
 const (
 	controlPing   = "/ping"
 	controlStatus = "/status"
 	controlReload = "/reload"
 	controlScale  = "/scale"
 	controlStop   = "/stop"
+	controlKeys   = "/keys"
+	controlPlan   = "/scale/plan"
 )
 
 // Ping is the answer to /ping: enough to tell which olio answers.
@@ -272,6 +276,31 @@ func (m *Master) controlHandler(stop func()) http.Handler {
 		}
 		m.logger.Info("control: scale", "workers", n)
 		m.answer(w, fmt.Sprintf("scaled to %d workers", n), m.Scale(context.WithoutCancel(r.Context()), n))
+	})
+	mux.HandleFunc("GET "+controlKeys, func(w http.ResponseWriter, r *http.Request) {
+		top := 0
+		if s := r.URL.Query().Get("top"); s != "" {
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 0 {
+				m.answer(w, "", fmt.Errorf("%w: keys: top=%q is not a whole number, 0 or more", ErrConfig, s))
+				return
+			}
+			top = n
+		}
+		writeJSON(w, http.StatusOK, m.Keys(r.Context(), top))
+	})
+	mux.HandleFunc("GET "+controlPlan, func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.Atoi(r.URL.Query().Get("workers"))
+		if err != nil {
+			m.answer(w, "", fmt.Errorf("%w: scale plan: workers=%q is not a whole number", ErrConfig, r.URL.Query().Get("workers")))
+			return
+		}
+		plan, err := m.PlanScale(r.Context(), n)
+		if err != nil {
+			m.answer(w, "", err)
+			return
+		}
+		writeJSON(w, http.StatusOK, plan)
 	})
 	mux.HandleFunc("POST "+controlStop, func(w http.ResponseWriter, r *http.Request) {
 		m.logger.Info("control: stop")

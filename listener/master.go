@@ -337,6 +337,7 @@ func (m *Master) routerConfig(index int) *descend.Config {
 		Handoff:         cfg.Handoff,
 		Handover:        cfg.Handover,
 		HandoverPath:    cfg.HandoverPath,
+		KeyStats:        cfg.KeyStats,
 	}
 }
 

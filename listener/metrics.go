@@ -49,6 +49,11 @@ var (
 		"1 when the worker's app or router keeps crashing, else 0.", workerLabel, nil)
 	descHandoverHold = prometheus.NewDesc("olio_handover_hold_seconds",
 		"How long the last hand-over (scale, or a restart of this worker's app) held the keys that moved.", workerLabel, nil)
+	// Hot keys (--key-stats on or hashed): shares, never the keys themselves.
+	descHotKeyShare = prometheus.NewDesc("olio_hot_key_share",
+		"Share of the worker's requests with a key, over the last minute, taken by its hottest key.", workerLabel, nil)
+	descImbalance = prometheus.NewDesc("olio_key_imbalance",
+		"Requests with a key over the last minute: the busiest worker's rate divided by the workers' mean (1: even).", nil, nil)
 )
 
 // collector is a prometheus.Collector that asks the routers for their counters at every
@@ -61,6 +66,8 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 		descWorkers, descWorkersReady, descEpoch, descServed, descForwardedOut, descForwardedIn,
 		descHandedOff, descHandedIn,
 		descInFlight, descDuration, descRestarts, descRSS, descWorkerReady, descCrashLooping, descHandoverHold,
+		descInFlight, descDuration, descRestarts, descRSS, descWorkerReady, descCrashLooping,
+		descHotKeyShare, descImbalance,
 	} {
 		ch <- d
 	}
@@ -70,7 +77,10 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 func (c collector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), StatsTimeout)
 	defer cancel()
+	keys := make(chan KeysReport, 1)
+	go func() { keys <- c.m.keys(ctx, 1) }()
 	st, stats := c.m.gather(ctx)
+	c.collectKeys(ch, <-keys)
 	ch <- prometheus.MustNewConstMetric(descWorkers, prometheus.GaugeValue, float64(st.Members))
 	ch <- prometheus.MustNewConstMetric(descWorkersReady, prometheus.GaugeValue, float64(st.Ready))
 	ch <- prometheus.MustNewConstMetric(descEpoch, prometheus.GaugeValue, float64(st.Epoch))
@@ -99,6 +109,19 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descHandoverHold, s.LastHold.Seconds())
 		if h, err := constHistogram(descDuration, s.Duration, l); err == nil {
 			ch <- h
+		}
+	}
+}
+
+// collectKeys adds the hot-key gauges, when keys are counted.
+func (c collector) collectKeys(ch chan<- prometheus.Metric, rep KeysReport) {
+	if rep.Mode == descend.KeyStatsOff {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(descImbalance, prometheus.GaugeValue, rep.Imbalance)
+	for _, w := range rep.Workers {
+		if w.Error == "" {
+			ch <- prometheus.MustNewConstMetric(descHotKeyShare, prometheus.GaugeValue, w.HotKeyShare, strconv.Itoa(w.Index))
 		}
 	}
 }

@@ -311,6 +311,8 @@ func (w *worker) read(conn *descend.Conn, c *monitor.Child, hello, ready chan st
 			}
 		case *descend.Stats:
 			w.deliver(msg.ID, msg)
+		case *descend.Keys:
+			w.deliver(msg.ID, msg)
 		case *descend.Result:
 			w.deliver(msg.ID, msg)
 		default:
@@ -387,6 +389,8 @@ func idOf(msg descend.Message) uint64 {
 	case *descend.Prepare:
 		return m.ID
 	case *descend.Release:
+		return m.ID
+	case *descend.KeysRequest:
 		return m.ID
 	}
 	return 0

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // ServeHTTP is the public side: route by direct address or key, then serve locally or
@@ -33,8 +35,9 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 		target = i
 	} else if key, ok := r.settings().key.Extract(req); ok && workers > 0 {
-		target = Owner(key, workers)
-		if ch := r.handover.hold(key, target); ch != nil && r.exclusive() {
+		h := xxhash.Sum64String(key)
+		target = Jump(h, workers)
+		if ch := r.handover.hold(h, target); ch != nil && r.exclusive() {
 			// Its owner is changing: wait until the old one has finished (handover.go).
 			if !r.waitHeld(w, req, ch, "the owner of this key is changing") {
 				return
@@ -45,8 +48,9 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 				r.fail(w, http.StatusServiceUnavailable, "olio: no workers")
 				return
 			}
-			target = Owner(key, workers)
+			target = Jump(h, workers)
 		}
+		r.countKey(h, key, target)
 		if target != r.index && r.tryHandOff(w, req, target) { // handoff.go
 			return
 		}
@@ -74,6 +78,7 @@ func (h peerHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	stripOlio(req.Header)
 	r.counters.forwardedIn.Add(1)
+	r.countForwarded(req)
 	ctx := context.WithValue(req.Context(), fromPeer, true)
 	r.serveLocal(w, req.WithContext(ctx), nil)
 }

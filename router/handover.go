@@ -73,11 +73,11 @@ func (h *handover) enter() *generation {
 
 func (g *generation) leave() { g.n.Add(-1) }
 
-// hold returns the channel a request whose owner changes from owner (among workers) must
-// wait on before it is routed again, or nil when it need not wait.
-func (h *handover) hold(key string, owner int) <-chan struct{} {
+// hold returns the channel a request whose key (by its xxhash64, hash) changes owner from
+// owner must wait on before it is routed again, or nil when it need not wait.
+func (h *handover) hold(hash uint64, owner int) <-chan struct{} {
 	p := h.pending.Load()
-	if p == nil || Owner(key, p.workers) == owner {
+	if p == nil || Jump(hash, p.workers) == owner {
 		return nil
 	}
 	h.mu.Lock()

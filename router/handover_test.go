@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // A prepare waits for the requests counted before it, not for those after it.
@@ -53,7 +55,7 @@ func TestHandoverPrepareTimesOut(t *testing.T) {
 // Only the keys whose owner changes are held, until the commit.
 func TestHandoverHoldsMovingKeysOnly(t *testing.T) {
 	h := newHandover()
-	if ch := h.hold("k", Owner("k", 2)); ch != nil {
+	if ch := h.hold(xxhash.Sum64String("k"), Owner("k", 2)); ch != nil {
 		t.Fatal("a key is held with no change prepared")
 	}
 	h.pending.Store(&membership{epoch: 2, workers: 3})
@@ -61,7 +63,7 @@ func TestHandoverHoldsMovingKeysOnly(t *testing.T) {
 	var held <-chan struct{}
 	for i := 0; i < 200; i++ {
 		key := "key-" + strconv.Itoa(i)
-		ch := h.hold(key, Owner(key, 2))
+		ch := h.hold(xxhash.Sum64String(key), Owner(key, 2))
 		if (Owner(key, 3) != Owner(key, 2)) != (ch != nil) {
 			t.Fatalf("key %s: held %v, but its owner goes %d → %d", key, ch != nil, Owner(key, 2), Owner(key, 3))
 		}

@@ -48,6 +48,7 @@ type Router struct {
 	members  atomic.Pointer[membership]
 	handover *handover // handover.go: exclusive hand-over of moving keys
 	counters *counters
+	hot      *hotKeys // the keys this worker served as owner (--key-stats)
 	apps     *apps
 	sup      *monitor.Supervisor
 	pool     *mux.Pool
@@ -160,6 +161,7 @@ func newRouter(index int, set *settings, logger *slog.Logger) *Router {
 		errorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		counters: newCounters(),
 		handover: newHandover(),
+		hot:      newHotKeys(time.Now()),
 		pool:     mux.NewPool(nil),
 	}
 	r.set.Store(set)
@@ -170,6 +172,7 @@ func newRouter(index int, set *settings, logger *slog.Logger) *Router {
 
 func (r *Router) run(ctx context.Context) error {
 	defer r.pool.Close()
+	defer r.hot.run(func() string { return r.conf().KeyStats })()
 	h, err := newHandoff(r)
 	if err != nil {
 		return err
@@ -274,6 +277,7 @@ func (r *Router) recvLoop() error {
 		descend.TypeConfig:       r.onConfig,
 		descend.TypePrepare:      r.onPrepare,
 		descend.TypeRelease:      r.onRelease,
+		descend.TypeKeysRequest:  r.onKeys,
 	}
 	for {
 		m, err := r.ctl.Recv()

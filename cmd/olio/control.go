@@ -121,10 +121,23 @@ func scaleCommand() *cli.Command {
 		ArgsUsage: "N",
 		Description: `Starts or stops workers until there are N; only the keys jump hash assigns to the
 added or removed workers change owner. N may be 0: the socket stays bound and every
-request gets 503 until the cluster grows again. Flags go before N.`,
-		Flags: []cli.Flag{controlFlag(), timeoutFlag(10*time.Minute, "the new workers")},
+request gets 503 until the cluster grows again. Flags go before N (--dry-run may also
+follow it).
+
+--dry-run changes nothing: from the keys each worker counts (see olio keys), it says how
+many of them and what share of the recent requests would change owner, and the
+imbalance (busiest worker ÷ mean) to expect at N workers.`,
+		Flags: []cli.Flag{
+			controlFlag(), timeoutFlag(10*time.Minute, "the new workers"),
+			&cli.BoolFlag{Name: "dry-run", Usage: "say what scaling to N would move, and change nothing"},
+			&cli.BoolFlag{Name: "json", Usage: "with --dry-run: print the plan as JSON"},
+		},
 		Action: func(c *cli.Context) error {
-			n, err := scaleArg(c.Args().Slice())
+			args, dryRun := c.Args().Slice(), c.Bool("dry-run")
+			if len(args) == 2 && args[1] == "--dry-run" { // olio scale N --dry-run, as people type it
+				args, dryRun = args[:1], true
+			}
+			n, err := scaleArg(args)
 			if err != nil {
 				return err
 			}
@@ -133,6 +146,12 @@ request gets 503 until the cluster grows again. Flags go before N.`,
 				return err
 			}
 			defer cancel()
+			if dryRun {
+				return planCommand(ctx, c, n)
+			}
+			if c.Bool("json") {
+				return badUsage("--json goes with --dry-run")
+			}
 			if err := client(c).Scale(ctx, n); err != nil {
 				return noAnswer(c, err, true)
 			}

@@ -63,6 +63,7 @@ func newApp() *cli.App {
 			statusCommand(),
 			reloadCommand(),
 			scaleCommand(),
+			keysCommand(),
 			stopCommand(),
 			demoCommand(),
 			versionCommand(),

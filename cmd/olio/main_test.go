@@ -77,6 +77,12 @@ func TestBadCommandLine(t *testing.T) {
 		{[]string{"scale", "--control", nobody}, 2, "olio scale: give the number of workers"},
 		{[]string{"scale", "--control", nobody, "nine"}, 2, `olio scale: "nine" is not a number of workers`},
 		{[]string{"scale", "--control", nobody, "--", "-2"}, 2, `olio scale: "-2": the number of workers must be 0 or more`},
+		{[]string{"scale", "--control", nobody, "3", "--dry-run", "x"}, 2, `olio scale: unexpected argument "--dry-run" after N`},
+		{[]string{"scale", "--control", nobody, "--json", "3"}, 2, "olio scale: --json goes with --dry-run"},
+		{[]string{"keys", "--control", nobody, "extra"}, 2, `olio keys: unexpected argument "extra"`},
+		{[]string{"keys", "--control", nobody, "--top", "-1"}, 2, "olio keys: --top -1: give 0 (every key) or more"},
+		{[]string{"serve", "--key-stats", "names"}, 1, `olio serve: invalid configuration: --key-stats "names": use on`},
+		{[]string{"serve", "--config", config(`{"key-stats": "maybe"}`)}, 1, `--key-stats "maybe" (from config file `},
 		{serve("./app", "--workers", "3"), 2, `olio serve: --workers after the app "./app" would go to the app, not to olio; put olio's flags first and the app after --`},
 		// --timeout
 		{[]string{"status", "--control", nobody, "--timeout", "0"}, 2, "olio status: --timeout 0s: must be more than 0"},
