@@ -380,15 +380,51 @@ func reloadOp() overlapOp {
 	}
 }
 
+// upgradeOp is USR2: a hot upgrade, whose new master runs new routers and apps for every
+// worker, so every key changes process. The new master is stopped at the end of the test.
+func upgradeOp(workers int) overlapOp {
+	return overlapOp{
+		name: "hot upgrade (USR2)",
+		run: func(t *testing.T, c *Cluster) {
+			t.Helper()
+			before := appPIDs(t, c, workers)
+			oldMaster := c.Pid()
+			t.Cleanup(func() { stopOtherMasters(t, c, oldMaster) })
+			c.Signal(syscall.SIGUSR2)
+			failed := func() bool { return c.CountLog("upgrade failed") > 0 }
+			upgraded := func() bool {
+				if m := mastersOf(c); len(m) != 1 || m[0] == oldMaster {
+					return false
+				}
+				for i := 0; i < workers; i++ {
+					a, err := direct(c, i)
+					if err != nil || slices.Contains(before, a.PID) {
+						return false
+					}
+				}
+				return true
+			}
+			if !Eventually(60*time.Second, func() bool { return failed() || upgraded() }) {
+				t.Fatalf("no upgrade within 60s of SIGUSR2: masters %v, app pids before %v", mastersOf(c), before)
+			}
+			if failed() {
+				t.Fatalf("hot upgrade failed: %s", strings.Join(c.lines("upgrade failed"), "\n"))
+			}
+		},
+		moving: func(string) bool { return true },
+	}
+}
+
 // overlapRun is what one operation under load showed.
 type overlapRun struct {
-	op       string
-	requests int
-	failures []keyResult
-	records  int
-	overlaps []overlap
-	moved    int                      // keys served by more than one pid
-	gaps     map[string]time.Duration // by key, see handoverGaps
+	op        string
+	requests  int
+	failures  []keyResult
+	records   int
+	overlaps  []overlap
+	moved     int                      // keys served by more than one pid
+	gaps      map[string]time.Duration // by key, see handoverGaps
+	misplaced []string                 // keys that moved and should not have, or the reverse
 }
 
 // runOverlap runs op on c under the key load, then reads the records of that load and
@@ -428,6 +464,22 @@ func runOverlap(t *testing.T, c *Cluster, dir string, op overlapOp) overlapRun {
 		opEnd.Sub(opStart).Round(time.Millisecond))
 	logLatency(t, op, results, opStart, opEnd)
 	logGaps(t, op.name, run.gaps)
+	// Jump hash says which keys change process; the others stay where they were.
+	pids := map[string]map[int]bool{}
+	for _, r := range recs {
+		if pids[r.Key] == nil {
+			pids[r.Key] = map[int]bool{}
+		}
+		pids[r.Key][r.PID] = true
+	}
+	for _, key := range overlapKeyNames() {
+		switch n := len(pids[key]); {
+		case op.moving(key) && n < 2:
+			run.misplaced = append(run.misplaced, fmt.Sprintf("key %q should have changed process but was served by %v only", key, slices.Sorted(maps.Keys(pids[key]))))
+		case !op.moving(key) && n > 1:
+			run.misplaced = append(run.misplaced, fmt.Sprintf("key %q keeps its owner but was served by %v", key, slices.Sorted(maps.Keys(pids[key]))))
+		}
+	}
 	if run.records < ok {
 		t.Fatalf("%s: the recorder logged %d requests but %d were answered: records are lost, the test would not see overlaps", op.name, run.records, ok)
 	}
@@ -500,6 +552,9 @@ func assertExclusive(t *testing.T, run overlapRun) {
 			t.Errorf("  %s", o)
 		}
 	}
+	for _, m := range run.misplaced {
+		t.Errorf("%s: %s", run.op, m)
+	}
 	if n := len(run.failures); n > 0 {
 		t.Errorf("%s: %d failed requests of %d:", run.op, n, run.requests)
 		for i, r := range run.failures {
@@ -512,11 +567,12 @@ func assertExclusive(t *testing.T, run overlapRun) {
 	}
 }
 
-// TestOverlapScaleUp: `olio scale` 2→3 under load; no key is served by its old and its new
-// owner at once, and no request fails.
+// TestOverlapScaleUp: `olio scale` 1→3 under load (two thirds of the keys move, in one
+// membership change); no key is served by its old and its new owner at once, and no
+// request fails.
 func TestOverlapScaleUp(t *testing.T) {
-	c, dir := startRecorder(t, false, "--workers", "2")
-	assertExclusive(t, runOverlap(t, c, dir, scaleOp(2, 3, true)))
+	c, dir := startRecorder(t, false, "--workers", "1")
+	assertExclusive(t, runOverlap(t, c, dir, scaleOp(1, 3, true)))
 }
 
 // TestOverlapScaleDown: TTOU 3→2 under load; the removed worker's keys reach their new
@@ -538,6 +594,13 @@ func TestOverlapReload(t *testing.T) {
 func TestOverlapEmbeddedReload(t *testing.T) {
 	c, dir := startRecorder(t, true, "--workers", "2")
 	assertExclusive(t, runOverlap(t, c, dir, reloadOp()))
+}
+
+// TestOverlapUpgrade: USR2, a hot upgrade; the two generations never serve one key at
+// once.
+func TestOverlapUpgrade(t *testing.T) {
+	c, dir := startRecorder(t, false, "--workers", "2")
+	assertExclusive(t, runOverlap(t, c, dir, upgradeOp(2)))
 }
 
 // TestOverlapModeOverlaps: with --handover overlap (today's behaviour, for stateless apps)
