@@ -605,7 +605,7 @@ func TestOverlapScaleDown(t *testing.T) {
 // TestOverlapReload: HUP, a rolling restart of every app; the new app of a worker serves
 // its keys only once the old one has finished them.
 func TestOverlapReload(t *testing.T) {
-	c, dir := startRecorder(t, false, "--workers", "2")
+	c, dir := startRecorder(t, false, "--workers", "3")
 	assertExclusive(t, runOverlap(t, c, dir, reloadOp()))
 }
 
