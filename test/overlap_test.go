@@ -337,7 +337,8 @@ type overlapOp struct {
 	moving func(key string) bool          // keys whose owner (process) the operation changes
 }
 
-// scaleOp scales from → to workers with `olio scale` (up) or TTIN/TTOU one at a time.
+// scaleOp scales from → to workers: with `olio scale` when useCLI, else with TTIN or TTOU
+// (one worker more or fewer).
 func scaleOp(from, to int, useCLI bool) overlapOp {
 	name := fmt.Sprintf("scale %d→%d", from, to)
 	if useCLI {
