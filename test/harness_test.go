@@ -22,8 +22,9 @@ import (
 )
 
 // olioBin is the binary under test, built once by TestMain; exampleBin is the embedded
-// example (cmd/olio-demo), a Go program that calls router.Serve.
-var olioBin, exampleBin string
+// example (cmd/olio-demo), a Go program that calls router.Serve; recorderBin is the app
+// that records which process served each key when (test/recorder).
+var olioBin, exampleBin, recorderBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "olio-e2e-")
@@ -32,7 +33,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	olioBin, exampleBin = filepath.Join(dir, "olio"), filepath.Join(dir, "olio-demo")
-	for bin, pkg := range map[string]string{olioBin: "../cmd/olio", exampleBin: "../cmd/olio-demo"} {
+	recorderBin = filepath.Join(dir, "recorder")
+	for bin, pkg := range map[string]string{olioBin: "../cmd/olio", exampleBin: "../cmd/olio-demo", recorderBin: "./recorder"} {
 		args := []string{"build", "-o", bin}
 		if os.Getenv("OLIO_TEST_RACE") != "" {
 			args = append(args, "-race") // the processes under test report data races in their output
