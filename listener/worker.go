@@ -30,6 +30,7 @@ type worker struct {
 	pendingFile *os.File
 	conn        *descend.Conn // the live router's, nil while there is none
 	state       descend.State
+	up          bool // an app serves: see serving (ready.go)
 	readyOnce   sync.Once
 	waits       map[uint64]chan descend.Message
 }
@@ -162,6 +163,7 @@ func (w *worker) read(conn *descend.Conn, c *monitor.Child, ready chan struct{})
 		if w.conn == conn {
 			w.conn = nil
 			w.state.State = descend.StateStarting
+			w.up = false
 			for id, ch := range w.waits {
 				close(ch)
 				delete(w.waits, id)
@@ -190,6 +192,7 @@ func (w *worker) read(conn *descend.Conn, c *monitor.Child, ready chan struct{})
 			w.mu.Lock()
 			prev := w.state
 			w.state = *msg
+			w.noteStateLocked(msg.State)
 			w.mu.Unlock()
 			if msg.State == descend.StateStarting && prev.AppPID != 0 && msg.AppPID != prev.AppPID {
 				w.startFailed(prev.AppPID)
