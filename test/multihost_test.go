@@ -589,6 +589,12 @@ func TestMultihostHAProxy(t *testing.T) {
 			}
 		}
 	}
+	// HAProxy sent host2 nothing before its /ready said 200.
+	for name, n := range haproxyServerStats(t, cl, "host2", "wretr", "wredis", "econ", "eresp") {
+		if n != 0 {
+			t.Errorf("HAProxy counted %s=%d for host2 after it came back", name, n)
+		}
+	}
 }
 
 func countHost(owners map[string]hostAnswer, host string) int {
