@@ -484,9 +484,15 @@ func TestMultihostHAProxy(t *testing.T) {
 	nw := newNetwork(t, "mhap", 2)
 	cluster := []string{"--cluster-addr", frontIP + ":" + hostPort, "--drain-delay", drainDelay.String()}
 	hosts := []*Cluster{nw.startHost(0, cluster...), nw.startHost(1, cluster...)}
+	// contrib's file as it is, and a second one of the test's own that adds HAProxy's
+	// statistics page, where the test reads what HAProxy met on the way to each host.
+	stats := filepath.Join(t.TempDir(), "stats.cfg")
+	if err := os.WriteFile(stats, []byte(haproxyStats), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	f := nw.startFront("haproxy", []string{
 		"OLIO_FRONT=" + frontIP + ":" + hostPort, "OLIO_HOST1=" + nw.hostIP[0], "OLIO_HOST2=" + nw.hostIP[1],
-	}, "-db", "-f", "../contrib/haproxy/haproxy.cfg")
+	}, "-db", "-f", "../contrib/haproxy/haproxy.cfg", "-f", stats)
 	cl := clientIn(t, nw.front)
 
 	// Affinity across hosts: one (host, worker) per key, the same in every round.
@@ -547,6 +553,14 @@ func TestMultihostHAProxy(t *testing.T) {
 	if len(l.failures) > 0 {
 		t.Errorf("%d of %d requests failed while host2 stopped with --drain-delay %s; first: %s", len(l.failures), l.sent.Load(), drainDelay, l.failures[0])
 	}
+	// HAProxy took host2 out before it stopped accepting: it never had to retry or
+	// redispatch a request (which would hide a refused connection from the client) nor
+	// met a connection or response error there.
+	for name, n := range haproxyServerStats(t, cl, "host2", "wretr", "wredis", "econ", "eresp") {
+		if n != 0 {
+			t.Errorf("HAProxy counted %s=%d for host2 while it stopped with --drain-delay %s: it sent requests to host2 after host2 stopped accepting", name, n, drainDelay)
+		}
+	}
 	moved := 0
 	for k, as := range l.answers {
 		for _, a := range as {
@@ -595,6 +609,52 @@ func TestMultihostHAProxy(t *testing.T) {
 			t.Errorf("HAProxy counted %s=%d for host2 after it came back", name, n)
 		}
 	}
+}
+
+// haproxyStats is the test's own addition to contrib/haproxy/haproxy.cfg: the statistics
+// page, for haproxyServerStats.
+const haproxyStats = `
+frontend stats
+    bind ` + frontIP + `:8404
+    stats enable
+    stats uri /stats
+`
+
+// haproxyServerStats reads the named counters of server srv of backend olio_hosts from
+// HAProxy's statistics (CSV).
+func haproxyServerStats(t *testing.T, cl *http.Client, srv string, names ...string) map[string]int {
+	t.Helper()
+	resp, err := cl.Get("http://" + frontIP + ":8404/stats;csv")
+	if err != nil {
+		t.Fatalf("HAProxy's statistics: %v", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	header := strings.Split(strings.TrimPrefix(lines[0], "# "), ",")
+	for _, line := range lines[1:] {
+		f := strings.Split(line, ",")
+		if len(f) < len(header) || f[0] != "olio_hosts" || f[1] != srv {
+			continue
+		}
+		out := map[string]int{}
+		for _, name := range names {
+			for i, h := range header {
+				if h == name {
+					out[name], _ = strconv.Atoi(f[i])
+				}
+			}
+			if _, ok := out[name]; !ok {
+				t.Fatalf("HAProxy's statistics have no %s column: %s", name, lines[0])
+			}
+		}
+		return out
+	}
+	t.Fatalf("HAProxy's statistics have no server %s in olio_hosts:\n%s", srv, b)
+	return nil
 }
 
 func countHost(owners map[string]hostAnswer, host string) int {
