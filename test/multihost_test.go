@@ -478,23 +478,94 @@ func (nw *network) readyStatus(cl *http.Client, i int) int {
 // TestMultihostHAProxy: two olio hosts behind HAProxy running contrib/haproxy/haproxy.cfg.
 // Every key is answered by one (host, worker), round after round; an app's call through
 // OLIO_CLUSTER_ADDR reaches the owner the front picks; stopping a host with --drain-delay
-// under load loses no request and moves only its keys; its return moves exactly those back.
+// under load loses no request and moves only its keys, and HAProxy takes the host out
+// before it stops accepting (HAProxy's own counters show no refused connection, retry or
+// bad response for it); its return moves exactly those keys back.
 func TestMultihostHAProxy(t *testing.T) {
 	const drainDelay = 4 * time.Second // > the config's inter 1s × fall 2
 	nw := newNetwork(t, "mhap", 2)
-	cluster := []string{"--cluster-addr", frontIP + ":" + hostPort, "--drain-delay", drainDelay.String()}
-	hosts := []*Cluster{nw.startHost(0, cluster...), nw.startHost(1, cluster...)}
 	// contrib's file as it is, and a second one of the test's own that adds HAProxy's
 	// statistics page, where the test reads what HAProxy met on the way to each host.
 	stats := filepath.Join(t.TempDir(), "stats.cfg")
 	if err := os.WriteFile(stats, []byte(haproxyStats), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	f := nw.startFront("haproxy", []string{
-		"OLIO_FRONT=" + frontIP + ":" + hostPort, "OLIO_HOST1=" + nw.hostIP[0], "OLIO_HOST2=" + nw.hostIP[1],
-	}, "-db", "-f", "../contrib/haproxy/haproxy.cfg", "-f", stats)
-	cl := clientIn(t, nw.front)
+	noErrors := func(when string) func(*http.Client) {
+		return func(cl *http.Client) {
+			for name, n := range haproxyServerStats(t, cl, "host2", "wretr", "wredis", "econ", "eresp") {
+				if n != 0 {
+					t.Errorf("HAProxy counted %s=%d for host2 %s: it sent host2 requests it could not take", name, n, when)
+				}
+			}
+		}
+	}
+	hostScenario(t, nw, scenario{
+		drainDelay: drainDelay,
+		start: func() *front {
+			return nw.startFront("haproxy", []string{
+				"OLIO_FRONT=" + frontIP + ":" + hostPort, "OLIO_HOST1=" + nw.hostIP[0], "OLIO_HOST2=" + nw.hostIP[1],
+			}, "-db", "-f", "../contrib/haproxy/haproxy.cfg", "-f", stats)
+		},
+		// HAProxy took host2 out before it stopped accepting: it never had to retry or
+		// redispatch a request (which hides a refused connection from the client) nor
+		// met a connection or response error there.
+		afterStop: noErrors("while it stopped with --drain-delay " + drainDelay.String()),
+		// and sent it nothing before its /ready said 200.
+		afterReturn: noErrors("after it came back"),
+	})
+}
 
+// TestMultihostNginx: the same two hosts behind nginx running contrib/nginx/olio.conf.
+// nginx has no active health check, so there is no drain delay here: a stopped host is
+// taken out when a connection to it fails, and the request goes to the key's next host.
+func TestMultihostNginx(t *testing.T) {
+	nw := newNetwork(t, "mhng", 2)
+	dir := t.TempDir()
+	conf := fillIn(t, "../contrib/nginx/olio.conf", map[string]string{
+		"OLIO_FRONT": frontIP + ":" + hostPort, "OLIO_HOST1": nw.hostIP[0], "OLIO_HOST2": nw.hostIP[1],
+	})
+	if err := os.WriteFile(filepath.Join(dir, "olio.conf"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// nginx.conf around it, as Debian's includes conf.d/*.conf in its http block.
+	main := `daemon off;
+worker_processes 1;
+pid ` + dir + `/nginx.pid;
+error_log stderr warn;
+events { worker_connections 512; }
+http {
+    access_log off;
+    client_body_temp_path ` + dir + `/body;
+    proxy_temp_path ` + dir + `/proxy;
+    include ` + dir + `/olio.conf;
+}
+`
+	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(main), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hostScenario(t, nw, scenario{
+		start: func() *front {
+			return nw.startFront("nginx", nil, "-e", "stderr", "-p", dir, "-c", filepath.Join(dir, "nginx.conf"))
+		},
+	})
+}
+
+// scenario is what differs between fronts in hostScenario.
+type scenario struct {
+	drainDelay  time.Duration      // the hosts' --drain-delay
+	start       func() *front      // starts the front at frontIP:hostPort
+	afterStop   func(*http.Client) // checks after host2 stopped under load, if not nil
+	afterReturn func(*http.Client) // checks after host2 came back, if not nil
+}
+
+// hostScenario runs two olio hosts behind the front sc starts and checks: affinity over
+// rounds, app calls through OLIO_CLUSTER_ADDR, host2 stopped under load (no failure, only
+// its keys move), host2's return (exactly its keys move back, no failure).
+func hostScenario(t *testing.T, nw *network, sc scenario) {
+	cluster := []string{"--cluster-addr", frontIP + ":" + hostPort, "--drain-delay", sc.drainDelay.String()}
+	hosts := []*Cluster{nw.startHost(0, cluster...), nw.startHost(1, cluster...)}
+	f := sc.start()
+	cl := clientIn(t, nw.front)
 	// Affinity across hosts: one (host, worker) per key, the same in every round.
 	owners := settle(t, f, cl, 2, 30*time.Second)
 	checkHostOwners(t, owners)
@@ -530,20 +601,21 @@ func TestMultihostHAProxy(t *testing.T) {
 		t.Fatal("no app called a key owned by the other host: the test did not test anything")
 	}
 
-	// Stop host2 under load: /ready goes 503 at once, HAProxy takes it out, host2 serves
-	// on for the drain delay, then drains and exits. No request may fail.
+	// Stop host2 under load: /ready goes 503 at once, the front takes it out (HAProxy by
+	// its check; nginx once a connection fails), host2 serves on for the drain delay, then
+	// drains and exits. No request may fail.
 	l := startLoad(t, nw.front, 4)
 	if !Eventually(10*time.Second, func() bool { return l.sent.Load() > 200 }) {
 		t.Fatal("the load did not start")
 	}
 	hosts[1].Signal(syscall.SIGTERM)
 	stopped := time.Now()
-	if !Eventually(2*time.Second, func() bool { return nw.readyStatus(cl, 1) == http.StatusServiceUnavailable }) {
+	if sc.drainDelay > 0 && !Eventually(2*time.Second, func() bool { return nw.readyStatus(cl, 1) == http.StatusServiceUnavailable }) {
 		t.Errorf("host2's /ready did not answer 503 after TERM with --drain-delay")
 	}
-	hosts[1].WaitExit(drainDelay+30*time.Second, "TERM")
-	if time.Since(stopped) < drainDelay {
-		t.Errorf("host2 exited %s after TERM, before its drain delay of %s", time.Since(stopped), drainDelay)
+	hosts[1].WaitExit(sc.drainDelay+30*time.Second, "TERM")
+	if time.Since(stopped) < sc.drainDelay {
+		t.Errorf("host2 exited %s after TERM, before its drain delay of %s", time.Since(stopped), sc.drainDelay)
 	}
 	atExit := l.sent.Load()
 	if !Eventually(10*time.Second, func() bool { return l.sent.Load() > atExit+2*multihostKeys }) {
@@ -551,15 +623,10 @@ func TestMultihostHAProxy(t *testing.T) {
 	}
 	l.end()
 	if len(l.failures) > 0 {
-		t.Errorf("%d of %d requests failed while host2 stopped with --drain-delay %s; first: %s", len(l.failures), l.sent.Load(), drainDelay, l.failures[0])
+		t.Errorf("%d of %d requests failed while host2 stopped with --drain-delay %s; first: %s", len(l.failures), l.sent.Load(), sc.drainDelay, l.failures[0])
 	}
-	// HAProxy took host2 out before it stopped accepting: it never had to retry or
-	// redispatch a request (which would hide a refused connection from the client) nor
-	// met a connection or response error there.
-	for name, n := range haproxyServerStats(t, cl, "host2", "wretr", "wredis", "econ", "eresp") {
-		if n != 0 {
-			t.Errorf("HAProxy counted %s=%d for host2 while it stopped with --drain-delay %s: it sent requests to host2 after host2 stopped accepting", name, n, drainDelay)
-		}
+	if sc.afterStop != nil {
+		sc.afterStop(cl)
 	}
 	moved := 0
 	for k, as := range l.answers {
@@ -603,11 +670,8 @@ func TestMultihostHAProxy(t *testing.T) {
 			}
 		}
 	}
-	// HAProxy sent host2 nothing before its /ready said 200.
-	for name, n := range haproxyServerStats(t, cl, "host2", "wretr", "wredis", "econ", "eresp") {
-		if n != 0 {
-			t.Errorf("HAProxy counted %s=%d for host2 after it came back", name, n)
-		}
+	if sc.afterReturn != nil {
+		sc.afterReturn(cl)
 	}
 }
 
