@@ -730,3 +730,45 @@ func countHost(owners map[string]hostAnswer, host string) int {
 	}
 	return n
 }
+
+// TestDrainDelay (on loopback): on TERM with --drain-delay, /ready answers 503 at once while
+// requests are still served; a second TERM stops olio at once, drain delay or not.
+func TestDrainDelay(t *testing.T) {
+	metrics := freeAddr(t)
+	c := Start(t, "--workers", "2", "--metrics", metrics, "--drain-delay", "1h")
+	ready := func() (int, string) {
+		resp, err := client.Get("http://" + metrics + "/ready")
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, strings.TrimSpace(string(b))
+	}
+	if code, body := ready(); code != http.StatusOK || body != "ready: 2 workers ready" {
+		t.Fatalf("/ready before TERM: %d %q, want 200 \"ready: 2 workers ready\"", code, body)
+	}
+	c.Signal(syscall.SIGTERM)
+	if !Eventually(5*time.Second, func() bool { code, _ := ready(); return code == http.StatusServiceUnavailable }) {
+		code, body := ready()
+		t.Fatalf("/ready after TERM with --drain-delay: %d %q, want 503", code, body)
+	}
+	if _, body := ready(); body != "not ready: olio is stopping" {
+		t.Errorf("/ready's reason while stopping: %q", body)
+	}
+	for i := 0; i < 20; i++ {
+		key := multihostKey(i)
+		a, err := c.GetKey(key)
+		if err != nil {
+			t.Fatalf("key %s during the drain delay: %v", key, err)
+		}
+		if a.Index != Owner(key, 2) {
+			t.Errorf("key %s during the drain delay answered by worker %d, want %d", key, a.Index, Owner(key, 2))
+		}
+	}
+	if c.hasExited() {
+		t.Fatal("olio exited during its drain delay")
+	}
+	c.Signal(syscall.SIGTERM)
+	c.WaitExit(15*time.Second, "a second TERM during the drain delay")
+}
