@@ -772,3 +772,52 @@ func TestDrainDelay(t *testing.T) {
 	c.Signal(syscall.SIGTERM)
 	c.WaitExit(15*time.Second, "a second TERM during the drain delay")
 }
+
+// TestReadyDuringReload (on loopback): a rolling restart keeps /ready at 200, since each
+// worker's old app serves until its new one is ready, so a front keeps the host in
+// rotation through a reload. The app takes half a second to start, so each new app is
+// "starting" for a while.
+func TestReadyDuringReload(t *testing.T) {
+	metrics := freeAddr(t)
+	c := Start(t, "--workers", "2", "--metrics", metrics, "--", "/bin/sh", "-c", `sleep 0.5; exec "$0" demo`, olioBin)
+	var polls, bad atomic.Int64
+	var firstBad atomic.Value
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(20 * time.Millisecond) // pacing of the health check
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			resp, err := client.Get("http://" + metrics + "/ready")
+			polls.Add(1)
+			if err != nil {
+				bad.Add(1)
+				firstBad.CompareAndSwap(nil, err.Error())
+				continue
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				bad.Add(1)
+				firstBad.CompareAndSwap(nil, fmt.Sprintf("%d %s", resp.StatusCode, strings.TrimSpace(string(b))))
+			}
+		}
+	}()
+	before := polls.Load()
+	c.Signal(syscall.SIGHUP)
+	c.WaitLog("rolling restart done", 30*time.Second)
+	close(stop)
+	<-done
+	if n := polls.Load() - before; n < 20 {
+		t.Fatalf("/ready was asked %d times during the reload: the test did not test anything", n)
+	}
+	if n := bad.Load(); n > 0 {
+		t.Errorf("/ready was not 200 in %d of %d checks during a rolling restart; first: %v", n, polls.Load(), firstBad.Load())
+	}
+}
