@@ -25,7 +25,8 @@ router starts its own copy of APP with PORT (a private loopback port), OLIO_INDE
 OLIO_WORKERS, OLIO_SECRET, OLIO_ADDR and OLIO_CLUSTER_ADDR in its environment, and routes every request
 to the worker that owns its key: jump(xxhash64(key), workers).
 
-Signals: TERM/INT/QUIT stop gracefully (a second one stops at once), HUP reloads the
+Signals: TERM/INT/QUIT stop gracefully (after --drain-delay, during which /ready on
+--metrics answers 503; a second one stops at once), HUP reloads the
 config file and restarts every app worker by worker, TTIN/TTOU add/remove a worker,
 WINCH scales to zero, USR1 reopens the log file, USR2 upgrades olio in place.`,
 		Flags: []cli.Flag{
