@@ -70,16 +70,16 @@ func (m *Master) waitDrainDelay() {
 }
 
 // serving reports whether the worker has an app serving: its router reported it ready and
-// has not since reported a crash (backoff) or gone away (read clears it). A new app starting for a rolling
-// restart does not count against it, as the old one serves meanwhile.
+// has not since reported a crash (backoff) or gone away (read clears it). A new app
+// starting for a rolling restart does not count against it: the old one serves meanwhile.
 func (w *worker) serving() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.up
 }
 
-// noteStateLocked updates up from a state report: ready sets it, backoff (a crash) clears it,
-// starting leaves it alone. w.mu must be held.
+// noteStateLocked updates up from a state report: ready sets it, backoff (a crash) clears
+// it, starting leaves it alone. w.mu must be held.
 func (w *worker) noteStateLocked(s string) {
 	switch s {
 	case descend.StateReady:
