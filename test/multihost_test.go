@@ -53,8 +53,8 @@ type hostAnswer struct {
 
 func (a hostAnswer) String() string { return a.Host + "/" + strconv.Itoa(a.Index) }
 
-// multihostApp serves on $PORT and answers {"host", "index"}; the host's name comes from
-// $MULTIHOST_TEST_HOST, set on its olio. /call?key=K asks K's owner through
+// multihostApp serves on $PORT and answers {"host", "index"}, after ?sleep=MS milliseconds
+// if asked; the host's name comes from $MULTIHOST_TEST_HOST, set on its olio. /call?key=K asks K's owner through
 // $OLIO_CLUSTER_ADDR, as an app calling another key's owner does, and relays its answer.
 func multihostApp() int {
 	host := os.Getenv("MULTIHOST_TEST_HOST")
@@ -62,6 +62,15 @@ func multihostApp() int {
 	cl := &http.Client{Timeout: 5 * time.Second}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
+		if ms, err := strconv.Atoi(r.URL.Query().Get("sleep")); err == nil {
+			t := time.NewTimer(time.Duration(ms) * time.Millisecond)
+			select {
+			case <-t.C:
+			case <-r.Context().Done():
+				t.Stop()
+				return
+			}
+		}
 		if r.URL.Path == "/call" {
 			req, _ := http.NewRequestWithContext(r.Context(), "GET", "http://"+os.Getenv("OLIO_CLUSTER_ADDR")+"/", nil)
 			req.Header.Set("X-Olio-Key", r.URL.Query().Get("key"))
@@ -412,7 +421,8 @@ func checkHostOwners(t *testing.T, owners map[string]hostAnswer) {
 }
 
 // load sends requests for every key to the front from a few connections, paced, until
-// stop is closed; it records every answer per key and every failure.
+// stop is closed; it records every answer per key and every failure. One more connection
+// sends requests that take 200ms in the app, so that one is nearly always in flight.
 type load struct {
 	mu       sync.Mutex
 	answers  map[string][]hostAnswer
@@ -424,21 +434,30 @@ type load struct {
 
 func startLoad(t *testing.T, ns string, conns int) *load {
 	l := &load{answers: map[string][]hostAnswer{}, stop: make(chan struct{})}
-	for g := 0; g < conns; g++ {
+	for g := 0; g <= conns; g++ {
+		slow := g == conns
+		stride := conns
+		if slow {
+			stride = 1
+		}
 		cl := clientIn(t, ns)
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
 			tick := time.NewTicker(4 * time.Millisecond) // pacing: at most 250 req/s per connection
 			defer tick.Stop()
-			for i := g; ; i += conns {
+			for i := g; ; i += stride {
 				select {
 				case <-l.stop:
 					return
 				case <-tick.C:
 				}
 				key := multihostKey(i % multihostKeys)
-				a, _, err := ask(cl, "/", key)
+				path := "/"
+				if slow {
+					path = "/?sleep=200"
+				}
+				a, _, err := ask(cl, path, key)
 				l.sent.Add(1)
 				l.mu.Lock()
 				if err != nil {
