@@ -45,6 +45,7 @@ type Config struct {
 	Key             string        `json:"key"`
 	Secret          string        `json:"secret"`
 	PublicAddr      string        `json:"public_addr"`
+	ClusterAddr     string        `json:"cluster_addr,omitempty"` // the front's address, for OLIO_CLUSTER_ADDR
 	RunDir          string        `json:"run_dir"`
 	AppPath         string        `json:"app_path"`
 	AppArgs         []string      `json:"app_args"`

@@ -43,6 +43,8 @@ type Config struct {
 	Metrics         string        // Prometheus address, empty: off
 	PIDFile         string        // pidfile path, empty: none
 	RunDir          string        // parent of the private run directory, empty: os.TempDir
+	ClusterAddr     string        // the front's host:port, given to apps as OLIO_CLUSTER_ADDR; empty: none
+	DrainDelay      time.Duration // on stop, how long /ready says 503 before the drain begins
 
 	// Sources says where values came from when not from the command line, by long flag
 	// name: "workers" → "config file /etc/olio.json". Validation messages name it, so that
@@ -119,6 +121,14 @@ func (c *Config) Validate() error {
 	default:
 		return bad("--key-stats %q%s: use on (olio keys shows keys), hashed (it shows a digest of each) or off (nothing is counted)", c.KeyStats, c.from("key-stats"))
 	}
+	if c.ClusterAddr != "" {
+		if err := validClusterAddr(c.ClusterAddr); err != nil {
+			return bad("--cluster-addr %q%s: %v", c.ClusterAddr, c.from("cluster-addr"), err)
+		}
+	}
+	if c.DrainDelay < 0 {
+		return bad("--drain-delay %s%s: must not be negative (0: drain at once)", c.DrainDelay, c.from("drain-delay"))
+	}
 	if c.MaxConns < 0 {
 		return bad("--max-conns %d%s: must be 0 (unlimited) or more", c.MaxConns, c.from("max-conns"))
 	}
@@ -155,6 +165,16 @@ func validListen(addr string) error {
 	}
 	if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
 		return errors.New("not host:port; give e.g. 127.0.0.1:8080 (or :8080 for every interface)")
+	}
+	return nil
+}
+
+// validClusterAddr checks the front's address: host:port with both parts, as an app would
+// dial it (no scheme, no path).
+func validClusterAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" || port == "" {
+		return errors.New("not host:port; give the front's address as apps dial it, e.g. olio.internal:80 (no http://, no path)")
 	}
 	return nil
 }

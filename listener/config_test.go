@@ -54,6 +54,11 @@ func TestValidate(t *testing.T) {
 		{"huge secret", func(c *Config) { c.Secret = strings.Repeat("s", MaxSecretBytes+1) }, "the secret from --secret (or $OLIO_SECRET) is 1025 bytes; at most 1024"},
 		{"longest secret", func(c *Config) { c.Secret = strings.Repeat("s", MaxSecretBytes) }, ""},
 		{"secret with a space", func(c *Config) { c.Secret = "a b" }, "printable ASCII without spaces"},
+		{"cluster addr", func(c *Config) { c.ClusterAddr = "lb.internal:80" }, ""},
+		{"cluster addr as a URL", func(c *Config) { c.ClusterAddr = "http://lb.internal:80" }, `--cluster-addr "http://lb.internal:80": not host:port`},
+		{"cluster addr without host", func(c *Config) { c.ClusterAddr = ":80" }, "not host:port"},
+		{"cluster addr without port", func(c *Config) { c.ClusterAddr = "lb.internal" }, "not host:port"},
+		{"negative drain delay", func(c *Config) { c.DrainDelay = -time.Second }, "--drain-delay -1s: must not be negative"},
 		{"value from a config file", func(c *Config) {
 			c.Workers = -1
 			c.Sources = map[string]string{"workers": "config file /etc/olio.json"}

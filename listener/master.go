@@ -71,6 +71,7 @@ type Master struct {
 	epoch      uint64
 	ready      bool // all members have been ready once
 	stopping   bool
+	leaving    bool      // a stop has begun: /ready says 503 (set before the drain delay)
 	retiring   []*worker // the workers a graceful stop is draining: Kill's too
 	standby    *standby  // answers 503 while there are no workers
 	ops        *ops      // operate.go: set by Run before any worker starts
@@ -80,6 +81,8 @@ type Master struct {
 	// held: the routers of a master started by a hot upgrade hold their own keys until the
 	// old master has drained (exclusive hand-over); cleared by releaseAll.
 	held     bool
+	killed   chan struct{} // closed by Kill: a drain delay ends at once
+	killOnce sync.Once
 	upgraded atomic.Bool // set with handedOver
 
 	// life ends when a stop begins: operations in progress (beginOp) give way to it.
@@ -100,7 +103,7 @@ func (m *Master) beginOp(ctx context.Context) (_ context.Context, end func(), er
 	}
 	end = func() { unhook(); cancel(); m.op.Unlock() }
 	m.mu.Lock()
-	stopping := m.stopping
+	stopping := m.stopping || m.leaving
 	m.mu.Unlock()
 	if stopping {
 		return ctx, end, ErrStopped
@@ -123,7 +126,8 @@ func New(cfg Config, opts Options) (*Master, error) {
 	if opts.LogFormat == "" {
 		opts.LogFormat = "text"
 	}
-	m := &Master{opts: opts, logger: opts.Logger, cfg: cfg, start: time.Now(), handedOver: make(chan struct{}, 1)}
+	m := &Master{opts: opts, logger: opts.Logger, cfg: cfg, start: time.Now(), handedOver: make(chan struct{}, 1),
+		killed: make(chan struct{})}
 	m.life, m.endLife = context.WithCancel(context.Background())
 	m.exe = opts.Exe
 	if m.exe == "" {
@@ -211,16 +215,22 @@ func (m *Master) Run(ctx context.Context) error {
 	return nil
 }
 
-// shutdown drains every router, then stops them all.
+// shutdown drains every router, then stops them all. With a drain delay, /ready says 503
+// and every router keeps serving for the delay first (not after a hot upgrade, whose new
+// master serves on).
 func (m *Master) shutdown() {
+	m.mu.Lock()
+	m.leaving = true
+	m.mu.Unlock()
 	if m.endLife != nil {
 		m.endLife() // a reload, scale or upgrade in progress stops where it is
 	}
-	m.op.Lock()
-	defer m.op.Unlock()
 	if !m.upgraded.Load() {
 		m.notify("STOPPING=1") // after a hot upgrade the service goes on: say nothing
+		m.waitDrainDelay()
 	}
+	m.op.Lock()
+	defer m.op.Unlock()
 	m.mu.Lock()
 	m.stopping = true
 	workers := append([]*worker(nil), m.workers...)
@@ -258,6 +268,11 @@ func (m *Master) shutdown() {
 
 // Kill stops every router at once with SIGKILL (their apps follow by parent-death signal).
 func (m *Master) Kill() {
+	m.killOnce.Do(func() {
+		if m.killed != nil {
+			close(m.killed)
+		}
+	})
 	m.mu.Lock()
 	workers := append(append([]*worker(nil), m.workers...), m.retiring...)
 	m.mu.Unlock()
@@ -319,6 +334,7 @@ func (m *Master) routerConfig(index int) *descend.Config {
 		Key:             cfg.Key,
 		Secret:          m.secret,
 		PublicAddr:      m.addr.String(),
+		ClusterAddr:     cfg.ClusterAddr,
 		RunDir:          m.runDir,
 		AppPath:         path,
 		AppArgs:         args,

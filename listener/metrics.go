@@ -153,7 +153,7 @@ type metricsServer struct {
 }
 
 // serveMetrics binds addr and serves /metrics from a private registry holding only olio's
-// collector.
+// collector, and /ready for a front's health check.
 func (m *Master) serveMetrics(addr string) (*metricsServer, error) {
 	reg := prometheus.NewRegistry()
 	if err := reg.Register(collector{m}); err != nil {
@@ -169,8 +169,9 @@ func (m *Master) serveMetrics(addr string) (*metricsServer, error) {
 		ErrorHandling: promhttp.ContinueOnError,
 		Timeout:       2 * StatsTimeout,
 	}))
+	mux.HandleFunc("GET /ready", m.serveReady) // ready.go: a front's health check
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintln(w, "olio: Prometheus metrics are at /metrics")
+		fmt.Fprintln(w, "olio: Prometheus metrics are at /metrics, readiness for a load balancer at /ready")
 	})
 	s := &metricsServer{
 		srv: &http.Server{

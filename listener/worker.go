@@ -32,6 +32,7 @@ type worker struct {
 	conn        *descend.Conn         // the live router's, nil while there is none
 	conns       map[int]*descend.Conn // every running router's, by pid: a rolling restart has two
 	state       descend.State
+	up          bool // an app serves: see serving (ready.go)
 	readyOnce   sync.Once
 	hintOnce    sync.Once // the embedded app that never calls router.Serve is named once
 	replacing   bool      // a rolling restart is starting this worker's new router
@@ -263,6 +264,7 @@ func (w *worker) read(conn *descend.Conn, c *monitor.Child, hello, ready chan st
 		}
 		if w.conn == nil {
 			w.state.State = descend.StateStarting
+			w.up = false
 		}
 		for id, wt := range w.waits {
 			if wt.conn == conn {
@@ -296,6 +298,7 @@ func (w *worker) read(conn *descend.Conn, c *monitor.Child, hello, ready chan st
 			w.mu.Lock()
 			prev := w.state
 			w.state = *msg
+			w.noteStateLocked(msg.State)
 			w.mu.Unlock()
 			if msg.State == descend.StateStarting && prev.AppPID != 0 && msg.AppPID != prev.AppPID {
 				w.startFailed(prev.AppPID)

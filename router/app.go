@@ -137,6 +137,8 @@ func (a *apps) command() (*monitor.Command, error) {
 		"OLIO_WORKERS": strconv.Itoa(a.r.workers()),
 		"OLIO_SECRET":  cfg.Secret,
 		"OLIO_ADDR":    cfg.PublicAddr,
+		// The front's address: where the owner of a key is reached across hosts.
+		"OLIO_CLUSTER_ADDR": cfg.ClusterAddr,
 	})
 	if cfg.ReadyMode == ReadyNotify {
 		path := filepath.Join(cfg.RunDir, fmt.Sprintf("notify-%d-%d.sock", cfg.Index, gen))

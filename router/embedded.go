@@ -299,10 +299,11 @@ func (r *Router) serveHandler(w http.ResponseWriter, req *http.Request) {
 func (r *Router) setAppEnv() {
 	cfg := r.conf()
 	for k, v := range map[string]string{
-		"OLIO_INDEX":   strconv.Itoa(cfg.Index),
-		"OLIO_WORKERS": strconv.Itoa(r.workers()),
-		"OLIO_SECRET":  cfg.Secret,
-		"OLIO_ADDR":    cfg.PublicAddr,
+		"OLIO_INDEX":        strconv.Itoa(cfg.Index),
+		"OLIO_WORKERS":      strconv.Itoa(r.workers()),
+		"OLIO_SECRET":       cfg.Secret,
+		"OLIO_ADDR":         cfg.PublicAddr,
+		"OLIO_CLUSTER_ADDR": cfg.ClusterAddr,
 	} {
 		os.Setenv(k, v)
 	}

@@ -1003,7 +1003,7 @@ func TestHostileRunDirPermissions(t *testing.T) {
 // variables.
 func TestHostileAppEnvironment(t *testing.T) {
 	envFile := filepath.Join(t.TempDir(), "env")
-	c := Start(t, append([]string{"--workers", "2"}, hostileAppArgs(t, "-env", envFile)...)...)
+	c := Start(t, append([]string{"--workers", "2", "--cluster-addr", "lb.example:80"}, hostileAppArgs(t, "-env", envFile)...)...)
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(c.Pid()) + "/environ")
 	if err != nil {
 		t.Fatal(err)
@@ -1013,7 +1013,7 @@ func TestHostileAppEnvironment(t *testing.T) {
 		olio[kv] = true
 	}
 	allowed := map[string]bool{"PORT": true, "OLIO_INDEX": true, "OLIO_WORKERS": true, "OLIO_SECRET": true,
-		"OLIO_ADDR": true, "NOTIFY_SOCKET": true}
+		"OLIO_ADDR": true, "OLIO_CLUSTER_ADDR": true, "NOTIFY_SOCKET": true}
 	for i := 0; i < 2; i++ {
 		b, err := os.ReadFile(envFile + "." + strconv.Itoa(i))
 		if err != nil {
@@ -1028,9 +1028,9 @@ func TestHostileAppEnvironment(t *testing.T) {
 			}
 		}
 		if got["OLIO_INDEX"] != strconv.Itoa(i) || got["OLIO_WORKERS"] != "2" || got["OLIO_SECRET"] != c.Secret ||
-			got["OLIO_ADDR"] != c.Addr || got["PORT"] == "" {
-			t.Errorf("app %d: documented variables missing or wrong: PORT=%q OLIO_INDEX=%q OLIO_WORKERS=%q OLIO_ADDR=%q, OLIO_SECRET set: %v",
-				i, got["PORT"], got["OLIO_INDEX"], got["OLIO_WORKERS"], got["OLIO_ADDR"], got["OLIO_SECRET"] == c.Secret)
+			got["OLIO_ADDR"] != c.Addr || got["OLIO_CLUSTER_ADDR"] != "lb.example:80" || got["PORT"] == "" {
+			t.Errorf("app %d: documented variables missing or wrong: PORT=%q OLIO_INDEX=%q OLIO_WORKERS=%q OLIO_ADDR=%q OLIO_CLUSTER_ADDR=%q, OLIO_SECRET set: %v",
+				i, got["PORT"], got["OLIO_INDEX"], got["OLIO_WORKERS"], got["OLIO_ADDR"], got["OLIO_CLUSTER_ADDR"], got["OLIO_SECRET"] == c.Secret)
 		}
 	}
 }

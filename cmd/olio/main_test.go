@@ -104,6 +104,7 @@ func TestBadCommandLine(t *testing.T) {
 		{serve("--config", config(`{"idle-timeout": 10}`)), 1, `: "idle-timeout": 10 has no unit; durations are strings like "10s"`},
 		{serve("--config", config(`{"idle-timeout": "soon"}`)), 1, `: "idle-timeout": "soon" is not a duration`},
 		{serve("--config", config(`{"handoff": "maybe"}`)), 1, `: "handoff": "maybe" is not true or false`},
+		{serve("--drain-delay", "5"), 2, `invalid value "5" for --drain-delay: durations need a unit, like 10s`},
 		{serve("--config", config(`{"key": ["a"]}`)), 1, `: "key": ["a"] is not a string`},
 		{serve("--config", config(`{"app": "./app"}`)), 1, `: "app" must be a list of strings`},
 		{serve("--config", config(`{"max-conns": 2,}`)), 1, ": not valid JSON: line 1:"},
@@ -225,7 +226,7 @@ func TestConfigFile(t *testing.T) {
 	path := writeFile(t, "olio.json", `{
 		"workers": 3, "max-conns": "7", "forward-timeout": "5s", "handoff": false,
 		"control": "/run/x.sock", "metrics": "127.0.0.1:9999", "pidfile": "/run/x.pid",
-		"secret": 12345, "app": ["/bin/app", "--flag"]
+		"secret": 12345, "app": ["/bin/app", "--flag"], "cluster-addr": "lb.internal:80", "drain-delay": "4s"
 	}`)
 	cfg, err := serveConfig(t, "--config", path, "--max-conns", "9")
 	if err != nil {
@@ -233,7 +234,8 @@ func TestConfigFile(t *testing.T) {
 	}
 	if cfg.Workers != 3 || cfg.MaxConns != 9 || cfg.ForwardTimeout != 5*time.Second || cfg.Handoff ||
 		cfg.Control != "/run/x.sock" || cfg.Metrics != "127.0.0.1:9999" || cfg.PIDFile != "/run/x.pid" ||
-		cfg.Secret != "12345" || !reflect.DeepEqual(cfg.App, []string{"/bin/app", "--flag"}) {
+		cfg.Secret != "12345" || !reflect.DeepEqual(cfg.App, []string{"/bin/app", "--flag"}) ||
+		cfg.ClusterAddr != "lb.internal:80" || cfg.DrainDelay != 4*time.Second {
 		t.Errorf("config from the file (and --max-conns 9): %+v", cfg)
 	}
 

@@ -22,11 +22,12 @@ func serveCommand() *cli.Command {
 		ArgsUsage: "[-- APP [ARGS...]]",
 		Description: `olio binds --listen once and starts --workers routers that share the socket. Each
 router starts its own copy of APP with PORT (a private loopback port), OLIO_INDEX,
-OLIO_WORKERS, OLIO_SECRET and OLIO_ADDR in its environment, and routes every request
+OLIO_WORKERS, OLIO_SECRET, OLIO_ADDR and OLIO_CLUSTER_ADDR in its environment, and routes every request
 to the worker that owns its key: jump(xxhash64(key), workers). With --embedded, APP is
 a Go program that calls router.Serve(handler) and is itself each worker's router.
 
-Signals: TERM/INT/QUIT stop gracefully (a second one stops at once), HUP reloads the
+Signals: TERM/INT/QUIT stop gracefully (after --drain-delay, during which /ready on
+--metrics answers 503; a second one stops at once), HUP reloads the
 config file and restarts every app worker by worker, TTIN/TTOU add/remove a worker,
 WINCH scales to zero, USR1 reopens the log file, USR2 upgrades olio in place.`,
 		Flags: []cli.Flag{
@@ -53,7 +54,9 @@ WINCH scales to zero, USR1 reopens the log file, USR2 upgrades olio in place.`,
 			&cli.StringFlag{Name: "key-stats", Value: d.KeyStats, Usage: "count each worker's hottest keys for olio keys and olio scale --dry-run: on, hashed (olio keys shows a digest of each key, not the key) or off"},
 			&cli.BoolFlag{Name: "cpu-affinity", Usage: "pin worker i (router and app) to CPU i mod the number of CPUs"},
 			&cli.StringFlag{Name: "control", Value: defaultControl(), Usage: "control socket `PATH` for olio status/reload/scale/stop"},
-			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on `ADDR` (e.g. 127.0.0.1:9090)"},
+			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics at /metrics and a load balancer's readiness check at /ready on `ADDR` (e.g. 127.0.0.1:9090)"},
+			&cli.StringFlag{Name: "cluster-addr", Usage: "the `HOST:PORT` of the front (load balancer) that hashes keys to hosts, given to apps as OLIO_CLUSTER_ADDR"},
+			&cli.DurationFlag{Name: "drain-delay", Value: d.DrainDelay, Usage: "on stop, answer 503 on /ready and keep serving this long before draining, so the front takes this host out first"},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json (flag only, not in --config)"},
 			&cli.StringFlag{Name: "log-file", Usage: "append logs to `FILE` (reopened on USR1) instead of stderr (flag only, not in --config)"},
 			&cli.StringFlag{Name: "pidfile", Usage: "write the master's pid to `FILE`"},
@@ -141,6 +144,8 @@ func configFrom(c *cli.Context) (listener.Config, error) {
 		Control:         str("control"),
 		Metrics:         str("metrics"),
 		PIDFile:         str("pidfile"),
+		ClusterAddr:     str("cluster-addr"),
+		DrainDelay:      dur("drain-delay"),
 		App:             c.Args().Slice(),
 	}
 	if len(cfg.App) == 0 {
