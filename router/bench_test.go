@@ -37,3 +37,38 @@ func benchRoute(b *testing.B, forwarded bool) {
 
 func BenchmarkRouteLocal(b *testing.B)     { benchRoute(b, false) }
 func BenchmarkRouteForwarded(b *testing.B) { benchRoute(b, true) }
+
+// benchEmbedded is benchRoute for embedded workers: the owner serves the request with an
+// in-process handler, so a forwarded request costs one mux hop and nothing else.
+func benchEmbedded(b *testing.B, forwarded bool) {
+	tc := newTestCluster(b, 2, time.Second)
+	for _, r := range tc.routers {
+		r.handler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Length", "2")
+			w.Write([]byte("ok"))
+		})
+	}
+	key := ""
+	for i := 0; ; i++ {
+		key = fmt.Sprintf("k%d", i)
+		if (Owner(key, 2) == 1) == forwarded {
+			break
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req := httptest.NewRequest("GET", "/", nil)
+			req.Header.Set("X-Olio-Key", key)
+			rec := httptest.NewRecorder()
+			tc.routers[0].ServeHTTP(rec, req)
+			if rec.Code != http.StatusOK {
+				b.Fatalf("status %d: %s", rec.Code, rec.Body)
+			}
+		}
+	})
+}
+
+func BenchmarkEmbeddedLocal(b *testing.B)     { benchEmbedded(b, false) }
+func BenchmarkEmbeddedForwarded(b *testing.B) { benchEmbedded(b, true) }

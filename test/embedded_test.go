@@ -220,6 +220,10 @@ func TestEmbeddedTTOU(t *testing.T) {
 // under load without a failed request.
 func TestEmbeddedUSR2(t *testing.T) { testUSR2(t, "--embedded", "--", exampleBin) }
 
+// TestEmbeddedKillMaster: kill -9 of the master takes every embedded worker with it and
+// frees the port.
+func TestEmbeddedKillMaster(t *testing.T) { testKillMaster(t, 1, "--embedded", "--", exampleBin) }
+
 // TestEmbeddedDemoAndStop: without an APP, --embedded runs olio's own demo embedded; TERM
 // stops it with exit status 0 and nothing left behind (cleanup checks the processes).
 func TestEmbeddedDemoAndStop(t *testing.T) {

@@ -329,13 +329,17 @@ func TestLifecycleKillRouter(t *testing.T) {
 
 // TestLifecycleKillMaster: kill -9 of the master takes every router and app with it within
 // a few seconds, and frees the port.
-func TestLifecycleKillMaster(t *testing.T) {
-	c := Start(t, "--workers", "2")
+func TestLifecycleKillMaster(t *testing.T) { testKillMaster(t, 2) }
+
+// testKillMaster is TestLifecycleKillMaster for a cluster of 2 workers of perWorker
+// processes each, started with extra flags.
+func testKillMaster(t *testing.T, perWorker int, extra ...string) {
+	c := Start(t, append([]string{"--workers", "2"}, extra...)...)
 	l := StartLoad(t, c, LoadOptions{Clients: 4, Prefix: "killmaster-", Timeout: 5 * time.Second})
 	l.WaitOK(100, 20*time.Second)
 	pids := c.Descendants()
-	if len(pids) != 4 {
-		t.Errorf("%d processes under the master, want 4: %v", len(pids), pids)
+	if len(pids) != 2*perWorker {
+		t.Errorf("%d processes under the master, want %d: %v", len(pids), 2*perWorker, pids)
 	}
 	killed := time.Now()
 	syscall.Kill(c.Pid(), syscall.SIGKILL)
