@@ -179,3 +179,19 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// Every message with an ID is a Request or a Reply, so that the master can wait for its
+// answer without a table of types to keep in step by hand.
+func TestEveryIDIsARequestOrAReply(t *testing.T) {
+	for typ, mk := range registry {
+		m := mk()
+		if _, ok := reflect.TypeOf(m).Elem().FieldByName("ID"); !ok {
+			continue
+		}
+		_, req := m.(Request)
+		_, rep := m.(Reply)
+		if req == rep {
+			t.Errorf("%s has an ID: it must be a Request or a Reply (request %v, reply %v)", typ, req, rep)
+		}
+	}
+}

@@ -247,6 +247,49 @@ func (*KeysRequest) Type() Type { return TypeKeysRequest }
 // Type implements Message.
 func (*Keys) Type() Type { return TypeKeys }
 
+// Request is a message whose sender waits for an answer: the Reply that carries the same
+// ID. The master sends requests; a router answers each with a Result, Stats or Keys.
+type Request interface {
+	Message
+	RequestID() uint64
+}
+
+// Reply answers the Request with the ID it returns.
+type Reply interface {
+	Message
+	ReplyTo() uint64
+}
+
+// RequestID implements Request.
+func (m *Membership) RequestID() uint64 { return m.ID }
+
+// RequestID implements Request.
+func (m *Restart) RequestID() uint64 { return m.ID }
+
+// RequestID implements Request.
+func (m *Drain) RequestID() uint64 { return m.ID }
+
+// RequestID implements Request.
+func (m *StatsRequest) RequestID() uint64 { return m.ID }
+
+// RequestID implements Request.
+func (m *Prepare) RequestID() uint64 { return m.ID }
+
+// RequestID implements Request.
+func (m *Release) RequestID() uint64 { return m.ID }
+
+// RequestID implements Request.
+func (m *KeysRequest) RequestID() uint64 { return m.ID }
+
+// ReplyTo implements Reply.
+func (m *Result) ReplyTo() uint64 { return m.ID }
+
+// ReplyTo implements Reply.
+func (m *Stats) ReplyTo() uint64 { return m.ID }
+
+// ReplyTo implements Reply.
+func (m *Keys) ReplyTo() uint64 { return m.ID }
+
 // registry makes an empty message of each type for decoding.
 var registry = map[Type]func() Message{
 	TypeHello:        func() Message { return new(Hello) },

@@ -312,12 +312,8 @@ func (w *worker) read(conn *descend.Conn, c *monitor.Child, hello, ready chan st
 				w.m.logger.Warn("app exited", "worker", w.index, "app_pid", msg.AppPID,
 					"restarts", msg.Restarts, "crash_looping", msg.CrashLooping, "err", msg.Error)
 			}
-		case *descend.Stats:
-			w.deliver(msg.ID, msg)
-		case *descend.Keys:
-			w.deliver(msg.ID, msg)
-		case *descend.Result:
-			w.deliver(msg.ID, msg)
+		case descend.Reply: // Result, Stats, Keys
+			w.deliver(msg.ReplyTo(), msg)
 		default:
 			w.m.logger.Warn("unexpected message from router", "worker", w.index, "type", msg.Type())
 		}
@@ -378,36 +374,15 @@ func (w *worker) deliver(id uint64, msg descend.Message) {
 	}
 }
 
-// idOf returns the request ID of a message that expects an answer.
-func idOf(msg descend.Message) uint64 {
-	switch m := msg.(type) {
-	case *descend.Membership:
-		return m.ID
-	case *descend.Restart:
-		return m.ID
-	case *descend.Drain:
-		return m.ID
-	case *descend.StatsRequest:
-		return m.ID
-	case *descend.Prepare:
-		return m.ID
-	case *descend.Release:
-		return m.ID
-	case *descend.KeysRequest:
-		return m.ID
-	}
-	return 0
-}
-
 // call sends msg to the live router and waits for its answer: a Result (whose Error
 // becomes the returned error) or Stats.
-func (w *worker) call(ctx context.Context, msg descend.Message) (descend.Message, error) {
+func (w *worker) call(ctx context.Context, msg descend.Request) (descend.Message, error) {
 	return w.callOn(ctx, nil, msg)
 }
 
 // callOn is call to the router on conn; nil means the live one.
-func (w *worker) callOn(ctx context.Context, conn *descend.Conn, msg descend.Message) (descend.Message, error) {
-	id := idOf(msg)
+func (w *worker) callOn(ctx context.Context, conn *descend.Conn, msg descend.Request) (descend.Message, error) {
+	id := msg.RequestID()
 	ch := make(chan descend.Message, 1)
 	w.mu.Lock()
 	if conn == nil {
