@@ -45,6 +45,7 @@ func init() {
 //	                      and "CANCEL PATH" when a ?sleep request is cancelled
 //	-env FILE.<index>     gets the app's environment, one VAR=value a line
 //	/exit0                answers, then exits 0
+//	/reset                resets the connection without an answer
 //	/big?bytes=N          streams N bytes
 //	/drip?ms=N            sends its header at once, then a byte every 100ms for N ms
 //	/ws                   is a WebSocket echo
@@ -99,6 +100,17 @@ func hostileApp(args []string) int {
 			}
 		}
 		switch r.URL.Path {
+		case "/reset":
+			// No answer: the connection is reset (SO_LINGER 0), as by an app that crashes.
+			conn, _, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			if tc, ok := conn.(*net.TCPConn); ok {
+				tc.SetLinger(0)
+			}
+			conn.Close()
+			return
 		case "/ws":
 			up := websocket.Upgrader{}
 			ws, err := up.Upgrade(w, r, nil)
