@@ -49,6 +49,10 @@ type apps struct {
 	// it, so that the whole graceful stop fits in --shutdown-timeout and the app still gets
 	// its SIGTERM before the master's patience runs out.
 	stopping atomic.Pointer[context.Context]
+
+	// explained is set once the router has logged why its app is not ready; cleared when
+	// an instance becomes ready.
+	explained atomic.Bool
 }
 
 func newApps(r *Router) *apps {
@@ -182,6 +186,7 @@ func (a *apps) readyCheck(ctx context.Context, c *monitor.Child) error {
 	a.r.report(stateStarting(c))
 	err := a.waitReady(ctx, inst, c)
 	if err != nil {
+		a.explainNotReady(inst, c, err)
 		// The supervisor stops an app that did not become ready and never hands it to
 		// onReady, drain or onExit: release the instance (its notify socket, its
 		// transport) once the process is gone.
@@ -204,12 +209,40 @@ func (a *apps) waitReady(ctx context.Context, inst *instance, c *monitor.Child) 
 	return monitor.WaitDial(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(inst.port)), c)
 }
 
+// explainNotReady logs, once until an instance becomes ready, why the app is not ready and
+// what to check; the supervisor logs every failed start, this says what it means.
+func (a *apps) explainNotReady(inst *instance, c *monitor.Child, err error) {
+	if a.stopping.Load() != nil || a.explained.Swap(true) {
+		return
+	}
+	exited := errors.Is(err, monitor.ErrExited)
+	select {
+	case <-c.Done():
+		exited = true
+	default:
+	}
+	var why string
+	switch {
+	case inst.notify != nil && exited:
+		why = "the app exited before it sent READY=1 to $NOTIFY_SOCKET (--ready notify)"
+	case inst.notify != nil:
+		why = "the app did not send READY=1 to $NOTIFY_SOCKET within --ready-timeout (--ready notify)"
+	case exited:
+		why = fmt.Sprintf("the app exited before it accepted connections on $PORT (127.0.0.1:%d): an app must serve HTTP on $PORT until it is stopped", inst.port)
+	default:
+		why = fmt.Sprintf("the app did not accept connections on $PORT (127.0.0.1:%d) within --ready-timeout: does it listen on $PORT, on 127.0.0.1?", inst.port)
+	}
+	a.r.logger.Error("app not ready: "+why+"; its keys get 503 after --forward-timeout until it is",
+		"app_pid", c.Pid(), "err", err)
+}
+
 // onReady switches local traffic to the app instance c.
 func (a *apps) onReady(c *monitor.Child) {
 	inst := a.lookup(c)
 	if inst == nil {
 		return
 	}
+	a.explained.Store(false)
 	a.setCurrent(inst)
 	a.r.logger.Info("app ready", "app_pid", c.Pid(), "port", inst.port)
 	a.r.appReady()

@@ -35,6 +35,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 	}
 	stripOlio(req.Header)
+	w, req = r.boundClient(w, req) // slowclient.go
 	if target == r.index {
 		r.serveLocal(w, req, nil)
 		return

@@ -50,6 +50,7 @@ func (r *Router) newPublicServer(h http.Handler) *http.Server {
 		IdleTimeout:       cmp.Or(cfg.IdleTimeout, publicIdleTimeout),
 		MaxHeaderBytes:    r.conf().MaxHeaderBytes,
 		ErrorLog:          r.errorLog,
+		ConnState:         liftWriteDeadline, // slowclient.go
 	}
 }
 
@@ -100,8 +101,16 @@ func markBody(out *http.Request) {
 	}
 }
 
-// failBody answers a request whose body could not be read, if err says so.
-func (r *Router) failBody(w http.ResponseWriter, err error) bool {
+// failBody answers a request whose body could not be read, if err (or its body's
+// deadline, slowclient.go) says so: 408 when it did not arrive within --body-timeout, else
+// 400.
+func (r *Router) failBody(w http.ResponseWriter, req *http.Request, err error) bool {
+	if bodyTimedOut(req) || errors.Is(err, errBodyTimeout) {
+		w.Header().Set("Connection", "close")
+		r.fail(w, http.StatusRequestTimeout, fmt.Sprintf("olio: the request body did not arrive within --body-timeout (%s, plus a second per %d KiB received)",
+			r.conf().BodyTimeout, bodyRate>>10))
+		return true
+	}
 	var be *bodyError
 	if !errors.As(err, &be) {
 		return false

@@ -107,7 +107,7 @@ func (r *Router) localError(w http.ResponseWriter, req *http.Request, err error,
 			return
 		}
 	}
-	if r.failBody(w, err) { // limits.go
+	if r.failBody(w, req, err) { // limits.go
 		return
 	}
 	err = timedOut(req, err) // limits.go: a cancellation by the answer timeout is a 504
@@ -200,7 +200,7 @@ type ownerKey struct{}
 
 func (r *Router) remoteError(w http.ResponseWriter, req *http.Request, err error) {
 	i, _ := req.Context().Value(ownerKey{}).(int)
-	if r.failBody(w, err) { // limits.go
+	if r.failBody(w, req, err) { // limits.go
 		return
 	}
 	switch {

@@ -55,7 +55,6 @@ type Router struct {
 	public   *publicServer  // non-nil while accepting on the public listener
 	retiring sync.WaitGroup // public servers stopping since the router stopped accepting
 	draining bool           // told to stop accepting for good
-	appUp    bool           // the app has been ready at least once
 	stopping bool
 }
 
@@ -158,6 +157,7 @@ func (r *Router) run(ctx context.Context) error {
 	}
 	peers := r.newPeerServer(peerHandler{r}) // limits.go
 	go peers.Serve(private)
+	r.updateAccepting() // from the start, before the app is ready
 
 	r.sup = &monitor.Supervisor{
 		Name:         fmt.Sprintf("app %d", r.index),
@@ -295,22 +295,24 @@ func (r *Router) onStats(m descend.Message) error {
 	id := m.(*descend.StatsRequest).ID
 	st := r.sup.Status()
 	s := &descend.Stats{
-		ID:           id,
-		Index:        r.index,
-		State:        string(st.State),
-		AppPID:       st.Pid,
-		AppStarted:   st.StartedAt,
-		Restarts:     st.Restarts,
-		CrashLooping: st.CrashLooping,
-		InFlight:     r.counters.inFlight.Load(),
-		Served:       r.counters.served.Load(),
-		ForwardedOut: r.counters.forwardedOut.Load(),
-		ForwardedIn:  r.counters.forwardedIn.Load(),
-		HandedOut:    r.counters.handedOut.Load(),
-		HandedIn:     r.counters.handedIn.Load(),
-		Goroutines:   goroutines(),
-		OpenFDs:      openFDs(),
-		Duration:     r.counters.histogram(),
+		ID:            id,
+		Index:         r.index,
+		State:         string(st.State),
+		AppPID:        st.Pid,
+		AppStarted:    st.StartedAt,
+		Restarts:      st.Restarts,
+		CrashLooping:  st.CrashLooping,
+		InFlight:      r.counters.inFlight.Load(),
+		Served:        r.counters.served.Load(),
+		ForwardedOut:  r.counters.forwardedOut.Load(),
+		ForwardedIn:   r.counters.forwardedIn.Load(),
+		HandedOut:     r.counters.handedOut.Load(),
+		HandedIn:      r.counters.handedIn.Load(),
+		BodyTimeouts:  r.counters.bodyTimeouts.Load(),
+		WriteTimeouts: r.counters.writeTimeouts.Load(),
+		Goroutines:    goroutines(),
+		OpenFDs:       openFDs(),
+		Duration:      r.counters.histogram(),
 	}
 	return r.ctl.Send(s)
 }
@@ -323,12 +325,8 @@ func (r *Router) sendOrLog(m descend.Message) {
 
 // appReady is called when an app instance becomes current.
 func (r *Router) appReady() {
-	r.mu.Lock()
-	r.appUp = true
-	r.mu.Unlock()
 	st := r.sup.Status()
 	r.report(&descend.State{Index: r.index, State: descend.StateReady, AppPID: st.Pid, Restarts: st.Restarts})
-	r.updateAccepting()
 }
 
 func (r *Router) onAppExit(c *monitor.Child, err error) {
@@ -352,11 +350,15 @@ func (r *Router) report(s *descend.State) {
 }
 
 // updateAccepting starts or stops accepting on the public listener: a router accepts while
-// it is a member, its app has been ready, and it has not been told to drain.
+// it is a member and has not been told to drain. It accepts before its app is ready, and
+// whether or not it ever is: a request for its keys waits up to --forward-timeout for the
+// app, then gets 503, instead of sitting unanswered in the kernel's backlog.
 func (r *Router) updateAccepting() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	want := r.appUp && !r.draining && r.index < r.workers()
+	// Before run has made the handoff socket (Run applies the first membership before
+	// that), nothing starts: run calls this again once it can serve.
+	want := r.handoff != nil && !r.draining && r.index < r.workers()
 	switch {
 	case want && r.public == nil:
 		ln, err := net.FileListener(r.listener)

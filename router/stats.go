@@ -13,13 +13,15 @@ import (
 
 // counters are a router's request counters; the master reads them through descend Stats.
 type counters struct {
-	inFlight     atomic.Int64  // requests being served by this worker's app
-	served       atomic.Uint64 // requests answered by this worker's app
-	forwardedOut atomic.Uint64 // requests sent to another worker
-	forwardedIn  atomic.Uint64 // requests received from another worker
-	handedOut    atomic.Uint64 // connections passed to their owner
-	handedIn     atomic.Uint64 // connections received from another worker
-	duration     prometheus.Histogram
+	inFlight      atomic.Int64  // requests being served by this worker's app
+	served        atomic.Uint64 // requests answered by this worker's app
+	forwardedOut  atomic.Uint64 // requests sent to another worker
+	forwardedIn   atomic.Uint64 // requests received from another worker
+	handedOut     atomic.Uint64 // connections passed to their owner
+	handedIn      atomic.Uint64 // connections received from another worker
+	bodyTimeouts  atomic.Uint64 // request bodies that did not arrive within --body-timeout
+	writeTimeouts atomic.Uint64 // writes to a client that did not read within --body-timeout
+	duration      prometheus.Histogram
 }
 
 func newCounters() *counters {

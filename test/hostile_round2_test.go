@@ -1,11 +1,16 @@
 package test
 
 import (
+	"bufio"
+	"bytes"
 	"io"
+	"net"
 	"net/http"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 // The second round of hostile clients and apps (issue 11): slow bodies, apps that are
@@ -36,5 +41,142 @@ func TestHostileBadGatewayPlain(t *testing.T) {
 	}
 	if c.CountLog("app failed") == 0 {
 		t.Errorf("the detail of the failures is not in the log")
+	}
+}
+
+// TestHostileNeverReadyAnswers503: an app that is never ready (it exits at once, or never
+// listens on $PORT) leaves its router accepting: requests get 503 with Retry-After after
+// --forward-timeout instead of waiting unanswered in the backlog, and the router says once
+// why its app is not ready.
+func TestHostileNeverReadyAnswers503(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		hint string
+	}{
+		{"exits at once", []string{"--", "/bin/true"}, "exited before it accepted connections on $PORT"},
+		{"ignores PORT", []string{"--ready-timeout", "500ms", "--", "/bin/sh", "-c", "exec sleep 1000"}, "does it listen on $PORT"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := StartNoWait(t, append([]string{"--workers", "2", "--forward-timeout", "1s"}, tc.args...)...)
+			if !Eventually(20*time.Second, func() bool { return len(c.routers()) == 2 }) {
+				t.Fatalf("the routers did not start")
+			}
+			cl := &http.Client{Timeout: 8 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+			for i := 0; i < 2; i++ {
+				req, _ := http.NewRequest("GET", c.URL()+"/", nil)
+				req.Header.Set("X-Olio-Key", keyFor(i, 2))
+				start := time.Now()
+				resp, err := cl.Do(req)
+				if err != nil {
+					t.Fatalf("worker %d's key: no answer: %v", i, err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+					t.Errorf("worker %d's key: status %d, Retry-After %q; want 503 with Retry-After",
+						i, resp.StatusCode, resp.Header.Get("Retry-After"))
+				}
+				if took := time.Since(start); took < 900*time.Millisecond || took > 6*time.Second {
+					t.Errorf("worker %d's key: answered after %s, want about --forward-timeout (1s)", i, took)
+				}
+			}
+			const failed = `msg="not ready, stopping"`
+			if !Eventually(30*time.Second, func() bool { return c.CountLog(failed) >= 6 }) {
+				t.Fatalf("fewer than 6 failed starts in 30s")
+			}
+			if g := c.CountLog(tc.hint); g != 2 {
+				t.Errorf("%d log lines say %q after %d failed starts of 2 workers, want one per worker",
+					g, tc.hint, c.CountLog(failed))
+			}
+		})
+	}
+}
+
+// metric is the sum across workers of one metric family, 0 when it is absent.
+func metric(t *testing.T, addr, name string) float64 {
+	t.Helper()
+	mf := opScrape(t, addr)[name]
+	if mf == nil {
+		return 0
+	}
+	return opSum(mf)
+}
+
+// TestHostileSlowBody: clients that send a body a byte at a time hold their --max-conns
+// slots no longer than --body-timeout: each gets 408 and its connection closed, the
+// timeouts are counted, and other clients are served meanwhile. A body that comes at a
+// sane rate is not cut.
+func TestHostileSlowBody(t *testing.T) {
+	metrics := freeAddr(t)
+	c := Start(t, "--workers", "2", "--max-conns", "3", "--header-timeout", "2s", "--body-timeout", "1s",
+		"--metrics", metrics)
+	const slow = 6 // fills both routers
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	defer func() { close(stop); wg.Wait() }()
+	conns := make([]net.Conn, slow)
+	for i := range conns {
+		conn := c.dialWrite(t, "POST /upload HTTP/1.1\r\nHost: x\r\nX-Olio-Key: "+keyFor(i%2, 2)+"\r\nContent-Length: 1000000000\r\n\r\n")
+		conns[i] = conn
+		wg.Add(1)
+		go func() { // a byte every 200ms, for 15s at most
+			defer wg.Done()
+			t := time.NewTicker(200 * time.Millisecond)
+			defer t.Stop()
+			for end := time.Now().Add(15 * time.Second); time.Now().Before(end); {
+				select {
+				case <-stop:
+					return
+				case <-t.C:
+				}
+				if _, err := conn.Write([]byte("x")); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	for i, conn := range conns {
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("slow body %d: no answer within 10s with --body-timeout 1s: %v", i, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestTimeout || !resp.Close {
+			t.Errorf("slow body %d: status %d, close %v; want 408 and the connection closed", i, resp.StatusCode, resp.Close)
+		}
+	}
+	// The slots are free again: another client is served at once.
+	if a, err := c.getKey(quick, "/", "after"); err != nil || a.Index != Owner("after", 2) {
+		t.Errorf("a client after the slow bodies: %+v, %v", a, err)
+	}
+	if g := metric(t, metrics, "olio_body_timeouts_total"); g != slow {
+		t.Errorf("olio_body_timeouts_total %v, want %d", g, slow)
+	}
+	// A large body sent at once is not cut by the 1s bound.
+	req, _ := http.NewRequest("POST", c.URL()+"/upload", bytes.NewReader(make([]byte, 4<<20)))
+	req.Header.Set("X-Olio-Key", "big")
+	if a, err := Do(quick, req); err != nil || a.BodyBytes != 4<<20 {
+		t.Errorf("a 4 MiB body: %+v, %v", a, err)
+	}
+}
+
+// TestHostileClientNotReading: a client that asks for a large answer and never reads it
+// holds its slot no longer than --body-timeout: the write times out, the connection is
+// closed and counted, and the next client is served.
+func TestHostileClientNotReading(t *testing.T) {
+	metrics := freeAddr(t)
+	c, _ := hostileStart(t, 1, "--max-conns", "1", "--body-timeout", "1s", "--metrics", metrics)
+	stalled := c.dialWrite(t, "GET /big?bytes=268435456 HTTP/1.1\r\nHost: x\r\n\r\n")
+	if !Eventually(15*time.Second, func() bool { return metric(t, metrics, "olio_write_timeouts_total") == 1 }) {
+		t.Fatalf("no write timeout counted 15s after a client stopped reading, with --body-timeout 1s")
+	}
+	if a, err := c.getKey(quick, "/", "next"); err != nil || a.Index != 0 {
+		t.Errorf("the next client, with --max-conns 1: %+v, %v", a, err)
+	}
+	stalled.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := io.Copy(io.Discard, stalled)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() || n >= 256<<20 {
+		t.Errorf("the stalled client's connection: %d bytes, %v; want it closed before the end", n, err)
 	}
 }
