@@ -11,6 +11,7 @@ import (
 // forward to the owner.
 func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	markRequest(req)
+	closeIfAmbiguous(w, req) // framing.go
 	workers := r.workers()
 	target := r.index
 	if idx, ok := req.Header[HeaderIndex]; ok {

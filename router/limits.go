@@ -23,7 +23,8 @@ import (
 //     chunked encoding alone and its Content-Length dropped (RFC 9112 §6.3); the router then
 //     frames the request anew on every leg it sends it down (peer, app), so what the app
 //     reads as one request is exactly what the router parsed as one: nothing can be
-//     smuggled across the forwarding hop.
+//     smuggled across the forwarding hop. Its connection is closed after the answer, as is
+//     that of an HTTP/1.0 request with Transfer-Encoding (RFC 9112 §6.1; framing.go).
 const (
 	// headerTimeout bounds reading a request's header, on both sides: a slow-loris client
 	// holds a connection (and, with --max-conns, a slot) at most this long. The public

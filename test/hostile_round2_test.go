@@ -180,3 +180,52 @@ func TestHostileClientNotReading(t *testing.T) {
 		t.Errorf("the stalled client's connection: %d bytes, %v; want it closed before the end", n, err)
 	}
 }
+
+// TestHostileAmbiguousFramingCloses: a request with both Content-Length and
+// Transfer-Encoding (HTTP/1.1), or Transfer-Encoding in HTTP/1.0, is answered and its
+// connection closed (RFC 9112 §6.1), whether its owner is the router that accepted it or a
+// peer: the request after it on the same connection is never read. A plain chunked request
+// keeps its connection.
+func TestHostileAmbiguousFramingCloses(t *testing.T) {
+	c := Start(t, "--workers", "2", "--handoff=false")
+	for _, tc := range []struct {
+		name, head, body string
+		closes           bool
+	}{
+		{"HTTP/1.1 CL+TE", "POST /first HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n", "5\r\nhello\r\n0\r\n\r\n", true},
+		{"HTTP/1.1 TE+CL", "POST /first HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 15\r\n", "5\r\nhello\r\n0\r\n\r\n", true},
+		{"HTTP/1.0 keep-alive CL+TE", "POST /first HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n", "hello", true},
+		{"HTTP/1.1 chunked", "POST /first HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n", "5\r\nhello\r\n0\r\n\r\n", false},
+	} {
+		for i := 0; i < 2; i++ {
+			for try := 0; try < 3; try++ { // accepted by either router
+				key := keyFor(i, 2)
+				conn := c.dialWrite(t, tc.head+"X-Olio-Key: "+key+"\r\n\r\n"+tc.body+
+					"GET /second HTTP/1.1\r\nHost: x\r\nX-Olio-Key: "+key+"\r\n\r\n")
+				conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+				br := bufio.NewReader(conn)
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("%s, worker %d: %v", tc.name, i, err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					t.Errorf("%s, worker %d: status %d, want 200", tc.name, i, resp.StatusCode)
+				}
+				second, err := http.ReadResponse(br, nil)
+				if err == nil {
+					second.Body.Close()
+				}
+				if tc.closes && (err == nil || !resp.Close) {
+					t.Errorf("%s, worker %d: the connection stayed open (Connection: close %v, the next request answered %v)",
+						tc.name, i, resp.Close, err == nil)
+				}
+				if !tc.closes && err != nil {
+					t.Errorf("%s, worker %d: the next request on the connection: %v", tc.name, i, err)
+				}
+				conn.Close()
+			}
+		}
+	}
+}
