@@ -25,7 +25,14 @@ func timeoutFlag(d time.Duration, what string) cli.Flag {
 	return &cli.DurationFlag{Name: "timeout", Value: d, Usage: "give up waiting for " + what + " after this long"}
 }
 
-func client(c *cli.Context) *listener.Client { return listener.NewClient(c.String("control")) }
+// client is the client for --control; it refuses the default control socket in a directory
+// that is not private to this user (checkControlDir).
+func client(c *cli.Context) (*listener.Client, error) {
+	if err := checkControlDir(c.String("control"), false); err != nil {
+		return nil, err
+	}
+	return listener.NewClient(c.String("control")), nil
+}
 
 // withTimeout is c's context bounded by --timeout, which must be more than 0.
 func withTimeout(c *cli.Context) (context.Context, context.CancelFunc, error) {
@@ -76,7 +83,11 @@ to their owner; then totals. --json prints the same as JSON.`,
 				return err
 			}
 			defer cancel()
-			st, err := client(c).Status(ctx)
+			cl, err := client(c)
+			if err != nil {
+				return err
+			}
+			st, err := cl.Status(ctx)
 			if err != nil {
 				return noAnswer(c, err, false)
 			}
@@ -101,7 +112,11 @@ func reloadCommand() *cli.Command {
 				return err
 			}
 			defer cancel()
-			rep, err := client(c).ReloadReport(ctx)
+			cl, err := client(c)
+			if err != nil {
+				return err
+			}
+			rep, err := cl.ReloadReport(ctx)
 			if err != nil {
 				return noAnswer(c, err, true)
 			}
@@ -133,7 +148,11 @@ request gets 503 until the cluster grows again. Flags go before N.`,
 				return err
 			}
 			defer cancel()
-			if err := client(c).Scale(ctx, n); err != nil {
+			cl, err := client(c)
+			if err != nil {
+				return err
+			}
+			if err := cl.Scale(ctx, n); err != nil {
 				return noAnswer(c, err, true)
 			}
 			fmt.Fprintf(c.App.Writer, "olio: scaled to %s\n", plural(n, "worker"))
@@ -175,7 +194,10 @@ func stopCommand() *cli.Command {
 				return err
 			}
 			defer cancel()
-			cl := client(c)
+			cl, err := client(c)
+			if err != nil {
+				return err
+			}
 			ping, err := cl.Ping(ctx)
 			if err != nil {
 				return noAnswer(c, err, false)

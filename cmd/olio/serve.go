@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -226,6 +228,9 @@ func serve(c *cli.Context) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	if err := checkControlDir(cfg.Control, true); err != nil {
+		return err
+	}
 	var out io.Writer = os.Stderr
 	var logFile *listener.LogFile
 	if path := c.String("log-file"); path != "" {
@@ -299,10 +304,25 @@ func serve(c *cli.Context) error {
 }
 
 // defaultControl is where olio serve listens for control commands and where olio status
-// looks, so the two find each other with no flags.
+// looks, so the two find each other with no flags: in $XDG_RUNTIME_DIR, else in a directory
+// of the user's own in $TMPDIR (see checkControlDir).
 func defaultControl() string {
 	if dir := os.Getenv("XDG_RUNTIME_DIR"); dir != "" {
-		return dir + "/olio.sock"
+		return filepath.Join(dir, "olio.sock")
 	}
-	return fmt.Sprintf("%s/olio-%d.sock", os.TempDir(), os.Getuid())
+	return filepath.Join(os.TempDir(), "olio-"+strconv.Itoa(os.Getuid()), "olio.sock")
+}
+
+// checkControlDir checks, when path is the default control socket, that its directory is
+// private to this user (listener.PrivateDir), making it first when create is set (olio
+// serve) and it is not $XDG_RUNTIME_DIR. In a shared /tmp another user could otherwise put
+// something at the path first: a file that stops olio serve, or an olio of their own that
+// would receive this user's commands. A path given with --control is the user's choice
+// and is not checked (the client's peer check still applies).
+func checkControlDir(path string, create bool) error {
+	if path != defaultControl() {
+		return nil
+	}
+	dir := filepath.Dir(path)
+	return listener.PrivateDir(dir, create && os.Getenv("XDG_RUNTIME_DIR") == "")
 }
