@@ -6,9 +6,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -227,5 +231,43 @@ func TestHostileAmbiguousFramingCloses(t *testing.T) {
 				conn.Close()
 			}
 		}
+	}
+}
+
+// TestHostileSecretFlagWarns: a secret given with --secret is in olio's command line, which
+// every local user can read: olio says so, once. Given in $OLIO_SECRET it says nothing.
+func TestHostileSecretFlagWarns(t *testing.T) {
+	const warning = "every local user can read it"
+	c := Start(t, "--workers", "1") // the harness gives --secret
+	if g := c.CountLog(warning); g != 1 {
+		t.Errorf("%d warnings about --secret, want 1", g)
+	}
+	if strings.Contains(c.Out.String(), c.Secret+" ") || c.CountLog(c.Secret) != 0 {
+		t.Errorf("the warning shows the secret")
+	}
+
+	cmd := exec.Command(olioBin, "serve", "--workers", "1", "--listen", freeAddr(t), "--control", filepath.Join(t.TempDir(), "ctl.sock"))
+	cmd.Env = append(os.Environ(), "OLIO_SECRET=from-the-environment")
+	out := newOutputFile(t, t.TempDir())
+	cmd.Stdout, cmd.Stderr = out.f, out.f
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	ready := Eventually(20*time.Second, func() bool { return strings.Contains(out.String(), "all workers ready") })
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Errorf("olio did not stop within 30s of SIGTERM")
+	}
+	if !ready {
+		t.Fatalf("olio with $OLIO_SECRET was not ready in 20s:\n%s", out)
+	}
+	if strings.Contains(out.String(), warning) {
+		t.Errorf("a warning about --secret with the secret in $OLIO_SECRET:\n%s", out)
 	}
 }

@@ -190,6 +190,21 @@ func isServeFlag(c *cli.Context, name string) bool {
 	return false
 }
 
+// secretOnCommandLine reports whether --secret is among serve's own arguments (not from
+// $OLIO_SECRET, nor from a config file, nor after "--" where the app's arguments are).
+func secretOnCommandLine(c *cli.Context) bool {
+	for _, a := range c.Lineage()[1].Args().Tail() {
+		if a == "--" {
+			return false
+		}
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if strings.HasPrefix(a, "-") && name == "secret" {
+			return true
+		}
+	}
+	return false
+}
+
 // checkAppArgs refuses an olio flag after APP when no "--" comes before APP: urfave/cli
 // stops reading flags at APP, so the flag would silently go to the app rather than to olio.
 func checkAppArgs(c *cli.Context) error {
@@ -241,6 +256,9 @@ func serve(c *cli.Context) error {
 		out = logFile
 	}
 	logger := newLog(out)
+	if secretOnCommandLine(c) {
+		logger.Warn("the secret was given with --secret: every local user can read it in olio's command line (ps, /proc/PID/cmdline); give it with --secret-file or $OLIO_SECRET instead")
+	}
 	var inherited, upgradeReady *os.File
 	if c.Bool("upgrade") {
 		var state *os.File
