@@ -271,3 +271,23 @@ func TestHostileSecretFlagWarns(t *testing.T) {
 		t.Errorf("a warning about --secret with the secret in $OLIO_SECRET:\n%s", out)
 	}
 }
+
+// TestHostileReloadErrorOnce: a reload refused for a bad config file says so once:
+// "olio reload: config file …", not "olio reload: reload: …".
+func TestHostileReloadErrorOnce(t *testing.T) {
+	cfgPath := filepath.Join(t.TempDir(), "olio.json")
+	if err := os.WriteFile(cfgPath, []byte(`{"workers": 1}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := Start(t, "--config", cfgPath)
+	if err := os.WriteFile(cfgPath, []byte(`{"workers": `), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := opCLI(t, "reload", "--control", c.Control)
+	if err == nil {
+		t.Fatalf("olio reload with a broken config file succeeded: %s", out)
+	}
+	if !strings.HasPrefix(out, "olio reload: ") || strings.Count(out, "reload:") != 1 || !strings.Contains(out, cfgPath) {
+		t.Errorf("olio reload said %q; want one line, prefixed once with \"olio reload: \", naming the file", out)
+	}
+}

@@ -297,11 +297,12 @@ func pid(p int) string {
 	return strconv.Itoa(p)
 }
 
-// duration prints seconds the way ps and pm2 do: the two largest units, "-" for none.
+// duration prints seconds the way ps and pm2 do: the two largest units, "-" for none
+// (0: not running), "0s" under a second.
 func duration(sec float64) string {
 	s := int64(sec)
 	switch {
-	case s <= 0:
+	case sec <= 0:
 		return "-"
 	case s < 60:
 		return fmt.Sprintf("%ds", s)
