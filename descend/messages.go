@@ -120,6 +120,10 @@ type Stats struct {
 	ForwardedIn  uint64    `json:"forwarded_in"`
 	HandedOut    uint64    `json:"handed_out"` // connections passed to their owner
 	HandedIn     uint64    `json:"handed_in"`  // connections received from another worker
+	// Upgraded counts connections the app upgraded (WebSocket), UpgradesOpen those open
+	// now; neither is in Served nor in Duration.
+	Upgraded     uint64 `json:"upgraded"`
+	UpgradesOpen int64  `json:"upgrades_open"`
 	// BodyTimeouts counts request bodies that did not arrive within --body-timeout (408),
 	// WriteTimeouts writes to a client that did not read within it (connection closed).
 	BodyTimeouts  uint64 `json:"body_timeouts"`

@@ -35,6 +35,10 @@ var (
 		"Client connections the worker passed to the owner of their first request.", workerLabel, nil)
 	descHandedIn = prometheus.NewDesc("olio_connections_handed_in_total",
 		"Client connections the worker received from other workers.", workerLabel, nil)
+	descUpgraded = prometheus.NewDesc("olio_upgraded_connections_total",
+		"Connections the worker's app upgraded (101, e.g. WebSocket); not counted as requests.", workerLabel, nil)
+	descUpgradesOpen = prometheus.NewDesc("olio_upgraded_connections_open",
+		"Upgraded connections (e.g. WebSocket) open in the worker now.", workerLabel, nil)
 	descBodyTimeouts = prometheus.NewDesc("olio_body_timeouts_total",
 		"Request bodies that did not arrive within --body-timeout (answered 408).", workerLabel, nil)
 	descWriteTimeouts = prometheus.NewDesc("olio_write_timeouts_total",
@@ -61,7 +65,7 @@ type collector struct{ m *Master }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descWorkers, descWorkersReady, descEpoch, descServed, descForwardedOut, descForwardedIn,
-		descHandedOff, descHandedIn, descBodyTimeouts, descWriteTimeouts,
+		descHandedOff, descHandedIn, descUpgraded, descUpgradesOpen, descBodyTimeouts, descWriteTimeouts,
 		descInFlight, descDuration, descRestarts, descRSS, descWorkerReady, descCrashLooping,
 	} {
 		ch <- d
@@ -97,6 +101,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descForwardedIn, s.ForwardedIn)
 		counter(descHandedOff, s.HandedOut)
 		counter(descHandedIn, s.HandedIn)
+		counter(descUpgraded, s.Upgraded)
+		gauge(descUpgradesOpen, float64(s.UpgradesOpen))
 		counter(descBodyTimeouts, s.BodyTimeouts)
 		counter(descWriteTimeouts, s.WriteTimeouts)
 		gauge(descInFlight, float64(s.InFlight))

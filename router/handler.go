@@ -78,6 +78,11 @@ func (r *Router) serveLocal(w http.ResponseWriter, req *http.Request, avoid *ins
 	r.counters.inFlight.Add(1)
 	start := time.Now()
 	retry := req.Context().Value(retried) != nil // the outer call counts the request once
+	up, _ := req.Context().Value(upgradeKey{}).(*upgrade) // a retry's is the outer call's
+	if up == nil {
+		up = &upgrade{c: r.counters}
+		req = req.WithContext(context.WithValue(req.Context(), upgradeKey{}, up))
+	}
 	if r.conf().RequestTimeout > 0 && !retry {
 		// limits.go: bounds the wait for the answer, not a long body or a WebSocket.
 		var stop func()
@@ -89,7 +94,7 @@ func (r *Router) serveLocal(w http.ResponseWriter, req *http.Request, avoid *ins
 	defer func() {
 		inst.inFlight.Add(-1)
 		r.counters.inFlight.Add(-1)
-		if !retry {
+		if !retry && !up.end() {
 			r.counters.served.Add(1)
 			r.counters.duration.Observe(time.Since(start).Seconds())
 		}

@@ -142,10 +142,15 @@ func withAnswerTimeout(req *http.Request, d time.Duration) (_ *http.Request, sto
 }
 
 // answered is the local proxy's ModifyResponse: the app's response header has come, so its
-// answer timeout stops.
+// answer timeout stops; a 101 marks the request as an upgraded connection (stats.go).
 func answered(resp *http.Response) error {
 	if t, ok := resp.Request.Context().Value(answerTimerKey{}).(*time.Timer); ok {
 		t.Stop()
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		if u, ok := resp.Request.Context().Value(upgradeKey{}).(*upgrade); ok {
+			u.begin()
+		}
 	}
 	return nil
 }

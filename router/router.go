@@ -308,6 +308,8 @@ func (r *Router) onStats(m descend.Message) error {
 		ForwardedIn:   r.counters.forwardedIn.Load(),
 		HandedOut:     r.counters.handedOut.Load(),
 		HandedIn:      r.counters.handedIn.Load(),
+		Upgraded:      r.counters.upgraded.Load(),
+		UpgradesOpen:  r.counters.upgradesOpen.Load(),
 		BodyTimeouts:  r.counters.bodyTimeouts.Load(),
 		WriteTimeouts: r.counters.writeTimeouts.Load(),
 		Goroutines:    goroutines(),

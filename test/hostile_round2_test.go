@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 )
 
 // The second round of hostile clients and apps (issue 11): slow bodies, apps that are
@@ -289,5 +291,54 @@ func TestHostileReloadErrorOnce(t *testing.T) {
 	}
 	if !strings.HasPrefix(out, "olio reload: ") || strings.Count(out, "reload:") != 1 || !strings.Contains(out, cfgPath) {
 		t.Errorf("olio reload said %q; want one line, prefixed once with \"olio reload: \", naming the file", out)
+	}
+}
+
+// TestHostileWebSocketsCountedApart: WebSocket sessions are upgraded connections, not
+// requests: counted in olio_upgraded_connections_total and _open, and kept out of
+// olio_requests_served_total and the request duration histogram.
+func TestHostileWebSocketsCountedApart(t *testing.T) {
+	metrics := freeAddr(t)
+	c := Start(t, "--workers", "2", "--metrics", metrics)
+	var conns []*websocket.Conn
+	for i := 0; i < 3; i++ {
+		hdr := http.Header{"X-Olio-Key": {keyFor(i%2, 2)}}
+		ws, resp, err := websocket.DefaultDialer.Dial("ws://"+c.Addr+"/ws", hdr)
+		if err != nil {
+			t.Fatalf("websocket %d: %v", i, err)
+		}
+		resp.Body.Close()
+		defer ws.Close()
+		ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if err := ws.WriteMessage(websocket.TextMessage, []byte("hi")); err != nil {
+			t.Fatal(err)
+		}
+		if _, m, err := ws.ReadMessage(); err != nil || string(m) != "hi" {
+			t.Fatalf("websocket %d echo: %q, %v", i, m, err)
+		}
+		conns = append(conns, ws)
+	}
+	for i := 0; i < 2; i++ {
+		if _, err := c.getKey(quick, "/", keyFor(i, 2)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if g := metric(t, metrics, "olio_upgraded_connections_open"); g != 3 {
+		t.Errorf("olio_upgraded_connections_open %v with 3 WebSockets open, want 3", g)
+	}
+	for _, ws := range conns {
+		ws.Close()
+	}
+	if !Eventually(10*time.Second, func() bool { return metric(t, metrics, "olio_upgraded_connections_open") == 0 }) {
+		t.Errorf("olio_upgraded_connections_open still %v after the WebSockets closed", metric(t, metrics, "olio_upgraded_connections_open"))
+	}
+	if g := metric(t, metrics, "olio_upgraded_connections_total"); g != 3 {
+		t.Errorf("olio_upgraded_connections_total %v, want 3", g)
+	}
+	if g := metric(t, metrics, "olio_requests_served_total"); g != 2 {
+		t.Errorf("olio_requests_served_total %v after 2 requests and 3 WebSockets, want 2", g)
+	}
+	if g := metric(t, metrics, "olio_request_duration_seconds"); g != 2 {
+		t.Errorf("olio_request_duration_seconds counts %v, want the 2 requests", g)
 	}
 }
