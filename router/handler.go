@@ -77,7 +77,7 @@ func (r *Router) serveLocal(w http.ResponseWriter, req *http.Request, avoid *ins
 	}
 	r.counters.inFlight.Add(1)
 	start := time.Now()
-	retry := req.Context().Value(retried) != nil // the outer call counts the request once
+	retry := req.Context().Value(retried) != nil          // the outer call counts the request once
 	up, _ := req.Context().Value(upgradeKey{}).(*upgrade) // a retry's is the outer call's
 	if up == nil {
 		up = &upgrade{c: r.counters}
