@@ -12,6 +12,9 @@ import (
 func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	markRequest(req)
 	closeIfAmbiguous(w, req) // framing.go
+	if r.headerTooLarge(w, req) { // limits.go
+		return
+	}
 	workers := r.workers()
 	target := r.index
 	if idx, ok := req.Header[HeaderIndex]; ok {

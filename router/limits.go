@@ -16,7 +16,8 @@ import (
 // The limits of the two HTTP servers a router runs, in one place. What net/http does with
 // them, checked end to end in test/hostile_test.go:
 //
-//   - a request header over MaxHeaderBytes gets 431 and the connection is closed;
+//   - a request header over --max-header-bytes gets 431 and the connection is closed
+//     (headerTooLarge);
 //   - a malformed request line or header, or several Content-Length headers that disagree,
 //     gets 400; a Transfer-Encoding other than a single "chunked" gets 501;
 //   - a request with both Transfer-Encoding: chunked and Content-Length is framed by the
@@ -49,10 +50,53 @@ func (r *Router) newPublicServer(h http.Handler) *http.Server {
 		Handler:           h,
 		ReadHeaderTimeout: cmp.Or(cfg.HeaderTimeout, headerTimeout),
 		IdleTimeout:       cmp.Or(cfg.IdleTimeout, publicIdleTimeout),
-		MaxHeaderBytes:    r.conf().MaxHeaderBytes,
+		MaxHeaderBytes:    publicHeaderBytes(cfg.MaxHeaderBytes),
 		ErrorLog:          r.errorLog,
 		ConnState:         liftWriteDeadline, // slowclient.go
 	}
+}
+
+// headerSlop is what net/http reads past MaxHeaderBytes before it answers 431 ("bufio
+// slop"): the public server is given the limit less this, so that its hard limit is
+// --max-header-bytes itself.
+const headerSlop = 4096
+
+// publicHeaderBytes is the public server's MaxHeaderBytes for --max-header-bytes limit (0:
+// net/http's default).
+func publicHeaderBytes(limit int) int {
+	if limit <= 0 {
+		return 0
+	}
+	return max(limit-headerSlop, 1)
+}
+
+// headerTooLarge answers 431, and closes the connection, when req's request line and header
+// fields come to more than --max-header-bytes. net/http's own limit (newPublicServer) is
+// exact for the first request on a connection and for limits above headerSlop; this
+// catches the rest (a pipelined request, part of whose header net/http had read with the
+// one before; a limit under 4 KiB), counting the fields as parsed (whitespace that net/http
+// trims is not counted). The limit is the router's, the same for every key, whichever
+// worker serves it.
+func (r *Router) headerTooLarge(w http.ResponseWriter, req *http.Request) bool {
+	limit := r.conf().MaxHeaderBytes
+	if limit <= 0 {
+		return false // net/http's default applies
+	}
+	n := len(req.Method) + 1 + len(req.RequestURI) + 1 + len(req.Proto) + 2 + 2
+	if req.Host != "" {
+		n += len("Host: ") + len(req.Host) + 2
+	}
+	for k, vs := range req.Header {
+		for _, v := range vs {
+			n += len(k) + 2 + len(v) + 2
+		}
+	}
+	if n <= limit {
+		return false
+	}
+	w.Header().Set("Connection", "close")
+	r.fail(w, http.StatusRequestHeaderFieldsTooLarge, fmt.Sprintf("olio: the request header is larger than %d bytes (--max-header-bytes)", limit))
+	return true
 }
 
 // newPeerServer is the http.Server of the private side, where peers forward requests over

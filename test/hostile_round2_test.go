@@ -342,3 +342,58 @@ func TestHostileWebSocketsCountedApart(t *testing.T) {
 		t.Errorf("olio_request_duration_seconds counts %v, want the 2 requests", g)
 	}
 }
+
+// TestHostileHeaderLimitExact: --max-header-bytes is one limit, to the byte, enforced by the
+// router and the same for every key: a header (request line to the empty line) of exactly
+// the limit is served, one byte more gets 431, first on a connection or pipelined after
+// another request.
+func TestHostileHeaderLimitExact(t *testing.T) {
+	c, _ := hostileStart(t, 2)
+	const limit = 1 << 20
+	request := func(key string, size int) string {
+		head := "GET /h HTTP/1.1\r\nHost: x\r\nX-Olio-Key: " + key + "\r\nX-Big: "
+		return head + strings.Repeat("b", size-len(head)-4) + "\r\n\r\n"
+	}
+	for i := 0; i < 2; i++ {
+		key := keyFor(i, 2)
+		for _, tc := range []struct {
+			size, status int
+		}{{limit, 200}, {limit + 1, 431}, {limit + 4000, 431}} {
+			req := request(key, tc.size)
+			if len(req) != tc.size {
+				t.Fatalf("built %d bytes, want %d", len(req), tc.size)
+			}
+			for _, pipelined := range []bool{false, true} {
+				raw := req
+				if pipelined {
+					raw = "GET /first HTTP/1.1\r\nHost: x\r\nX-Olio-Key: " + key + "\r\n\r\n" + req
+				}
+				conn, err := net.DialTimeout("tcp", c.Addr, 5*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				conn.SetDeadline(time.Now().Add(10 * time.Second))
+				go io.WriteString(conn, raw)
+				br := bufio.NewReader(conn)
+				if pipelined {
+					if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 200 {
+						t.Fatalf("worker %d: the request before: %v, %v", i, resp, err)
+					} else {
+						io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+					}
+				}
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("worker %d, %d-byte header (pipelined %v): %v", i, tc.size, pipelined, err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				conn.Close()
+				if resp.StatusCode != tc.status {
+					t.Errorf("worker %d, %d-byte header (pipelined %v): status %d, want %d", i, tc.size, pipelined, resp.StatusCode, tc.status)
+				}
+			}
+		}
+	}
+}
