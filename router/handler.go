@@ -11,7 +11,7 @@ import (
 // forward to the owner.
 func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	markRequest(req)
-	closeIfAmbiguous(w, req) // framing.go
+	closeIfAmbiguous(w, req)      // framing.go
 	if r.headerTooLarge(w, req) { // limits.go
 		return
 	}
