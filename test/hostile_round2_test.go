@@ -397,3 +397,16 @@ func TestHostileHeaderLimitExact(t *testing.T) {
 		}
 	}
 }
+
+// TestHostileFlagsAfterArguments: the control commands take their flags after their
+// arguments too, as kubectl, docker and systemctl do.
+func TestHostileFlagsAfterArguments(t *testing.T) {
+	c := Start(t, "--workers", "1")
+	if out, err := opCLI(t, "scale", "2", "--control", c.Control, "--timeout", "2m"); err != nil {
+		t.Fatalf("olio scale 2 --control PATH: %v\n%s", err, out)
+	}
+	out, err := opCLI(t, "status", "--json", "--control", c.Control)
+	if err != nil || !strings.Contains(out, `"members": 2`) {
+		t.Errorf("olio status --json --control PATH after the scale: %v\n%s", err, out)
+	}
+}

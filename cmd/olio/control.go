@@ -136,7 +136,7 @@ func scaleCommand() *cli.Command {
 		ArgsUsage: "N",
 		Description: `Starts or stops workers until there are N; only the keys jump hash assigns to the
 added or removed workers change owner. N may be 0: the socket stays bound and every
-request gets 503 until the cluster grows again. Flags go before N.`,
+request gets 503 until the cluster grows again. Flags may come before or after N.`,
 		Flags: []cli.Flag{controlFlag(), timeoutFlag(10*time.Minute, "the new workers")},
 		Action: func(c *cli.Context) error {
 			n, err := scaleArg(c.Args().Slice())
@@ -167,7 +167,7 @@ func scaleArg(args []string) (int, error) {
 	case len(args) == 0:
 		return 0, badUsage("give the number of workers: olio scale [--control PATH] N")
 	case len(args) > 1:
-		return 0, badUsage("unexpected argument %q after N (flags go before arguments: olio scale [--control PATH] N)", args[1])
+		return 0, badUsage("unexpected argument %q after N: olio scale [--control PATH] N", args[1])
 	}
 	n, err := strconv.Atoi(args[0])
 	switch {

@@ -67,13 +67,14 @@ func TestBadCommandLine(t *testing.T) {
 		{[]string{"bogus"}, 2, `olio: unknown command "bogus"; run olio --help`},
 		{[]string{"help", "bogus"}, 2, `olio: unknown command "bogus"; run olio --help`},
 		// arguments a command does not take
-		{[]string{"status", "extra"}, 2, `olio status: unexpected argument "extra" (flags go before arguments)`},
-		{[]string{"status", "extra", "--control", nobody}, 2, `olio status: unexpected argument "extra" (flags go before arguments)`},
+		{[]string{"status", "extra"}, 2, `olio status: unexpected argument "extra"`},
+		{[]string{"status", "extra", "--control", nobody}, 2, `olio status: unexpected argument "extra"`},
 		{[]string{"reload", "--control", nobody, "extra"}, 2, `olio reload: unexpected argument "extra"`},
 		{[]string{"stop", "--control", nobody, "extra"}, 2, `olio stop: unexpected argument "extra"`},
 		{[]string{"version", "extra"}, 2, `olio version: unexpected argument "extra"`},
 		{[]string{"demo", "extra"}, 2, `olio demo: unexpected argument "extra"`},
-		{[]string{"scale", "3", "--control", nobody}, 2, `olio scale: unexpected argument "--control" after N (flags go before arguments`},
+		{[]string{"scale", "3", "--control", nobody}, 1, `olio scale: no olio answers on the control socket ` + nobody}, // flags after N are olio's
+		{[]string{"scale", "3", "4", "--control", nobody}, 2, `olio scale: unexpected argument "4" after N`},
 		{[]string{"scale", "--control", nobody}, 2, "olio scale: give the number of workers"},
 		{[]string{"scale", "--control", nobody, "nine"}, 2, `olio scale: "nine" is not a number of workers`},
 		{[]string{"scale", "--control", nobody, "--", "-2"}, 2, `olio scale: "-2": the number of workers must be 0 or more`},
