@@ -410,3 +410,29 @@ func TestHostileFlagsAfterArguments(t *testing.T) {
 		t.Errorf("olio status --json --control PATH after the scale: %v\n%s", err, out)
 	}
 }
+
+// TestHostileAppStopsListening: an app that closes its listening socket and keeps running
+// is recycled, with the health probe off (the default): its port refusing connections is
+// enough, and its keys are served by a new instance.
+func TestHostileAppStopsListening(t *testing.T) {
+	c, _ := hostileStart(t, 1)
+	a, err := c.getKey(quick, "/", "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := quick.Get(c.URL() + "/unlisten")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if !Eventually(30*time.Second, func() bool {
+		b, err := c.getKey(quick, "/", "k")
+		return err == nil && b.PID != a.PID
+	}) {
+		t.Fatalf("the app %d that stopped listening was not replaced in 30s", a.PID)
+	}
+	c.WaitLog("app stopped listening on $PORT", 5*time.Second)
+	if !Eventually(10*time.Second, func() bool { return len(alive([]int{a.PID})) == 0 }) {
+		t.Errorf("the app %d that stopped listening is still there", a.PID)
+	}
+}

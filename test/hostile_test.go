@@ -46,6 +46,7 @@ func init() {
 //	-env FILE.<index>     gets the app's environment, one VAR=value a line
 //	/exit0                answers, then exits 0
 //	/reset                resets the connection without an answer
+//	/unlisten             answers, then closes its listening socket and keeps running
 //	/big?bytes=N          streams N bytes
 //	/drip?ms=N            sends its header at once, then a byte every 100ms for N ms
 //	/ws                   is a WebSocket echo
@@ -70,6 +71,8 @@ func hostileApp(args []string) int {
 	}
 	var mu sync.Mutex
 	var rec *os.File
+	unlisten := make(chan struct{}) // closed by /unlisten
+	var unlistenOnce sync.Once
 	if record != "" {
 		f, err := os.OpenFile(record+suffix, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 		if err != nil {
@@ -100,6 +103,11 @@ func hostileApp(args []string) int {
 			}
 		}
 		switch r.URL.Path {
+		case "/unlisten":
+			// Answers, then closes the listening socket and keeps running.
+			w.WriteHeader(http.StatusOK)
+			unlistenOnce.Do(func() { close(unlisten) })
+			return
 		case "/reset":
 			// No answer: the connection is reset (SO_LINGER 0), as by an app that crashes.
 			conn, _, err := http.NewResponseController(w).Hijack()
@@ -178,10 +186,16 @@ func hostileApp(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	go func() {
-		<-ctx.Done()
+		select {
+		case <-ctx.Done():
+		case <-unlisten:
+			ln.Close()
+			<-ctx.Done()
+		}
 		srv.Close()
 	}()
 	srv.Serve(ln)
+	<-ctx.Done() // after /unlisten, the app keeps running without a listener
 	return 0
 }
 
