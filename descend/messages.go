@@ -120,6 +120,9 @@ type Stats struct {
 	ForwardedIn  uint64    `json:"forwarded_in"`
 	HandedOut    uint64    `json:"handed_out"` // connections passed to their owner
 	HandedIn     uint64    `json:"handed_in"`  // connections received from another worker
+	// Draining is how many old app instances are still draining or stopping after a
+	// rolling restart.
+	Draining int `json:"draining"`
 	// Upgraded counts connections the app upgraded (WebSocket), UpgradesOpen those open
 	// now; neither is in Served nor in Duration.
 	Upgraded     uint64 `json:"upgraded"`

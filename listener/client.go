@@ -75,6 +75,10 @@ type ReloadReport struct {
 	// leaves as it is (listen, secret, control, metrics, pidfile) and what applies it: a
 	// restart, or for some a hot upgrade (USR2). Print it: the new values are not in use.
 	NotApplied []string `json:"not_applied,omitempty"`
+	// Draining is how many old app instances were still draining when the reload returned
+	// (it returns once every worker runs the new app; each old one drains on, bounded by
+	// --shutdown-timeout).
+	Draining int `json:"draining,omitempty"`
 }
 
 // ReloadReport asks for a reload, as Reload does, and returns the master's report.

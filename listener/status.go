@@ -41,6 +41,7 @@ type WorkerStatus struct {
 	ForwardedIn   uint64  `json:"forwarded_in"`   // requests received from other workers
 	HandedOff     uint64  `json:"handed_off"`     // connections passed to their owner
 	HandedIn      uint64  `json:"handed_in"`      // connections received from other workers
+	Draining      int     `json:"draining"`       // old app instances still draining after a rolling restart
 	Goroutines    int     `json:"goroutines"`     // in the router, for leak checks
 	OpenFDs       int     `json:"open_fds"`       // of the router, for leak checks
 	Member        bool    `json:"member"`         // owns keys (false while joining or leaving)
@@ -107,6 +108,7 @@ func (m *Master) workerStatus(ctx context.Context, w *worker) (WorkerStatus, *de
 		ws.Forwarded, ws.ForwardedIn = s.ForwardedOut, s.ForwardedIn
 		ws.HandedOff, ws.HandedIn = s.HandedOut, s.HandedIn
 		ws.Goroutines, ws.OpenFDs = s.Goroutines, s.OpenFDs
+		ws.Draining = s.Draining
 		if !s.AppStarted.IsZero() && s.AppPID > 0 {
 			ws.UptimeSeconds = time.Since(s.AppStarted).Seconds()
 		}

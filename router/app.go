@@ -32,6 +32,7 @@ type instance struct {
 	transport *appTransport
 	inFlight  atomic.Int64
 	child     *monitor.Child
+	retired   bool // drained as an old instance (apps.mu): counted in apps.draining until it exits
 }
 
 // apps tracks the app's instances and which one is current.
@@ -49,6 +50,10 @@ type apps struct {
 	// it, so that the whole graceful stop fits in --shutdown-timeout and the app still gets
 	// its SIGTERM before the master's patience runs out.
 	stopping atomic.Pointer[context.Context]
+
+	// draining counts the old instances draining or stopping after a rolling restart, which
+	// runs on without waiting for them (monitor.Supervisor.RetireInBackground).
+	draining atomic.Int64
 
 	// explained is set once the router has logged why its app is not ready; cleared when
 	// an instance becomes ready.
@@ -255,6 +260,12 @@ func (a *apps) drain(ctx context.Context, c *monitor.Child) {
 		return
 	}
 	a.clearCurrent(inst)
+	a.mu.Lock()
+	if !inst.retired {
+		inst.retired = true
+		a.draining.Add(1)
+	}
+	a.mu.Unlock()
 	// However the drain ends (done, timed out, stopping), the instance is released once its
 	// process has exited: the supervisor stops it next.
 	defer func() { go a.forget(c) }()
@@ -268,11 +279,17 @@ func (a *apps) drain(ctx context.Context, c *monitor.Child) {
 	}
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
+	cut := func(why string) {
+		a.r.logger.Warn("drain ended by "+why+": stopping the old app with its connections open",
+			"app_pid", c.Pid(), "connections", inst.inFlight.Load(), "shutdown_timeout", a.r.conf().ShutdownTimeout)
+	}
 	for inst.inFlight.Load() > 0 {
 		select {
 		case <-ctx.Done():
+			cut("--shutdown-timeout")
 			return
 		case <-stopping:
+			cut("the router's stop")
 			return
 		case <-t.C:
 		}
@@ -285,6 +302,9 @@ func (a *apps) forget(c *monitor.Child) {
 	a.mu.Lock()
 	inst := a.byPid[c.Pid()]
 	delete(a.byPid, c.Pid())
+	if inst != nil && inst.retired {
+		a.draining.Add(-1)
+	}
 	a.mu.Unlock()
 	if inst != nil {
 		inst.transport.CloseIdleConnections()

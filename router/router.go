@@ -168,8 +168,11 @@ func (r *Router) run(ctx context.Context) error {
 		DrainTimeout: r.conf().ShutdownTimeout, // a WebSocket that stays open holds a drain this long at most
 		OnReady:      r.apps.onReady,
 		Drain:        r.apps.drain,
-		OnExit:       r.onAppExit,
-		Logger:       r.logger,
+		// A rolling restart goes on to the next worker once this one's new app is ready;
+		// the old app drains meanwhile, reported in Stats.Draining.
+		RetireInBackground: true,
+		OnExit:             r.onAppExit,
+		Logger:             r.logger,
 	}
 	appCtx, stopApp := context.WithCancel(context.Background())
 	supDone := make(chan struct{})
@@ -308,6 +311,7 @@ func (r *Router) onStats(m descend.Message) error {
 		ForwardedIn:   r.counters.forwardedIn.Load(),
 		HandedOut:     r.counters.handedOut.Load(),
 		HandedIn:      r.counters.handedIn.Load(),
+		Draining:      int(r.apps.draining.Load()),
 		Upgraded:      r.counters.upgraded.Load(),
 		UpgradesOpen:  r.counters.upgradesOpen.Load(),
 		BodyTimeouts:  r.counters.bodyTimeouts.Load(),

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -434,5 +435,78 @@ func TestHostileAppStopsListening(t *testing.T) {
 	c.WaitLog("app stopped listening on $PORT", 5*time.Second)
 	if !Eventually(10*time.Second, func() bool { return len(alive([]int{a.PID})) == 0 }) {
 		t.Errorf("the app %d that stopped listening is still there", a.PID)
+	}
+}
+
+// TestHostileRollingRestartDrainsSideBySide: open WebSockets do not serialise a rolling
+// restart. Each worker's restart goes on as soon as its new app is ready; the old apps
+// drain side by side, shown as draining, each cut at --shutdown-timeout with a log line
+// that counts what it cut; olio reload returns once every worker runs the new app and says
+// how many old ones still drain.
+func TestHostileRollingRestartDrainsSideBySide(t *testing.T) {
+	const workers = 3
+	c := Start(t, "--workers", strconv.Itoa(workers), "--shutdown-timeout", "3s")
+	before := opAppPIDs(opStatus(t, c))
+	var conns []*websocket.Conn
+	for i := 0; i < workers; i++ {
+		ws, resp, err := websocket.DefaultDialer.Dial("ws://"+c.Addr+"/ws", http.Header{"X-Olio-Key": {keyFor(i, workers)}})
+		if err != nil {
+			t.Fatalf("websocket to worker %d: %v", i, err)
+		}
+		resp.Body.Close()
+		defer ws.Close()
+		conns = append(conns, ws)
+	}
+	start := time.Now()
+	out, err := opCLI(t, "reload", "--control", c.Control)
+	took := time.Since(start)
+	if err != nil {
+		t.Fatalf("olio reload: %v\n%s", err, out)
+	}
+	t.Logf("olio reload with %d WebSockets open took %s: %s", workers, took, strings.TrimSpace(out))
+	if took > 2500*time.Millisecond {
+		t.Errorf("olio reload took %s with one WebSocket per worker; want less than one --shutdown-timeout (3s): the drains ran one after another", took)
+	}
+	if !strings.Contains(out, "3 old app instances still draining") {
+		t.Errorf("olio reload said %q; want it to say that 3 old app instances are still draining", out)
+	}
+	st := opStatus(t, c)
+	draining := 0
+	for i, w := range st.Workers {
+		draining += w.Draining
+		if w.AppPID == before[i] {
+			t.Errorf("worker %d still runs app %d after the reload", i, w.AppPID)
+		}
+	}
+	if time.Since(start) < 2500*time.Millisecond && draining != workers {
+		t.Errorf("status right after the reload: %d draining, want %d", draining, workers)
+	}
+	// Each old app is cut at --shutdown-timeout: a log line counts the connection it had, and
+	// the app's SIGTERM closes its WebSocket.
+	if !Eventually(15*time.Second, func() bool { return c.CountLog("drain ended by --shutdown-timeout") == workers }) {
+		t.Fatalf("%d drains logged as ended by --shutdown-timeout, want %d", c.CountLog("drain ended by --shutdown-timeout"), workers)
+	}
+	for _, line := range c.lines("drain ended by --shutdown-timeout") {
+		if !strings.Contains(line, "connections=1") {
+			t.Errorf("a cut drain's line does not count its one connection: %s", line)
+		}
+	}
+	for i, ws := range conns {
+		ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, _, err := ws.ReadMessage(); err == nil {
+			t.Errorf("websocket %d still open after its old app was stopped", i)
+		}
+	}
+	if !Eventually(10*time.Second, func() bool {
+		n := 0
+		for _, w := range opStatus(t, c).Workers {
+			n += w.Draining
+		}
+		return n == 0
+	}) {
+		t.Errorf("old apps still shown draining after their drains ended")
+	}
+	if !Eventually(10*time.Second, func() bool { return len(alive(before)) == 0 }) {
+		t.Errorf("old apps %v still running", alive(before))
 	}
 }

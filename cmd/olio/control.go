@@ -120,7 +120,11 @@ func reloadCommand() *cli.Command {
 			if err != nil {
 				return noAnswer(c, err, true)
 			}
-			fmt.Fprintln(c.App.Writer, "olio: reloaded: every app replaced")
+			msg := "olio: reloaded: every app replaced"
+			if rep.Draining > 0 {
+				msg += fmt.Sprintf("; %s still draining (each for at most olio serve's --shutdown-timeout)", plural(rep.Draining, "old app instance"))
+			}
+			fmt.Fprintln(c.App.Writer, msg)
 			for _, line := range rep.NotApplied {
 				fmt.Fprintln(c.App.Writer, "olio: not applied: "+line)
 			}
@@ -247,6 +251,9 @@ func writeStatus(out io.Writer, st *listener.Status) error {
 		state := w.State
 		if w.CrashLooping {
 			state += " (crash-looping)"
+		}
+		if w.Draining > 0 {
+			state += fmt.Sprintf(" (+%d draining)", w.Draining)
 		}
 		if !w.Member {
 			state += "*"
