@@ -82,6 +82,9 @@ func (r *Router) headerTooLarge(w http.ResponseWriter, req *http.Request) bool {
 	if limit <= 0 {
 		return false // net/http's default applies
 	}
+	if info, _ := req.Context().Value(connInfoKey{}).(*connInfo); info != nil && info.handedIn && info.requests.Load() == 1 {
+		return false // checked by the router that handed the connection over, before it re-wrote the request
+	}
 	n := len(req.Method) + 1 + len(req.RequestURI) + 1 + len(req.Proto) + 2 + 2
 	if req.Host != "" {
 		n += len("Host: ") + len(req.Host) + 2
