@@ -50,7 +50,7 @@ func startPublic(srv *http.Server, ln net.Listener, queue *connQueue) *publicSer
 		}
 	}
 	p.serve.Add(2)
-	go func() { defer p.serve.Done(); srv.Serve(framingListener{ln}) }() // framing.go
+	go func() { defer p.serve.Done(); srv.Serve(framingListener{ln}) }()
 	go func() { defer p.serve.Done(); srv.Serve(framingListener{queue}) }()
 	return p
 }

@@ -11,8 +11,8 @@ import (
 // forward to the owner.
 func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	markRequest(req)
-	closeIfAmbiguous(w, req)      // framing.go
-	if r.headerTooLarge(w, req) { // limits.go
+	closeIfAmbiguous(w, req)
+	if r.headerTooLarge(w, req) {
 		return
 	}
 	workers := r.workers()
@@ -39,7 +39,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 	}
 	stripOlio(req.Header)
-	w, req = r.boundClient(w, req) // slowclient.go
+	w, req = r.boundClient(w, req) // --body-timeout
 	if target == r.index {
 		r.serveLocal(w, req, nil)
 		return

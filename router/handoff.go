@@ -50,7 +50,7 @@ type connInfoKey struct{}
 // connContext records a public connection's info in its requests' context.
 func connContext(ctx context.Context, c net.Conn) context.Context {
 	info := &connInfo{conn: c}
-	if fc, ok := c.(*framingConn); ok { // framing.go
+	if fc, ok := c.(*framingConn); ok {
 		info.framing = fc
 		c = fc.Conn
 	}

@@ -25,7 +25,7 @@ import (
 //     frames the request anew on every leg it sends it down (peer, app), so what the app
 //     reads as one request is exactly what the router parsed as one: nothing can be
 //     smuggled across the forwarding hop. Its connection is closed after the answer, as is
-//     that of an HTTP/1.0 request with Transfer-Encoding (RFC 9112 §6.1; framing.go).
+//     that of an HTTP/1.0 request with Transfer-Encoding (RFC 9112 §6.1; framingConn).
 const (
 	// headerTimeout bounds reading a request's header, on both sides: a slow-loris client
 	// holds a connection (and, with --max-conns, a slot) at most this long. The public
@@ -52,7 +52,7 @@ func (r *Router) newPublicServer(h http.Handler) *http.Server {
 		IdleTimeout:       cmp.Or(cfg.IdleTimeout, publicIdleTimeout),
 		MaxHeaderBytes:    publicHeaderBytes(cfg.MaxHeaderBytes),
 		ErrorLog:          r.errorLog,
-		ConnState:         liftWriteDeadline, // slowclient.go
+		ConnState:         liftWriteDeadline,
 	}
 }
 
@@ -150,7 +150,7 @@ func markBody(out *http.Request) {
 }
 
 // failBody answers a request whose body could not be read, if err (or its body's
-// deadline, slowclient.go) says so: 408 when it did not arrive within --body-timeout, else
+// deadline, timedBody) says so: 408 when it did not arrive within --body-timeout, else
 // 400.
 func (r *Router) failBody(w http.ResponseWriter, req *http.Request, err error) bool {
 	if bodyTimedOut(req) || errors.Is(err, errBodyTimeout) {
@@ -189,7 +189,7 @@ func withAnswerTimeout(req *http.Request, d time.Duration) (_ *http.Request, sto
 }
 
 // answered is the local proxy's ModifyResponse: the app's response header has come, so its
-// answer timeout stops; a 101 marks the request as an upgraded connection (stats.go).
+// answer timeout stops; a 101 marks the request as an upgraded connection (upgrade).
 func answered(resp *http.Response) error {
 	if t, ok := resp.Request.Context().Value(answerTimerKey{}).(*time.Timer); ok {
 		t.Stop()
