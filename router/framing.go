@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"syscall"
 )
@@ -69,7 +70,7 @@ func closeIfAmbiguous(w http.ResponseWriter, req *http.Request) {
 // Transfer-Encoding and a request line of HTTP/1.0, and sets conflict when a block has
 // Transfer-Encoding with either of the others.
 type framingScan struct {
-	head     [len("transfer-encoding:")]byte // the current line's first bytes, lower-cased
+	head     [len("transfer-encoding:")]byte // the current line's first bytes
 	nhead    int
 	tail     [len(" HTTP/1.0\r")]byte // its last bytes
 	ntail    int
@@ -94,12 +95,8 @@ func (s *framingScan) scan(p []byte) {
 
 // add appends seg to the current line.
 func (s *framingScan) add(seg []byte) {
-	for _, b := range seg[:min(len(seg), len(s.head)-s.nhead)] {
-		if 'A' <= b && b <= 'Z' {
-			b += 'a' - 'A'
-		}
-		s.head[s.nhead] = b
-		s.nhead++
+	if s.nhead < len(s.head) {
+		s.nhead += copy(s.head[s.nhead:], seg)
 	}
 	if len(seg) >= len(s.tail) {
 		s.ntail = copy(s.tail[:], seg[len(seg)-len(s.tail):])
@@ -121,11 +118,16 @@ func (s *framingScan) endLine() {
 			s.conflict.Store(true)
 		}
 		s.cl, s.te, s.http10 = false, false, false
-	case bytes.HasPrefix(head, []byte("content-length:")):
+	case hasPrefixFold(head, "content-length:"):
 		s.cl = true
-	case bytes.HasPrefix(head, []byte("transfer-encoding:")):
+	case hasPrefixFold(head, "transfer-encoding:"):
 		s.te = true
 	case bytes.HasSuffix(bytes.TrimSuffix(tail, []byte("\r")), []byte(" HTTP/1.0")):
 		s.http10 = true
 	}
+}
+
+// hasPrefixFold reports whether b begins with prefix, in ASCII case-insensitive comparison.
+func hasPrefixFold(b []byte, prefix string) bool {
+	return len(b) >= len(prefix) && strings.EqualFold(string(b[:len(prefix)]), prefix)
 }
