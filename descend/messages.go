@@ -57,6 +57,7 @@ type Config struct {
 	ShutdownTimeout time.Duration `json:"shutdown_timeout"`
 	MaxHeaderBytes  int           `json:"max_header_bytes"`
 	HeaderTimeout   time.Duration `json:"header_timeout"` // 0: the router's default
+	BodyTimeout     time.Duration `json:"body_timeout"`   // 0: no bound
 	IdleTimeout     time.Duration `json:"idle_timeout"`   // 0: the router's default
 	MaxConns        int           `json:"max_conns"`
 	HealthTimeout   time.Duration `json:"health_timeout"`
@@ -148,8 +149,19 @@ type Stats struct {
 	ForwardedIn  uint64    `json:"forwarded_in"`
 	HandedOut    uint64    `json:"handed_out"` // connections passed to their owner
 	HandedIn     uint64    `json:"handed_in"`  // connections received from another worker
-	Goroutines   int       `json:"goroutines"`
-	OpenFDs      int       `json:"open_fds"`
+	// Draining is how many old app instances are still draining or stopping after a
+	// rolling restart.
+	Draining int `json:"draining"`
+	// Upgraded counts connections the app upgraded (WebSocket), UpgradesOpen those open
+	// now; neither is in Served nor in Duration.
+	Upgraded     uint64 `json:"upgraded"`
+	UpgradesOpen int64  `json:"upgrades_open"`
+	// BodyTimeouts counts request bodies that did not arrive within --body-timeout (408),
+	// WriteTimeouts writes to a client that did not read within it (connection closed).
+	BodyTimeouts  uint64 `json:"body_timeouts"`
+	WriteTimeouts uint64 `json:"write_timeouts"`
+	Goroutines    int    `json:"goroutines"`
+	OpenFDs       int    `json:"open_fds"`
 	// Duration is the histogram of request durations served by this worker's app:
 	// cumulative counts per upper bound in seconds, as Prometheus wants them.
 	Duration Histogram `json:"duration"`

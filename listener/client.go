@@ -11,6 +11,9 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Client sends control commands to a running master over its control socket. Its
@@ -29,6 +32,10 @@ func NewClient(path string) *Client {
 			c, err := d.DialContext(ctx, "unix", path)
 			if err != nil {
 				return nil, &controlDialError{err}
+			}
+			if err := checkPeer(c, path); err != nil {
+				c.Close()
+				return nil, err
 			}
 			return c, nil
 		},
@@ -68,6 +75,10 @@ type ReloadReport struct {
 	// leaves as it is (listen, secret, control, metrics, pidfile) and what applies it: a
 	// restart, or for some a hot upgrade (USR2). Print it: the new values are not in use.
 	NotApplied []string `json:"not_applied,omitempty"`
+	// Draining is how many old app instances were still draining when the reload returned
+	// (it returns once every worker runs the new app; each old one drains on, bounded by
+	// --shutdown-timeout).
+	Draining int `json:"draining,omitempty"`
 }
 
 // ReloadReport asks for a reload, as Reload does, and returns the master's report.
@@ -107,6 +118,42 @@ func (c *Client) Stop(ctx context.Context) error {
 	return c.do(ctx, http.MethodPost, controlStop, nil)
 }
 
+// checkPeer refuses a control socket served by a process of another user than this one,
+// unless that user is root (whose sockets no other user can put in place): a client sends
+// its commands (stop, scale, reload) only to an olio of its own user's, never to one that
+// another local user put at the path.
+func checkPeer(c net.Conn, path string) error {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return err
+	}
+	if cerr != nil {
+		return &controlPeerError{fmt.Errorf("%w: %s: cannot tell who serves it: %w", ErrControlPeer, path, cerr)}
+	}
+	if uid := int(cred.Uid); uid != os.Getuid() && uid != 0 {
+		return &controlPeerError{fmt.Errorf("%w: %s is served by pid %d of uid %d, not by you (uid %d) nor by root; no command was sent; to control that olio, run the command as its user (sudo -u '#%d' olio …)",
+			ErrControlPeer, path, cred.Pid, uid, os.Getuid(), uid)}
+	}
+	return nil
+}
+
+// controlPeerError marks a refused server, so that do reports it as it is.
+type controlPeerError struct{ err error }
+
+func (e *controlPeerError) Error() string { return e.err.Error() }
+func (e *controlPeerError) Unwrap() error { return e.err }
+
 // controlDialError marks a failure to connect: nothing answers on the path.
 type controlDialError struct{ err error }
 
@@ -143,6 +190,10 @@ func (c *Client) do(ctx context.Context, method, path string, out any) error {
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
+		var pe *controlPeerError
+		if errors.As(err, &pe) {
+			return pe.err
+		}
 		var de *controlDialError
 		if errors.As(err, &de) {
 			why := de.err.Error()

@@ -30,6 +30,7 @@ type Config struct {
 	ShutdownTimeout time.Duration // bound on graceful stop and drain
 	MaxHeaderBytes  int           // request header limit
 	HeaderTimeout   time.Duration // bound on reading a client's request header
+	BodyTimeout     time.Duration // bound on a client's body and on each write to it, 0: off
 	IdleTimeout     time.Duration // closes a client's keep-alive connection idle this long
 	MaxConns        int           // concurrent connections per router, 0: unlimited
 	HealthTimeout   time.Duration // recycle an app that fails health probes this long, 0: off
@@ -65,6 +66,7 @@ func DefaultConfig() Config {
 		ShutdownTimeout: 30 * time.Second,
 		MaxHeaderBytes:  1 << 20,
 		HeaderTimeout:   10 * time.Second,
+		BodyTimeout:     30 * time.Second,
 		IdleTimeout:     2 * time.Minute,
 		Handoff:         true,
 		Handover:        router.HandoverExclusive,
@@ -104,8 +106,8 @@ func (c *Config) Validate() error {
 			return bad("--%s %s%s: must be positive, e.g. 10s", d.name, d.v, c.from(d.name))
 		}
 	}
-	if c.RequestTimeout < 0 || c.HealthTimeout < 0 {
-		return bad("--request-timeout and --health-timeout must not be negative (0 turns them off)")
+	if c.RequestTimeout < 0 || c.HealthTimeout < 0 || c.BodyTimeout < 0 {
+		return bad("--request-timeout, --health-timeout and --body-timeout must not be negative (0 turns them off)")
 	}
 	if c.MaxHeaderBytes < 1024 {
 		return bad("--max-header-bytes %d%s: must be at least 1024", c.MaxHeaderBytes, c.from("max-header-bytes"))

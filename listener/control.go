@@ -266,7 +266,13 @@ func (m *Master) controlHandler(stop func()) http.Handler {
 			m.answer(w, "", err)
 			return
 		}
-		writeJSON(w, http.StatusOK, controlAnswer{Message: "reloaded", NotApplied: notApplied})
+		// The roll went on to the next worker as soon as each new app was ready: old apps
+		// may still be draining (each bounded by --shutdown-timeout).
+		draining := 0
+		for _, ws := range m.Status(r.Context()).Workers {
+			draining += ws.Draining
+		}
+		writeJSON(w, http.StatusOK, controlAnswer{Message: "reloaded", NotApplied: notApplied, Draining: draining})
 	})
 	mux.HandleFunc("POST "+controlScale, func(w http.ResponseWriter, r *http.Request) {
 		n, err := strconv.Atoi(r.URL.Query().Get("workers"))
@@ -315,6 +321,7 @@ type controlAnswer struct {
 	Message    string   `json:"message,omitempty"`
 	Error      string   `json:"error,omitempty"`
 	NotApplied []string `json:"not_applied,omitempty"` // reload: see ReloadReport
+	Draining   int      `json:"draining,omitempty"`    // reload: see ReloadReport
 }
 
 // answer writes a command's outcome: 200 with msg, or the error with a status that says

@@ -26,4 +26,10 @@ var (
 	// ErrNoControl means nothing answers on a control socket path: no olio runs with that
 	// --control.
 	ErrNoControl = errors.New("no olio answers on the control socket")
+	// ErrNotPrivate means the directory of the default control socket is not one that only
+	// this user can use (PrivateDir).
+	ErrNotPrivate = errors.New("not a private directory")
+	// ErrControlPeer means the process serving a control socket runs as another user (and
+	// not as root): the client sends it no command.
+	ErrControlPeer = errors.New("the control socket is served by another user")
 )

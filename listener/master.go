@@ -346,6 +346,7 @@ func (m *Master) routerConfig(index int) *descend.Config {
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		MaxHeaderBytes:  cfg.MaxHeaderBytes,
 		HeaderTimeout:   cfg.HeaderTimeout,
+		BodyTimeout:     cfg.BodyTimeout,
 		IdleTimeout:     cfg.IdleTimeout,
 		MaxConns:        cfg.MaxConns,
 		HealthTimeout:   cfg.HealthTimeout,

@@ -35,6 +35,14 @@ var (
 		"Client connections the worker passed to the owner of their first request.", workerLabel, nil)
 	descHandedIn = prometheus.NewDesc("olio_connections_handed_in_total",
 		"Client connections the worker received from other workers.", workerLabel, nil)
+	descUpgraded = prometheus.NewDesc("olio_upgraded_connections_total",
+		"Connections the worker's app upgraded (101, e.g. WebSocket); not counted as requests.", workerLabel, nil)
+	descUpgradesOpen = prometheus.NewDesc("olio_upgraded_connections_open",
+		"Upgraded connections (e.g. WebSocket) open in the worker now.", workerLabel, nil)
+	descBodyTimeouts = prometheus.NewDesc("olio_body_timeouts_total",
+		"Request bodies that did not arrive within --body-timeout (answered 408).", workerLabel, nil)
+	descWriteTimeouts = prometheus.NewDesc("olio_write_timeouts_total",
+		"Connections closed because the client did not read its answer within --body-timeout.", workerLabel, nil)
 	descInFlight = prometheus.NewDesc("olio_requests_in_flight",
 		"Requests in the worker's app now.", workerLabel, nil)
 	descDuration = prometheus.NewDesc("olio_request_duration_seconds",
@@ -64,9 +72,8 @@ type collector struct{ m *Master }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descWorkers, descWorkersReady, descEpoch, descServed, descForwardedOut, descForwardedIn,
-		descHandedOff, descHandedIn,
+		descHandedOff, descHandedIn, descUpgraded, descUpgradesOpen, descBodyTimeouts, descWriteTimeouts,
 		descInFlight, descDuration, descRestarts, descRSS, descWorkerReady, descCrashLooping, descHandoverHold,
-		descInFlight, descDuration, descRestarts, descRSS, descWorkerReady, descCrashLooping,
 		descHotKeyShare, descImbalance,
 	} {
 		ch <- d
@@ -105,6 +112,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descForwardedIn, s.ForwardedIn)
 		counter(descHandedOff, s.HandedOut)
 		counter(descHandedIn, s.HandedIn)
+		counter(descUpgraded, s.Upgraded)
+		gauge(descUpgradesOpen, float64(s.UpgradesOpen))
+		counter(descBodyTimeouts, s.BodyTimeouts)
+		counter(descWriteTimeouts, s.WriteTimeouts)
 		gauge(descInFlight, float64(s.InFlight))
 		gauge(descHandoverHold, s.LastHold.Seconds())
 		if h, err := constHistogram(descDuration, s.Duration, l); err == nil {

@@ -50,7 +50,7 @@ func (m *Master) reload(ctx context.Context) (notApplied []string, err error) {
 		}
 		if err != nil {
 			m.logger.Error("reload: keeping the running configuration", "err", err)
-			return nil, fmt.Errorf("reload: %w", err)
+			return nil, err // the caller says it is a reload (olio reload: …, reload err=…)
 		}
 		notApplied = m.notApplied(old, cfg)
 		asked := cfg.Workers

@@ -42,6 +42,7 @@ type WorkerStatus struct {
 	HandedOff     uint64  `json:"handed_off"`     // connections passed to their owner
 	HandedIn      uint64  `json:"handed_in"`      // connections received from other workers
 	HoldSeconds   float64 `json:"hold_seconds"`   // how long the last hand-over held the keys that moved
+	Draining      int     `json:"draining"`       // old app instances still draining after a rolling restart
 	Goroutines    int     `json:"goroutines"`     // in the router, for leak checks
 	OpenFDs       int     `json:"open_fds"`       // of the router, for leak checks
 	Member        bool    `json:"member"`         // owns keys (false while joining or leaving)
@@ -109,6 +110,7 @@ func (m *Master) workerStatus(ctx context.Context, w *worker) (WorkerStatus, *de
 		ws.HandedOff, ws.HandedIn = s.HandedOut, s.HandedIn
 		ws.HoldSeconds = s.LastHold.Seconds()
 		ws.Goroutines, ws.OpenFDs = s.Goroutines, s.OpenFDs
+		ws.Draining = s.Draining
 		if !s.AppStarted.IsZero() && s.AppPID > 0 {
 			ws.UptimeSeconds = time.Since(s.AppStarted).Seconds()
 		}

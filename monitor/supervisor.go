@@ -63,7 +63,12 @@ type Supervisor struct {
 	OnReady      func(c *Child)                            // c is now current: route traffic to it
 	Drain        func(ctx context.Context, old *Child)     // before stopping a replaced or the final child: wait for its in-flight
 	OnExit       func(c *Child, err error)                 // unexpected exit of the current child (crash or exit 0); err is c.Err()
-	Logger       *slog.Logger                              // nil = discard
+	// RetireInBackground makes Restart return as soon as the new child is current, while
+	// the old one drains and stops in the background (Run still waits for it): a rolling
+	// restart of many supervisors then drains their old children side by side instead of
+	// one after the other.
+	RetireInBackground bool
+	Logger             *slog.Logger // nil = discard
 
 	initOnce sync.Once
 	requests chan *restartRequest // Restart → Run
@@ -105,7 +110,7 @@ func (s *Supervisor) Status() Status {
 
 // Restart replaces the child without a gap: start a new one, wait until it
 // is ready, OnReady(new), Drain(old), Stop(old); it returns when the old one
-// has stopped. If the new one fails to become ready, it is stopped, the old
+// has stopped (with RetireInBackground, as soon as the new one is current). If the new one fails to become ready, it is stopped, the old
 // one keeps serving, and Restart returns the error. When there is no child
 // (waiting in backoff after a crash) it starts one at once and returns when
 // it is ready. If ctx is done before the new child is ready, the replacement
@@ -323,9 +328,17 @@ func (r *runner) replace(cur *Child, req *restartRequest) *Child {
 	}
 	r.makeCurrent(c)
 	r.retiring.Add(1)
+	if r.s.RetireInBackground {
+		req.reply <- nil
+	}
 	go func() {
 		defer r.retiring.Done()
-		req.reply <- r.drainStop(cur)
+		err := r.drainStop(cur)
+		if !r.s.RetireInBackground {
+			req.reply <- err
+		} else if err != nil {
+			r.log.Error("stop the replaced child", "pid", cur.Pid(), "err", err)
+		}
 		r.log.Info("replaced", "old", cur.Pid(), "new", c.Pid())
 	}()
 	return c

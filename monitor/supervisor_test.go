@@ -221,6 +221,37 @@ func TestSupervisorRestart(t *testing.T) {
 	h.ev.after(t, "term:1", "drain:2", "term:2")
 }
 
+// TestSupervisorRetireInBackground: with RetireInBackground, Restart returns once the new
+// child is current, while the old one is still draining; Run waits for that drain.
+func TestSupervisorRetireInBackground(t *testing.T) {
+	release := make(chan struct{})
+	h := newHarness(t, true, func(h *harness) {
+		h.s.RetireInBackground = true
+		h.s.Drain = func(ctx context.Context, c *Child) {
+			h.ev.add("drain:%d", c.Pid())
+			if c.Pid() == 1 {
+				<-release // the old child's drain holds until the test lets it go
+			}
+		}
+	})
+	h.startReady()
+	done := make(chan error, 1)
+	go func() { done <- h.s.Restart(context.Background()) }()
+	p2 := h.st.waitStart(t)
+	h.clock.next(t, readyTimeout)
+	p2.ready <- nil
+	if err := waitErr(t, done); err != nil {
+		t.Fatalf("Restart: %v", err)
+	}
+	h.ev.wait(t, "drain:1")
+	if h.ev.has("term:1") {
+		t.Fatal("the old child was stopped before its drain ended")
+	}
+	close(release)
+	h.ev.wait(t, "term:1")
+	h.stop()
+}
+
 func TestSupervisorRestartNotReady(t *testing.T) {
 	for _, tc := range []struct {
 		name string

@@ -33,6 +33,7 @@ type instance struct {
 	inFlight  atomic.Int64
 	upgraded  atomic.Int64 // of inFlight, upgraded connections (WebSocket): not waited for by a hand-over
 	child     *monitor.Child
+	retired   bool // drained as an old instance (apps.mu): counted in apps.draining until it exits
 }
 
 // apps tracks the app's instances and which one is current.
@@ -50,6 +51,14 @@ type apps struct {
 	// it, so that the whole graceful stop fits in --shutdown-timeout and the app still gets
 	// its SIGTERM before the master's patience runs out.
 	stopping atomic.Pointer[context.Context]
+
+	// draining counts the old instances draining or stopping after a rolling restart, which
+	// runs on without waiting for them (monitor.Supervisor.RetireInBackground).
+	draining atomic.Int64
+
+	// explained is set once the router has logged why its app is not ready; cleared when
+	// an instance becomes ready.
+	explained atomic.Bool
 }
 
 func newApps(r *Router) *apps {
@@ -185,6 +194,7 @@ func (a *apps) readyCheck(ctx context.Context, c *monitor.Child) error {
 	a.r.report(stateStarting(c))
 	err := a.waitReady(ctx, inst, c)
 	if err != nil {
+		a.explainNotReady(inst, c, err)
 		// The supervisor stops an app that did not become ready and never hands it to
 		// onReady, drain or onExit: release the instance (its notify socket, its
 		// transport) once the process is gone.
@@ -207,6 +217,33 @@ func (a *apps) waitReady(ctx context.Context, inst *instance, c *monitor.Child) 
 	return monitor.WaitDial(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(inst.port)), c)
 }
 
+// explainNotReady logs, once until an instance becomes ready, why the app is not ready and
+// what to check; the supervisor logs every failed start, this says what it means.
+func (a *apps) explainNotReady(inst *instance, c *monitor.Child, err error) {
+	if a.stopping.Load() != nil || a.explained.Swap(true) {
+		return
+	}
+	exited := errors.Is(err, monitor.ErrExited)
+	select {
+	case <-c.Done():
+		exited = true
+	default:
+	}
+	var why string
+	switch {
+	case inst.notify != nil && exited:
+		why = "the app exited before it sent READY=1 to $NOTIFY_SOCKET (--ready notify)"
+	case inst.notify != nil:
+		why = "the app did not send READY=1 to $NOTIFY_SOCKET within --ready-timeout (--ready notify)"
+	case exited:
+		why = fmt.Sprintf("the app exited before it accepted connections on $PORT (127.0.0.1:%d): an app must serve HTTP on $PORT until it is stopped", inst.port)
+	default:
+		why = fmt.Sprintf("the app did not accept connections on $PORT (127.0.0.1:%d) within --ready-timeout: does it listen on $PORT, on 127.0.0.1?", inst.port)
+	}
+	a.r.logger.Error("app not ready: "+why+"; its keys get 503 after --forward-timeout until it is",
+		"app_pid", c.Pid(), "err", err)
+}
+
 // onReady switches local traffic to the app instance c. Under --handover exclusive, the
 // instance it replaces first finishes its requests (new ones wait, up to the forward
 // timeout) and is told its keys leave it, so that no key is served by both at once.
@@ -215,6 +252,7 @@ func (a *apps) onReady(c *monitor.Child) {
 	if inst == nil {
 		return
 	}
+	a.explained.Store(false)
 	if old := a.current.Load(); old != nil && old != inst && a.r.exclusive() {
 		a.handOver(old)
 	}
@@ -250,6 +288,12 @@ func (a *apps) drain(ctx context.Context, c *monitor.Child) {
 		return
 	}
 	a.clearCurrent(inst)
+	a.mu.Lock()
+	if !inst.retired {
+		inst.retired = true
+		a.draining.Add(1)
+	}
+	a.mu.Unlock()
 	// However the drain ends (done, timed out, stopping), the instance is released once its
 	// process has exited: the supervisor stops it next.
 	defer func() { go a.forget(c) }()
@@ -263,11 +307,17 @@ func (a *apps) drain(ctx context.Context, c *monitor.Child) {
 	}
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
+	cut := func(why string) {
+		a.r.logger.Warn("drain ended by "+why+": stopping the old app with its connections open",
+			"app_pid", c.Pid(), "connections", inst.inFlight.Load(), "shutdown_timeout", a.r.conf().ShutdownTimeout)
+	}
 	for inst.inFlight.Load() > 0 {
 		select {
 		case <-ctx.Done():
+			cut("--shutdown-timeout")
 			return
 		case <-stopping:
+			cut("the router's stop")
 			return
 		case <-t.C:
 		}
@@ -280,6 +330,9 @@ func (a *apps) forget(c *monitor.Child) {
 	a.mu.Lock()
 	inst := a.byPid[c.Pid()]
 	delete(a.byPid, c.Pid())
+	if inst != nil && inst.retired {
+		a.draining.Add(-1)
+	}
 	a.mu.Unlock()
 	if inst != nil {
 		inst.transport.CloseIdleConnections()

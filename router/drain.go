@@ -72,8 +72,8 @@ func startPublic(srv *http.Server, ln net.Listener, queue *connQueue) *publicSer
 		}
 	}
 	p.serve.Add(2)
-	go func() { defer p.serve.Done(); srv.Serve(ln) }()
-	go func() { defer p.serve.Done(); srv.Serve(queue) }()
+	go func() { defer p.serve.Done(); srv.Serve(framingListener{ln}) }()
+	go func() { defer p.serve.Done(); srv.Serve(framingListener{queue}) }()
 	return p
 }
 

@@ -318,10 +318,6 @@ var processStart = time.Now()
 // before it drains the process this one replaces. stop waits, up to the stop deadline, for
 // the handler calls still running (hijacked connections the handler keeps).
 func (r *Router) startEmbedded() (stop func()) {
-	r.mu.Lock()
-	r.appUp = true
-	r.mu.Unlock()
-	r.updateAccepting()
 	r.report(&descend.State{State: descend.StateReady, AppPID: os.Getpid()})
 	r.logger.Info("embedded worker ready", "pid", os.Getpid())
 	return func() {

@@ -13,6 +13,10 @@ import (
 // forward to the owner.
 func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	markRequest(req)
+	closeIfAmbiguous(w, req)
+	if r.headerTooLarge(w, req) {
+		return
+	}
 	if !isUpgrade(req) { // handover.go: an upgraded connection is not waited for
 		g := r.handover.enter()
 		defer g.leave()
@@ -56,6 +60,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 	}
 	stripOlio(req.Header)
+	w, req = r.boundClient(w, req) // --body-timeout
 	if target == r.index {
 		r.serveLocal(w, req, nil)
 		return
@@ -110,7 +115,12 @@ func (r *Router) serveLocal(w http.ResponseWriter, req *http.Request, avoid *ins
 		defer inst.upgraded.Add(-1)
 	}
 	start := time.Now()
-	retry := req.Context().Value(retried) != nil // the outer call counts the request once
+	retry := req.Context().Value(retried) != nil          // the outer call counts the request once
+	up, _ := req.Context().Value(upgradeKey{}).(*upgrade) // a retry's is the outer call's
+	if up == nil {
+		up = &upgrade{c: r.counters}
+		req = req.WithContext(context.WithValue(req.Context(), upgradeKey{}, up))
+	}
 	if r.conf().RequestTimeout > 0 && !retry {
 		// limits.go: bounds the wait for the answer, not a long body or a WebSocket.
 		var stop func()
@@ -122,7 +132,7 @@ func (r *Router) serveLocal(w http.ResponseWriter, req *http.Request, avoid *ins
 	defer func() {
 		inst.inFlight.Add(-1)
 		r.counters.inFlight.Add(-1)
-		if !retry {
+		if !retry && !up.end() {
 			r.counters.served.Add(1)
 			r.counters.duration.Observe(time.Since(start).Seconds())
 		}

@@ -42,6 +42,7 @@ type connInfo struct {
 	requests   atomic.Int32
 	handedIn   bool // received from another router: never passed on again
 	canHandOff bool // a plain socket whose descriptor can be passed
+	framing    *framingConn
 }
 
 type connInfoKey struct{}
@@ -49,6 +50,10 @@ type connInfoKey struct{}
 // connContext records a public connection's info in its requests' context.
 func connContext(ctx context.Context, c net.Conn) context.Context {
 	info := &connInfo{conn: c}
+	if fc, ok := c.(*framingConn); ok {
+		info.framing = fc
+		c = fc.Conn
+	}
 	if pc, ok := c.(*prefixConn); ok {
 		info.handedIn = true
 		c = pc.Conn

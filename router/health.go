@@ -3,6 +3,7 @@ package router
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -24,6 +25,11 @@ const (
 	// recycleSlack bounds, beyond the ready and shutdown timeouts, the wait for a recycle's
 	// replacement (the old app's drain is bounded by the supervisor's drain timeout).
 	recycleSlack = 30 * time.Second
+	// closedTimeout is how long an app's port may refuse connections, while the app runs,
+	// before the app is recycled. This check is always on, --health-timeout or not: an app
+	// that closed its listening socket answers no request (each would get 502), and a busy
+	// app still has its connections accepted by the kernel, so it is never taken for one.
+	closedTimeout = 5 * time.Second
 )
 
 // checkHealth probes the current app instance until ctx is done. An app that has answered
@@ -44,13 +50,14 @@ func (r *Router) checkHealth(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		timeout := r.conf().HealthTimeout
+		timeout, probe, why := r.conf().HealthTimeout, probeApp, "app not answering health probes: recycling it"
 		if timeout <= 0 {
-			watched = nil
+			// The probe is off: only an app that no longer listens is recycled.
+			timeout, probe, why = closedTimeout, probeListening, "app stopped listening on $PORT while running: recycling it"
 			t.Reset(healthOffPoll)
-			continue
+		} else {
+			t.Reset(min(max(timeout/4, healthMinInterval), healthMaxInterval))
 		}
-		t.Reset(min(max(timeout/4, healthMinInterval), healthMaxInterval))
 		inst := r.apps.current.Load()
 		if inst != watched {
 			watched, failingSince = inst, time.Time{}
@@ -59,7 +66,7 @@ func (r *Router) checkHealth(ctx context.Context) {
 			continue // starting, restarting or in backoff: the supervisor is on it
 		}
 		start := time.Now()
-		err := probeApp(ctx, inst.port, timeout)
+		err := probe(ctx, inst.port, timeout)
 		if ctx.Err() != nil {
 			return
 		}
@@ -74,7 +81,7 @@ func (r *Router) checkHealth(ctx context.Context) {
 			failingSince = start
 		}
 		if silent := time.Since(failingSince); silent >= timeout {
-			r.recycle(ctx, inst, silent, err)
+			r.recycle(ctx, inst, why, silent, err)
 			watched, failingSince = nil, time.Time{}
 			if !t.Stop() {
 				select {
@@ -89,10 +96,10 @@ func (r *Router) checkHealth(ctx context.Context) {
 
 // recycle replaces the silent instance inst. It returns when the replacement is serving
 // (or has failed, in which case inst has been killed).
-func (r *Router) recycle(ctx context.Context, inst *instance, silent time.Duration, probeErr error) {
+func (r *Router) recycle(ctx context.Context, inst *instance, why string, silent time.Duration, probeErr error) {
 	pid := inst.child.Pid()
 	cfg := r.conf()
-	r.logger.Warn("app not answering health probes: recycling it", "app_pid", pid,
+	r.logger.Warn(why, "app_pid", pid,
 		"silent", silent.Round(time.Millisecond), "health_timeout", cfg.HealthTimeout, "err", probeErr)
 	rctx, cancel := context.WithTimeout(ctx, cfg.ReadyTimeout+cfg.ShutdownTimeout+recycleSlack)
 	defer cancel()
@@ -130,6 +137,22 @@ func probeApp(ctx context.Context, port int, timeout time.Duration) error {
 		return err
 	}
 	return resp.Body.Close()
+}
+
+// probeListening reports an error only when the app's port refuses a connection: nothing
+// listens there.
+func probeListening(ctx context.Context, port int, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			return err
+		}
+		return nil // slow or busy is not closed
+	}
+	return c.Close()
 }
 
 // probeRequest is what a probe sends to the app at addr: OPTIONS * asks about the server

@@ -16,14 +16,16 @@ import (
 // The limits of the two HTTP servers a router runs, in one place. What net/http does with
 // them, checked end to end in test/hostile_test.go:
 //
-//   - a request header over MaxHeaderBytes gets 431 and the connection is closed;
+//   - a request header over --max-header-bytes gets 431 and the connection is closed
+//     (headerTooLarge);
 //   - a malformed request line or header, or several Content-Length headers that disagree,
 //     gets 400; a Transfer-Encoding other than a single "chunked" gets 501;
 //   - a request with both Transfer-Encoding: chunked and Content-Length is framed by the
 //     chunked encoding alone and its Content-Length dropped (RFC 9112 §6.3); the router then
 //     frames the request anew on every leg it sends it down (peer, app), so what the app
 //     reads as one request is exactly what the router parsed as one: nothing can be
-//     smuggled across the forwarding hop.
+//     smuggled across the forwarding hop. Its connection is closed after the answer, as is
+//     that of an HTTP/1.0 request with Transfer-Encoding (RFC 9112 §6.1; framingConn).
 const (
 	// headerTimeout bounds reading a request's header, on both sides: a slow-loris client
 	// holds a connection (and, with --max-conns, a slot) at most this long. The public
@@ -48,9 +50,56 @@ func (r *Router) newPublicServer(h http.Handler) *http.Server {
 		Handler:           h,
 		ReadHeaderTimeout: cmp.Or(cfg.HeaderTimeout, headerTimeout),
 		IdleTimeout:       cmp.Or(cfg.IdleTimeout, publicIdleTimeout),
-		MaxHeaderBytes:    r.conf().MaxHeaderBytes,
+		MaxHeaderBytes:    publicHeaderBytes(cfg.MaxHeaderBytes),
 		ErrorLog:          r.errorLog,
+		ConnState:         liftWriteDeadline,
 	}
+}
+
+// headerSlop is what net/http reads past MaxHeaderBytes before it answers 431 ("bufio
+// slop"): the public server is given the limit less this, so that its hard limit is
+// --max-header-bytes itself.
+const headerSlop = 4096
+
+// publicHeaderBytes is the public server's MaxHeaderBytes for --max-header-bytes limit (0:
+// net/http's default).
+func publicHeaderBytes(limit int) int {
+	if limit <= 0 {
+		return 0
+	}
+	return max(limit-headerSlop, 1)
+}
+
+// headerTooLarge answers 431, and closes the connection, when req's request line and header
+// fields come to more than --max-header-bytes. net/http's own limit (newPublicServer) is
+// exact for the first request on a connection and for limits above headerSlop; this
+// catches the rest (a pipelined request, part of whose header net/http had read with the
+// one before; a limit under 4 KiB), counting the fields as parsed (whitespace that net/http
+// trims is not counted). The limit is the router's, the same for every key, whichever
+// worker serves it.
+func (r *Router) headerTooLarge(w http.ResponseWriter, req *http.Request) bool {
+	limit := r.conf().MaxHeaderBytes
+	if limit <= 0 {
+		return false // net/http's default applies
+	}
+	if info, _ := req.Context().Value(connInfoKey{}).(*connInfo); info != nil && info.handedIn && info.requests.Load() == 1 {
+		return false // checked by the router that handed the connection over, before it re-wrote the request
+	}
+	n := len(req.Method) + 1 + len(req.RequestURI) + 1 + len(req.Proto) + 2 + 2
+	if req.Host != "" {
+		n += len("Host: ") + len(req.Host) + 2
+	}
+	for k, vs := range req.Header {
+		for _, v := range vs {
+			n += len(k) + 2 + len(v) + 2
+		}
+	}
+	if n <= limit {
+		return false
+	}
+	w.Header().Set("Connection", "close")
+	r.fail(w, http.StatusRequestHeaderFieldsTooLarge, fmt.Sprintf("olio: the request header is larger than %d bytes (--max-header-bytes)", limit))
+	return true
 }
 
 // newPeerServer is the http.Server of the private side, where peers forward requests over
@@ -100,8 +149,16 @@ func markBody(out *http.Request) {
 	}
 }
 
-// failBody answers a request whose body could not be read, if err says so.
-func (r *Router) failBody(w http.ResponseWriter, err error) bool {
+// failBody answers a request whose body could not be read, if err (or its body's
+// deadline, timedBody) says so: 408 when it did not arrive within --body-timeout, else
+// 400.
+func (r *Router) failBody(w http.ResponseWriter, req *http.Request, err error) bool {
+	if bodyTimedOut(req) || errors.Is(err, errBodyTimeout) {
+		w.Header().Set("Connection", "close")
+		r.fail(w, http.StatusRequestTimeout, fmt.Sprintf("olio: the request body did not arrive within --body-timeout (%s, plus a second per %d KiB received)",
+			r.conf().BodyTimeout, bodyRate>>10))
+		return true
+	}
 	var be *bodyError
 	if !errors.As(err, &be) {
 		return false
@@ -132,10 +189,15 @@ func withAnswerTimeout(req *http.Request, d time.Duration) (_ *http.Request, sto
 }
 
 // answered is the local proxy's ModifyResponse: the app's response header has come, so its
-// answer timeout stops.
+// answer timeout stops; a 101 marks the request as an upgraded connection (upgrade).
 func answered(resp *http.Response) error {
 	if t, ok := resp.Request.Context().Value(answerTimerKey{}).(*time.Timer); ok {
 		t.Stop()
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		if u, ok := resp.Request.Context().Value(upgradeKey{}).(*upgrade); ok {
+			u.begin()
+		}
 	}
 	return nil
 }

@@ -107,7 +107,7 @@ func (r *Router) localError(w http.ResponseWriter, req *http.Request, err error,
 			return
 		}
 	}
-	if r.failBody(w, err) { // limits.go
+	if r.failBody(w, req, err) { // limits.go
 		return
 	}
 	err = timedOut(req, err) // limits.go: a cancellation by the answer timeout is a 504
@@ -118,7 +118,9 @@ func (r *Router) localError(w http.ResponseWriter, req *http.Request, err error,
 		// The client went away; nobody reads the answer.
 		w.WriteHeader(499)
 	default:
-		r.fail(w, http.StatusBadGateway, fmt.Sprintf("olio: worker %d's app failed: %v", r.index, err))
+		// The detail (addresses, syscalls) goes to the log; the client gets a plain line.
+		r.logger.Warn("app failed", "path", req.URL.Path, "err", err)
+		r.fail(w, http.StatusBadGateway, fmt.Sprintf("olio: worker %d's app failed to answer", r.index))
 	}
 }
 
@@ -198,7 +200,7 @@ type ownerKey struct{}
 
 func (r *Router) remoteError(w http.ResponseWriter, req *http.Request, err error) {
 	i, _ := req.Context().Value(ownerKey{}).(int)
-	if r.failBody(w, err) { // limits.go
+	if r.failBody(w, req, err) { // limits.go
 		return
 	}
 	switch {
@@ -210,7 +212,8 @@ func (r *Router) remoteError(w http.ResponseWriter, req *http.Request, err error
 	case errors.Is(err, context.Canceled):
 		w.WriteHeader(499)
 	default:
-		r.fail(w, http.StatusBadGateway, fmt.Sprintf("olio: forwarding to worker %d failed: %v", i, err))
+		r.logger.Warn("forwarding failed", "owner", i, "path", req.URL.Path, "err", err)
+		r.fail(w, http.StatusBadGateway, fmt.Sprintf("olio: forwarding to worker %d failed", i))
 	}
 }
 

@@ -64,7 +64,6 @@ type Router struct {
 	public   *publicServer  // non-nil while accepting on the public listener
 	retiring sync.WaitGroup // public servers stopping since the router stopped accepting
 	draining bool           // told to stop accepting for good
-	appUp    bool           // the app has been ready at least once
 	stopping bool
 }
 
@@ -186,6 +185,7 @@ func (r *Router) run(ctx context.Context) error {
 	peers := r.newPeerServer(peerHandler{r}) // limits.go
 	go peers.Serve(private)
 	r.peers, r.private = peers, private
+	r.updateAccepting() // from the start, before the app is ready
 
 	// The app: a supervised child, or the embedded handler, ready from the start.
 	var stopApp func()
@@ -237,8 +237,11 @@ func (r *Router) startApp() (stop func()) {
 		DrainTimeout: r.conf().ShutdownTimeout, // a WebSocket that stays open holds a drain this long at most
 		OnReady:      r.apps.onReady,
 		Drain:        r.apps.drain,
-		OnExit:       r.onAppExit,
-		Logger:       r.logger,
+		// A rolling restart goes on to the next worker once this one's new app is ready;
+		// the old app drains meanwhile, reported in Stats.Draining.
+		RetireInBackground: true,
+		OnExit:             r.onAppExit,
+		Logger:             r.logger,
 	}
 	appCtx, stopApp := context.WithCancel(context.Background())
 	supDone := make(chan struct{})
@@ -369,23 +372,28 @@ func (r *Router) onStats(m descend.Message) error {
 	id := m.(*descend.StatsRequest).ID
 	st := r.appStatus()
 	s := &descend.Stats{
-		ID:           id,
-		Index:        r.index,
-		State:        string(st.State),
-		AppPID:       st.Pid,
-		AppStarted:   st.StartedAt,
-		Restarts:     st.Restarts,
-		CrashLooping: st.CrashLooping,
-		InFlight:     r.counters.inFlight.Load(),
-		Served:       r.counters.served.Load(),
-		ForwardedOut: r.counters.forwardedOut.Load(),
-		ForwardedIn:  r.counters.forwardedIn.Load(),
-		HandedOut:    r.counters.handedOut.Load(),
-		HandedIn:     r.counters.handedIn.Load(),
-		Goroutines:   goroutines(),
-		OpenFDs:      openFDs(),
-		Duration:     r.counters.histogram(),
-		LastHold:     r.handover.lastHoldTime(),
+		ID:            id,
+		Index:         r.index,
+		State:         string(st.State),
+		AppPID:        st.Pid,
+		AppStarted:    st.StartedAt,
+		Restarts:      st.Restarts,
+		CrashLooping:  st.CrashLooping,
+		InFlight:      r.counters.inFlight.Load(),
+		Served:        r.counters.served.Load(),
+		ForwardedOut:  r.counters.forwardedOut.Load(),
+		ForwardedIn:   r.counters.forwardedIn.Load(),
+		HandedOut:     r.counters.handedOut.Load(),
+		HandedIn:      r.counters.handedIn.Load(),
+		Draining:      int(r.apps.draining.Load()),
+		Upgraded:      r.counters.upgraded.Load(),
+		UpgradesOpen:  r.counters.upgradesOpen.Load(),
+		BodyTimeouts:  r.counters.bodyTimeouts.Load(),
+		WriteTimeouts: r.counters.writeTimeouts.Load(),
+		Goroutines:    goroutines(),
+		OpenFDs:       openFDs(),
+		Duration:      r.counters.histogram(),
+		LastHold:      r.handover.lastHoldTime(),
 	}
 	return r.ctl.Send(s)
 }
@@ -398,12 +406,8 @@ func (r *Router) sendOrLog(m descend.Message) {
 
 // appReady is called when an app instance becomes current.
 func (r *Router) appReady() {
-	r.mu.Lock()
-	r.appUp = true
-	r.mu.Unlock()
 	st := r.sup.Status()
 	r.report(&descend.State{Index: r.index, State: descend.StateReady, AppPID: st.Pid, Restarts: st.Restarts})
-	r.updateAccepting()
 }
 
 func (r *Router) onAppExit(c *monitor.Child, err error) {
@@ -427,11 +431,15 @@ func (r *Router) report(s *descend.State) {
 }
 
 // updateAccepting starts or stops accepting on the public listener: a router accepts while
-// it is a member, its app has been ready, and it has not been told to drain.
+// it is a member and has not been told to drain. It accepts before its app is ready, and
+// whether or not it ever is: a request for its keys waits up to --forward-timeout for the
+// app, then gets 503, instead of sitting unanswered in the kernel's backlog.
 func (r *Router) updateAccepting() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	want := r.appUp && !r.draining && r.index < r.workers()
+	// Before run has made the handoff socket (Run applies the first membership before
+	// that), nothing starts: run calls this again once it can serve.
+	want := r.handoff != nil && !r.draining && r.index < r.workers()
 	switch {
 	case want && r.public == nil:
 		ln, err := net.FileListener(r.listener)

@@ -1,6 +1,9 @@
 package router
 
 import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"net/http"
 	"strconv"
@@ -12,12 +15,28 @@ const (
 	HeaderSecret = "X-Olio-Secret"
 )
 
-// secretOK reports whether got is the secret, in time independent of where they differ.
+// digestKey keys the digests secretOK compares: random, per process, never sent anywhere.
+var digestKey = rand.Text()
+
+// compare compares two digests in constant time (a variable so that a test can see what
+// is compared).
+var compare = subtle.ConstantTimeCompare
+
+// secretOK reports whether got is the secret, in time independent of where they differ and
+// of their lengths: it compares HMAC-SHA256 digests of both, which are always 32 bytes
+// (subtle.ConstantTimeCompare alone returns at once when the lengths differ, which tells
+// a caller the secret's length).
 func secretOK(secret []byte, got []string) bool {
 	if len(got) != 1 || len(secret) == 0 {
 		return false
 	}
-	return subtle.ConstantTimeCompare(secret, []byte(got[0])) == 1
+	return compare(digest(secret), digest([]byte(got[0]))) == 1
+}
+
+func digest(b []byte) []byte {
+	m := hmac.New(sha256.New, []byte(digestKey))
+	m.Write(b)
+	return m.Sum(nil)
 }
 
 // parseIndex parses X-Olio-Index against a worker count: a plain decimal in 0..workers-1.

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"crypto/subtle"
 	"net/http"
 	"testing"
 )
@@ -24,6 +25,29 @@ func TestSecretOK(t *testing.T) {
 	}
 	if secretOK(nil, []string{""}) {
 		t.Error("an empty secret must never match")
+	}
+}
+
+// TestSecretLengthHidden: whatever the length of the guess, what is compared in constant
+// time has the same length, so the comparison's time does not say the secret's length.
+func TestSecretLengthHidden(t *testing.T) {
+	defer func(c func(x, y []byte) int) { compare = c }(compare)
+	var lens [][2]int
+	compare = func(x, y []byte) int {
+		lens = append(lens, [2]int{len(x), len(y)})
+		return subtle.ConstantTimeCompare(x, y)
+	}
+	secret := []byte("s3cr3t")
+	for _, guess := range []string{"", "s", "s3cr3t", "a much longer guess than the secret"} {
+		secretOK(secret, []string{guess})
+	}
+	if len(lens) != 4 {
+		t.Fatalf("%d comparisons for 4 guesses", len(lens))
+	}
+	for i, l := range lens {
+		if l != lens[0] || l[0] != l[1] {
+			t.Errorf("comparison %d: lengths %v, first %v: the time depends on the guess's length", i, l, lens[0])
+		}
 	}
 }
 

@@ -352,9 +352,10 @@ func TestBadInput(t *testing.T) {
 		{name: "scale -1", args: []string{"scale", "--control", nobody, "-1"}, cmd: true, want: "0 or more", code: 2},
 		// commands and their arguments
 		{name: "unknown command", args: []string{"bogus"}, cmd: true, want: `olio: unknown command "bogus"; run olio --help`, code: 2},
-		{name: "status with an argument", args: []string{"status", "extra", "--control", nobody}, cmd: true, want: `olio status: unexpected argument "extra" (flags go before arguments)`, code: 2},
+		{name: "status with an argument", args: []string{"status", "extra", "--control", nobody}, cmd: true, want: `olio status: unexpected argument "extra"`, code: 2},
 		{name: "reload with an argument", args: []string{"reload", "--control", nobody, "extra"}, cmd: true, want: `olio reload: unexpected argument "extra"`, code: 2},
-		{name: "flag after scale's N", args: []string{"scale", "3", "--control", nobody}, cmd: true, want: "flags go before arguments", code: 2},
+		{name: "flag after scale's N is olio's", args: []string{"scale", "3", "--control", nobody}, cmd: true, want: "no olio answers on the control socket " + nobody, code: 1},
+		{name: "second argument to scale", args: []string{"scale", "3", "4", "--control", nobody}, cmd: true, want: `unexpected argument "4" after N`, code: 2},
 		{name: "status timeout 0", args: []string{"status", "--control", nobody, "--timeout", "0"}, cmd: true, want: "--timeout 0s: must be more than 0", code: 2},
 		{name: "scale timeout 0", args: []string{"scale", "--control", nobody, "--timeout", "0", "2"}, cmd: true, want: "--timeout 0s: must be more than 0", code: 2},
 		// the config file

@@ -45,6 +45,8 @@ func init() {
 //	                      and "CANCEL PATH" when a ?sleep request is cancelled
 //	-env FILE.<index>     gets the app's environment, one VAR=value a line
 //	/exit0                answers, then exits 0
+//	/reset                resets the connection without an answer
+//	/unlisten             answers, then closes its listening socket and keeps running
 //	/big?bytes=N          streams N bytes
 //	/drip?ms=N            sends its header at once, then a byte every 100ms for N ms
 //	/ws                   is a WebSocket echo
@@ -69,6 +71,8 @@ func hostileApp(args []string) int {
 	}
 	var mu sync.Mutex
 	var rec *os.File
+	unlisten := make(chan struct{}) // closed by /unlisten
+	var unlistenOnce sync.Once
 	if record != "" {
 		f, err := os.OpenFile(record+suffix, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 		if err != nil {
@@ -99,6 +103,22 @@ func hostileApp(args []string) int {
 			}
 		}
 		switch r.URL.Path {
+		case "/unlisten":
+			// Answers, then closes the listening socket and keeps running.
+			w.WriteHeader(http.StatusOK)
+			unlistenOnce.Do(func() { close(unlisten) })
+			return
+		case "/reset":
+			// No answer: the connection is reset (SO_LINGER 0), as by an app that crashes.
+			conn, _, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			if tc, ok := conn.(*net.TCPConn); ok {
+				tc.SetLinger(0)
+			}
+			conn.Close()
+			return
 		case "/ws":
 			up := websocket.Upgrader{}
 			ws, err := up.Upgrade(w, r, nil)
@@ -166,10 +186,16 @@ func hostileApp(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	go func() {
-		<-ctx.Done()
+		select {
+		case <-ctx.Done():
+		case <-unlisten:
+			ln.Close()
+			<-ctx.Done()
+		}
 		srv.Close()
 	}()
 	srv.Serve(ln)
+	<-ctx.Done() // after /unlisten, the app keeps running without a listener
 	return 0
 }
 

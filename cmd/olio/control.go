@@ -25,7 +25,14 @@ func timeoutFlag(d time.Duration, what string) cli.Flag {
 	return &cli.DurationFlag{Name: "timeout", Value: d, Usage: "give up waiting for " + what + " after this long"}
 }
 
-func client(c *cli.Context) *listener.Client { return listener.NewClient(c.String("control")) }
+// client is the client for --control; it refuses the default control socket in a directory
+// that is not private to this user (checkControlDir).
+func client(c *cli.Context) (*listener.Client, error) {
+	if err := checkControlDir(c.String("control"), false); err != nil {
+		return nil, err
+	}
+	return listener.NewClient(c.String("control")), nil
+}
 
 // withTimeout is c's context bounded by --timeout, which must be more than 0.
 func withTimeout(c *cli.Context) (context.Context, context.CancelFunc, error) {
@@ -76,7 +83,11 @@ to their owner; then totals. --json prints the same as JSON.`,
 				return err
 			}
 			defer cancel()
-			st, err := client(c).Status(ctx)
+			cl, err := client(c)
+			if err != nil {
+				return err
+			}
+			st, err := cl.Status(ctx)
 			if err != nil {
 				return noAnswer(c, err, false)
 			}
@@ -101,11 +112,19 @@ func reloadCommand() *cli.Command {
 				return err
 			}
 			defer cancel()
-			rep, err := client(c).ReloadReport(ctx)
+			cl, err := client(c)
+			if err != nil {
+				return err
+			}
+			rep, err := cl.ReloadReport(ctx)
 			if err != nil {
 				return noAnswer(c, err, true)
 			}
-			fmt.Fprintln(c.App.Writer, "olio: reloaded: every app replaced")
+			msg := "olio: reloaded: every app replaced"
+			if rep.Draining > 0 {
+				msg += fmt.Sprintf("; %s still draining (each for at most olio serve's --shutdown-timeout)", plural(rep.Draining, "old app instance"))
+			}
+			fmt.Fprintln(c.App.Writer, msg)
 			for _, line := range rep.NotApplied {
 				fmt.Fprintln(c.App.Writer, "olio: not applied: "+line)
 			}
@@ -121,8 +140,7 @@ func scaleCommand() *cli.Command {
 		ArgsUsage: "N",
 		Description: `Starts or stops workers until there are N; only the keys jump hash assigns to the
 added or removed workers change owner. N may be 0: the socket stays bound and every
-request gets 503 until the cluster grows again. Flags go before N (--dry-run may also
-follow it).
+request gets 503 until the cluster grows again. Flags may come before or after N.
 
 --dry-run changes nothing: from the keys each worker counts (see olio keys), it says how
 many of them and what share of the recent requests would change owner, and the
@@ -152,7 +170,11 @@ imbalance (busiest worker ÷ mean) to expect at N workers.`,
 			if c.Bool("json") {
 				return badUsage("--json goes with --dry-run")
 			}
-			if err := client(c).Scale(ctx, n); err != nil {
+			cl, err := client(c)
+			if err != nil {
+				return err
+			}
+			if err := cl.Scale(ctx, n); err != nil {
 				return noAnswer(c, err, true)
 			}
 			fmt.Fprintf(c.App.Writer, "olio: scaled to %s\n", plural(n, "worker"))
@@ -167,7 +189,7 @@ func scaleArg(args []string) (int, error) {
 	case len(args) == 0:
 		return 0, badUsage("give the number of workers: olio scale [--control PATH] N")
 	case len(args) > 1:
-		return 0, badUsage("unexpected argument %q after N (flags go before arguments: olio scale [--control PATH] N)", args[1])
+		return 0, badUsage("unexpected argument %q after N: olio scale [--control PATH] N", args[1])
 	}
 	n, err := strconv.Atoi(args[0])
 	switch {
@@ -194,7 +216,10 @@ func stopCommand() *cli.Command {
 				return err
 			}
 			defer cancel()
-			cl := client(c)
+			cl, err := client(c)
+			if err != nil {
+				return err
+			}
 			ping, err := cl.Ping(ctx)
 			if err != nil {
 				return noAnswer(c, err, false)
@@ -245,6 +270,9 @@ func writeStatus(out io.Writer, st *listener.Status) error {
 		if w.CrashLooping {
 			state += " (crash-looping)"
 		}
+		if w.Draining > 0 {
+			state += fmt.Sprintf(" (+%d draining)", w.Draining)
+		}
 		if !w.Member {
 			state += "*"
 		}
@@ -294,11 +322,12 @@ func pid(p int) string {
 	return strconv.Itoa(p)
 }
 
-// duration prints seconds the way ps and pm2 do: the two largest units, "-" for none.
+// duration prints seconds the way ps and pm2 do: the two largest units, "-" for none
+// (0: not running), "0s" under a second.
 func duration(sec float64) string {
 	s := int64(sec)
 	switch {
-	case s <= 0:
+	case sec <= 0:
 		return "-"
 	case s < 60:
 		return fmt.Sprintf("%ds", s)

@@ -41,7 +41,11 @@ serve --key-stats hashed, keys are shown as a digest; with off, nothing is count
 				return err
 			}
 			defer cancel()
-			rep, err := client(c).Keys(ctx, top)
+			cl, err := client(c)
+			if err != nil {
+				return err
+			}
+			rep, err := cl.Keys(ctx, top)
 			if err != nil {
 				return noAnswer(c, err, false)
 			}
@@ -103,7 +107,11 @@ func writeKeys(out io.Writer, rep *listener.KeysReport) error {
 
 // planCommand is olio scale N --dry-run.
 func planCommand(ctx context.Context, c *cli.Context, n int) error {
-	p, err := client(c).PlanScale(ctx, n)
+	cl, err := client(c)
+	if err != nil {
+		return err
+	}
+	p, err := cl.PlanScale(ctx, n)
 	if err != nil {
 		return noAnswer(c, err, false)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 
 	"github.com/urfave/cli/v2"
 )
@@ -29,7 +30,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	app.OnUsageError = func(c *cli.Context, err error, _ bool) error {
 		return flagError(c.Command, "", args[1:], err)
 	}
-	err := app.Run(args)
+	err := app.Run(ownFlagsFirst(app, args))
 	if err == nil && unknown != "" {
 		err = badUsage("unknown command %q; run olio --help", unknown)
 	}
@@ -47,6 +48,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exit.ExitCode()
 	}
 	return 1
+}
+
+// ownFlagsFirst lets the commands that talk to a running olio take their flags anywhere
+// (flagsFirst). serve keeps its rule, flags before the app, whose own flags follow it.
+func ownFlagsFirst(app *cli.App, args []string) []string {
+	if len(args) < 3 {
+		return args
+	}
+	switch args[1] {
+	case "status", "reload", "scale", "stop":
+	default:
+		return args
+	}
+	cmd := app.Command(args[1])
+	if cmd == nil {
+		return args
+	}
+	return append(slices.Clone(args[:2]), flagsFirst(cmd.Flags, args[2:])...)
 }
 
 // newApp builds olio's command line. Every command reports a flag it cannot parse, or an

@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -44,6 +46,7 @@ WINCH scales to zero, USR1 reopens the log file, USR2 upgrades olio in place.`,
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: d.ShutdownTimeout, Usage: "how long in-flight requests may take to finish on stop, drain and restart"},
 			&cli.IntFlag{Name: "max-header-bytes", Value: d.MaxHeaderBytes, Usage: "largest request header accepted (431 above)"},
 			&cli.DurationFlag{Name: "header-timeout", Value: d.HeaderTimeout, Usage: "how long a client may take to send a request's header (slow-loris bound)"},
+			&cli.DurationFlag{Name: "body-timeout", Value: d.BodyTimeout, Usage: "how long a client may take to send a request's body (plus a second per 64 KiB received), and to take each write of its answer; then 408 or the connection is closed (0: no bound)"},
 			&cli.DurationFlag{Name: "idle-timeout", Value: d.IdleTimeout, Usage: "close a client's keep-alive connection idle this long"},
 			&cli.IntFlag{Name: "max-conns", Value: d.MaxConns, Usage: "concurrent connections per router (0: unlimited)"},
 			&cli.DurationFlag{Name: "health-timeout", Value: d.HealthTimeout, Usage: "recycle an app that stops accepting connections for this long (0: off)"},
@@ -132,6 +135,7 @@ func configFrom(c *cli.Context) (listener.Config, error) {
 		ShutdownTimeout: dur("shutdown-timeout"),
 		MaxHeaderBytes:  num("max-header-bytes"),
 		HeaderTimeout:   dur("header-timeout"),
+		BodyTimeout:     dur("body-timeout"),
 		IdleTimeout:     dur("idle-timeout"),
 		MaxConns:        num("max-conns"),
 		HealthTimeout:   dur("health-timeout"),
@@ -200,6 +204,21 @@ func isServeFlag(c *cli.Context, name string) bool {
 	return false
 }
 
+// secretOnCommandLine reports whether --secret is among serve's own arguments (not from
+// $OLIO_SECRET, nor from a config file, nor after "--" where the app's arguments are).
+func secretOnCommandLine(c *cli.Context) bool {
+	for _, a := range c.Lineage()[1].Args().Tail() {
+		if a == "--" {
+			return false
+		}
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if strings.HasPrefix(a, "-") && name == "secret" {
+			return true
+		}
+	}
+	return false
+}
+
 // checkAppArgs refuses an olio flag after APP when no "--" comes before APP: urfave/cli
 // stops reading flags at APP, so the flag would silently go to the app rather than to olio.
 func checkAppArgs(c *cli.Context) error {
@@ -238,6 +257,9 @@ func serve(c *cli.Context) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	if err := checkControlDir(cfg.Control, true); err != nil {
+		return err
+	}
 	var out io.Writer = os.Stderr
 	var logFile *listener.LogFile
 	if path := c.String("log-file"); path != "" {
@@ -248,6 +270,9 @@ func serve(c *cli.Context) error {
 		out = logFile
 	}
 	logger := newLog(out)
+	if secretOnCommandLine(c) {
+		logger.Warn("the secret was given with --secret: every local user can read it in olio's command line (ps, /proc/PID/cmdline); give it with --secret-file or $OLIO_SECRET instead")
+	}
 	var inherited, upgradeReady, upgradeDrained *os.File
 	if c.Bool("upgrade") {
 		var state *os.File
@@ -315,10 +340,25 @@ func serve(c *cli.Context) error {
 }
 
 // defaultControl is where olio serve listens for control commands and where olio status
-// looks, so the two find each other with no flags.
+// looks, so the two find each other with no flags: in $XDG_RUNTIME_DIR, else in a directory
+// of the user's own in $TMPDIR (see checkControlDir).
 func defaultControl() string {
 	if dir := os.Getenv("XDG_RUNTIME_DIR"); dir != "" {
-		return dir + "/olio.sock"
+		return filepath.Join(dir, "olio.sock")
 	}
-	return fmt.Sprintf("%s/olio-%d.sock", os.TempDir(), os.Getuid())
+	return filepath.Join(os.TempDir(), "olio-"+strconv.Itoa(os.Getuid()), "olio.sock")
+}
+
+// checkControlDir checks, when path is the default control socket, that its directory is
+// private to this user (listener.PrivateDir), making it first when create is set (olio
+// serve) and it is not $XDG_RUNTIME_DIR. In a shared /tmp another user could otherwise put
+// something at the path first: a file that stops olio serve, or an olio of their own that
+// would receive this user's commands. A path given with --control is the user's choice
+// and is not checked (the client's peer check still applies).
+func checkControlDir(path string, create bool) error {
+	if path != defaultControl() {
+		return nil
+	}
+	dir := filepath.Dir(path)
+	return listener.PrivateDir(dir, create && os.Getenv("XDG_RUNTIME_DIR") == "")
 }

@@ -22,10 +22,41 @@ func badUsage(format string, a ...any) error {
 	return &usageError{fmt.Sprintf(format, a...)}
 }
 
-// unexpectedArg is the error for an argument a command does not take. urfave/cli stops
-// reading flags at the first argument, so a flag after it would be silently ignored.
+// unexpectedArg is the error for an argument a command does not take.
 func unexpectedArg(arg string) error {
-	return badUsage("unexpected argument %q (flags go before arguments)", arg)
+	return badUsage("unexpected argument %q", arg)
+}
+
+// flagsFirst moves the flags in args (a command's arguments) before its other arguments,
+// keeping the order within each, so that `olio scale 5 --control PATH` reads as `olio
+// scale --control PATH 5`, as kubectl, docker and systemctl take them: urfave/cli stops
+// reading flags at the first argument. A flag's value goes with it; "--" and what follows
+// stay last, as arguments; so do negative numbers (olio scale -1 is then refused as such).
+func flagsFirst(flags []cli.Flag, args []string) []string {
+	var front, back []string
+	for i := 0; i < len(args); i++ {
+		arg := args[i]
+		if arg == "--" {
+			back = append(back, args[i:]...)
+			break
+		}
+		name, _, hasValue := strings.Cut(strings.TrimLeft(arg, "-"), "=")
+		if len(arg) < 2 || arg[0] != '-' {
+			back = append(back, arg)
+			continue
+		}
+		if _, err := strconv.ParseFloat(name, 64); err == nil {
+			back = append(back, arg)
+			continue
+		}
+		front = append(front, arg)
+		f := lookupFlag(flags, name)
+		if _, isBool := f.(*cli.BoolFlag); f != nil && !isBool && !hasValue && i+1 < len(args) {
+			i++
+			front = append(front, args[i])
+		}
+	}
+	return append(front, back...)
 }
 
 // negativeWorkers is what is wrong with `olio scale -1`.
