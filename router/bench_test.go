@@ -50,6 +50,5 @@ func benchCluster(b *testing.B, forwarded, embedded bool) {
 func BenchmarkRouteLocal(b *testing.B)     { benchRoute(b, false) }
 func BenchmarkRouteForwarded(b *testing.B) { benchRoute(b, true) }
 
-
 func BenchmarkEmbeddedLocal(b *testing.B)     { benchCluster(b, false, true) }
 func BenchmarkEmbeddedForwarded(b *testing.B) { benchCluster(b, true, true) }
