@@ -1,6 +1,7 @@
 package listener
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -182,17 +183,7 @@ func mergeKeys(mode string, members int, ans []*descend.Keys, errs []error) Keys
 		rep.Keys = append(rep.Keys, *hk)
 	}
 	slices.SortFunc(rep.Keys, func(a, b HotKey) int {
-		switch {
-		case a.count > b.count:
-			return -1
-		case a.count < b.count:
-			return 1
-		case a.hash < b.hash:
-			return -1
-		case a.hash > b.hash:
-			return 1
-		}
-		return 0
+		return cmp.Or(cmp.Compare(b.count, a.count), cmp.Compare(a.hash, b.hash))
 	})
 	return rep
 }

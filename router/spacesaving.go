@@ -1,6 +1,7 @@
 package router
 
 import (
+	"cmp"
 	"container/heap"
 	"slices"
 )
@@ -103,16 +104,6 @@ func (h *ssHeap) Pop() any {
 // hottest sorts counters by count, highest first, ties by hash for a stable order.
 func hottest(es []ssEntry) {
 	slices.SortFunc(es, func(a, b ssEntry) int {
-		switch {
-		case a.count > b.count:
-			return -1
-		case a.count < b.count:
-			return 1
-		case a.hash < b.hash:
-			return -1
-		case a.hash > b.hash:
-			return 1
-		}
-		return 0
+		return cmp.Or(cmp.Compare(b.count, a.count), cmp.Compare(a.hash, b.hash))
 	})
 }
