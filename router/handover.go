@@ -115,10 +115,15 @@ func (h *handover) prepare(ctx context.Context, next *membership) error {
 
 // commit drops the pending membership (the new one is in force, or the change was
 // called off) and releases the requests held for it.
-func (h *handover) commit() {
+func (h *handover) commit() { h.drop(nil) }
+
+// drop is commit when p is nil; otherwise it drops the pending membership only if it is
+// still p (a prepare whose commit never came).
+func (h *handover) drop(p *membership) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.pending.Swap(nil) != nil {
+	if cur := h.pending.Load(); cur != nil && (p == nil || cur == p) {
+		h.pending.Store(nil)
 		close(h.released)
 		h.released = make(chan struct{})
 	}
@@ -207,7 +212,11 @@ func (r *Router) onPrepare(m descend.Message) error {
 		ctx, cancel := context.WithTimeout(context.Background(), r.conf().ForwardTimeout)
 		defer cancel()
 		res := &descend.Result{ID: p.ID}
-		err := r.handover.prepare(ctx, &membership{epoch: p.Epoch, workers: p.Workers})
+		next := &membership{epoch: p.Epoch, workers: p.Workers}
+		// A change whose commit never comes (the master stopped in between) does not hold
+		// moving keys for ever.
+		time.AfterFunc(2*r.conf().ForwardTimeout, func() { r.handover.drop(next) })
+		err := r.handover.prepare(ctx, next)
 		if err == nil && p.Workers != r.workers() {
 			err = r.notifyApp(ctx, Handover{Index: r.index, Epoch: p.Epoch, Workers: r.workers(), NewWorkers: p.Workers, Reason: "scale"}, r.apps.current.Load())
 		}

@@ -119,3 +119,18 @@ func TestHandoverHeldUntilRelease(t *testing.T) {
 	}
 	<-limited
 }
+
+// A prepared change whose commit never comes is dropped by drop, and only that one.
+func TestHandoverDropsOnlyItsOwnChange(t *testing.T) {
+	h := newHandover()
+	first, second := &membership{epoch: 2, workers: 3}, &membership{epoch: 3, workers: 4}
+	h.pending.Store(first)
+	h.drop(second)
+	if h.pending.Load() != first {
+		t.Fatal("drop of another change dropped the pending one")
+	}
+	h.drop(first)
+	if h.pending.Load() != nil {
+		t.Fatal("drop of the pending change left it pending")
+	}
+}
