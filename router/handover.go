@@ -92,6 +92,10 @@ func (h *handover) hold(hash uint64, owner int) <-chan struct{} {
 // before it have finished.
 func (h *handover) prepare(ctx context.Context, next *membership) error {
 	h.mu.Lock()
+	if h.pending.Load() != nil { // a change prepared and never committed: its holds end
+		close(h.released)
+		h.released = make(chan struct{})
+	}
 	h.pending.Store(next)
 	old := h.cur.Swap(new(generation))
 	h.mu.Unlock()
