@@ -14,9 +14,16 @@
 // compare) taken when the handler begins and when it has done its work, before it
 // answers. The work is a wait of ?ms=N milliseconds (default 5, at most 1000), cut short
 // if the client goes away. The answer is the demo app's JSON: {"index":…,"pid":…,…}.
+//
+// It also records the hand-over notices olio sends before keys leave it — a POST of the
+// Handover JSON to /olio/handover (olio serve --handover-path /olio/handover), or, embedded,
+// router.OnHandover — as lines in $RECORDER_DIR/handover-<pid>.log:
+//
+//	PID REASON WORKERS NEW_WORKERS
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -50,7 +57,9 @@ func main() {
 		fmt.Fprintln(os.Stderr, "recorder:", err)
 		os.Exit(1)
 	}
-	if err := router.Serve(&recorder{out: f, pid: os.Getpid()}); err != nil {
+	rec := &recorder{out: f, pid: os.Getpid(), handovers: filepath.Join(dir, "handover-"+strconv.Itoa(os.Getpid())+".log")}
+	router.OnHandover(func(_ context.Context, h router.Handover) error { return rec.noteHandover(h) })
+	if err := router.Serve(rec); err != nil {
 		fmt.Fprintln(os.Stderr, "recorder:", err)
 		os.Exit(1)
 	}
@@ -58,8 +67,23 @@ func main() {
 
 // recorder is the handler: it waits ?ms, records the request, answers.
 type recorder struct {
-	out *os.File
-	pid int
+	out       *os.File
+	pid       int
+	handovers string // where hand-over notices are recorded
+}
+
+// HandoverPath is where the tests have olio POST hand-over notices (--handover-path).
+const HandoverPath = "/olio/handover"
+
+// noteHandover records one hand-over notice.
+func (rec *recorder) noteHandover(h router.Handover) error {
+	f, err := os.OpenFile(rec.handovers, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = fmt.Fprintf(f, "%d %s %d %d\n", rec.pid, h.Reason, h.Workers, h.NewWorkers)
+	return err
 }
 
 // answer is the demo app's answer, as the tests decode it.
@@ -71,6 +95,19 @@ type answer struct {
 }
 
 func (rec *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == HandoverPath && r.Method == http.MethodPost {
+		var h router.Handover
+		if err := json.NewDecoder(r.Body).Decode(&h); err != nil {
+			http.Error(w, "recorder: hand-over notice: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		if err := rec.noteHandover(h); err != nil {
+			http.Error(w, "recorder: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
 	start := monotonic()
 	work := defaultWork
 	if v := r.URL.Query().Get("ms"); v != "" {
