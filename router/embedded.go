@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/olio-dev/olio/descend"
 )
 
@@ -123,10 +125,13 @@ func serveEmbedded(ctx context.Context, h http.Handler) error {
 	if format == "json" {
 		lh = slog.NewJSONHandler(os.Stderr, nil)
 	}
-	ctl, listener := os.NewFile(FDDescend, "descend"), os.NewFile(FDListener, "listener")
-	if ctl == nil || listener == nil {
-		return errors.New("router: started as an embedded worker without its descriptors 3 and 4: start this program with olio serve --embedded")
+	for _, fd := range []int{FDDescend, FDListener} {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+			return fmt.Errorf("router: started as an embedded worker without descriptor %d (%w): start this program with olio serve --embedded", fd, err)
+		}
+		unix.CloseOnExec(fd) // not for the programs the app starts
 	}
+	ctl, listener := os.NewFile(FDDescend, "descend"), os.NewFile(FDListener, "listener")
 	conn, err := descend.FileConn(ctl)
 	if err != nil {
 		listener.Close()
