@@ -191,7 +191,7 @@ func (m *Master) Run(ctx context.Context) error {
 		"pid", os.Getpid(), "run_dir", m.runDir)
 	if d := m.opts.UpgradeDrained; d != nil {
 		if cfg.Handover == router.HandoverExclusive {
-			m.awaitDrained(d) // upgrade.go
+			m.awaitDrained(d)
 		} else {
 			d.Close()
 		}

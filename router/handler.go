@@ -17,7 +17,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if r.headerTooLarge(w, req) {
 		return
 	}
-	if !isUpgrade(req) { // handover.go: an upgraded connection is not waited for
+	if !isUpgrade(req) { // an upgraded connection is not waited for by a hand-over
 		g := r.handover.enter()
 		defer g.leave()
 	}
@@ -42,7 +42,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		h := xxhash.Sum64String(key)
 		target = Jump(h, workers)
 		if ch := r.handover.hold(h, target); ch != nil && r.exclusive() {
-			// Its owner is changing: wait until the old one has finished (handover.go).
+			// Its owner is changing: wait until the old one has finished.
 			if !r.waitHeld(w, req, ch, "the owner of this key is changing") {
 				return
 			}
@@ -92,12 +92,12 @@ func (h peerHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 // for an app that is starting or restarting. avoid is an instance known to be dead.
 func (r *Router) serveLocal(w http.ResponseWriter, req *http.Request, avoid *instance) {
 	// A replacement (embedded rolling restart, hot upgrade) serves its own keys once the
-	// process it replaces has drained (handover.go).
+	// process it replaces has drained.
 	if !r.waitHeld(w, req, r.handover.ownKeys(), fmt.Sprintf("worker %d is taking over from the process it replaces", r.index)) {
 		return
 	}
 	if r.handler != nil {
-		r.serveHandler(w, req) // embedded.go
+		r.serveHandler(w, req) // the embedded handler, in-process
 		return
 	}
 	inst := r.apps.acquire(req.Context(), r.conf().ForwardTimeout, avoid)

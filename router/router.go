@@ -46,7 +46,7 @@ type Router struct {
 	handler http.Handler
 
 	members  atomic.Pointer[membership]
-	handover *handover // handover.go: exclusive hand-over of moving keys
+	handover *handover // exclusive hand-over of moving keys
 	counters *counters
 	hot      *hotKeys // the keys this worker served as owner (--key-stats)
 	apps     *apps
@@ -139,10 +139,10 @@ func run(ctx context.Context, index int, ctl *descend.Conn, listener *os.File, l
 	}
 	r.pin(cfg.CPU) // affinity.go: before the app starts, so it inherits the mask
 	if h != nil {
-		r.setAppEnv() // embedded.go
+		r.setAppEnv()
 	}
 	if cfg.Held {
-		// handover.go: its own keys wait for the process it replaces to drain.
+		// Its own keys wait for the process it replaces to drain.
 		r.handover.startHeld(cfg.ShutdownTimeout+cfg.ForwardTimeout, func() {
 			r.logger.Warn("not released by the master in time: serving own keys")
 		})
@@ -192,7 +192,7 @@ func (r *Router) run(ctx context.Context) error {
 	if r.handler == nil {
 		stopApp = r.startApp()
 	} else {
-		stopApp = r.startEmbedded() // embedded.go
+		stopApp = r.startEmbedded()
 	}
 
 	recvErr := make(chan error, 1)
@@ -215,7 +215,7 @@ func (r *Router) run(ctx context.Context) error {
 	defer cancel()
 	r.apps.stopping.Store(&sctx) // the app's last drain ends with this deadline too
 	if r.handler != nil {
-		runShutdownHooks() // embedded.go: hijacked connections are the handler's to end
+		runShutdownHooks() // hijacked connections are the handler's to end
 	}
 	r.stopPublic(sctx)
 	peers.Shutdown(sctx)
@@ -303,7 +303,7 @@ func (r *Router) onMembership(m descend.Message) error {
 	}
 	r.pool.SetPeers(mm.Peers)
 	r.members.Store(&membership{epoch: mm.Epoch, workers: mm.Workers})
-	r.handover.commit()     // handover.go: held requests go on by the new count
+	r.handover.commit()     // held requests go on by the new count
 	r.shareCPUs(mm.Workers) // affinity.go
 	workersNow.Store(int64(mm.Workers))
 	if r.handler != nil {
