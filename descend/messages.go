@@ -24,6 +24,7 @@ const (
 	TypeRelease      Type = "release"
 	TypeKeysRequest  Type = "keys_request"
 	TypeKeys         Type = "keys"
+	TypeReopen       Type = "reopen"
 )
 
 // Message is one typed message.
@@ -68,6 +69,11 @@ type Config struct {
 	// serves its own keys only once a Release says the process it replaces has drained.
 	Held     bool   `json:"held,omitempty"`
 	KeyStats string `json:"key_stats,omitempty"` // on, hashed or off; empty: off
+	// AccessLog is the access log's absolute path, "-" for the master's stdout (the
+	// router's descriptor FDStdout), or empty: no access log.
+	AccessLog string `json:"access_log,omitempty"`
+	// AccessLogFormat is "text" or "json" (the master's --log-format); empty: text.
+	AccessLogFormat string `json:"access_log_format,omitempty"`
 }
 
 // Membership is the cluster's shape: how many workers own keys, and where each router's
@@ -92,6 +98,12 @@ type Prepare struct {
 // Release tells a held embedded worker (Config.Held) to serve its own keys; answered by a
 // Result.
 type Release struct {
+	ID uint64 `json:"id"`
+}
+
+// Reopen asks a router to reopen its access log file (USR1, after logrotate renamed it);
+// answered by a Result.
+type Reopen struct {
 	ID uint64 `json:"id"`
 }
 
@@ -148,8 +160,10 @@ type Stats struct {
 	ForwardedIn  uint64    `json:"forwarded_in"`
 	HandedOut    uint64    `json:"handed_out"` // connections passed to their owner
 	HandedIn     uint64    `json:"handed_in"`  // connections received from another worker
-	Goroutines   int       `json:"goroutines"`
-	OpenFDs      int       `json:"open_fds"`
+	// AccessLogDropped counts access log lines dropped because the writer fell behind.
+	AccessLogDropped uint64 `json:"access_log_dropped,omitempty"`
+	Goroutines       int    `json:"goroutines"`
+	OpenFDs          int    `json:"open_fds"`
 	// Duration is the histogram of request durations served by this worker's app:
 	// cumulative counts per upper bound in seconds, as Prometheus wants them.
 	Duration Histogram `json:"duration"`
@@ -247,6 +261,9 @@ func (*KeysRequest) Type() Type { return TypeKeysRequest }
 // Type implements Message.
 func (*Keys) Type() Type { return TypeKeys }
 
+// Type implements Message.
+func (*Reopen) Type() Type { return TypeReopen }
+
 // registry makes an empty message of each type for decoding.
 var registry = map[Type]func() Message{
 	TypeHello:        func() Message { return new(Hello) },
@@ -262,4 +279,5 @@ var registry = map[Type]func() Message{
 	TypeRelease:      func() Message { return new(Release) },
 	TypeKeysRequest:  func() Message { return new(KeysRequest) },
 	TypeKeys:         func() Message { return new(Keys) },
+	TypeReopen:       func() Message { return new(Reopen) },
 }

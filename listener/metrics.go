@@ -35,6 +35,8 @@ var (
 		"Client connections the worker passed to the owner of their first request.", workerLabel, nil)
 	descHandedIn = prometheus.NewDesc("olio_connections_handed_in_total",
 		"Client connections the worker received from other workers.", workerLabel, nil)
+	descAccessDropped = prometheus.NewDesc("olio_access_log_dropped_total",
+		"Access log lines the worker dropped because its log writer fell behind (--access-log).", workerLabel, nil)
 	descInFlight = prometheus.NewDesc("olio_requests_in_flight",
 		"Requests in the worker's app now.", workerLabel, nil)
 	descDuration = prometheus.NewDesc("olio_request_duration_seconds",
@@ -64,7 +66,7 @@ type collector struct{ m *Master }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descWorkers, descWorkersReady, descEpoch, descServed, descForwardedOut, descForwardedIn,
-		descHandedOff, descHandedIn,
+		descHandedOff, descHandedIn, descAccessDropped,
 		descInFlight, descDuration, descRestarts, descRSS, descWorkerReady, descCrashLooping, descHandoverHold,
 		descInFlight, descDuration, descRestarts, descRSS, descWorkerReady, descCrashLooping,
 		descHotKeyShare, descImbalance,
@@ -105,6 +107,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descForwardedIn, s.ForwardedIn)
 		counter(descHandedOff, s.HandedOut)
 		counter(descHandedIn, s.HandedIn)
+		counter(descAccessDropped, s.AccessLogDropped)
 		gauge(descInFlight, float64(s.InFlight))
 		gauge(descHandoverHold, s.LastHold.Seconds())
 		if h, err := constHistogram(descDuration, s.Duration, l); err == nil {

@@ -395,6 +395,8 @@ func idOf(msg descend.Message) uint64 {
 		return m.ID
 	case *descend.KeysRequest:
 		return m.ID
+	case *descend.Reopen:
+		return m.ID
 	}
 	return 0
 }

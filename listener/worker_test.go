@@ -12,7 +12,7 @@ func TestIDOfEveryRequest(t *testing.T) {
 	for _, m := range []descend.Message{
 		&descend.Membership{ID: 7}, &descend.Restart{ID: 7}, &descend.Drain{ID: 7},
 		&descend.StatsRequest{ID: 7}, &descend.Prepare{ID: 7}, &descend.Release{ID: 7},
-		&descend.KeysRequest{ID: 7},
+		&descend.KeysRequest{ID: 7}, &descend.Reopen{ID: 7},
 	} {
 		if got := idOf(m); got != 7 {
 			t.Errorf("idOf(%s) = %d, want 7", m.Type(), got)

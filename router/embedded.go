@@ -291,6 +291,7 @@ func (r *Router) serveHandler(w http.ResponseWriter, req *http.Request) {
 	}()
 	e := embeddedHandler{h: r.handler, logger: r.logger}
 	defer e.recover(g, req)
+	startApp(w) // accesslog.go: the handler's share starts here
 	r.handler.ServeHTTP(g, req)
 }
 

@@ -13,6 +13,16 @@ import (
 // forward to the owner.
 func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	markRequest(req)
+	if a := r.beginAccess(w, req); a != nil { // accesslog.go
+		defer a.end()
+		r.route(&a.w, req, a)
+		return
+	}
+	r.route(w, req, nil)
+}
+
+// route routes a public request; a records it for the access log (nil: the log is off).
+func (r *Router) route(w http.ResponseWriter, req *http.Request, a *accessLogging) {
 	if !isUpgrade(req) { // handover.go: an upgraded connection is not waited for
 		g := r.handover.enter()
 		defer g.leave()
@@ -20,11 +30,13 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	workers := r.workers()
 	target := r.index
 	if idx, ok := req.Header[HeaderIndex]; ok {
+		a.route(RouteDirect, workerNone)
 		if !secretOK(r.settings().secret, req.Header[HeaderSecret]) {
 			r.fail(w, http.StatusForbidden, "olio: X-Olio-Index needs the right X-Olio-Secret")
 			return
 		}
 		if len(idx) == 1 && idx[0] == FanoutIndex { // fanout.go: every worker answers
+			a.route(RouteFanout, workerAll)
 			r.fanout(w, req)
 			return
 		}
@@ -34,6 +46,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 		target = i
+		a.route(RouteDirect, target)
 	} else if key, ok := r.settings().key.Extract(req); ok && workers > 0 {
 		h := xxhash.Sum64String(key)
 		target = Jump(h, workers)
@@ -51,8 +64,15 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			target = Jump(h, workers)
 		}
 		r.countKey(h, key, target)
+		a.setKey(h, key)
 		if target != r.index && r.tryHandOff(w, req, target) { // handoff.go
+			if a != nil {
+				a.skip = true // the owner logs it (or this router, when it serves the connection again)
+			}
 			return
+		}
+		if target != r.index {
+			a.route(RouteForwarded, target)
 		}
 	}
 	stripOlio(req.Header)
@@ -80,6 +100,10 @@ func (h peerHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	r.counters.forwardedIn.Add(1)
 	r.countForwarded(req)
 	ctx := context.WithValue(req.Context(), fromPeer, true)
+	if r.alog.Load() != nil {
+		// accesslog.go: the accepting router logs the request, with this app's time.
+		w = &accessWriter{ResponseWriter: w, peer: true}
+	}
 	r.serveLocal(w, req.WithContext(ctx), nil)
 }
 
@@ -127,5 +151,6 @@ func (r *Router) serveLocal(w http.ResponseWriter, req *http.Request, avoid *ins
 			r.counters.duration.Observe(time.Since(start).Seconds())
 		}
 	}()
+	startApp(w) // accesslog.go: the app's share starts here
 	inst.proxy.ServeHTTP(w, req)
 }

@@ -48,7 +48,9 @@ type Router struct {
 	members  atomic.Pointer[membership]
 	handover *handover // handover.go: exclusive hand-over of moving keys
 	counters *counters
-	hot      *hotKeys // the keys this worker served as owner (--key-stats)
+	hot      *hotKeys                  // the keys this worker served as owner (--key-stats)
+	alog     atomic.Pointer[accessLog] // accesslog.go: nil while off
+	alogMu   sync.Mutex                // serialises opening and closing alog
 	apps     *apps
 	sup      *monitor.Supervisor
 	pool     *mux.Pool
@@ -172,6 +174,10 @@ func newRouter(index int, set *settings, logger *slog.Logger) *Router {
 
 func (r *Router) run(ctx context.Context) error {
 	defer r.pool.Close()
+	if err := r.setAccessLog(r.conf()); err != nil { // accesslog.go
+		return err
+	}
+	defer r.closeAccessLog()
 	defer r.hot.run(func() string { return r.conf().KeyStats })()
 	h, err := newHandoff(r)
 	if err != nil {
@@ -278,6 +284,7 @@ func (r *Router) recvLoop() error {
 		descend.TypePrepare:      r.onPrepare,
 		descend.TypeRelease:      r.onRelease,
 		descend.TypeKeysRequest:  r.onKeys,
+		descend.TypeReopen:       r.onReopen,
 	}
 	for {
 		m, err := r.ctl.Recv()
@@ -362,30 +369,31 @@ func (r *Router) onConfig(m descend.Message) error {
 		return err
 	}
 	r.set.Store(set)
-	return nil
+	return r.setAccessLog(cfg) // accesslog.go: a reload may turn it on, off or elsewhere
 }
 
 func (r *Router) onStats(m descend.Message) error {
 	id := m.(*descend.StatsRequest).ID
 	st := r.appStatus()
 	s := &descend.Stats{
-		ID:           id,
-		Index:        r.index,
-		State:        string(st.State),
-		AppPID:       st.Pid,
-		AppStarted:   st.StartedAt,
-		Restarts:     st.Restarts,
-		CrashLooping: st.CrashLooping,
-		InFlight:     r.counters.inFlight.Load(),
-		Served:       r.counters.served.Load(),
-		ForwardedOut: r.counters.forwardedOut.Load(),
-		ForwardedIn:  r.counters.forwardedIn.Load(),
-		HandedOut:    r.counters.handedOut.Load(),
-		HandedIn:     r.counters.handedIn.Load(),
-		Goroutines:   goroutines(),
-		OpenFDs:      openFDs(),
-		Duration:     r.counters.histogram(),
-		LastHold:     r.handover.lastHoldTime(),
+		ID:               id,
+		Index:            r.index,
+		State:            string(st.State),
+		AppPID:           st.Pid,
+		AppStarted:       st.StartedAt,
+		Restarts:         st.Restarts,
+		CrashLooping:     st.CrashLooping,
+		InFlight:         r.counters.inFlight.Load(),
+		Served:           r.counters.served.Load(),
+		ForwardedOut:     r.counters.forwardedOut.Load(),
+		ForwardedIn:      r.counters.forwardedIn.Load(),
+		HandedOut:        r.counters.handedOut.Load(),
+		HandedIn:         r.counters.handedIn.Load(),
+		AccessLogDropped: r.counters.accessDropped.Load(),
+		Goroutines:       goroutines(),
+		OpenFDs:          openFDs(),
+		Duration:         r.counters.histogram(),
+		LastHold:         r.handover.lastHoldTime(),
 	}
 	return r.ctl.Send(s)
 }
