@@ -2,6 +2,7 @@ package router
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -43,9 +44,17 @@ var stdoutFile = sync.OnceValue(func() *os.File { return os.NewFile(FDStdout, "s
 // accessQueue bounds the entries waiting for the writer; past it they are dropped.
 const accessQueue = 8192
 
-// headerAppTime carries the owner's app time (microseconds) back to the accepting router
-// on a forwarded request's response; the accepting router removes it.
-const headerAppTime = "X-Olio-App-Time"
+// Between routers only: a forwarded request the accepting router logs carries
+// headerTiming, and its owner answers with its app's time (microseconds) in headerAppTime,
+// which the accepting router takes out of the answer.
+const (
+	headerTiming  = "X-Olio-Timing"
+	headerAppTime = "X-Olio-App-Time"
+)
+
+// timedKey marks, in a forwarded request's context, that the owner should send its app's
+// time back.
+type timedKey struct{}
 
 // Worker values of an entry that names no single worker.
 const (
@@ -89,6 +98,11 @@ func openAccessLog(path, format string, dropped *atomic.Uint64) (*accessLog, err
 	if err != nil {
 		return nil, err
 	}
+	return startAccessLog(f, path, format, dropped), nil
+}
+
+// startAccessLog starts the writer of an access log on f, which it owns from now on.
+func startAccessLog(f *os.File, path, format string, dropped *atomic.Uint64) *accessLog {
 	l := &accessLog{
 		path: path, format: format, dropped: dropped,
 		queue:   make(chan accessEntry, accessQueue),
@@ -97,7 +111,7 @@ func openAccessLog(path, format string, dropped *atomic.Uint64) (*accessLog, err
 		done:    make(chan struct{}),
 	}
 	go l.write(f)
-	return l, nil
+	return l
 }
 
 func openAccessFile(path string) (*os.File, error) {
@@ -296,7 +310,8 @@ type accessWriter struct {
 	appTime  time.Duration
 	hasApp   bool
 	hijacked bool
-	peer     bool
+	peer     bool // the owner's side of a forwarded request: send the app's time back
+	remote   bool // forwarded with headerTiming: take the owner's app time from the answer
 }
 
 // startApp marks the request as handed to the app, when w is an accessWriter.
@@ -324,7 +339,7 @@ func (w *accessWriter) answered() {
 			h[headerAppTime] = []string{strconv.FormatInt(w.appTime.Microseconds(), 10)}
 		}
 	}
-	if v, ok := h[headerAppTime]; ok && !w.peer {
+	if v, ok := h[headerAppTime]; ok && w.remote {
 		// The owner's app time, on a forwarded answer: take it, never pass it on.
 		delete(h, headerAppTime)
 		if us, err := strconv.ParseInt(v[0], 10, 64); err == nil && len(v) == 1 {
@@ -427,6 +442,16 @@ func (a *accessLogging) route(route string, worker int) {
 	if a != nil {
 		a.e.route, a.e.worker = route, worker
 	}
+}
+
+// forward marks the request as forwarded to its owner: ctx then asks the owner for its
+// app's time.
+func (a *accessLogging) forward(ctx context.Context) context.Context {
+	if a == nil {
+		return ctx
+	}
+	a.w.remote = true
+	return context.WithValue(ctx, timedKey{}, true)
 }
 
 // end queues the entry. Deferred by ServeHTTP: it runs also when the proxy panics with

@@ -81,7 +81,7 @@ func (r *Router) route(w http.ResponseWriter, req *http.Request, a *accessLoggin
 		return
 	}
 	r.counters.forwardedOut.Add(1)
-	ctx := context.WithValue(req.Context(), ownerKey{}, target)
+	ctx := context.WithValue(a.forward(req.Context()), ownerKey{}, target)
 	r.remote.ServeHTTP(w, req.WithContext(ctx))
 }
 
@@ -96,14 +96,15 @@ func (h peerHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		r.fail(w, http.StatusForbidden, "olio: forwarded request without the right X-Olio-Secret")
 		return
 	}
+	if _, ok := req.Header[headerTiming]; ok {
+		// accesslog.go: the accepting router logs the request, with this app's time.
+		delete(req.Header, headerTiming)
+		w = &accessWriter{ResponseWriter: w, peer: true}
+	}
 	stripOlio(req.Header)
 	r.counters.forwardedIn.Add(1)
 	r.countForwarded(req)
 	ctx := context.WithValue(req.Context(), fromPeer, true)
-	if r.alog.Load() != nil {
-		// accesslog.go: the accepting router logs the request, with this app's time.
-		w = &accessWriter{ResponseWriter: w, peer: true}
-	}
 	r.serveLocal(w, req.WithContext(ctx), nil)
 }
 
