@@ -33,5 +33,9 @@ func (m *Master) ReopenAccessLogs(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	m.logger.Info("access logs reopened", "path", m.config().AccessLog)
+	return nil
 }

@@ -277,3 +277,25 @@ func benchAccessLog(b *testing.B, forwarded bool) {
 // Compare with BenchmarkRouteLocal and BenchmarkRouteForwarded (the log off).
 func BenchmarkRouteLocalAccessLog(b *testing.B)     { benchAccessLog(b, false) }
 func BenchmarkRouteForwardedAccessLog(b *testing.B) { benchAccessLog(b, true) }
+
+// The log's own cost per request, without the proxying around it: the entry, the
+// writer wrapper and the queue (the writer goroutine formats and writes off the request).
+func BenchmarkAccessLogEntry(b *testing.B) {
+	tc := newTestCluster(b, 1, time.Second)
+	r := tc.routers[0]
+	withAccessLog(b, r, "text", descend.KeyStatsOn)
+	req := httptest.NewRequest("GET", "/some/path?q=1", nil)
+	w := httptest.NewRecorder()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		a := r.beginAccess(w, req)
+		a.setKey(1, "alice")
+		startApp(&a.w)
+		a.w.WriteHeader(200)
+		a.w.Write([]byte("ok"))
+		a.end()
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(r.counters.accessDropped.Load())/float64(b.N), "dropped/op")
+}

@@ -179,7 +179,7 @@ func (r *Router) newRemoteProxy() *httputil.ReverseProxy {
 			pr.Out.Header[HeaderSecret] = []string{r.conf().Secret}
 			delete(pr.Out.Header, headerTiming) // only this router asks for the owner's timing
 			if pr.In.Context().Value(timedKey{}) != nil {
-				pr.Out.Header[headerTiming] = []string{"1"}
+				pr.Out.Header[headerTiming] = timingAsked
 			}
 		},
 		Transport:     tr,
