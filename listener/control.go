@@ -26,6 +26,7 @@ import (
 //	POST /reload               = HUP: re-read the config file, rolling restart; answers when done,
 //	                           with "not_applied": what the file changes that needs a restart
 //	POST /scale?workers=N      change the worker count; answers when done
+//	                           (both with &progress=1: a stream of events first, see progress.go)
 //	POST /stop                 graceful stop; answers at once (202)
 //	GET  /keys?top=N           KeysReport: the hottest keys (all tracked when N is 0 or absent)
 //	GET  /scale/plan?workers=N ScalePlan: what POST /scale would move, changing nothing
@@ -261,12 +262,20 @@ func (m *Master) controlHandler(stop func()) http.Handler {
 	// helps nobody.
 	mux.HandleFunc("POST "+controlReload, func(w http.ResponseWriter, r *http.Request) {
 		m.logger.Info("control: reload")
-		notApplied, err := m.reload(context.WithoutCancel(r.Context()))
-		if err != nil {
-			m.answer(w, "", err)
+		ctx, ps := context.WithoutCancel(r.Context()), streamProgress(w, r) // progress.go
+		if ps != nil {
+			ctx = withProgress(ctx, ps.progress)
+		}
+		notApplied, err := m.reload(ctx)
+		code, a := outcome("reloaded", err)
+		if err == nil {
+			a.NotApplied = notApplied
+		}
+		if ps != nil {
+			ps.result(code, a, m.longestHold(ctx))
 			return
 		}
-		writeJSON(w, http.StatusOK, controlAnswer{Message: "reloaded", NotApplied: notApplied})
+		writeJSON(w, code, a)
 	})
 	mux.HandleFunc("POST "+controlScale, func(w http.ResponseWriter, r *http.Request) {
 		n, err := strconv.Atoi(r.URL.Query().Get("workers"))
@@ -275,7 +284,16 @@ func (m *Master) controlHandler(stop func()) http.Handler {
 			return
 		}
 		m.logger.Info("control: scale", "workers", n)
-		m.answer(w, fmt.Sprintf("scaled to %d workers", n), m.Scale(context.WithoutCancel(r.Context()), n))
+		ctx, ps := context.WithoutCancel(r.Context()), streamProgress(w, r) // progress.go
+		if ps != nil {
+			ctx = withProgress(ctx, ps.progress)
+		}
+		code, a := outcome(fmt.Sprintf("scaled to %d workers", n), m.Scale(ctx, n))
+		if ps != nil {
+			ps.result(code, a, m.longestHold(ctx))
+			return
+		}
+		writeJSON(w, code, a)
 	})
 	mux.HandleFunc("GET "+controlKeys, func(w http.ResponseWriter, r *http.Request) {
 		top := 0
@@ -320,9 +338,15 @@ type controlAnswer struct {
 // answer writes a command's outcome: 200 with msg, or the error with a status that says
 // what kind it is.
 func (m *Master) answer(w http.ResponseWriter, msg string, err error) {
+	code, a := outcome(msg, err)
+	writeJSON(w, code, a)
+}
+
+// outcome is a command's answer: 200 with msg, or the error with a status that says what
+// kind it is.
+func outcome(msg string, err error) (int, controlAnswer) {
 	if err == nil {
-		writeJSON(w, http.StatusOK, controlAnswer{Message: msg})
-		return
+		return http.StatusOK, controlAnswer{Message: msg}
 	}
 	code := http.StatusInternalServerError
 	switch {
@@ -333,7 +357,7 @@ func (m *Master) answer(w http.ResponseWriter, msg string, err error) {
 	case errors.Is(err, ErrStopped):
 		code = http.StatusServiceUnavailable
 	}
-	writeJSON(w, code, controlAnswer{Error: err.Error()})
+	return code, controlAnswer{Error: err.Error()}
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
