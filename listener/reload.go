@@ -1,7 +1,6 @@
 package listener
 
 import (
-	"time"
 	"context"
 	"fmt"
 	"log"
@@ -10,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Reload re-reads the configuration (through Options.Reload), applies what changed, then
