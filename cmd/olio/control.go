@@ -21,6 +21,11 @@ func controlFlag() cli.Flag {
 	return &cli.StringFlag{Name: "control", Value: defaultControl(), Usage: "control socket `PATH` of the olio to talk to (olio serve's --control)"}
 }
 
+// quietFlag is --quiet for reload and scale: the outcome only, no line per worker.
+func quietFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only the outcome, not each worker as it completes"}
+}
+
 func timeoutFlag(d time.Duration, what string) cli.Flag {
 	return &cli.DurationFlag{Name: "timeout", Value: d, Usage: "give up waiting for " + what + " after this long"}
 }
@@ -94,18 +99,26 @@ func reloadCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "reload",
 		Usage: "reload the config and restart every app, worker by worker (as kill -HUP does)",
-		Flags: []cli.Flag{controlFlag(), timeoutFlag(10*time.Minute, "the rolling restart")},
+		Flags: []cli.Flag{controlFlag(), timeoutFlag(10*time.Minute, "the rolling restart"), quietFlag()},
 		Action: func(c *cli.Context) error {
 			ctx, cancel, err := withTimeout(c)
 			if err != nil {
 				return err
 			}
 			defer cancel()
-			rep, err := client(c).ReloadReport(ctx)
+			var rep *listener.ReloadReport
+			var sum *listener.OpSummary
+			if c.Bool("quiet") {
+				rep, err = client(c).ReloadReport(ctx)
+			} else {
+				p := newProgressPrinter(c.App.Writer) // progress.go
+				rep, sum, err = client(c).ReloadProgress(ctx, p.event)
+				p.end()
+			}
 			if err != nil {
 				return noAnswer(c, err, true)
 			}
-			fmt.Fprintln(c.App.Writer, "olio: reloaded: every app replaced")
+			fmt.Fprintln(c.App.Writer, "olio: reloaded: every app replaced"+summaryText(sum))
 			for _, line := range rep.NotApplied {
 				fmt.Fprintln(c.App.Writer, "olio: not applied: "+line)
 			}
@@ -128,7 +141,7 @@ follow it).
 many of them and what share of the recent requests would change owner, and the
 imbalance (busiest worker ÷ mean) to expect at N workers.`,
 		Flags: []cli.Flag{
-			controlFlag(), timeoutFlag(10*time.Minute, "the new workers"),
+			controlFlag(), timeoutFlag(10*time.Minute, "the new workers"), quietFlag(),
 			&cli.BoolFlag{Name: "dry-run", Usage: "say what scaling to N would move, and change nothing"},
 			&cli.BoolFlag{Name: "json", Usage: "with --dry-run: print the plan as JSON"},
 		},
@@ -152,10 +165,18 @@ imbalance (busiest worker ÷ mean) to expect at N workers.`,
 			if c.Bool("json") {
 				return badUsage("--json goes with --dry-run")
 			}
-			if err := client(c).Scale(ctx, n); err != nil {
+			var sum *listener.OpSummary
+			if c.Bool("quiet") {
+				err = client(c).Scale(ctx, n)
+			} else {
+				p := newProgressPrinter(c.App.Writer) // progress.go
+				sum, err = client(c).ScaleProgress(ctx, n, p.event)
+				p.end()
+			}
+			if err != nil {
 				return noAnswer(c, err, true)
 			}
-			fmt.Fprintf(c.App.Writer, "olio: scaled to %s\n", plural(n, "worker"))
+			fmt.Fprintf(c.App.Writer, "olio: scaled to %s%s\n", plural(n, "worker"), summaryText(sum))
 			return nil
 		},
 	}
