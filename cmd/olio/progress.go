@@ -82,4 +82,4 @@ func summaryText(s *listener.OpSummary) string {
 	return fmt.Sprintf(" (took %s, %s)", seconds(s.Took), held)
 }
 
-func seconds(s float64) string { return fmt.Sprintf("%.1f s", s) }
+func seconds(s float64) string { return fmt.Sprintf("%.2f s", s) }

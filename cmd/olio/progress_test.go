@@ -21,9 +21,9 @@ func TestProgressPrinter(t *testing.T) {
 			p.event(e)
 		}
 		p.end()
-		want := "restart: worker 0 ready, 1/2 (app pid 11, 0.8 s)\nstop: worker 1 stopped, 2/2 (0.2 s)\n"
+		want := "restart: worker 0 ready, 1/2 (app pid 11, 0.84 s)\nstop: worker 1 stopped, 2/2 (0.20 s)\n"
 		if tty {
-			want = "\r\033[Krestart: worker 0 ready, 1/2 (app pid 11, 0.8 s)\r\033[Kstop: worker 1 stopped, 2/2 (0.2 s)\n"
+			want = "\r\033[Krestart: worker 0 ready, 1/2 (app pid 11, 0.84 s)\r\033[Kstop: worker 1 stopped, 2/2 (0.20 s)\n"
 		}
 		if g := b.String(); g != want {
 			t.Errorf("tty %v: got %q, want %q", tty, g, want)
