@@ -181,6 +181,7 @@ func (l *accessLog) write(f *os.File) {
 				bw.Flush()
 			}
 		case reply := <-l.reopens:
+			line = l.drain(bw, line) // lines queued before the reopen go to the old file
 			bw.Flush()
 			nf, err := openAccessFile(l.path)
 			if err == nil {
@@ -190,15 +191,21 @@ func (l *accessLog) write(f *os.File) {
 			}
 			reply <- err
 		case <-l.stop:
-			for {
-				select {
-				case e := <-l.queue:
-					line = l.format1(line[:0], &e)
-					bw.Write(line)
-				default:
-					return
-				}
-			}
+			l.drain(bw, line)
+			return
+		}
+	}
+}
+
+// drain writes the queued entries to bw, without waiting for more.
+func (l *accessLog) drain(bw *bufio.Writer, line []byte) []byte {
+	for {
+		select {
+		case e := <-l.queue:
+			line = l.format1(line[:0], &e)
+			bw.Write(line)
+		default:
+			return line
 		}
 	}
 }
@@ -361,6 +368,17 @@ func (w *accessWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// ReadFrom keeps the server's sendfile path for an embedded handler that copies a file.
+func (w *accessWriter) ReadFrom(src io.Reader) (int64, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+		w.answered()
+	}
+	n, err := io.Copy(w.ResponseWriter, src)
+	w.out += n
+	return n, err
+}
+
 // Flush passes a flush on (streamed answers, server-sent events).
 func (w *accessWriter) Flush() {
 	http.NewResponseController(w.ResponseWriter).Flush()
@@ -419,7 +437,7 @@ func (r *Router) beginAccess(w http.ResponseWriter, req *http.Request) *accessLo
 	if req.Body != nil && req.Body != http.NoBody {
 		req.Body = countingBody{req.Body, &a.e.in}
 	}
-	if info, _ := req.Context().Value(connInfoKey{}).(*connInfo); info != nil && info.handedIn {
+	if info, _ := req.Context().Value(connInfoKey{}).(*connInfo); info != nil && info.received {
 		a.e.route = RouteHandedOff
 	}
 	return a
