@@ -238,3 +238,25 @@ func TestAccessLogStdout(t *testing.T) {
 		t.Errorf("stdout lines %q; want one ending in \"bob\" 0 local", l)
 	}
 }
+
+// An embedded worker (router.Serve) logs as a router does, with the handler's time as the
+// app's share, also for a request forwarded to it.
+func TestAccessLogEmbedded(t *testing.T) {
+	const workers = 2
+	path := filepath.Join(t.TempDir(), "access.log")
+	c := Start(t, "--workers", strconv.Itoa(workers), "--embedded", "--access-log", path, "--log-format", "json", "--", exampleBin)
+	on0, _ := pinnedClient(t, c, 0)
+	k0, k1 := keyOwnedBy(0, workers), keyOwnedBy(1, workers)
+	getOn(t, on0, c, "/e-local", http.Header{"X-Olio-Key": {k0}}, 200)
+	getOn(t, on0, c, "/e-forwarded", http.Header{"X-Olio-Key": {k1}}, 200)
+	got := accessLines(t, path, "/e-local", "/e-forwarded")
+	for uri, w := range map[string]struct {
+		route  string
+		worker int
+	}{"/e-local": {router.RouteLocal, 0}, "/e-forwarded": {router.RouteForwarded, 1}} {
+		l := got[uri]
+		if len(l) != 1 || l[0].Route != w.route || l[0].Worker == nil || *l[0].Worker != w.worker || l[0].App == nil || l[0].BytesOut == 0 {
+			t.Errorf("%s: %+v; want one line, %s, worker %d, with the handler's time", uri, l, w.route, w.worker)
+		}
+	}
+}
