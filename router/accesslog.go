@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/olio-dev/olio/descend"
 )
 
@@ -40,6 +42,14 @@ const FDStdout = 5
 // stdoutFile is the master's stdout, made once: a second *os.File for the descriptor would
 // close it when collected.
 var stdoutFile = sync.OnceValue(func() *os.File { return os.NewFile(FDStdout, "stdout") })
+
+// keepStdout makes the master's stdout (FDStdout), when passed, close-on-exec: inherited
+// descriptors are not, and the app must not hold olio's output.
+func keepStdout() {
+	if _, err := unix.FcntlInt(FDStdout, unix.F_GETFD, 0); err == nil {
+		unix.CloseOnExec(FDStdout)
+	}
+}
 
 // accessQueue bounds the entries waiting for the writer; past it they are dropped.
 const accessQueue = 8192

@@ -105,6 +105,7 @@ func Run(ctx context.Context, index int, ctl *descend.Conn, listener *os.File, l
 // run is Run, with h serving the worker's own requests in-process when it is not nil
 // (embedded mode: Serve).
 func run(ctx context.Context, index int, ctl *descend.Conn, listener *os.File, logger *slog.Logger, h http.Handler) error {
+	keepStdout() // accesslog.go: before the app starts, which must not inherit it
 	defer ctl.Close()
 	defer listener.Close()
 	if err := ctl.Send(&descend.Hello{PID: os.Getpid(), Index: index}); err != nil {
