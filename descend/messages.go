@@ -160,15 +160,15 @@ type Stats struct {
 	ForwardedIn  uint64    `json:"forwarded_in"`
 	HandedOut    uint64    `json:"handed_out"` // connections passed to their owner
 	HandedIn     uint64    `json:"handed_in"`  // connections received from another worker
-	// AccessLogDropped counts access log lines dropped because the writer fell behind.
-	AccessLogDropped uint64 `json:"access_log_dropped,omitempty"`
-	Goroutines       int    `json:"goroutines"`
-	OpenFDs          int    `json:"open_fds"`
+	Goroutines   int       `json:"goroutines"`
+	OpenFDs      int       `json:"open_fds"`
 	// Duration is the histogram of request durations served by this worker's app:
 	// cumulative counts per upper bound in seconds, as Prometheus wants them.
 	Duration Histogram `json:"duration"`
 	// LastHold is how long the last membership change held this router's moving keys.
 	LastHold time.Duration `json:"last_hold"`
+	// AccessLogDropped counts access log lines dropped because the writer fell behind.
+	AccessLogDropped uint64 `json:"access_log_dropped,omitempty"`
 }
 
 // Histogram is a cumulative histogram snapshot.

@@ -48,9 +48,7 @@ type Router struct {
 	members  atomic.Pointer[membership]
 	handover *handover // handover.go: exclusive hand-over of moving keys
 	counters *counters
-	hot      *hotKeys                  // the keys this worker served as owner (--key-stats)
-	alog     atomic.Pointer[accessLog] // accesslog.go: nil while off
-	alogMu   sync.Mutex                // serialises opening and closing alog
+	hot      *hotKeys // the keys this worker served as owner (--key-stats)
 	apps     *apps
 	sup      *monitor.Supervisor
 	pool     *mux.Pool
@@ -61,6 +59,9 @@ type Router struct {
 	private         *mux.Listener // where peers reach this router
 	handoff         *handoff      // handoff.go
 	queue           *connQueue    // handed-off connections for the current public server
+
+	alog   atomic.Pointer[accessLog] // accesslog.go: nil while off
+	alogMu sync.Mutex                // serialises opening and closing alog
 
 	mu       sync.Mutex
 	public   *publicServer  // non-nil while accepting on the public listener
@@ -377,25 +378,25 @@ func (r *Router) onStats(m descend.Message) error {
 	id := m.(*descend.StatsRequest).ID
 	st := r.appStatus()
 	s := &descend.Stats{
-		ID:               id,
-		Index:            r.index,
-		State:            string(st.State),
-		AppPID:           st.Pid,
-		AppStarted:       st.StartedAt,
-		Restarts:         st.Restarts,
-		CrashLooping:     st.CrashLooping,
-		InFlight:         r.counters.inFlight.Load(),
-		Served:           r.counters.served.Load(),
-		ForwardedOut:     r.counters.forwardedOut.Load(),
-		ForwardedIn:      r.counters.forwardedIn.Load(),
-		HandedOut:        r.counters.handedOut.Load(),
-		HandedIn:         r.counters.handedIn.Load(),
-		AccessLogDropped: r.counters.accessDropped.Load(),
-		Goroutines:       goroutines(),
-		OpenFDs:          openFDs(),
-		Duration:         r.counters.histogram(),
-		LastHold:         r.handover.lastHoldTime(),
+		ID:           id,
+		Index:        r.index,
+		State:        string(st.State),
+		AppPID:       st.Pid,
+		AppStarted:   st.StartedAt,
+		Restarts:     st.Restarts,
+		CrashLooping: st.CrashLooping,
+		InFlight:     r.counters.inFlight.Load(),
+		Served:       r.counters.served.Load(),
+		ForwardedOut: r.counters.forwardedOut.Load(),
+		ForwardedIn:  r.counters.forwardedIn.Load(),
+		HandedOut:    r.counters.handedOut.Load(),
+		HandedIn:     r.counters.handedIn.Load(),
+		Goroutines:   goroutines(),
+		OpenFDs:      openFDs(),
+		Duration:     r.counters.histogram(),
+		LastHold:     r.handover.lastHoldTime(),
 	}
+	s.AccessLogDropped = r.counters.accessDropped.Load()
 	return r.ctl.Send(s)
 }
 

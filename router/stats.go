@@ -19,9 +19,9 @@ type counters struct {
 	forwardedIn  atomic.Uint64 // requests received from another worker
 	handedOut    atomic.Uint64 // connections passed to their owner
 	handedIn     atomic.Uint64 // connections received from another worker
-	// accessDropped counts access log lines dropped because the writer fell behind.
-	accessDropped atomic.Uint64
-	duration      prometheus.Histogram
+	duration     prometheus.Histogram
+
+	accessDropped atomic.Uint64 // access log lines dropped because the writer fell behind
 }
 
 func newCounters() *counters {
