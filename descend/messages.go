@@ -169,6 +169,9 @@ type Stats struct {
 	LastHold time.Duration `json:"last_hold"`
 	// AccessLogDropped counts access log lines dropped because the writer fell behind.
 	AccessLogDropped uint64 `json:"access_log_dropped,omitempty"`
+	// Held counts requests that waited, for their key's new owner (a hand-over) or for
+	// the worker's app (starting, or switching in a rolling restart).
+	Held uint64 `json:"held,omitempty"`
 }
 
 // Histogram is a cumulative histogram snapshot.

@@ -263,8 +263,9 @@ func (m *Master) controlHandler(stop func()) http.Handler {
 	mux.HandleFunc("POST "+controlReload, func(w http.ResponseWriter, r *http.Request) {
 		m.logger.Info("control: reload")
 		ctx, ps := context.WithoutCancel(r.Context()), streamProgress(w, r) // progress.go
+		var before map[int]uint64
 		if ps != nil {
-			ctx = withProgress(ctx, ps.progress)
+			ctx, before = withProgress(ctx, ps.progress), m.heldCounts(ctx)
 		}
 		notApplied, err := m.reload(ctx)
 		code, a := outcome("reloaded", err)
@@ -272,7 +273,7 @@ func (m *Master) controlHandler(stop func()) http.Handler {
 			a.NotApplied = notApplied
 		}
 		if ps != nil {
-			ps.result(code, a, m.longestHold(ctx))
+			ps.result(code, a, m.opSummary(ctx, before))
 			return
 		}
 		writeJSON(w, code, a)
@@ -285,12 +286,13 @@ func (m *Master) controlHandler(stop func()) http.Handler {
 		}
 		m.logger.Info("control: scale", "workers", n)
 		ctx, ps := context.WithoutCancel(r.Context()), streamProgress(w, r) // progress.go
+		var before map[int]uint64
 		if ps != nil {
-			ctx = withProgress(ctx, ps.progress)
+			ctx, before = withProgress(ctx, ps.progress), m.heldCounts(ctx)
 		}
 		code, a := outcome(fmt.Sprintf("scaled to %d workers", n), m.Scale(ctx, n))
 		if ps != nil {
-			ps.result(code, a, m.longestHold(ctx))
+			ps.result(code, a, m.opSummary(ctx, before))
 			return
 		}
 		writeJSON(w, code, a)

@@ -37,9 +37,12 @@ type Progress struct {
 // OpSummary ends an operation's progress stream.
 type OpSummary struct {
 	Took float64 `json:"took"` // seconds, the whole operation
-	// Held is the longest time, in seconds, that any router held requests for keys whose
-	// owner was changing (exclusive hand-over), as the routers report after the operation.
+	// Held is the longest time, in seconds, that a router's last hand-over held requests
+	// for keys whose owner was changing (exclusive hand-over), after the operation.
 	Held float64 `json:"held"`
+	// HeldRequests counts the requests that waited during the operation, for their key's
+	// new owner or for their worker's app, in the routers that run after it.
+	HeldRequests uint64 `json:"held_requests"`
 }
 
 // streamLine is one line of a progress stream.
@@ -117,25 +120,47 @@ func (s *progressStream) progress(p Progress) {
 	http.NewResponseController(s.w).Flush()
 }
 
-// result ends the stream with the operation's answer.
-func (s *progressStream) result(code int, a controlAnswer, held time.Duration) {
+// result ends the stream with the operation's answer and sum, whose Took it sets.
+func (s *progressStream) result(code int, a controlAnswer, sum *OpSummary) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.enc.Encode(streamLine{Type: "result", Code: code, controlAnswer: a,
-		Summary: &OpSummary{Took: time.Since(s.start).Seconds(), Held: held.Seconds()}})
+	if sum == nil {
+		sum = &OpSummary{}
+	}
+	sum.Took = time.Since(s.start).Seconds()
+	s.enc.Encode(streamLine{Type: "result", Code: code, controlAnswer: a, Summary: sum})
 }
 
-// longestHold asks the routers how long their last hand-over held keys, and returns the
-// longest.
-func (m *Master) longestHold(ctx context.Context) time.Duration {
+// heldCounts asks the routers how many requests they have held so far, by router pid
+// (a router replaced during an operation starts again from zero).
+func (m *Master) heldCounts(ctx context.Context) map[int]uint64 {
 	ctx, cancel := context.WithTimeout(ctx, StatsTimeout)
 	defer cancel()
-	_, stats := m.gather(ctx)
-	var held time.Duration
-	for _, s := range stats {
+	st, stats := m.gather(ctx)
+	out := map[int]uint64{}
+	for i, s := range stats {
 		if s != nil {
-			held = max(held, s.LastHold)
+			out[st.Workers[i].RouterPID] = s.Held
 		}
 	}
-	return held
+	return out
+}
+
+// opSummary is what the routers say after an operation: the requests they held since
+// before (heldCounts), and their longest last hold.
+func (m *Master) opSummary(ctx context.Context, before map[int]uint64) *OpSummary {
+	ctx, cancel := context.WithTimeout(ctx, StatsTimeout)
+	defer cancel()
+	st, stats := m.gather(ctx)
+	sum := &OpSummary{}
+	for i, s := range stats {
+		if s == nil {
+			continue
+		}
+		sum.Held = max(sum.Held, s.LastHold.Seconds())
+		if b := before[st.Workers[i].RouterPID]; s.Held >= b {
+			sum.HeldRequests += s.Held - b
+		}
+	}
+	return sum
 }

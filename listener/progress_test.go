@@ -41,14 +41,14 @@ func TestProgressStream(t *testing.T) {
 		}
 		if fail {
 			code, a := outcome("", ErrBusy)
-			ps.result(code, a, 0)
+			ps.result(code, a, nil)
 			return
 		}
-		ps.result(http.StatusOK, controlAnswer{Message: "reloaded", NotApplied: []string{"listen"}}, 0)
+		ps.result(http.StatusOK, controlAnswer{Message: "reloaded", NotApplied: []string{"listen"}}, &OpSummary{HeldRequests: 7})
 	}))
 	var got []Progress
 	rep, sum, err := cl.ReloadProgress(testContext(t), func(p Progress) { got = append(got, p) })
-	if err != nil || sum == nil || rep.Message != "reloaded" || !reflect.DeepEqual(rep.NotApplied, []string{"listen"}) {
+	if err != nil || sum == nil || sum.HeldRequests != 7 || rep.Message != "reloaded" || !reflect.DeepEqual(rep.NotApplied, []string{"listen"}) {
 		t.Fatalf("ReloadProgress = %+v, %+v, %v", rep, sum, err)
 	}
 	if len(got) != 3 {

@@ -397,6 +397,7 @@ func (r *Router) onStats(m descend.Message) error {
 		LastHold:     r.handover.lastHoldTime(),
 	}
 	s.AccessLogDropped = r.counters.accessDropped.Load()
+	s.Held = r.counters.held.Load()
 	return r.ctl.Send(s)
 }
 

@@ -22,6 +22,7 @@ type counters struct {
 	duration     prometheus.Histogram
 
 	accessDropped atomic.Uint64 // access log lines dropped because the writer fell behind
+	held          atomic.Uint64 // requests that waited: for their key's new owner, or for the app
 }
 
 func newCounters() *counters {

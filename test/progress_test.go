@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -48,7 +49,7 @@ func TestReloadAndScaleProgress(t *testing.T) {
 			t.Errorf("reload: worker %d in %d progress lines %q; want one with its app pid; output:\n%s", i, len(got[i]), got[i], out)
 		}
 	}
-	if len(got) != workers || !regexp.MustCompile(`(?m)^olio: reloaded: every app replaced \(took \d+\.\d+ s, (no keys held|keys held at most .+)\)$`).MatchString(out) {
+	if len(got) != workers || !regexp.MustCompile(`(?m)^olio: reloaded: every app replaced \(took \d+\.\d+ s, \d+ requests? held(, longest hold .+)?\)$`).MatchString(out) {
 		t.Errorf("reload output:\n%s", out)
 	}
 	if strings.Contains(out, "\r") || strings.Contains(out, "\033") {
@@ -74,5 +75,48 @@ func TestReloadAndScaleProgress(t *testing.T) {
 	}
 	if out := c.control(t, "scale", "--quiet", "3"); out != "olio: scaled to 3 workers\n" {
 		t.Errorf("scale --quiet: %q, want the outcome alone", out)
+	}
+}
+
+// The summary counts the requests a reload held: while worker 0's old app finishes a slow
+// request, its new app waits, and so do the requests that come meanwhile.
+func TestReloadSummaryCountsHeldRequests(t *testing.T) {
+	c := Start(t, "--workers", "1")
+	slow := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequest("GET", c.URL()+"/slow?sleep=1500", nil)
+		_, err := Do(client, req)
+		slow <- err
+	}()
+	if !Eventually(10*time.Second, func() bool { return opStatus(t, c).Workers[0].InFlight == 1 }) {
+		t.Fatal("the slow request is not in flight")
+	}
+	done := make(chan string, 1)
+	go func() {
+		out, _ := opCLI(t, "reload", "--control", c.Control)
+		done <- out
+	}()
+	var out string
+	for sent := 0; out == "" && sent < 2000; sent++ {
+		if _, err := c.GetKey("held-" + strconv.Itoa(sent)); err != nil {
+			t.Errorf("a request during the reload: %v", err)
+		}
+		select {
+		case out = <-done:
+		default:
+		}
+	}
+	if out == "" {
+		out = <-done
+	}
+	if err := <-slow; err != nil {
+		t.Errorf("the slow request: %v", err)
+	}
+	m := regexp.MustCompile(`took \d+\.\d+ s, (\d+) requests? held`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("reload output:\n%s", out)
+	}
+	if n, _ := strconv.Atoi(m[1]); n == 0 {
+		t.Errorf("no request held, though requests came while the old app finished its slow one:\n%s", out)
 	}
 }

@@ -69,15 +69,15 @@ func progressLine(e listener.Progress) string {
 	return fmt.Sprintf("%s: worker %d %s, %d/%d (%s)", e.Step, e.Index, what, e.Done, e.Total, detail)
 }
 
-// summaryText is the summary's parenthesis: " (took 3.1 s, keys held at most 2ms)", or
-// "" when the master sent none.
+// summaryText is the summary's parenthesis: " (took 3.10 s, 12 requests held, longest
+// hold 2ms)", or "" when the master sent none.
 func summaryText(s *listener.OpSummary) string {
 	if s == nil {
 		return ""
 	}
-	held := "no keys held"
+	held := fmt.Sprintf("%s held", plural(int(s.HeldRequests), "request"))
 	if s.Held > 0 {
-		held = "keys held at most " + time.Duration(s.Held*float64(time.Second)).Round(time.Microsecond).String()
+		held += ", longest hold " + time.Duration(s.Held*float64(time.Second)).Round(time.Microsecond).String()
 	}
 	return fmt.Sprintf(" (took %s, %s)", seconds(s.Took), held)
 }
