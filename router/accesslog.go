@@ -21,8 +21,8 @@ import (
 
 // The access log (--access-log): one line per request, written by the router that answered
 // the client. A request only hands its entry to a bounded queue; one writer goroutine
-// formats the entries and writes them through a buffer, flushing whenever the queue runs
-// empty. When the writer falls behind (a slow disk, a stdout nobody reads) and the queue is
+// formats the entries and writes them through a buffer, flushed when full or 100 ms after
+// its first line. When the writer falls behind (a slow disk, a stdout nobody reads) and the queue is
 // full, the entry is dropped and counted (olio_access_log_dropped_total): a request never
 // waits for the disk.
 
@@ -53,6 +53,9 @@ func keepStdout() {
 
 // accessQueue bounds the entries waiting for the writer; past it they are dropped.
 const accessQueue = 8192
+
+// flushEvery bounds how long a written line waits in the writer's buffer.
+const flushEvery = 100 * time.Millisecond
 
 // Between routers only: a forwarded request the accepting router logs carries
 // headerTiming, and its owner answers with its app's time (microseconds) in headerAppTime,
@@ -182,14 +185,24 @@ func (l *accessLog) write(f *os.File) {
 		}
 	}()
 	var line []byte
+	// Lines are written when the buffer fills, or flushEvery after the first line that
+	// waits in it: one write(2) for many requests.
+	flush := time.NewTimer(flushEvery)
+	flush.Stop()
+	defer flush.Stop()
+	armed := false
 	for {
 		select {
 		case e := <-l.queue:
 			line = l.format1(line[:0], &e)
 			bw.Write(line) // a failed write is dropped: logging never stops olio
-			if len(l.queue) == 0 {
-				bw.Flush()
+			if !armed && bw.Buffered() > 0 {
+				flush.Reset(flushEvery)
+				armed = true
 			}
+		case <-flush.C:
+			armed = false
+			bw.Flush()
 		case reply := <-l.reopens:
 			line = l.drain(bw, line) // lines queued before the reopen go to the old file
 			bw.Flush()

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bufio"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -298,4 +299,30 @@ func BenchmarkAccessLogEntry(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(r.counters.accessDropped.Load())/float64(b.N), "dropped/op")
+}
+
+// The writer goroutine's work per line (format, buffered write to a file): its capacity is
+// 1 s divided by this; past it, lines are dropped.
+func BenchmarkAccessLogWriter(b *testing.B) {
+	for _, format := range []string{"text", "json"} {
+		b.Run(format, func(b *testing.B) {
+			f, err := os.Create(filepath.Join(b.TempDir(), "access.log"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer f.Close()
+			l := &accessLog{format: format}
+			bw := bufio.NewWriterSize(f, 64<<10)
+			e := accessEntry{start: time.Now(), client: "127.0.0.1:44354", method: "GET", uri: "/cart?item=7",
+				proto: "HTTP/1.1", status: 200, out: 238, total: time.Millisecond, app: 900 * time.Microsecond,
+				key: "alice", hasKey: true, worker: 1, route: RouteForwarded}
+			var line []byte
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				line = l.format1(line[:0], &e)
+				bw.Write(line)
+			}
+			bw.Flush()
+		})
+	}
 }
