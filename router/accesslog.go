@@ -52,7 +52,7 @@ func keepStdout() {
 }
 
 // accessQueue bounds the entries waiting for the writer; past it they are dropped.
-const accessQueue = 8192
+const accessQueue = 4096
 
 // flushEvery bounds how long a written line waits in the writer's buffer.
 const flushEvery = 100 * time.Millisecond
