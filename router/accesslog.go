@@ -416,6 +416,9 @@ func (w *accessWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		if w.status == 0 {
 			w.status = http.StatusSwitchingProtocols
 		}
+		if !w.appStart.IsZero() && !w.hasApp {
+			w.appTime, w.hasApp = time.Since(w.appStart), true // the app said 101
+		}
 	}
 	return c, brw, err
 }
