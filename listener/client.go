@@ -102,7 +102,7 @@ func (c *Client) ScaleProgress(ctx context.Context, n int, f func(Progress)) (*O
 	return c.stream(ctx, controlScale+"?workers="+strconv.Itoa(n)+"&progress=1", f, nil)
 }
 
-// stream POSTs a command that may answer with a progress stream (progress.go), calling f
+// stream POSTs a command that may answer with a progress stream, calling f
 // for each event and decoding the result into out (when not nil).
 func (c *Client) stream(ctx context.Context, path string, f func(Progress), out any) (*OpSummary, error) {
 	resp, err := c.send(ctx, http.MethodPost, path)

@@ -46,7 +46,7 @@ type Config struct {
 	RunDir          string        // parent of the private run directory, empty: os.TempDir
 	ClusterAddr     string        // the front's host:port, given to apps as OLIO_CLUSTER_ADDR; empty: none
 	DrainDelay      time.Duration // on stop, how long /ready says 503 before the drain begins
-	AccessLog       string        // access log file, "-": stdout, "": none (router/accesslog.go)
+	AccessLog       string        // access log file, "-": stdout, "": none
 
 	// Sources says where values came from when not from the command line, by long flag
 	// name: "workers" → "config file /etc/olio.json". Validation messages name it, so that

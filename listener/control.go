@@ -26,7 +26,7 @@ import (
 //	POST /reload               = HUP: re-read the config file, rolling restart; answers when done,
 //	                           with "not_applied": what the file changes that needs a restart
 //	POST /scale?workers=N      change the worker count; answers when done
-//	                           (both with &progress=1: a stream of events first, see progress.go)
+//	                           (both with &progress=1: a stream of progress events, then the answer)
 //	POST /stop                 graceful stop; answers at once (202)
 //	GET  /keys?top=N           KeysReport: the hottest keys (all tracked when N is 0 or absent)
 //	GET  /scale/plan?workers=N ScalePlan: what POST /scale would move, changing nothing
@@ -262,7 +262,7 @@ func (m *Master) controlHandler(stop func()) http.Handler {
 	// helps nobody.
 	mux.HandleFunc("POST "+controlReload, func(w http.ResponseWriter, r *http.Request) {
 		m.logger.Info("control: reload")
-		ctx, ps := context.WithoutCancel(r.Context()), streamProgress(w, r) // progress.go
+		ctx, ps := context.WithoutCancel(r.Context()), streamProgress(w, r) // nil unless the client asked for progress
 		var before map[int]uint64
 		if ps != nil {
 			ctx, before = withProgress(ctx, ps.progress), m.heldCounts(ctx)
@@ -285,7 +285,7 @@ func (m *Master) controlHandler(stop func()) http.Handler {
 			return
 		}
 		m.logger.Info("control: scale", "workers", n)
-		ctx, ps := context.WithoutCancel(r.Context()), streamProgress(w, r) // progress.go
+		ctx, ps := context.WithoutCancel(r.Context()), streamProgress(w, r) // nil unless the client asked for progress
 		var before map[int]uint64
 		if ps != nil {
 			ctx, before = withProgress(ctx, ps.progress), m.heldCounts(ctx)

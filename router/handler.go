@@ -13,7 +13,7 @@ import (
 // forward to the owner.
 func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	markRequest(req)
-	if a := r.beginAccess(w, req); a != nil { // accesslog.go
+	if a := r.beginAccess(w, req); a != nil { // the access log is on
 		defer a.end()
 		r.route(&a.w, req, a)
 		return
@@ -97,7 +97,7 @@ func (h peerHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	if _, ok := req.Header[headerTiming]; ok {
-		// accesslog.go: the accepting router logs the request, with this app's time.
+		// The accepting router logs the request and asks for this app's time.
 		delete(req.Header, headerTiming)
 		w = &accessWriter{ResponseWriter: w, peer: true}
 	}
@@ -152,6 +152,6 @@ func (r *Router) serveLocal(w http.ResponseWriter, req *http.Request, avoid *ins
 			r.counters.duration.Observe(time.Since(start).Seconds())
 		}
 	}()
-	startApp(w) // accesslog.go: the app's share starts here
+	startApp(w) // the app's share of the time starts here
 	inst.proxy.ServeHTTP(w, req)
 }

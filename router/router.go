@@ -60,7 +60,7 @@ type Router struct {
 	handoff         *handoff      // handoff.go
 	queue           *connQueue    // handed-off connections for the current public server
 
-	alog   atomic.Pointer[accessLog] // accesslog.go: nil while off
+	alog   atomic.Pointer[accessLog] // the access log; nil while off
 	alogMu sync.Mutex                // serialises opening and closing alog
 
 	mu       sync.Mutex
@@ -106,7 +106,7 @@ func Run(ctx context.Context, index int, ctl *descend.Conn, listener *os.File, l
 // run is Run, with h serving the worker's own requests in-process when it is not nil
 // (embedded mode: Serve).
 func run(ctx context.Context, index int, ctl *descend.Conn, listener *os.File, logger *slog.Logger, h http.Handler) error {
-	keepStdout() // accesslog.go: before the app starts, which must not inherit it
+	keepStdout() // before the app starts, which must not inherit the master's stdout
 	defer ctl.Close()
 	defer listener.Close()
 	if err := ctl.Send(&descend.Hello{PID: os.Getpid(), Index: index}); err != nil {
@@ -176,7 +176,7 @@ func newRouter(index int, set *settings, logger *slog.Logger) *Router {
 
 func (r *Router) run(ctx context.Context) error {
 	defer r.pool.Close()
-	if err := r.setAccessLog(r.conf()); err != nil { // accesslog.go
+	if err := r.setAccessLog(r.conf()); err != nil {
 		return err
 	}
 	defer r.closeAccessLog()
@@ -371,7 +371,7 @@ func (r *Router) onConfig(m descend.Message) error {
 		return err
 	}
 	r.set.Store(set)
-	return r.setAccessLog(cfg) // accesslog.go: a reload may turn it on, off or elsewhere
+	return r.setAccessLog(cfg) // a reload may turn the access log on, off or elsewhere
 }
 
 func (r *Router) onStats(m descend.Message) error {

@@ -111,7 +111,7 @@ func reloadCommand() *cli.Command {
 			if c.Bool("quiet") {
 				rep, err = client(c).ReloadReport(ctx)
 			} else {
-				p := newProgressPrinter(c.App.Writer) // progress.go
+				p := newProgressPrinter(c.App.Writer)
 				rep, sum, err = client(c).ReloadProgress(ctx, p.event)
 				p.end()
 			}
@@ -169,7 +169,7 @@ imbalance (busiest worker ÷ mean) to expect at N workers.`,
 			if c.Bool("quiet") {
 				err = client(c).Scale(ctx, n)
 			} else {
-				p := newProgressPrinter(c.App.Writer) // progress.go
+				p := newProgressPrinter(c.App.Writer)
 				sum, err = client(c).ScaleProgress(ctx, n, p.event)
 				p.end()
 			}
