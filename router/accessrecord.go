@@ -12,9 +12,9 @@ import (
 	"github.com/olio-dev/olio/descend"
 )
 
-// What one request records for the access log: the route and worker the
-// handler chose, the key as --key-stats shows it, the status and bytes the answer had, and
-// the app's share of its time. Nothing is recorded while the log is off.
+// What one request records for the access log: the route and worker the handler chose, the
+// key as --key-stats shows it, the status and bytes of the answer, and the app's share of
+// its time. Nothing is recorded while the log is off.
 
 // Between routers only: a forwarded request the accepting router logs carries
 // headerTiming, and its owner answers with its app's time (microseconds) in headerAppTime,
