@@ -16,7 +16,7 @@ func TestTypesPinned(t *testing.T) {
 		TypeState: "state", TypeRestart: "restart", TypeDrain: "drain",
 		TypeStatsRequest: "stats_request", TypeStats: "stats", TypeResult: "result",
 		TypePrepare: "prepare", TypeRelease: "release",
-		TypeKeysRequest: "keys_request", TypeKeys: "keys",
+		TypeKeysRequest: "keys_request", TypeKeys: "keys", TypeReopen: "reopen",
 	}
 	if g, e := len(registry), len(want); g != e {
 		t.Fatalf("registry has %d types, test pins %d", g, e)

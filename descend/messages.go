@@ -24,6 +24,7 @@ const (
 	TypeRelease      Type = "release"
 	TypeKeysRequest  Type = "keys_request"
 	TypeKeys         Type = "keys"
+	TypeReopen       Type = "reopen"
 )
 
 // Message is one typed message.
@@ -69,6 +70,11 @@ type Config struct {
 	// serves its own keys only once a Release says the process it replaces has drained.
 	Held     bool   `json:"held,omitempty"`
 	KeyStats string `json:"key_stats,omitempty"` // on, hashed or off; empty: off
+	// AccessLog is the access log's absolute path, "-" for the master's stdout (the
+	// router's descriptor FDStdout), or empty: no access log.
+	AccessLog string `json:"access_log,omitempty"`
+	// AccessLogFormat is "text" or "json" (the master's --log-format); empty: text.
+	AccessLogFormat string `json:"access_log_format,omitempty"`
 }
 
 // Membership is the cluster's shape: how many workers own keys, and where each router's
@@ -93,6 +99,12 @@ type Prepare struct {
 // Release tells a held embedded worker (Config.Held) to serve its own keys; answered by a
 // Result.
 type Release struct {
+	ID uint64 `json:"id"`
+}
+
+// Reopen asks a router to reopen its access log file (USR1, after logrotate renamed it);
+// answered by a Result.
+type Reopen struct {
 	ID uint64 `json:"id"`
 }
 
@@ -167,6 +179,11 @@ type Stats struct {
 	Duration Histogram `json:"duration"`
 	// LastHold is how long the last membership change held this router's moving keys.
 	LastHold time.Duration `json:"last_hold"`
+	// AccessLogDropped counts access log lines dropped because the writer fell behind.
+	AccessLogDropped uint64 `json:"access_log_dropped,omitempty"`
+	// Held counts requests that waited, for their key's new owner (a hand-over) or for
+	// the worker's app (starting, or switching in a rolling restart).
+	Held uint64 `json:"held,omitempty"`
 }
 
 // Histogram is a cumulative histogram snapshot.
@@ -293,6 +310,9 @@ func (m *Release) RequestID() uint64 { return m.ID }
 // RequestID implements Request.
 func (m *KeysRequest) RequestID() uint64 { return m.ID }
 
+// RequestID implements Request.
+func (m *Reopen) RequestID() uint64 { return m.ID }
+
 // ReplyTo implements Reply.
 func (m *Result) ReplyTo() uint64 { return m.ID }
 
@@ -301,6 +321,9 @@ func (m *Stats) ReplyTo() uint64 { return m.ID }
 
 // ReplyTo implements Reply.
 func (m *Keys) ReplyTo() uint64 { return m.ID }
+
+// Type implements Message.
+func (*Reopen) Type() Type { return TypeReopen }
 
 // registry makes an empty message of each type for decoding.
 var registry = map[Type]func() Message{
@@ -317,4 +340,5 @@ var registry = map[Type]func() Message{
 	TypeRelease:      func() Message { return new(Release) },
 	TypeKeysRequest:  func() Message { return new(KeysRequest) },
 	TypeKeys:         func() Message { return new(Keys) },
+	TypeReopen:       func() Message { return new(Reopen) },
 }

@@ -95,6 +95,68 @@ func (c *Client) Scale(ctx context.Context, n int) error {
 	return c.do(ctx, http.MethodPost, controlScale+"?workers="+strconv.Itoa(n), nil)
 }
 
+// ReloadProgress is ReloadReport, calling f as each worker completes a step (f runs on the
+// caller's goroutine). The summary is nil when the master answered without progress (an
+// olio from before progress streaming).
+func (c *Client) ReloadProgress(ctx context.Context, f func(Progress)) (*ReloadReport, *OpSummary, error) {
+	var r ReloadReport
+	sum, err := c.stream(ctx, controlReload+"?progress=1", f, &r)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &r, sum, nil
+}
+
+// ScaleProgress is Scale, calling f as each worker is started or stopped; the summary is
+// as ReloadProgress's.
+func (c *Client) ScaleProgress(ctx context.Context, n int, f func(Progress)) (*OpSummary, error) {
+	return c.stream(ctx, controlScale+"?workers="+strconv.Itoa(n)+"&progress=1", f, nil)
+}
+
+// stream POSTs a command that may answer with a progress stream, calling f
+// for each event and decoding the result into out (when not nil).
+func (c *Client) stream(ctx context.Context, path string, f func(Progress), out any) (*OpSummary, error) {
+	resp, err := c.send(ctx, http.MethodPost, path)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if ct, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";"); ct != ndjson {
+		return nil, c.decode(resp, http.MethodPost, path, out) // an olio without progress
+	}
+	dec := json.NewDecoder(io.LimitReader(resp.Body, 64<<20))
+	for {
+		var line streamLine
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return nil, fmt.Errorf("control socket %s: %w", c.path, errCut)
+			}
+			return nil, fmt.Errorf("control socket %s: %s: a bad progress line: %w", c.path, path, err)
+		}
+		if err := json.Unmarshal(raw, &line); err != nil {
+			return nil, fmt.Errorf("control socket %s: %s: a bad progress line %q: %w", c.path, path, raw, err)
+		}
+		switch line.Type {
+		case "progress":
+			if line.Progress != nil && f != nil {
+				f(*line.Progress)
+			}
+		case "result":
+			if line.Code >= 300 || line.Error != "" {
+				return line.Summary, &ControlError{Code: line.Code, Message: line.Error}
+			}
+			if out != nil {
+				if err := json.Unmarshal(raw, out); err != nil {
+					return nil, fmt.Errorf("control socket %s: %s answered %q: %w", c.path, path, raw, err)
+				}
+			}
+			return line.Summary, nil
+		}
+		// Other types are for newer clients: skipped.
+	}
+}
+
 // Keys asks for the cluster's hottest keys, at most top of them (0: every tracked key).
 func (c *Client) Keys(ctx context.Context, top int) (*KeysReport, error) {
 	var r KeysReport
@@ -154,6 +216,9 @@ type controlPeerError struct{ err error }
 func (e *controlPeerError) Error() string { return e.err.Error() }
 func (e *controlPeerError) Unwrap() error { return e.err }
 
+// errCut is a progress stream that ended before its result.
+var errCut = errors.New("the connection closed before the answer; the command may still be running: check olio status")
+
 // controlDialError marks a failure to connect: nothing answers on the path.
 type controlDialError struct{ err error }
 
@@ -184,15 +249,25 @@ func (e *ControlError) Unwrap() error {
 
 // do sends one command and decodes the answer into out (when not nil).
 func (c *Client) do(ctx context.Context, method, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, "http://olio"+path, nil)
+	resp, err := c.send(ctx, method, path)
 	if err != nil {
 		return err
+	}
+	defer resp.Body.Close()
+	return c.decode(resp, method, path, out)
+}
+
+// send sends one command and returns the answer, whose body the caller closes.
+func (c *Client) send(ctx context.Context, method, path string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, "http://olio"+path, nil)
+	if err != nil {
+		return nil, err
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		var pe *controlPeerError
 		if errors.As(err, &pe) {
-			return pe.err
+			return nil, pe.err
 		}
 		var de *controlDialError
 		if errors.As(err, &de) {
@@ -201,11 +276,15 @@ func (c *Client) do(ctx context.Context, method, path string, out any) error {
 			if errors.As(de.err, &se) {
 				why = se.Error()
 			}
-			return fmt.Errorf("%w %s (%s); is `olio serve` running? give the path it uses with --control", ErrNoControl, c.path, why)
+			return nil, fmt.Errorf("%w %s (%s); is `olio serve` running? give the path it uses with --control", ErrNoControl, c.path, why)
 		}
-		return fmt.Errorf("control socket %s: %w", c.path, err)
+		return nil, fmt.Errorf("control socket %s: %w", c.path, err)
 	}
-	defer resp.Body.Close()
+	return resp, nil
+}
+
+// decode reads a one-JSON answer into out (when not nil), or its error.
+func (c *Client) decode(resp *http.Response, method, path string, out any) error {
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
 		return fmt.Errorf("control socket %s: %w", c.path, err)

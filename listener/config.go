@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"runtime"
 	"strings"
@@ -46,6 +47,7 @@ type Config struct {
 	RunDir          string        // parent of the private run directory, empty: os.TempDir
 	ClusterAddr     string        // the front's host:port, given to apps as OLIO_CLUSTER_ADDR; empty: none
 	DrainDelay      time.Duration // on stop, how long /ready says 503 before the drain begins
+	AccessLog       string        // access log file, "-": stdout, "": none
 
 	// Sources says where values came from when not from the command line, by long flag
 	// name: "workers" → "config file /etc/olio.json". Validation messages name it, so that
@@ -131,6 +133,11 @@ func (c *Config) Validate() error {
 	if c.DrainDelay < 0 {
 		return bad("--drain-delay %s%s: must not be negative (0: drain at once)", c.DrainDelay, c.from("drain-delay"))
 	}
+	if c.AccessLog != "" {
+		if err := validAccessLog(c.AccessLog); err != nil {
+			return bad("--access-log %q%s: %v", c.AccessLog, c.from("access-log"), err)
+		}
+	}
 	if c.MaxConns < 0 {
 		return bad("--max-conns %d%s: must be 0 (unlimited) or more", c.MaxConns, c.from("max-conns"))
 	}
@@ -179,6 +186,22 @@ func validClusterAddr(addr string) error {
 		return errors.New("not host:port; give the front's address as apps dial it, e.g. olio.internal:80 (no http://, no path)")
 	}
 	return nil
+}
+
+// validAccessLog checks the access log's destination: stdout open, or a file olio can
+// append to (created with mode 0600 when missing; logrotate may remove it later).
+func validAccessLog(path string) error {
+	if path == "-" {
+		if _, err := os.Stdout.Stat(); err != nil {
+			return errors.New("stdout is closed; give a file path instead")
+		}
+		return nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("cannot append to it (%v); give a writable file path, or - for stdout", unwrapPath(err))
+	}
+	return f.Close()
 }
 
 // unwrapExec drops os/exec's "exec: " prefix layers for a one-line message.

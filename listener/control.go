@@ -26,6 +26,7 @@ import (
 //	POST /reload               = HUP: re-read the config file, rolling restart; answers when done,
 //	                           with "not_applied": what the file changes that needs a restart
 //	POST /scale?workers=N      change the worker count; answers when done
+//	                           (both with &progress=1: a stream of progress events, then the answer)
 //	POST /stop                 graceful stop; answers at once (202)
 //	GET  /keys?top=N           KeysReport: the hottest keys (all tracked when N is 0 or absent)
 //	GET  /scale/plan?workers=N ScalePlan: what POST /scale would move, changing nothing
@@ -261,18 +262,26 @@ func (m *Master) controlHandler(stop func()) http.Handler {
 	// helps nobody.
 	mux.HandleFunc("POST "+controlReload, func(w http.ResponseWriter, r *http.Request) {
 		m.logger.Info("control: reload")
-		notApplied, err := m.reload(context.WithoutCancel(r.Context()))
-		if err != nil {
-			m.answer(w, "", err)
+		ctx, ps := context.WithoutCancel(r.Context()), streamProgress(w, r) // nil unless the client asked for progress
+		var before map[int]uint64
+		if ps != nil {
+			ctx, before = withProgress(ctx, ps.progress), m.heldCounts(ctx)
+		}
+		notApplied, err := m.reload(ctx)
+		code, a := outcome("reloaded", err)
+		if err == nil {
+			a.NotApplied = notApplied
+			// The roll went on to the next worker as soon as each new app was ready: old
+			// apps may still be draining (each bounded by --shutdown-timeout).
+			for _, ws := range m.Status(ctx).Workers {
+				a.Draining += ws.Draining
+			}
+		}
+		if ps != nil {
+			ps.result(code, a, m.opSummary(ctx, before))
 			return
 		}
-		// The roll went on to the next worker as soon as each new app was ready: old apps
-		// may still be draining (each bounded by --shutdown-timeout).
-		draining := 0
-		for _, ws := range m.Status(r.Context()).Workers {
-			draining += ws.Draining
-		}
-		writeJSON(w, http.StatusOK, controlAnswer{Message: "reloaded", NotApplied: notApplied, Draining: draining})
+		writeJSON(w, code, a)
 	})
 	mux.HandleFunc("POST "+controlScale, func(w http.ResponseWriter, r *http.Request) {
 		n, err := strconv.Atoi(r.URL.Query().Get("workers"))
@@ -281,7 +290,17 @@ func (m *Master) controlHandler(stop func()) http.Handler {
 			return
 		}
 		m.logger.Info("control: scale", "workers", n)
-		m.answer(w, fmt.Sprintf("scaled to %d workers", n), m.Scale(context.WithoutCancel(r.Context()), n))
+		ctx, ps := context.WithoutCancel(r.Context()), streamProgress(w, r) // nil unless the client asked for progress
+		var before map[int]uint64
+		if ps != nil {
+			ctx, before = withProgress(ctx, ps.progress), m.heldCounts(ctx)
+		}
+		code, a := outcome(fmt.Sprintf("scaled to %d workers", n), m.Scale(ctx, n))
+		if ps != nil {
+			ps.result(code, a, m.opSummary(ctx, before))
+			return
+		}
+		writeJSON(w, code, a)
 	})
 	mux.HandleFunc("GET "+controlKeys, func(w http.ResponseWriter, r *http.Request) {
 		top := 0
@@ -327,9 +346,15 @@ type controlAnswer struct {
 // answer writes a command's outcome: 200 with msg, or the error with a status that says
 // what kind it is.
 func (m *Master) answer(w http.ResponseWriter, msg string, err error) {
+	code, a := outcome(msg, err)
+	writeJSON(w, code, a)
+}
+
+// outcome is a command's answer: 200 with msg, or the error with a status that says what
+// kind it is.
+func outcome(msg string, err error) (int, controlAnswer) {
 	if err == nil {
-		writeJSON(w, http.StatusOK, controlAnswer{Message: msg})
-		return
+		return http.StatusOK, controlAnswer{Message: msg}
 	}
 	code := http.StatusInternalServerError
 	switch {
@@ -340,7 +365,7 @@ func (m *Master) answer(w http.ResponseWriter, msg string, err error) {
 	case errors.Is(err, ErrStopped):
 		code = http.StatusServiceUnavailable
 	}
-	writeJSON(w, code, controlAnswer{Error: err.Error()})
+	return code, controlAnswer{Error: err.Error()}
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

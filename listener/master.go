@@ -355,7 +355,21 @@ func (m *Master) routerConfig(index int) *descend.Config {
 		Handover:        cfg.Handover,
 		HandoverPath:    cfg.HandoverPath,
 		KeyStats:        cfg.KeyStats,
+		AccessLog:       accessLogPath(cfg.AccessLog),
+		AccessLogFormat: m.opts.LogFormat,
 	}
+}
+
+// accessLogPath is the access log's path as a router opens it: absolute, since an
+// embedded worker runs in the app's directory.
+func accessLogPath(path string) string {
+	if path == "" || path == "-" {
+		return path
+	}
+	if abs, err := filepath.Abs(path); err == nil {
+		return abs
+	}
+	return path
 }
 
 // membershipLocked is the current Membership message; m.mu must be held. Peers lists every

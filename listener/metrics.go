@@ -43,6 +43,8 @@ var (
 		"Request bodies that did not arrive within --body-timeout (answered 408).", workerLabel, nil)
 	descWriteTimeouts = prometheus.NewDesc("olio_write_timeouts_total",
 		"Connections closed because the client did not read its answer within --body-timeout.", workerLabel, nil)
+	descAccessDropped = prometheus.NewDesc("olio_access_log_dropped_total",
+		"Access log lines the worker dropped because its log writer fell behind (--access-log).", workerLabel, nil)
 	descInFlight = prometheus.NewDesc("olio_requests_in_flight",
 		"Requests in the worker's app now.", workerLabel, nil)
 	descDuration = prometheus.NewDesc("olio_request_duration_seconds",
@@ -72,7 +74,7 @@ type collector struct{ m *Master }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descWorkers, descWorkersReady, descEpoch, descServed, descForwardedOut, descForwardedIn,
-		descHandedOff, descHandedIn, descUpgraded, descUpgradesOpen, descBodyTimeouts, descWriteTimeouts,
+		descHandedOff, descHandedIn, descUpgraded, descUpgradesOpen, descBodyTimeouts, descWriteTimeouts, descAccessDropped,
 		descInFlight, descDuration, descRestarts, descRSS, descWorkerReady, descCrashLooping, descHandoverHold,
 		descHotKeyShare, descImbalance,
 	} {
@@ -116,6 +118,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descUpgradesOpen, float64(s.UpgradesOpen))
 		counter(descBodyTimeouts, s.BodyTimeouts)
 		counter(descWriteTimeouts, s.WriteTimeouts)
+		counter(descAccessDropped, s.AccessLogDropped)
 		gauge(descInFlight, float64(s.InFlight))
 		gauge(descHandoverHold, s.LastHold.Seconds())
 		if h, err := constHistogram(descDuration, s.Duration, l); err == nil {

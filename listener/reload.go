@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Reload re-reads the configuration (through Options.Reload), applies what changed, then
@@ -78,7 +79,9 @@ func (m *Master) reload(ctx context.Context) (notApplied []string, err error) {
 	workers := append([]*worker(nil), m.workers...)
 	m.mu.Unlock()
 	m.logger.Info("rolling restart", "workers", len(workers))
+	st := newStepper(ctx, StepRestart, len(workers))
 	for i, w := range workers {
+		began := time.Now()
 		if err := w.restart(ctx); err != nil {
 			m.logger.Error("rolling restart stopped", "worker", w.index, "err", err)
 			err = fmt.Errorf("rolling restart: %w", err)
@@ -88,6 +91,7 @@ func (m *Master) reload(ctx context.Context) (notApplied []string, err error) {
 			return notApplied, m.rollBack(ctx, old, workers[:i], err)
 		}
 		m.logger.Info("worker restarted", "worker", w.index, "app_pid", w.lastState().AppPID)
+		st.did(w.index, w.lastState().AppPID, began)
 	}
 	m.logger.Info("rolling restart done")
 	return notApplied, nil
@@ -128,15 +132,18 @@ func (m *Master) rollBack(ctx context.Context, old Config, restarted []*worker, 
 		m.mu.Lock()
 		current := append([]*worker(nil), m.workers...)
 		m.mu.Unlock()
+		st := newStepper(ctx, StepRollBack, len(restarted))
 		for _, w := range restarted {
 			if !slices.Contains(current, w) {
 				continue // removed by the scale back
 			}
+			began := time.Now()
 			if err := w.restart(ctx); err != nil {
 				errs = append(errs, fmt.Sprintf("restart worker %d onto the previous app: %v", w.index, err))
 				continue
 			}
 			m.logger.Info("worker back on the previous app", "worker", w.index, "app_pid", w.lastState().AppPID)
+			st.did(w.index, w.lastState().AppPID, began)
 		}
 	}
 	if len(errs) > 0 {

@@ -56,6 +56,8 @@ func (m *Master) grow(ctx context.Context, cur, n int) error {
 		w.start()
 	}
 	m.mu.Unlock()
+	began := time.Now()
+	st := newStepper(ctx, StepStart, len(added))
 	timeout := m.config().ReadyTimeout + 30*time.Second
 	t := time.NewTimer(timeout)
 	defer t.Stop()
@@ -63,10 +65,12 @@ func (m *Master) grow(ctx context.Context, cur, n int) error {
 		var why error
 		select {
 		case <-w.ready:
+			st.did(w.index, w.lastState().AppPID, began)
 			continue
 		case msg := <-w.failed:
 			select {
 			case <-w.ready:
+				st.did(w.index, w.lastState().AppPID, began)
 				continue // it failed once, then made it
 			default:
 			}
@@ -80,7 +84,7 @@ func (m *Master) grow(ctx context.Context, cur, n int) error {
 		m.mu.Lock()
 		m.workers = m.workers[:cur]
 		m.mu.Unlock()
-		stopAll(context.Background(), added)
+		stopAll(context.Background(), added, nil)
 		return fmt.Errorf("scale to %d: worker %d: %w", n, w.index, why)
 	}
 	if err := m.announce(ctx, n); err != nil {
@@ -115,13 +119,15 @@ func (m *Master) shrink(ctx context.Context, cur, n int) error {
 	removed := append([]*worker(nil), m.workers[n:]...)
 	m.workers = m.workers[:n]
 	m.mu.Unlock()
-	stopAll(ctx, removed)
+	stopAll(ctx, removed, newStepper(ctx, StepStop, len(removed)))
 	m.logger.Info("scaled", "workers", n)
 	return nil
 }
 
-// stopAll drains every worker, then stops them all, in parallel.
-func stopAll(ctx context.Context, ws []*worker) {
+// stopAll drains every worker, then stops them all, in parallel, reporting each stopped
+// worker to st (nil: to nobody).
+func stopAll(ctx context.Context, ws []*worker, st *stepper) {
+	began := time.Now()
 	var wg sync.WaitGroup
 	for _, w := range ws {
 		wg.Add(1)
@@ -130,7 +136,7 @@ func stopAll(ctx context.Context, ws []*worker) {
 	wg.Wait()
 	for _, w := range ws {
 		wg.Add(1)
-		go func() { defer wg.Done(); w.cancel(); <-w.done }()
+		go func() { defer wg.Done(); w.cancel(); <-w.done; st.did(w.index, 0, began) }()
 	}
 	wg.Wait()
 }

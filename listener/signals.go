@@ -14,7 +14,7 @@ var Signals = []os.Signal{
 
 // HandleSignals acts on signals until ctx is done: TERM, INT and QUIT call stop (a second
 // one calls Kill), HUP reloads, TTIN and TTOU add and remove a worker, WINCH scales to
-// zero, USR1 calls reopen, USR2 upgrades. Long operations run on their own goroutine;
+// zero, USR1 calls reopen and reopens the routers' access logs, USR2 upgrades. Long operations run on their own goroutine;
 // overlapping ones wait their turn.
 func (m *Master) HandleSignals(ctx context.Context, sigs <-chan os.Signal, stop func(), reopen func() error) {
 	stopping := false
@@ -45,6 +45,7 @@ func (m *Master) HandleSignals(ctx context.Context, sigs <-chan os.Signal, stop 
 				if reopen != nil {
 					m.logErr("reopen log file", reopen())
 				}
+				go func() { m.logErr("reopen access log", m.ReopenAccessLogs(context.Background())) }()
 			case syscall.SIGUSR2:
 				go func() { m.logErr("upgrade", m.Upgrade(context.Background())) }()
 			}

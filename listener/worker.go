@@ -167,6 +167,10 @@ func (w *worker) command() (*monitor.Command, error) {
 		Stderr:     m.routerOutput(),
 		ExtraFiles: []*os.File{child, m.lnFile},
 	}
+	if _, err := os.Stdout.Stat(); err == nil {
+		// router.FDStdout: where the access log goes when it is "-" (now or after a reload).
+		cmd.ExtraFiles = append(cmd.ExtraFiles, os.Stdout)
+	}
 	if cfg := m.config(); cfg.Embedded {
 		// The app itself, which calls router.Serve: the same descriptors, and its place in
 		// the environment instead of flags (its command line is the user's).

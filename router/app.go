@@ -91,6 +91,7 @@ func (a *apps) wait(ctx context.Context, d time.Duration, avoid *instance) *inst
 	if inst := a.current.Load(); inst != nil && inst != avoid {
 		return inst
 	}
+	a.r.counters.held.Add(1)
 	t := time.NewTimer(d)
 	defer t.Stop()
 	for {

@@ -296,6 +296,7 @@ func (r *Router) serveHandler(w http.ResponseWriter, req *http.Request) {
 	}()
 	e := embeddedHandler{h: r.handler, logger: r.logger}
 	defer e.recover(g, req)
+	startApp(w) // the handler's share of the time starts here
 	r.handler.ServeHTTP(g, req)
 }
 

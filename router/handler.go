@@ -17,6 +17,16 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if r.headerTooLarge(w, req) {
 		return
 	}
+	if a := r.beginAccess(w, req); a != nil { // the access log is on
+		defer a.end()
+		r.route(&a.w, req, a)
+		return
+	}
+	r.route(w, req, nil)
+}
+
+// route routes a public request; a records it for the access log (nil: the log is off).
+func (r *Router) route(w http.ResponseWriter, req *http.Request, a *accessLogging) {
 	if !isUpgrade(req) { // an upgraded connection is not waited for by a hand-over
 		g := r.handover.enter()
 		defer g.leave()
@@ -24,11 +34,13 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	workers := r.workers()
 	target := r.index
 	if idx, ok := req.Header[HeaderIndex]; ok {
+		a.route(RouteDirect, workerNone)
 		if !secretOK(r.settings().secret, req.Header[HeaderSecret]) {
 			r.fail(w, http.StatusForbidden, "olio: X-Olio-Index needs the right X-Olio-Secret")
 			return
 		}
 		if len(idx) == 1 && idx[0] == FanoutIndex { // fanout.go: every worker answers
+			a.route(RouteFanout, workerAll)
 			r.fanout(w, req)
 			return
 		}
@@ -38,6 +50,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 		target = i
+		a.route(RouteDirect, target)
 	} else if key, ok := r.settings().key.Extract(req); ok && workers > 0 {
 		h := xxhash.Sum64String(key)
 		target = Jump(h, workers)
@@ -55,8 +68,15 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			target = Jump(h, workers)
 		}
 		r.countKey(h, key, target)
+		a.setKey(h, key)
 		if target != r.index && r.tryHandOff(w, req, target) { // handoff.go
+			if a != nil {
+				a.skip = true // the owner logs it (or this router, when it serves the connection again)
+			}
 			return
+		}
+		if target != r.index {
+			a.route(RouteForwarded, target)
 		}
 	}
 	stripOlio(req.Header)
@@ -66,7 +86,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	r.counters.forwardedOut.Add(1)
-	ctx := context.WithValue(req.Context(), ownerKey{}, target)
+	ctx := context.WithValue(a.forward(req.Context()), ownerKey{}, target)
 	r.remote.ServeHTTP(w, req.WithContext(ctx))
 }
 
@@ -80,6 +100,11 @@ func (h peerHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if !secretOK(r.settings().secret, req.Header[HeaderSecret]) {
 		r.fail(w, http.StatusForbidden, "olio: forwarded request without the right X-Olio-Secret")
 		return
+	}
+	if _, ok := req.Header[headerTiming]; ok {
+		// The accepting router logs the request and asks for this app's time.
+		delete(req.Header, headerTiming)
+		w = &accessWriter{ResponseWriter: w, peer: true}
 	}
 	stripOlio(req.Header)
 	r.counters.forwardedIn.Add(1)
@@ -137,5 +162,6 @@ func (r *Router) serveLocal(w http.ResponseWriter, req *http.Request, avoid *ins
 			r.counters.duration.Observe(time.Since(start).Seconds())
 		}
 	}()
+	startApp(w) // the app's share of the time starts here
 	inst.proxy.ServeHTTP(w, req)
 }

@@ -40,7 +40,8 @@ const maxHandoffPrefix = 64 << 10
 type connInfo struct {
 	conn       net.Conn
 	requests   atomic.Int32
-	handedIn   bool // received from another router: never passed on again
+	handedIn   bool // received from another router, or taken back from a failed handoff: never passed on again
+	received   bool // received from another router (the access log's handed-off route)
 	canHandOff bool // a plain socket whose descriptor can be passed
 	framing    *framingConn
 }
@@ -55,7 +56,7 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 		c = fc.Conn
 	}
 	if pc, ok := c.(*prefixConn); ok {
-		info.handedIn = true
+		info.handedIn, info.received = true, pc.received
 		c = pc.Conn
 	}
 	_, info.canHandOff = c.(syscall.Conn)
@@ -65,7 +66,8 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 // prefixConn is a connection whose first bytes were already read by another router.
 type prefixConn struct {
 	net.Conn
-	r io.Reader
+	r        io.Reader
+	received bool // from another router, not taken back from a failed handoff
 }
 
 func (c *prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }
@@ -269,7 +271,9 @@ func (h *handoff) take(msg, oob []byte) {
 	h.mu.Lock()
 	q := h.queue
 	h.mu.Unlock()
-	if q == nil || !q.push(newPrefixConn(c, prefix)) {
+	pc := newPrefixConn(c, prefix)
+	pc.received = true
+	if q == nil || !q.push(pc) {
 		c.Close()
 		return
 	}

@@ -185,6 +185,7 @@ func (r *Router) waitHeld(w http.ResponseWriter, req *http.Request, ch <-chan st
 		return true
 	default:
 	}
+	r.counters.held.Add(1)
 	t := time.NewTimer(r.conf().ForwardTimeout)
 	defer t.Stop()
 	select {

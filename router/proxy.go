@@ -179,6 +179,10 @@ func (r *Router) newRemoteProxy() *httputil.ReverseProxy {
 			pr.SetXForwarded()
 			pr.Out.Header[HeaderIndex] = []string{strconv.Itoa(i)}
 			pr.Out.Header[HeaderSecret] = []string{r.conf().Secret}
+			delete(pr.Out.Header, headerTiming) // only this router asks for the owner's timing
+			if pr.In.Context().Value(timedKey{}) != nil {
+				pr.Out.Header[headerTiming] = timingAsked
+			}
 		},
 		Transport:     tr,
 		BufferPool:    buffers,

@@ -60,6 +60,9 @@ type Router struct {
 	handoff         *handoff      // handoff.go
 	queue           *connQueue    // handed-off connections for the current public server
 
+	alog   atomic.Pointer[accessLog] // the access log; nil while off
+	alogMu sync.Mutex                // serialises opening and closing alog
+
 	mu       sync.Mutex
 	public   *publicServer  // non-nil while accepting on the public listener
 	retiring sync.WaitGroup // public servers stopping since the router stopped accepting
@@ -102,6 +105,7 @@ func Run(ctx context.Context, index int, ctl *descend.Conn, listener *os.File, l
 // run is Run, with h serving the worker's own requests in-process when it is not nil
 // (embedded mode: Serve).
 func run(ctx context.Context, index int, ctl *descend.Conn, listener *os.File, logger *slog.Logger, h http.Handler) error {
+	keepStdout() // before the app starts, which must not inherit the master's stdout
 	defer ctl.Close()
 	defer listener.Close()
 	if err := ctl.Send(&descend.Hello{PID: os.Getpid(), Index: index}); err != nil {
@@ -171,6 +175,10 @@ func newRouter(index int, set *settings, logger *slog.Logger) *Router {
 
 func (r *Router) run(ctx context.Context) error {
 	defer r.pool.Close()
+	if err := r.setAccessLog(r.conf()); err != nil {
+		return err
+	}
+	defer r.closeAccessLog()
 	defer r.hot.run(func() string { return r.conf().KeyStats })()
 	h, err := newHandoff(r)
 	if err != nil {
@@ -281,6 +289,7 @@ func (r *Router) recvLoop() error {
 		descend.TypePrepare:      r.onPrepare,
 		descend.TypeRelease:      r.onRelease,
 		descend.TypeKeysRequest:  r.onKeys,
+		descend.TypeReopen:       r.onReopen,
 	}
 	for {
 		m, err := r.ctl.Recv()
@@ -365,7 +374,7 @@ func (r *Router) onConfig(m descend.Message) error {
 		return err
 	}
 	r.set.Store(set)
-	return nil
+	return r.setAccessLog(cfg) // a reload may turn the access log on, off or elsewhere
 }
 
 func (r *Router) onStats(m descend.Message) error {
@@ -395,6 +404,8 @@ func (r *Router) onStats(m descend.Message) error {
 		Duration:      r.counters.histogram(),
 		LastHold:      r.handover.lastHoldTime(),
 	}
+	s.AccessLogDropped = r.counters.accessDropped.Load()
+	s.Held = r.counters.held.Load()
 	return r.ctl.Send(s)
 }
 

@@ -24,6 +24,9 @@ type counters struct {
 	bodyTimeouts  atomic.Uint64 // request bodies that did not arrive within --body-timeout
 	writeTimeouts atomic.Uint64 // writes to a client that did not read within --body-timeout
 	duration      prometheus.Histogram
+
+	accessDropped atomic.Uint64 // access log lines dropped because the writer fell behind
+	held          atomic.Uint64 // requests that waited: for their key's new owner, or for the app
 }
 
 func newCounters() *counters {

@@ -363,6 +363,8 @@ func TestBadInput(t *testing.T) {
 		{name: "config not a number", args: []string{"--config", config("two.json", `{"max-conns": "two"}`)}, want: `two.json: "max-conns": "two" is not a whole number`},
 		{name: "config float", args: []string{"--config", config("float.json", `{"max-conns": 1e9}`)}, want: `"max-conns": 1e9 is not a whole number`},
 		{name: "config invalid value", args: []string{"--config", config("neg.json", `{"max-conns": -1}`)}, want: "--max-conns -1 (from config file "},
+		{name: "access log not writable", args: []string{"--access-log", "/nonexistent-olio-dir/access.log"}, want: `--access-log "/nonexistent-olio-dir/access.log": cannot append to it (no such file or directory)`},
+		{name: "config access log not writable", args: []string{"--config", config("alog.json", `{"access-log": "/nonexistent-olio-dir/a.log"}`)}, want: "(from config file "},
 		{name: "config array", args: []string{"--config", config("array.json", `["workers"]`)}, want: "array.json must be a JSON object of flag names"},
 		// two secrets
 		{name: "secret and secret file", args: []string{"--secret", "x", "--secret-file", secretFile}, want: "--secret and by --secret-file; give only one"},

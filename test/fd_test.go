@@ -56,3 +56,33 @@ func TestAppsDoNotInheritTheListener(t *testing.T) {
 		t.Errorf("no router holds the public listener %s: the test does not see what it should", inode)
 	}
 }
+
+// The master's stdout goes to every router as fd 5 (for --access-log -), never further: an
+// app that held it would write into olio's output unseen.
+func TestAppsDoNotInheritTheMastersStdout(t *testing.T) {
+	c := Start(t, "--workers", "2")
+	stdout, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/1", c.Pid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	holders := map[string]bool{}
+	for _, pid := range c.Descendants() {
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		role := "router"
+		if strings.Contains(string(cmdline), "demo") {
+			role = "app"
+		}
+		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		for _, fd := range fds {
+			if target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); target == stdout {
+				holders[role] = true
+				if role == "app" {
+					t.Errorf("app pid %d holds the master's stdout (%s) as fd %s", pid, stdout, fd.Name())
+				}
+			}
+		}
+	}
+	if !holders["router"] {
+		t.Errorf("no router holds the master's stdout %s: the test does not see what it should", stdout)
+	}
+}

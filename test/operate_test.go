@@ -539,8 +539,16 @@ func TestReloadThatFailsGoesBack(t *testing.T) {
 	if !errors.As(err, &exit) || exit.ExitCode() == 0 {
 		t.Fatalf("olio reload to an app that exits at once: %v, want a non-zero exit\n%s", err, out)
 	}
-	if !strings.Contains(out, "previous configuration is back in place") || strings.Count(strings.TrimSpace(out), "\n") != 0 {
-		t.Errorf("olio reload printed %q, want one line saying the previous configuration is back", out)
+	// Progress lines (a worker each: the scale to 1, then back to 2), then one line.
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	progress := regexp.MustCompile(`^(restart|start|stop|rollback): worker \d+ .*, \d+/\d+ \(.*\)$`)
+	for _, l := range lines[:len(lines)-1] {
+		if !progress.MatchString(l) {
+			t.Errorf("olio reload printed %q before its outcome; want progress lines only", l)
+		}
+	}
+	if last := lines[len(lines)-1]; !strings.Contains(last, "previous configuration is back in place") {
+		t.Errorf("olio reload printed %q, want its last line saying the previous configuration is back", out)
 	}
 	c.WaitLog("reload failed; the previous configuration is back in place", 10*time.Second)
 	st := oldApp("after the failed reload")
@@ -575,6 +583,9 @@ func TestReloadThatFailsGoesBack(t *testing.T) {
 	out, err = opCLI(t, "reload", "--control", c.Control)
 	if err == nil || !strings.Contains(out, "previous configuration is back in place") {
 		t.Fatalf("olio reload to an app that fails on worker 1: %v, %q; want a failure saying the previous configuration is back", err, out)
+	}
+	if !regexp.MustCompile(`(?m)^rollback: worker 0 back on the previous app, 1/1 \(app pid \d+, .*\)$`).MatchString(out) {
+		t.Errorf("olio reload printed %q, want worker 0's rollback in its progress", out)
 	}
 	if len(c.lines("worker back on the previous app")) != 1 {
 		t.Errorf("want worker 0 restarted back onto the old app once; the log says:\n%s", strings.Join(c.lines("reload"), "\n"))

@@ -21,6 +21,11 @@ func controlFlag() cli.Flag {
 	return &cli.StringFlag{Name: "control", Value: defaultControl(), Usage: "control socket `PATH` of the olio to talk to (olio serve's --control)"}
 }
 
+// quietFlag is --quiet for reload and scale: the outcome only, no line per worker.
+func quietFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only the outcome, not each worker as it completes"}
+}
+
 func timeoutFlag(d time.Duration, what string) cli.Flag {
 	return &cli.DurationFlag{Name: "timeout", Value: d, Usage: "give up waiting for " + what + " after this long"}
 }
@@ -105,7 +110,7 @@ func reloadCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "reload",
 		Usage: "reload the config and restart every app, worker by worker (as kill -HUP does)",
-		Flags: []cli.Flag{controlFlag(), timeoutFlag(10*time.Minute, "the rolling restart")},
+		Flags: []cli.Flag{controlFlag(), timeoutFlag(10*time.Minute, "the rolling restart"), quietFlag()},
 		Action: func(c *cli.Context) error {
 			ctx, cancel, err := withTimeout(c)
 			if err != nil {
@@ -116,11 +121,19 @@ func reloadCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			rep, err := cl.ReloadReport(ctx)
+			var rep *listener.ReloadReport
+			var sum *listener.OpSummary
+			if c.Bool("quiet") {
+				rep, err = cl.ReloadReport(ctx)
+			} else {
+				p := newProgressPrinter(c.App.Writer)
+				rep, sum, err = cl.ReloadProgress(ctx, p.event)
+				p.end()
+			}
 			if err != nil {
 				return noAnswer(c, err, true)
 			}
-			msg := "olio: reloaded: every app replaced"
+			msg := "olio: reloaded: every app replaced" + summaryText(sum)
 			if rep.Draining > 0 {
 				msg += fmt.Sprintf("; %s still draining (each for at most olio serve's --shutdown-timeout)", plural(rep.Draining, "old app instance"))
 			}
@@ -146,7 +159,7 @@ request gets 503 until the cluster grows again. Flags may come before or after N
 many of them and what share of the recent requests would change owner, and the
 imbalance (busiest worker ÷ mean) to expect at N workers.`,
 		Flags: []cli.Flag{
-			controlFlag(), timeoutFlag(10*time.Minute, "the new workers"),
+			controlFlag(), timeoutFlag(10*time.Minute, "the new workers"), quietFlag(),
 			&cli.BoolFlag{Name: "dry-run", Usage: "say what scaling to N would move, and change nothing"},
 			&cli.BoolFlag{Name: "json", Usage: "with --dry-run: print the plan as JSON"},
 		},
@@ -174,10 +187,18 @@ imbalance (busiest worker ÷ mean) to expect at N workers.`,
 			if err != nil {
 				return err
 			}
-			if err := cl.Scale(ctx, n); err != nil {
+			var sum *listener.OpSummary
+			if c.Bool("quiet") {
+				err = cl.Scale(ctx, n)
+			} else {
+				p := newProgressPrinter(c.App.Writer)
+				sum, err = cl.ScaleProgress(ctx, n, p.event)
+				p.end()
+			}
+			if err != nil {
 				return noAnswer(c, err, true)
 			}
-			fmt.Fprintf(c.App.Writer, "olio: scaled to %s\n", plural(n, "worker"))
+			fmt.Fprintf(c.App.Writer, "olio: scaled to %s%s\n", plural(n, "worker"), summaryText(sum))
 			return nil
 		},
 	}

@@ -31,7 +31,7 @@ a Go program that calls router.Serve(handler) and is itself each worker's router
 Signals: TERM/INT/QUIT stop gracefully (after --drain-delay, during which /ready on
 --metrics answers 503; a second one stops at once), HUP reloads the
 config file and restarts every app worker by worker, TTIN/TTOU add/remove a worker,
-WINCH scales to zero, USR1 reopens the log file, USR2 upgrades olio in place.`,
+WINCH scales to zero, USR1 reopens the log files, USR2 upgrades olio in place.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: d.Listen, Usage: "public `ADDR` to bind (host:port)"},
 			&cli.IntFlag{Name: "workers", Value: d.Workers, DefaultText: "one per CPU", Usage: "number of workers"},
@@ -60,6 +60,7 @@ WINCH scales to zero, USR1 reopens the log file, USR2 upgrades olio in place.`,
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics at /metrics and a load balancer's readiness check at /ready on `ADDR` (e.g. 127.0.0.1:9090)"},
 			&cli.StringFlag{Name: "cluster-addr", Usage: "the `HOST:PORT` of the front (load balancer) that hashes keys to hosts, given to apps as OLIO_CLUSTER_ADDR"},
 			&cli.DurationFlag{Name: "drain-delay", Value: d.DrainDelay, Usage: "on stop, answer 503 on /ready and keep serving this long before draining, so the front takes this host out first"},
+			&cli.StringFlag{Name: "access-log", Usage: "write one line per request (route, worker, key, durations) to `FILE` (reopened on USR1), or - for stdout; in --log-format"},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json (flag only, not in --config)"},
 			&cli.StringFlag{Name: "log-file", Usage: "append logs to `FILE` (reopened on USR1) instead of stderr (flag only, not in --config)"},
 			&cli.StringFlag{Name: "pidfile", Usage: "write the master's pid to `FILE`"},
@@ -150,6 +151,7 @@ func configFrom(c *cli.Context) (listener.Config, error) {
 		PIDFile:         str("pidfile"),
 		ClusterAddr:     str("cluster-addr"),
 		DrainDelay:      dur("drain-delay"),
+		AccessLog:       str("access-log"),
 		App:             c.Args().Slice(),
 	}
 	if len(cfg.App) == 0 {

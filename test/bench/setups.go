@@ -52,6 +52,9 @@ var setups = []setup{
 	{id: "olio4-nohandoff", name: "olio --workers 4 --handoff=false", proxy: true, start: func(ctx context.Context, b *bench) (*instance, error) {
 		return startOlio(ctx, b, b.cfg.workers, "--handoff=false")
 	}},
+	{id: "olio4-accesslog", name: "olio --workers 4 --access-log FILE", proxy: true, start: func(ctx context.Context, b *bench) (*instance, error) {
+		return startOlio(ctx, b, b.cfg.workers, "--access-log", filepath.Join(b.dir, "access.log"))
+	}},
 	{id: "olio4-embedded", name: "olio --embedded --workers 4", proxy: true, start: func(ctx context.Context, b *bench) (*instance, error) {
 		return startOlio(ctx, b, b.cfg.workers, "--embedded", "--", b.example)
 	}},
