@@ -47,10 +47,18 @@ type accessWriter struct {
 	remote   bool // forwarded with headerTiming: take the owner's app time from the answer
 }
 
-// startApp marks the request as handed to the app, when w is an accessWriter.
+// startApp marks the request as handed to the app, when w is (or wraps) an accessWriter.
 func startApp(w http.ResponseWriter) {
-	if aw, ok := w.(*accessWriter); ok {
-		aw.appStart = time.Now()
+	for w != nil {
+		if aw, ok := w.(*accessWriter); ok {
+			aw.appStart = time.Now()
+			return
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return
+		}
+		w = u.Unwrap()
 	}
 }
 

@@ -15,7 +15,7 @@ import (
 // lines "REASON WORKERS NEW_WORKERS".
 func handoverNotices(t *testing.T, dir string) map[int][]string {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(dir, "handover-*.log"))
+	files, err := filepath.Glob(filepath.Join(dir, "handover-*.notices"))
 	if err != nil {
 		t.Fatal(err)
 	}
