@@ -1,9 +1,12 @@
 package mux
 
 import (
+	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"testing"
 )
 
@@ -73,4 +76,60 @@ func BenchmarkOpen(b *testing.B) {
 		}
 		c.Close()
 	}
+}
+
+// BenchmarkUnixRequest is the same GET over plain unix socket connections, one request at a
+// time on each (a pool of keep-alive connections instead of streams of one session): what a
+// peer leg without a multiplexer would cost, for comparison with BenchmarkForwardedRequest.
+func BenchmarkUnixRequest(b *testing.B) {
+	get(b, unixClient(b), "http://peer/")
+}
+
+// BenchmarkForwardedRequestParallel and BenchmarkUnixRequestParallel are the two under 64
+// concurrent requests, as a loaded router sends them.
+func BenchmarkForwardedRequestParallel(b *testing.B) {
+	l := listen(b, "")
+	serveHTTP(b, l, hello)
+	parallelGet(b, client(b, newPool(b, l.Addr().String()), 0), "http://peer/")
+}
+
+func BenchmarkUnixRequestParallel(b *testing.B) {
+	parallelGet(b, unixClient(b), "http://peer/")
+}
+
+// unixClient serves hello on a unix socket and returns a keep-alive client for it.
+func unixClient(b *testing.B) *http.Client {
+	path := filepath.Join(b.TempDir(), "peer.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &http.Server{Handler: hello}
+	go srv.Serve(ln)
+	b.Cleanup(func() { srv.Close() })
+	tr := &http.Transport{
+		MaxIdleConnsPerHost: 128,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+	}
+	b.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}
+}
+
+func parallelGet(b *testing.B, c *http.Client, url string) {
+	b.ReportAllocs()
+	b.SetParallelism(32)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			resp, err := c.Get(url)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	})
 }
