@@ -191,20 +191,41 @@ func TestHeldRequestTimesOut(t *testing.T) {
 	}
 }
 
-// A held request is served as soon as the app becomes ready.
+// A held request is served as soon as the app becomes ready. The app comes back only once
+// the request is held (waiting for an instance): before that, the test would test nothing.
 func TestHeldRequestServedWhenReady(t *testing.T) {
 	tc := newTestCluster(t, 1, 10*time.Second)
 	r := tc.routers[0]
 	inst := r.apps.current.Load()
 	r.apps.setCurrent(nil)
-	done := make(chan int)
+	done := make(chan int, 1)
 	go func() {
 		rec, _ := tc.do(0, httptest.NewRequest("GET", "/", nil))
 		done <- rec.Code
 	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for r.apps.held.Load() == 0 {
+		select {
+		case code := <-done:
+			t.Fatalf("answered %d while there was no app, without being held", code)
+		case <-time.After(time.Millisecond): // polling interval of a condition wait
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the request was not held within 5s")
+		}
+	}
 	r.apps.setCurrent(inst)
-	if code := <-done; code != http.StatusOK {
-		t.Errorf("held request: %d", code)
+	// Well within the forward timeout (10s): the request is woken, not timed out.
+	select {
+	case code := <-done:
+		if code != http.StatusOK {
+			t.Errorf("held request: %d", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the held request was not served within 5s of the app becoming ready")
+	}
+	if n := r.apps.held.Load(); n != 0 {
+		t.Errorf("%d requests still counted as held after the answer", n)
 	}
 }
 
