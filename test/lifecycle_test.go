@@ -360,31 +360,75 @@ func TestLifecycleKillMaster(t *testing.T) {
 func TestLifecycleGracefulStop(t *testing.T) {
 	const workers = 2
 	c := Start(t, "--workers", strconv.Itoa(workers))
-	type call struct {
-		from, to int
-		local    net.Addr
-		wrote    chan struct{}
-		end      time.Time
-		status   int
-		body     string
-		err      error
-		index    int
-	}
-	var calls []*call
+	var calls []*stopCall
 	for from := 0; from < workers; from++ {
 		for to := 0; to < workers; to++ {
 			for k := 0; k < 2; k++ {
-				calls = append(calls, &call{from: from, to: to, wrote: make(chan struct{})})
+				calls = append(calls, &stopCall{from: from, to: to})
 			}
 		}
 	}
+	stopWithInFlight(t, c, calls, 500*time.Millisecond)
+}
+
+// TestLifecycleGracefulStopForwardedOnly: SIGTERM while slow requests are in flight that
+// router 0 accepted and sent on to worker 1, by key and by X-Olio-Index (--handoff=false,
+// so the keyed ones are forwarded rather than handed off), with no request in worker 0's
+// own app: router 0 must still wait for what it forwarded. TestLifecycleGracefulStop gives
+// every router local work, which hides a router that waits for its app's requests alone.
+func TestLifecycleGracefulStopForwardedOnly(t *testing.T) {
+	c := Start(t, "--workers", "2", "--handoff=false")
+	var calls []*stopCall
+	for k := 0; k < 3; k++ {
+		calls = append(calls, &stopCall{from: 0, to: 1}, &stopCall{from: 0, to: 1, keyed: true})
+	}
+	stopWithInFlight(t, c, calls, 2*time.Second, func(st *listener.Status) error {
+		if w := st.Workers[0]; w.InFlight != 0 || w.Forwarded < uint64(len(calls)) {
+			return fmt.Errorf("worker 0: %d in flight and %d forwarded, want 0 and at least %d", w.InFlight, w.Forwarded, len(calls))
+		}
+		if w := st.Workers[1]; w.InFlight != int64(len(calls)) {
+			return fmt.Errorf("worker 1: %d in flight, want %d", w.InFlight, len(calls))
+		}
+		return nil
+	})
+}
+
+// stopCall is one slow request of stopWithInFlight: sent over a connection that router from
+// accepted, for worker to, by X-Olio-Index or (keyed) by a key that worker owns.
+type stopCall struct {
+	from, to int
+	keyed    bool
+	local    net.Addr
+	wrote    chan struct{}
+	end      time.Time
+	status   int
+	body     string
+	err      error
+	index    int
+}
+
+// stopWithInFlight sends calls, each asking the app to take d, waits until every router has
+// read its requests (and, if given, until the status satisfies each check), sends SIGTERM,
+// and checks that every call is answered 200 by its worker after the signal and that olio
+// exits 0.
+func stopWithInFlight(t *testing.T, c *Cluster, calls []*stopCall, d time.Duration, checks ...func(*listener.Status) error) {
+	t.Helper()
+	workers := 0
+	for _, cl := range calls {
+		workers = max(workers, cl.from+1, cl.to+1)
+	}
 	var wg sync.WaitGroup
 	for _, cl := range calls {
+		cl.wrote = make(chan struct{})
 		hc, _ := pinnedClient(t, c, cl.from)
 		req := keyRequest(c, "GET", "", nil)
-		req.Header.Set("X-Olio-Index", strconv.Itoa(cl.to))
-		req.Header.Set("X-Olio-Secret", c.Secret)
-		req.URL.RawQuery = "sleep=500"
+		if cl.keyed {
+			req.Header.Set("X-Olio-Key", keyOwnedBy(cl.to, workers))
+		} else {
+			req.Header.Set("X-Olio-Index", strconv.Itoa(cl.to))
+			req.Header.Set("X-Olio-Secret", c.Secret)
+		}
+		req.URL.RawQuery = "sleep=" + strconv.Itoa(int(d.Milliseconds()))
 		trace := &httptrace.ClientTrace{
 			GotConn:      func(info httptrace.GotConnInfo) { cl.local = info.Conn.LocalAddr() },
 			WroteRequest: func(httptrace.WroteRequestInfo) { close(cl.wrote) },
@@ -423,6 +467,12 @@ func TestLifecycleGracefulStop(t *testing.T) {
 			t.Fatalf("request %d (%v) not read by router %d within 5s", i, cl.local, cl.from)
 		}
 	}
+	for _, check := range checks {
+		var err error
+		if !Eventually(d/2, func() bool { err = check(opStatus(t, c)); return err == nil }) {
+			t.Fatalf("before SIGTERM: %v: the test would not test what it means to", err)
+		}
+	}
 	term := time.Now()
 	c.Signal(syscall.SIGTERM)
 	wg.Wait()
@@ -444,7 +494,7 @@ func TestLifecycleGracefulStop(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("olio did not exit within 30s of SIGTERM")
 	}
-	t.Logf("stopped %s after SIGTERM with %d requests of 500ms in flight", time.Since(term).Round(time.Millisecond), len(calls))
+	t.Logf("stopped %s after SIGTERM with %d requests of %s in flight", time.Since(term).Round(time.Millisecond), len(calls), d)
 }
 
 // TestLifecycleUSR2: a hot upgrade under load. Afterwards exactly one master remains, every
