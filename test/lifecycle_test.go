@@ -61,9 +61,52 @@ func TestLifecycleHUP(t *testing.T) {
 }
 
 // TestLifecycleTTIN: one worker more under load; afterwards every key is on its owner
-// among 3.
+// among 3, and the new worker takes part in full: it accepts public connections, the others
+// forward it requests and hand it connections for its keys, and its app serves them. (Its
+// answers alone would not tell: the other routers could be carrying it.)
 func TestLifecycleTTIN(t *testing.T) {
-	testResize(t, 2, syscall.SIGTTIN, 3)
+	c := testResize(t, 2, syscall.SIGTTIN, 3)
+	const newcomer = 2
+	before := opStatus(t, c).Workers[newcomer]
+
+	// It accepts: a keyless request is served by the router that accepted it.
+	pinnedConn(t, c, newcomer)
+
+	// It is forwarded to: a connection router 0 accepted, whose first request (the probe)
+	// had no key, forwards its later requests.
+	const forwarded = 5
+	hc, _ := pinnedClient(t, c, 0)
+	key := keyOwnedBy(newcomer, 3)
+	for i := 0; i < forwarded; i++ {
+		a, err := Do(hc, keyRequest(c, "GET", key, nil))
+		if err != nil || a.Index != newcomer {
+			t.Fatalf("key %s via router 0: %+v, %v; want worker %d", key, a, err, newcomer)
+		}
+	}
+
+	// It is handed connections: fresh connections whose first request carries its key,
+	// until one that another router accepted has been handed to it.
+	handed := func(st *listener.Status) bool { return st.Workers[newcomer].HandedIn > before.HandedIn }
+	if !Eventually(20*time.Second, func() bool {
+		if _, err := Do(quick, keyRequest(c, "GET", key, nil)); err != nil {
+			t.Fatalf("key %s on a new connection: %v", key, err)
+		}
+		return handed(opStatus(t, c))
+	}) {
+		t.Errorf("no connection for worker %d's key was handed to it within 20s", newcomer)
+	}
+
+	st := opStatus(t, c)
+	w := st.Workers[newcomer]
+	if !w.Member || w.State != "ready" {
+		t.Errorf("worker %d: member %v, state %q; want a ready member", newcomer, w.Member, w.State)
+	}
+	if g := w.ForwardedIn - before.ForwardedIn; g < forwarded {
+		t.Errorf("worker %d received %d forwarded requests, want at least %d", newcomer, g, forwarded)
+	}
+	if g := w.Served - before.Served; g < forwarded+1 {
+		t.Errorf("worker %d's app served %d requests, want at least %d", newcomer, g, forwarded+1)
+	}
 }
 
 // TestLifecycleTTOU: one worker fewer under load; afterwards every key is on its owner
@@ -72,7 +115,7 @@ func TestLifecycleTTOU(t *testing.T) {
 	testResize(t, 3, syscall.SIGTTOU, 2)
 }
 
-func testResize(t *testing.T, from int, sig syscall.Signal, to int) {
+func testResize(t *testing.T, from int, sig syscall.Signal, to int) *Cluster {
 	c := Start(t, "--workers", strconv.Itoa(from))
 	l := StartLoad(t, c, LoadOptions{Clients: 6, Prefix: "resize-"})
 	l.ExpectOwners(from)
@@ -95,6 +138,7 @@ func testResize(t *testing.T, from int, sig syscall.Signal, to int) {
 	if !Eventually(10*time.Second, func() bool { return len(c.Descendants()) == 2*to }) {
 		t.Errorf("%d processes under the master, want %d", len(c.Descendants()), 2*to)
 	}
+	return c
 }
 
 // TestLifecycleWinchThenTTIN: WINCH scales to zero workers; while there are none, every
