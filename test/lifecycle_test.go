@@ -196,32 +196,55 @@ func TestLifecycleKillApp(t *testing.T) {
 
 	old := appPIDs(t, c, workers)[victim]
 	c.Descendants()
-	// A POST in flight inside the app when it dies cannot be repeated: it gets a clear 502.
-	post := make(chan *http.Response, 1)
+	// A POST in flight inside the app when it dies cannot be repeated, with a body or
+	// without: it gets a clear 502.
+	posts := []string{"payload", ""}
+	post := make(chan *http.Response, len(posts))
+	for _, body := range posts {
+		go func() {
+			req := keyRequest(c, "POST", "", strings.NewReader(body))
+			req.URL.RawQuery = "sleep=20000"
+			req.Header.Set("X-Olio-Index", strconv.Itoa(victim))
+			req.Header.Set("X-Olio-Secret", c.Secret)
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Errorf("in-flight POST of %d bytes: %v", len(body), err)
+			}
+			post <- resp
+		}()
+	}
+	// A GET in flight inside the app when it dies is repeated on the replacement: it gets
+	// its answer from the new app.
+	get := make(chan *Answer, 1)
 	go func() {
-		req := keyRequest(c, "POST", "", strings.NewReader("payload"))
-		req.URL.RawQuery = "sleep=20000"
+		req := keyRequest(c, "GET", "", nil)
+		req.URL.RawQuery = "sleep=2000"
 		req.Header.Set("X-Olio-Index", strconv.Itoa(victim))
 		req.Header.Set("X-Olio-Secret", c.Secret)
-		resp, err := client.Do(req)
+		a, err := Do(client, req)
 		if err != nil {
-			t.Errorf("in-flight POST: %v", err)
+			t.Errorf("in-flight GET in a killed app: %v, want it repeated on the new app", err)
 		}
-		post <- resp
+		get <- a
 	}()
-	if !Eventually(10*time.Second, func() bool { return inFlight(t, c, victim) > 0 }) {
-		t.Fatal("the POST never reached the app")
+	if !Eventually(10*time.Second, func() bool { return inFlight(t, c, victim) >= 3 }) {
+		t.Fatal("the POSTs and the GET never all reached the app")
 	}
 	killed := time.Now()
 	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	if resp := <-post; resp != nil {
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), "app failed") {
-			t.Errorf("in-flight POST in a killed app: %d %q, want a 502 that says the app failed", resp.StatusCode, body)
+	for range posts {
+		if resp := <-post; resp != nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), "app failed") {
+				t.Errorf("in-flight POST in a killed app: %d %q, want a 502 that says the app failed", resp.StatusCode, body)
+			}
 		}
+	}
+	if a := <-get; a != nil && a.PID == old {
+		t.Errorf("the in-flight GET was answered by the killed app %d", old)
 	}
 	// The router learns of the death when it reaps the process, a few milliseconds after
 	// the kill; requests it sends the dying app until then fail like the ones in flight in it.
