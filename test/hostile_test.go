@@ -753,6 +753,49 @@ func TestHostileHealthRecycle(t *testing.T) {
 	}
 }
 
+// TestHostileHUPDrainsAppThatDiesOnTerm: the test app drops its connections the moment it
+// gets SIGTERM, as an app without a graceful stop does, so a rolling restart must let the
+// old app finish its in-flight requests before it stops it: the demo app drains on SIGTERM
+// by itself, which would hide a router that does not wait. The requests are POSTs with a
+// body, which olio never repeats, so each answer comes from the old app or not at all.
+func TestHostileHUPDrainsAppThatDiesOnTerm(t *testing.T) {
+	const workers = 2
+	c, _ := hostileStart(t, workers)
+	old := appPIDs(t, c, workers)
+	answers := make(chan error, workers)
+	for i := 0; i < workers; i++ {
+		go func() {
+			req := keyRequest(c, "POST", "", strings.NewReader("payload"))
+			req.URL.RawQuery = "sleep=1500"
+			req.Header.Set("X-Olio-Index", strconv.Itoa(i))
+			req.Header.Set("X-Olio-Secret", c.Secret)
+			a, err := Do(client, req)
+			if err == nil && a.PID != old[i] {
+				err = fmt.Errorf("answered by app pid %d, want the old app %d", a.PID, old[i])
+			}
+			answers <- err
+		}()
+	}
+	if !Eventually(10*time.Second, func() bool { return inFlight(t, c, 0) > 0 && inFlight(t, c, 1) > 0 }) {
+		t.Fatal("the POSTs never reached both apps")
+	}
+	done := c.CountLog("rolling restart done")
+	c.Signal(syscall.SIGHUP)
+	for i := 0; i < workers; i++ {
+		if err := <-answers; err != nil {
+			t.Errorf("a POST in flight in an app when HUP came: %v", err)
+		}
+	}
+	if !Eventually(30*time.Second, func() bool { return c.CountLog("rolling restart done") > done }) {
+		t.Fatal("no rolling restart done within 30s of SIGHUP")
+	}
+	for i, pid := range appPIDs(t, c, workers) {
+		if pid == old[i] {
+			t.Errorf("worker %d still runs app %d after the rolling restart: the test did not test anything", i, pid)
+		}
+	}
+}
+
 // TestHostileCrashLoop: an app that cannot start leaves the master up, is reported, and its
 // keys get 503 after --forward-timeout while the other workers serve.
 func TestHostileCrashLoop(t *testing.T) {
