@@ -2,6 +2,7 @@ package router
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -226,6 +227,38 @@ func TestHeldRequestServedWhenReady(t *testing.T) {
 	}
 	if n := r.apps.held.Load(); n != 0 {
 		t.Errorf("%d requests still counted as held after the answer", n)
+	}
+}
+
+// A retry avoids the instance it failed on even while that one is still current (the
+// router has not yet reaped the dead app): it waits for another, and gets nil if none comes.
+func TestAppsWaitAvoidsDeadInstance(t *testing.T) {
+	a := newApps(nil)
+	dead, next := &instance{port: 1}, &instance{port: 2}
+	a.setCurrent(dead)
+	if got := a.wait(context.Background(), 20*time.Millisecond, dead); got != nil {
+		t.Errorf("wait avoiding the current instance returned instance %d, want none", got.port)
+	}
+	if got := a.wait(context.Background(), time.Second, nil); got != dead {
+		t.Errorf("wait without avoid returned %v, want the current instance", got)
+	}
+	got := make(chan *instance, 1)
+	go func() { got <- a.wait(context.Background(), 10*time.Second, dead) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for a.held.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the retry was not held within 5s")
+		}
+		time.Sleep(time.Millisecond) // polling interval of a condition wait
+	}
+	a.setCurrent(next)
+	select {
+	case g := <-got:
+		if g != next {
+			t.Errorf("the held retry got %v, want the new instance", g)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the held retry was not woken by the new instance")
 	}
 }
 
