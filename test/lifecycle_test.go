@@ -435,7 +435,7 @@ func TestLifecycleGracefulStop(t *testing.T) {
 			}
 		}
 	}
-	stopWithInFlight(t, c, calls, 500*time.Millisecond)
+	stopWithInFlight(t, c, calls, time.Second)
 }
 
 // TestLifecycleGracefulStopForwardedOnly: SIGTERM while slow requests are in flight that
@@ -484,10 +484,16 @@ func stopWithInFlight(t *testing.T, c *Cluster, calls []*stopCall, d time.Durati
 	for _, cl := range calls {
 		workers = max(workers, cl.from+1, cl.to+1)
 	}
+	// Every connection first: finding one that a given router accepted can take a while on
+	// a loaded machine, and the first requests must not end before the last is sent.
+	clients := make([]*http.Client, len(calls))
+	for i, cl := range calls {
+		clients[i], _ = pinnedClient(t, c, cl.from)
+	}
 	var wg sync.WaitGroup
-	for _, cl := range calls {
+	for i, cl := range calls {
 		cl.wrote = make(chan struct{})
-		hc, _ := pinnedClient(t, c, cl.from)
+		hc := clients[i]
 		req := keyRequest(c, "GET", "", nil)
 		if cl.keyed {
 			req.Header.Set("X-Olio-Key", keyOwnedBy(cl.to, workers))
