@@ -114,6 +114,39 @@ func TestRoutesKeysToOwners(t *testing.T) {
 	}
 }
 
+// The counters after requests are done: nothing in flight (a drain waits for that to reach
+// zero), every request counted once where it was served and once where it was forwarded.
+func TestCountersAfterRequests(t *testing.T) {
+	tc := newTestCluster(t, 2, time.Second)
+	const n = 10
+	for k := 0; k < n; k++ {
+		req := httptest.NewRequest("GET", "/", nil)
+		req.Header.Set(HeaderIndex, strconv.Itoa(k%2))
+		req.Header.Set(HeaderSecret, "s3cr3t")
+		if rec, _ := tc.do(0, req); rec.Code != http.StatusOK {
+			t.Fatalf("request %d: %d %s", k, rec.Code, rec.Body)
+		}
+	}
+	for i, r := range tc.routers {
+		c := r.counters
+		if g := c.inFlight.Load(); g != 0 {
+			t.Errorf("router %d: %d in flight after every request is done", i, g)
+		}
+		if g := r.apps.current.Load().inFlight.Load(); g != 0 {
+			t.Errorf("router %d's app instance: %d in flight after every request is done", i, g)
+		}
+		if g := c.served.Load(); g != n/2 {
+			t.Errorf("router %d served %d, want %d", i, g, n/2)
+		}
+	}
+	if g, e := tc.routers[0].counters.forwardedOut.Load(), uint64(n/2); g != e {
+		t.Errorf("router 0 forwarded %d, want %d", g, e)
+	}
+	if g, e := tc.routers[1].counters.forwardedIn.Load(), uint64(n/2); g != e {
+		t.Errorf("router 1 received %d forwarded requests, want %d", g, e)
+	}
+}
+
 func TestNoKeyServedLocally(t *testing.T) {
 	tc := newTestCluster(t, 2, time.Second)
 	for i := 0; i < 2; i++ {
