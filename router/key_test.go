@@ -192,6 +192,9 @@ func TestExtract(t *testing.T) {
 		{"host", req{target: "/", host: "::1"}, "::1"},
 		{"host", req{target: "/", host: "example.com:"}, "example.com"},
 		{"host", req{target: "/", host: ":8080"}, ""},
+		{"host", req{target: "/", host: "A.example:9090"}, "a.example"}, // A, Z and 9: the ends of the ranges
+		{"host", req{target: "/", host: "Z.example"}, "z.example"},
+		{"host", req{target: "/", host: "Ex.AZ"}, "ex.az"},
 		{"host", req{target: "/", host: ""}, ""},
 	}
 	for _, tt := range tests {
