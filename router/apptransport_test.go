@@ -172,10 +172,13 @@ func TestAppTransportInterimAnswer(t *testing.T) {
 			w.Header().Set("Link", "</a.css>; rel=preload")
 			w.WriteHeader(http.StatusEarlyHints)
 		}
+		if r.URL.Query().Get("continue") != "" {
+			w.WriteHeader(http.StatusContinue) // 100, the lowest interim status
+		}
 		io.WriteString(w, "final")
 	})
-	for i := 0; i < 3; i++ {
-		req, _ := http.NewRequest("GET", "http://app/x?hints=1", nil)
+	for i, query := range []string{"hints=1", "continue=1", "hints=1&continue=1"} {
+		req, _ := http.NewRequest("GET", "http://app/x?"+query, nil)
 		resp, err := tr.RoundTrip(req)
 		if err != nil {
 			t.Fatal(err)
