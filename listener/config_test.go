@@ -24,6 +24,8 @@ func TestValidate(t *testing.T) {
 		return path
 	}
 	text := script("notes.txt", "hello\n")
+	longText := script("long.txt", strings.Repeat("a line of text\n", 40)) // more than the 256 bytes read
+	envAlone := script("envalone.sh", "#!/usr/bin/env\n")
 	noInterp := script("nointerp.sh", "#!/nonexistent/interp\necho hi\n")
 	noEnvProg := script("noenvprog.sh", "#!/usr/bin/env olio-no-such-interpreter -x\n")
 	goodScript := script("good.sh", "#!/bin/sh -e\nexec true\n")
@@ -52,6 +54,8 @@ func TestValidate(t *testing.T) {
 		{"listen without port", func(c *Config) { c.Listen = "8080" }, `--listen "8080": not host:port`},
 		{"listen on every interface", func(c *Config) { c.Listen = ":8080" }, ""},
 		{"not an executable format", func(c *Config) { c.App = []string{text} }, "app " + text + " is not an executable file (no ELF header or #! line)"},
+		{"a long text file", func(c *Config) { c.App = []string{longText} }, "app " + longText + " is not an executable file"},
+		{"env without a program", func(c *Config) { c.App = []string{envAlone} }, ""}, // the kernel's business, not a panic
 		{"missing interpreter", func(c *Config) { c.App = []string{noInterp} }, "app " + noInterp + ": its interpreter /nonexistent/interp does not exist"},
 		{"env program not in PATH", func(c *Config) { c.App = []string{noEnvProg} }, "its interpreter olio-no-such-interpreter (run by /usr/bin/env) is not in $PATH"},
 		{"script", func(c *Config) { c.App = []string{goodScript, "arg"} }, ""},
@@ -195,6 +199,7 @@ func TestBinfmtMatches(t *testing.T) {
 		{jar, "/srv/app", "PK\x03\x04", false},
 		{qemu, "/srv/app", "\x7fELF\x02\x01rest", true},
 		{pyc, "/srv/app.pyc", "U\r\r\n....", true},
+		{pyc, "/srv/app.pyc", "U\r\r\n", true}, // the magic is the whole head
 		{pyc, "/srv/app.pyc", "hello", false},
 		{pyc, "/srv/app.pyc", "U", false}, // shorter than the magic
 	} {
