@@ -62,6 +62,8 @@ func TestValidate(t *testing.T) {
 		{"huge secret", func(c *Config) { c.Secret = strings.Repeat("s", MaxSecretBytes+1) }, "the secret from --secret (or $OLIO_SECRET) is 1025 bytes; at most 1024"},
 		{"longest secret", func(c *Config) { c.Secret = strings.Repeat("s", MaxSecretBytes) }, ""},
 		{"secret with a space", func(c *Config) { c.Secret = "a b" }, "printable ASCII without spaces"},
+		{"secret with DEL", func(c *Config) { c.Secret = "a\x7fb" }, "printable ASCII without spaces"},
+		{"secret of the printable ends", func(c *Config) { c.Secret = "!~" }, ""},
 		{"value from a config file", func(c *Config) {
 			c.Workers = -1
 			c.Sources = map[string]string{"workers": "config file /etc/olio.json"}
@@ -245,5 +247,9 @@ func TestLineWriterKeepsLinesWhole(t *testing.T) {
 	w.Write([]byte("o\n"))
 	if out.String() != "one\ntwo\n" {
 		t.Errorf("after completing it: %q", out.String())
+	}
+	w.Write([]byte("\n")) // a blank line is a whole line too
+	if out.String() != "one\ntwo\n\n" {
+		t.Errorf("after a blank line: %q", out.String())
 	}
 }
