@@ -188,17 +188,33 @@ func TestSupervisorCrashLooping(t *testing.T) {
 	h.startReady()
 }
 
+// crashLoop crashes five children in a row (Backoff.Max 1s), then starts a sixth that stays.
+func (h *harness) crashLoop() {
+	h.t.Helper()
+	for _, w := range []time.Duration{100, 200, 400, 800, 1000} {
+		p := h.startReady()
+		p.exit(errors.New("boom"))
+		h.clock.next(h.t, w*time.Millisecond).fire()
+	}
+	h.startReady()
+}
+
+// A zero Backoff.Stable means DefaultBackoffStable: a worker that has just come back from
+// a crash loop is still reported crash looping.
+func TestSupervisorZeroStableMeansDefault(t *testing.T) {
+	h := newHarness(t, false, func(h *harness) { h.s.Backoff.Max, h.s.Backoff.Stable = time.Second, 0 })
+	h.crashLoop()
+	if st := h.status(); !st.CrashLooping && time.Since(st.StartedAt) < DefaultBackoffStable {
+		t.Errorf("up for %s after 5 crashes with Backoff.Stable 0 (the default %s): not crash looping", time.Since(st.StartedAt), DefaultBackoffStable)
+	}
+}
+
 // A crash-looping worker is reported as such until its current child has been up for
 // Backoff.Stable, and no longer after that.
 func TestSupervisorCrashLoopingClears(t *testing.T) {
 	const stable = 500 * time.Millisecond
 	h := newHarness(t, false, func(h *harness) { h.s.Backoff.Max, h.s.Backoff.Stable = time.Second, stable })
-	for _, w := range []time.Duration{100, 200, 400, 800, 1000} {
-		p := h.startReady()
-		p.exit(errors.New("boom"))
-		h.clock.next(t, w*time.Millisecond).fire()
-	}
-	h.startReady()
+	h.crashLoop()
 	if st := h.status(); time.Since(st.StartedAt) < stable && !st.CrashLooping {
 		t.Errorf("up for %s after 5 crashes, less than Backoff.Stable: not crash looping (%+v)", time.Since(st.StartedAt), st)
 	}
