@@ -172,7 +172,7 @@ func mainErr(run string, timeout time.Duration) error {
 		if !strings.HasPrefix(result, "killed") {
 			bad++
 		}
-		fmt.Printf("| %s | %s | %s | `%s` | %s |\n", m.id, m.file, m.promise, m.tests, result)
+		fmt.Printf("| %s | %s | %s | `%s` | %s |\n", m.id, m.file, m.promise, strings.ReplaceAll(m.tests, "|", `\|`), result)
 	}
 	if bad > 0 {
 		return fmt.Errorf("%d of %d mutants not killed", bad, len(chosen))
@@ -208,7 +208,7 @@ func (m mutant) try(dir string, timeout time.Duration) (string, error) {
 		return "not viable: " + firstLine(string(out)), nil
 	}
 	start := time.Now()
-	out, err := goTest(dir, m.pkgOrTest(), m.tests, timeout)
+	_, err = goTest(dir, m.pkgOrTest(), m.tests, timeout)
 	took := time.Since(start).Round(time.Second)
 	var exit *exec.ExitError
 	switch {
@@ -217,7 +217,7 @@ func (m mutant) try(dir string, timeout time.Duration) (string, error) {
 	case errors.Is(err, context.DeadlineExceeded):
 		return fmt.Sprintf("killed: timed out after %s", timeout), nil
 	case errors.As(err, &exit):
-		return fmt.Sprintf("killed (%s): %s", took, lastFailure(out)), nil
+		return fmt.Sprintf("killed (%s)", took), nil
 	default:
 		return "", err
 	}
@@ -233,27 +233,6 @@ func goTest(dir, pkg, pattern string, timeout time.Duration) (string, error) {
 		return string(out), ctx.Err()
 	}
 	return string(out), err
-}
-
-// lastFailure is the last line a failing test wrote before the harness's dump of olio's
-// output: usually the error that failed it (go test does not tell logs from errors).
-func lastFailure(out string) string {
-	found := "failed"
-	for _, l := range strings.Split(out, "\n") {
-		_, after, ok := strings.Cut(strings.TrimSpace(l), "_test.go:")
-		if !ok {
-			continue
-		}
-		_, msg, ok := strings.Cut(after, ": ")
-		if !ok || strings.HasPrefix(msg, "olio output") {
-			continue
-		}
-		if len(msg) > 100 {
-			msg = msg[:100] + "…"
-		}
-		found = strings.ReplaceAll(msg, "|", "\\|")
-	}
-	return found
 }
 
 func firstLine(s string) string {
