@@ -435,7 +435,7 @@ func TestLifecycleGracefulStop(t *testing.T) {
 			}
 		}
 	}
-	stopWithInFlight(t, c, calls, time.Second)
+	signalWithInFlight(t, c, syscall.SIGTERM, calls, time.Second)
 }
 
 // TestLifecycleGracefulStopForwardedOnly: SIGTERM while slow requests are in flight that
@@ -449,7 +449,7 @@ func TestLifecycleGracefulStopForwardedOnly(t *testing.T) {
 	for k := 0; k < 3; k++ {
 		calls = append(calls, &stopCall{from: 0, to: 1}, &stopCall{from: 0, to: 1, keyed: true})
 	}
-	stopWithInFlight(t, c, calls, 2*time.Second, func(st *listener.Status) error {
+	signalWithInFlight(t, c, syscall.SIGTERM, calls, 2*time.Second, func(st *listener.Status) error {
 		if w := st.Workers[0]; w.InFlight != 0 || w.Forwarded < uint64(len(calls)) {
 			return fmt.Errorf("worker 0: %d in flight and %d forwarded, want 0 and at least %d", w.InFlight, w.Forwarded, len(calls))
 		}
@@ -460,7 +460,27 @@ func TestLifecycleGracefulStopForwardedOnly(t *testing.T) {
 	})
 }
 
-// stopCall is one slow request of stopWithInFlight: sent over a connection that router from
+// TestLifecycleTTOUFinishesForwarded: TTOU while slow requests are in flight that the
+// leaving router accepted and forwarded to worker 0, with none in its own app: it must
+// finish them before it exits, as in a full stop (where the other routers' drains would
+// keep it up anyway).
+func TestLifecycleTTOUFinishesForwarded(t *testing.T) {
+	c := Start(t, "--workers", "3", "--handoff=false")
+	const leaving = 2
+	var calls []*stopCall
+	for k := 0; k < 2; k++ {
+		calls = append(calls, &stopCall{from: leaving, to: 0}, &stopCall{from: leaving, to: 0, keyed: true})
+	}
+	signalWithInFlight(t, c, syscall.SIGTTOU, calls, 2*time.Second, func(st *listener.Status) error {
+		if w := st.Workers[leaving]; w.InFlight != 0 || w.Forwarded < uint64(len(calls)) {
+			return fmt.Errorf("worker %d: %d in flight and %d forwarded, want 0 and at least %d", leaving, w.InFlight, w.Forwarded, len(calls))
+		}
+		return nil
+	})
+	c.WaitLog("msg=scaled workers=2", 30*time.Second)
+}
+
+// stopCall is one slow request of signalWithInFlight: sent over a connection that router from
 // accepted, for worker to, by X-Olio-Index or (keyed) by a key that worker owns.
 type stopCall struct {
 	from, to int
@@ -474,11 +494,11 @@ type stopCall struct {
 	index    int
 }
 
-// stopWithInFlight sends calls, each asking the app to take d, waits until every router has
-// read its requests (and, if given, until the status satisfies each check), sends SIGTERM,
-// and checks that every call is answered 200 by its worker after the signal and that olio
-// exits 0.
-func stopWithInFlight(t *testing.T, c *Cluster, calls []*stopCall, d time.Duration, checks ...func(*listener.Status) error) {
+// signalWithInFlight sends calls, each asking the app to take d, waits until every router
+// has read its requests (and, if given, until the status satisfies each check), sends sig,
+// and checks that every call is answered 200 by its worker after the signal, and, for
+// SIGTERM, that olio exits 0.
+func signalWithInFlight(t *testing.T, c *Cluster, sig syscall.Signal, calls []*stopCall, d time.Duration, checks ...func(*listener.Status) error) {
 	t.Helper()
 	workers := 0
 	for _, cl := range calls {
@@ -543,11 +563,11 @@ func stopWithInFlight(t *testing.T, c *Cluster, calls []*stopCall, d time.Durati
 	for _, check := range checks {
 		var err error
 		if !Eventually(d/2, func() bool { err = check(opStatus(t, c)); return err == nil }) {
-			t.Fatalf("before SIGTERM: %v: the test would not test what it means to", err)
+			t.Fatalf("before %v: %v: the test would not test what it means to", sig, err)
 		}
 	}
 	term := time.Now()
-	c.Signal(syscall.SIGTERM)
+	c.Signal(sig)
 	wg.Wait()
 	for i, cl := range calls {
 		switch {
@@ -556,8 +576,11 @@ func stopWithInFlight(t *testing.T, c *Cluster, calls []*stopCall, d time.Durati
 		case cl.status != http.StatusOK || cl.index != cl.to:
 			t.Errorf("request %d (router %d → worker %d): status %d from %d: %s", i, cl.from, cl.to, cl.status, cl.index, cl.body)
 		case !cl.end.After(term):
-			t.Errorf("request %d ended before SIGTERM was sent: the test did not test anything", i)
+			t.Errorf("request %d ended before %v was sent: the test did not test anything", i, sig)
 		}
+	}
+	if sig != syscall.SIGTERM {
+		return
 	}
 	select {
 	case <-c.Exited():
