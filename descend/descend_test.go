@@ -3,6 +3,7 @@ package descend
 import (
 	"errors"
 	"io"
+	"net"
 	"reflect"
 	"strings"
 	"testing"
@@ -193,5 +194,58 @@ func TestEveryIDIsARequestOrAReply(t *testing.T) {
 		if req == rep {
 			t.Errorf("%s has an ID: it must be a Request or a Reply (request %v, reply %v)", typ, req, rep)
 		}
+	}
+}
+
+// A peer that goes away in the middle of a frame's length prefix has closed: Recv says
+// io.EOF, as it does between frames (the router takes it for "the master is gone"). One that
+// goes away in the middle of a frame's body has cut a message short, which is not a clean EOF.
+func TestRecvCutShort(t *testing.T) {
+	for _, tc := range []struct {
+		name, sent string
+		eof        bool
+	}{
+		{"in the length", "\x00\x00", true},
+		{"in the body", "\x00\x00\x00\x10{\"v\"", false},
+	} {
+		a, b := net.Pipe()
+		go func() {
+			io.WriteString(a, tc.sent)
+			a.Close()
+		}()
+		_, err := NewConn(b).Recv()
+		b.Close()
+		if g := err == io.EOF; g != tc.eof || err == nil {
+			t.Errorf("peer gone %s: Recv = %v, want io.EOF: %v", tc.name, err, tc.eof)
+		}
+	}
+}
+
+// A frame of exactly MaxFrame bytes is within the limit on both sides; one byte more is not.
+func TestFrameLimitIsInclusive(t *testing.T) {
+	one, err := Encode(&Result{ID: 1, Error: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fits := &Result{ID: 1, Error: strings.Repeat("a", MaxFrame-len(one)+1)}
+	b, err := Encode(fits)
+	if err != nil || len(b) != MaxFrame {
+		t.Fatalf("Encode of a %d-byte frame: %d bytes, %v; want it encoded", MaxFrame, len(b), err)
+	}
+	if _, err := Encode(&Result{ID: 1, Error: fits.Error + "a"}); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("Encode of a %d-byte frame = %v, want ErrTooLarge", MaxFrame+1, err)
+	}
+
+	parent, child := pair(t)
+	defer parent.Close()
+	sent := make(chan error, 1)
+	go func() { sent <- parent.Send(fits) }()
+	got, err := child.Recv()
+	child.Close() // a Send still writing (the frame was refused) fails rather than blocks
+	if err != nil || !reflect.DeepEqual(got, fits) {
+		t.Errorf("Recv of a %d-byte frame: %v", MaxFrame, err)
+	}
+	if err := <-sent; err != nil {
+		t.Errorf("Send of a %d-byte frame: %v", MaxFrame, err)
 	}
 }

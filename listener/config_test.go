@@ -24,6 +24,8 @@ func TestValidate(t *testing.T) {
 		return path
 	}
 	text := script("notes.txt", "hello\n")
+	longText := script("long.txt", strings.Repeat("a line of text\n", 40)) // more than the 256 bytes read
+	envAlone := script("envalone.sh", "#!/usr/bin/env\n")
 	noInterp := script("nointerp.sh", "#!/nonexistent/interp\necho hi\n")
 	noEnvProg := script("noenvprog.sh", "#!/usr/bin/env olio-no-such-interpreter -x\n")
 	goodScript := script("good.sh", "#!/bin/sh -e\nexec true\n")
@@ -35,6 +37,10 @@ func TestValidate(t *testing.T) {
 		{"defaults", func(*Config) {}, ""},
 		{"zero workers", func(c *Config) { c.Workers = 0 }, "--workers 0: must be from 1"},
 		{"too many workers", func(c *Config) { c.Workers = MaxWorkers + 1 }, "--workers"},
+		{"the most workers", func(c *Config) { c.Workers = MaxWorkers }, ""},
+		{"the least header limit", func(c *Config) { c.MaxHeaderBytes = 1024 }, ""},
+		{"below the least header limit", func(c *Config) { c.MaxHeaderBytes = 1023 }, "--max-header-bytes 1023"},
+		{"request and health timeouts off", func(c *Config) { c.RequestTimeout, c.HealthTimeout = 0, 0 }, ""},
 		{"bad key", func(c *Config) { c.Key = "foo:x" }, `unknown source "foo"`},
 		{"bad ready", func(c *Config) { c.ReadyMode = "soon" }, `--ready "soon"`},
 		{"zero forward timeout", func(c *Config) { c.ForwardTimeout = 0 }, "--forward-timeout"},
@@ -48,6 +54,8 @@ func TestValidate(t *testing.T) {
 		{"listen without port", func(c *Config) { c.Listen = "8080" }, `--listen "8080": not host:port`},
 		{"listen on every interface", func(c *Config) { c.Listen = ":8080" }, ""},
 		{"not an executable format", func(c *Config) { c.App = []string{text} }, "app " + text + " is not an executable file (no ELF header or #! line)"},
+		{"a long text file", func(c *Config) { c.App = []string{longText} }, "app " + longText + " is not an executable file"},
+		{"env without a program", func(c *Config) { c.App = []string{envAlone} }, ""}, // the kernel's business, not a panic
 		{"missing interpreter", func(c *Config) { c.App = []string{noInterp} }, "app " + noInterp + ": its interpreter /nonexistent/interp does not exist"},
 		{"env program not in PATH", func(c *Config) { c.App = []string{noEnvProg} }, "its interpreter olio-no-such-interpreter (run by /usr/bin/env) is not in $PATH"},
 		{"script", func(c *Config) { c.App = []string{goodScript, "arg"} }, ""},
@@ -59,6 +67,8 @@ func TestValidate(t *testing.T) {
 		{"cluster addr without host", func(c *Config) { c.ClusterAddr = ":80" }, "not host:port"},
 		{"cluster addr without port", func(c *Config) { c.ClusterAddr = "lb.internal" }, "not host:port"},
 		{"negative drain delay", func(c *Config) { c.DrainDelay = -time.Second }, "--drain-delay -1s: must not be negative"},
+		{"secret with DEL", func(c *Config) { c.Secret = "a\x7fb" }, "printable ASCII without spaces"},
+		{"secret of the printable ends", func(c *Config) { c.Secret = "!~" }, ""},
 		{"value from a config file", func(c *Config) {
 			c.Workers = -1
 			c.Sources = map[string]string{"workers": "config file /etc/olio.json"}
@@ -196,6 +206,7 @@ func TestBinfmtMatches(t *testing.T) {
 		{jar, "/srv/app", "PK\x03\x04", false},
 		{qemu, "/srv/app", "\x7fELF\x02\x01rest", true},
 		{pyc, "/srv/app.pyc", "U\r\r\n....", true},
+		{pyc, "/srv/app.pyc", "U\r\r\n", true}, // the magic is the whole head
 		{pyc, "/srv/app.pyc", "hello", false},
 		{pyc, "/srv/app.pyc", "U", false}, // shorter than the magic
 	} {
@@ -241,5 +252,9 @@ func TestLineWriterKeepsLinesWhole(t *testing.T) {
 	w.Write([]byte("o\n"))
 	if out.String() != "one\ntwo\n" {
 		t.Errorf("after completing it: %q", out.String())
+	}
+	w.Write([]byte("\n")) // a blank line is a whole line too
+	if out.String() != "one\ntwo\n\n" {
+		t.Errorf("after a blank line: %q", out.String())
 	}
 }

@@ -287,3 +287,33 @@ func TestReloadReportsWhatItDoesNotApply(t *testing.T) {
 			cfg.Listen, cfg.ForwardTimeout, m.secret != "old-secret")
 	}
 }
+
+// A control path of the longest length a unix socket takes, in a directory too long for the
+// detour beside it, is bound in place, with mode 0600; one byte longer is refused, saying so.
+func TestBindControlLongestPath(t *testing.T) {
+	for _, n := range []int{maxSocketPath, maxSocketPath + 1} {
+		base := t.TempDir()
+		dir := filepath.Join(base, strings.Repeat("d", n-len(base)-len("/")-len("/c")))
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(dir, "c")
+		ln, err := bindControl(path)
+		if n > maxSocketPath {
+			if err == nil {
+				ln.Close()
+				t.Errorf("a %d-byte path was bound", len(path))
+			} else if !errors.Is(err, errLongPath) {
+				t.Errorf("a %d-byte path: %v, want errLongPath", len(path), err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("bind a %d-byte path: %v", len(path), err)
+		}
+		if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o600 {
+			t.Errorf("the socket at a %d-byte path: %v; want mode 0600", len(path), err)
+		}
+		ln.Close()
+	}
+}

@@ -122,6 +122,29 @@ func TestSupervisorStopKillsAfterGrace(t *testing.T) {
 	h.ev.after(t, "ready:1", "drain:1", "term:1", "kill:1")
 }
 
+// A zero StopTimeout or DrainTimeout means the default, not "no time at all": the child
+// gets SIGTERM (not SIGKILL at once) and the drain its full time.
+func TestSupervisorZeroTimeoutsMeanDefaults(t *testing.T) {
+	drainLeft := make(chan time.Duration, 1)
+	h := newHarness(t, false, func(h *harness) {
+		h.s.StopTimeout, h.s.DrainTimeout = 0, 0
+		h.s.Drain = func(ctx context.Context, c *Child) {
+			left := time.Duration(-1)
+			if dl, ok := ctx.Deadline(); ok {
+				left = time.Until(dl)
+			}
+			drainLeft <- left
+			h.ev.add("drain:%d", c.Pid())
+		}
+	})
+	h.startReady()
+	h.stop()
+	h.ev.after(t, "ready:1", "drain:1", "term:1")
+	if left := <-drainLeft; left < DefaultDrainTimeout/2 {
+		t.Errorf("the drain had %v left, want about DefaultDrainTimeout (%v)", left, DefaultDrainTimeout)
+	}
+}
+
 func TestSupervisorCrashRespawn(t *testing.T) {
 	h := newHarness(t, false, nil)
 	p1 := h.startReady()
@@ -163,6 +186,50 @@ func TestSupervisorCrashLooping(t *testing.T) {
 		tm.fire()
 	}
 	h.startReady()
+}
+
+// crashLoop crashes five children in a row (Backoff.Max 1s), then starts a sixth that stays.
+func (h *harness) crashLoop() {
+	h.t.Helper()
+	for _, w := range []time.Duration{100, 200, 400, 800, 1000} {
+		p := h.startReady()
+		p.exit(errors.New("boom"))
+		h.clock.next(h.t, w*time.Millisecond).fire()
+	}
+	h.startReady()
+}
+
+// A zero Backoff.Stable means DefaultBackoffStable: a worker that has just come back from
+// a crash loop is still reported crash looping.
+func TestSupervisorZeroStableMeansDefault(t *testing.T) {
+	h := newHarness(t, false, func(h *harness) { h.s.Backoff.Max, h.s.Backoff.Stable = time.Second, 0 })
+	h.crashLoop()
+	if st := h.status(); !st.CrashLooping && time.Since(st.StartedAt) < DefaultBackoffStable {
+		t.Errorf("up for %s after 5 crashes with Backoff.Stable 0 (the default %s): not crash looping", time.Since(st.StartedAt), DefaultBackoffStable)
+	}
+}
+
+// A crash-looping worker is reported as such until its current child has been up for
+// Backoff.Stable, and no longer after that.
+func TestSupervisorCrashLoopingClears(t *testing.T) {
+	const stable = 500 * time.Millisecond
+	h := newHarness(t, false, func(h *harness) { h.s.Backoff.Max, h.s.Backoff.Stable = time.Second, stable })
+	h.crashLoop()
+	if st := h.status(); time.Since(st.StartedAt) < stable && !st.CrashLooping {
+		t.Errorf("up for %s after 5 crashes, less than Backoff.Stable: not crash looping (%+v)", time.Since(st.StartedAt), st)
+	}
+	// Status reads the real clock for this: poll it.
+	give := time.Now().Add(deadline)
+	st := h.status()
+	for ; st.CrashLooping; st = h.status() {
+		if time.Now().After(give) {
+			t.Fatalf("still crash looping after being up for %s: %+v", time.Since(st.StartedAt), st)
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval of a condition wait
+	}
+	if up := time.Since(st.StartedAt); up < stable {
+		t.Errorf("crash looping cleared after %s up, before Backoff.Stable (%s)", up, stable)
+	}
 }
 
 func TestSupervisorReadyTimeout(t *testing.T) {

@@ -3,6 +3,7 @@ package mux
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -337,5 +338,32 @@ func TestVerifyConfig(t *testing.T) {
 		if err := VerifyConfig(c); err != nil {
 			t.Errorf("VerifyConfig(%+v) = %v", c, err)
 		}
+	}
+}
+
+// resolve fills in the defaults, keeps a Logger it is given (and gives yamux's warnings to
+// it), and never leaves the Logger nil.
+func TestResolveDefaults(t *testing.T) {
+	r, y, err := resolve(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.DialTimeout != DefaultDialTimeout || r.RetryInterval != DefaultRetryInterval || r.Logger == nil {
+		t.Errorf("resolve(nil) = %+v, want the defaults and a (discarding) logger", r)
+	}
+	// The yamux timeouts that bound a stuck peer: a zero would mean no bound at all.
+	if y.StreamOpenTimeout != 30*time.Second || y.StreamCloseTimeout != time.Minute ||
+		y.KeepAliveInterval != 15*time.Second || y.ConnectionWriteTimeout != 10*time.Second {
+		t.Errorf("yamux timeouts %v open, %v close, %v keep-alive, %v write; want 30s, 1m, 15s, 10s",
+			y.StreamOpenTimeout, y.StreamCloseTimeout, y.KeepAliveInterval, y.ConnectionWriteTimeout)
+	}
+
+	l := slog.New(slog.DiscardHandler)
+	r, y, err = resolve(&Config{Logger: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Logger != l || y.Logger == nil {
+		t.Errorf("resolve with a Logger: logger kept %v, yamux logger set %v", r.Logger == l, y.Logger != nil)
 	}
 }

@@ -46,6 +46,7 @@ type apps struct {
 	pending *instance         // made by command, claimed by ready
 	byPid   map[int]*instance // started instances
 	gen     int               // instances made so far
+	held    atomic.Int64      // requests waiting in wait for an instance
 
 	// stopping is the router's stop deadline once it is stopping: a drain then ends with
 	// it, so that the whole graceful stop fits in --shutdown-timeout and the app still gets
@@ -92,6 +93,8 @@ func (a *apps) wait(ctx context.Context, d time.Duration, avoid *instance) *inst
 		return inst
 	}
 	a.r.counters.held.Add(1)
+	a.held.Add(1)
+	defer a.held.Add(-1)
 	t := time.NewTimer(d)
 	defer t.Stop()
 	for {

@@ -114,9 +114,15 @@ func (t *appTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		req.Header.Get("Upgrade") != "" {
 		return t.fallback.RoundTrip(req)
 	}
+	var sent error // the first attempt's failure, when the app may have acted on the request
 	for attempt := 0; ; attempt++ {
 		ac, reused, err := t.get(req.Context(), attempt > 0)
 		if err != nil {
+			if sent != nil {
+				// The app is gone, and it may have run the request before it went: not a
+				// dialError, which would have the router repeat it on the replacement.
+				return nil, sent
+			}
 			return nil, err
 		}
 		resp, err := t.roundTrip(ac, req)
@@ -128,6 +134,9 @@ func (t *appTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// restarted) fails before any answer: try once more on a new one, as
 		// http.Transport does.
 		if reused && attempt == 0 && req.Context().Err() == nil && !errors.Is(err, errAnswerStarted) {
+			if !replayable(req) {
+				sent = err
+			}
 			continue
 		}
 		if ctxErr := req.Context().Err(); ctxErr != nil {

@@ -85,6 +85,43 @@ func TestAppTransportRetriesStaleConnection(t *testing.T) {
 	}
 }
 
+// An app that dies while it holds a request on a pooled connection: the transport tries
+// once more on a new connection, which fails to connect. For an idempotent request that is
+// a dialError, so the router repeats it on the replacement app; for any other it is not,
+// since the dead app may have acted on it, and the client gets 502 (README: "the requests
+// it was serving get a clear 502 — except idempotent ones without a body").
+func TestAppTransportAppDiesHoldingRequest(t *testing.T) {
+	for _, tc := range []struct {
+		method string
+		repeat bool
+	}{{"GET", true}, {"HEAD", true}, {"POST", false}, {"DELETE", false}} {
+		var ts *httptest.Server
+		ts, _, tr := appServer(t, func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Query().Get("die") == "" {
+				return
+			}
+			ts.Listener.Close() // no replacement on this port
+			c, _, err := http.NewResponseController(w).Hijack()
+			if err == nil {
+				c.Close()
+			}
+		})
+		if _, _, err := get(t, tr, context.Background(), "GET", ""); err != nil { // a pooled connection
+			t.Fatal(err)
+		}
+		req, _ := http.NewRequest(tc.method, "http://app/x?die=1", nil)
+		resp, err := tr.RoundTrip(req)
+		if err == nil {
+			resp.Body.Close()
+			t.Fatalf("%s to an app that died holding it: %d, want an error", tc.method, resp.StatusCode)
+		}
+		var de *dialError
+		if g := errors.As(err, &de); g != tc.repeat {
+			t.Errorf("%s to an app that died holding it: %v; a dialError (repeat it): %v, want %v", tc.method, err, g, tc.repeat)
+		}
+	}
+}
+
 func TestAppTransportConnectionClose(t *testing.T) {
 	_, conns, tr := appServer(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Connection", "close")
@@ -135,10 +172,13 @@ func TestAppTransportInterimAnswer(t *testing.T) {
 			w.Header().Set("Link", "</a.css>; rel=preload")
 			w.WriteHeader(http.StatusEarlyHints)
 		}
+		if r.URL.Query().Get("continue") != "" {
+			w.WriteHeader(http.StatusContinue) // 100, the lowest interim status
+		}
 		io.WriteString(w, "final")
 	})
-	for i := 0; i < 3; i++ {
-		req, _ := http.NewRequest("GET", "http://app/x?hints=1", nil)
+	for i, query := range []string{"hints=1", "continue=1", "hints=1&continue=1"} {
+		req, _ := http.NewRequest("GET", "http://app/x?"+query, nil)
 		resp, err := tr.RoundTrip(req)
 		if err != nil {
 			t.Fatal(err)

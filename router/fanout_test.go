@@ -147,3 +147,29 @@ func TestHasToken(t *testing.T) {
 		}
 	}
 }
+
+// The fan-out's limits are inclusive: a body of exactly MaxFanoutBody goes out, an answer of
+// exactly MaxFanoutAnswer is kept whole; and a leg's own status is reported as it is.
+func TestFanoutAtTheLimits(t *testing.T) {
+	tc := newTestCluster(t, 2, 50*time.Millisecond)
+	tc.routers[1].apps.setCurrent(nil) // worker 1's leg waits for its app, then gets 503
+	rec := httptest.NewRecorder()
+	tc.routers[0].ServeHTTP(rec, fanoutRequest(strings.Repeat("x", MaxFanoutBody), "s3cr3t"))
+	var answers []FanoutAnswer
+	if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &answers) != nil || len(answers) != 2 {
+		t.Fatalf("a %d-byte fan-out: %d %.200s", MaxFanoutBody, rec.Code, rec.Body)
+	}
+	if answers[0].Status != http.StatusOK || answers[1].Status != http.StatusServiceUnavailable {
+		t.Errorf("leg statuses %d and %d, want 200 and 503 (worker 1 has no app)", answers[0].Status, answers[1].Status)
+	}
+
+	f := &fanoutWriter{header: http.Header{}}
+	f.WriteHeader(http.StatusOK)
+	f.WriteHeader(http.StatusInternalServerError)
+	if k, err := f.Write(bytes.Repeat([]byte("a"), MaxFanoutAnswer)); k != MaxFanoutAnswer || err != nil {
+		t.Fatalf("Write = %d, %v", k, err)
+	}
+	if f.body.Len() != MaxFanoutAnswer || f.truncated || f.status != http.StatusOK {
+		t.Errorf("an answer of exactly %d bytes: kept %d, truncated %v, status %d; want all of it, false, 200", MaxFanoutAnswer, f.body.Len(), f.truncated, f.status)
+	}
+}

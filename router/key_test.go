@@ -26,6 +26,8 @@ func TestParseKeySpec(t *testing.T) {
 		{"path:1", KeySpec{Kind: KeyPathSeg, N: 1}, "path:1"},
 		{"path:12", KeySpec{Kind: KeyPathSeg, N: 12}, "path:12"},
 		{"path:007", KeySpec{Kind: KeyPathSeg, N: 7}, "path:7"},
+		{"path:9", KeySpec{Kind: KeyPathSeg, N: 9}, "path:9"},
+		{"path:000019", KeySpec{Kind: KeyPathSeg, N: 19}, "path:19"},
 		{"path:65536", KeySpec{Kind: KeyPathSeg, N: 65536}, "path:65536"},
 		{"path", KeySpec{Kind: KeyPath}, "path"},
 		{"Path", KeySpec{Kind: KeyPath}, "path"},
@@ -65,6 +67,7 @@ func TestParseKeySpecErrors(t *testing.T) {
 		{"cookie", `cookie needs a name`},
 		{"cookie:", `cookie needs a name`},
 		{"cookie:a=b", `cookie name "a=b" has invalid character "="`},
+		{"cookie:=a", `cookie name "=a" has invalid character "="`},
 		{"path:", `path segment "" is not a whole number from 1`},
 		{"path:0", `path segment "0" is not a whole number from 1`},
 		{"path:-1", `path segment "-1" is not a whole number from 1`},
@@ -161,6 +164,7 @@ func TestExtract(t *testing.T) {
 		{"cookie:sid", req{target: "/", headers: []string{"Cookie", "sidx=abc; xsid=abc"}}, ""},
 		{"cookie:sid", req{target: "/", headers: []string{"Cookie", "sid="}}, ""},
 		{"cookie:sid", req{target: "/", headers: []string{"Cookie", `sid=""`}}, ""},
+		{"cookie:sid", req{target: "/", headers: []string{"Cookie", `sid="`}}, `"`}, // one quote is not a quoted value (nor a reason to panic)
 		{"cookie:sid", req{target: "/", headers: []string{"Cookie", "sid"}}, ""},
 		{"cookie:sid", req{target: "/"}, ""},
 		// path:N
@@ -188,6 +192,9 @@ func TestExtract(t *testing.T) {
 		{"host", req{target: "/", host: "::1"}, "::1"},
 		{"host", req{target: "/", host: "example.com:"}, "example.com"},
 		{"host", req{target: "/", host: ":8080"}, ""},
+		{"host", req{target: "/", host: "A.example:9090"}, "a.example"}, // A, Z and 9: the ends of the ranges
+		{"host", req{target: "/", host: "Z.example"}, "z.example"},
+		{"host", req{target: "/", host: "Ex.AZ"}, "ex.az"},
 		{"host", req{target: "/", host: ""}, ""},
 	}
 	for _, tt := range tests {

@@ -30,3 +30,25 @@ func TestLineLoggerLinesFlushAndSecret(t *testing.T) {
 		t.Errorf("%d records, want 4:\n%s", got, out)
 	}
 }
+
+// A blank line is a line (the ones after it are not held back); a line of exactly maxLine
+// bytes goes out without waiting for its newline; without a secret nothing is masked.
+func TestLineLoggerBlankLongAndNoSecret(t *testing.T) {
+	var logs bytes.Buffer
+	l := &lineLogger{logger: slog.New(slog.NewTextHandler(&logs, nil)), stream: "stdout"}
+	l.Write([]byte("a\n\nb\n"))
+	if got, want := strings.Count(logs.String(), "\n"), 3; got != want {
+		t.Fatalf("%d records for a, a blank line and b, want %d:\n%s", got, want, logs.String())
+	}
+	if !strings.Contains(logs.String(), `msg=b `) {
+		t.Errorf("the line after a blank one is missing:\n%s", logs.String())
+	}
+	logs.Reset()
+	l.Write(bytes.Repeat([]byte("x"), maxLine))
+	if got := strings.Count(logs.String(), "\n"); got != 1 {
+		t.Errorf("%d records after %d bytes without a newline, want 1", got, maxLine)
+	}
+	if strings.Contains(logs.String(), "[secret]") {
+		t.Errorf("a logger without a secret masked something:\n%.200s", logs.String())
+	}
+}

@@ -2,6 +2,7 @@ package router
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -113,6 +114,39 @@ func TestRoutesKeysToOwners(t *testing.T) {
 	}
 }
 
+// The counters after requests are done: nothing in flight (a drain waits for that to reach
+// zero), every request counted once where it was served and once where it was forwarded.
+func TestCountersAfterRequests(t *testing.T) {
+	tc := newTestCluster(t, 2, time.Second)
+	const n = 10
+	for k := 0; k < n; k++ {
+		req := httptest.NewRequest("GET", "/", nil)
+		req.Header.Set(HeaderIndex, strconv.Itoa(k%2))
+		req.Header.Set(HeaderSecret, "s3cr3t")
+		if rec, _ := tc.do(0, req); rec.Code != http.StatusOK {
+			t.Fatalf("request %d: %d %s", k, rec.Code, rec.Body)
+		}
+	}
+	for i, r := range tc.routers {
+		c := r.counters
+		if g := c.inFlight.Load(); g != 0 {
+			t.Errorf("router %d: %d in flight after every request is done", i, g)
+		}
+		if g := r.apps.current.Load().inFlight.Load(); g != 0 {
+			t.Errorf("router %d's app instance: %d in flight after every request is done", i, g)
+		}
+		if g := c.served.Load(); g != n/2 {
+			t.Errorf("router %d served %d, want %d", i, g, n/2)
+		}
+	}
+	if g, e := tc.routers[0].counters.forwardedOut.Load(), uint64(n/2); g != e {
+		t.Errorf("router 0 forwarded %d, want %d", g, e)
+	}
+	if g, e := tc.routers[1].counters.forwardedIn.Load(), uint64(n/2); g != e {
+		t.Errorf("router 1 received %d forwarded requests, want %d", g, e)
+	}
+}
+
 func TestNoKeyServedLocally(t *testing.T) {
 	tc := newTestCluster(t, 2, time.Second)
 	for i := 0; i < 2; i++ {
@@ -191,20 +225,73 @@ func TestHeldRequestTimesOut(t *testing.T) {
 	}
 }
 
-// A held request is served as soon as the app becomes ready.
+// A held request is served as soon as the app becomes ready. The app comes back only once
+// the request is held (waiting for an instance): before that, the test would test nothing.
 func TestHeldRequestServedWhenReady(t *testing.T) {
 	tc := newTestCluster(t, 1, 10*time.Second)
 	r := tc.routers[0]
 	inst := r.apps.current.Load()
 	r.apps.setCurrent(nil)
-	done := make(chan int)
+	done := make(chan int, 1)
 	go func() {
 		rec, _ := tc.do(0, httptest.NewRequest("GET", "/", nil))
 		done <- rec.Code
 	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for r.apps.held.Load() == 0 {
+		select {
+		case code := <-done:
+			t.Fatalf("answered %d while there was no app, without being held", code)
+		case <-time.After(time.Millisecond): // polling interval of a condition wait
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the request was not held within 5s")
+		}
+	}
 	r.apps.setCurrent(inst)
-	if code := <-done; code != http.StatusOK {
-		t.Errorf("held request: %d", code)
+	// Well within the forward timeout (10s): the request is woken, not timed out.
+	select {
+	case code := <-done:
+		if code != http.StatusOK {
+			t.Errorf("held request: %d", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the held request was not served within 5s of the app becoming ready")
+	}
+	if n := r.apps.held.Load(); n != 0 {
+		t.Errorf("%d requests still counted as held after the answer", n)
+	}
+}
+
+// A retry avoids the instance it failed on even while that one is still current (the
+// router has not yet reaped the dead app): it waits for another, and gets nil if none comes.
+func TestAppsWaitAvoidsDeadInstance(t *testing.T) {
+	a := newApps(&Router{counters: newCounters()})
+	dead, next := &instance{port: 1}, &instance{port: 2}
+	a.setCurrent(dead)
+	if got := a.wait(context.Background(), 20*time.Millisecond, dead); got != nil {
+		t.Errorf("wait avoiding the current instance returned instance %d, want none", got.port)
+	}
+	if got := a.wait(context.Background(), time.Second, nil); got != dead {
+		t.Errorf("wait without avoid returned %v, want the current instance", got)
+	}
+	got := make(chan *instance, 1)
+	go func() { got <- a.wait(context.Background(), 10*time.Second, dead) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for a.held.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the retry was not held within 5s")
+		}
+		time.Sleep(time.Millisecond) // polling interval of a condition wait
+	}
+	a.setCurrent(next)
+	select {
+	case g := <-got:
+		if g != next {
+			t.Errorf("the held retry got %v, want the new instance", g)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the held retry was not woken by the new instance")
 	}
 }
 

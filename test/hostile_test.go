@@ -308,20 +308,55 @@ func readRecords(prefix string, n int) string {
 	return all.String()
 }
 
+// TestHostileHeaderTooLarge: a request header just past --max-header-bytes gets 431 and one
+// just under it gets its answer, on either router, served locally or forwarded. "Just past"
+// is what net/http can enforce: it reads up to 4 KiB more than its MaxHeaderBytes on a new
+// connection before it gives up, and up to 8 KiB more on a kept-alive one. So with a limit
+// of 8 KiB, 1.5× the limit is refused on a new connection and 2× on a kept-alive one: a
+// router that takes twice the limit, or the peer side's larger one, fails here, where a
+// header of 8× the limit would not tell.
 func TestHostileHeaderTooLarge(t *testing.T) {
-	c, _ := hostileStart(t, 2, "--max-header-bytes", "8192")
-	huge := "GET / HTTP/1.1\r\nHost: x\r\nX-Olio-Key: a\r\nX-Big: " + strings.Repeat("b", 64<<10) + "\r\n\r\n"
-	resp, _ := c.raw(t, huge)
-	if g, e := resp.StatusCode, http.StatusRequestHeaderFieldsTooLarge; g != e {
-		t.Errorf("a 64 KiB header with --max-header-bytes 8192: status %d, want %d", g, e)
+	const limit = 8192
+	c, _ := hostileStart(t, 2, "--max-header-bytes", strconv.Itoa(limit))
+	header := func(size int) string {
+		return "GET / HTTP/1.1\r\nHost: x\r\nX-Olio-Key: a\r\nX-Big: " + strings.Repeat("b", size) + "\r\n\r\n"
 	}
-	// Just under the limit passes, and still fits the peer side after forwarding.
-	for i := 0; i < 2; i++ {
-		req, _ := http.NewRequest("GET", c.URL()+"/", nil)
-		req.Header.Set("X-Olio-Key", keyFor(i, 2))
-		req.Header.Set("X-Big", strings.Repeat("b", 7000))
-		if _, err := Do(quick, req); err != nil {
-			t.Errorf("a 7 KiB header for worker %d: %v", i, err)
+	for _, size := range []int{limit + limit/2, 8 * limit} {
+		for try := 0; try < 4; try++ { // new connections, taken by either router
+			resp, _ := c.raw(t, header(size))
+			if g, e := resp.StatusCode, http.StatusRequestHeaderFieldsTooLarge; g != e {
+				t.Errorf("a %d-byte header on a new connection with --max-header-bytes %d: status %d, want %d", size, limit, g, e)
+			}
+		}
+	}
+	for from := 0; from < 2; from++ {
+		nc, _ := pinnedConn(t, c, from) // kept alive after its probe
+		nc.SetDeadline(time.Now().Add(10 * time.Second))
+		go io.WriteString(nc, header(2*limit)) // a huge header may not be read in full before the answer
+		resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+		if err != nil {
+			t.Fatalf("a %d-byte header to router %d: no answer: %v", 2*limit, from, err)
+		}
+		resp.Body.Close()
+		if g, e := resp.StatusCode, http.StatusRequestHeaderFieldsTooLarge; g != e {
+			t.Errorf("a %d-byte header on a kept-alive connection to router %d with --max-header-bytes %d: status %d, want %d", 2*limit, from, limit, g, e)
+		}
+	}
+	// Just under the limit passes, served locally and forwarded to the peer (the pinned
+	// connection's first request was the probe, so it is not handed off).
+	for from := 0; from < 2; from++ {
+		hc, _ := pinnedClient(t, c, from)
+		for to := 0; to < 2; to++ {
+			req, _ := http.NewRequest("GET", c.URL()+"/", nil)
+			req.Header.Set("X-Olio-Key", keyFor(to, 2))
+			req.Header.Set("X-Big", strings.Repeat("b", limit-1024))
+			a, err := Do(hc, req)
+			switch {
+			case err != nil:
+				t.Errorf("a %d-byte header via router %d for worker %d: %v", limit-1024, from, to, err)
+			case a.Index != to:
+				t.Errorf("a %d-byte header via router %d for worker %d: served by %d", limit-1024, from, to, a.Index)
+			}
 		}
 	}
 }
@@ -741,6 +776,49 @@ func TestHostileHealthRecycle(t *testing.T) {
 	}
 	if _, err := c.getKey(quick, "/", keyFor(1, 2)); err != nil {
 		t.Errorf("worker 1: %v", err)
+	}
+}
+
+// TestHostileHUPDrainsAppThatDiesOnTerm: the test app drops its connections the moment it
+// gets SIGTERM, as an app without a graceful stop does, so a rolling restart must let the
+// old app finish its in-flight requests before it stops it: the demo app drains on SIGTERM
+// by itself, which would hide a router that does not wait. The requests are POSTs with a
+// body, which olio never repeats, so each answer comes from the old app or not at all.
+func TestHostileHUPDrainsAppThatDiesOnTerm(t *testing.T) {
+	const workers = 2
+	c, _ := hostileStart(t, workers)
+	old := appPIDs(t, c, workers)
+	answers := make(chan error, workers)
+	for i := 0; i < workers; i++ {
+		go func() {
+			req := keyRequest(c, "POST", "", strings.NewReader("payload"))
+			req.URL.RawQuery = "sleep=1500"
+			req.Header.Set("X-Olio-Index", strconv.Itoa(i))
+			req.Header.Set("X-Olio-Secret", c.Secret)
+			a, err := Do(client, req)
+			if err == nil && a.PID != old[i] {
+				err = fmt.Errorf("answered by app pid %d, want the old app %d", a.PID, old[i])
+			}
+			answers <- err
+		}()
+	}
+	if !Eventually(10*time.Second, func() bool { return inFlight(t, c, 0) > 0 && inFlight(t, c, 1) > 0 }) {
+		t.Fatal("the POSTs never reached both apps")
+	}
+	done := c.CountLog("rolling restart done")
+	c.Signal(syscall.SIGHUP)
+	for i := 0; i < workers; i++ {
+		if err := <-answers; err != nil {
+			t.Errorf("a POST in flight in an app when HUP came: %v", err)
+		}
+	}
+	if !Eventually(30*time.Second, func() bool { return c.CountLog("rolling restart done") > done }) {
+		t.Fatal("no rolling restart done within 30s of SIGHUP")
+	}
+	for i, pid := range appPIDs(t, c, workers) {
+		if pid == old[i] {
+			t.Errorf("worker %d still runs app %d after the rolling restart: the test did not test anything", i, pid)
+		}
 	}
 }
 

@@ -62,9 +62,52 @@ func TestLifecycleHUP(t *testing.T) {
 }
 
 // TestLifecycleTTIN: one worker more under load; afterwards every key is on its owner
-// among 3.
+// among 3, and the new worker takes part in full: it accepts public connections, the others
+// forward it requests and hand it connections for its keys, and its app serves them. (Its
+// answers alone would not tell: the other routers could be carrying it.)
 func TestLifecycleTTIN(t *testing.T) {
-	testResize(t, 2, syscall.SIGTTIN, 3, 2)
+	c := testResize(t, 2, syscall.SIGTTIN, 3, 2)
+	const newcomer = 2
+	before := opStatus(t, c).Workers[newcomer]
+
+	// It accepts: a keyless request is served by the router that accepted it.
+	pinnedConn(t, c, newcomer)
+
+	// It is forwarded to: a connection router 0 accepted, whose first request (the probe)
+	// had no key, forwards its later requests.
+	const forwarded = 5
+	hc, _ := pinnedClient(t, c, 0)
+	key := keyOwnedBy(newcomer, 3)
+	for i := 0; i < forwarded; i++ {
+		a, err := Do(hc, keyRequest(c, "GET", key, nil))
+		if err != nil || a.Index != newcomer {
+			t.Fatalf("key %s via router 0: %+v, %v; want worker %d", key, a, err, newcomer)
+		}
+	}
+
+	// It is handed connections: fresh connections whose first request carries its key,
+	// until one that another router accepted has been handed to it.
+	handed := func(st *listener.Status) bool { return st.Workers[newcomer].HandedIn > before.HandedIn }
+	if !Eventually(20*time.Second, func() bool {
+		if _, err := Do(quick, keyRequest(c, "GET", key, nil)); err != nil {
+			t.Fatalf("key %s on a new connection: %v", key, err)
+		}
+		return handed(opStatus(t, c))
+	}) {
+		t.Errorf("no connection for worker %d's key was handed to it within 20s", newcomer)
+	}
+
+	st := opStatus(t, c)
+	w := st.Workers[newcomer]
+	if !w.Member || w.State != "ready" {
+		t.Errorf("worker %d: member %v, state %q; want a ready member", newcomer, w.Member, w.State)
+	}
+	if g := w.ForwardedIn - before.ForwardedIn; g < forwarded {
+		t.Errorf("worker %d received %d forwarded requests, want at least %d", newcomer, g, forwarded)
+	}
+	if g := w.Served - before.Served; g < forwarded+1 {
+		t.Errorf("worker %d's app served %d requests, want at least %d", newcomer, g, forwarded+1)
+	}
 }
 
 // TestLifecycleTTOU: one worker fewer under load; afterwards every key is on its owner
@@ -75,7 +118,7 @@ func TestLifecycleTTOU(t *testing.T) {
 
 // testResize sends sig to a cluster of from workers, started with extra, under load, and
 // checks it ends with to workers of perWorker processes each.
-func testResize(t *testing.T, from int, sig syscall.Signal, to, perWorker int, extra ...string) {
+func testResize(t *testing.T, from int, sig syscall.Signal, to, perWorker int, extra ...string) *Cluster {
 	c := Start(t, append([]string{"--workers", strconv.Itoa(from)}, extra...)...)
 	l := StartLoad(t, c, LoadOptions{Clients: 6, Prefix: "resize-"})
 	l.ExpectOwners(from)
@@ -98,6 +141,7 @@ func testResize(t *testing.T, from int, sig syscall.Signal, to, perWorker int, e
 	if !Eventually(10*time.Second, func() bool { return len(c.Descendants()) == perWorker*to }) {
 		t.Errorf("%d processes under the master, want %d", len(c.Descendants()), perWorker*to)
 	}
+	return c
 }
 
 // TestLifecycleWinchThenTTIN: WINCH scales to zero workers; while there are none, every
@@ -155,32 +199,55 @@ func TestLifecycleKillApp(t *testing.T) {
 
 	old := appPIDs(t, c, workers)[victim]
 	c.Descendants()
-	// A POST in flight inside the app when it dies cannot be repeated: it gets a clear 502.
-	post := make(chan *http.Response, 1)
+	// A POST in flight inside the app when it dies cannot be repeated, with a body or
+	// without: it gets a clear 502.
+	posts := []string{"payload", ""}
+	post := make(chan *http.Response, len(posts))
+	for _, body := range posts {
+		go func() {
+			req := keyRequest(c, "POST", "", strings.NewReader(body))
+			req.URL.RawQuery = "sleep=20000"
+			req.Header.Set("X-Olio-Index", strconv.Itoa(victim))
+			req.Header.Set("X-Olio-Secret", c.Secret)
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Errorf("in-flight POST of %d bytes: %v", len(body), err)
+			}
+			post <- resp
+		}()
+	}
+	// A GET in flight inside the app when it dies is repeated on the replacement: it gets
+	// its answer from the new app.
+	get := make(chan *Answer, 1)
 	go func() {
-		req := keyRequest(c, "POST", "", strings.NewReader("payload"))
-		req.URL.RawQuery = "sleep=20000"
+		req := keyRequest(c, "GET", "", nil)
+		req.URL.RawQuery = "sleep=2000"
 		req.Header.Set("X-Olio-Index", strconv.Itoa(victim))
 		req.Header.Set("X-Olio-Secret", c.Secret)
-		resp, err := client.Do(req)
+		a, err := Do(client, req)
 		if err != nil {
-			t.Errorf("in-flight POST: %v", err)
+			t.Errorf("in-flight GET in a killed app: %v, want it repeated on the new app", err)
 		}
-		post <- resp
+		get <- a
 	}()
-	if !Eventually(10*time.Second, func() bool { return inFlight(t, c, victim) > 0 }) {
-		t.Fatal("the POST never reached the app")
+	if !Eventually(10*time.Second, func() bool { return inFlight(t, c, victim) >= 3 }) {
+		t.Fatal("the POSTs and the GET never all reached the app")
 	}
 	killed := time.Now()
 	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	if resp := <-post; resp != nil {
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), "app failed") {
-			t.Errorf("in-flight POST in a killed app: %d %q, want a 502 that says the app failed", resp.StatusCode, body)
+	for range posts {
+		if resp := <-post; resp != nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), "app failed") {
+				t.Errorf("in-flight POST in a killed app: %d %q, want a 502 that says the app failed", resp.StatusCode, body)
+			}
 		}
+	}
+	if a := <-get; a != nil && a.PID == old {
+		t.Errorf("the in-flight GET was answered by the killed app %d", old)
 	}
 	// The router learns of the death when it reaps the process, a few milliseconds after
 	// the kill; requests it sends the dying app until then fail like the ones in flight in it.
@@ -367,31 +434,101 @@ func testKillMaster(t *testing.T, perWorker int, extra ...string) {
 func TestLifecycleGracefulStop(t *testing.T) {
 	const workers = 2
 	c := Start(t, "--workers", strconv.Itoa(workers))
-	type call struct {
-		from, to int
-		local    net.Addr
-		wrote    chan struct{}
-		end      time.Time
-		status   int
-		body     string
-		err      error
-		index    int
-	}
-	var calls []*call
+	var calls []*stopCall
 	for from := 0; from < workers; from++ {
 		for to := 0; to < workers; to++ {
 			for k := 0; k < 2; k++ {
-				calls = append(calls, &call{from: from, to: to, wrote: make(chan struct{})})
+				calls = append(calls, &stopCall{from: from, to: to})
 			}
 		}
 	}
-	var wg sync.WaitGroup
+	signalWithInFlight(t, c, syscall.SIGTERM, calls, time.Second)
+}
+
+// TestLifecycleGracefulStopForwardedOnly: SIGTERM while slow requests are in flight that
+// router 0 accepted and sent on to worker 1, by key and by X-Olio-Index (--handoff=false,
+// so the keyed ones are forwarded rather than handed off), with no request in worker 0's
+// own app: router 0 must still wait for what it forwarded. TestLifecycleGracefulStop gives
+// every router local work, which hides a router that waits for its app's requests alone.
+func TestLifecycleGracefulStopForwardedOnly(t *testing.T) {
+	c := Start(t, "--workers", "2", "--handoff=false")
+	var calls []*stopCall
+	for k := 0; k < 3; k++ {
+		calls = append(calls, &stopCall{from: 0, to: 1}, &stopCall{from: 0, to: 1, keyed: true})
+	}
+	signalWithInFlight(t, c, syscall.SIGTERM, calls, 2*time.Second, func(st *listener.Status) error {
+		if w := st.Workers[0]; w.InFlight != 0 || w.Forwarded < uint64(len(calls)) {
+			return fmt.Errorf("worker 0: %d in flight and %d forwarded, want 0 and at least %d", w.InFlight, w.Forwarded, len(calls))
+		}
+		if w := st.Workers[1]; w.InFlight != int64(len(calls)) {
+			return fmt.Errorf("worker 1: %d in flight, want %d", w.InFlight, len(calls))
+		}
+		return nil
+	})
+}
+
+// TestLifecycleTTOUFinishesForwarded: TTOU while slow requests are in flight that the
+// leaving router accepted and forwarded to worker 0, with none in its own app: it must
+// finish them before it exits, as in a full stop (where the other routers' drains would
+// keep it up anyway).
+func TestLifecycleTTOUFinishesForwarded(t *testing.T) {
+	c := Start(t, "--workers", "3", "--handoff=false")
+	const leaving = 2
+	var calls []*stopCall
+	for k := 0; k < 2; k++ {
+		calls = append(calls, &stopCall{from: leaving, to: 0}, &stopCall{from: leaving, to: 0, keyed: true})
+	}
+	signalWithInFlight(t, c, syscall.SIGTTOU, calls, 2*time.Second, func(st *listener.Status) error {
+		if w := st.Workers[leaving]; w.InFlight != 0 || w.Forwarded < uint64(len(calls)) {
+			return fmt.Errorf("worker %d: %d in flight and %d forwarded, want 0 and at least %d", leaving, w.InFlight, w.Forwarded, len(calls))
+		}
+		return nil
+	})
+	c.WaitLog("msg=scaled workers=2", 30*time.Second)
+}
+
+// stopCall is one slow request of signalWithInFlight: sent over a connection that router from
+// accepted, for worker to, by X-Olio-Index or (keyed) by a key that worker owns.
+type stopCall struct {
+	from, to int
+	keyed    bool
+	local    net.Addr
+	wrote    chan struct{}
+	end      time.Time
+	status   int
+	body     string
+	err      error
+	index    int
+}
+
+// signalWithInFlight sends calls, each asking the app to take d, waits until every router
+// has read its requests (and, if given, until the status satisfies each check), sends sig,
+// and checks that every call is answered 200 by its worker after the signal, and, for
+// SIGTERM, that olio exits 0.
+func signalWithInFlight(t *testing.T, c *Cluster, sig syscall.Signal, calls []*stopCall, d time.Duration, checks ...func(*listener.Status) error) {
+	t.Helper()
+	workers := 0
 	for _, cl := range calls {
-		hc, _ := pinnedClient(t, c, cl.from)
+		workers = max(workers, cl.from+1, cl.to+1)
+	}
+	// Every connection first: finding one that a given router accepted can take a while on
+	// a loaded machine, and the first requests must not end before the last is sent.
+	clients := make([]*http.Client, len(calls))
+	for i, cl := range calls {
+		clients[i], _ = pinnedClient(t, c, cl.from)
+	}
+	var wg sync.WaitGroup
+	for i, cl := range calls {
+		cl.wrote = make(chan struct{})
+		hc := clients[i]
 		req := keyRequest(c, "GET", "", nil)
-		req.Header.Set("X-Olio-Index", strconv.Itoa(cl.to))
-		req.Header.Set("X-Olio-Secret", c.Secret)
-		req.URL.RawQuery = "sleep=500"
+		if cl.keyed {
+			req.Header.Set("X-Olio-Key", keyOwnedBy(cl.to, workers))
+		} else {
+			req.Header.Set("X-Olio-Index", strconv.Itoa(cl.to))
+			req.Header.Set("X-Olio-Secret", c.Secret)
+		}
+		req.URL.RawQuery = "sleep=" + strconv.Itoa(int(d.Milliseconds()))
 		trace := &httptrace.ClientTrace{
 			GotConn:      func(info httptrace.GotConnInfo) { cl.local = info.Conn.LocalAddr() },
 			WroteRequest: func(httptrace.WroteRequestInfo) { close(cl.wrote) },
@@ -430,8 +567,14 @@ func TestLifecycleGracefulStop(t *testing.T) {
 			t.Fatalf("request %d (%v) not read by router %d within 5s", i, cl.local, cl.from)
 		}
 	}
+	for _, check := range checks {
+		var err error
+		if !Eventually(d/2, func() bool { err = check(opStatus(t, c)); return err == nil }) {
+			t.Fatalf("before %v: %v: the test would not test what it means to", sig, err)
+		}
+	}
 	term := time.Now()
-	c.Signal(syscall.SIGTERM)
+	c.Signal(sig)
 	wg.Wait()
 	for i, cl := range calls {
 		switch {
@@ -440,8 +583,11 @@ func TestLifecycleGracefulStop(t *testing.T) {
 		case cl.status != http.StatusOK || cl.index != cl.to:
 			t.Errorf("request %d (router %d → worker %d): status %d from %d: %s", i, cl.from, cl.to, cl.status, cl.index, cl.body)
 		case !cl.end.After(term):
-			t.Errorf("request %d ended before SIGTERM was sent: the test did not test anything", i)
+			t.Errorf("request %d ended before %v was sent: the test did not test anything", i, sig)
 		}
+	}
+	if sig != syscall.SIGTERM {
+		return
 	}
 	select {
 	case <-c.Exited():
@@ -451,7 +597,7 @@ func TestLifecycleGracefulStop(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("olio did not exit within 30s of SIGTERM")
 	}
-	t.Logf("stopped %s after SIGTERM with %d requests of 500ms in flight", time.Since(term).Round(time.Millisecond), len(calls))
+	t.Logf("stopped %s after SIGTERM with %d requests of %s in flight", time.Since(term).Round(time.Millisecond), len(calls), d)
 }
 
 // TestLifecycleUSR2: a hot upgrade under load. Afterwards exactly one master remains, every

@@ -1,0 +1,312 @@
+// Command handmutants checks that the tests catch what they claim to, where a mutation tool
+// cannot reach: the end-to-end tests in test/ build the olio binary and run it, so a change
+// in the code only shows through them. It copies the module to a scratch directory, checks
+// that every named test passes there, then makes one deliberate small bug at a time (a
+// mutant: an exact text replacement in one file), runs the tests named for it, and reports
+// whether they failed (killed) or passed (lived). gremlins (test/mutate.sh) covers the
+// packages under their unit tests; test/MUTANTS.md lists these mutants and their results.
+//
+//	go run ./test/handmutants                # every mutant, about five minutes
+//	go run ./test/handmutants -run E3,E7     # some of them
+//
+// It exits 1 if a mutant lived or no longer applies (the code it changes has moved: update
+// its text here). It is a script, not part of go test.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// mutant is one deliberate bug.
+type mutant struct {
+	id       string
+	file     string // relative to the module root
+	old, new string // old must occur exactly once in file
+	pkg      string // the package whose tests run; "./test/" when empty
+	tests    string // go test -run pattern
+	promise  string // what the bug breaks
+}
+
+var mutants = []mutant{
+	{id: "E1", file: "router/router.go",
+		old: "\tif srv != nil {\n\t\tsrv.stop(ctx)\n\t}", new: "\tif srv != nil {\n\t\tsrv.ln.Close()\n\t}",
+		tests:   "^TestLifecycleGracefulStopForwardedOnly$",
+		promise: "a stopping router waits for the requests on its public connections, forwarded ones too"},
+	{id: "E2", file: "router/router.go",
+		old: "\"workers\", mm.Workers)\n\tr.updateAccepting()", new: "\"workers\", mm.Workers)",
+		tests:   "^TestLifecycleTTIN$",
+		promise: "after TTIN the new worker accepts public connections"},
+	{id: "E3", file: "router/limits.go",
+		old: "MaxHeaderBytes:    r.conf().MaxHeaderBytes,\n", new: "MaxHeaderBytes:    2 * r.conf().MaxHeaderBytes,\n",
+		tests:   "^TestHostileHeaderTooLarge$",
+		promise: "a header just past --max-header-bytes gets 431"},
+	{id: "E4", file: "router/limits.go",
+		old: "MaxHeaderBytes:    r.conf().MaxHeaderBytes,\n", new: "MaxHeaderBytes:    r.conf().MaxHeaderBytes + peerHeaderSlack,\n",
+		tests:   "^TestHostileHeaderTooLarge$",
+		promise: "the public side does not take the peer side's larger header limit"},
+	{id: "E5", file: "router/secret.go",
+		old: "\tdelete(h, HeaderSecret)\n", new: "",
+		tests:   "^TestHostileSecretNeverShown$",
+		promise: "X-Olio-Secret never reaches the app"},
+	{id: "E6", file: "router/secret.go",
+		old: "[]byte(got[0])) == 1", new: "[]byte(got[0])) >= 0",
+		tests:   "^TestCore$",
+		promise: "a wrong secret gets 403"},
+	{id: "E7", file: "router/output.go",
+		old: "if len(l.secret) > 0 && bytes.Contains(line, l.secret) {", new: "if false && bytes.Contains(line, l.secret) {",
+		pkg:     "./router/", // no end-to-end app prints its secret
+		tests:   "^TestLineLoggerLinesFlushAndSecret$",
+		promise: "an app that prints the secret is logged with [secret] instead"},
+	{id: "E8", file: "listener/rundir.go",
+		old: "os.Chmod(dir, 0o700)", new: "os.Chmod(dir, 0o755)",
+		tests:   "^TestHostileRunDirPermissions$",
+		promise: "the run directory is 0700"},
+	{id: "E9", file: "mux/listener.go",
+		old: "os.Chmod(path, 0o600)", new: "os.Chmod(path, 0o666)",
+		tests:   "^TestHostileRunDirPermissions$",
+		promise: "the routers' sockets are 0600"},
+	{id: "E10", file: "monitor/starter.go",
+		old: "cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL", new: "cmd.SysProcAttr.Pdeathsig = 0",
+		tests:   "^TestLifecycleKillRouter$",
+		promise: "an app does not outlive its router killed with -9 (with the master killed, routers see EOF and stop their apps anyway)"},
+	{id: "E11", file: "router/proxy.go",
+		old: "\t\treturn req.Body == nil || req.Body == http.NoBody\n", new: "\t\treturn false\n",
+		tests:   "^TestLifecycleKillApp$",
+		promise: "an idempotent request in a killed app is repeated on its replacement"},
+	{id: "E12", file: "router/app.go",
+		old: "for inst.inFlight.Load() > 0 {", new: "for inst.inFlight.Load() > 0 && false {",
+		tests:   "^TestHostileHUPDrainsAppThatDiesOnTerm$",
+		promise: "a rolling restart drains the old app before stopping it"},
+	{id: "E13", file: "router/limits.go",
+		old: "\tif n <= 0 {\n\t\treturn ln\n\t}", new: "\tif n <= 0 || n > 0 {\n\t\treturn ln\n\t}",
+		tests:   "^TestHostileMaxConns$",
+		promise: "--max-conns bounds a router's connections"},
+	{id: "E14", file: "router/handoff.go",
+		old: "!r.conf().Handoff || r.handoff == nil ||", new: "r.conf().Handoff || r.handoff == nil ||",
+		tests:   "^(TestHandoffKeepsConnectionOnOwner|TestNoHandoffForwardsInstead)$",
+		promise: "a connection is handed to the owner of its first request's key (and not with --handoff=false)"},
+	{id: "E15", file: "router/handler.go",
+		old:     "\t\tw.Header().Set(\"Retry-After\", \"1\")\n\t\tr.fail(w, http.StatusServiceUnavailable, fmt.Sprintf(\"olio: worker %d's app is not ready",
+		new:     "\t\tr.fail(w, http.StatusServiceUnavailable, fmt.Sprintf(\"olio: worker %d's app is not ready",
+		tests:   "^TestHostileCrashLoop$",
+		promise: "a request for an app that is not ready gets 503 with Retry-After"},
+	{id: "E16", file: "router/apptransport.go",
+		old: "\t\t\tif !replayable(req) {\n\t\t\t\tsent = err\n\t\t\t}\n", new: "",
+		tests:   "^TestLifecycleKillApp$",
+		promise: "a bodiless POST in flight in a killed app gets 502, it is not run again on the replacement"},
+	{id: "E17", file: "router/drain.go",
+		old: "\tfor p.left() > 0 {", new: "\tfor p.left() > 0 && false {",
+		tests:   "^TestLifecycleTTOUFinishesForwarded$",
+		promise: "a router leaving by TTOU finishes the requests it forwarded"},
+	{id: "U1", file: "router/app.go", pkg: "./router/",
+		old: "\ta.held.Add(1)\n", new: "\tif true {\n\t\treturn nil\n\t}\n\ta.held.Add(1)\n",
+		tests:   "^TestHeldRequestServedWhenReady$",
+		promise: "a request for an app that is not ready is held, not refused"},
+	{id: "U2", file: "router/app.go", pkg: "./router/",
+		old:     "\ta.current.Store(inst)\n\tclose(a.changed)\n\ta.changed = make(chan struct{})\n}\n\n// clearCurrent",
+		new:     "\ta.current.Store(inst)\n}\n\n// clearCurrent",
+		tests:   "^TestHeldRequestServedWhenReady$",
+		promise: "a held request is served as soon as the app is ready"},
+}
+
+func main() {
+	run := flag.String("run", "", "comma-separated mutant ids to try (default: all)")
+	timeout := flag.Duration("timeout", 5*time.Minute, "bound on one mutant's test run")
+	flag.Parse()
+	if err := mainErr(*run, *timeout); err != nil {
+		fmt.Fprintln(os.Stderr, "handmutants:", err)
+		os.Exit(1)
+	}
+}
+
+func mainErr(run string, timeout time.Duration) error {
+	chosen := mutants
+	if run != "" {
+		chosen = nil
+		for _, id := range strings.Split(run, ",") {
+			i := indexOf(id)
+			if i < 0 {
+				return fmt.Errorf("no mutant %q (ids: E1…E%d, U1, U2)", id, countE())
+			}
+			chosen = append(chosen, mutants[i])
+		}
+	}
+	root, err := moduleRoot()
+	if err != nil {
+		return err
+	}
+	scratch, err := os.MkdirTemp("", "olio-handmutants-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(scratch)
+	if err := copyTree(root, scratch); err != nil {
+		return fmt.Errorf("copy the module: %w", err)
+	}
+
+	// Every test must pass on the unchanged code, or a "killed" would mean nothing.
+	byPkg := map[string][]string{}
+	for _, m := range chosen {
+		byPkg[m.pkgOrTest()] = append(byPkg[m.pkgOrTest()], strings.Trim(m.tests, "^$"))
+	}
+	for pkg, tests := range byPkg {
+		pattern := "^(" + strings.Join(tests, "|") + ")$"
+		if out, err := goTest(scratch, pkg, pattern, timeout); err != nil {
+			return fmt.Errorf("the tests fail without any mutant (%s -run %s):\n%s", pkg, pattern, out)
+		}
+	}
+
+	bad := 0
+	fmt.Println("| id | file | promise | tests | result |")
+	fmt.Println("|---|---|---|---|---|")
+	for _, m := range chosen {
+		result, err := m.try(scratch, timeout)
+		if err != nil {
+			return err
+		}
+		if !strings.HasPrefix(result, "killed") {
+			bad++
+		}
+		fmt.Printf("| %s | %s | %s | `%s` | %s |\n", m.id, m.file, m.promise, strings.ReplaceAll(m.tests, "|", `\|`), result)
+	}
+	if bad > 0 {
+		return fmt.Errorf("%d of %d mutants not killed", bad, len(chosen))
+	}
+	return nil
+}
+
+func (m mutant) pkgOrTest() string {
+	if m.pkg == "" {
+		return "./test/"
+	}
+	return m.pkg
+}
+
+// try applies m in dir, runs its tests and restores the file. The result is killed, lived,
+// "not viable" (it does not build) or "stale" (its text is no longer in the file).
+func (m mutant) try(dir string, timeout time.Duration) (string, error) {
+	path := filepath.Join(dir, m.file)
+	orig, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	if n := strings.Count(string(orig), m.old); n != 1 {
+		return fmt.Sprintf("stale: its text occurs %d times in %s", n, m.file), nil
+	}
+	if err := os.WriteFile(path, []byte(strings.Replace(string(orig), m.old, m.new, 1)), 0o644); err != nil {
+		return "", err
+	}
+	defer os.WriteFile(path, orig, 0o644)
+	build := exec.Command("go", "build", "./...")
+	build.Dir = dir
+	if out, err := build.CombinedOutput(); err != nil {
+		return "not viable: " + firstLine(string(out)), nil
+	}
+	start := time.Now()
+	_, err = goTest(dir, m.pkgOrTest(), m.tests, timeout)
+	took := time.Since(start).Round(time.Second)
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return fmt.Sprintf("**lived** (%s)", took), nil
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Sprintf("killed: timed out after %s", timeout), nil
+	case errors.As(err, &exit):
+		return fmt.Sprintf("killed (%s)", took), nil
+	default:
+		return "", err
+	}
+}
+
+func goTest(dir, pkg, pattern string, timeout time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "test", "-count=1", "-run", pattern, pkg)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		return string(out), ctx.Err()
+	}
+	return string(out), err
+}
+
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
+	return l
+}
+
+func indexOf(id string) int {
+	for i, m := range mutants {
+		if m.id == strings.TrimSpace(id) {
+			return i
+		}
+	}
+	return -1
+}
+
+func countE() int {
+	n := 0
+	for _, m := range mutants {
+		if strings.HasPrefix(m.id, "E") {
+			n++
+		}
+	}
+	return n
+}
+
+// moduleRoot is the directory of the go.mod that `go env GOMOD` names.
+func moduleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	mod := strings.TrimSpace(string(out))
+	if mod == "" || mod == os.DevNull {
+		return "", errors.New("not inside the olio module: run it from the repository")
+	}
+	return filepath.Dir(mod), nil
+}
+
+// copyTree copies the module's regular files from src to dst, leaving out .git (so that no
+// build asks git about the copy) and test/bench/results.
+func copyTree(src, dst string) error {
+	return filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, path)
+		if rel == ".git" { // a directory, or a file in a git worktree
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if d.IsDir() {
+			if rel == filepath.Join("test", "bench", "results") {
+				return filepath.SkipDir
+			}
+			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dst, rel), b, info.Mode().Perm())
+	})
+}
