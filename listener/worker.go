@@ -241,10 +241,14 @@ func (w *worker) readyCheck(ctx context.Context, c *monitor.Child) error {
 		if len(cfg.App) > 0 {
 			app = cfg.App[0]
 		}
-		err = fmt.Errorf("%w: it never started olio's router (does %s call router.Serve?)", err, app)
+		why := fmt.Sprintf("it did not start olio's router within --ready-timeout (%s)", cfg.ReadyTimeout)
+		if errors.Is(err, monitor.ErrExited) {
+			why = "it exited without starting olio's router"
+		}
+		hint := fmt.Sprintf("%s: does %s call router.Serve?", why, app)
+		err = fmt.Errorf("%w: %s", err, hint)
 		w.hintOnce.Do(func() {
-			w.m.logger.Error("worker did not start olio's router within --ready-timeout; retrying with backoff",
-				"worker", w.index, "app", app, "ready_timeout", cfg.ReadyTimeout, "err", err)
+			w.m.logger.Error("embedded worker not started: "+hint+" Retrying with backoff.", "worker", w.index, "app", app)
 		})
 	}
 	return err
