@@ -3,8 +3,6 @@ package listener
 import (
 	"context"
 	"errors"
-	"fmt"
-	"sync"
 
 	"github.com/olio-dev/olio/descend"
 )
@@ -21,18 +19,7 @@ func (m *Master) ReopenAccessLogs(ctx context.Context) error {
 	m.mu.Lock()
 	workers := append([]*worker(nil), m.workers...)
 	m.mu.Unlock()
-	var wg sync.WaitGroup
-	errs := make([]error, len(workers))
-	for i, w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := w.call(ctx, &descend.Reopen{ID: m.nextID()}); err != nil && !errors.Is(err, ErrNoRouter) {
-				errs[i] = fmt.Errorf("worker %d: %w", w.index, err)
-			}
-		}()
-	}
-	wg.Wait()
+	errs := m.callAll(ctx, workers, func(int) descend.Request { return &descend.Reopen{ID: m.nextID()} })
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}

@@ -399,18 +399,7 @@ func (m *Master) announce(ctx context.Context, members int) error {
 		msgs[i] = m.membershipLocked(m.nextID())
 	}
 	m.mu.Unlock()
-	var wg sync.WaitGroup
-	errs := make([]error, len(workers))
-	for i, w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := w.call(ctx, msgs[i]); err != nil && !errors.Is(err, ErrNoRouter) {
-				errs[i] = err
-			}
-		}()
-	}
-	wg.Wait()
+	errs := m.callAll(ctx, workers, func(i int) descend.Request { return msgs[i] })
 	return errors.Join(errs...)
 }
 
@@ -431,17 +420,31 @@ func (m *Master) prepare(ctx context.Context, members int) {
 	workers := append([]*worker(nil), m.workers...)
 	m.mu.Unlock()
 	start := time.Now()
+	errs := m.callAll(ctx, workers, func(int) descend.Request {
+		return &descend.Prepare{ID: m.nextID(), Epoch: epoch, Workers: members}
+	})
+	for _, err := range errs {
+		if err != nil {
+			m.logger.Warn("hand-over: a router did not finish its requests for moving keys; committing all the same", "err", err)
+		}
+	}
+	m.logger.Info("hand-over prepared", "epoch", epoch, "workers", members, "held", time.Since(start).Round(time.Microsecond).String())
+}
+
+// callAll sends workers[i] the request msg(i), all at once, and waits for every answer. It
+// returns the errors by worker (naming it), nil for a worker that answered or has no router.
+func (m *Master) callAll(ctx context.Context, workers []*worker, msg func(i int) descend.Request) []error {
 	var wg sync.WaitGroup
-	for _, w := range workers {
+	errs := make([]error, len(workers))
+	for i, w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := w.call(ctx, &descend.Prepare{ID: m.nextID(), Epoch: epoch, Workers: members})
-			if err != nil && !errors.Is(err, ErrNoRouter) {
-				m.logger.Warn("hand-over: a router did not finish its requests for moving keys; committing all the same", "worker", w.index, "err", err)
+			if _, err := w.call(ctx, msg(i)); err != nil && !errors.Is(err, ErrNoRouter) {
+				errs[i] = err // call's errors name the worker
 			}
 		}()
 	}
 	wg.Wait()
-	m.logger.Info("hand-over prepared", "epoch", epoch, "workers", members, "held", time.Since(start).Round(time.Microsecond).String())
+	return errs
 }

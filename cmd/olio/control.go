@@ -39,14 +39,19 @@ func client(c *cli.Context) (*listener.Client, error) {
 	return listener.NewClient(c.String("control")), nil
 }
 
-// withTimeout is c's context bounded by --timeout, which must be more than 0.
-func withTimeout(c *cli.Context) (context.Context, context.CancelFunc, error) {
+// connect is the client of --control with c's context bounded by --timeout, which must
+// be more than 0. cancel is never nil.
+func connect(c *cli.Context) (_ context.Context, cancel context.CancelFunc, _ *listener.Client, _ error) {
 	d := c.Duration("timeout")
 	if d <= 0 {
-		return nil, nil, badUsage("--timeout %s: must be more than 0, like 30s", d)
+		return nil, func() {}, nil, badUsage("--timeout %s: must be more than 0, like 30s", d)
+	}
+	cl, err := client(c)
+	if err != nil {
+		return nil, func() {}, nil, err
 	}
 	ctx, cancel := context.WithTimeout(c.Context, d)
-	return ctx, cancel, nil
+	return ctx, cancel, cl, nil
 }
 
 // noAnswer says what a command's timeout means: the master may have acted on a command it
@@ -83,12 +88,8 @@ to their owner; then totals. --json prints the same as JSON.`,
 			&cli.BoolFlag{Name: "json", Usage: "print JSON: {\"workers\": [{\"index\", \"router_pid\", \"app_pid\", \"state\", …}]}"},
 		},
 		Action: func(c *cli.Context) error {
-			ctx, cancel, err := withTimeout(c)
-			if err != nil {
-				return err
-			}
+			ctx, cancel, cl, err := connect(c)
 			defer cancel()
-			cl, err := client(c)
 			if err != nil {
 				return err
 			}
@@ -112,12 +113,8 @@ func reloadCommand() *cli.Command {
 		Usage: "reload the config and restart every app, worker by worker (as kill -HUP does)",
 		Flags: []cli.Flag{controlFlag(), timeoutFlag(10*time.Minute, "the rolling restart"), quietFlag()},
 		Action: func(c *cli.Context) error {
-			ctx, cancel, err := withTimeout(c)
-			if err != nil {
-				return err
-			}
+			ctx, cancel, cl, err := connect(c)
 			defer cancel()
-			cl, err := client(c)
 			if err != nil {
 				return err
 			}
@@ -172,20 +169,16 @@ imbalance (busiest worker ÷ mean) to expect at N workers.`,
 			if err != nil {
 				return err
 			}
-			ctx, cancel, err := withTimeout(c)
+			ctx, cancel, cl, err := connect(c)
+			defer cancel()
 			if err != nil {
 				return err
 			}
-			defer cancel()
 			if dryRun {
-				return planCommand(ctx, c, n)
+				return planCommand(ctx, c, cl, n)
 			}
 			if c.Bool("json") {
 				return badUsage("--json goes with --dry-run")
-			}
-			cl, err := client(c)
-			if err != nil {
-				return err
 			}
 			var sum *listener.OpSummary
 			if c.Bool("quiet") {
@@ -232,12 +225,8 @@ func stopCommand() *cli.Command {
 			&cli.BoolFlag{Name: "no-wait", Usage: "return once olio has begun stopping"},
 		},
 		Action: func(c *cli.Context) error {
-			ctx, cancel, err := withTimeout(c)
-			if err != nil {
-				return err
-			}
+			ctx, cancel, cl, err := connect(c)
 			defer cancel()
-			cl, err := client(c)
 			if err != nil {
 				return err
 			}

@@ -36,12 +36,8 @@ serve --key-stats hashed, keys are shown as a digest; with off, nothing is count
 			if top < 0 {
 				return badUsage("--top %d: give 0 (every key) or more", top)
 			}
-			ctx, cancel, err := withTimeout(c)
-			if err != nil {
-				return err
-			}
+			ctx, cancel, cl, err := connect(c)
 			defer cancel()
-			cl, err := client(c)
 			if err != nil {
 				return err
 			}
@@ -106,11 +102,7 @@ func writeKeys(out io.Writer, rep *listener.KeysReport) error {
 }
 
 // planCommand is olio scale N --dry-run.
-func planCommand(ctx context.Context, c *cli.Context, n int) error {
-	cl, err := client(c)
-	if err != nil {
-		return err
-	}
+func planCommand(ctx context.Context, c *cli.Context, cl *listener.Client, n int) error {
 	p, err := cl.PlanScale(ctx, n)
 	if err != nil {
 		return noAnswer(c, err, false)
