@@ -119,10 +119,19 @@ func StartNoWait(t testing.TB, args ...string) *Cluster {
 // nil (then WaitLog and the data race check see them).
 func startWith(t testing.TB, out *os.File, args ...string) *Cluster {
 	t.Helper()
+	c := newCluster(t, freeAddr(t))
+	full := []string{"serve", "--listen", c.Addr, "--control", c.Control, "--secret", c.Secret}
+	c.start(exec.Command(olioBin, append(full, args...)...), out)
+	return c
+}
+
+// newCluster is a Cluster on addr, with its temp dir, control path and secret, not yet
+// started (see start).
+func newCluster(t testing.TB, addr string) *Cluster {
 	dir := t.TempDir()
 	c := &Cluster{
 		t:       t,
-		Addr:    freeAddr(t),
+		Addr:    addr,
 		Control: filepath.Join(dir, "ctl.sock"),
 		Secret:  "test-secret-" + strconv.Itoa(os.Getpid()),
 		Dir:     dir,
@@ -130,24 +139,28 @@ func startWith(t testing.TB, out *os.File, args ...string) *Cluster {
 		seen:    map[int]bool{},
 	}
 	c.Out = newOutputFile(t, dir)
-	full := []string{"serve", "--listen", c.Addr, "--control", c.Control, "--secret", c.Secret}
-	full = append(full, args...)
-	c.cmd = exec.Command(olioBin, full...)
+	return c
+}
+
+// start runs cmd, whose process is olio's master, with its output on out or, when out is
+// nil, on c.Out; cleanup stops it at the end of the test and checks nothing is left.
+func (c *Cluster) start(cmd *exec.Cmd, out *os.File) {
+	c.t.Helper()
+	c.cmd = cmd
 	c.cmd.Stdout, c.cmd.Stderr = c.Out.f, c.Out.f
 	if out != nil {
 		c.cmd.Stdout, c.cmd.Stderr = out, out
 	}
-	c.cmd.Dir = dir
+	c.cmd.Dir = c.Dir
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := c.cmd.Start(); err != nil {
-		t.Fatal(err)
+		c.t.Fatal(err)
 	}
 	go func() {
 		c.exitErr = c.cmd.Wait()
 		close(c.exited)
 	}()
-	t.Cleanup(c.cleanup)
-	return c
+	c.t.Cleanup(c.cleanup)
 }
 
 // Pid is the master's pid.

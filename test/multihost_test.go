@@ -216,35 +216,15 @@ func (nw *network) startHost(i int, args ...string) *Cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	c := &Cluster{
-		t:       t,
-		Addr:    nw.hostIP[i] + ":" + hostPort,
-		Control: filepath.Join(dir, "ctl.sock"),
-		Secret:  "test-secret-" + strconv.Itoa(os.Getpid()),
-		Dir:     dir,
-		exited:  make(chan struct{}),
-		seen:    map[int]bool{},
-	}
-	c.Out = newOutputFile(t, dir)
+	c := newCluster(t, nw.hostIP[i]+":"+hostPort)
 	full := []string{"netns", "exec", nw.hosts[i], olioBin, "serve",
 		"--listen", c.Addr, "--metrics", nw.hostIP[i] + ":" + metricsPort,
 		"--control", c.Control, "--secret", c.Secret, "--workers", strconv.Itoa(hostWorkers)}
 	full = append(append(full, args...), "--", exe, multihostAppArg)
 	// ip netns exec execs olio in place: the process started is olio's master.
-	c.cmd = exec.Command("ip", full...)
-	c.cmd.Env = append(os.Environ(), "MULTIHOST_TEST_HOST="+hostName(i))
-	c.cmd.Stdout, c.cmd.Stderr = c.Out.f, c.Out.f
-	c.cmd.Dir = dir
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := c.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		c.exitErr = c.cmd.Wait()
-		close(c.exited)
-	}()
-	t.Cleanup(c.cleanup)
+	cmd := exec.Command("ip", full...)
+	cmd.Env = append(os.Environ(), "MULTIHOST_TEST_HOST="+hostName(i))
+	c.start(cmd, nil)
 	c.WaitLog("all workers ready", 30*time.Second)
 	return c
 }
