@@ -34,27 +34,7 @@ func listenInode(t *testing.T, port int) string {
 func TestAppsDoNotInheritTheListener(t *testing.T) {
 	c := Start(t, "--workers", "2")
 	port, _ := strconv.Atoi(c.Addr[strings.LastIndexByte(c.Addr, ':')+1:])
-	inode := "socket:[" + listenInode(t, port) + "]"
-	holders := map[string]bool{}
-	for _, pid := range c.Descendants() {
-		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		role := "router"
-		if strings.Contains(string(cmdline), "demo") {
-			role = "app"
-		}
-		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-		for _, fd := range fds {
-			if target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); target == inode {
-				holders[role] = true
-				if role == "app" {
-					t.Errorf("app pid %d holds the public listener as fd %s", pid, fd.Name())
-				}
-			}
-		}
-	}
-	if !holders["router"] {
-		t.Errorf("no router holds the public listener %s: the test does not see what it should", inode)
-	}
+	checkHolders(t, c, "socket:["+listenInode(t, port)+"]", "the public listener")
 }
 
 // The master's stdout goes to every router as fd 5 (for --access-log -), never further: an
@@ -65,6 +45,13 @@ func TestAppsDoNotInheritTheMastersStdout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	checkHolders(t, c, stdout, "the master's stdout")
+}
+
+// checkHolders checks that the open file target (a /proc/PID/fd link's text) is held by
+// some router of c and by none of its apps.
+func checkHolders(t *testing.T, c *Cluster, target, what string) {
+	t.Helper()
 	holders := map[string]bool{}
 	for _, pid := range c.Descendants() {
 		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
@@ -74,15 +61,15 @@ func TestAppsDoNotInheritTheMastersStdout(t *testing.T) {
 		}
 		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 		for _, fd := range fds {
-			if target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); target == stdout {
+			if link, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); link == target {
 				holders[role] = true
 				if role == "app" {
-					t.Errorf("app pid %d holds the master's stdout (%s) as fd %s", pid, stdout, fd.Name())
+					t.Errorf("app pid %d holds %s (%s) as fd %s", pid, what, target, fd.Name())
 				}
 			}
 		}
 	}
 	if !holders["router"] {
-		t.Errorf("no router holds the master's stdout %s: the test does not see what it should", stdout)
+		t.Errorf("no router holds %s (%s): the test does not see what it should", what, target)
 	}
 }
