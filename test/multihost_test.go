@@ -268,7 +268,11 @@ func (nw *network) startFront(name string, env []string, args ...string) *front 
 	if err != nil {
 		path = "/usr/sbin/" + name
 		if _, err := os.Stat(path); err != nil {
-			t.Fatalf("%s is not installed; this test needs it (Debian: apt-get install %s; .ci/run installs it)", name, name)
+			msg := fmt.Sprintf("%s is not installed; this test needs it (Debian: apt-get install %s; .ci/run installs it)", name, name)
+			if os.Getenv("CI") != "" {
+				t.Fatal(msg) // CI installs it: missing there is a broken set-up, not a skip
+			}
+			t.Skip("skipped: " + msg)
 		}
 	}
 	f := &front{out: filepath.Join(t.TempDir(), name+".out"), done: make(chan struct{})}
