@@ -44,15 +44,20 @@ type handover struct {
 
 	mu       sync.Mutex
 	released chan struct{} // closed when the pending membership is committed or dropped
-	held     bool          // an embedded replacement: own keys wait for release
-	heldDone chan struct{} // closed by release
+	held     bool          // a replacement: own keys wait for release
+	limit    *time.Timer   // releases a held replacement nobody releases
+	expire   *time.Timer   // drops a prepared change whose commit never comes
+	// heldDone is closed by release; read on every local request without the lock.
+	heldDone atomic.Pointer[chan struct{}]
 	lastHold time.Duration // how long the last prepare took, for status
 }
 
 func newHandover() *handover {
-	h := &handover{released: make(chan struct{}), heldDone: make(chan struct{})}
+	h := &handover{released: make(chan struct{})}
+	done := make(chan struct{})
+	close(done)
+	h.heldDone.Store(&done)
 	h.cur.Store(new(generation))
-	close(h.heldDone)
 	return h
 }
 
@@ -90,13 +95,15 @@ func (h *handover) hold(hash uint64, owner int) <-chan struct{} {
 
 // prepare records the coming membership and waits, up to ctx, until the requests routed
 // before it have finished.
-func (h *handover) prepare(ctx context.Context, next *membership) error {
+func (h *handover) prepare(ctx context.Context, next *membership, expire time.Duration) error {
 	h.mu.Lock()
 	if h.pending.Load() != nil { // a change prepared and never committed: its holds end
-		close(h.released)
-		h.released = make(chan struct{})
+		h.dropLocked()
 	}
 	h.pending.Store(next)
+	// A change whose commit never comes (the master stopped in between) does not hold
+	// moving keys for ever.
+	h.expire = time.AfterFunc(expire, func() { h.drop(next) })
 	old := h.cur.Swap(new(generation))
 	h.mu.Unlock()
 	start := time.Now()
@@ -127,9 +134,18 @@ func (h *handover) drop(p *membership) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if cur := h.pending.Load(); cur != nil && (p == nil || cur == p) {
-		h.pending.Store(nil)
-		close(h.released)
-		h.released = make(chan struct{})
+		h.dropLocked()
+	}
+}
+
+// dropLocked drops the pending membership and stops its expiry; h.mu must be held.
+func (h *handover) dropLocked() {
+	h.pending.Store(nil)
+	close(h.released)
+	h.released = make(chan struct{})
+	if h.expire != nil {
+		h.expire.Stop()
+		h.expire = nil
 	}
 }
 
@@ -141,9 +157,9 @@ func (h *handover) startHeld(limit time.Duration, onLimit func()) {
 	defer h.mu.Unlock()
 	if !h.held {
 		h.held = true
-		h.heldDone = make(chan struct{})
-		done := h.heldDone
-		time.AfterFunc(limit, func() {
+		done := make(chan struct{})
+		h.heldDone.Store(&done)
+		h.limit = time.AfterFunc(limit, func() {
 			select {
 			case <-done:
 			default:
@@ -160,16 +176,14 @@ func (h *handover) release() {
 	defer h.mu.Unlock()
 	if h.held {
 		h.held = false
-		close(h.heldDone)
+		close(*h.heldDone.Load())
+		h.limit.Stop()
 	}
 }
 
-// ownKeys is closed once this process may serve its own keys.
-func (h *handover) ownKeys() <-chan struct{} {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.heldDone
-}
+// ownKeys is closed once this process may serve its own keys. It takes no lock: every
+// local request asks.
+func (h *handover) ownKeys() <-chan struct{} { return *h.heldDone.Load() }
 
 // lastHoldTime is how long the last prepare held moving keys.
 func (h *handover) lastHoldTime() time.Duration {
@@ -218,10 +232,7 @@ func (r *Router) onPrepare(m descend.Message) error {
 		defer cancel()
 		res := &descend.Result{ID: p.ID}
 		next := &membership{epoch: p.Epoch, workers: p.Workers}
-		// A change whose commit never comes (the master stopped in between) does not hold
-		// moving keys for ever.
-		time.AfterFunc(2*r.conf().ForwardTimeout, func() { r.handover.drop(next) })
-		err := r.handover.prepare(ctx, next)
+		err := r.handover.prepare(ctx, next, 2*r.conf().ForwardTimeout)
 		if err == nil && p.Workers != r.workers() {
 			err = r.notifyApp(ctx, Handover{Index: r.index, Epoch: p.Epoch, Workers: r.workers(), NewWorkers: p.Workers, Reason: "scale"}, r.apps.current.Load())
 		}

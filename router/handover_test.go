@@ -14,7 +14,7 @@ func TestHandoverPrepareWaitsForEarlierRequests(t *testing.T) {
 	h := newHandover()
 	before := h.enter()
 	done := make(chan error, 1)
-	go func() { done <- h.prepare(context.Background(), &membership{epoch: 2, workers: 3}) }()
+	go func() { done <- h.prepare(context.Background(), &membership{epoch: 2, workers: 3}, time.Hour) }()
 	// A request that enters after the prepare is not waited for.
 	var after *generation
 	for deadline := time.Now().Add(5 * time.Second); h.pending.Load() == nil; time.Sleep(time.Millisecond) {
@@ -47,7 +47,7 @@ func TestHandoverPrepareTimesOut(t *testing.T) {
 	defer g.leave()
 	ctx, cancel := context.WithDeadline(context.Background(), time.Now())
 	defer cancel()
-	if err := h.prepare(ctx, &membership{epoch: 2, workers: 2}); err == nil {
+	if err := h.prepare(ctx, &membership{epoch: 2, workers: 2}, time.Hour); err == nil {
 		t.Fatal("prepare with a request running and no time left succeeded")
 	}
 }
