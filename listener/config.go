@@ -6,11 +6,11 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
+	"reflect"
+	"slices"
 	"strings"
 	"time"
 
-	"github.com/olio-dev/olio/descend"
 	"github.com/olio-dev/olio/router"
 )
 
@@ -55,25 +55,16 @@ type Config struct {
 	Sources map[string]string
 }
 
-// DefaultConfig returns the defaults: one worker per CPU on 127.0.0.1:8080.
+// DefaultConfig returns the defaults, as Settings declares them: one worker per CPU on
+// 127.0.0.1:8080.
 func DefaultConfig() Config {
-	return Config{
-		Listen:          "127.0.0.1:8080",
-		Workers:         runtime.NumCPU(),
-		Key:             "header:X-Olio-Key",
-		ReadyMode:       router.ReadyPort,
-		ReadyTimeout:    60 * time.Second,
-		ForwardTimeout:  10 * time.Second,
-		RequestTimeout:  60 * time.Second,
-		ShutdownTimeout: 30 * time.Second,
-		MaxHeaderBytes:  1 << 20,
-		HeaderTimeout:   10 * time.Second,
-		BodyTimeout:     30 * time.Second,
-		IdleTimeout:     2 * time.Minute,
-		Handoff:         true,
-		Handover:        router.HandoverExclusive,
-		KeyStats:        descend.KeyStatsOn,
+	var c Config
+	for i := range Settings {
+		if s := &Settings[i]; s.Default != nil {
+			reflect.ValueOf(s.Field(&c)).Elem().Set(reflect.ValueOf(s.Default))
+		}
 	}
+	return c
 }
 
 // MaxWorkers bounds --workers: each worker is two processes and a mesh of sessions.
@@ -81,81 +72,102 @@ const MaxWorkers = 1024
 
 // Validate reports the first invalid value, saying what is wrong and how to fix it.
 func (c *Config) Validate() error {
-	bad := func(format string, a ...any) error {
-		return fmt.Errorf("%w: "+format, append([]any{ErrConfig}, a...)...)
-	}
-	if err := validListen(c.Listen); err != nil {
-		return bad("--listen %q%s: %v", c.Listen, c.from("listen"), err)
-	}
-	if c.Workers < 1 || c.Workers > MaxWorkers {
-		return bad("--workers %d%s: must be from 1 to %d", c.Workers, c.from("workers"), MaxWorkers)
-	}
-	if _, err := router.ParseKeySpec(c.Key); err != nil {
-		return bad("%v%s", err, c.from("key"))
-	}
-	if c.ReadyMode != router.ReadyPort && c.ReadyMode != router.ReadyNotify {
-		return bad("--ready %q%s: use port (the app accepts on $PORT) or notify (the app sends READY=1 to $NOTIFY_SOCKET)", c.ReadyMode, c.from("ready"))
-	}
-	for _, d := range []struct {
-		name string
-		v    time.Duration
-	}{
-		{"ready-timeout", c.ReadyTimeout}, {"forward-timeout", c.ForwardTimeout},
-		{"shutdown-timeout", c.ShutdownTimeout}, {"header-timeout", c.HeaderTimeout},
-		{"idle-timeout", c.IdleTimeout},
-	} {
-		if d.v <= 0 {
-			return bad("--%s %s%s: must be positive, e.g. 10s", d.name, d.v, c.from(d.name))
-		}
-	}
-	if c.RequestTimeout < 0 || c.HealthTimeout < 0 || c.BodyTimeout < 0 {
-		return bad("--request-timeout, --health-timeout and --body-timeout must not be negative (0 turns them off)")
-	}
-	if c.MaxHeaderBytes < 1024 {
-		return bad("--max-header-bytes %d%s: must be at least 1024", c.MaxHeaderBytes, c.from("max-header-bytes"))
-	}
-	if c.Handover != router.HandoverExclusive && c.Handover != router.HandoverOverlap {
-		return bad("--handover %q%s: use exclusive (a key is never served by two processes at once; moving keys pause) or overlap (no pause; old and new owner may overlap briefly)", c.Handover, c.from("handover"))
-	}
-	if c.HandoverPath != "" && !strings.HasPrefix(c.HandoverPath, "/") {
-		return bad("--handover-path %q%s: give a path that starts with /, e.g. /olio/handover", c.HandoverPath, c.from("handover-path"))
-	}
-	switch c.KeyStats {
-	case descend.KeyStatsOn, descend.KeyStatsHashed, descend.KeyStatsOff:
-	default:
-		return bad("--key-stats %q%s: use on (olio keys shows keys), hashed (it shows a digest of each) or off (nothing is counted)", c.KeyStats, c.from("key-stats"))
-	}
-	if c.ClusterAddr != "" {
-		if err := validClusterAddr(c.ClusterAddr); err != nil {
-			return bad("--cluster-addr %q%s: %v", c.ClusterAddr, c.from("cluster-addr"), err)
-		}
-	}
-	if c.DrainDelay < 0 {
-		return bad("--drain-delay %s%s: must not be negative (0: drain at once)", c.DrainDelay, c.from("drain-delay"))
-	}
-	if c.AccessLog != "" {
-		if err := validAccessLog(c.AccessLog); err != nil {
-			return bad("--access-log %q%s: %v", c.AccessLog, c.from("access-log"), err)
-		}
-	}
-	if c.MaxConns < 0 {
-		return bad("--max-conns %d%s: must be 0 (unlimited) or more", c.MaxConns, c.from("max-conns"))
-	}
-	if c.Secret != "" {
-		if err := checkSecret(c.Secret, "--secret (or $OLIO_SECRET)"+c.from("secret")); err != nil {
-			return err
+	for i := range Settings {
+		if s := &Settings[i]; s.Check != nil {
+			if err := s.Check(c, s); err != nil {
+				return err
+			}
 		}
 	}
 	if len(c.App) > 0 {
 		path, err := exec.LookPath(c.App[0])
 		if err != nil {
-			return bad("app %q%s cannot be run: %v; give the path of an executable after --", c.App[0], c.from("app"), unwrapExec(err))
+			return fmt.Errorf("%w: app %q%s cannot be run: %v; give the path of an executable after --", ErrConfig, c.App[0], c.from("app"), unwrapExec(err))
 		}
 		if err := checkExecutable(c.App[0]+c.from("app"), path); err != nil {
 			return fmt.Errorf("%w: %w", ErrConfig, err)
 		}
 	}
 	return nil
+}
+
+// The checks of Settings. Each reports what is wrong with its setting's value, saying how
+// to fix it.
+
+// positive checks a duration that must be more than 0.
+func positive(c *Config, s *Setting) error {
+	if s.Value(c).(time.Duration) <= 0 {
+		return s.bad(c, "must be positive, e.g. 10s")
+	}
+	return nil
+}
+
+// offOrPositive checks a duration where 0 turns something off.
+func offOrPositive(c *Config, s *Setting) error {
+	if s.Value(c).(time.Duration) < 0 {
+		return fmt.Errorf("%w: --request-timeout, --health-timeout and --body-timeout must not be negative (0 turns them off)", ErrConfig)
+	}
+	return nil
+}
+
+// notNegative checks a number or duration that must not be below 0.
+func notNegative(problem string) func(*Config, *Setting) error {
+	return func(c *Config, s *Setting) error {
+		if reflect.ValueOf(s.Value(c)).Int() < 0 {
+			return s.bad(c, problem)
+		}
+		return nil
+	}
+}
+
+// between checks a number from least to most; most < 0: no upper bound.
+func between(least, most int) func(*Config, *Setting) error {
+	return func(c *Config, s *Setting) error {
+		switch n := s.Value(c).(int); {
+		case most < 0 && n < least:
+			return s.bad(c, fmt.Sprintf("must be at least %d", least))
+		case most >= 0 && (n < least || n > most):
+			return s.bad(c, fmt.Sprintf("must be from %d to %d", least, most))
+		}
+		return nil
+	}
+}
+
+// oneOf checks a word that must be one of words; problem says which, and what each means.
+func oneOf(problem string, words ...string) func(*Config, *Setting) error {
+	return func(c *Config, s *Setting) error {
+		if !slices.Contains(words, s.Value(c).(string)) {
+			return s.bad(c, problem)
+		}
+		return nil
+	}
+}
+
+// checkWith checks a string with valid.
+func checkWith(valid func(string) error) func(*Config, *Setting) error {
+	return func(c *Config, s *Setting) error {
+		if err := valid(s.Value(c).(string)); err != nil {
+			return s.bad(c, err.Error())
+		}
+		return nil
+	}
+}
+
+// checkKey checks the key spec; router.ParseKeySpec's error names the flag.
+func checkKey(c *Config, s *Setting) error {
+	if _, err := router.ParseKeySpec(c.Key); err != nil {
+		return fmt.Errorf("%w: %v%s", ErrConfig, err, c.from(s.Name))
+	}
+	return nil
+}
+
+// checkSecretSetting checks a secret given with --secret, $OLIO_SECRET or the config file,
+// never quoting it.
+func checkSecretSetting(c *Config, s *Setting) error {
+	if c.Secret == "" {
+		return nil
+	}
+	return checkSecret(c.Secret, "--secret (or $OLIO_SECRET)"+c.from(s.Name))
 }
 
 // from is " (from SOURCE)" when Sources names where the value of flag came from, else "".
@@ -178,9 +190,20 @@ func validListen(addr string) error {
 	return nil
 }
 
+// validHandoverPath checks the path the app is sent hand-over notices at; "": none.
+func validHandoverPath(path string) error {
+	if path != "" && !strings.HasPrefix(path, "/") {
+		return errors.New("give a path that starts with /, e.g. /olio/handover")
+	}
+	return nil
+}
+
 // validClusterAddr checks the front's address: host:port with both parts, as an app would
-// dial it (no scheme, no path).
+// dial it (no scheme, no path); "": none.
 func validClusterAddr(addr string) error {
+	if addr == "" {
+		return nil
+	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil || host == "" || port == "" {
 		return errors.New("not host:port; give the front's address as apps dial it, e.g. olio.internal:80 (no http://, no path)")
@@ -189,9 +212,12 @@ func validClusterAddr(addr string) error {
 }
 
 // validAccessLog checks the access log's destination: stdout open, or a file olio can
-// append to (created with mode 0600 when missing; logrotate may remove it later).
+// append to (created with mode 0600 when missing; logrotate may remove it later); "": none.
 func validAccessLog(path string) error {
-	if path == "-" {
+	switch path {
+	case "":
+		return nil
+	case "-":
 		if _, err := os.Stdout.Stat(); err != nil {
 			return errors.New("stdout is closed; give a file path instead")
 		}

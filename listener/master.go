@@ -318,7 +318,8 @@ func (m *Master) notify(state string) {
 	}
 }
 
-// routerConfig is the Config message for worker index.
+// routerConfig is the Config message for worker index: the Verbatim settings as they are
+// (copyToRouter), and what the router gets made from the Derived ones.
 func (m *Master) routerConfig(index int) *descend.Config {
 	cfg := m.config()
 	path, args := m.exe, m.opts.DemoArgs
@@ -329,35 +330,20 @@ func (m *Master) routerConfig(index int) *descend.Config {
 	if cfg.CPUAffinity {
 		cpu = index
 	}
-	return &descend.Config{
+	rc := &descend.Config{
 		Index:           index,
-		Key:             cfg.Key,
 		Secret:          m.secret,
 		PublicAddr:      m.addr.String(),
-		ClusterAddr:     cfg.ClusterAddr,
 		RunDir:          m.runDir,
 		AppPath:         path,
 		AppArgs:         args,
 		AppDir:          cfg.AppDir,
-		ReadyMode:       cfg.ReadyMode,
-		ReadyTimeout:    cfg.ReadyTimeout,
-		ForwardTimeout:  cfg.ForwardTimeout,
-		RequestTimeout:  cfg.RequestTimeout,
-		ShutdownTimeout: cfg.ShutdownTimeout,
-		MaxHeaderBytes:  cfg.MaxHeaderBytes,
-		HeaderTimeout:   cfg.HeaderTimeout,
-		BodyTimeout:     cfg.BodyTimeout,
-		IdleTimeout:     cfg.IdleTimeout,
-		MaxConns:        cfg.MaxConns,
-		HealthTimeout:   cfg.HealthTimeout,
 		CPU:             cpu,
-		Handoff:         cfg.Handoff,
-		Handover:        cfg.Handover,
-		HandoverPath:    cfg.HandoverPath,
-		KeyStats:        cfg.KeyStats,
 		AccessLog:       accessLogPath(cfg.AccessLog),
 		AccessLogFormat: m.opts.LogFormat,
 	}
+	copyToRouter(&cfg, rc)
+	return rc
 }
 
 // accessLogPath is the access log's path as a router opens it: absolute, since an

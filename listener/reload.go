@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"reflect"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -155,50 +154,41 @@ func (m *Master) rollBack(ctx context.Context, old Config, restarted []*worker, 
 	return fmt.Errorf("%w (%d workers, %s): %w; fix the config file and reload again", ErrRolledBack, old.Workers, appDesc(old), cause)
 }
 
-// keepRunning returns cfg with the settings a reload cannot change set to old's: the
-// sockets, the secret, the pidfile and the run directory are made once, at start.
+// keepRunning returns cfg with the settings a reload cannot change set to old's (those
+// Kept in Settings: the sockets, the secret, the pidfile, made once at start, and whether
+// the routers are the apps), and the run directory.
 func keepRunning(old, cfg Config) Config {
-	cfg.Listen, cfg.Secret, cfg.SecretFile, cfg.RunDir = old.Listen, old.Secret, old.SecretFile, old.RunDir
-	cfg.Control, cfg.Metrics, cfg.PIDFile = old.Control, old.Metrics, old.PIDFile
-	cfg.Embedded = old.Embedded // the routers are the apps or they are not: a restart decides
+	for i := range Settings {
+		if s := &Settings[i]; s.Reload == KeptForRestart || s.Reload == KeptForUpgrade {
+			reflect.ValueOf(s.Field(&cfg)).Elem().Set(reflect.ValueOf(s.Value(&old)))
+		}
+	}
+	cfg.RunDir = old.RunDir
 	return cfg
 }
 
 // notApplied lists, and logs, what cfg changes that a reload leaves as it is (see
-// keepRunning). A hot upgrade (USR2) keeps the listening socket and the secret too, so
-// those need a restart; the control socket, metrics and pidfile follow a hot upgrade.
+// keepRunning), or that reaches the routers only when they restart. A new secret is said
+// without the secret.
 func (m *Master) notApplied(old, cfg Config) []string {
 	var out []string
-	note := func(name, running, configured, needs string) {
-		if running == configured {
-			return
+	for i := range Settings {
+		s := &Settings[i]
+		needs := s.Reload.needs()
+		running, configured := fmt.Sprint(s.Value(&old)), fmt.Sprint(s.Value(&cfg))
+		if needs == "" || s.Secret || running == configured {
+			continue
 		}
-		if name == "secret" {
-			out = append(out, "a new secret needs "+needs)
-			m.logger.Warn("reload: setting not applied", "setting", name, "needs", needs)
-			return
-		}
-		out = append(out, fmt.Sprintf("%s %q → %q needs %s", name, running, configured, needs))
-		m.logger.Warn("reload: setting not applied", "setting", name, "running", running, "configured", configured, "needs", needs)
+		out = append(out, fmt.Sprintf("%s %q → %q needs %s", s.Name, running, configured, needs))
+		m.logger.Warn("reload: setting not applied", "setting", s.Name, "running", running, "configured", configured, "needs", needs)
 	}
-	const restart, upgrade = "a restart", "a restart or a hot upgrade (USR2)"
-	note("listen", old.Listen, cfg.Listen, restart)
-	note("embedded", strconv.FormatBool(old.Embedded), strconv.FormatBool(cfg.Embedded), restart)
 	if cfg.Secret != "" || cfg.SecretFile != "" {
-		if s, err := loadSecret(&cfg); err == nil {
-			note("secret", m.secret, s, restart)
+		if s, err := loadSecret(&cfg); err == nil && s != m.secret {
+			needs := KeptForRestart.needs()
+			out = append(out, "a new secret needs "+needs)
+			m.logger.Warn("reload: setting not applied", "setting", "secret", "needs", needs)
 		}
 	}
-	note("control", old.Control, cfg.Control, upgrade)
-	note("metrics", old.Metrics, cfg.Metrics, upgrade)
-	note("pidfile", old.PIDFile, cfg.PIDFile, upgrade)
-	// Read by each router when it starts serving the public side: they reach a router when
-	// it is restarted (kill, crash, or all at once with a hot upgrade).
-	const later = "a restart or a hot upgrade (USR2) to reach the running routers"
-	note("header-timeout", old.HeaderTimeout.String(), cfg.HeaderTimeout.String(), later)
-	note("idle-timeout", old.IdleTimeout.String(), cfg.IdleTimeout.String(), later)
-	note("max-header-bytes", strconv.Itoa(old.MaxHeaderBytes), strconv.Itoa(cfg.MaxHeaderBytes), later)
-	note("max-conns", strconv.Itoa(old.MaxConns), strconv.Itoa(cfg.MaxConns), later)
 	return out
 }
 

@@ -166,7 +166,7 @@ func serveStandalone(ctx context.Context, h http.Handler, port string) error {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	srv := &http.Server{
 		Handler:           &embeddedHandler{h: h, logger: logger},
-		ReadHeaderTimeout: headerTimeout,
+		ReadHeaderTimeout: DefaultHeaderTimeout,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	srv.RegisterOnShutdown(runShutdownHooks)

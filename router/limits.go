@@ -1,7 +1,6 @@
 package router
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -27,13 +26,13 @@ import (
 //     smuggled across the forwarding hop. Its connection is closed after the answer, as is
 //     that of an HTTP/1.0 request with Transfer-Encoding (RFC 9112 §6.1; framingConn).
 const (
-	// headerTimeout bounds reading a request's header, on both sides: a slow-loris client
-	// holds a connection (and, with --max-conns, a slot) at most this long. The public
-	// side's is --header-timeout, this when it is not set.
-	headerTimeout = 10 * time.Second
-	// publicIdleTimeout closes a client's keep-alive connection idle this long, when
-	// --idle-timeout is not set.
-	publicIdleTimeout = 2 * time.Minute
+	// DefaultHeaderTimeout bounds reading a request's header, on both sides: a slow-loris
+	// client holds a connection (and, with --max-conns, a slot) at most this long. It is
+	// --header-timeout's default, and the public side's bound when a Config leaves it 0.
+	DefaultHeaderTimeout = 10 * time.Second
+	// DefaultIdleTimeout closes a client's keep-alive connection idle this long: it is
+	// --idle-timeout's default, and the public side's when a Config leaves it 0.
+	DefaultIdleTimeout = 2 * time.Minute
 	// peerIdleTimeout closes an idle mux stream from a peer; the peer's transport closes
 	// its own idle streams sooner (90s), so this only reaps the ones a dead peer left.
 	peerIdleTimeout = 5 * time.Minute
@@ -48,8 +47,8 @@ func (r *Router) newPublicServer(h http.Handler) *http.Server {
 	cfg := r.conf()
 	return &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: cmp.Or(cfg.HeaderTimeout, headerTimeout),
-		IdleTimeout:       cmp.Or(cfg.IdleTimeout, publicIdleTimeout),
+		ReadHeaderTimeout: cfg.HeaderTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    publicHeaderBytes(cfg.MaxHeaderBytes),
 		ErrorLog:          r.errorLog,
 		ConnState:         liftWriteDeadline,
@@ -107,7 +106,7 @@ func (r *Router) headerTooLarge(w http.ResponseWriter, req *http.Request) bool {
 func (r *Router) newPeerServer(h http.Handler) *http.Server {
 	return &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: headerTimeout,
+		ReadHeaderTimeout: DefaultHeaderTimeout,
 		IdleTimeout:       peerIdleTimeout,
 		MaxHeaderBytes:    r.conf().MaxHeaderBytes + peerHeaderSlack,
 		ErrorLog:          r.errorLog,

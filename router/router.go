@@ -1,6 +1,7 @@
 package router
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -77,12 +78,17 @@ type settings struct {
 	secret []byte
 }
 
+// newSettings makes cfg the router's settings, with the defaults where it leaves a value
+// 0 that must not be (--header-timeout, --idle-timeout).
 func newSettings(cfg *descend.Config) (*settings, error) {
 	key, err := ParseKeySpec(cfg.Key)
 	if err != nil {
 		return nil, err
 	}
-	return &settings{cfg: *cfg, key: key, secret: []byte(cfg.Secret)}, nil
+	set := &settings{cfg: *cfg, key: key, secret: []byte(cfg.Secret)}
+	set.cfg.HeaderTimeout = cmp.Or(cfg.HeaderTimeout, DefaultHeaderTimeout)
+	set.cfg.IdleTimeout = cmp.Or(cfg.IdleTimeout, DefaultIdleTimeout)
+	return set, nil
 }
 
 func (r *Router) settings() *settings   { return r.set.Load() }

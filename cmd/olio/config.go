@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/urfave/cli/v2"
+
 	"github.com/olio-dev/olio/listener"
 )
 
@@ -20,9 +22,16 @@ type configFile struct {
 	values map[string]json.RawMessage
 }
 
-// flagOnly are serve's flags that take effect before the config file is read, or that name
-// it: the file cannot set them.
-var flagOnly = map[string]bool{"config": true, "log-format": true, "log-file": true}
+// flagOnly says whether name is one of serve's flags that take effect before the config
+// file is read, or that name it (serveOnlyFlags): the file cannot set them.
+func flagOnly(name string) bool {
+	for _, f := range serveOnlyFlags {
+		if vf, ok := f.flag.(cli.VisibleFlag); ok && vf.IsVisible() && f.flag.Names()[0] == name {
+			return true
+		}
+	}
+	return false
+}
 
 // configError is a bad configuration, most often in the config file (then its message
 // names the file). It is a listener.ErrConfig, so that olio reload reports it as such.
@@ -35,8 +44,8 @@ func (f *configFile) errorf(format string, a ...any) error {
 	return &configError{"config file " + f.path + ": " + fmt.Sprintf(format, a...)}
 }
 
-// readConfigFile reads the config file at path; isKey says which keys are serve's flags.
-func readConfigFile(path string, isKey func(string) bool) (*configFile, error) {
+// readConfigFile reads the config file at path, whose keys are listener.Settings' names.
+func readConfigFile(path string) (*configFile, error) {
 	f := &configFile{path: path}
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -59,9 +68,9 @@ func readConfigFile(path string, isKey func(string) bool) (*configFile, error) {
 	}
 	for k := range f.values {
 		switch {
-		case flagOnly[k]:
+		case flagOnly(k):
 			return nil, f.errorf("%q can only be given as a flag", k)
-		case k != "app" && !isKey(k):
+		case k != "app" && listener.LookupSetting(k) == nil:
 			return nil, f.errorf("unknown key %q; keys are olio serve's long flag names", k)
 		}
 	}
@@ -82,6 +91,27 @@ func (f *configFile) raw(key string) (v json.RawMessage, ok bool) {
 		}
 	}
 	return v, ok
+}
+
+// sets says whether name's value comes from the file: there, and not given as a flag.
+func (f *configFile) sets(c *cli.Context, name string) bool {
+	_, ok := f.raw(name)
+	return ok && !c.IsSet(name)
+}
+
+// value sets *p, a Config field (a *string, *int, *time.Duration or *bool), to key's value.
+func (f *configFile) value(key string, p any) (err error) {
+	switch p := p.(type) {
+	case *string:
+		*p, err = f.str(key)
+	case *int:
+		*p, err = f.num(key)
+	case *time.Duration:
+		*p, err = f.dur(key)
+	case *bool:
+		*p, err = f.boolean(key)
+	}
+	return err
 }
 
 // text is a JSON string's contents, or any other value as written.

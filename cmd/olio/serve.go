@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -17,7 +18,6 @@ import (
 )
 
 func serveCommand() *cli.Command {
-	d := listener.DefaultConfig()
 	return &cli.Command{
 		Name:      "serve",
 		Usage:     "run a cluster of workers of APP (the built-in demo app when none is given)",
@@ -32,42 +32,55 @@ Signals: TERM/INT/QUIT stop gracefully (after --drain-delay, during which /ready
 --metrics answers 503; a second one stops at once), HUP reloads the
 config file and restarts every app worker by worker, TTIN/TTOU add/remove a worker,
 WINCH scales to zero, USR1 reopens the log files, USR2 upgrades olio in place.`,
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "listen", Value: d.Listen, Usage: "public `ADDR` to bind (host:port)"},
-			&cli.IntFlag{Name: "workers", Value: d.Workers, DefaultText: "one per CPU", Usage: "number of workers"},
-			&cli.StringFlag{Name: "key", Value: d.Key, Usage: "where a request's key is: header:NAME, query:NAME, cookie:NAME, path:N, path or host"},
-			&cli.StringFlag{Name: "secret", EnvVars: []string{"OLIO_SECRET"}, DefaultText: "32 random bytes", Usage: "secret for X-Olio-Secret"},
-			&cli.StringFlag{Name: "secret-file", Usage: "read the secret from `FILE` (instead of --secret or $OLIO_SECRET, not with them)"},
-			&cli.StringFlag{Name: "config", Usage: "JSON config `FILE` whose keys are these long flag names; flags override it; HUP re-reads it"},
-			&cli.StringFlag{Name: "ready", Value: d.ReadyMode, Usage: "when an app is ready: port (it accepts on $PORT) or notify (it sends READY=1 to $NOTIFY_SOCKET)"},
-			&cli.DurationFlag{Name: "ready-timeout", Value: d.ReadyTimeout, Usage: "how long an app may take to become ready"},
-			&cli.DurationFlag{Name: "forward-timeout", Value: d.ForwardTimeout, Usage: "how long a request waits for its owner to be ready before 503"},
-			&cli.DurationFlag{Name: "request-timeout", Value: d.RequestTimeout, Usage: "how long the app may take to answer before 504 (0: no limit)"},
-			&cli.DurationFlag{Name: "shutdown-timeout", Value: d.ShutdownTimeout, Usage: "how long in-flight requests may take to finish on stop, drain and restart"},
-			&cli.IntFlag{Name: "max-header-bytes", Value: d.MaxHeaderBytes, Usage: "largest request header accepted (431 above)"},
-			&cli.DurationFlag{Name: "header-timeout", Value: d.HeaderTimeout, Usage: "how long a client may take to send a request's header (slow-loris bound)"},
-			&cli.DurationFlag{Name: "body-timeout", Value: d.BodyTimeout, Usage: "how long a client may take to send a request's body (plus a second per 64 KiB received), and to take each write of its answer; then 408 or the connection is closed (0: no bound)"},
-			&cli.DurationFlag{Name: "idle-timeout", Value: d.IdleTimeout, Usage: "close a client's keep-alive connection idle this long"},
-			&cli.IntFlag{Name: "max-conns", Value: d.MaxConns, Usage: "concurrent connections per router (0: unlimited)"},
-			&cli.DurationFlag{Name: "health-timeout", Value: d.HealthTimeout, Usage: "recycle an app that stops accepting connections for this long (0: off)"},
-			&cli.BoolFlag{Name: "handoff", Value: d.Handoff, Usage: "pass a connection to the worker that owns its first request's key, so later requests on it need no hop; --handoff=false forwards instead"},
-			&cli.StringFlag{Name: "handover", Value: d.Handover, Usage: "exclusive: a key is never served by two processes at once (moving keys pause while their old owner finishes); overlap: no pause, old and new owner may overlap briefly"},
-			&cli.StringFlag{Name: "handover-path", Usage: "POST a JSON hand-over notice to the app at `PATH` before keys leave it (scale, restart)"},
-			&cli.BoolFlag{Name: "embedded", Usage: "APP is a Go program that calls router.Serve(handler): it runs as each worker's router and serves its own keys in-process (no app child; the built-in demo without APP)"},
-			&cli.StringFlag{Name: "key-stats", Value: d.KeyStats, Usage: "count each worker's hottest keys for olio keys and olio scale --dry-run: on, hashed (olio keys shows a digest of each key, not the key) or off"},
-			&cli.BoolFlag{Name: "cpu-affinity", Usage: "pin worker i (router and app) to CPU i mod the number of CPUs"},
-			&cli.StringFlag{Name: "control", Value: defaultControl(), Usage: "control socket `PATH` for olio status/reload/scale/stop"},
-			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics at /metrics and a load balancer's readiness check at /ready on `ADDR` (e.g. 127.0.0.1:9090)"},
-			&cli.StringFlag{Name: "cluster-addr", Usage: "the `HOST:PORT` of the front (load balancer) that hashes keys to hosts, given to apps as OLIO_CLUSTER_ADDR"},
-			&cli.DurationFlag{Name: "drain-delay", Value: d.DrainDelay, Usage: "on stop, answer 503 on /ready and keep serving this long before draining, so the front takes this host out first"},
-			&cli.StringFlag{Name: "access-log", Usage: "write one line per request (route, worker, key, durations) to `FILE` (reopened on USR1), or - for stdout; in --log-format"},
-			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json (flag only, not in --config)"},
-			&cli.StringFlag{Name: "log-file", Usage: "append logs to `FILE` (reopened on USR1) instead of stderr (flag only, not in --config)"},
-			&cli.StringFlag{Name: "pidfile", Usage: "write the master's pid to `FILE`"},
-			&cli.BoolFlag{Name: strings.TrimPrefix(listener.UpgradeFlag, "--"), Hidden: true, Usage: "taking over from an old master (set by USR2, not by hand)"},
-		},
+		Flags:  serveFlags(),
 		Action: serve,
 	}
+}
+
+// serveOnlyFlags are serve's flags that are not Settings of the master: where its
+// configuration and its log go, which take effect before the config file is read. The
+// help lists each after the setting named by after.
+var serveOnlyFlags = []struct {
+	after string
+	flag  cli.Flag
+}{
+	{"secret-file", &cli.StringFlag{Name: "config", Usage: "JSON config `FILE` whose keys are these long flag names; flags override it; HUP re-reads it"}},
+	{"access-log", &cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json (flag only, not in --config)"}},
+	{"access-log", &cli.StringFlag{Name: "log-file", Usage: "append logs to `FILE` (reopened on USR1) instead of stderr (flag only, not in --config)"}},
+	{"pidfile", &cli.BoolFlag{Name: strings.TrimPrefix(listener.UpgradeFlag, "--"), Hidden: true, Usage: "taking over from an old master (set by USR2, not by hand)"}},
+}
+
+// serveFlags are serve's flags: one for each of listener.Settings, with its default from
+// listener.DefaultConfig (the control socket's from defaultControl), and serveOnlyFlags.
+func serveFlags() []cli.Flag {
+	d := listener.DefaultConfig()
+	d.Control = defaultControl()
+	var flags []cli.Flag
+	for i := range listener.Settings {
+		s := &listener.Settings[i]
+		flags = append(flags, settingFlag(s, s.Value(&d)))
+		for _, f := range serveOnlyFlags {
+			if f.after == s.Name {
+				flags = append(flags, f.flag)
+			}
+		}
+	}
+	return flags
+}
+
+// settingFlag is the flag of setting s, whose default is v.
+func settingFlag(s *listener.Setting, v any) cli.Flag {
+	switch v := v.(type) {
+	case string:
+		return &cli.StringFlag{Name: s.Name, Value: v, DefaultText: s.DefaultText, EnvVars: s.EnvVars, Usage: s.Usage}
+	case int:
+		return &cli.IntFlag{Name: s.Name, Value: v, DefaultText: s.DefaultText, EnvVars: s.EnvVars, Usage: s.Usage}
+	case time.Duration:
+		return &cli.DurationFlag{Name: s.Name, Value: v, DefaultText: s.DefaultText, EnvVars: s.EnvVars, Usage: s.Usage}
+	case bool:
+		return &cli.BoolFlag{Name: s.Name, Value: v, DefaultText: s.DefaultText, EnvVars: s.EnvVars, Usage: s.Usage}
+	}
+	panic(fmt.Sprintf("olio: setting %s is a %T, which has no flag", s.Name, v))
 }
 
 // configFrom builds the master's Config from the flags, with the config file's values for
@@ -76,134 +89,78 @@ func configFrom(c *cli.Context) (listener.Config, error) {
 	var file *configFile
 	if path := c.String("config"); path != "" {
 		var err error
-		if file, err = readConfigFile(path, func(k string) bool { return isServeFlag(c, k) }); err != nil {
+		if file, err = readConfigFile(path); err != nil {
 			return listener.Config{}, err
 		}
 	}
-	// fromFile says whether name's value comes from the file: there, and not given as a flag.
-	fromFile := func(name string) bool {
-		_, ok := file.raw(name)
-		return ok && !c.IsSet(name)
-	}
-	var firstErr error
-	keep := func(err error) {
-		if err != nil && firstErr == nil {
-			firstErr = err
+	var errs []error
+	cfg := listener.Config{App: c.Args().Slice()}
+	for i := range listener.Settings {
+		s := &listener.Settings[i]
+		if !file.sets(c, s.Name) {
+			fromFlag(c, s.Name, s.Field(&cfg))
+			continue
 		}
-	}
-	str := func(name string) string {
-		if fromFile(name) {
-			v, err := file.str(name)
-			keep(err)
-			return v
-		}
-		return c.String(name)
-	}
-	num := func(name string) int {
-		if fromFile(name) {
-			v, err := file.num(name)
-			keep(err)
-			return v
-		}
-		return c.Int(name)
-	}
-	dur := func(name string) time.Duration {
-		if fromFile(name) {
-			v, err := file.dur(name)
-			keep(err)
-			return v
-		}
-		return c.Duration(name)
-	}
-	boolean := func(name string) bool {
-		if fromFile(name) {
-			v, err := file.boolean(name)
-			keep(err)
-			return v
-		}
-		return c.Bool(name)
-	}
-	cfg := listener.Config{
-		Listen:          str("listen"),
-		Workers:         num("workers"),
-		Key:             str("key"),
-		Secret:          str("secret"),
-		SecretFile:      str("secret-file"),
-		ReadyMode:       str("ready"),
-		ReadyTimeout:    dur("ready-timeout"),
-		ForwardTimeout:  dur("forward-timeout"),
-		RequestTimeout:  dur("request-timeout"),
-		ShutdownTimeout: dur("shutdown-timeout"),
-		MaxHeaderBytes:  num("max-header-bytes"),
-		HeaderTimeout:   dur("header-timeout"),
-		BodyTimeout:     dur("body-timeout"),
-		IdleTimeout:     dur("idle-timeout"),
-		MaxConns:        num("max-conns"),
-		HealthTimeout:   dur("health-timeout"),
-		CPUAffinity:     boolean("cpu-affinity"),
-		Handoff:         boolean("handoff"),
-		Embedded:        boolean("embedded"),
-		Handover:        str("handover"),
-		HandoverPath:    str("handover-path"),
-		KeyStats:        str("key-stats"),
-		Control:         str("control"),
-		Metrics:         str("metrics"),
-		PIDFile:         str("pidfile"),
-		ClusterAddr:     str("cluster-addr"),
-		DrainDelay:      dur("drain-delay"),
-		AccessLog:       str("access-log"),
-		App:             c.Args().Slice(),
+		errs = append(errs, file.value(s.Name, s.Field(&cfg)))
+		// Validation names the flag; say so when the value came from the file instead.
+		cfg.Sources = sourced(cfg.Sources, s.Name, file.path)
 	}
 	if len(cfg.App) == 0 {
 		app, err := file.app()
-		keep(err)
-		cfg.App = app
-		if len(app) > 0 {
-			cfg.Sources = map[string]string{"app": "config file " + file.path}
+		errs = append(errs, err)
+		if cfg.App = app; len(app) > 0 {
+			cfg.Sources = sourced(cfg.Sources, "app", file.path)
 		}
 	}
-	// Validation names the flag; say so when the value came from the file instead.
-	for _, f := range c.Command.Flags {
-		if name := f.Names()[0]; fromFile(name) {
-			if cfg.Sources == nil {
-				cfg.Sources = map[string]string{}
-			}
-			cfg.Sources[name] = "config file " + file.path
+	errs = append(errs, secretTwice(c, file, &cfg))
+	for _, err := range errs {
+		if err != nil {
+			return cfg, err
 		}
 	}
-	if cfg.Secret != "" && cfg.SecretFile != "" {
-		secret, secretFile := "--secret", "--secret-file"
-		if v, ok := os.LookupEnv("OLIO_SECRET"); ok && v == c.String("secret") {
-			secret = "$OLIO_SECRET"
-		}
-		if fromFile("secret") {
-			secret = fmt.Sprintf("%q in config file %s", "secret", file.path)
-		}
-		if fromFile("secret-file") {
-			secretFile = fmt.Sprintf("%q in config file %s", "secret-file", file.path)
-		}
-		keep(&configError{fmt.Sprintf("the secret is given twice, by %s and by %s; give only one", secret, secretFile)})
-	}
-	return cfg, firstErr
+	return cfg, nil
 }
 
-// isServeFlag says whether name is one of serve's long flag names that a config file may
-// set: not the hidden ones, nor help.
-func isServeFlag(c *cli.Context, name string) bool {
-	for _, f := range c.Command.Flags {
-		if f == cli.HelpFlag {
-			continue
-		}
-		if vf, ok := f.(cli.VisibleFlag); ok && !vf.IsVisible() {
-			continue
-		}
-		for _, n := range f.Names() {
-			if n == name {
-				return true
-			}
-		}
+// fromFlag sets *p, a Config field, to the value of the flag name.
+func fromFlag(c *cli.Context, name string, p any) {
+	switch p := p.(type) {
+	case *string:
+		*p = c.String(name)
+	case *int:
+		*p = c.Int(name)
+	case *time.Duration:
+		*p = c.Duration(name)
+	case *bool:
+		*p = c.Bool(name)
 	}
-	return false
+}
+
+// sourced is sources saying that name's value came from the config file at path.
+func sourced(sources map[string]string, name, path string) map[string]string {
+	if sources == nil {
+		sources = map[string]string{}
+	}
+	sources[name] = "config file " + path
+	return sources
+}
+
+// secretTwice refuses a secret given both directly (--secret, $OLIO_SECRET or the file's
+// "secret") and by a file (--secret-file or the file's "secret-file"), naming both.
+func secretTwice(c *cli.Context, file *configFile, cfg *listener.Config) error {
+	if cfg.Secret == "" || cfg.SecretFile == "" {
+		return nil
+	}
+	secret, secretFile := "--secret", "--secret-file"
+	if v, ok := os.LookupEnv("OLIO_SECRET"); ok && v == c.String("secret") {
+		secret = "$OLIO_SECRET"
+	}
+	if file.sets(c, "secret") {
+		secret = fmt.Sprintf("%q in config file %s", "secret", file.path)
+	}
+	if file.sets(c, "secret-file") {
+		secretFile = fmt.Sprintf("%q in config file %s", "secret-file", file.path)
+	}
+	return &configError{fmt.Sprintf("the secret is given twice, by %s and by %s; give only one", secret, secretFile)}
 }
 
 // secretOnCommandLine reports whether --secret is among serve's own arguments (not from
@@ -275,39 +232,16 @@ func serve(c *cli.Context) error {
 	if secretOnCommandLine(c) {
 		logger.Warn("the secret was given with --secret: every local user can read it in olio's command line (ps, /proc/PID/cmdline); give it with --secret-file or $OLIO_SECRET instead")
 	}
-	var inherited, upgradeReady, upgradeDrained *os.File
+	var up upgradeFiles
 	if c.Bool("upgrade") {
-		var state *os.File
-		for _, fd := range []struct {
-			f    **os.File
-			n    int
-			name string
-		}{
-			{&inherited, listener.UpgradeListenerFD, "listener"},
-			{&upgradeReady, listener.UpgradeReadyFD, "upgrade-ready"},
-			{&state, listener.UpgradeStateFD, "upgrade-state"},
-		} {
-			if *fd.f, err = inherit(fd.n, fd.name); err != nil {
-				return fmt.Errorf("%w: --upgrade is set by olio itself on USR2; do not pass it by hand", err)
-			}
-		}
-		// An old master that waits for the new one's ready and then drains says when it
-		// has drained (exclusive hand-over); one from an older olio passes no such pipe.
-		upgradeDrained, _ = inheritPipe(listener.UpgradeDrainedFD, "upgrade-drained")
-		h, err := listener.ReadHandover(state)
-		state.Close()
-		if err != nil {
+		if up, err = inheritUpgrade(&cfg); err != nil {
 			return err
-		}
-		cfg.Secret = h.Secret
-		if h.Workers > 0 {
-			cfg.Workers = h.Workers
 		}
 	}
 	m, err := listener.New(cfg, listener.Options{
-		Listener:       inherited,
-		UpgradeReady:   upgradeReady,
-		UpgradeDrained: upgradeDrained,
+		Listener:       up.listener,
+		UpgradeReady:   up.ready,
+		UpgradeDrained: up.drained,
 		Args:           os.Args[1:],
 		Logger:         logger,
 		LogOutput:      out,
@@ -319,6 +253,12 @@ func serve(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	return runWithSignals(m, reopenLog(logFile, logger, c.String("log-file")))
+}
+
+// runWithSignals runs m until it has stopped, handing it the process's signals; reopen is
+// what USR1 does to olio's own log.
+func runWithSignals(m *listener.Master, reopen func() error) error {
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	sigs := make(chan os.Signal, 8)
@@ -328,17 +268,64 @@ func serve(c *cli.Context) error {
 	// during the graceful stop must still reach HandleSignals, which then kills at once.
 	handling, handled := context.WithCancel(context.Background())
 	defer handled()
-	go m.HandleSignals(handling, sigs, stop, func() error {
-		if logFile == nil {
+	go m.HandleSignals(handling, sigs, stop, reopen)
+	return m.Run(ctx)
+}
+
+// reopenLog reopens olio's log file at path after logrotate moved it (USR1); with no log
+// file (logging to stderr) it does nothing.
+func reopenLog(f *listener.LogFile, logger *slog.Logger, path string) func() error {
+	return func() error {
+		if f == nil {
 			return nil
 		}
-		if err := logFile.Reopen(); err != nil {
+		if err := f.Reopen(); err != nil {
 			return err
 		}
-		logger.Info("log file reopened", "path", c.String("log-file")) // the first line of the new file
+		logger.Info("log file reopened", "path", path) // the first line of the new file
 		return nil
-	})
-	return m.Run(ctx)
+	}
+}
+
+// upgradeFiles are what an old master hands the new one on USR2 (olio serve --upgrade).
+type upgradeFiles struct {
+	listener *os.File // the public listening socket
+	ready    *os.File // the new master says it is ready here
+	drained  *os.File // the old master says it has drained here; nil from an older olio
+}
+
+// inheritUpgrade takes over from an old master: the files it handed down, and its secret
+// and worker count, which it sets in cfg.
+func inheritUpgrade(cfg *listener.Config) (upgradeFiles, error) {
+	var up upgradeFiles
+	var state *os.File
+	for _, fd := range []struct {
+		f    **os.File
+		n    int
+		name string
+	}{
+		{&up.listener, listener.UpgradeListenerFD, "listener"},
+		{&up.ready, listener.UpgradeReadyFD, "upgrade-ready"},
+		{&state, listener.UpgradeStateFD, "upgrade-state"},
+	} {
+		var err error
+		if *fd.f, err = inherit(fd.n, fd.name); err != nil {
+			return up, fmt.Errorf("%w: --upgrade is set by olio itself on USR2; do not pass it by hand", err)
+		}
+	}
+	// An old master that waits for the new one's ready and then drains says when it
+	// has drained (exclusive hand-over); one from an older olio passes no such pipe.
+	up.drained, _ = inheritPipe(listener.UpgradeDrainedFD, "upgrade-drained")
+	h, err := listener.ReadHandover(state)
+	state.Close()
+	if err != nil {
+		return up, err
+	}
+	cfg.Secret = h.Secret
+	if h.Workers > 0 {
+		cfg.Workers = h.Workers
+	}
+	return up, nil
 }
 
 // defaultControl is where olio serve listens for control commands and where olio status
