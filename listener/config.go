@@ -73,10 +73,8 @@ const MaxWorkers = 1024
 // Validate reports the first invalid value, saying what is wrong and how to fix it.
 func (c *Config) Validate() error {
 	for i := range Settings {
-		if s := &Settings[i]; s.Check != nil {
-			if err := s.Check(c, s); err != nil {
-				return err
-			}
+		if err := Settings[i].Check(c, &Settings[i]); err != nil {
+			return err
 		}
 	}
 	if len(c.App) > 0 {
@@ -93,6 +91,9 @@ func (c *Config) Validate() error {
 
 // The checks of Settings. Each reports what is wrong with its setting's value, saying how
 // to fix it.
+
+// anyValue takes any value of the setting's kind.
+func anyValue(*Config, *Setting) error { return nil }
 
 // positive checks a duration that must be more than 0.
 func positive(c *Config, s *Setting) error {
@@ -120,14 +121,21 @@ func notNegative(problem string) func(*Config, *Setting) error {
 	}
 }
 
-// between checks a number from least to most; most < 0: no upper bound.
+// between checks a number from least to most.
 func between(least, most int) func(*Config, *Setting) error {
 	return func(c *Config, s *Setting) error {
-		switch n := s.Value(c).(int); {
-		case most < 0 && n < least:
-			return s.bad(c, fmt.Sprintf("must be at least %d", least))
-		case most >= 0 && (n < least || n > most):
+		if n := s.Value(c).(int); n < least || n > most {
 			return s.bad(c, fmt.Sprintf("must be from %d to %d", least, most))
+		}
+		return nil
+	}
+}
+
+// atLeast checks a number of least or more.
+func atLeast(least int) func(*Config, *Setting) error {
+	return func(c *Config, s *Setting) error {
+		if s.Value(c).(int) < least {
+			return s.bad(c, fmt.Sprintf("must be at least %d", least))
 		}
 		return nil
 	}

@@ -25,7 +25,9 @@ type Setting struct {
 	Field func(*Config) any
 	// Default is the field's value in DefaultConfig, of the field's type; nil: the zero value.
 	Default any
-	// Check reports what is wrong with the setting's value in c, nil: nothing (or no check).
+	// Check reports what is wrong with the setting's value in c, nil: nothing. Every
+	// setting has one; anyValue for those that take any value of their kind (or are checked
+	// when used, like the secret file and the sockets).
 	Check func(c *Config, s *Setting) error
 
 	Reload Reload // what a reload does with a new value
@@ -72,8 +74,8 @@ var Settings = []Setting{
 		Usage: "secret for X-Olio-Secret",
 		Check: checkSecretSetting, Reload: KeptForRestart, Router: Derived, Secret: true},
 	{Name: "secret-file", Field: func(c *Config) any { return &c.SecretFile },
-		Usage:  "read the secret from `FILE` (instead of --secret or $OLIO_SECRET, not with them)",
-		Reload: KeptForRestart, Router: Derived, Secret: true},
+		Usage: "read the secret from `FILE` (instead of --secret or $OLIO_SECRET, not with them)",
+		Check: anyValue, Reload: KeptForRestart, Router: Derived, Secret: true},
 	{Name: "ready", Field: func(c *Config) any { return &c.ReadyMode }, Default: router.ReadyPort,
 		Usage:  "when an app is ready: port (it accepts on $PORT) or notify (it sends READY=1 to $NOTIFY_SOCKET)",
 		Check:  oneOf("use port (the app accepts on $PORT) or notify (the app sends READY=1 to $NOTIFY_SOCKET)", router.ReadyPort, router.ReadyNotify),
@@ -92,7 +94,7 @@ var Settings = []Setting{
 		Check: positive, Reload: Applied, Router: Verbatim},
 	{Name: "max-header-bytes", Field: func(c *Config) any { return &c.MaxHeaderBytes }, Default: 1 << 20,
 		Usage: "largest request header accepted (431 above)",
-		Check: between(1024, -1), Reload: AppliedLater, Router: Verbatim},
+		Check: atLeast(1024), Reload: AppliedLater, Router: Verbatim},
 	{Name: "header-timeout", Field: func(c *Config) any { return &c.HeaderTimeout }, Default: router.DefaultHeaderTimeout,
 		Usage: "how long a client may take to send a request's header (slow-loris bound)",
 		Check: positive, Reload: AppliedLater, Router: Verbatim},
@@ -109,8 +111,8 @@ var Settings = []Setting{
 		Usage: "recycle an app that stops accepting connections for this long (0: off)",
 		Check: offOrPositive, Reload: Applied, Router: Verbatim},
 	{Name: "handoff", Field: func(c *Config) any { return &c.Handoff }, Default: true,
-		Usage:  "pass a connection to the worker that owns its first request's key, so later requests on it need no hop; --handoff=false forwards instead",
-		Reload: Applied, Router: Verbatim},
+		Usage: "pass a connection to the worker that owns its first request's key, so later requests on it need no hop; --handoff=false forwards instead",
+		Check: anyValue, Reload: Applied, Router: Verbatim},
 	{Name: "handover", Field: func(c *Config) any { return &c.Handover }, Default: router.HandoverExclusive,
 		Usage:  "exclusive: a key is never served by two processes at once (moving keys pause while their old owner finishes); overlap: no pause, old and new owner may overlap briefly",
 		Check:  oneOf("use exclusive (a key is never served by two processes at once; moving keys pause) or overlap (no pause; old and new owner may overlap briefly)", router.HandoverExclusive, router.HandoverOverlap),
@@ -119,21 +121,21 @@ var Settings = []Setting{
 		Usage: "POST a JSON hand-over notice to the app at `PATH` before keys leave it (scale, restart)",
 		Check: checkWith(validHandoverPath), Reload: Applied, Router: Verbatim},
 	{Name: "embedded", Field: func(c *Config) any { return &c.Embedded },
-		Usage:  "APP is a Go program that calls router.Serve(handler): it runs as each worker's router and serves its own keys in-process (no app child; the built-in demo without APP)",
-		Reload: KeptForRestart},
+		Usage: "APP is a Go program that calls router.Serve(handler): it runs as each worker's router and serves its own keys in-process (no app child; the built-in demo without APP)",
+		Check: anyValue, Reload: KeptForRestart},
 	{Name: "key-stats", Field: func(c *Config) any { return &c.KeyStats }, Default: descend.KeyStatsOn,
 		Usage:  "count each worker's hottest keys for olio keys and olio scale --dry-run: on, hashed (olio keys shows a digest of each key, not the key) or off",
 		Check:  oneOf("use on (olio keys shows keys), hashed (it shows a digest of each) or off (nothing is counted)", descend.KeyStatsOn, descend.KeyStatsHashed, descend.KeyStatsOff),
 		Reload: Applied, Router: Verbatim},
 	{Name: "cpu-affinity", Field: func(c *Config) any { return &c.CPUAffinity },
-		Usage:  "pin worker i (router and app) to CPU i mod the number of CPUs",
-		Reload: Applied, Router: Derived},
+		Usage: "pin worker i (router and app) to CPU i mod the number of CPUs",
+		Check: anyValue, Reload: Applied, Router: Derived},
 	{Name: "control", Field: func(c *Config) any { return &c.Control },
-		Usage:  "control socket `PATH` for olio status/reload/scale/stop",
-		Reload: KeptForUpgrade},
+		Usage: "control socket `PATH` for olio status/reload/scale/stop",
+		Check: anyValue, Reload: KeptForUpgrade},
 	{Name: "metrics", Field: func(c *Config) any { return &c.Metrics },
-		Usage:  "serve Prometheus metrics at /metrics and a load balancer's readiness check at /ready on `ADDR` (e.g. 127.0.0.1:9090)",
-		Reload: KeptForUpgrade},
+		Usage: "serve Prometheus metrics at /metrics and a load balancer's readiness check at /ready on `ADDR` (e.g. 127.0.0.1:9090)",
+		Check: anyValue, Reload: KeptForUpgrade},
 	{Name: "cluster-addr", Field: func(c *Config) any { return &c.ClusterAddr },
 		Usage: "the `HOST:PORT` of the front (load balancer) that hashes keys to hosts, given to apps as OLIO_CLUSTER_ADDR",
 		Check: checkWith(validClusterAddr), Reload: Applied, Router: Verbatim},
@@ -144,8 +146,8 @@ var Settings = []Setting{
 		Usage: "write one line per request (route, worker, key, durations) to `FILE` (reopened on USR1), or - for stdout; in --log-format",
 		Check: checkWith(validAccessLog), Reload: Applied, Router: Derived},
 	{Name: "pidfile", Field: func(c *Config) any { return &c.PIDFile },
-		Usage:  "write the master's pid to `FILE`",
-		Reload: KeptForUpgrade},
+		Usage: "write the master's pid to `FILE`",
+		Check: anyValue, Reload: KeptForUpgrade},
 }
 
 // LookupSetting is the setting named name, nil if there is none.
