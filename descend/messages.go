@@ -41,6 +41,10 @@ type Hello struct {
 // Config tells a router everything it needs to run its worker. The master sends it right
 // after Hello, and again when a reload changes it. The secret travels here, never in argv
 // or the router's environment.
+//
+// A field named like one of the master's settings (listener.Config) of the same type, and
+// declared Verbatim in listener.Settings, is filled from it by the table: adding such a
+// setting is adding its field here. The others the master makes (listener's routerConfig).
 type Config struct {
 	Index           int           `json:"index"`
 	Key             string        `json:"key"`
@@ -57,9 +61,9 @@ type Config struct {
 	RequestTimeout  time.Duration `json:"request_timeout"`
 	ShutdownTimeout time.Duration `json:"shutdown_timeout"`
 	MaxHeaderBytes  int           `json:"max_header_bytes"`
-	HeaderTimeout   time.Duration `json:"header_timeout"` // 0: the router's default
+	HeaderTimeout   time.Duration `json:"header_timeout"` // 0: router.DefaultHeaderTimeout
 	BodyTimeout     time.Duration `json:"body_timeout"`   // 0: no bound
-	IdleTimeout     time.Duration `json:"idle_timeout"`   // 0: the router's default
+	IdleTimeout     time.Duration `json:"idle_timeout"`   // 0: router.DefaultIdleTimeout
 	MaxConns        int           `json:"max_conns"`
 	HealthTimeout   time.Duration `json:"health_timeout"`
 	CPU             int           `json:"cpu"` // CPU to pin to, or -1

@@ -15,7 +15,8 @@ import (
 )
 
 // Config is everything the master needs. The zero value is not useful; start from
-// DefaultConfig.
+// DefaultConfig. Each field an operator sets (all but App, AppDir, RunDir and Sources) is
+// declared, with its flag, default, check and reload answer, in Settings.
 type Config struct {
 	Listen          string        // public address, host:port
 	Workers         int           // number of workers

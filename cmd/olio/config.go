@@ -25,7 +25,7 @@ type configFile struct {
 // flagOnly says whether name is one of serve's flags that take effect before the config
 // file is read, or that name it (serveOnlyFlags): the file cannot set them.
 func flagOnly(name string) bool {
-	for _, f := range serveOnlyFlags {
+	for _, f := range serveOnlyFlags() {
 		if vf, ok := f.flag.(cli.VisibleFlag); ok && vf.IsVisible() && f.flag.Names()[0] == name {
 			return true
 		}

@@ -37,17 +37,23 @@ WINCH scales to zero, USR1 reopens the log files, USR2 upgrades olio in place.`,
 	}
 }
 
-// serveOnlyFlags are serve's flags that are not Settings of the master: where its
-// configuration and its log go, which take effect before the config file is read. The
-// help lists each after the setting named by after.
-var serveOnlyFlags = []struct {
+// serveOnlyFlag is one of serve's flags that is not a setting of the master: where its
+// configuration and its log go, which take effect before the config file is read. The help
+// lists it after the setting named by after.
+type serveOnlyFlag struct {
 	after string
 	flag  cli.Flag
-}{
-	{"secret-file", &cli.StringFlag{Name: "config", Usage: "JSON config `FILE` whose keys are these long flag names; flags override it; HUP re-reads it"}},
-	{"access-log", &cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json (flag only, not in --config)"}},
-	{"access-log", &cli.StringFlag{Name: "log-file", Usage: "append logs to `FILE` (reopened on USR1) instead of stderr (flag only, not in --config)"}},
-	{"pidfile", &cli.BoolFlag{Name: strings.TrimPrefix(listener.UpgradeFlag, "--"), Hidden: true, Usage: "taking over from an old master (set by USR2, not by hand)"}},
+}
+
+// serveOnlyFlags are serve's flags that are not Settings, made anew for each command
+// (urfave/cli keeps a parse's state in its flags).
+func serveOnlyFlags() []serveOnlyFlag {
+	return []serveOnlyFlag{
+		{"secret-file", &cli.StringFlag{Name: "config", Usage: "JSON config `FILE` whose keys are these long flag names; flags override it; HUP re-reads it"}},
+		{"access-log", &cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json (flag only, not in --config)"}},
+		{"access-log", &cli.StringFlag{Name: "log-file", Usage: "append logs to `FILE` (reopened on USR1) instead of stderr (flag only, not in --config)"}},
+		{"pidfile", &cli.BoolFlag{Name: strings.TrimPrefix(listener.UpgradeFlag, "--"), Hidden: true, Usage: "taking over from an old master (set by USR2, not by hand)"}},
+	}
 }
 
 // serveFlags are serve's flags: one for each of listener.Settings, with its default from
@@ -55,11 +61,12 @@ var serveOnlyFlags = []struct {
 func serveFlags() []cli.Flag {
 	d := listener.DefaultConfig()
 	d.Control = defaultControl()
+	only := serveOnlyFlags()
 	var flags []cli.Flag
 	for i := range listener.Settings {
 		s := &listener.Settings[i]
 		flags = append(flags, settingFlag(s, s.Value(&d)))
-		for _, f := range serveOnlyFlags {
+		for _, f := range only {
 			if f.after == s.Name {
 				flags = append(flags, f.flag)
 			}
