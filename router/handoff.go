@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/olio-dev/olio/mux"
 )
 
 // Connection handoff: when the first request on a client connection belongs to another
@@ -134,9 +136,9 @@ func (q *connQueue) Addr() net.Addr { return &net.UnixAddr{Name: "handoff", Net:
 type handoff struct {
 	r    *Router
 	path string
-	in   *net.UnixConn // bound at path; nil while not accepting
-	file os.FileInfo   // the socket file in was bound to: close removes only that one
-	out  *net.UnixConn // unbound, for sending
+	in   *net.UnixConn   // bound at path; nil while not accepting
+	file *mux.SocketFile // the socket file in was bound to: close removes only that one
+	out  *net.UnixConn   // unbound, for sending
 	done chan struct{}
 
 	mu    sync.Mutex
@@ -170,20 +172,11 @@ func (h *handoff) open(q *connQueue) error {
 	if h.in != nil {
 		return nil
 	}
-	os.Remove(h.path)
-	in, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: h.path, Net: "unixgram"})
+	in, file, err := mux.ListenUnixgram(h.path)
 	if err != nil {
 		return fmt.Errorf("router: handoff socket: %w", err)
 	}
-	fi, err := os.Stat(h.path)
-	if err == nil {
-		err = os.Chmod(h.path, 0o600)
-	}
-	if err != nil {
-		in.Close()
-		return fmt.Errorf("router: handoff socket: %w", err)
-	}
-	h.in, h.file = in, fi
+	h.in, h.file = in, file
 	h.done = make(chan struct{})
 	go h.receive(in, h.done)
 	return nil
@@ -201,9 +194,7 @@ func (h *handoff) close() {
 		// From now on, a send fails and the sender keeps its connection; or, when this
 		// worker's replacement has bound the path already (an embedded worker's rolling
 		// restart), it reaches the replacement.
-		if fi, err := os.Stat(h.path); err == nil && os.SameFile(fi, file) {
-			os.Remove(h.path)
-		}
+		file.Remove()
 		in.SetReadDeadline(time.Now()) // receive takes what was sent before, then returns
 		<-done
 		in.Close()
