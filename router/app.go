@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http/httputil"
 	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -153,7 +152,7 @@ func (a *apps) command() (*monitor.Command, error) {
 		"OLIO_CLUSTER_ADDR="+cfg.ClusterAddr,
 	)
 	if cfg.ReadyMode == ReadyNotify {
-		path := filepath.Join(cfg.RunDir, fmt.Sprintf("notify-%d-%d.sock", cfg.Index, gen))
+		path := RunDir(cfg.RunDir).NotifySocket(cfg.Index, gen)
 		n, err := monitor.ListenNotify(path)
 		if err != nil {
 			return nil, err

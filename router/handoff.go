@@ -9,8 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -145,10 +143,6 @@ type handoff struct {
 	queue *connQueue // where received connections go; nil while not accepting
 }
 
-func handoffPath(dir string, index int) string {
-	return filepath.Join(dir, "handoff-"+strconv.Itoa(index)+".sock")
-}
-
 // newHandoff makes the sending socket. Receiving starts with open.
 func newHandoff(r *Router) (*handoff, error) {
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
@@ -161,7 +155,7 @@ func newHandoff(r *Router) (*handoff, error) {
 	if err != nil {
 		return nil, fmt.Errorf("router: handoff socket: %w", err)
 	}
-	return &handoff{r: r, path: handoffPath(r.conf().RunDir, r.index), out: pc.(*net.UnixConn)}, nil
+	return &handoff{r: r, path: RunDir(r.conf().RunDir).HandoffSocket(r.index), out: pc.(*net.UnixConn)}, nil
 }
 
 // open starts receiving connections into q.
@@ -299,7 +293,7 @@ func (h *handoff) send(index int, conn net.Conn, prefix []byte) error {
 	if err != nil {
 		return err
 	}
-	addr := &net.UnixAddr{Name: handoffPath(h.r.conf().RunDir, index), Net: "unixgram"}
+	addr := &net.UnixAddr{Name: RunDir(h.r.conf().RunDir).HandoffSocket(index), Net: "unixgram"}
 	var sendErr error
 	err = raw.Control(func(fd uintptr) {
 		_, _, sendErr = h.out.WriteMsgUnix(prefix, unix.UnixRights(int(fd)), addr)

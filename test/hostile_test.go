@@ -541,7 +541,7 @@ func TestHostileNotifyNoLeak(t *testing.T) {
 	dir := c.runDir(t)
 	var socks []string
 	Eventually(5*time.Second, func() bool {
-		socks, _ = filepath.Glob(filepath.Join(dir, "notify-*.sock"))
+		socks = router.RunDir(dir).NotifySockets()
 		return len(socks) <= 2
 	})
 	if len(socks) > 2 { // the current start's, and one whose app is still being stopped

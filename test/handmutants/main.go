@@ -70,7 +70,7 @@ var mutants = []mutant{
 		old: "os.Chmod(dir, 0o700)", new: "os.Chmod(dir, 0o755)",
 		tests:   "^TestHostileRunDirPermissions$",
 		promise: "the run directory is 0700"},
-	{id: "E9", file: "mux/listener.go",
+	{id: "E9", file: "mux/socket.go",
 		old: "os.Chmod(path, 0o600)", new: "os.Chmod(path, 0o666)",
 		tests:   "^TestHostileRunDirPermissions$",
 		promise: "the routers' sockets are 0600"},
