@@ -22,41 +22,30 @@ type SocketFile struct {
 // file there; any other kind of file at path is an error. Closing the listener leaves the
 // file: remove it with the SocketFile.
 func ListenUnix(path string) (*net.UnixListener, *SocketFile, error) {
-	if err := removeStale(path); err != nil {
-		return nil, nil, err
+	ln, f, err := bind(path, "unix", net.ListenUnix)
+	if err == nil {
+		ln.SetUnlinkOnClose(false)
 	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		return nil, nil, fmt.Errorf("mux: %w", err)
-	}
-	ln.SetUnlinkOnClose(false)
-	f, err := own(path, ln)
-	if err != nil {
-		return nil, nil, err
-	}
-	return ln, f, nil
+	return ln, f, err
 }
 
 // ListenUnixgram binds a unix datagram socket at path as ListenUnix binds a stream one.
 func ListenUnixgram(path string) (*net.UnixConn, *SocketFile, error) {
-	if err := removeStale(path); err != nil {
-		return nil, nil, err
-	}
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		return nil, nil, fmt.Errorf("mux: %w", err)
-	}
-	f, err := own(path, conn)
-	if err != nil {
-		return nil, nil, err
-	}
-	return conn, f, nil
+	return bind(path, "unixgram", net.ListenUnixgram)
 }
 
-// own gives the socket file c has just bound at path mode 0600 and records which file it
-// is; on failure it closes c and removes the file.
-func own(path string, c io.Closer) (*SocketFile, error) {
-	err := os.Chmod(path, 0o600)
+// bind binds a socket of network at path with listen, gives its file mode 0600 and records
+// which file it is; on failure it closes the socket and removes the file.
+func bind[C io.Closer](path, network string, listen func(string, *net.UnixAddr) (C, error)) (C, *SocketFile, error) {
+	var none C
+	if err := removeStale(path); err != nil {
+		return none, nil, err
+	}
+	c, err := listen(network, &net.UnixAddr{Name: path, Net: network})
+	if err != nil {
+		return none, nil, fmt.Errorf("mux: %w", err)
+	}
+	err = os.Chmod(path, 0o600)
 	var fi os.FileInfo
 	if err == nil {
 		fi, err = os.Lstat(path)
@@ -64,9 +53,9 @@ func own(path string, c io.Closer) (*SocketFile, error) {
 	if err != nil {
 		c.Close()
 		os.Remove(path)
-		return nil, fmt.Errorf("mux: listen %s: %w", path, err)
+		return none, nil, fmt.Errorf("mux: listen %s: %w", path, err)
 	}
-	return &SocketFile{path: path, fi: fi}, nil
+	return c, &SocketFile{path: path, fi: fi}, nil
 }
 
 // removeStale removes a leftover socket file at path, and refuses to touch anything else.
