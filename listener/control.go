@@ -113,9 +113,8 @@ func (s *controlServer) takeOver(logger *slog.Logger) {
 var parentPID = os.Getppid
 
 // claimControl makes sure path is free: nothing there, or a stale socket (which binding
-// replaces). A
-// path where an olio answers is refused, unless it is the master that started this one
-// for a hot upgrade: then takeover is true and the path is left as it is.
+// replaces). A path where an olio answers is refused, unless it is the master that started
+// this one for a hot upgrade: then takeover is true and the path is left as it is.
 func (m *Master) claimControl(path string) (takeover bool, err error) {
 	fi, err := os.Lstat(path)
 	if errors.Is(err, fs.ErrNotExist) {
