@@ -39,15 +39,7 @@ func TestListenUnixgram(t *testing.T) {
 	if err != nil || fi.Mode().Type() != fs.ModeSocket || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("socket file %v, %v; want a socket with mode 0600", fi, err)
 	}
-	if f.Path() != path {
-		t.Errorf("Path = %q, want %q", f.Path(), path)
-	}
-	if err := f.Remove(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Lstat(path); !os.IsNotExist(err) {
-		t.Errorf("after Remove: %v, want no file", err)
-	}
+	removeAt(t, f, path)
 }
 
 // Remove leaves a socket another process has bound at the path since; Rename follows the
@@ -76,13 +68,19 @@ func TestSocketFileRemoveOnlyOurs(t *testing.T) {
 	if err := f2.Rename(moved); err != nil {
 		t.Fatal(err)
 	}
-	if f2.Path() != moved {
-		t.Errorf("Path after Rename = %q, want %q", f2.Path(), moved)
+	removeAt(t, f2, moved)
+}
+
+// removeAt checks that f is at path, removes it, and checks that nothing is left there.
+func removeAt(t *testing.T, f *SocketFile, path string) {
+	t.Helper()
+	if f.Path() != path {
+		t.Errorf("Path = %q, want %q", f.Path(), path)
 	}
-	if err := f2.Remove(); err != nil {
+	if err := f.Remove(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Lstat(moved); !os.IsNotExist(err) {
-		t.Errorf("after Rename and Remove: %v, want no file", err)
+	if _, err := os.Lstat(path); !os.IsNotExist(err) {
+		t.Errorf("after Remove: %v, want no file at %s", err, path)
 	}
 }
