@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/olio-dev/olio/router"
 )
 
 func TestValidate(t *testing.T) {
@@ -127,31 +129,31 @@ func TestRunDirSweepsDeadMasters(t *testing.T) {
 	}
 	dead := strconv.Itoa(done.ProcessState.Pid()) // exited and reaped
 	live := strconv.Itoa(os.Getpid())
-	for _, d := range []string{"olio-" + dead + "-1", "olio-" + live + "-2", "olio-e2e-3", "olio-" + dead + "-4"} {
+	for _, d := range []string{runDirPrefix + dead + "-1", runDirPrefix + live + "-2", "olio-e2e-3", runDirPrefix + dead + "-4"} {
 		if err := os.MkdirAll(filepath.Join(parent, d, "x"), 0o700); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// A router still listens in -4: its master is alive in a PID namespace we cannot see.
-	ln, err := net.Listen("unix", filepath.Join(parent, "olio-"+dead+"-4", "router-0.sock"))
+	ln, err := net.Listen("unix", router.RunDir(filepath.Join(parent, runDirPrefix+dead+"-4")).PeerSocket(0))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	if err := os.WriteFile(filepath.Join(parent, "olio-"+dead+"-file"), nil, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(parent, runDirPrefix+dead+"-file"), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	dir, err := makeRunDir(parent)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(filepath.Base(dir), "olio-"+live+"-") {
+	if !strings.HasPrefix(filepath.Base(dir), runDirPrefix+live+"-") {
 		t.Errorf("run dir %s is not named after this master's pid %s", dir, live)
 	}
-	if _, err := os.Stat(filepath.Join(parent, "olio-"+dead+"-1")); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(parent, runDirPrefix+dead+"-1")); !os.IsNotExist(err) {
 		t.Errorf("the run dir of dead master %s is still there (%v)", dead, err)
 	}
-	for _, keep := range []string{"olio-" + live + "-2", "olio-e2e-3", "olio-" + dead + "-file", "olio-" + dead + "-4"} {
+	for _, keep := range []string{runDirPrefix + live + "-2", "olio-e2e-3", runDirPrefix + dead + "-file", runDirPrefix + dead + "-4"} {
 		if _, err := os.Stat(filepath.Join(parent, keep)); err != nil {
 			t.Errorf("%s was removed: %v", keep, err)
 		}

@@ -13,8 +13,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/olio-dev/olio/mux"
 )
 
 // The control protocol: HTTP/1.1 over the unix socket at --control (mode 0600, so only
@@ -53,23 +54,8 @@ type controlServer struct {
 	done chan struct{}
 
 	mu      sync.Mutex
-	id      fileID // the socket file this server put at path; only that one is removed
-	pending string // a hot upgrade's socket, bound beside path until takeOver moves it in
-}
-
-// fileID identifies a file across renames.
-type fileID struct{ dev, ino uint64 }
-
-func statID(path string) (fileID, bool) {
-	fi, err := os.Lstat(path)
-	if err != nil {
-		return fileID{}, false
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return fileID{}, false
-	}
-	return fileID{uint64(st.Dev), st.Ino}, true
+	file    *mux.SocketFile // the socket file this server bound; only that one is removed
+	pending bool            // file is a hot upgrade's, bound beside path until takeOver moves it in
 }
 
 // listenControl makes the control socket at path and serves it; stop is what POST /stop
@@ -85,10 +71,10 @@ func (m *Master) listenControl(path string, stop func()) (*controlServer, error)
 	s := &controlServer{path: path, done: make(chan struct{})}
 	var ln *net.UnixListener
 	if takeover {
-		ln, s.pending, err = bindBeside(path)
+		ln, s.file, err = bindBeside(path)
+		s.pending = true
 	} else {
-		ln, err = bindControl(path)
-		s.id, _ = statID(path)
+		ln, s.file, err = bindControl(path)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("cannot make the control socket %s: %w; check --control", path, err)
@@ -110,25 +96,25 @@ func (m *Master) listenControl(path string, stop func()) (*controlServer, error)
 func (s *controlServer) takeOver(logger *slog.Logger) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.pending == "" {
+	if !s.pending {
 		return
 	}
-	if err := os.Rename(s.pending, s.path); err != nil {
+	dir := filepath.Dir(s.file.Path())
+	if err := s.file.Rename(s.path); err != nil {
 		logger.Error("upgrade: cannot take over the control socket", "path", s.path, "err", err)
 		return
 	}
-	os.Remove(filepath.Dir(s.pending))
-	s.pending = ""
-	s.id, _ = statID(s.path)
+	os.Remove(dir)
+	s.pending = false
 	logger.Info("took over the control socket", "path", s.path)
 }
 
 // parentPID is os.Getppid; tests replace it.
 var parentPID = os.Getppid
 
-// claimControl makes sure path is free: nothing there, or a stale socket (removed). A
-// path where an olio answers is refused, unless it is the master that started this one
-// for a hot upgrade: then takeover is true and the path is left as it is.
+// claimControl makes sure path is free: nothing there, or a stale socket (which binding
+// replaces). A path where an olio answers is refused, unless it is the master that started
+// this one for a hot upgrade: then takeover is true and the path is left as it is.
 func (m *Master) claimControl(path string) (takeover bool, err error) {
 	fi, err := os.Lstat(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -145,7 +131,8 @@ func (m *Master) claimControl(path string) (takeover bool, err error) {
 	ping, err := NewClient(path).Ping(ctx)
 	switch {
 	case errors.Is(err, ErrNoControl):
-		m.logger.Info("removing a stale control socket", "path", path)
+		m.logger.Info("replacing a stale control socket", "path", path)
+		return false, nil
 	case err != nil:
 		return false, fmt.Errorf("%w: %s answers but not as an olio (%v); give this olio another path with --control", ErrControlInUse, path, err)
 	case m.upgrading() && ping.PID == parentPID():
@@ -155,10 +142,6 @@ func (m *Master) claimControl(path string) (takeover bool, err error) {
 		return false, fmt.Errorf("%w: olio pid %d (listening on %s) uses %s; stop it with `olio stop --control %s`, or give this one its own --control PATH",
 			ErrControlInUse, ping.PID, ping.Listen, path, path)
 	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return false, fmt.Errorf("control socket %s: remove the stale socket: %w", path, err)
-	}
-	return false, nil
 }
 
 // maxSocketPath is the longest path a unix socket address holds (sun_path less its NUL).
@@ -166,66 +149,46 @@ const maxSocketPath = 107
 
 // bindControl binds a unix socket at path with mode 0600: bound beside it (bindBeside),
 // then renamed into place, so there is no moment when the socket exists with the umask's
-// mode.
-func bindControl(path string) (*net.UnixListener, error) {
-	ln, tmp, err := bindBeside(path)
+// mode; a stale socket at path is replaced.
+func bindControl(path string) (*net.UnixListener, *mux.SocketFile, error) {
+	ln, file, err := bindBeside(path)
 	if errors.Is(err, errLongPath) && len(path) <= maxSocketPath {
-		return bindInPlace(path) // no room for the detour
+		return mux.ListenUnix(path) // no room for the detour
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	dir := filepath.Dir(file.Path())
+	if err := file.Rename(path); err != nil {
 		ln.Close()
-		os.RemoveAll(filepath.Dir(tmp))
-		return nil, err
+		os.RemoveAll(dir)
+		return nil, nil, err
 	}
-	os.Remove(filepath.Dir(tmp))
-	return ln, nil
-}
-
-// bindInPlace binds at path, then fixes the mode.
-func bindInPlace(path string) (*net.UnixListener, error) {
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		return nil, err
-	}
-	ln.SetUnlinkOnClose(false)
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		os.Remove(path)
-		return nil, err
-	}
-	return ln, nil
+	os.Remove(dir)
+	return ln, file, nil
 }
 
 // errLongPath means a socket path beside the control path would be too long.
 var errLongPath = errors.New("the path is too long for a unix socket")
 
 // bindBeside binds a unix socket with mode 0600 in a fresh private directory (mode 0700)
-// beside path, on the same file system, and returns it with its path there.
-func bindBeside(path string) (*net.UnixListener, string, error) {
+// beside path, on the same file system.
+func bindBeside(path string) (*net.UnixListener, *mux.SocketFile, error) {
 	dir, err := os.MkdirTemp(filepath.Dir(path), ".olio-control-")
 	if err != nil {
-		return nil, "", err
+		return nil, nil, err
 	}
 	tmp := filepath.Join(dir, "s")
 	if len(tmp) > maxSocketPath {
 		os.Remove(dir)
-		return nil, "", fmt.Errorf("%w: it holds %d bytes, and olio binds %d bytes more beside it first", errLongPath, maxSocketPath, len(tmp)-len(path))
+		return nil, nil, fmt.Errorf("%w: it holds %d bytes, and olio binds %d bytes more beside it first", errLongPath, maxSocketPath, len(tmp)-len(path))
 	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+	ln, file, err := mux.ListenUnix(tmp)
 	if err != nil {
 		os.RemoveAll(dir)
-		return nil, "", err
+		return nil, nil, err
 	}
-	ln.SetUnlinkOnClose(false) // close removes the file only if it is still ours
-	if err := os.Chmod(tmp, 0o600); err != nil {
-		ln.Close()
-		os.RemoveAll(dir)
-		return nil, "", err
-	}
-	return ln, tmp, nil
+	return ln, file, nil
 }
 
 // close stops serving (giving running commands a moment), waits, and removes the socket
@@ -239,14 +202,12 @@ func (s *controlServer) close() {
 	<-s.done
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.pending != "" {
-		os.RemoveAll(filepath.Dir(s.pending)) // never taken over: the old master's stays
-		s.pending = ""
+	if s.pending {
+		os.RemoveAll(filepath.Dir(s.file.Path())) // never taken over: the old master's stays
+		s.pending = false
 		return
 	}
-	if id, ok := statID(s.path); ok && id == s.id {
-		os.Remove(s.path)
-	}
+	s.file.Remove()
 }
 
 // controlHandler serves the control protocol.

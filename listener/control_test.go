@@ -136,7 +136,7 @@ func TestControlCloseKeepsAnothersSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Remove(path)
-	other, err := bindControl(path)
+	other, _, err := bindControl(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,7 +298,7 @@ func TestBindControlLongestPath(t *testing.T) {
 			t.Fatal(err)
 		}
 		path := filepath.Join(dir, "c")
-		ln, err := bindControl(path)
+		ln, _, err := bindControl(path)
 		if n > maxSocketPath {
 			if err == nil {
 				ln.Close()

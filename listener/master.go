@@ -364,7 +364,7 @@ func accessLogPath(path string) string {
 func (m *Master) membershipLocked(id uint64) *descend.Membership {
 	peers := make([]string, max(m.members, len(m.workers)))
 	for i := range peers {
-		peers[i] = filepath.Join(m.runDir, "router-"+strconv.Itoa(i)+".sock")
+		peers[i] = router.RunDir(m.runDir).PeerSocket(i)
 	}
 	return &descend.Membership{ID: id, Epoch: m.epoch, Workers: m.members, Peers: peers}
 }

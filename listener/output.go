@@ -1,31 +1,28 @@
 package listener
 
 import (
-	"bytes"
 	"io"
 	"sync"
+
+	"github.com/olio-dev/olio/monitor"
 )
 
 // lineWriter passes a router's output on a whole line at a time, so lines from different
 // routers never interleave mid-line.
 type lineWriter struct {
-	out io.Writer
-	mu  *sync.Mutex // shared by every router's writers
-	buf []byte
+	out   io.Writer
+	mu    *sync.Mutex // shared by every router's writers
+	lines monitor.Lines
 }
 
-func (l *lineWriter) Write(p []byte) (int, error) {
-	l.buf = append(l.buf, p...)
-	i := bytes.LastIndexByte(l.buf, '\n')
-	if i < 0 {
-		if len(l.buf) < 64<<10 {
-			return len(p), nil
-		}
-		i = len(l.buf) - 1
-	}
+func (l *lineWriter) Write(p []byte) (int, error) { return l.lines.Write(p, l.emit) }
+
+// Flush passes on the router's last words without a newline; monitor calls it once the
+// router has exited.
+func (l *lineWriter) Flush() { l.lines.Flush(l.emit) }
+
+func (l *lineWriter) emit(line []byte) {
 	l.mu.Lock()
-	l.out.Write(l.buf[:i+1])
+	l.out.Write(line)
 	l.mu.Unlock()
-	l.buf = append(l.buf[:0], l.buf[i+1:]...)
-	return len(p), nil
 }

@@ -10,7 +10,13 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/olio-dev/olio/router"
 )
+
+// runDirPrefix begins a run directory's name: olio-PID-RANDOM, PID the master's, so that
+// sweepRunDirs can tell whose it was. The files in it are named by router.RunDir.
+const runDirPrefix = "olio-"
 
 // makeRunDir makes the private run directory (mode 0700) that holds the routers' sockets:
 // parent/olio-PID-RANDOM. A master stopped gracefully removes its own; one killed with
@@ -20,7 +26,7 @@ func makeRunDir(parent string) (string, error) {
 		parent = os.TempDir()
 	}
 	sweepRunDirs(parent)
-	dir, err := os.MkdirTemp(parent, "olio-"+strconv.Itoa(os.Getpid())+"-")
+	dir, err := os.MkdirTemp(parent, runDirPrefix+strconv.Itoa(os.Getpid())+"-")
 	if err != nil {
 		return "", fmt.Errorf("make run directory: %w", err)
 	}
@@ -35,9 +41,9 @@ func makeRunDir(parent string) (string, error) {
 // behind: a directory (not a link) named olio-PID-…, owned by us, whose PID no longer
 // exists and where no router answers. A PID that exists is left alone, whoever it is now.
 func sweepRunDirs(parent string) {
-	dirs, _ := filepath.Glob(filepath.Join(parent, "olio-*-*"))
+	dirs, _ := filepath.Glob(filepath.Join(parent, runDirPrefix+"*-*"))
 	for _, dir := range dirs {
-		pidText, _, ok := strings.Cut(strings.TrimPrefix(filepath.Base(dir), "olio-"), "-")
+		pidText, _, ok := strings.Cut(strings.TrimPrefix(filepath.Base(dir), runDirPrefix), "-")
 		pid, err := strconv.Atoi(pidText)
 		if !ok || err != nil || pid <= 0 {
 			continue
@@ -58,8 +64,7 @@ func sweepRunDirs(parent string) {
 // answers reports whether a router still listens on one of dir's sockets: the PID test
 // alone would take a master in another PID namespace that shares the directory for gone.
 func answers(dir string) bool {
-	socks, _ := filepath.Glob(filepath.Join(dir, "router-*.sock"))
-	for _, s := range socks {
+	for _, s := range router.RunDir(dir).PeerSockets() {
 		if c, err := net.DialTimeout("unix", s, 100*time.Millisecond); err == nil {
 			c.Close()
 			return true

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -162,7 +161,7 @@ func (w *worker) command() (*monitor.Command, error) {
 		Name:       fmt.Sprintf("router %d", w.index),
 		Path:       m.exe,
 		Args:       []string{"router", "--index", strconv.Itoa(w.index), "--log-format", m.opts.LogFormat},
-		Env:        routerEnv(os.Environ()),
+		Env:        router.ChildEnv(os.Environ()),
 		Stdout:     m.routerOutput(),
 		Stderr:     m.routerOutput(),
 		ExtraFiles: []*os.File{child, m.lnFile},
@@ -184,21 +183,6 @@ func (w *worker) command() (*monitor.Command, error) {
 			"OLIO_INDEX="+strconv.Itoa(w.index))
 	}
 	return cmd, nil
-}
-
-// routerEnv is the master's environment without systemd's variables, which are the
-// master's alone.
-func routerEnv(base []string) []string {
-	env := make([]string, 0, len(base))
-	for _, kv := range base {
-		k, _, _ := strings.Cut(kv, "=")
-		switch k {
-		case "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "OLIO_SECRET":
-			continue
-		}
-		env = append(env, kv)
-	}
-	return env
 }
 
 // readyCheck owns the new router's descend connection from here on and waits until the

@@ -2,12 +2,12 @@ package monitor
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 	"sync"
+
+	"github.com/olio-dev/olio/mux"
 )
 
 // NotifyEnv is the environment variable through which a child learns the
@@ -19,6 +19,7 @@ const NotifyEnv = "NOTIFY_SOCKET"
 // READY=1 among them. One goroutine reads it until Close.
 type Notify struct {
 	path  string
+	file  *mux.SocketFile
 	conn  *net.UnixConn
 	ready chan struct{}
 	done  chan struct{} // closed when the reader has returned
@@ -45,20 +46,13 @@ func SendNotify(path, state string) error {
 // ListenNotify listens for notifications on a new unixgram socket at path. A
 // stale socket file at path is replaced.
 func ListenNotify(path string) (*Notify, error) {
-	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
-		_ = os.Remove(path)
-	}
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	conn, file, err := mux.ListenUnixgram(path)
 	if err != nil {
-		return nil, fmt.Errorf("monitor: notify socket: %w", err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		conn.Close()
-		os.Remove(path)
 		return nil, fmt.Errorf("monitor: notify socket: %w", err)
 	}
 	n := &Notify{
 		path:  path,
+		file:  file,
 		conn:  conn,
 		ready: make(chan struct{}),
 		done:  make(chan struct{}),
@@ -134,7 +128,7 @@ func (n *Notify) Close() error {
 	n.closeOnce.Do(func() {
 		err := n.conn.Close()
 		<-n.done
-		if rerr := os.Remove(n.path); rerr != nil && !errors.Is(rerr, os.ErrNotExist) && err == nil {
+		if rerr := n.file.Remove(); rerr != nil && err == nil {
 			err = rerr
 		}
 		if err != nil {

@@ -21,4 +21,9 @@
 // caller; while the peer is absent (its socket missing or refusing, or its
 // session gone because it is restarting) it keeps retrying until the caller's
 // context is done, so requests wait for a restarting owner instead of failing.
+//
+// ListenUnix and ListenUnixgram bind every unix socket between olio processes the same way
+// (the peer sockets, the routers' hand-off sockets, the apps' notify sockets, the control
+// socket): mode 0600, a stale socket file replaced, and a SocketFile that removes the file
+// only while it is still the one bound.
 package mux

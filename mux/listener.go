@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,7 +19,7 @@ type Listener struct {
 	path  string
 	addr  *net.UnixAddr
 	ln    *net.UnixListener
-	file  os.FileInfo // the socket file we bound, so Close removes only ours
+	sock  *SocketFile // removed by Close if it is still ours
 	ycfg  *yamux.Config
 	log   *slog.Logger
 	conns chan net.Conn // streams handed from session goroutines to Accept
@@ -50,34 +48,16 @@ func Listen(path string, cfg *Config) (*Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := removeStale(path); err != nil {
+	ln, sock, err := ListenUnix(path)
+	if err != nil {
 		return nil, err
-	}
-	addr := &net.UnixAddr{Name: path, Net: "unix"}
-	ln, err := net.ListenUnix("unix", addr)
-	if err != nil {
-		return nil, fmt.Errorf("mux: %w", err)
-	}
-	// Close removes the file itself, and only if it is still ours.
-	ln.SetUnlinkOnClose(false)
-	fail := func(err error) (*Listener, error) {
-		ln.Close()
-		os.Remove(path)
-		return nil, fmt.Errorf("mux: listen %s: %w", path, err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		return fail(err)
-	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return fail(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &Listener{
 		path:     path,
-		addr:     addr,
+		addr:     &net.UnixAddr{Name: path, Net: "unix"},
 		ln:       ln,
-		file:     fi,
+		sock:     sock,
 		ycfg:     ycfg,
 		log:      c.Logger,
 		conns:    make(chan net.Conn),
@@ -89,25 +69,6 @@ func Listen(path string, cfg *Config) (*Listener, error) {
 	l.wg.Add(1)
 	go l.acceptLoop()
 	return l, nil
-}
-
-// removeStale removes a leftover socket file at path, and refuses to touch
-// anything else.
-func removeStale(path string) error {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("mux: listen %s: %w", path, err)
-	}
-	if fi.Mode().Type() != fs.ModeSocket {
-		return fmt.Errorf("mux: listen %s: file exists and is not a socket (%v)", path, fi.Mode().Type())
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("mux: listen %s: removing stale socket: %w", path, err)
-	}
-	return nil
 }
 
 // Accept waits for the next stream from any peer. After Close it returns an
@@ -164,10 +125,8 @@ func (l *Listener) Close() error {
 			s.drain()
 		}
 
-		if fi, err := os.Stat(l.path); err == nil && os.SameFile(fi, l.file) {
-			if err := os.Remove(l.path); err != nil && !errors.Is(err, fs.ErrNotExist) && l.closeErr == nil {
-				l.closeErr = fmt.Errorf("mux: close %s: %w", l.path, err)
-			}
+		if err := l.sock.Remove(); err != nil && l.closeErr == nil {
+			l.closeErr = err
 		}
 	})
 	return l.closeErr

@@ -7,9 +7,7 @@ import (
 	"net"
 	"net/http/httputil"
 	"os"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -144,17 +142,17 @@ func (a *apps) command() (*monitor.Command, error) {
 	gen := a.gen
 	a.mu.Unlock()
 	inst := &instance{port: port}
-	env := appEnv(os.Environ(), map[string]string{
-		"PORT":         strconv.Itoa(port),
-		"OLIO_INDEX":   strconv.Itoa(cfg.Index),
-		"OLIO_WORKERS": strconv.Itoa(a.r.workers()),
-		"OLIO_SECRET":  cfg.Secret,
-		"OLIO_ADDR":    cfg.PublicAddr,
+	env := ChildEnv(os.Environ(),
+		"PORT="+strconv.Itoa(port),
+		"OLIO_INDEX="+strconv.Itoa(cfg.Index),
+		"OLIO_WORKERS="+strconv.Itoa(a.r.workers()),
+		"OLIO_SECRET="+cfg.Secret,
+		"OLIO_ADDR="+cfg.PublicAddr,
 		// The front's address: where the owner of a key is reached across hosts.
-		"OLIO_CLUSTER_ADDR": cfg.ClusterAddr,
-	})
+		"OLIO_CLUSTER_ADDR="+cfg.ClusterAddr,
+	)
 	if cfg.ReadyMode == ReadyNotify {
-		path := filepath.Join(cfg.RunDir, fmt.Sprintf("notify-%d-%d.sock", cfg.Index, gen))
+		path := RunDir(cfg.RunDir).NotifySocket(cfg.Index, gen)
 		n, err := monitor.ListenNotify(path)
 		if err != nil {
 			return nil, err
@@ -370,21 +368,4 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// appEnv is the router's environment without any inherited olio or systemd variables, plus
-// the app's own.
-func appEnv(base []string, add map[string]string) []string {
-	env := make([]string, 0, len(base)+len(add))
-	for _, kv := range base {
-		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "OLIO_") || k == "PORT" || k == "NOTIFY_SOCKET" || k == "LISTEN_FDS" || k == "LISTEN_PID" {
-			continue
-		}
-		env = append(env, kv)
-	}
-	for k, v := range add {
-		env = append(env, k+"="+v)
-	}
-	return env
 }

@@ -9,14 +9,14 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/olio-dev/olio/mux"
 )
 
 // Connection handoff: when the first request on a client connection belongs to another
@@ -134,17 +134,13 @@ func (q *connQueue) Addr() net.Addr { return &net.UnixAddr{Name: "handoff", Net:
 type handoff struct {
 	r    *Router
 	path string
-	in   *net.UnixConn // bound at path; nil while not accepting
-	file os.FileInfo   // the socket file in was bound to: close removes only that one
-	out  *net.UnixConn // unbound, for sending
+	in   *net.UnixConn   // bound at path; nil while not accepting
+	file *mux.SocketFile // the socket file in was bound to: close removes only that one
+	out  *net.UnixConn   // unbound, for sending
 	done chan struct{}
 
 	mu    sync.Mutex
 	queue *connQueue // where received connections go; nil while not accepting
-}
-
-func handoffPath(dir string, index int) string {
-	return filepath.Join(dir, "handoff-"+strconv.Itoa(index)+".sock")
 }
 
 // newHandoff makes the sending socket. Receiving starts with open.
@@ -159,7 +155,7 @@ func newHandoff(r *Router) (*handoff, error) {
 	if err != nil {
 		return nil, fmt.Errorf("router: handoff socket: %w", err)
 	}
-	return &handoff{r: r, path: handoffPath(r.conf().RunDir, r.index), out: pc.(*net.UnixConn)}, nil
+	return &handoff{r: r, path: RunDir(r.conf().RunDir).HandoffSocket(r.index), out: pc.(*net.UnixConn)}, nil
 }
 
 // open starts receiving connections into q.
@@ -170,20 +166,11 @@ func (h *handoff) open(q *connQueue) error {
 	if h.in != nil {
 		return nil
 	}
-	os.Remove(h.path)
-	in, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: h.path, Net: "unixgram"})
+	in, file, err := mux.ListenUnixgram(h.path)
 	if err != nil {
 		return fmt.Errorf("router: handoff socket: %w", err)
 	}
-	fi, err := os.Stat(h.path)
-	if err == nil {
-		err = os.Chmod(h.path, 0o600)
-	}
-	if err != nil {
-		in.Close()
-		return fmt.Errorf("router: handoff socket: %w", err)
-	}
-	h.in, h.file = in, fi
+	h.in, h.file = in, file
 	h.done = make(chan struct{})
 	go h.receive(in, h.done)
 	return nil
@@ -201,9 +188,7 @@ func (h *handoff) close() {
 		// From now on, a send fails and the sender keeps its connection; or, when this
 		// worker's replacement has bound the path already (an embedded worker's rolling
 		// restart), it reaches the replacement.
-		if fi, err := os.Stat(h.path); err == nil && os.SameFile(fi, file) {
-			os.Remove(h.path)
-		}
+		file.Remove()
 		in.SetReadDeadline(time.Now()) // receive takes what was sent before, then returns
 		<-done
 		in.Close()
@@ -308,7 +293,7 @@ func (h *handoff) send(index int, conn net.Conn, prefix []byte) error {
 	if err != nil {
 		return err
 	}
-	addr := &net.UnixAddr{Name: handoffPath(h.r.conf().RunDir, index), Net: "unixgram"}
+	addr := &net.UnixAddr{Name: RunDir(h.r.conf().RunDir).HandoffSocket(index), Net: "unixgram"}
 	var sendErr error
 	err = raw.Control(func(fd uintptr) {
 		_, _, sendErr = h.out.WriteMsgUnix(prefix, unix.UnixRights(int(fd)), addr)

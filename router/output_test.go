@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+
+	"github.com/olio-dev/olio/monitor"
 )
 
 func TestLineLoggerLinesFlushAndSecret(t *testing.T) {
@@ -31,7 +33,7 @@ func TestLineLoggerLinesFlushAndSecret(t *testing.T) {
 	}
 }
 
-// A blank line is a line (the ones after it are not held back); a line of exactly maxLine
+// A blank line is a line (the ones after it are not held back); a line of exactly monitor.MaxLine
 // bytes goes out without waiting for its newline; without a secret nothing is masked.
 func TestLineLoggerBlankLongAndNoSecret(t *testing.T) {
 	var logs bytes.Buffer
@@ -44,9 +46,9 @@ func TestLineLoggerBlankLongAndNoSecret(t *testing.T) {
 		t.Errorf("the line after a blank one is missing:\n%s", logs.String())
 	}
 	logs.Reset()
-	l.Write(bytes.Repeat([]byte("x"), maxLine))
+	l.Write(bytes.Repeat([]byte("x"), monitor.MaxLine))
 	if got := strings.Count(logs.String(), "\n"); got != 1 {
-		t.Errorf("%d records after %d bytes without a newline, want 1", got, maxLine)
+		t.Errorf("%d records after %d bytes without a newline, want 1", got, monitor.MaxLine)
 	}
 	if strings.Contains(logs.String(), "[secret]") {
 		t.Errorf("a logger without a secret masked something:\n%.200s", logs.String())

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -507,5 +506,5 @@ func (r *Router) appOutput(stream string) io.Writer {
 }
 
 func (r *Router) peerPath() string {
-	return filepath.Join(r.conf().RunDir, "router-"+strconv.Itoa(r.index)+".sock")
+	return RunDir(r.conf().RunDir).PeerSocket(r.index)
 }

@@ -37,7 +37,7 @@ func newTestCluster(t testing.TB, n int, forwardTimeout time.Duration) *testClus
 	dir := t.TempDir()
 	peers := make([]string, n)
 	for i := range peers {
-		peers[i] = filepath.Join(dir, "router-"+strconv.Itoa(i)+".sock")
+		peers[i] = RunDir(dir).PeerSocket(i)
 	}
 	tc := &testCluster{}
 	for i := 0; i < n; i++ {

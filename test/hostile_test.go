@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/olio-dev/olio/router"
 )
 
 // Hostile clients and broken apps (issue 6): limits, timeouts, faults, secrets. Every test
@@ -539,7 +541,7 @@ func TestHostileNotifyNoLeak(t *testing.T) {
 	dir := c.runDir(t)
 	var socks []string
 	Eventually(5*time.Second, func() bool {
-		socks, _ = filepath.Glob(filepath.Join(dir, "notify-*.sock"))
+		socks = router.RunDir(dir).NotifySockets()
 		return len(socks) <= 2
 	})
 	if len(socks) > 2 { // the current start's, and one whose app is still being stopped
@@ -1100,6 +1102,39 @@ func TestHostileRunDirPermissions(t *testing.T) {
 	}
 	if sockets < 2 {
 		t.Errorf("found %d sockets in %s, want at least one per router", sockets, dir)
+	}
+}
+
+// TestHostileEnvironmentNotInherited: no router takes from the master, and no app from its
+// router, a variable olio sets for its children itself (router.ScrubbedEnv): each is given to
+// the master with a value of its own, and no child has that value.
+func TestHostileEnvironmentNotInherited(t *testing.T) {
+	inherited := map[string]bool{}
+	for _, name := range router.ScrubbedEnv() {
+		value := "inherited-" + strings.ToLower(name)
+		t.Setenv(name, value)
+		inherited[name+"="+value] = true
+	}
+	c := Start(t, "--workers", "2")
+	routers, apps := 0, 0
+	for _, pid := range c.Descendants() {
+		env, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+		if err != nil {
+			continue // gone since
+		}
+		if parentPID(pid) == c.Pid() {
+			routers++
+		} else {
+			apps++
+		}
+		for _, kv := range strings.Split(string(env), "\x00") {
+			if inherited[kv] {
+				t.Errorf("pid %d (a router or app) inherited %s", pid, kv)
+			}
+		}
+	}
+	if routers < 2 || apps < 2 {
+		t.Fatalf("looked at %d routers and %d apps, want 2 of each: the test did not test anything", routers, apps)
 	}
 }
 
