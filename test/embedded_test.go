@@ -231,7 +231,7 @@ func TestEmbeddedDemoAndStop(t *testing.T) {
 	c := Start(t, "--workers", strconv.Itoa(workers), "--embedded")
 	embeddedPIDs(t, c, workers)
 	for _, key := range []string{"a", "b", "c", "d"} {
-		if a, err := c.GetKey(key); err != nil || a.Index != Owner(key, workers) {
+		if a, err := c.getKey(client, "/k", key); err != nil || a.Index != Owner(key, workers) {
 			t.Errorf("key %s: %+v, %v", key, a, err)
 		}
 	}

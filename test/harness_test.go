@@ -2,7 +2,6 @@ package test
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -243,72 +242,6 @@ func (c *Cluster) cleanup() {
 	}
 }
 
-// alive returns the pids that still exist (and are not zombies).
-func alive(pids []int) []int {
-	var out []int
-	for _, pid := range pids {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		if err != nil {
-			continue
-		}
-		if f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:])); len(f) > 0 && f[0] != "Z" {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
-
-// parentPID returns a process's parent, 0 if it is gone.
-func parentPID(pid int) int {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	if len(f) < 2 {
-		return 0
-	}
-	n, _ := strconv.Atoi(f[1])
-	return n
-}
-
-// Descendants returns every live process below the master, and remembers them so that
-// cleanup can check they all exit.
-func (c *Cluster) Descendants() []int {
-	parent := map[int]int{}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-		if len(f) > 1 {
-			ppid, _ := strconv.Atoi(f[1])
-			parent[pid] = ppid
-		}
-	}
-	var out []int
-	for pid := range parent {
-		for p := parent[pid]; p > 1; p = parent[p] {
-			if p == c.Pid() {
-				out = append(out, pid)
-				break
-			}
-		}
-	}
-	c.seenMu.Lock()
-	for _, pid := range out {
-		c.seen[pid] = true
-	}
-	c.seenMu.Unlock()
-	return out
-}
-
 // WaitLog waits until the output contains s.
 func (c *Cluster) WaitLog(s string, timeout time.Duration) {
 	c.t.Helper()
@@ -386,15 +319,25 @@ func Do(cl *http.Client, req *http.Request) (*Answer, error) {
 	return &a, nil
 }
 
-// GetKey asks the cluster with X-Olio-Key: key.
-func (c *Cluster) GetKey(key string) (*Answer, error) {
-	req, _ := http.NewRequest("GET", c.URL()+"/k", nil)
+// getKey asks the cluster for path with X-Olio-Key: key, on cl.
+func (c *Cluster) getKey(cl *http.Client, path, key string) (*Answer, error) {
+	req, _ := http.NewRequest("GET", c.URL()+path, nil)
 	req.Header.Set("X-Olio-Key", key)
-	return Do(client, req)
+	return Do(cl, req)
 }
 
 // Owner is the worker that must own key among n.
 func Owner(key string, n int) int { return router.Owner(key, n) }
+
+// keyOwnedBy returns a key that worker i owns among n.
+func keyOwnedBy(i, n int) string {
+	for k := 0; ; k++ {
+		key := "owned-" + strconv.Itoa(k)
+		if Owner(key, n) == i {
+			return key
+		}
+	}
+}
 
 // lines returns the output lines that contain s.
 func (c *Cluster) lines(s string) []string {

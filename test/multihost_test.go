@@ -761,7 +761,7 @@ func TestDrainDelay(t *testing.T) {
 	}
 	for i := 0; i < 20; i++ {
 		key := multihostKey(i)
-		a, err := c.GetKey(key)
+		a, err := c.getKey(client, "/k", key)
 		if err != nil {
 			t.Fatalf("key %s during the drain delay: %v", key, err)
 		}

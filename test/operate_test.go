@@ -79,7 +79,7 @@ func opRequests(t testing.TB, c *Cluster, n, workers int, prefix string) {
 	t.Helper()
 	for i := 0; i < n; i++ {
 		key := fmt.Sprintf("%s-%d", prefix, i)
-		a, err := c.GetKey(key)
+		a, err := c.getKey(client, "/k", key)
 		if err != nil {
 			t.Fatalf("key %s: %v", key, err)
 		}
@@ -709,7 +709,7 @@ func TestReloadSaysWhatItDoesNotApply(t *testing.T) {
 	if !strings.Contains(out, "not applied") || !strings.Contains(out, "metrics") {
 		t.Errorf("olio reload says nothing of the metrics address it did not apply:\n%s", out)
 	}
-	if _, err := c.GetKey("still-here"); err != nil {
+	if _, err := c.getKey(client, "/k", "still-here"); err != nil {
 		t.Errorf("after the reload, %s: %v", c.Addr, err)
 	}
 }
