@@ -32,6 +32,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/olio-dev/olio/test/harness"
 )
 
 // config is the command line.
@@ -209,7 +211,7 @@ func main() {
 // run does the whole benchmark; every process it started is stopped and its
 // temp dir removed when it returns.
 func run(ctx context.Context, cfg *config, p *procs) (err error) {
-	root, err := moduleRoot()
+	root, err := harness.ModuleRoot()
 	if err != nil {
 		return err
 	}
@@ -237,10 +239,8 @@ func run(ctx context.Context, cfg *config, p *procs) (err error) {
 	}
 	for bin, pkg := range builds {
 		logf(cfg, "building %s", pkg)
-		build := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg)
-		build.Dir = root
-		if out, err := build.CombinedOutput(); err != nil {
-			return fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
+		if err := harness.Build(ctx, root, pkg, bin); err != nil {
+			return err
 		}
 	}
 	switch cfg.scenario {
@@ -444,19 +444,6 @@ func checkTools(cfg *config) error {
 		}
 	}
 	return nil
-}
-
-// moduleRoot is the directory of the go.mod the harness runs in.
-func moduleRoot() (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	mod := strings.TrimSpace(string(out))
-	if mod == "" || mod == os.DevNull {
-		return "", errors.New("run the benchmark inside the olio module: go run ./test/bench")
-	}
-	return filepath.Dir(mod), nil
 }
 
 func gitDescribe(root string) string {

@@ -20,6 +20,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/olio-dev/olio/listener"
 )
 
 // routerRSSTarget is issue 5's bound on one idle router's resident memory.
@@ -116,7 +118,7 @@ func startupOnce(ctx context.Context, b *bench, n int) (startupSample, error) {
 	}
 	s.OlioStartup, _ = logValue(line, "startup")
 
-	st, err := o.status(ctx)
+	st, err := o.Status(ctx)
 	if err != nil {
 		return s, err
 	}
@@ -163,7 +165,7 @@ func startupOnce(ctx context.Context, b *bench, n int) (startupSample, error) {
 	// every peer, so that only the mesh differs.
 	s.Accepts = make([]int, n)
 	for _, peers := range []bool{false, true} {
-		m := touchAll(ctx, o.addr, o.secret, n, peers)
+		m := touchAll(ctx, o.Addr, o.Secret, n, peers)
 		for i, a := range m.accepts {
 			s.Accepts[i] += a
 		}
@@ -183,7 +185,7 @@ func startupOnce(ctx context.Context, b *bench, n int) (startupSample, error) {
 			s.LocalRSS = rss
 		}
 	}
-	if st1, err := o.status(ctx); err == nil {
+	if st1, err := o.Status(ctx); err == nil {
 		for _, w := range st1.Workers {
 			s.Forwarded += w.Forwarded
 		}
@@ -203,7 +205,7 @@ func startupOnce(ctx context.Context, b *bench, n int) (startupSample, error) {
 
 // routerRSS reads VmRSS of every router of st (status's rss_bytes is router
 // and app together).
-func routerRSS(st *olioStatus) ([]uint64, error) {
+func routerRSS(st *listener.Status) ([]uint64, error) {
 	var out []uint64
 	for _, w := range st.Workers {
 		v, err := vmRSS(w.RouterPID)
@@ -216,9 +218,9 @@ func routerRSS(st *olioStatus) ([]uint64, error) {
 }
 
 // perRouter is the median goroutine and open fd count of the routers.
-func perRouter(st *olioStatus) (goroutines, fds int) {
-	g := medianOf(st.Workers, func(w workerStatus) float64 { return float64(w.Goroutines) })
-	f := medianOf(st.Workers, func(w workerStatus) float64 { return float64(w.OpenFDs) })
+func perRouter(st *listener.Status) (goroutines, fds int) {
+	g := medianOf(st.Workers, func(w listener.WorkerStatus) float64 { return float64(w.Goroutines) })
+	f := medianOf(st.Workers, func(w listener.WorkerStatus) float64 { return float64(w.OpenFDs) })
 	return int(g), int(f)
 }
 

@@ -4,6 +4,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/olio-dev/olio/listener"
 )
 
 func TestLogValue(t *testing.T) {
@@ -105,8 +107,8 @@ func TestStatusBytes(t *testing.T) {
 }
 
 func TestComparePids(t *testing.T) {
-	before := &olioStatus{Workers: []workerStatus{{Index: 0, RouterPID: 10, AppPID: 11}, {Index: 1, RouterPID: 20, AppPID: 21}, {Index: 2, RouterPID: 30, AppPID: 31}}}
-	after := &olioStatus{Workers: []workerStatus{{Index: 0, RouterPID: 10, AppPID: 12}, {Index: 1, RouterPID: 22, AppPID: 21}, {Index: 2, RouterPID: 30, AppPID: 0}}}
+	before := &listener.Status{Workers: []listener.WorkerStatus{{Index: 0, RouterPID: 10, AppPID: 11}, {Index: 1, RouterPID: 20, AppPID: 21}, {Index: 2, RouterPID: 30, AppPID: 31}}}
+	after := &listener.Status{Workers: []listener.WorkerStatus{{Index: 0, RouterPID: 10, AppPID: 12}, {Index: 1, RouterPID: 22, AppPID: 21}, {Index: 2, RouterPID: 30, AppPID: 0}}}
 	if n, r := comparePids(before, after); n != 1 || r != 2 {
 		t.Errorf("comparePids = %d new apps, %d routers kept; want 1, 2", n, r)
 	}

@@ -4,13 +4,14 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/olio-dev/olio/test/harness"
 )
 
 // readyTimeout bounds how long a setup may take to start answering.
@@ -106,7 +107,7 @@ func startApps(ctx context.Context, b *bench) error {
 	n := b.cfg.workers
 	var kids []*child
 	for i := 0; i < n; i++ {
-		port, err := freePort()
+		port, err := harness.FreePort()
 		if err != nil {
 			return err
 		}
@@ -133,25 +134,22 @@ func startDirect(_ context.Context, b *bench) (*instance, error) {
 
 // startOlio runs `olio serve` with its built-in demo app and extra flags.
 func startOlio(ctx context.Context, b *bench, workers int, extra ...string) (*instance, error) {
-	port, err := freePort()
+	s, err := harness.NewServe(b.dir)
 	if err != nil {
 		return nil, err
 	}
-	mport, err := freePort()
+	mport, err := harness.FreePort()
 	if err != nil {
 		return nil, err
 	}
-	addr, maddr := fmt.Sprintf("127.0.0.1:%d", port), fmt.Sprintf("127.0.0.1:%d", mport)
-	argv := []string{b.olio, "serve", "--listen", addr, "--workers", strconv.Itoa(workers),
-		"--control", filepath.Join(b.dir, fmt.Sprintf("olio-%d.sock", port)), "--metrics", maddr}
-	argv = append(argv, extra...)
-	logPath := filepath.Join(b.dir, fmt.Sprintf("olio-%d.log", port))
-	c, err := b.procs.start(strings.Join(argv[1:], " "), argv, appEnv(), logPath)
+	maddr := fmt.Sprintf("127.0.0.1:%d", mport)
+	argv := s.Args(b.olio, workers, append([]string{"--metrics", maddr}, extra...)...)
+	c, err := b.procs.start(strings.Join(argv[1:], " "), argv, appEnv(), s.Log)
 	if err != nil {
 		return nil, err
 	}
 	in := &instance{
-		target: target{addrs: []string{addr}},
+		target: target{addrs: []string{s.Addr}},
 		// master and routers; the apps (depth 2) are not the layer's cost. An
 		// embedded worker is router and app in one process: its CPU includes
 		// the handler's, which the other setups leave out.
@@ -163,26 +161,26 @@ func startOlio(ctx context.Context, b *bench, workers int, extra ...string) (*in
 		metrics:   maddr,
 		proc:      c,
 	}
-	if err := waitOlio(ctx, c, addr, logPath, workers); err != nil {
+	if err := waitOlio(ctx, c, s, workers); err != nil {
 		c.stop(stopGrace)
 		return nil, err
 	}
 	return in, nil
 }
 
-// waitOlio waits until the master logs "all workers ready" or every worker
+// waitOlio waits until the status shows every worker ready, or every worker
 // index has answered, then until a request succeeds.
-func waitOlio(ctx context.Context, c *child, addr, logPath string, workers int) error {
+func waitOlio(ctx context.Context, c *child, s *harness.Serve, workers int) error {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
 	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil}}
 	defer client.CloseIdleConnections()
 	seen := map[int]bool{}
 	for i := 0; ; i++ {
-		if b, err := os.ReadFile(logPath); err == nil && strings.Contains(string(b), "all workers ready") {
+		if st, err := s.Status(ctx); err == nil && harness.Settled(st, workers, nil) {
 			break
 		}
-		if idx, err := probe(ctx, client, addr, randomKey(i)); err == nil && idx >= 0 {
+		if idx, err := probe(ctx, client, s.Addr, randomKey(i)); err == nil && idx >= 0 {
 			seen[idx] = true
 			if len(seen) == workers {
 				break
@@ -192,13 +190,13 @@ func waitOlio(ctx context.Context, c *child, addr, logPath string, workers int) 
 			return err
 		}
 	}
-	return waitHTTP(ctx, c, addr)
+	return waitHTTP(ctx, c, s.Addr)
 }
 
 // startHAProxy runs HAProxy in the foreground, hashing X-Olio-Key over the
 // shared apps with a consistent hash.
 func startHAProxy(ctx context.Context, b *bench) (*instance, error) {
-	port, err := freePort()
+	port, err := harness.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -236,7 +234,7 @@ backend apps
 // startNginx runs nginx in the foreground with everything it writes under
 // the temp dir, hashing X-Olio-Key over the apps with keep-alive upstreams.
 func startNginx(ctx context.Context, b *bench) (*instance, error) {
-	port, err := freePort()
+	port, err := harness.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -363,14 +361,4 @@ func pause(ctx context.Context, c *child, d time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-// freePort asks the kernel for a free loopback port.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

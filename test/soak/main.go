@@ -1,8 +1,9 @@
 // Command soak runs an olio cluster of the demo app under mixed load for a while, with a
 // HUP, TTIN, TTOU, kill -9 of an app and kill -9 of a router in turn every -interval, and
-// reports per router, at the start and at the end, resident memory, open descriptors and
-// threads (and goroutines once `olio status --json` carries them), plus the failed requests:
-// those explained by a kill -9 (the killed process's in-flight requests) and the others.
+// reports per router, at the start and at the end, resident memory, open descriptors,
+// threads and goroutines, plus the failed requests: those explained by a kill -9 (the
+// killed process's in-flight requests) and the others. It waits on the cluster's status
+// (over the control socket), never on its log.
 //
 //	go run ./test/soak -duration 10m
 //
@@ -14,15 +15,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"math/big"
 	mrand "math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -35,6 +33,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/olio-dev/olio/test/harness"
 )
 
 func main() {
@@ -60,7 +60,7 @@ func run() error {
 	flag.IntVar(&o.workers, "workers", 3, "workers at the start")
 	flag.IntVar(&o.clients, "clients", 8, "concurrent clients")
 	flag.StringVar(&o.bin, "olio", "", "olio binary to run (default: build ./cmd/olio)")
-	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (olio's log is olio.log in it)")
+	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (olio's log is olio-PORT.log in it)")
 	flag.Parse()
 
 	dir, err := os.MkdirTemp("", "olio-soak-")
@@ -73,8 +73,12 @@ func run() error {
 		defer os.RemoveAll(dir)
 	}
 	if o.bin == "" {
+		root, err := harness.ModuleRoot()
+		if err != nil {
+			return err
+		}
 		o.bin = filepath.Join(dir, "olio")
-		if err := build(o.bin); err != nil {
+		if err := harness.Build(context.Background(), root, "./cmd/olio", o.bin); err != nil {
 			return err
 		}
 	}
@@ -86,48 +90,30 @@ func run() error {
 	return c.soak(o)
 }
 
-// build compiles ./cmd/olio of the module the soak runs in.
-func build(out string) error {
-	mod, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil || strings.TrimSpace(string(mod)) == "" || strings.TrimSpace(string(mod)) == os.DevNull {
-		return fmt.Errorf("run the soak from inside the olio module (go env GOMOD: %v)", err)
-	}
-	cmd := exec.Command("go", "build", "-o", out, "./cmd/olio")
-	cmd.Dir = filepath.Dir(strings.TrimSpace(string(mod)))
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("build olio: %w", err)
-	}
-	return nil
-}
-
 // cluster is the running `olio serve`.
 type cluster struct {
-	bin, addr, control, secret, log string
-	cmd                             *exec.Cmd
-	exited                          chan struct{}
+	*harness.Serve
+	cmd    *exec.Cmd
+	exited chan struct{}
 }
 
+// start runs `olio serve` of the demo app and waits until its workers are settled.
 func start(o options, dir string) (*cluster, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	s, err := harness.NewServe(dir)
 	if err != nil {
 		return nil, err
 	}
-	addr := l.Addr().String()
-	l.Close()
-	b := make([]byte, 16)
-	rand.Read(b)
-	c := &cluster{bin: o.bin, addr: addr, control: filepath.Join(dir, "ctl.sock"), secret: hex.EncodeToString(b),
-		log: filepath.Join(dir, "olio.log"), exited: make(chan struct{})}
-	logf, err := os.Create(c.log)
+	c := &cluster{Serve: s, exited: make(chan struct{})}
+	logf, err := os.Create(c.Log)
 	if err != nil {
 		return nil, err
 	}
-	c.cmd = exec.Command(o.bin, "serve", "--listen", addr, "--workers", strconv.Itoa(o.workers),
-		"--control", c.control, "--secret", c.secret, "--shutdown-timeout", "10s", "--forward-timeout", "10s")
+	argv := c.Args(o.bin, o.workers, "--shutdown-timeout", "10s", "--forward-timeout", "10s")
+	c.cmd = exec.Command(argv[0], argv[1:]...)
 	c.cmd.Stdout, c.cmd.Stderr = logf, logf
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := c.cmd.Start(); err != nil {
+		logf.Close()
 		return nil, err
 	}
 	go func() {
@@ -135,11 +121,9 @@ func start(o options, dir string) (*cluster, error) {
 		logf.Close()
 		close(c.exited)
 	}()
-	if !waitFor(60*time.Second, func() bool {
-		b, _ := os.ReadFile(c.log)
-		return bytes.Contains(b, []byte("all workers ready"))
-	}) {
-		return nil, fmt.Errorf("olio did not become ready; see %s", c.log)
+	if !c.settled(o.workers, nil) {
+		c.kill()
+		return nil, fmt.Errorf("olio did not become ready; see %s", c.Log)
 	}
 	return c, nil
 }
@@ -154,64 +138,25 @@ func (c *cluster) kill() {
 	}
 }
 
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(50 * time.Millisecond) // polling interval
+// pause waits d, and reports false at once if olio exits meanwhile.
+func (c *cluster) pause(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-c.exited:
+		return false
 	}
-	return true
-}
-
-// status is what the soak reads of `olio status --json`.
-type status struct {
-	Members int `json:"members"`
-	Ready   int `json:"ready"`
-	Workers []struct {
-		Index      int    `json:"index"`
-		RouterPID  int    `json:"router_pid"`
-		AppPID     int    `json:"app_pid"`
-		State      string `json:"state"`
-		Restarts   int    `json:"restarts"`
-		Served     uint64 `json:"served"`
-		InFlight   int64  `json:"in_flight"`
-		Member     bool   `json:"member"`
-		Goroutines *int   `json:"goroutines"` // when the status API carries them
-	} `json:"workers"`
-}
-
-func (c *cluster) status() (*status, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, c.bin, "status", "--json", "--control", c.control).Output()
-	if err != nil {
-		return nil, fmt.Errorf("olio status: %w", err)
-	}
-	var st status
-	if err := json.Unmarshal(out, &st); err != nil {
-		return nil, fmt.Errorf("olio status: %w", err)
-	}
-	return &st, nil
 }
 
 // settled waits until want workers are members and ready, and none of them runs a
 // process in gone (the apps a HUP replaces, the process a kill -9 killed).
 func (c *cluster) settled(want int, gone map[int]bool) bool {
-	return waitFor(90*time.Second, func() bool {
-		st, err := c.status()
-		if err != nil || st.Members != want || st.Ready != want {
-			return false
-		}
-		for _, w := range st.Workers {
-			if w.Member && (w.State != "ready" || w.RouterPID == 0 || w.AppPID == 0 || gone[w.AppPID] || gone[w.RouterPID]) {
-				return false
-			}
-		}
-		return true
-	})
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	_, err := c.WaitSettled(ctx, want, gone, c.exited)
+	return err == nil
 }
 
 // sample is one router's resources.
@@ -221,7 +166,7 @@ type sample struct {
 }
 
 func (c *cluster) sample() (map[int]sample, error) {
-	st, err := c.status()
+	st, err := c.Status(context.Background())
 	if err != nil {
 		return nil, err
 	}
@@ -230,9 +175,9 @@ func (c *cluster) sample() (map[int]sample, error) {
 		if !w.Member || w.RouterPID == 0 {
 			continue
 		}
-		s := sample{pid: w.RouterPID, goroutines: -1}
-		if w.Goroutines != nil {
-			s.goroutines = *w.Goroutines
+		s := sample{pid: w.RouterPID, goroutines: w.Goroutines}
+		if w.Error != "" { // the router's counters are missing
+			s.goroutines = -1
 		}
 		if ents, err := os.ReadDir("/proc/" + strconv.Itoa(w.RouterPID) + "/fd"); err == nil {
 			s.fds = len(ents)
@@ -304,15 +249,15 @@ func (c *cluster) client(ctx context.Context, l *load, workers func() int) {
 		var req *http.Request
 		switch n := mrand.IntN(100); {
 		case n < 70:
-			req, _ = http.NewRequest("GET", "http://"+c.addr+"/k", nil)
+			req, _ = http.NewRequest("GET", "http://"+c.Addr+"/k", nil)
 		case n < 85:
-			req, _ = http.NewRequest("POST", "http://"+c.addr+"/upload", bytes.NewReader(body))
+			req, _ = http.NewRequest("POST", "http://"+c.Addr+"/upload", bytes.NewReader(body))
 		case n < 95:
-			req, _ = http.NewRequest("GET", "http://"+c.addr+"/slow?sleep=50", nil)
+			req, _ = http.NewRequest("GET", "http://"+c.Addr+"/slow?sleep=50", nil)
 		default:
-			req, _ = http.NewRequest("GET", "http://"+c.addr+"/direct", nil)
+			req, _ = http.NewRequest("GET", "http://"+c.Addr+"/direct", nil)
 			req.Header.Set("X-Olio-Index", strconv.Itoa(mrand.IntN(max(workers(), 1))))
-			req.Header.Set("X-Olio-Secret", c.secret)
+			req.Header.Set("X-Olio-Secret", c.Secret)
 		}
 		req.Header.Set("X-Olio-Key", key)
 		resp, err := cl.Do(req)
@@ -352,8 +297,9 @@ func (c *cluster) soak(o options) error {
 		stopLoad()
 		wg.Wait()
 	}()
-	warm := time.Now().Add(10 * time.Second)
-	waitFor(15*time.Second, func() bool { return time.Now().After(warm) })
+	if !c.pause(10 * time.Second) { // warm-up
+		return errors.New("olio exited during the warm-up; see " + c.Log)
+	}
 	before, err := c.sample()
 	if err != nil {
 		return err
@@ -371,7 +317,7 @@ func (c *cluster) soak(o options) error {
 		gone := map[int]bool{}
 		switch kind {
 		case "hup":
-			st, err := c.status()
+			st, err := c.Status(context.Background())
 			if err != nil {
 				return err
 			}
@@ -387,7 +333,7 @@ func (c *cluster) soak(o options) error {
 			c.cmd.Process.Signal(syscall.SIGTTOU)
 			n--
 		case "kill-app", "kill-router":
-			st, err := c.status()
+			st, err := c.Status(context.Background())
 			if err != nil {
 				return err
 			}
@@ -411,23 +357,21 @@ func (c *cluster) soak(o options) error {
 		}
 		events = append(events, ev)
 		if !c.settled(n, gone) {
-			return fmt.Errorf("the cluster did not settle after %s; see %s", kind, c.log)
+			return fmt.Errorf("the cluster did not settle after %s; see %s", kind, c.Log)
 		}
 		workers.Store(int64(n))
 		fmt.Printf("  %s  %-11s settled in %s, %d ok, %d failed\n", time.Now().Format("15:04:05"), kind,
 			time.Since(ev.at).Round(time.Millisecond), l.ok.Load(), len(l.failuresCopy()))
-		waitFor(o.interval, func() bool { return time.Now().After(next) })
-		select {
-		case <-c.exited:
-			return errors.New("olio exited during the soak; see " + c.log)
-		default:
+		if !c.pause(time.Until(next)) {
+			return errors.New("olio exited during the soak; see " + c.Log)
 		}
 	}
 	stopLoad()
 	wg.Wait()
 	// Let keep-alive connections and idle streams close, then look again.
-	idle := time.Now().Add(5 * time.Second)
-	waitFor(10*time.Second, func() bool { return time.Now().After(idle) })
+	if !c.pause(5 * time.Second) {
+		return errors.New("olio exited after the load; see " + c.Log)
+	}
 	after, err := c.sample()
 	if err != nil {
 		return err
