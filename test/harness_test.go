@@ -2,10 +2,10 @@ package test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/olio-dev/olio/router"
+	"github.com/olio-dev/olio/test/harness"
 )
 
 // olioBin is the binary under test, built once by TestMain; exampleBin is the embedded
@@ -33,15 +34,13 @@ func TestMain(m *testing.M) {
 	}
 	olioBin, exampleBin = filepath.Join(dir, "olio"), filepath.Join(dir, "olio-demo")
 	recorderBin = filepath.Join(dir, "recorder")
-	for bin, pkg := range map[string]string{olioBin: "../cmd/olio", exampleBin: "../cmd/olio-demo", recorderBin: "./recorder"} {
-		args := []string{"build", "-o", bin}
-		if os.Getenv("OLIO_TEST_RACE") != "" {
-			args = append(args, "-race") // the processes under test report data races in their output
-		}
-		build := exec.Command("go", append(args, pkg)...)
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "build", pkg+":", err)
+	var flags []string
+	if os.Getenv("OLIO_TEST_RACE") != "" {
+		flags = append(flags, "-race") // the processes under test report data races in their output
+	}
+	for bin, pkg := range map[string]string{olioBin: "./cmd/olio", exampleBin: "./cmd/olio-demo", recorderBin: "./test/recorder"} {
+		if err := harness.Build(context.Background(), "..", pkg, bin, flags...); err != nil {
+			fmt.Fprintln(os.Stderr, err)
 			os.RemoveAll(dir)
 			os.Exit(1)
 		}
@@ -91,12 +90,11 @@ type Cluster struct {
 // freeAddr returns a loopback address that was free a moment ago.
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := harness.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return "127.0.0.1:" + strconv.Itoa(port)
 }
 
 // Start runs `olio serve` with args (before any `--`) and waits until every worker is

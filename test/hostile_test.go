@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/olio-dev/olio/listener"
 )
 
 // Hostile clients and broken apps (issue 6): limits, timeouts, faults, secrets. Every test
@@ -781,7 +782,9 @@ func TestHostileCrashLoop(t *testing.T) {
 	if !Eventually(20*time.Second, func() bool { _, err := c.getKey(quick, "/", good); return err == nil }) {
 		t.Fatalf("worker 0 never served")
 	}
-	c.WaitLog("crash looping", 20*time.Second)
+	opWaitStatus(t, c, 20*time.Second, "worker 1 crash-looping", func(st *listener.Status) bool {
+		return len(st.Workers) == 2 && st.Workers[1].CrashLooping
+	})
 	start := time.Now()
 	req, _ := http.NewRequest("GET", c.URL()+"/", nil)
 	req.Header.Set("X-Olio-Key", bad)

@@ -36,9 +36,11 @@ func ModuleRoot() (string, error) {
 	return filepath.Dir(mod), nil
 }
 
-// Build compiles the package pkg of the module at root (such as ./cmd/olio) to out.
-func Build(ctx context.Context, root, pkg, out string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
+// Build compiles the package pkg of the module at root (such as ./cmd/olio) to out, with
+// go build's flags (such as -race).
+func Build(ctx context.Context, root, pkg, out string, flags ...string) error {
+	args := append(append([]string{"build", "-o", out}, flags...), pkg)
+	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
