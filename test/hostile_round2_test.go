@@ -278,14 +278,9 @@ func TestHostileSecretFlagWarns(t *testing.T) {
 // TestHostileReloadErrorOnce: a reload refused for a bad config file says so once:
 // "olio reload: config file …", not "olio reload: reload: …".
 func TestHostileReloadErrorOnce(t *testing.T) {
-	cfgPath := filepath.Join(t.TempDir(), "olio.json")
-	if err := os.WriteFile(cfgPath, []byte(`{"workers": 1}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfgPath, write := configFile(t, `{"workers": 1}`)
 	c := Start(t, "--config", cfgPath)
-	if err := os.WriteFile(cfgPath, []byte(`{"workers": `), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	write(`{"workers": `)
 	out, err := opCLI(t, "reload", "--control", c.Control)
 	if err == nil {
 		t.Fatalf("olio reload with a broken config file succeeded: %s", out)

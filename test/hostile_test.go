@@ -177,6 +177,13 @@ func hostileApp(args []string) int {
 			os.Exit(0)
 		}
 	})
+	return serveApp(h, unlisten)
+}
+
+// serveApp is the test apps' main loop: it serves h on 127.0.0.1:$PORT until SIGTERM or
+// SIGINT, and returns the exit status. When unlisten is closed (nil: never) it closes its
+// listening socket and keeps running without one until the signal.
+func serveApp(h http.Handler, unlisten <-chan struct{}) int {
 	ln, err := net.Listen("tcp", "127.0.0.1:"+os.Getenv("PORT"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -195,7 +202,7 @@ func hostileApp(args []string) int {
 		srv.Close()
 	}()
 	srv.Serve(ln)
-	<-ctx.Done() // after /unlisten, the app keeps running without a listener
+	<-ctx.Done() // after unlisten, the app keeps running without a listener
 	return 0
 }
 

@@ -379,11 +379,7 @@ func reloadOp() overlapOp {
 		name: "reload (HUP)",
 		run: func(t *testing.T, c *Cluster) {
 			t.Helper()
-			done := c.CountLog("rolling restart done")
-			c.Signal(syscall.SIGHUP)
-			if !Eventually(60*time.Second, func() bool { return c.CountLog("rolling restart done") > done }) {
-				t.Fatalf("no rolling restart done within 60s of SIGHUP")
-			}
+			hup(t, c, 60*time.Second)
 		},
 		moving: func(string) bool { return true },
 	}
