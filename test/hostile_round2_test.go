@@ -8,12 +8,10 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -249,29 +247,16 @@ func TestHostileSecretFlagWarns(t *testing.T) {
 		t.Errorf("the warning shows the secret")
 	}
 
-	cmd := exec.Command(olioBin, "serve", "--workers", "1", "--listen", freeAddr(t), "--control", filepath.Join(t.TempDir(), "ctl.sock"))
+	fromEnv := newCluster(t, freeAddr(t))
+	cmd := exec.Command(olioBin, "serve", "--workers", "1", "--listen", fromEnv.Addr, "--control", fromEnv.Control)
 	cmd.Env = append(os.Environ(), "OLIO_SECRET=from-the-environment")
-	out := newOutputFile(t, t.TempDir())
-	cmd.Stdout, cmd.Stderr = out.f, out.f
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	fromEnv.start(cmd, nil)
+	fromEnv.WaitLog("all workers ready", 20*time.Second)
+	if err := fromEnv.Stop(30 * time.Second); err != nil {
+		t.Errorf("olio with $OLIO_SECRET exited with %v after SIGTERM, want 0", err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	ready := Eventually(20*time.Second, func() bool { return strings.Contains(out.String(), "all workers ready") })
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		cmd.Process.Kill()
-		<-done
-		t.Errorf("olio did not stop within 30s of SIGTERM")
-	}
-	if !ready {
-		t.Fatalf("olio with $OLIO_SECRET was not ready in 20s:\n%s", out)
-	}
-	if strings.Contains(out.String(), warning) {
-		t.Errorf("a warning about --secret with the secret in $OLIO_SECRET:\n%s", out)
+	if strings.Contains(fromEnv.Out.String(), warning) {
+		t.Errorf("a warning about --secret with the secret in $OLIO_SECRET:\n%s", fromEnv.Out)
 	}
 }
 
