@@ -2,7 +2,6 @@ package test
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -10,31 +9,18 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/olio-dev/olio/test/harness"
 )
 
 // The harness's view of processes and sockets, from /proc: who is alive, who is whose
 // child, which process is which worker's router, and which socket is the public listener.
 
-// procStat returns a process's state letter and parent pid from /proc/pid/stat; ok is
-// false if the process is gone.
-func procStat(pid int) (state string, ppid int, ok bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return "", 0, false
-	}
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	if len(f) < 2 {
-		return "", 0, false
-	}
-	ppid, _ = strconv.Atoi(f[1])
-	return f[0], ppid, true
-}
-
 // alive returns the pids that still exist (and are not zombies).
 func alive(pids []int) []int {
 	var out []int
 	for _, pid := range pids {
-		if state, _, ok := procStat(pid); ok && state != "Z" {
+		if st, err := harness.ReadStat(pid); err == nil && st.State != "Z" {
 			out = append(out, pid)
 		}
 	}
@@ -43,8 +29,8 @@ func alive(pids []int) []int {
 
 // parentPID returns a process's parent, 0 if it is gone.
 func parentPID(pid int) int {
-	_, ppid, _ := procStat(pid)
-	return ppid
+	st, _ := harness.ReadStat(pid)
+	return st.PPid
 }
 
 // procArgs returns a process's arguments.
@@ -56,27 +42,11 @@ func procArgs(pid int) []string {
 	return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
 }
 
-// descendantsOf returns every live process below pid, from one pass over /proc.
+// descendantsOf returns every process below pid (zombies too), from one pass over /proc.
 func descendantsOf(pid int) []int {
-	parent := map[int]int{}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if _, ppid, ok := procStat(p); ok {
-			parent[p] = ppid
-		}
-	}
 	var out []int
-	for p := range parent {
-		for q := parent[p]; q > 1; q = parent[q] {
-			if q == pid {
-				out = append(out, p)
-				break
-			}
-		}
+	for _, k := range harness.Descendants(pid) {
+		out = append(out, k.Pid)
 	}
 	return out
 }

@@ -147,7 +147,7 @@ func rollOnce(ctx context.Context, b *bench) (rollSample, error) {
 		return s, err
 	}
 	hup := time.Now()
-	if err := syscall.Kill(o.proc.pid, syscall.SIGHUP); err != nil {
+	if err := syscall.Kill(o.proc.Pid, syscall.SIGHUP); err != nil {
 		return s, fmt.Errorf("SIGHUP: %w", err)
 	}
 	waitCtx, cancel := context.WithTimeout(ctx, rollTimeout)
@@ -392,7 +392,7 @@ func writeReport(root, out, report string, raw any) error {
 type served struct {
 	*harness.Serve
 	workers int
-	proc    *child
+	proc    *harness.Child
 	log     *logWatch
 	started time.Time // just before the exec
 }
@@ -405,12 +405,12 @@ func startServe(ctx context.Context, b *bench, workers int, extra ...string) (*s
 		return nil, err
 	}
 	o := &served{Serve: s, workers: workers, started: time.Now()}
-	c, err := b.procs.start(fmt.Sprintf("olio serve --workers %d", workers), s.Args(b.olio, workers, extra...), appEnv(), s.Log)
+	c, err := b.procs.Start(fmt.Sprintf("olio serve --workers %d", workers), s.Args(b.olio, workers, extra...), appEnv(), s.Log)
 	if err != nil {
 		return nil, err
 	}
 	o.proc, o.log = c, &logWatch{path: s.Log}
-	logf(b.cfg, "started olio pid %d on %s", c.pid, o.Addr)
+	logf(b.cfg, "started olio pid %d on %s", c.Pid, o.Addr)
 	return o, nil
 }
 
@@ -418,9 +418,9 @@ func startServe(ctx context.Context, b *bench, workers int, extra ...string) (*s
 func (o *served) waitSettled(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
-	if _, err := o.WaitSettled(ctx, o.workers, nil, o.proc.done); err != nil {
+	if _, err := o.WaitSettled(ctx, o.workers, nil, o.proc.Done()); err != nil {
 		if errors.Is(err, harness.ErrExited) {
-			return o.proc.exitError()
+			return o.proc.ExitError()
 		}
 		return fmt.Errorf("waiting for every worker ready: %w", err)
 	}
@@ -442,7 +442,7 @@ func (o *served) readyLine(ctx context.Context) (string, error) {
 }
 
 // stop stops olio and everything below it (idempotent).
-func (o *served) stop() { o.proc.stop(stopGrace) }
+func (o *served) stop() { o.proc.Stop(stopGrace) }
 
 // logWatch follows a log file as it grows.
 type logWatch struct {
@@ -487,7 +487,7 @@ const logPoll = 5 * time.Millisecond
 var errLogLine = errors.New("line not logged")
 
 // wait polls the log until a new line matches, c exits or ctx ends.
-func (w *logWatch) wait(ctx context.Context, c *child, match func(string) bool) (string, error) {
+func (w *logWatch) wait(ctx context.Context, c *harness.Child, match func(string) bool) (string, error) {
 	for {
 		lines, err := w.lines()
 		if err != nil {

@@ -185,7 +185,7 @@ func main() {
 	// children and removes its temp dir on the way out; a second one kills
 	// the children at once.
 	ctx, cancel := context.WithCancel(context.Background())
-	p := newProcs()
+	p := harness.NewProcs()
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	go func() {
@@ -193,7 +193,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench: interrupted; stopping (again to kill at once)")
 		cancel()
 		<-sigs
-		p.killAll()
+		p.KillAll()
 		os.Exit(130)
 	}()
 	err = run(ctx, cfg, p)
@@ -210,7 +210,7 @@ func main() {
 
 // run does the whole benchmark; every process it started is stopped and its
 // temp dir removed when it returns.
-func run(ctx context.Context, cfg *config, p *procs) (err error) {
+func run(ctx context.Context, cfg *config, p *harness.Procs) (err error) {
 	root, err := harness.ModuleRoot()
 	if err != nil {
 		return err
@@ -220,8 +220,8 @@ func run(ctx context.Context, cfg *config, p *procs) (err error) {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	p.removeOnKill(dir)
-	defer p.stopAll(stopGrace)
+	p.RemoveOnKill(dir)
+	defer p.StopAll(stopGrace)
 	// nginx's workers drop root privileges and must reach their temp paths
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return err

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/olio-dev/olio/listener"
+	"github.com/olio-dev/olio/test/harness"
 )
 
 // routerRSSTarget is issue 5's bound on one idle router's resident memory.
@@ -125,11 +126,11 @@ func startupOnce(ctx context.Context, b *bench, n int) (startupSample, error) {
 	if len(st.Workers) != n {
 		return s, fmt.Errorf("olio status lists %d workers, want %d", len(st.Workers), n)
 	}
-	var tree []procKey // routers and apps, to check that the stop ended them all
+	var tree []harness.ProcKey // routers and apps, to check that the stop ended them all
 	for _, w := range st.Workers {
 		for _, pid := range []int{w.RouterPID, w.AppPID} {
-			if ps, err := readStat(pid); err == nil {
-				tree = append(tree, ps.procKey)
+			if ps, err := harness.ReadStat(pid); err == nil {
+				tree = append(tree, ps.ProcKey)
 			}
 		}
 	}
@@ -143,10 +144,10 @@ func startupOnce(ctx context.Context, b *bench, n int) (startupSample, error) {
 		return s, err
 	}
 	for _, w := range st.Workers {
-		if v, err := procStatus(w.RouterPID, "RssAnon"); err == nil {
+		if v, err := harness.ProcBytes(w.RouterPID, "status", "RssAnon"); err == nil {
 			s.RouterAnon = append(s.RouterAnon, v)
 		}
-		if v, err := procField(w.RouterPID, "smaps_rollup", "Pss"); err == nil {
+		if v, err := harness.ProcBytes(w.RouterPID, "smaps_rollup", "Pss"); err == nil {
 			s.RouterPSS = append(s.RouterPSS, v)
 		}
 	}
@@ -196,7 +197,7 @@ func startupOnce(ctx context.Context, b *bench, n int) (startupSample, error) {
 	o.stop()
 	s.Stop = time.Since(t0)
 	for _, k := range tree {
-		if k.alive() {
+		if k.Alive() {
 			s.Leftover++
 		}
 	}
@@ -225,39 +226,7 @@ func perRouter(st *listener.Status) (goroutines, fds int) {
 }
 
 // vmRSS is a process's resident set size in bytes, from /proc/<pid>/status.
-func vmRSS(pid int) (uint64, error) { return procStatus(pid, "VmRSS") }
-
-// procStatus reads one "Name: N kB" field of /proc/<pid>/status, in bytes.
-func procStatus(pid int, name string) (uint64, error) { return procField(pid, "status", name) }
-
-// procField reads one "Name: N kB" field of /proc/<pid>/<file>, in bytes.
-func procField(pid int, file, name string) (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, file))
-	if err != nil {
-		return 0, err
-	}
-	return statusBytes(string(b), name)
-}
-
-// statusBytes parses a "Name:   123 kB" field of /proc/<pid>/status.
-func statusBytes(status, name string) (uint64, error) {
-	for _, line := range strings.Split(status, "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok || k != name {
-			continue
-		}
-		f := strings.Fields(v)
-		if len(f) != 2 || f[1] != "kB" {
-			return 0, fmt.Errorf("/proc status %s: unexpected %q", name, v)
-		}
-		kb, err := strconv.ParseUint(f[0], 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("/proc status %s: %w", name, err)
-		}
-		return kb << 10, nil
-	}
-	return 0, fmt.Errorf("/proc status: no %s", name)
-}
+func vmRSS(pid int) (uint64, error) { return harness.ProcBytes(pid, "status", "VmRSS") }
 
 // touched is what touchAll did.
 type touched struct {

@@ -128,8 +128,9 @@ func Settled(st *listener.Status, want int, gone map[int]bool) bool {
 // settlePoll is how often WaitSettled asks for the status.
 const settlePoll = 50 * time.Millisecond
 
-// ErrExited is returned by WaitSettled when the master exits while it waits.
-var ErrExited = errors.New("olio exited")
+// ErrExited is returned when a process exits while a script waits for it (WaitSettled,
+// Child.ExitError).
+var ErrExited = errors.New("exited")
 
 // WaitSettled asks for the status until it is Settled(want, gone), and returns the last
 // status; it gives up when ctx ends or exited (closed when the master has exited) is.

@@ -11,7 +11,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -23,11 +22,9 @@ import (
 	mrand "math/rand/v2"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -82,61 +79,41 @@ func run() error {
 			return err
 		}
 	}
-	c, err := start(o, dir)
+	procs := harness.NewProcs()
+	defer procs.KillAll() // after a failure; nothing is left to kill after a clean stop
+	c, err := start(procs, o, dir)
 	if err != nil {
 		return err
 	}
-	defer c.kill()
 	return c.soak(o)
 }
 
 // cluster is the running `olio serve`.
 type cluster struct {
 	*harness.Serve
-	cmd    *exec.Cmd
-	exited chan struct{}
+	proc *harness.Child
 }
 
 // start runs `olio serve` of the demo app and waits until its workers are settled.
-func start(o options, dir string) (*cluster, error) {
+func start(procs *harness.Procs, o options, dir string) (*cluster, error) {
 	s, err := harness.NewServe(dir)
 	if err != nil {
 		return nil, err
 	}
-	c := &cluster{Serve: s, exited: make(chan struct{})}
-	logf, err := os.Create(c.Log)
+	argv := s.Args(o.bin, o.workers, "--shutdown-timeout", "10s", "--forward-timeout", "10s")
+	proc, err := procs.Start("olio serve", argv, os.Environ(), s.Log)
 	if err != nil {
 		return nil, err
 	}
-	argv := c.Args(o.bin, o.workers, "--shutdown-timeout", "10s", "--forward-timeout", "10s")
-	c.cmd = exec.Command(argv[0], argv[1:]...)
-	c.cmd.Stdout, c.cmd.Stderr = logf, logf
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := c.cmd.Start(); err != nil {
-		logf.Close()
-		return nil, err
-	}
-	go func() {
-		c.cmd.Wait()
-		logf.Close()
-		close(c.exited)
-	}()
+	c := &cluster{Serve: s, proc: proc}
 	if !c.settled(o.workers, nil) {
-		c.kill()
 		return nil, fmt.Errorf("olio did not become ready; see %s", c.Log)
 	}
 	return c, nil
 }
 
-// kill ends the cluster at once (after a failure); a no-op once it has exited.
-func (c *cluster) kill() {
-	select {
-	case <-c.exited:
-	default:
-		syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
-		<-c.exited
-	}
-}
+// signal sends sig to the master.
+func (c *cluster) signal(sig syscall.Signal) { syscall.Kill(c.proc.Pid, sig) }
 
 // pause waits d, and reports false at once if olio exits meanwhile.
 func (c *cluster) pause(d time.Duration) bool {
@@ -145,7 +122,7 @@ func (c *cluster) pause(d time.Duration) bool {
 	select {
 	case <-t.C:
 		return true
-	case <-c.exited:
+	case <-c.proc.Done():
 		return false
 	}
 }
@@ -155,7 +132,7 @@ func (c *cluster) pause(d time.Duration) bool {
 func (c *cluster) settled(want int, gone map[int]bool) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	_, err := c.WaitSettled(ctx, want, gone, c.exited)
+	_, err := c.WaitSettled(ctx, want, gone, c.proc.Done())
 	return err == nil
 }
 
@@ -188,28 +165,11 @@ func (c *cluster) sample() (map[int]sample, error) {
 	return out, nil
 }
 
-// procStatus reads VmRSS and Threads from /proc/pid/status.
+// procStatus reads VmRSS and Threads from /proc/pid/status (0 for what it cannot read).
 func procStatus(pid int) (rss uint64, threads int) {
-	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0, 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, _ := strings.Cut(sc.Text(), ":")
-		fields := strings.Fields(v)
-		if len(fields) == 0 {
-			continue
-		}
-		switch k {
-		case "VmRSS":
-			n, _ := strconv.ParseUint(fields[0], 10, 64)
-			rss = n << 10
-		case "Threads":
-			threads, _ = strconv.Atoi(fields[0])
-		}
-	}
+	rss, _ = harness.ProcBytes(pid, "status", "VmRSS")
+	n, _ := harness.ProcField(pid, "status", "Threads")
+	threads, _ = strconv.Atoi(n)
 	return rss, threads
 }
 
@@ -325,12 +285,12 @@ func (c *cluster) soak(o options) error {
 				gone[w.AppPID] = true
 			}
 			ev.at = time.Now()
-			c.cmd.Process.Signal(syscall.SIGHUP)
+			c.signal(syscall.SIGHUP)
 		case "ttin":
-			c.cmd.Process.Signal(syscall.SIGTTIN)
+			c.signal(syscall.SIGTTIN)
 			n++
 		case "ttou":
-			c.cmd.Process.Signal(syscall.SIGTTOU)
+			c.signal(syscall.SIGTTOU)
 			n--
 		case "kill-app", "kill-router":
 			st, err := c.Status(context.Background())
@@ -376,9 +336,9 @@ func (c *cluster) soak(o options) error {
 	if err != nil {
 		return err
 	}
-	c.cmd.Process.Signal(syscall.SIGTERM)
+	c.signal(syscall.SIGTERM)
 	select {
-	case <-c.exited:
+	case <-c.proc.Done():
 	case <-time.After(60 * time.Second):
 		return errors.New("olio did not stop within 60s of SIGTERM")
 	}
