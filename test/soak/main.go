@@ -273,47 +273,9 @@ func (c *cluster) soak(o options) error {
 		next := time.Now().Add(o.interval)
 		kind := kinds[i%len(kinds)]
 		n := int(workers.Load())
-		ev := event{at: time.Now(), kind: kind}
-		gone := map[int]bool{}
-		switch kind {
-		case "hup":
-			st, err := c.Status(context.Background())
-			if err != nil {
-				return err
-			}
-			for _, w := range st.Workers {
-				gone[w.AppPID] = true
-			}
-			ev.at = time.Now()
-			c.signal(syscall.SIGHUP)
-		case "ttin":
-			c.signal(syscall.SIGTTIN)
-			n++
-		case "ttou":
-			c.signal(syscall.SIGTTOU)
-			n--
-		case "kill-app", "kill-router":
-			st, err := c.Status(context.Background())
-			if err != nil {
-				return err
-			}
-			var members []int
-			for j, w := range st.Workers {
-				if w.Member {
-					members = append(members, j)
-				}
-			}
-			if len(members) == 0 {
-				return errors.New("no member workers to kill")
-			}
-			w := st.Workers[members[randIndex(len(members))]]
-			pid := w.AppPID
-			if kind == "kill-router" {
-				pid = w.RouterPID
-			}
-			gone[pid] = true
-			ev.at = time.Now()
-			syscall.Kill(pid, syscall.SIGKILL)
+		ev, gone, n, err := c.disturb(kind, n)
+		if err != nil {
+			return err
 		}
 		events = append(events, ev)
 		if !c.settled(n, gone) {
@@ -343,6 +305,55 @@ func (c *cluster) soak(o options) error {
 		return errors.New("olio did not stop within 60s of SIGTERM")
 	}
 	return report(o, l, events, before, after)
+}
+
+// disturb does one disturbance of kind to a cluster of n member workers; it returns the
+// event, the pids it expects gone (the apps a HUP replaces, the process a kill -9 killed)
+// and the number of workers to expect.
+func (c *cluster) disturb(kind string, n int) (event, map[int]bool, int, error) {
+	gone := map[int]bool{}
+	at := time.Now() // just before the signal or the kill, for explaining failures
+	switch kind {
+	case "hup":
+		st, err := c.Status(context.Background())
+		if err != nil {
+			return event{}, nil, n, err
+		}
+		for _, w := range st.Workers {
+			gone[w.AppPID] = true
+		}
+		at = time.Now()
+		c.signal(syscall.SIGHUP)
+	case "ttin":
+		c.signal(syscall.SIGTTIN)
+		n++
+	case "ttou":
+		c.signal(syscall.SIGTTOU)
+		n--
+	case "kill-app", "kill-router":
+		st, err := c.Status(context.Background())
+		if err != nil {
+			return event{}, nil, n, err
+		}
+		var members []int
+		for j, w := range st.Workers {
+			if w.Member {
+				members = append(members, j)
+			}
+		}
+		if len(members) == 0 {
+			return event{}, nil, n, errors.New("no member workers to kill")
+		}
+		w := st.Workers[members[randIndex(len(members))]]
+		pid := w.AppPID
+		if kind == "kill-router" {
+			pid = w.RouterPID
+		}
+		gone[pid] = true
+		at = time.Now()
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	return event{at: at, kind: kind}, gone, n, nil
 }
 
 func randIndex(n int) int {
