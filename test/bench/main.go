@@ -249,6 +249,13 @@ func run(ctx context.Context, cfg *config, p *harness.Procs) (err error) {
 	case "startup":
 		return runStartup(ctx, b, root) // scale.go
 	}
+	return runCompare(ctx, b, root)
+}
+
+// runCompare is the compare scenario: every selected setup in turn, each round, under
+// every workload, then the side-by-side report.
+func runCompare(ctx context.Context, b *bench, root string) error {
+	cfg := b.cfg
 	order := selected(cfg)
 	if slices.ContainsFunc(order, func(s setup) bool { return s.id == "direct" || s.id == "haproxy" || s.id == "nginx" }) {
 		logf(cfg, "starting %d apps", cfg.workers)
@@ -302,14 +309,7 @@ func run(ctx context.Context, cfg *config, p *harness.Procs) (err error) {
 	}
 	report := render(meta, order, wls, res)
 	fmt.Print(report)
-	if cfg.out != "" {
-		out := cfg.out
-		if !filepath.IsAbs(out) {
-			out = filepath.Join(root, out)
-		}
-		return writeResults(out, report, res)
-	}
-	return nil
+	return writeReport(root, cfg.out, report, res)
 }
 
 // measure runs one workload against one running setup: warm-up, a closed-
