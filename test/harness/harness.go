@@ -1,8 +1,10 @@
-// Package harness is what the scripts under test/ (the benchmark, the soak and the
-// hand-made mutants) share: finding and building the module, and running one `olio serve`:
-// its address, control socket and secret, its command line, its status asked over the
-// control socket (listener.Client, not `olio status --json`), and waiting until its
-// workers are settled. Each script starts and owns the process itself.
+// Package harness is what the programs under test/ share: the end-to-end tests, the
+// benchmark (test/bench), the soak (test/soak) and the hand-made mutants
+// (test/handmutants). It finds and builds the module (ModuleRoot, Build); starts and owns
+// child processes (Procs, Child: killed with the script, stopped with everything they
+// started); reads /proc (ReadStat, Tree, Descendants, ProcBytes); and runs one `olio
+// serve` (Serve: its address, control socket, secret and command line, its status over the
+// control socket with listener.Client, and a wait until its workers are settled).
 package harness
 
 import (
