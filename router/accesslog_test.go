@@ -46,16 +46,6 @@ func accessLines(t *testing.T, r *Router, path string) []string {
 	return strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
 }
 
-// keyOwnedBy finds a key whose owner among n workers is owner.
-func keyOwnedBy(owner, n int) string {
-	for i := 0; ; i++ {
-		k := "k" + string(rune('a'+i%26)) + strings.Repeat("x", i/26)
-		if Owner(k, n) == owner {
-			return k
-		}
-	}
-}
-
 // Each route gets one line on the accepting router, naming it and the worker that served
 // the request; the owner writes nothing for a request forwarded to it.
 func TestAccessLogRoutes(t *testing.T) {
@@ -254,23 +244,7 @@ func benchAccessLog(b *testing.B, forwarded bool) {
 	tc := newTestCluster(b, 2, time.Second)
 	withAccessLog(b, tc.routers[0], "text", descend.KeyStatsOn)
 	withAccessLog(b, tc.routers[1], "text", descend.KeyStatsOn)
-	key := keyOwnedBy(0, 2)
-	if forwarded {
-		key = keyOwnedBy(1, 2)
-	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			req := httptest.NewRequest("GET", "/", nil)
-			req.Header.Set("X-Olio-Key", key)
-			rec := httptest.NewRecorder()
-			tc.routers[0].ServeHTTP(rec, req)
-			if rec.Code != http.StatusOK {
-				b.Fatalf("status %d: %s", rec.Code, rec.Body)
-			}
-		}
-	})
+	benchServe(b, tc, benchKey(forwarded))
 	b.StopTimer()
 	b.ReportMetric(float64(tc.routers[0].counters.accessDropped.Load()), "dropped")
 }

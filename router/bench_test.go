@@ -1,7 +1,6 @@
 package router
 
 import (
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -25,13 +24,27 @@ func benchCluster(b *testing.B, forwarded, embedded bool) {
 			})
 		}
 	}
-	key := ""
-	for i := 0; ; i++ {
-		key = fmt.Sprintf("k%d", i)
-		if (Owner(key, 2) == 1) == forwarded {
-			break
-		}
+	benchServe(b, tc, benchKey(forwarded))
+}
+
+func BenchmarkRouteLocal(b *testing.B)     { benchRoute(b, false) }
+func BenchmarkRouteForwarded(b *testing.B) { benchRoute(b, true) }
+
+func BenchmarkEmbeddedLocal(b *testing.B)     { benchCluster(b, false, true) }
+func BenchmarkEmbeddedForwarded(b *testing.B) { benchCluster(b, true, true) }
+
+// benchKey is a key that router 0 of a two-router cluster serves locally, or forwards to
+// router 1.
+func benchKey(forwarded bool) string {
+	if forwarded {
+		return keyOwnedBy(1, 2)
 	}
+	return keyOwnedBy(0, 2)
+}
+
+// benchServe sends b.N requests for key to router 0's public handler, in parallel, each of
+// which must answer 200.
+func benchServe(b *testing.B, tc *testCluster, key string) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -46,9 +59,3 @@ func benchCluster(b *testing.B, forwarded, embedded bool) {
 		}
 	})
 }
-
-func BenchmarkRouteLocal(b *testing.B)     { benchRoute(b, false) }
-func BenchmarkRouteForwarded(b *testing.B) { benchRoute(b, true) }
-
-func BenchmarkEmbeddedLocal(b *testing.B)     { benchCluster(b, false, true) }
-func BenchmarkEmbeddedForwarded(b *testing.B) { benchCluster(b, true, true) }

@@ -90,6 +90,16 @@ func (tc *testCluster) do(i int, req *http.Request) (*httptest.ResponseRecorder,
 	return rec, &a
 }
 
+// keyOwnedBy finds a key whose owner among n workers is owner.
+func keyOwnedBy(owner, n int) string {
+	for i := 0; ; i++ {
+		k := "k" + string(rune('a'+i%26)) + strings.Repeat("x", i/26)
+		if Owner(k, n) == owner {
+			return k
+		}
+	}
+}
+
 func TestRoutesKeysToOwners(t *testing.T) {
 	tc := newTestCluster(t, 3, time.Second)
 	for k := 0; k < 30; k++ {

@@ -246,31 +246,6 @@ func TestCore(t *testing.T) {
 		}
 	})
 
-	t.Run("AppsDoNotHoldTheListener", func(t *testing.T) {
-		// An app that held the public listening socket could accept clients itself, past
-		// the routing and the secret, and would keep the port bound if it outlived olio.
-		server, _ := net.ResolveTCPAddr("tcp", c.Addr)
-		inode := listeningInode(server)
-		if inode == "" {
-			t.Fatalf("no listening socket on %s in /proc/net/tcp", c.Addr)
-		}
-		apps := appPIDs(t, c, workers)
-		for i, pid := range apps {
-			if holdsSocket(pid, inode) {
-				t.Errorf("app %d (pid %d) holds the public listening socket", i, pid)
-			}
-		}
-		routers := 0
-		for _, pid := range c.Descendants() {
-			if holdsSocket(pid, inode) {
-				routers++
-			}
-		}
-		if routers != workers {
-			t.Errorf("%d processes under the master hold the public socket, want the %d routers", routers, workers)
-		}
-	})
-
 	// Nothing above may have leaked the secret into a log line.
 	if strings.Contains(c.Out.String(), c.Secret) {
 		t.Errorf("the secret appears in olio's output")
@@ -434,16 +409,6 @@ func keyRequest(c *Cluster, method, key string, body io.Reader) *http.Request {
 	return req
 }
 
-// keyOwnedBy returns a key that worker i owns among n.
-func keyOwnedBy(i, n int) string {
-	for k := 0; ; k++ {
-		key := "owned-" + strconv.Itoa(k)
-		if Owner(key, n) == i {
-			return key
-		}
-	}
-}
-
 // rawDo sends req on a fresh keep-alive client and returns the status, body and headers.
 func rawDo(t testing.TB, req *http.Request) (int, string, http.Header) {
 	t.Helper()
@@ -574,32 +539,4 @@ func processesWithEnv(kv string) []int {
 		}
 	}
 	return out
-}
-
-// listeningInode returns the inode of the socket listening on addr, from /proc/net/tcp.
-func listeningInode(addr *net.TCPAddr) string {
-	b, err := os.ReadFile("/proc/net/tcp")
-	if err != nil {
-		return ""
-	}
-	local := procAddr(addr)
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 9 && f[1] == local && f[3] == "0A" { // 0A: LISTEN
-			return f[9]
-		}
-	}
-	return ""
-}
-
-// holdsSocket reports whether process pid has the socket of inode open.
-func holdsSocket(pid int, inode string) bool {
-	dir := "/proc/" + strconv.Itoa(pid) + "/fd"
-	ents, _ := os.ReadDir(dir)
-	for _, e := range ents {
-		if target, err := os.Readlink(dir + "/" + e.Name()); err == nil && target == "socket:["+inode+"]" {
-			return true
-		}
-	}
-	return false
 }

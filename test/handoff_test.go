@@ -81,7 +81,7 @@ func TestNoHandoffForwardsInstead(t *testing.T) {
 func TestHandoffNotForHTTP10(t *testing.T) {
 	c := Start(t, "--workers", "2")
 	for i := 0; i < 16; i++ {
-		key := keyFor(i%2, 2)
+		key := keyOwnedBy(i%2, 2)
 		conn, err := net.DialTimeout("tcp", c.Addr, 5*time.Second)
 		if err != nil {
 			t.Fatal(err)

@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -64,11 +63,7 @@ func TestHandoverNotice(t *testing.T) {
 			}
 			waitNotices(t, dir, before, "scale 2 3")
 			three := appPIDs(t, c, 3)
-			done := c.CountLog("rolling restart done")
-			c.Signal(syscall.SIGHUP)
-			if !Eventually(60*time.Second, func() bool { return c.CountLog("rolling restart done") > done }) {
-				t.Fatal("no rolling restart done within 60s of SIGHUP")
-			}
+			hup(t, c, 60*time.Second)
 			waitNotices(t, dir, three, "restart 3 3")
 		})
 	}

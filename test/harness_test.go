@@ -2,11 +2,10 @@ package test
 
 import (
 	"bufio"
-	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/olio-dev/olio/router"
+	"github.com/olio-dev/olio/test/harness"
 )
 
 // olioBin is the binary under test, built once by TestMain; exampleBin is the embedded
@@ -34,15 +34,13 @@ func TestMain(m *testing.M) {
 	}
 	olioBin, exampleBin = filepath.Join(dir, "olio"), filepath.Join(dir, "olio-demo")
 	recorderBin = filepath.Join(dir, "recorder")
-	for bin, pkg := range map[string]string{olioBin: "../cmd/olio", exampleBin: "../cmd/olio-demo", recorderBin: "./recorder"} {
-		args := []string{"build", "-o", bin}
-		if os.Getenv("OLIO_TEST_RACE") != "" {
-			args = append(args, "-race") // the processes under test report data races in their output
-		}
-		build := exec.Command("go", append(args, pkg)...)
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "build", pkg+":", err)
+	var flags []string
+	if os.Getenv("OLIO_TEST_RACE") != "" {
+		flags = append(flags, "-race") // the processes under test report data races in their output
+	}
+	for bin, pkg := range map[string]string{olioBin: "./cmd/olio", exampleBin: "./cmd/olio-demo", recorderBin: "./test/recorder"} {
+		if err := harness.Build(context.Background(), "..", pkg, bin, flags...); err != nil {
+			fmt.Fprintln(os.Stderr, err)
 			os.RemoveAll(dir)
 			os.Exit(1)
 		}
@@ -92,12 +90,11 @@ type Cluster struct {
 // freeAddr returns a loopback address that was free a moment ago.
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := harness.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return "127.0.0.1:" + strconv.Itoa(port)
 }
 
 // Start runs `olio serve` with args (before any `--`) and waits until every worker is
@@ -243,72 +240,6 @@ func (c *Cluster) cleanup() {
 	}
 }
 
-// alive returns the pids that still exist (and are not zombies).
-func alive(pids []int) []int {
-	var out []int
-	for _, pid := range pids {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		if err != nil {
-			continue
-		}
-		if f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:])); len(f) > 0 && f[0] != "Z" {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
-
-// parentPID returns a process's parent, 0 if it is gone.
-func parentPID(pid int) int {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	if len(f) < 2 {
-		return 0
-	}
-	n, _ := strconv.Atoi(f[1])
-	return n
-}
-
-// Descendants returns every live process below the master, and remembers them so that
-// cleanup can check they all exit.
-func (c *Cluster) Descendants() []int {
-	parent := map[int]int{}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-		if len(f) > 1 {
-			ppid, _ := strconv.Atoi(f[1])
-			parent[pid] = ppid
-		}
-	}
-	var out []int
-	for pid := range parent {
-		for p := parent[pid]; p > 1; p = parent[p] {
-			if p == c.Pid() {
-				out = append(out, pid)
-				break
-			}
-		}
-	}
-	c.seenMu.Lock()
-	for _, pid := range out {
-		c.seen[pid] = true
-	}
-	c.seenMu.Unlock()
-	return out
-}
-
 // WaitLog waits until the output contains s.
 func (c *Cluster) WaitLog(s string, timeout time.Duration) {
 	c.t.Helper()
@@ -386,15 +317,25 @@ func Do(cl *http.Client, req *http.Request) (*Answer, error) {
 	return &a, nil
 }
 
-// GetKey asks the cluster with X-Olio-Key: key.
-func (c *Cluster) GetKey(key string) (*Answer, error) {
-	req, _ := http.NewRequest("GET", c.URL()+"/k", nil)
+// getKey asks the cluster for path with X-Olio-Key: key, on cl.
+func (c *Cluster) getKey(cl *http.Client, path, key string) (*Answer, error) {
+	req, _ := http.NewRequest("GET", c.URL()+path, nil)
 	req.Header.Set("X-Olio-Key", key)
-	return Do(client, req)
+	return Do(cl, req)
 }
 
 // Owner is the worker that must own key among n.
 func Owner(key string, n int) int { return router.Owner(key, n) }
+
+// keyOwnedBy returns a key that worker i owns among n.
+func keyOwnedBy(i, n int) string {
+	for k := 0; ; k++ {
+		key := "owned-" + strconv.Itoa(k)
+		if Owner(key, n) == i {
+			return key
+		}
+	}
+}
 
 // lines returns the output lines that contain s.
 func (c *Cluster) lines(s string) []string {

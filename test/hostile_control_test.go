@@ -100,27 +100,12 @@ func TestHostileControlDirSquatted(t *testing.T) {
 	t.Run("nothing there", func(t *testing.T) {
 		tmp := t.TempDir()
 		env := olioEnv(tmp)
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		serve := exec.CommandContext(ctx, olioBin, "serve", "--listen", freeAddr(t), "--workers", "1", "--secret", "s3cr3t-s3cr3t")
+		c := newCluster(t, freeAddr(t))
+		serve := exec.Command(olioBin, "serve", "--listen", c.Addr, "--workers", "1", "--secret", "s3cr3t-s3cr3t")
 		serve.Env = env
-		out := newOutputFile(t, t.TempDir())
-		serve.Stdout, serve.Stderr = out.f, out.f
-		if err := serve.Start(); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- serve.Wait() }()
-		defer func() {
-			select {
-			case <-done:
-			case <-time.After(30 * time.Second):
-				serve.Process.Kill()
-				<-done
-			}
-		}()
+		c.start(serve, nil) // with the default control socket
 		if !Eventually(20*time.Second, func() bool { _, err := runOlio(env, 10*time.Second, "status"); return err == nil }) {
-			t.Fatalf("olio status with default paths never answered; olio serve's output:\n%s", out)
+			t.Fatalf("olio status with default paths never answered; olio serve's output:\n%s", c.Out)
 		}
 		dir := filepath.Join(tmp, "olio-"+strconv.Itoa(uid))
 		if fi, err := os.Lstat(dir); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 {
@@ -129,6 +114,7 @@ func TestHostileControlDirSquatted(t *testing.T) {
 		if out, err := runOlio(env, 60*time.Second, "stop"); err != nil {
 			t.Errorf("olio stop with default paths: %v\n%s", err, out)
 		}
+		c.WaitExit(30*time.Second, "olio stop with default paths")
 	})
 }
 

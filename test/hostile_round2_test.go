@@ -8,12 +8,10 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -31,7 +29,7 @@ func TestHostileBadGatewayPlain(t *testing.T) {
 	for i := 0; i < 2; i++ {
 		for try := 0; try < 3; try++ { // accepted by either router: local and forwarded
 			req, _ := http.NewRequest("POST", c.URL()+"/reset", strings.NewReader("body"))
-			req.Header.Set("X-Olio-Key", keyFor(i, 2))
+			req.Header.Set("X-Olio-Key", keyOwnedBy(i, 2))
 			resp, err := quick.Do(req)
 			if err != nil {
 				t.Fatal(err)
@@ -72,7 +70,7 @@ func TestHostileNeverReadyAnswers503(t *testing.T) {
 			cl := &http.Client{Timeout: 8 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 			for i := 0; i < 2; i++ {
 				req, _ := http.NewRequest("GET", c.URL()+"/", nil)
-				req.Header.Set("X-Olio-Key", keyFor(i, 2))
+				req.Header.Set("X-Olio-Key", keyOwnedBy(i, 2))
 				start := time.Now()
 				resp, err := cl.Do(req)
 				if err != nil {
@@ -123,7 +121,7 @@ func TestHostileSlowBody(t *testing.T) {
 	defer func() { close(stop); wg.Wait() }()
 	conns := make([]net.Conn, slow)
 	for i := range conns {
-		conn := c.dialWrite(t, "POST /upload HTTP/1.1\r\nHost: x\r\nX-Olio-Key: "+keyFor(i%2, 2)+"\r\nContent-Length: 1000000000\r\n\r\n")
+		conn := c.dialWrite(t, "POST /upload HTTP/1.1\r\nHost: x\r\nX-Olio-Key: "+keyOwnedBy(i%2, 2)+"\r\nContent-Length: 1000000000\r\n\r\n")
 		conns[i] = conn
 		wg.Add(1)
 		go func() { // a byte every 200ms, for 15s at most
@@ -206,7 +204,7 @@ func TestHostileAmbiguousFramingCloses(t *testing.T) {
 	} {
 		for i := 0; i < 2; i++ {
 			for try := 0; try < 3; try++ { // accepted by either router
-				key := keyFor(i, 2)
+				key := keyOwnedBy(i, 2)
 				conn := c.dialWrite(t, tc.head+"X-Olio-Key: "+key+"\r\n\r\n"+tc.body+
 					"GET /second HTTP/1.1\r\nHost: x\r\nX-Olio-Key: "+key+"\r\n\r\n")
 				conn.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -249,43 +247,25 @@ func TestHostileSecretFlagWarns(t *testing.T) {
 		t.Errorf("the warning shows the secret")
 	}
 
-	cmd := exec.Command(olioBin, "serve", "--workers", "1", "--listen", freeAddr(t), "--control", filepath.Join(t.TempDir(), "ctl.sock"))
+	fromEnv := newCluster(t, freeAddr(t))
+	cmd := exec.Command(olioBin, "serve", "--workers", "1", "--listen", fromEnv.Addr, "--control", fromEnv.Control)
 	cmd.Env = append(os.Environ(), "OLIO_SECRET=from-the-environment")
-	out := newOutputFile(t, t.TempDir())
-	cmd.Stdout, cmd.Stderr = out.f, out.f
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	fromEnv.start(cmd, nil)
+	fromEnv.WaitLog("all workers ready", 20*time.Second)
+	if err := fromEnv.Stop(30 * time.Second); err != nil {
+		t.Errorf("olio with $OLIO_SECRET exited with %v after SIGTERM, want 0", err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	ready := Eventually(20*time.Second, func() bool { return strings.Contains(out.String(), "all workers ready") })
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		cmd.Process.Kill()
-		<-done
-		t.Errorf("olio did not stop within 30s of SIGTERM")
-	}
-	if !ready {
-		t.Fatalf("olio with $OLIO_SECRET was not ready in 20s:\n%s", out)
-	}
-	if strings.Contains(out.String(), warning) {
-		t.Errorf("a warning about --secret with the secret in $OLIO_SECRET:\n%s", out)
+	if strings.Contains(fromEnv.Out.String(), warning) {
+		t.Errorf("a warning about --secret with the secret in $OLIO_SECRET:\n%s", fromEnv.Out)
 	}
 }
 
 // TestHostileReloadErrorOnce: a reload refused for a bad config file says so once:
 // "olio reload: config file …", not "olio reload: reload: …".
 func TestHostileReloadErrorOnce(t *testing.T) {
-	cfgPath := filepath.Join(t.TempDir(), "olio.json")
-	if err := os.WriteFile(cfgPath, []byte(`{"workers": 1}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfgPath, write := configFile(t, `{"workers": 1}`)
 	c := Start(t, "--config", cfgPath)
-	if err := os.WriteFile(cfgPath, []byte(`{"workers": `), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	write(`{"workers": `)
 	out, err := opCLI(t, "reload", "--control", c.Control)
 	if err == nil {
 		t.Fatalf("olio reload with a broken config file succeeded: %s", out)
@@ -303,7 +283,7 @@ func TestHostileWebSocketsCountedApart(t *testing.T) {
 	c := Start(t, "--workers", "2", "--metrics", metrics)
 	var conns []*websocket.Conn
 	for i := 0; i < 3; i++ {
-		hdr := http.Header{"X-Olio-Key": {keyFor(i%2, 2)}}
+		hdr := http.Header{"X-Olio-Key": {keyOwnedBy(i%2, 2)}}
 		ws, resp, err := websocket.DefaultDialer.Dial("ws://"+c.Addr+"/ws", hdr)
 		if err != nil {
 			t.Fatalf("websocket %d: %v", i, err)
@@ -320,7 +300,7 @@ func TestHostileWebSocketsCountedApart(t *testing.T) {
 		conns = append(conns, ws)
 	}
 	for i := 0; i < 2; i++ {
-		if _, err := c.getKey(quick, "/", keyFor(i, 2)); err != nil {
+		if _, err := c.getKey(quick, "/", keyOwnedBy(i, 2)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -356,7 +336,7 @@ func TestHostileHeaderLimitExact(t *testing.T) {
 		return head + strings.Repeat("b", size-len(head)-4) + "\r\n\r\n"
 	}
 	for i := 0; i < 2; i++ {
-		key := keyFor(i, 2)
+		key := keyOwnedBy(i, 2)
 		for _, tc := range []struct {
 			size, status int
 		}{{limit, 200}, {limit + 1, 431}, {limit + 4000, 431}} {
@@ -449,7 +429,7 @@ func TestHostileRollingRestartDrainsSideBySide(t *testing.T) {
 	before := opAppPIDs(opStatus(t, c))
 	var conns []*websocket.Conn
 	for i := 0; i < workers; i++ {
-		ws, resp, err := websocket.DefaultDialer.Dial("ws://"+c.Addr+"/ws", http.Header{"X-Olio-Key": {keyFor(i, workers)}})
+		ws, resp, err := websocket.DefaultDialer.Dial("ws://"+c.Addr+"/ws", http.Header{"X-Olio-Key": {keyOwnedBy(i, workers)}})
 		if err != nil {
 			t.Fatalf("websocket to worker %d: %v", i, err)
 		}

@@ -14,7 +14,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/olio-dev/olio/listener"
 	"github.com/olio-dev/olio/router"
 )
 
@@ -179,6 +179,13 @@ func hostileApp(args []string) int {
 			os.Exit(0)
 		}
 	})
+	return serveApp(h, unlisten)
+}
+
+// serveApp is the test apps' main loop: it serves h on 127.0.0.1:$PORT until SIGTERM or
+// SIGINT, and returns the exit status. When unlisten is closed (nil: never) it closes its
+// listening socket and keeps running without one until the signal.
+func serveApp(h http.Handler, unlisten <-chan struct{}) int {
 	ln, err := net.Listen("tcp", "127.0.0.1:"+os.Getenv("PORT"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -197,7 +204,7 @@ func hostileApp(args []string) int {
 		srv.Close()
 	}()
 	srv.Serve(ln)
-	<-ctx.Done() // after /unlisten, the app keeps running without a listener
+	<-ctx.Done() // after unlisten, the app keeps running without a listener
 	return 0
 }
 
@@ -211,26 +218,9 @@ func hostileAppArgs(t *testing.T, args ...string) []string {
 	return append([]string{"--", exe, hostileAppArg}, args...)
 }
 
-// keyFor returns a key owned by worker i of n.
-func keyFor(i, n int) string {
-	for k := 0; ; k++ {
-		key := "key-" + strconv.Itoa(k)
-		if Owner(key, n) == i {
-			return key
-		}
-	}
-}
-
 // quick is a client for requests that must answer soon; it opens a fresh connection for
 // every request.
 var quick = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-
-// getKey sends GET path with X-Olio-Key: key through cl and decodes the answer.
-func (c *Cluster) getKey(cl *http.Client, path, key string) (*Answer, error) {
-	req, _ := http.NewRequest("GET", c.URL()+path, nil)
-	req.Header.Set("X-Olio-Key", key)
-	return Do(cl, req)
-}
 
 // raw sends raw bytes on a new connection and reads one response.
 func (c *Cluster) raw(t *testing.T, req string) (*http.Response, string) {
@@ -249,37 +239,6 @@ func (c *Cluster) raw(t *testing.T, req string) (*http.Response, string) {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	return resp, string(body)
-}
-
-// routers returns the live router pids by worker index.
-func (c *Cluster) routers() map[int]int {
-	out := map[int]int{}
-	for _, pid := range c.Descendants() {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-		if err != nil {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-		if len(args) < 2 || args[1] != "router" || parentPID(pid) != c.Pid() {
-			continue
-		}
-		if i := slices.Index(args, "--index"); i >= 0 && i+1 < len(args) {
-			n, _ := strconv.Atoi(args[i+1])
-			out[n] = pid
-		}
-	}
-	return out
-}
-
-// children returns the live children of pid.
-func (c *Cluster) children(pid int) []int {
-	var out []int
-	for _, p := range c.Descendants() {
-		if parentPID(p) == pid {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 // fds counts pid's open file descriptors, -1 if it is gone.
@@ -350,7 +309,7 @@ func TestHostileHeaderTooLarge(t *testing.T) {
 		hc, _ := pinnedClient(t, c, from)
 		for to := 0; to < 2; to++ {
 			req, _ := http.NewRequest("GET", c.URL()+"/", nil)
-			req.Header.Set("X-Olio-Key", keyFor(to, 2))
+			req.Header.Set("X-Olio-Key", keyOwnedBy(to, 2))
 			req.Header.Set("X-Big", strings.Repeat("b", limit-1024))
 			a, err := Do(hc, req)
 			switch {
@@ -404,7 +363,7 @@ func TestHostileSmuggling(t *testing.T) {
 	chunked := fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(hidden), hidden)
 	for i := 0; i < 2; i++ {
 		for try := 0; try < 4; try++ { // the accepting router varies: most go through a hop
-			key := keyFor(i, 2)
+			key := keyOwnedBy(i, 2)
 			for _, framing := range []string{
 				"Content-Length: 6\r\nTransfer-Encoding: chunked\r\n",
 				"Transfer-Encoding: chunked\r\nContent-Length: 6\r\n",
@@ -540,11 +499,10 @@ func TestHostileNotifyNoLeak(t *testing.T) {
 	}
 	dir := c.runDir(t)
 	var socks []string
-	Eventually(5*time.Second, func() bool {
+	if !Eventually(5*time.Second, func() bool {
 		socks = router.RunDir(dir).NotifySockets()
-		return len(socks) <= 2
-	})
-	if len(socks) > 2 { // the current start's, and one whose app is still being stopped
+		return len(socks) <= 2 // the current start's, and one whose app is still being stopped
+	}) {
 		t.Errorf("%d notify sockets after %d failed starts: %v", len(socks), c.CountLog(failed), socks)
 	}
 }
@@ -577,7 +535,7 @@ func TestHostileAppNeverReadyKeepsRouter(t *testing.T) {
 func TestHostileExpectContinueOnce(t *testing.T) {
 	c := Start(t, "--workers", "2", "--handoff=false")
 	for i := 0; i < 2; i++ {
-		key := keyFor(i, 2)
+		key := keyOwnedBy(i, 2)
 		conn, err := net.DialTimeout("tcp", c.Addr, 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
@@ -608,7 +566,7 @@ func TestHostileStopWithWebSocket(t *testing.T) {
 	c := Start(t, "--workers", "2", "--shutdown-timeout", "1s")
 	var conns []*websocket.Conn
 	for i := 0; i < 2; i++ {
-		hdr := http.Header{"X-Olio-Key": {keyFor(i, 2)}}
+		hdr := http.Header{"X-Olio-Key": {keyOwnedBy(i, 2)}}
 		ws, resp, err := websocket.DefaultDialer.Dial("ws://"+c.Addr+"/ws", hdr)
 		if err != nil {
 			t.Fatalf("websocket to worker %d: %v", i, err)
@@ -692,7 +650,7 @@ func TestHostileMaxConns(t *testing.T) {
 func TestHostileHungApp(t *testing.T) {
 	c, record := hostileStart(t, 2, "--request-timeout", "1s")
 	for i := 0; i < 2; i++ {
-		key := keyFor(i, 2)
+		key := keyOwnedBy(i, 2)
 		start := time.Now()
 		req, _ := http.NewRequest("GET", c.URL()+"/hang?sleep=5000", nil)
 		req.Header.Set("X-Olio-Key", key)
@@ -755,7 +713,7 @@ func TestHostileTimeoutBoundsTheAnswer(t *testing.T) {
 // after --health-timeout.
 func TestHostileHealthRecycle(t *testing.T) {
 	c, _ := hostileStart(t, 2, "--health-timeout", "1s", "--shutdown-timeout", "2s", "--request-timeout", "2s")
-	key := keyFor(0, 2)
+	key := keyOwnedBy(0, 2)
 	a, err := c.getKey(quick, "/", key)
 	if err != nil {
 		t.Fatal(err)
@@ -776,7 +734,7 @@ func TestHostileHealthRecycle(t *testing.T) {
 	if !Eventually(10*time.Second, func() bool { return len(alive([]int{old})) == 0 }) {
 		t.Errorf("the silent app %d is still there", old)
 	}
-	if _, err := c.getKey(quick, "/", keyFor(1, 2)); err != nil {
+	if _, err := c.getKey(quick, "/", keyOwnedBy(1, 2)); err != nil {
 		t.Errorf("worker 1: %v", err)
 	}
 }
@@ -829,11 +787,13 @@ func TestHostileHUPDrainsAppThatDiesOnTerm(t *testing.T) {
 func TestHostileCrashLoop(t *testing.T) {
 	script := `if [ "$OLIO_INDEX" = 1 ]; then echo "app 1 cannot start" >&2; exit 1; fi; exec '` + olioBin + `' demo`
 	c := StartNoWait(t, "--workers", "2", "--forward-timeout", "1s", "--", "sh", "-c", script)
-	good, bad := keyFor(0, 2), keyFor(1, 2)
+	good, bad := keyOwnedBy(0, 2), keyOwnedBy(1, 2)
 	if !Eventually(20*time.Second, func() bool { _, err := c.getKey(quick, "/", good); return err == nil }) {
 		t.Fatalf("worker 0 never served")
 	}
-	c.WaitLog("crash looping", 20*time.Second)
+	opWaitStatus(t, c, 20*time.Second, "worker 1 crash-looping", func(st *listener.Status) bool {
+		return len(st.Workers) == 2 && st.Workers[1].CrashLooping
+	})
 	start := time.Now()
 	req, _ := http.NewRequest("GET", c.URL()+"/", nil)
 	req.Header.Set("X-Olio-Key", bad)
@@ -863,7 +823,7 @@ func TestHostileCrashLoop(t *testing.T) {
 // TestHostileAppExitsZero: an app that exits 0 on its own is restarted.
 func TestHostileAppExitsZero(t *testing.T) {
 	c, _ := hostileStart(t, 2)
-	key := keyFor(1, 2)
+	key := keyOwnedBy(1, 2)
 	a, err := c.getKey(quick, "/", key)
 	if err != nil {
 		t.Fatal(err)
@@ -885,7 +845,7 @@ func TestHostileClientDisconnect(t *testing.T) {
 	if len(routers) != 2 {
 		t.Fatalf("routers: %v", routers)
 	}
-	keys := []string{keyFor(0, 2), keyFor(1, 2)}
+	keys := []string{keyOwnedBy(0, 2), keyOwnedBy(1, 2)}
 	for _, key := range keys { // warm the keep-alive pools on both legs
 		for i := 0; i < 5; i++ {
 			if _, err := c.getKey(client, "/", key); err != nil {
@@ -965,7 +925,9 @@ func TestHostileKillRouterUnderLoad(t *testing.T) {
 			}
 		}(g)
 	}
-	Eventually(5*time.Second, func() bool { return ok.Load() > 100 })
+	if !Eventually(5*time.Second, func() bool { return ok.Load() > 100 }) {
+		t.Fatalf("only %d requests answered (%d failed) in 5s before the kill", ok.Load(), failed.Load())
+	}
 	// Under load, the keep-alive pools on every leg are at their working size.
 	masterFDs, survivorFDs := fds(c.Pid()), fds(routers[0])
 	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
@@ -977,14 +939,18 @@ func TestHostileKillRouterUnderLoad(t *testing.T) {
 	if !Eventually(20*time.Second, func() bool { r := c.routers(); return r[1] != 0 && r[1] != victim }) {
 		t.Fatalf("no new router 1 after kill -9")
 	}
-	if !Eventually(20*time.Second, func() bool { _, err := c.getKey(quick, "/", keyFor(1, 2)); return err == nil }) {
+	if !Eventually(20*time.Second, func() bool { _, err := c.getKey(quick, "/", keyOwnedBy(1, 2)); return err == nil }) {
 		t.Fatalf("worker 1's keys do not answer after its router was replaced")
 	}
 	mark := ok.Load()
-	Eventually(5*time.Second, func() bool { return ok.Load() > mark+100 })
+	if !Eventually(5*time.Second, func() bool { return ok.Load() > mark+100 }) {
+		t.Fatalf("only %d requests answered in 5s once the new router served", ok.Load()-mark)
+	}
 	failedBefore := failed.Load()
 	mark = ok.Load()
-	Eventually(5*time.Second, func() bool { return ok.Load() > mark+200 })
+	if !Eventually(5*time.Second, func() bool { return ok.Load() > mark+200 }) {
+		t.Errorf("only %d requests answered in the 5s checked for failures, want 200", ok.Load()-mark)
+	}
 	cancel()
 	wg.Wait()
 	if f := failed.Load() - failedBefore; f > 0 {

@@ -45,7 +45,7 @@ func skewedLoad(t *testing.T, c *Cluster, workers int, hot string, hotN int, col
 		go func() {
 			defer wg.Done()
 			for k := range work {
-				a, err := c.GetKey(k)
+				a, err := c.getKey(client, "/k", k)
 				if err == nil && a.Index != Owner(k, workers) {
 					err = fmt.Errorf("key %q answered by worker %d, owner %d", k, a.Index, Owner(k, workers))
 				}

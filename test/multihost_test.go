@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -89,20 +88,7 @@ func multihostApp() int {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(b)
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:"+os.Getenv("PORT"))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	srv := &http.Server{Handler: h}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	go func() {
-		<-ctx.Done()
-		srv.Close()
-	}()
-	srv.Serve(ln)
-	return 0
+	return serveApp(h, nil)
 }
 
 // network is the namespaces of one test: the front's and one per host.
@@ -761,7 +747,7 @@ func TestDrainDelay(t *testing.T) {
 	}
 	for i := 0; i < 20; i++ {
 		key := multihostKey(i)
-		a, err := c.GetKey(key)
+		a, err := c.getKey(client, "/k", key)
 		if err != nil {
 			t.Fatalf("key %s during the drain delay: %v", key, err)
 		}

@@ -74,12 +74,27 @@ func opWaitStatus(t testing.TB, c *Cluster, timeout time.Duration, what string, 
 	return st
 }
 
+// configFile writes s to a config file in the test's temp dir, and returns its path and a
+// function that rewrites it.
+func configFile(t testing.TB, s string) (string, func(string)) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "olio.json")
+	write := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(s)
+	return path, write
+}
+
 // opRequests sends n keyed requests and checks each lands on its owner among workers.
 func opRequests(t testing.TB, c *Cluster, n, workers int, prefix string) {
 	t.Helper()
 	for i := 0; i < n; i++ {
 		key := fmt.Sprintf("%s-%d", prefix, i)
-		a, err := c.GetKey(key)
+		a, err := c.getKey(client, "/k", key)
 		if err != nil {
 			t.Fatalf("key %s: %v", key, err)
 		}
@@ -455,14 +470,7 @@ func TestLogFileReopenedOnUSR1(t *testing.T) {
 }
 
 func TestConfigFileOnHUP(t *testing.T) {
-	cfgPath := filepath.Join(t.TempDir(), "olio.json")
-	write := func(s string) {
-		t.Helper()
-		if err := os.WriteFile(cfgPath, []byte(s), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write(`{"workers": 2, "forward-timeout": "5s"}`)
+	cfgPath, write := configFile(t, `{"workers": 2, "forward-timeout": "5s"}`)
 	c := Start(t, "--config", cfgPath)
 	st := opStatus(t, c)
 	if st.Members != 2 {
@@ -499,14 +507,7 @@ func TestConfigFileOnHUP(t *testing.T) {
 // running: the worker count and the app come back, and every app restarted onto the new
 // command is restarted onto the old one.
 func TestReloadThatFailsGoesBack(t *testing.T) {
-	cfgPath := filepath.Join(t.TempDir(), "olio.json")
-	write := func(s string) {
-		t.Helper()
-		if err := os.WriteFile(cfgPath, []byte(s), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write(`{"workers": 2}`)
+	cfgPath, write := configFile(t, `{"workers": 2}`)
 	c := Start(t, "--config", cfgPath)
 	before := opAppPIDs(opStatus(t, c))
 
@@ -693,15 +694,10 @@ func TestOperateCPUAffinity(t *testing.T) {
 // restart applies (here the metrics address; the harness gives --listen as a flag, which
 // wins over the file) says so, and olio goes on as it was.
 func TestReloadSaysWhatItDoesNotApply(t *testing.T) {
-	cfgPath := filepath.Join(t.TempDir(), "olio.json")
-	if err := os.WriteFile(cfgPath, []byte(`{"workers": 1}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfgPath, write := configFile(t, `{"workers": 1}`)
 	c := Start(t, "--config", cfgPath)
 	metrics := freeAddr(t)
-	if err := os.WriteFile(cfgPath, []byte(`{"workers": 1, "metrics": "`+metrics+`"}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	write(`{"workers": 1, "metrics": "` + metrics + `"}`)
 	out, err := opCLI(t, "reload", "--control", c.Control)
 	if err != nil {
 		t.Fatalf("olio reload: %v\n%s", err, out)
@@ -709,7 +705,7 @@ func TestReloadSaysWhatItDoesNotApply(t *testing.T) {
 	if !strings.Contains(out, "not applied") || !strings.Contains(out, "metrics") {
 		t.Errorf("olio reload says nothing of the metrics address it did not apply:\n%s", out)
 	}
-	if _, err := c.GetKey("still-here"); err != nil {
+	if _, err := c.getKey(client, "/k", "still-here"); err != nil {
 		t.Errorf("after the reload, %s: %v", c.Addr, err)
 	}
 }
@@ -717,10 +713,7 @@ func TestReloadSaysWhatItDoesNotApply(t *testing.T) {
 // TestReloadKeepsScaledCount: a reload keeps the worker count set by olio scale (or TTIN,
 // TTOU) unless the configuration changes the count itself.
 func TestReloadKeepsScaledCount(t *testing.T) {
-	cfgPath := filepath.Join(t.TempDir(), "olio.json")
-	if err := os.WriteFile(cfgPath, []byte(`{"workers": 2}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfgPath, write := configFile(t, `{"workers": 2}`)
 	c := Start(t, "--config", cfgPath)
 	if out, err := opCLI(t, "scale", "--control", c.Control, "3"); err != nil {
 		t.Fatalf("olio scale 3: %v\n%s", err, out)
@@ -733,9 +726,7 @@ func TestReloadKeepsScaledCount(t *testing.T) {
 	}
 	opRequests(t, c, 20, 3, "kept")
 	// A configuration that changes the count wins.
-	if err := os.WriteFile(cfgPath, []byte(`{"workers": 1}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	write(`{"workers": 1}`)
 	if out, err := opCLI(t, "reload", "--control", c.Control); err != nil {
 		t.Fatalf("olio reload: %v\n%s", err, out)
 	}
@@ -748,14 +739,9 @@ func TestReloadKeepsScaledCount(t *testing.T) {
 // app never gets ready, so the roll would last the whole --ready-timeout): the reload gives
 // way and the stop takes about --shutdown-timeout.
 func TestStopDuringReload(t *testing.T) {
-	cfgPath := filepath.Join(t.TempDir(), "olio.json")
-	if err := os.WriteFile(cfgPath, []byte(`{"workers": 2}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfgPath, write := configFile(t, `{"workers": 2}`)
 	c := Start(t, "--config", cfgPath, "--ready-timeout", "60s", "--shutdown-timeout", "2s")
-	if err := os.WriteFile(cfgPath, []byte(`{"workers": 2, "app": ["/bin/sh", "-c", "exec sleep 1000"]}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	write(`{"workers": 2, "app": ["/bin/sh", "-c", "exec sleep 1000"]}`)
 	reloaded := make(chan string, 1)
 	go func() {
 		out, err := opCLI(t, "reload", "--control", c.Control)

@@ -379,11 +379,7 @@ func reloadOp() overlapOp {
 		name: "reload (HUP)",
 		run: func(t *testing.T, c *Cluster) {
 			t.Helper()
-			done := c.CountLog("rolling restart done")
-			c.Signal(syscall.SIGHUP)
-			if !Eventually(60*time.Second, func() bool { return c.CountLog("rolling restart done") > done }) {
-				t.Fatalf("no rolling restart done within 60s of SIGHUP")
-			}
+			hup(t, c, 60*time.Second)
 		},
 		moving: func(string) bool { return true },
 	}
@@ -566,26 +562,26 @@ func assertExclusive(t *testing.T, run overlapRun) {
 	t.Helper()
 	if n := len(run.overlaps); n > 0 {
 		t.Errorf("%s: %d times a key was served by two processes at once, in %d requests:", run.op, n, run.requests)
-		for i, o := range run.overlaps {
-			if i == 20 {
-				t.Errorf("  … and %d more", n-i)
-				break
-			}
-			t.Errorf("  %s", o)
-		}
+		errorEach(t, run.overlaps)
 	}
 	for _, m := range run.misplaced {
 		t.Errorf("%s: %s", run.op, m)
 	}
 	if n := len(run.failures); n > 0 {
 		t.Errorf("%s: %d failed requests of %d:", run.op, n, run.requests)
-		for i, r := range run.failures {
-			if i == 20 {
-				t.Errorf("  … and %d more", n-i)
-				break
-			}
-			t.Errorf("  %s", r)
+		errorEach(t, run.failures)
+	}
+}
+
+// errorEach reports the first 20 of items, one a line, and how many more there are.
+func errorEach[T fmt.Stringer](t *testing.T, items []T) {
+	t.Helper()
+	for i, x := range items {
+		if i == 20 {
+			t.Errorf("  … and %d more", len(items)-i)
+			break
 		}
+		t.Errorf("  %s", x)
 	}
 }
 

@@ -99,7 +99,7 @@ func TestReloadSummaryCountsHeldRequests(t *testing.T) {
 	}()
 	var out string
 	for sent := 0; out == "" && sent < 2000; sent++ {
-		if _, err := c.GetKey("held-" + strconv.Itoa(sent)); err != nil {
+		if _, err := c.getKey(client, "/k", "held-"+strconv.Itoa(sent)); err != nil {
 			t.Errorf("a request during the reload: %v", err)
 		}
 		select {

@@ -9,12 +9,10 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -22,6 +20,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/olio-dev/olio/listener"
+	"github.com/olio-dev/olio/test/harness"
 )
 
 // scenarios are the values of -scenario; compare is the side-by-side table.
@@ -130,15 +131,15 @@ func rollOnce(ctx context.Context, b *bench) (rollSample, error) {
 		return s, err
 	}
 	defer o.stop()
-	if err := o.waitReady(ctx); err != nil {
+	if err := o.waitSettled(ctx); err != nil {
 		return s, err
 	}
-	st0, err := o.status(ctx)
+	st0, err := o.Status(ctx)
 	if err != nil {
 		return s, err
 	}
 
-	g := newGenerator(target{addrs: []string{o.addr}}, workloads[0], cfg.conns, cfg.keys)
+	g := newGenerator(target{addrs: []string{o.Addr}}, workloads[0], cfg.conns, cfg.keys)
 	defer g.close()
 	l := startTimedLoad(ctx, g)
 	defer l.stop()
@@ -146,7 +147,7 @@ func rollOnce(ctx context.Context, b *bench) (rollSample, error) {
 		return s, err
 	}
 	hup := time.Now()
-	if err := syscall.Kill(o.proc.pid, syscall.SIGHUP); err != nil {
+	if err := syscall.Kill(o.proc.Pid, syscall.SIGHUP); err != nil {
 		return s, fmt.Errorf("SIGHUP: %w", err)
 	}
 	waitCtx, cancel := context.WithTimeout(ctx, rollTimeout)
@@ -184,7 +185,7 @@ func rollOnce(ctx context.Context, b *bench) (rollSample, error) {
 	s.Errors, s.LastError = ph.errs, ph.lastErr
 	s.Violations, s.Keys = g.affinity().violations()
 
-	st1, err := o.status(ctx)
+	st1, err := o.Status(ctx)
 	if err != nil {
 		return s, err
 	}
@@ -200,8 +201,8 @@ func rollOnce(ctx context.Context, b *bench) (rollSample, error) {
 
 // comparePids counts the workers whose app pid is new (and not 0) and whose
 // router pid is unchanged between two status snapshots.
-func comparePids(before, after *olioStatus) (newApps, sameRouters int) {
-	old := map[int]workerStatus{}
+func comparePids(before, after *listener.Status) (newApps, sameRouters int) {
+	old := map[int]listener.WorkerStatus{}
 	for _, w := range before.Workers {
 		old[w.Index] = w
 	}
@@ -361,7 +362,7 @@ the latency columns compare the requests of the window just before the HUP
 with every request in flight at any moment of the roll, so the max "during"
 is the longest a request was held while its worker's app was switched.
 failed is every failed request of the round, warm-up to end (the last row:
-the sum). new app pids and routers kept compare olio status --json before
+the sum). new app pids and routers kept compare olio's status before
 and after (a rolling restart replaces apps, not routers). The load generator
 shares the machine's cores with olio.
 `)
@@ -389,11 +390,9 @@ func writeReport(root, out, report string, raw any) error {
 
 // served is one `olio serve` with its demo app, started by the scenarios.
 type served struct {
-	bin     string // the olio binary
-	proc    *child
-	addr    string
-	control string
-	secret  string
+	*harness.Serve
+	workers int
+	proc    *harness.Child
 	log     *logWatch
 	started time.Time // just before the exec
 }
@@ -401,35 +400,35 @@ type served struct {
 // startServe runs `olio serve --workers N` (demo app) with its control
 // socket and a known secret in the temp dir.
 func startServe(ctx context.Context, b *bench, workers int, extra ...string) (*served, error) {
-	port, err := freePort()
+	s, err := harness.NewServe(b.dir)
 	if err != nil {
 		return nil, err
 	}
-	o := &served{
-		bin:     b.olio,
-		addr:    fmt.Sprintf("127.0.0.1:%d", port),
-		control: filepath.Join(b.dir, fmt.Sprintf("olio-%d.sock", port)),
-		secret:  fmt.Sprintf("bench-%d", time.Now().UnixNano()),
-	}
-	logPath := filepath.Join(b.dir, fmt.Sprintf("olio-%d.log", port))
-	argv := append([]string{b.olio, "serve", "--listen", o.addr, "--workers", strconv.Itoa(workers),
-		"--control", o.control, "--secret", o.secret}, extra...)
-	o.started = time.Now()
-	c, err := b.procs.start(fmt.Sprintf("olio serve --workers %d", workers), argv, appEnv(), logPath)
+	o := &served{Serve: s, workers: workers, started: time.Now()}
+	c, err := b.procs.Start(fmt.Sprintf("olio serve --workers %d", workers), s.Args(b.olio, workers, extra...), appEnv(), s.Log)
 	if err != nil {
 		return nil, err
 	}
-	o.proc, o.log = c, &logWatch{path: logPath}
-	logf(b.cfg, "started olio pid %d on %s", c.pid, o.addr)
+	o.proc, o.log = c, &logWatch{path: s.Log}
+	logf(b.cfg, "started olio pid %d on %s", c.Pid, o.Addr)
 	return o, nil
 }
 
-// waitReady waits for the master's "all workers ready" and returns that line.
-func (o *served) waitReady(ctx context.Context) error {
-	_, err := o.readyLine(ctx)
-	return err
+// waitSettled waits until the status shows every worker ready.
+func (o *served) waitSettled(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	if _, err := o.WaitSettled(ctx, o.workers, nil, o.proc.Done()); err != nil {
+		if errors.Is(err, harness.ErrExited) {
+			return o.proc.ExitError()
+		}
+		return fmt.Errorf("waiting for every worker ready: %w", err)
+	}
+	return nil
 }
 
+// readyLine waits for the master's "all workers ready" and returns that line
+// (the startup scenario measures its time and its startup= field).
 func (o *served) readyLine(ctx context.Context) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
@@ -443,43 +442,7 @@ func (o *served) readyLine(ctx context.Context) (string, error) {
 }
 
 // stop stops olio and everything below it (idempotent).
-func (o *served) stop() { o.proc.stop(stopGrace) }
-
-// olioStatus is the part of `olio status --json` the scenarios read.
-type olioStatus struct {
-	PID     int            `json:"pid"`
-	Members int            `json:"members"`
-	Ready   int            `json:"ready"`
-	Workers []workerStatus `json:"workers"`
-}
-
-type workerStatus struct {
-	Index      int    `json:"index"`
-	RouterPID  int    `json:"router_pid"`
-	AppPID     int    `json:"app_pid"`
-	State      string `json:"state"`
-	Forwarded  uint64 `json:"forwarded"`
-	Goroutines int    `json:"goroutines"`
-	OpenFDs    int    `json:"open_fds"`
-}
-
-// status runs `olio status --json --control PATH`.
-func (o *served) status(ctx context.Context) (*olioStatus, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, o.bin, "status", "--json", "--control", o.control)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return nil, fmt.Errorf("olio status: %w: %s", err, strings.TrimSpace(stderr.String()))
-	}
-	var st olioStatus
-	if err := json.Unmarshal(out, &st); err != nil {
-		return nil, fmt.Errorf("olio status --json: %w", err)
-	}
-	return &st, nil
-}
+func (o *served) stop() { o.proc.Stop(stopGrace) }
 
 // logWatch follows a log file as it grows.
 type logWatch struct {
@@ -524,7 +487,7 @@ const logPoll = 5 * time.Millisecond
 var errLogLine = errors.New("line not logged")
 
 // wait polls the log until a new line matches, c exits or ctx ends.
-func (w *logWatch) wait(ctx context.Context, c *child, match func(string) bool) (string, error) {
+func (w *logWatch) wait(ctx context.Context, c *harness.Child, match func(string) bool) (string, error) {
 	for {
 		lines, err := w.lines()
 		if err != nil {

@@ -32,6 +32,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/olio-dev/olio/test/harness"
 )
 
 // config is the command line.
@@ -183,7 +185,7 @@ func main() {
 	// children and removes its temp dir on the way out; a second one kills
 	// the children at once.
 	ctx, cancel := context.WithCancel(context.Background())
-	p := newProcs()
+	p := harness.NewProcs()
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	go func() {
@@ -191,7 +193,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench: interrupted; stopping (again to kill at once)")
 		cancel()
 		<-sigs
-		p.killAll()
+		p.KillAll()
 		os.Exit(130)
 	}()
 	err = run(ctx, cfg, p)
@@ -208,8 +210,8 @@ func main() {
 
 // run does the whole benchmark; every process it started is stopped and its
 // temp dir removed when it returns.
-func run(ctx context.Context, cfg *config, p *procs) (err error) {
-	root, err := moduleRoot()
+func run(ctx context.Context, cfg *config, p *harness.Procs) (err error) {
+	root, err := harness.ModuleRoot()
 	if err != nil {
 		return err
 	}
@@ -218,8 +220,8 @@ func run(ctx context.Context, cfg *config, p *procs) (err error) {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	p.removeOnKill(dir)
-	defer p.stopAll(stopGrace)
+	p.RemoveOnKill(dir)
+	defer p.StopAll(stopGrace)
 	// nginx's workers drop root privileges and must reach their temp paths
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return err
@@ -237,10 +239,8 @@ func run(ctx context.Context, cfg *config, p *procs) (err error) {
 	}
 	for bin, pkg := range builds {
 		logf(cfg, "building %s", pkg)
-		build := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg)
-		build.Dir = root
-		if out, err := build.CombinedOutput(); err != nil {
-			return fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
+		if err := harness.Build(ctx, root, pkg, bin); err != nil {
+			return err
 		}
 	}
 	switch cfg.scenario {
@@ -249,6 +249,13 @@ func run(ctx context.Context, cfg *config, p *procs) (err error) {
 	case "startup":
 		return runStartup(ctx, b, root) // scale.go
 	}
+	return runCompare(ctx, b, root)
+}
+
+// runCompare is the compare scenario: every selected setup in turn, each round, under
+// every workload, then the side-by-side report.
+func runCompare(ctx context.Context, b *bench, root string) error {
+	cfg := b.cfg
 	order := selected(cfg)
 	if slices.ContainsFunc(order, func(s setup) bool { return s.id == "direct" || s.id == "haproxy" || s.id == "nginx" }) {
 		logf(cfg, "starting %d apps", cfg.workers)
@@ -302,14 +309,7 @@ func run(ctx context.Context, cfg *config, p *procs) (err error) {
 	}
 	report := render(meta, order, wls, res)
 	fmt.Print(report)
-	if cfg.out != "" {
-		out := cfg.out
-		if !filepath.IsAbs(out) {
-			out = filepath.Join(root, out)
-		}
-		return writeResults(out, report, res)
-	}
-	return nil
+	return writeReport(root, cfg.out, report, res)
 }
 
 // measure runs one workload against one running setup: warm-up, a closed-
@@ -444,19 +444,6 @@ func checkTools(cfg *config) error {
 		}
 	}
 	return nil
-}
-
-// moduleRoot is the directory of the go.mod the harness runs in.
-func moduleRoot() (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	mod := strings.TrimSpace(string(out))
-	if mod == "" || mod == os.DevNull {
-		return "", errors.New("run the benchmark inside the olio module: go run ./test/bench")
-	}
-	return filepath.Dir(mod), nil
 }
 
 func gitDescribe(root string) string {

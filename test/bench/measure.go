@@ -7,10 +7,9 @@ import (
 	"math/bits"
 	"net/http"
 	"os"
-	"strconv"
-	"strings"
 	"time"
 
+	"github.com/olio-dev/olio/test/harness"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 )
@@ -19,97 +18,6 @@ import (
 // on every Linux architecture the harness runs on.
 const clockTicks = 100
 
-// procKey names one process; the start time tells a reused pid apart.
-type procKey struct {
-	pid   int
-	start uint64
-}
-
-// alive reports whether the process is still the one that was seen.
-func (k procKey) alive() bool {
-	st, err := readStat(k.pid)
-	return err == nil && st.start == k.start
-}
-
-// procStat is the part of /proc/<pid>/stat the harness uses.
-type procStat struct {
-	procKey
-	ppid  int
-	comm  string
-	ticks uint64 // utime + stime, in clockTicks, all threads
-	rss   uint64 // resident pages
-}
-
-// readStat parses /proc/<pid>/stat (see proc(5)).
-func readStat(pid int) (procStat, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return procStat{}, err
-	}
-	lp, rp := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
-	if lp < 0 || rp < lp || rp+2 > len(b) {
-		return procStat{}, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
-	}
-	f := strings.Fields(string(b[rp+2:])) // f[0] is field 3 (state)
-	if len(f) < 22 {
-		return procStat{}, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f)+2)
-	}
-	num := func(field int) uint64 { // field numbers as in proc(5)
-		v, _ := strconv.ParseUint(f[field-3], 10, 64)
-		return v
-	}
-	return procStat{
-		procKey: procKey{pid: pid, start: num(22)},
-		ppid:    int(num(4)),
-		comm:    string(b[lp+1 : rp]),
-		ticks:   num(14) + num(15),
-		rss:     num(24),
-	}, nil
-}
-
-// node is a process in a tree, depth 0 being the root.
-type node struct {
-	procStat
-	depth int
-}
-
-// tree returns root and all its descendants, walking /proc by parent pid.
-func tree(root int) []node {
-	rst, err := readStat(root)
-	if err != nil {
-		return nil
-	}
-	kids := map[int][]procStat{}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if st, err := readStat(pid); err == nil {
-			kids[st.ppid] = append(kids[st.ppid], st)
-		}
-	}
-	out := []node{{procStat: rst}}
-	for i := 0; i < len(out); i++ {
-		for _, k := range kids[out[i].pid] {
-			out = append(out, node{procStat: k, depth: out[i].depth + 1})
-		}
-	}
-	return out
-}
-
-// descendants returns the processes below pid (not pid itself).
-func descendants(pid int) []procKey {
-	var out []procKey
-	for _, n := range tree(pid) {
-		if n.depth > 0 {
-			out = append(out, n.procKey)
-		}
-	}
-	return out
-}
-
 // layer is the set of processes whose cost is charged to the layer under
 // test: root and its descendants down to maxDepth (negative: all).
 type layer struct {
@@ -117,23 +25,23 @@ type layer struct {
 	maxDepth int
 }
 
-func (l layer) procs() []procStat {
-	var out []procStat
-	for _, n := range tree(l.root) {
-		if l.maxDepth < 0 || n.depth <= l.maxDepth {
-			out = append(out, n.procStat)
+func (l layer) procs() []harness.ProcStat {
+	var out []harness.ProcStat
+	for _, n := range harness.Tree(l.root) {
+		if l.maxDepth < 0 || n.Depth <= l.maxDepth {
+			out = append(out, n.ProcStat)
 		}
 	}
 	return out
 }
 
 // cpuSnapshot maps each process of the layer to its CPU ticks so far.
-type cpuSnapshot map[procKey]uint64
+type cpuSnapshot map[harness.ProcKey]uint64
 
 func (l layer) cpu() cpuSnapshot {
 	s := cpuSnapshot{}
 	for _, p := range l.procs() {
-		s[p.procKey] = p.ticks
+		s[p.ProcKey] = p.Ticks
 	}
 	return s
 }
@@ -156,7 +64,7 @@ func (s cpuSnapshot) secondsSince(before cpuSnapshot) float64 {
 func (l layer) rss() uint64 {
 	var t uint64
 	for _, p := range l.procs() {
-		t += p.rss
+		t += p.RSS
 	}
 	return t * uint64(os.Getpagesize())
 }

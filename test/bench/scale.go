@@ -20,6 +20,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/olio-dev/olio/listener"
+	"github.com/olio-dev/olio/test/harness"
 )
 
 // routerRSSTarget is issue 5's bound on one idle router's resident memory.
@@ -116,18 +119,18 @@ func startupOnce(ctx context.Context, b *bench, n int) (startupSample, error) {
 	}
 	s.OlioStartup, _ = logValue(line, "startup")
 
-	st, err := o.status(ctx)
+	st, err := o.Status(ctx)
 	if err != nil {
 		return s, err
 	}
 	if len(st.Workers) != n {
 		return s, fmt.Errorf("olio status lists %d workers, want %d", len(st.Workers), n)
 	}
-	var tree []procKey // routers and apps, to check that the stop ended them all
+	var tree []harness.ProcKey // routers and apps, to check that the stop ended them all
 	for _, w := range st.Workers {
 		for _, pid := range []int{w.RouterPID, w.AppPID} {
-			if ps, err := readStat(pid); err == nil {
-				tree = append(tree, ps.procKey)
+			if ps, err := harness.ReadStat(pid); err == nil {
+				tree = append(tree, ps.ProcKey)
 			}
 		}
 	}
@@ -141,10 +144,10 @@ func startupOnce(ctx context.Context, b *bench, n int) (startupSample, error) {
 		return s, err
 	}
 	for _, w := range st.Workers {
-		if v, err := procStatus(w.RouterPID, "RssAnon"); err == nil {
+		if v, err := harness.ProcBytes(w.RouterPID, "status", "RssAnon"); err == nil {
 			s.RouterAnon = append(s.RouterAnon, v)
 		}
-		if v, err := procField(w.RouterPID, "smaps_rollup", "Pss"); err == nil {
+		if v, err := harness.ProcBytes(w.RouterPID, "smaps_rollup", "Pss"); err == nil {
 			s.RouterPSS = append(s.RouterPSS, v)
 		}
 	}
@@ -163,7 +166,7 @@ func startupOnce(ctx context.Context, b *bench, n int) (startupSample, error) {
 	// every peer, so that only the mesh differs.
 	s.Accepts = make([]int, n)
 	for _, peers := range []bool{false, true} {
-		m := touchAll(ctx, o.addr, o.secret, n, peers)
+		m := touchAll(ctx, o.Addr, o.Secret, n, peers)
 		for i, a := range m.accepts {
 			s.Accepts[i] += a
 		}
@@ -183,7 +186,7 @@ func startupOnce(ctx context.Context, b *bench, n int) (startupSample, error) {
 			s.LocalRSS = rss
 		}
 	}
-	if st1, err := o.status(ctx); err == nil {
+	if st1, err := o.Status(ctx); err == nil {
 		for _, w := range st1.Workers {
 			s.Forwarded += w.Forwarded
 		}
@@ -194,7 +197,7 @@ func startupOnce(ctx context.Context, b *bench, n int) (startupSample, error) {
 	o.stop()
 	s.Stop = time.Since(t0)
 	for _, k := range tree {
-		if k.alive() {
+		if k.Alive() {
 			s.Leftover++
 		}
 	}
@@ -203,7 +206,7 @@ func startupOnce(ctx context.Context, b *bench, n int) (startupSample, error) {
 
 // routerRSS reads VmRSS of every router of st (status's rss_bytes is router
 // and app together).
-func routerRSS(st *olioStatus) ([]uint64, error) {
+func routerRSS(st *listener.Status) ([]uint64, error) {
 	var out []uint64
 	for _, w := range st.Workers {
 		v, err := vmRSS(w.RouterPID)
@@ -216,46 +219,14 @@ func routerRSS(st *olioStatus) ([]uint64, error) {
 }
 
 // perRouter is the median goroutine and open fd count of the routers.
-func perRouter(st *olioStatus) (goroutines, fds int) {
-	g := medianOf(st.Workers, func(w workerStatus) float64 { return float64(w.Goroutines) })
-	f := medianOf(st.Workers, func(w workerStatus) float64 { return float64(w.OpenFDs) })
+func perRouter(st *listener.Status) (goroutines, fds int) {
+	g := medianOf(st.Workers, func(w listener.WorkerStatus) float64 { return float64(w.Goroutines) })
+	f := medianOf(st.Workers, func(w listener.WorkerStatus) float64 { return float64(w.OpenFDs) })
 	return int(g), int(f)
 }
 
 // vmRSS is a process's resident set size in bytes, from /proc/<pid>/status.
-func vmRSS(pid int) (uint64, error) { return procStatus(pid, "VmRSS") }
-
-// procStatus reads one "Name: N kB" field of /proc/<pid>/status, in bytes.
-func procStatus(pid int, name string) (uint64, error) { return procField(pid, "status", name) }
-
-// procField reads one "Name: N kB" field of /proc/<pid>/<file>, in bytes.
-func procField(pid int, file, name string) (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, file))
-	if err != nil {
-		return 0, err
-	}
-	return statusBytes(string(b), name)
-}
-
-// statusBytes parses a "Name:   123 kB" field of /proc/<pid>/status.
-func statusBytes(status, name string) (uint64, error) {
-	for _, line := range strings.Split(status, "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok || k != name {
-			continue
-		}
-		f := strings.Fields(v)
-		if len(f) != 2 || f[1] != "kB" {
-			return 0, fmt.Errorf("/proc status %s: unexpected %q", name, v)
-		}
-		kb, err := strconv.ParseUint(f[0], 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("/proc status %s: %w", name, err)
-		}
-		return kb << 10, nil
-	}
-	return 0, fmt.Errorf("/proc status: no %s", name)
-}
+func vmRSS(pid int) (uint64, error) { return harness.ProcBytes(pid, "status", "VmRSS") }
 
 // touched is what touchAll did.
 type touched struct {

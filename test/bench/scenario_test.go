@@ -4,6 +4,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/olio-dev/olio/listener"
 )
 
 func TestLogValue(t *testing.T) {
@@ -88,25 +90,9 @@ func TestClassify(t *testing.T) {
 	}
 }
 
-func TestStatusBytes(t *testing.T) {
-	status := "Name:\tolio\nVmRSS:\t   14336 kB\nRssAnon:\t    6144 kB\nThreads:\t6\n"
-	if g, err := statusBytes(status, "VmRSS"); err != nil || g != 14336<<10 {
-		t.Errorf("VmRSS = %d, %v; want %d", g, err, 14336<<10)
-	}
-	if g, err := statusBytes(status, "RssAnon"); err != nil || g != 6144<<10 {
-		t.Errorf("RssAnon = %d, %v; want %d", g, err, 6144<<10)
-	}
-	if _, err := statusBytes(status, "VmSwap"); err == nil {
-		t.Error("a missing field gave no error")
-	}
-	if _, err := statusBytes(status, "Threads"); err == nil {
-		t.Error("a field without kB gave no error")
-	}
-}
-
 func TestComparePids(t *testing.T) {
-	before := &olioStatus{Workers: []workerStatus{{Index: 0, RouterPID: 10, AppPID: 11}, {Index: 1, RouterPID: 20, AppPID: 21}, {Index: 2, RouterPID: 30, AppPID: 31}}}
-	after := &olioStatus{Workers: []workerStatus{{Index: 0, RouterPID: 10, AppPID: 12}, {Index: 1, RouterPID: 22, AppPID: 21}, {Index: 2, RouterPID: 30, AppPID: 0}}}
+	before := &listener.Status{Workers: []listener.WorkerStatus{{Index: 0, RouterPID: 10, AppPID: 11}, {Index: 1, RouterPID: 20, AppPID: 21}, {Index: 2, RouterPID: 30, AppPID: 31}}}
+	after := &listener.Status{Workers: []listener.WorkerStatus{{Index: 0, RouterPID: 10, AppPID: 12}, {Index: 1, RouterPID: 22, AppPID: 21}, {Index: 2, RouterPID: 30, AppPID: 0}}}
 	if n, r := comparePids(before, after); n != 1 || r != 2 {
 		t.Errorf("comparePids = %d new apps, %d routers kept; want 1, 2", n, r)
 	}

@@ -4,13 +4,14 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/olio-dev/olio/test/harness"
 )
 
 // readyTimeout bounds how long a setup may take to start answering.
@@ -23,7 +24,7 @@ const stopGrace = 10 * time.Second
 // and the four apps that direct, HAProxy and nginx balance over.
 type bench struct {
 	cfg   *config
-	procs *procs
+	procs *harness.Procs
 	dir   string // temp dir, removed on exit
 	olio  string // olio binary
 	// example is the embedded example (cmd/olio-demo): the demo handler behind
@@ -78,12 +79,12 @@ type instance struct {
 	// metrics is olio's Prometheus address, where the measured share of
 	// forwarded requests comes from; "" for the others.
 	metrics string
-	proc    *child // nil for direct
+	proc    *harness.Child // nil for direct
 }
 
 func (in *instance) stop() {
 	if in.proc != nil {
-		in.proc.stop(stopGrace)
+		in.proc.Stop(stopGrace)
 	}
 }
 
@@ -104,14 +105,14 @@ func appEnv(extra ...string) []string {
 // example, which serve the demo handler on $PORT.
 func startApps(ctx context.Context, b *bench) error {
 	n := b.cfg.workers
-	var kids []*child
+	var kids []*harness.Child
 	for i := 0; i < n; i++ {
-		port, err := freePort()
+		port, err := harness.FreePort()
 		if err != nil {
 			return err
 		}
 		env := appEnv("PORT="+strconv.Itoa(port), "OLIO_INDEX="+strconv.Itoa(i), "OLIO_WORKERS="+strconv.Itoa(n))
-		c, err := b.procs.start(fmt.Sprintf("app %d", i), []string{b.example}, env,
+		c, err := b.procs.Start(fmt.Sprintf("app %d", i), []string{b.example}, env,
 			filepath.Join(b.dir, fmt.Sprintf("app-%d.log", i)))
 		if err != nil {
 			return err
@@ -133,29 +134,26 @@ func startDirect(_ context.Context, b *bench) (*instance, error) {
 
 // startOlio runs `olio serve` with its built-in demo app and extra flags.
 func startOlio(ctx context.Context, b *bench, workers int, extra ...string) (*instance, error) {
-	port, err := freePort()
+	s, err := harness.NewServe(b.dir)
 	if err != nil {
 		return nil, err
 	}
-	mport, err := freePort()
+	mport, err := harness.FreePort()
 	if err != nil {
 		return nil, err
 	}
-	addr, maddr := fmt.Sprintf("127.0.0.1:%d", port), fmt.Sprintf("127.0.0.1:%d", mport)
-	argv := []string{b.olio, "serve", "--listen", addr, "--workers", strconv.Itoa(workers),
-		"--control", filepath.Join(b.dir, fmt.Sprintf("olio-%d.sock", port)), "--metrics", maddr}
-	argv = append(argv, extra...)
-	logPath := filepath.Join(b.dir, fmt.Sprintf("olio-%d.log", port))
-	c, err := b.procs.start(strings.Join(argv[1:], " "), argv, appEnv(), logPath)
+	maddr := fmt.Sprintf("127.0.0.1:%d", mport)
+	argv := s.Args(b.olio, workers, append([]string{"--metrics", maddr}, extra...)...)
+	c, err := b.procs.Start(strings.Join(argv[1:], " "), argv, appEnv(), s.Log)
 	if err != nil {
 		return nil, err
 	}
 	in := &instance{
-		target: target{addrs: []string{addr}},
+		target: target{addrs: []string{s.Addr}},
 		// master and routers; the apps (depth 2) are not the layer's cost. An
 		// embedded worker is router and app in one process: its CPU includes
 		// the handler's, which the other setups leave out.
-		layer: &layer{root: c.pid, maxDepth: 1},
+		layer: &layer{root: c.Pid, maxDepth: 1},
 		// the accepting router is independent of the key, so a request is
 		// forwarded unless it happens to land on its owner: (N-1)/N at most
 		// (a connection handed off to its owner forwards less)
@@ -163,26 +161,26 @@ func startOlio(ctx context.Context, b *bench, workers int, extra ...string) (*in
 		metrics:   maddr,
 		proc:      c,
 	}
-	if err := waitOlio(ctx, c, addr, logPath, workers); err != nil {
-		c.stop(stopGrace)
+	if err := waitOlio(ctx, c, s, workers); err != nil {
+		c.Stop(stopGrace)
 		return nil, err
 	}
 	return in, nil
 }
 
-// waitOlio waits until the master logs "all workers ready" or every worker
+// waitOlio waits until the status shows every worker ready, or every worker
 // index has answered, then until a request succeeds.
-func waitOlio(ctx context.Context, c *child, addr, logPath string, workers int) error {
+func waitOlio(ctx context.Context, c *harness.Child, s *harness.Serve, workers int) error {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
 	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil}}
 	defer client.CloseIdleConnections()
 	seen := map[int]bool{}
 	for i := 0; ; i++ {
-		if b, err := os.ReadFile(logPath); err == nil && strings.Contains(string(b), "all workers ready") {
+		if st, err := s.Status(ctx); err == nil && harness.Settled(st, workers, nil) {
 			break
 		}
-		if idx, err := probe(ctx, client, addr, randomKey(i)); err == nil && idx >= 0 {
+		if idx, err := probe(ctx, client, s.Addr, randomKey(i)); err == nil && idx >= 0 {
 			seen[idx] = true
 			if len(seen) == workers {
 				break
@@ -192,13 +190,13 @@ func waitOlio(ctx context.Context, c *child, addr, logPath string, workers int) 
 			return err
 		}
 	}
-	return waitHTTP(ctx, c, addr)
+	return waitHTTP(ctx, c, s.Addr)
 }
 
 // startHAProxy runs HAProxy in the foreground, hashing X-Olio-Key over the
 // shared apps with a consistent hash.
 func startHAProxy(ctx context.Context, b *bench) (*instance, error) {
-	port, err := freePort()
+	port, err := harness.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -236,7 +234,7 @@ backend apps
 // startNginx runs nginx in the foreground with everything it writes under
 // the temp dir, hashing X-Olio-Key over the apps with keep-alive upstreams.
 func startNginx(ctx context.Context, b *bench) (*instance, error) {
-	port, err := freePort()
+	port, err := harness.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -291,25 +289,25 @@ http {
 }
 
 func startProxy(ctx context.Context, b *bench, name string, argv []string, port int) (*instance, error) {
-	c, err := b.procs.start(name, argv, appEnv(), filepath.Join(b.dir, name+".log"))
+	c, err := b.procs.Start(name, argv, appEnv(), filepath.Join(b.dir, name+".log"))
 	if err != nil {
 		return nil, err
 	}
 	in := &instance{
 		target:    target{addrs: []string{fmt.Sprintf("127.0.0.1:%d", port)}},
-		layer:     &layer{root: c.pid, maxDepth: -1},
+		layer:     &layer{root: c.Pid, maxDepth: -1},
 		forwarded: -1,
 		proc:      c,
 	}
 	if err := waitHTTP(ctx, c, in.target.addrs[0]); err != nil {
-		c.stop(stopGrace)
+		c.Stop(stopGrace)
 		return nil, err
 	}
 	return in, nil
 }
 
 // waitHTTP polls addr until it answers 200, c exits, or readyTimeout passes.
-func waitHTTP(ctx context.Context, c *child, addr string) error {
+func waitHTTP(ctx context.Context, c *harness.Child, addr string) error {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
 	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil}}
@@ -319,7 +317,7 @@ func waitHTTP(ctx context.Context, c *child, addr string) error {
 			return nil
 		}
 		if err := pause(ctx, c, 20*time.Millisecond); err != nil {
-			return fmt.Errorf("%s not answering on %s: %w", c.name, addr, err)
+			return fmt.Errorf("%s not answering on %s: %w", c.Name, addr, err)
 		}
 	}
 }
@@ -352,25 +350,15 @@ func probe(ctx context.Context, client *http.Client, addr, key string) (index in
 }
 
 // pause waits d, failing early if c exits or ctx ends.
-func pause(ctx context.Context, c *child, d time.Duration) error {
+func pause(ctx context.Context, c *harness.Child, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
 		return nil
-	case <-c.done:
-		return c.exitError()
+	case <-c.Done():
+		return c.ExitError()
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-// freePort asks the kernel for a free loopback port.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

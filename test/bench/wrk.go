@@ -11,15 +11,18 @@ import (
 	"time"
 )
 
+// wrkThreadID gives each wrk thread its number, as the global id of its script.
+const wrkThreadID = `local counter = 0
+function setup(thread)
+  thread:set("id", counter)
+  counter = counter + 1
+end`
+
 // wrkRandom sets a random key per request, from the same key space and with
 // the same names as the Go generator's random workload.
 const wrkRandom = `-- olio bench: random X-Olio-Key per request
 local n = 10000
-local counter = 0
-function setup(thread)
-  thread:set("id", counter)
-  counter = counter + 1
-end
+` + wrkThreadID + `
 function init(args)
   n = tonumber(args[1]) or n
   math.randomseed(os.time() * 1000 + id)
@@ -34,11 +37,7 @@ end
 // so the harness runs one thread per connection (-t = -c): then each
 // connection keeps one key for the whole run, named as the Go generator's.
 const wrkPerConn = `-- olio bench: one X-Olio-Key per connection (one connection per thread)
-local counter = 0
-function setup(thread)
-  thread:set("id", counter)
-  counter = counter + 1
-end
+` + wrkThreadID + `
 function init(args)
   wrk.headers["X-Olio-Key"] = "user-" .. id
 end

@@ -24,6 +24,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/olio-dev/olio/test/harness"
 )
 
 // mutant is one deliberate bug.
@@ -140,7 +142,7 @@ func mainErr(run string, timeout time.Duration) error {
 			chosen = append(chosen, mutants[i])
 		}
 	}
-	root, err := moduleRoot()
+	root, err := harness.ModuleRoot()
 	if err != nil {
 		return err
 	}
@@ -261,19 +263,6 @@ func countE() int {
 		}
 	}
 	return n
-}
-
-// moduleRoot is the directory of the go.mod that `go env GOMOD` names.
-func moduleRoot() (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	mod := strings.TrimSpace(string(out))
-	if mod == "" || mod == os.DevNull {
-		return "", errors.New("not inside the olio module: run it from the repository")
-	}
-	return filepath.Dir(mod), nil
 }
 
 // copyTree copies the module's regular files from src to dst, leaving out .git (so that no

@@ -1,8 +1,9 @@
 // Command soak runs an olio cluster of the demo app under mixed load for a while, with a
 // HUP, TTIN, TTOU, kill -9 of an app and kill -9 of a router in turn every -interval, and
-// reports per router, at the start and at the end, resident memory, open descriptors and
-// threads (and goroutines once `olio status --json` carries them), plus the failed requests:
-// those explained by a kill -9 (the killed process's in-flight requests) and the others.
+// reports per router, at the start and at the end, resident memory, open descriptors,
+// threads and goroutines, plus the failed requests: those explained by a kill -9 (the
+// killed process's in-flight requests) and the others. It waits on the cluster's status
+// (over the control socket), never on its log.
 //
 //	go run ./test/soak -duration 10m
 //
@@ -10,31 +11,27 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"math/big"
 	mrand "math/rand/v2"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/olio-dev/olio/test/harness"
 )
 
 func main() {
@@ -60,7 +57,7 @@ func run() error {
 	flag.IntVar(&o.workers, "workers", 3, "workers at the start")
 	flag.IntVar(&o.clients, "clients", 8, "concurrent clients")
 	flag.StringVar(&o.bin, "olio", "", "olio binary to run (default: build ./cmd/olio)")
-	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (olio's log is olio.log in it)")
+	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (olio's log is olio-PORT.log in it)")
 	flag.Parse()
 
 	dir, err := os.MkdirTemp("", "olio-soak-")
@@ -73,145 +70,70 @@ func run() error {
 		defer os.RemoveAll(dir)
 	}
 	if o.bin == "" {
+		root, err := harness.ModuleRoot()
+		if err != nil {
+			return err
+		}
 		o.bin = filepath.Join(dir, "olio")
-		if err := build(o.bin); err != nil {
+		if err := harness.Build(context.Background(), root, "./cmd/olio", o.bin); err != nil {
 			return err
 		}
 	}
-	c, err := start(o, dir)
+	procs := harness.NewProcs()
+	defer procs.KillAll() // after a failure; nothing is left to kill after a clean stop
+	c, err := start(procs, o, dir)
 	if err != nil {
 		return err
 	}
-	defer c.kill()
 	return c.soak(o)
-}
-
-// build compiles ./cmd/olio of the module the soak runs in.
-func build(out string) error {
-	mod, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil || strings.TrimSpace(string(mod)) == "" || strings.TrimSpace(string(mod)) == os.DevNull {
-		return fmt.Errorf("run the soak from inside the olio module (go env GOMOD: %v)", err)
-	}
-	cmd := exec.Command("go", "build", "-o", out, "./cmd/olio")
-	cmd.Dir = filepath.Dir(strings.TrimSpace(string(mod)))
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("build olio: %w", err)
-	}
-	return nil
 }
 
 // cluster is the running `olio serve`.
 type cluster struct {
-	bin, addr, control, secret, log string
-	cmd                             *exec.Cmd
-	exited                          chan struct{}
+	*harness.Serve
+	proc *harness.Child
 }
 
-func start(o options, dir string) (*cluster, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// start runs `olio serve` of the demo app and waits until its workers are settled.
+func start(procs *harness.Procs, o options, dir string) (*cluster, error) {
+	s, err := harness.NewServe(dir)
 	if err != nil {
 		return nil, err
 	}
-	addr := l.Addr().String()
-	l.Close()
-	b := make([]byte, 16)
-	rand.Read(b)
-	c := &cluster{bin: o.bin, addr: addr, control: filepath.Join(dir, "ctl.sock"), secret: hex.EncodeToString(b),
-		log: filepath.Join(dir, "olio.log"), exited: make(chan struct{})}
-	logf, err := os.Create(c.log)
+	argv := s.Args(o.bin, o.workers, "--shutdown-timeout", "10s", "--forward-timeout", "10s")
+	proc, err := procs.Start("olio serve", argv, os.Environ(), s.Log)
 	if err != nil {
 		return nil, err
 	}
-	c.cmd = exec.Command(o.bin, "serve", "--listen", addr, "--workers", strconv.Itoa(o.workers),
-		"--control", c.control, "--secret", c.secret, "--shutdown-timeout", "10s", "--forward-timeout", "10s")
-	c.cmd.Stdout, c.cmd.Stderr = logf, logf
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := c.cmd.Start(); err != nil {
-		return nil, err
-	}
-	go func() {
-		c.cmd.Wait()
-		logf.Close()
-		close(c.exited)
-	}()
-	if !waitFor(60*time.Second, func() bool {
-		b, _ := os.ReadFile(c.log)
-		return bytes.Contains(b, []byte("all workers ready"))
-	}) {
-		return nil, fmt.Errorf("olio did not become ready; see %s", c.log)
+	c := &cluster{Serve: s, proc: proc}
+	if !c.settled(o.workers, nil) {
+		return nil, fmt.Errorf("olio did not become ready; see %s", c.Log)
 	}
 	return c, nil
 }
 
-// kill ends the cluster at once (after a failure); a no-op once it has exited.
-func (c *cluster) kill() {
+// signal sends sig to the master.
+func (c *cluster) signal(sig syscall.Signal) { syscall.Kill(c.proc.Pid, sig) }
+
+// pause waits d, and reports false at once if olio exits meanwhile.
+func (c *cluster) pause(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
 	select {
-	case <-c.exited:
-	default:
-		syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
-		<-c.exited
+	case <-t.C:
+		return true
+	case <-c.proc.Done():
+		return false
 	}
-}
-
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(50 * time.Millisecond) // polling interval
-	}
-	return true
-}
-
-// status is what the soak reads of `olio status --json`.
-type status struct {
-	Members int `json:"members"`
-	Ready   int `json:"ready"`
-	Workers []struct {
-		Index      int    `json:"index"`
-		RouterPID  int    `json:"router_pid"`
-		AppPID     int    `json:"app_pid"`
-		State      string `json:"state"`
-		Restarts   int    `json:"restarts"`
-		Served     uint64 `json:"served"`
-		InFlight   int64  `json:"in_flight"`
-		Member     bool   `json:"member"`
-		Goroutines *int   `json:"goroutines"` // when the status API carries them
-	} `json:"workers"`
-}
-
-func (c *cluster) status() (*status, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, c.bin, "status", "--json", "--control", c.control).Output()
-	if err != nil {
-		return nil, fmt.Errorf("olio status: %w", err)
-	}
-	var st status
-	if err := json.Unmarshal(out, &st); err != nil {
-		return nil, fmt.Errorf("olio status: %w", err)
-	}
-	return &st, nil
 }
 
 // settled waits until want workers are members and ready, and none of them runs a
 // process in gone (the apps a HUP replaces, the process a kill -9 killed).
 func (c *cluster) settled(want int, gone map[int]bool) bool {
-	return waitFor(90*time.Second, func() bool {
-		st, err := c.status()
-		if err != nil || st.Members != want || st.Ready != want {
-			return false
-		}
-		for _, w := range st.Workers {
-			if w.Member && (w.State != "ready" || w.RouterPID == 0 || w.AppPID == 0 || gone[w.AppPID] || gone[w.RouterPID]) {
-				return false
-			}
-		}
-		return true
-	})
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	_, err := c.WaitSettled(ctx, want, gone, c.proc.Done())
+	return err == nil
 }
 
 // sample is one router's resources.
@@ -221,7 +143,7 @@ type sample struct {
 }
 
 func (c *cluster) sample() (map[int]sample, error) {
-	st, err := c.status()
+	st, err := c.Status(context.Background())
 	if err != nil {
 		return nil, err
 	}
@@ -230,9 +152,9 @@ func (c *cluster) sample() (map[int]sample, error) {
 		if !w.Member || w.RouterPID == 0 {
 			continue
 		}
-		s := sample{pid: w.RouterPID, goroutines: -1}
-		if w.Goroutines != nil {
-			s.goroutines = *w.Goroutines
+		s := sample{pid: w.RouterPID, goroutines: w.Goroutines}
+		if w.Error != "" { // the router's counters are missing
+			s.goroutines = -1
 		}
 		if ents, err := os.ReadDir("/proc/" + strconv.Itoa(w.RouterPID) + "/fd"); err == nil {
 			s.fds = len(ents)
@@ -243,28 +165,11 @@ func (c *cluster) sample() (map[int]sample, error) {
 	return out, nil
 }
 
-// procStatus reads VmRSS and Threads from /proc/pid/status.
+// procStatus reads VmRSS and Threads from /proc/pid/status (0 for what it cannot read).
 func procStatus(pid int) (rss uint64, threads int) {
-	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0, 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, _ := strings.Cut(sc.Text(), ":")
-		fields := strings.Fields(v)
-		if len(fields) == 0 {
-			continue
-		}
-		switch k {
-		case "VmRSS":
-			n, _ := strconv.ParseUint(fields[0], 10, 64)
-			rss = n << 10
-		case "Threads":
-			threads, _ = strconv.Atoi(fields[0])
-		}
-	}
+	rss, _ = harness.ProcBytes(pid, "status", "VmRSS")
+	n, _ := harness.ProcField(pid, "status", "Threads")
+	threads, _ = strconv.Atoi(n)
 	return rss, threads
 }
 
@@ -304,15 +209,15 @@ func (c *cluster) client(ctx context.Context, l *load, workers func() int) {
 		var req *http.Request
 		switch n := mrand.IntN(100); {
 		case n < 70:
-			req, _ = http.NewRequest("GET", "http://"+c.addr+"/k", nil)
+			req, _ = http.NewRequest("GET", "http://"+c.Addr+"/k", nil)
 		case n < 85:
-			req, _ = http.NewRequest("POST", "http://"+c.addr+"/upload", bytes.NewReader(body))
+			req, _ = http.NewRequest("POST", "http://"+c.Addr+"/upload", bytes.NewReader(body))
 		case n < 95:
-			req, _ = http.NewRequest("GET", "http://"+c.addr+"/slow?sleep=50", nil)
+			req, _ = http.NewRequest("GET", "http://"+c.Addr+"/slow?sleep=50", nil)
 		default:
-			req, _ = http.NewRequest("GET", "http://"+c.addr+"/direct", nil)
+			req, _ = http.NewRequest("GET", "http://"+c.Addr+"/direct", nil)
 			req.Header.Set("X-Olio-Index", strconv.Itoa(mrand.IntN(max(workers(), 1))))
-			req.Header.Set("X-Olio-Secret", c.secret)
+			req.Header.Set("X-Olio-Secret", c.Secret)
 		}
 		req.Header.Set("X-Olio-Key", key)
 		resp, err := cl.Do(req)
@@ -352,8 +257,9 @@ func (c *cluster) soak(o options) error {
 		stopLoad()
 		wg.Wait()
 	}()
-	warm := time.Now().Add(10 * time.Second)
-	waitFor(15*time.Second, func() bool { return time.Now().After(warm) })
+	if !c.pause(10 * time.Second) { // warm-up
+		return errors.New("olio exited during the warm-up; see " + c.Log)
+	}
 	before, err := c.sample()
 	if err != nil {
 		return err
@@ -367,78 +273,87 @@ func (c *cluster) soak(o options) error {
 		next := time.Now().Add(o.interval)
 		kind := kinds[i%len(kinds)]
 		n := int(workers.Load())
-		ev := event{at: time.Now(), kind: kind}
-		gone := map[int]bool{}
-		switch kind {
-		case "hup":
-			st, err := c.status()
-			if err != nil {
-				return err
-			}
-			for _, w := range st.Workers {
-				gone[w.AppPID] = true
-			}
-			ev.at = time.Now()
-			c.cmd.Process.Signal(syscall.SIGHUP)
-		case "ttin":
-			c.cmd.Process.Signal(syscall.SIGTTIN)
-			n++
-		case "ttou":
-			c.cmd.Process.Signal(syscall.SIGTTOU)
-			n--
-		case "kill-app", "kill-router":
-			st, err := c.status()
-			if err != nil {
-				return err
-			}
-			var members []int
-			for j, w := range st.Workers {
-				if w.Member {
-					members = append(members, j)
-				}
-			}
-			if len(members) == 0 {
-				return errors.New("no member workers to kill")
-			}
-			w := st.Workers[members[randIndex(len(members))]]
-			pid := w.AppPID
-			if kind == "kill-router" {
-				pid = w.RouterPID
-			}
-			gone[pid] = true
-			ev.at = time.Now()
-			syscall.Kill(pid, syscall.SIGKILL)
+		ev, gone, n, err := c.disturb(kind, n)
+		if err != nil {
+			return err
 		}
 		events = append(events, ev)
 		if !c.settled(n, gone) {
-			return fmt.Errorf("the cluster did not settle after %s; see %s", kind, c.log)
+			return fmt.Errorf("the cluster did not settle after %s; see %s", kind, c.Log)
 		}
 		workers.Store(int64(n))
 		fmt.Printf("  %s  %-11s settled in %s, %d ok, %d failed\n", time.Now().Format("15:04:05"), kind,
 			time.Since(ev.at).Round(time.Millisecond), l.ok.Load(), len(l.failuresCopy()))
-		waitFor(o.interval, func() bool { return time.Now().After(next) })
-		select {
-		case <-c.exited:
-			return errors.New("olio exited during the soak; see " + c.log)
-		default:
+		if !c.pause(time.Until(next)) {
+			return errors.New("olio exited during the soak; see " + c.Log)
 		}
 	}
 	stopLoad()
 	wg.Wait()
 	// Let keep-alive connections and idle streams close, then look again.
-	idle := time.Now().Add(5 * time.Second)
-	waitFor(10*time.Second, func() bool { return time.Now().After(idle) })
+	if !c.pause(5 * time.Second) {
+		return errors.New("olio exited after the load; see " + c.Log)
+	}
 	after, err := c.sample()
 	if err != nil {
 		return err
 	}
-	c.cmd.Process.Signal(syscall.SIGTERM)
+	c.signal(syscall.SIGTERM)
 	select {
-	case <-c.exited:
+	case <-c.proc.Done():
 	case <-time.After(60 * time.Second):
 		return errors.New("olio did not stop within 60s of SIGTERM")
 	}
 	return report(o, l, events, before, after)
+}
+
+// disturb does one disturbance of kind to a cluster of n member workers; it returns the
+// event, the pids it expects gone (the apps a HUP replaces, the process a kill -9 killed)
+// and the number of workers to expect.
+func (c *cluster) disturb(kind string, n int) (event, map[int]bool, int, error) {
+	gone := map[int]bool{}
+	at := time.Now() // just before the signal or the kill, for explaining failures
+	switch kind {
+	case "hup":
+		st, err := c.Status(context.Background())
+		if err != nil {
+			return event{}, nil, n, err
+		}
+		for _, w := range st.Workers {
+			gone[w.AppPID] = true
+		}
+		at = time.Now()
+		c.signal(syscall.SIGHUP)
+	case "ttin":
+		c.signal(syscall.SIGTTIN)
+		n++
+	case "ttou":
+		c.signal(syscall.SIGTTOU)
+		n--
+	case "kill-app", "kill-router":
+		st, err := c.Status(context.Background())
+		if err != nil {
+			return event{}, nil, n, err
+		}
+		var members []int
+		for j, w := range st.Workers {
+			if w.Member {
+				members = append(members, j)
+			}
+		}
+		if len(members) == 0 {
+			return event{}, nil, n, errors.New("no member workers to kill")
+		}
+		w := st.Workers[members[randIndex(len(members))]]
+		pid := w.AppPID
+		if kind == "kill-router" {
+			pid = w.RouterPID
+		}
+		gone[pid] = true
+		at = time.Now()
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	return event{at: at, kind: kind}, gone, n, nil
 }
 
 func randIndex(n int) int {

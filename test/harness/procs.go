@@ -1,7 +1,6 @@
-package main
+package harness
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,14 +10,14 @@ import (
 	"time"
 )
 
-// procs starts the harness's child processes (apps, proxies, olio) and owns
-// them: stopAll ends every one of them and everything they started.
-type procs struct {
+// Procs starts a script's child processes (apps, proxies, olio) and owns them: StopAll
+// ends every one of them and everything they started.
+type Procs struct {
 	starts chan startReq
 
 	mu       sync.Mutex
-	children []*child
-	dirs     []string // removed by killAll
+	children []*Child
+	dirs     []string // removed by KillAll
 }
 
 type startReq struct {
@@ -26,8 +25,9 @@ type startReq struct {
 	res chan<- error
 }
 
-func newProcs() *procs {
-	p := &procs{starts: make(chan startReq)}
+// NewProcs returns an owner with no children yet.
+func NewProcs() *Procs {
+	p := &Procs{starts: make(chan startReq)}
 	go p.starter()
 	return p
 }
@@ -36,27 +36,27 @@ func newProcs() *procs {
 // the life of the harness: Pdeathsig fires when the thread that started a
 // child exits, not the process, so a child must not be started from a thread
 // the Go runtime may retire. The goroutine lives as long as the program.
-func (p *procs) starter() {
+func (p *Procs) starter() {
 	runtime.LockOSThread()
 	for r := range p.starts {
 		r.res <- r.cmd.Start()
 	}
 }
 
-// child is one started process. Its stdout and stderr go to the file logPath.
-type child struct {
-	name    string
-	pid     int
-	logPath string
+// Child is one started process. Its stdout and stderr go to the file LogPath.
+type Child struct {
+	Name    string
+	Pid     int
+	LogPath string
 	done    chan struct{} // closed when the process has exited
 	err     error         // exit status, valid after done
 
 	stopOnce sync.Once
 }
 
-// start runs argv with env (the complete environment) in its own process
-// group, killed by the kernel if the harness dies.
-func (p *procs) start(name string, argv, env []string, logPath string) (*child, error) {
+// Start runs argv with env (the complete environment) in its own process
+// group, killed by the kernel if the script dies.
+func (p *Procs) Start(name string, argv, env []string, logPath string) (*Child, error) {
 	f, err := os.Create(logPath)
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
@@ -72,7 +72,7 @@ func (p *procs) start(name string, argv, env []string, logPath string) (*child, 
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	f.Close() // the child has its own copy
-	c := &child{name: name, pid: cmd.Process.Pid, logPath: logPath, done: make(chan struct{})}
+	c := &Child{Name: name, Pid: cmd.Process.Pid, LogPath: logPath, done: make(chan struct{})}
 	go func() {
 		c.err = cmd.Wait()
 		close(c.done)
@@ -83,8 +83,11 @@ func (p *procs) start(name string, argv, env []string, logPath string) (*child, 
 	return c, nil
 }
 
-// exited reports whether the child has exited.
-func (c *child) exited() bool {
+// Done is closed when the child has exited.
+func (c *Child) Done() <-chan struct{} { return c.done }
+
+// Exited reports whether the child has exited.
+func (c *Child) Exited() bool {
 	select {
 	case <-c.done:
 		return true
@@ -93,32 +96,29 @@ func (c *child) exited() bool {
 	}
 }
 
-// errExited is returned when a child exits while the harness waits for it.
-var errExited = errors.New("exited")
-
-// exitError describes an early exit with the tail of the child's log.
-func (c *child) exitError() error {
-	return fmt.Errorf("%s %w (%v); last output:\n%s", c.name, errExited, c.err, tail(c.logPath, 2048))
+// ExitError describes an early exit with the tail of the child's log; it wraps ErrExited.
+func (c *Child) ExitError() error {
+	return fmt.Errorf("%s %w (%v); last output:\n%s", c.Name, ErrExited, c.err, Tail(c.LogPath, 2048))
 }
 
-// stop sends SIGTERM to the child's process group, SIGKILL after grace, and
+// Stop sends SIGTERM to the child's process group, SIGKILL after grace, and
 // then SIGKILL to every descendant that is still alive (children in process
 // groups of their own, such as olio's routers and apps). It waits for the
 // child to exit. Safe to call more than once and concurrently.
-func (c *child) stop(grace time.Duration) {
+func (c *Child) Stop(grace time.Duration) {
 	c.stopOnce.Do(func() {
-		desc := descendants(c.pid) // before they are reparented
-		_ = syscall.Kill(-c.pid, syscall.SIGTERM)
+		desc := Descendants(c.Pid) // before they are reparented
+		_ = syscall.Kill(-c.Pid, syscall.SIGTERM)
 		t := time.NewTimer(grace)
 		select {
 		case <-c.done:
 		case <-t.C:
 		}
 		t.Stop()
-		_ = syscall.Kill(-c.pid, syscall.SIGKILL)
+		_ = syscall.Kill(-c.Pid, syscall.SIGKILL)
 		for _, d := range desc {
-			if d.alive() {
-				_ = syscall.Kill(d.pid, syscall.SIGKILL)
+			if d.Alive() {
+				_ = syscall.Kill(d.Pid, syscall.SIGKILL)
 			}
 		}
 		t = time.NewTimer(5 * time.Second)
@@ -130,45 +130,45 @@ func (c *child) stop(grace time.Duration) {
 	})
 }
 
-// stopAll stops every child still running, all at once.
-func (p *procs) stopAll(grace time.Duration) {
+// StopAll stops every child still running, all at once.
+func (p *Procs) StopAll(grace time.Duration) {
 	p.mu.Lock()
-	cs := append([]*child(nil), p.children...)
+	cs := append([]*Child(nil), p.children...)
 	p.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, c := range cs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c.stop(grace)
+			c.Stop(grace)
 		}()
 	}
 	wg.Wait()
 }
 
-// removeOnKill has killAll remove dir too.
-func (p *procs) removeOnKill(dir string) {
+// RemoveOnKill has KillAll remove dir too.
+func (p *Procs) RemoveOnKill(dir string) {
 	p.mu.Lock()
 	p.dirs = append(p.dirs, dir)
 	p.mu.Unlock()
 }
 
-// killAll is the emergency stop (a second Ctrl-C): SIGKILL to every child,
+// KillAll is the emergency stop (a second Ctrl-C): SIGKILL to every child,
 // its process group and its descendants at once, without waiting for a
 // graceful stop in progress, then removes the temp dirs.
-func (p *procs) killAll() {
+func (p *Procs) KillAll() {
 	p.mu.Lock()
-	cs, dirs := append([]*child(nil), p.children...), p.dirs
+	cs, dirs := append([]*Child(nil), p.children...), p.dirs
 	p.mu.Unlock()
 	for _, c := range cs {
-		if c.exited() {
+		if c.Exited() {
 			continue
 		}
-		desc := descendants(c.pid)
-		_ = syscall.Kill(-c.pid, syscall.SIGKILL)
+		desc := Descendants(c.Pid)
+		_ = syscall.Kill(-c.Pid, syscall.SIGKILL)
 		for _, d := range desc {
-			if d.alive() {
-				_ = syscall.Kill(d.pid, syscall.SIGKILL)
+			if d.Alive() {
+				_ = syscall.Kill(d.Pid, syscall.SIGKILL)
 			}
 		}
 	}
@@ -177,8 +177,8 @@ func (p *procs) killAll() {
 	}
 }
 
-// tail returns at most the last n bytes of the file at path.
-func tail(path string, n int64) string {
+// Tail returns at most the last n bytes of the file at path.
+func Tail(path string, n int64) string {
 	f, err := os.Open(path)
 	if err != nil {
 		return ""
