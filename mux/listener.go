@@ -29,9 +29,10 @@ type Listener struct {
 	cancel context.CancelFunc //
 	wg     sync.WaitGroup     // the accept loop and every session goroutine
 
-	mu       sync.Mutex
-	closed   bool
-	sessions map[*session]struct{}
+	mu        sync.Mutex
+	closed    bool
+	goingAway bool // GoAway was called: every session, new ones too, is sent away
+	sessions  map[*session]struct{}
 
 	closeOnce sync.Once
 	closeErr  error
@@ -132,6 +133,25 @@ func (l *Listener) Close() error {
 	return l.closeErr
 }
 
+// GoAway tells every peer to open no new stream on its session and to re-dial the socket
+// path, where a replacement may have bound, while the Listener goes on accepting: streams
+// already open are served as before. A session that connects afterwards (through a path
+// not yet re-bound) is sent away at once. yamux refuses, with a reset, a stream whose
+// opening crossed the message; the opener knows the stream was never accepted and opens
+// another. Close still ends the Listener.
+func (l *Listener) GoAway() {
+	l.mu.Lock()
+	l.goingAway = true
+	sessions := make([]*session, 0, len(l.sessions))
+	for s := range l.sessions {
+		sessions = append(sessions, s)
+	}
+	l.mu.Unlock()
+	for _, s := range sessions {
+		s.ys.GoAway()
+	}
+}
+
 // acceptLoop accepts raw connections and starts a session goroutine for each.
 func (l *Listener) acceptLoop() {
 	defer l.wg.Done()
@@ -177,7 +197,11 @@ func (l *Listener) acceptLoop() {
 		}
 		l.sessions[s] = struct{}{}
 		l.wg.Add(1)
+		away := l.goingAway
 		l.mu.Unlock()
+		if away {
+			ys.GoAway()
+		}
 		go s.acceptStreams()
 	}
 }

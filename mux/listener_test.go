@@ -265,3 +265,51 @@ func TestListenerCloseKeepsAcceptedStreams(t *testing.T) {
 		t.Fatal("old session still open after its last stream closed")
 	}
 }
+
+// TestListenerGoAway: a listener sent away (its replacement has bound the same path) keeps
+// serving the streams already open, while its peers' next streams reach the replacement.
+func TestListenerGoAway(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "peer.sock")
+	l := listen(t, path)
+	p := newPool(t, path)
+	ctx := testCtx(t)
+
+	c, err := p.Open(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sc, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	go io.Copy(sc, sc)
+	old := c.(*yamux.Stream).Session()
+
+	l2 := listen(t, path) // the replacement
+	echo(t, l2)
+	l.GoAway()
+	roundTrip(t, c, "still served")
+
+	// The peer learns of the go-away asynchronously: until it has, a stream it opens on the
+	// old session is refused with a reset (never accepted); after, Open re-dials.
+	var c2 net.Conn
+	for c2 == nil {
+		if ctx.Err() != nil {
+			t.Fatal("Open kept using the session that was sent away")
+		}
+		n, err := p.Open(ctx, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n.(*yamux.Stream).Session() == old {
+			n.Close()
+			continue
+		}
+		c2 = n
+	}
+	defer c2.Close()
+	roundTrip(t, c2, "the replacement")
+	roundTrip(t, c, "the old one, still")
+}
