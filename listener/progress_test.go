@@ -92,7 +92,7 @@ func TestProgressCut(t *testing.T) {
 // Without progress=1 the master answers as it always did: one JSON object.
 func TestNoProgressUnchanged(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ctl.sock")
-	s, err := bareMaster().listenControl(path, func() {})
+	s, err := loopMaster(t).listenControl(path, func() {})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -60,10 +60,8 @@ func (m *Master) Status(ctx context.Context) Status {
 // gather is Status plus each worker's raw Stats (nil where the router did not answer),
 // for the metrics collector.
 func (m *Master) gather(ctx context.Context) (Status, []*descend.Stats) {
-	m.mu.Lock()
-	workers := append([]*worker(nil), m.workers...)
-	members, epoch := m.members, m.epoch
-	m.mu.Unlock()
+	v := m.snapshot()
+	workers, members, epoch := v.workers, v.members, v.epoch
 	st := Status{
 		PID:           os.Getpid(),
 		Listen:        m.addr.String(),

@@ -68,12 +68,12 @@ const upgradeReady = "ready\n"
 // and hands it the service. It returns nil once the new master is ready; this master then
 // drains and Run returns.
 func (m *Master) Upgrade(ctx context.Context) error {
-	ctx, end, err := m.beginOp(ctx)
-	defer end()
-	if err != nil {
-		return err
-	}
-	if len(m.opts.Args) == 0 {
+	return m.submit(ctx, "upgrade", func(ctx context.Context, c *cluster) error { return c.upgrade(ctx) })
+}
+
+// upgrade is Upgrade on the loop.
+func (c *cluster) upgrade(ctx context.Context) error {
+	if len(c.opts.Args) == 0 {
 		return fmt.Errorf("%w: no command line to re-execute", ErrUpgrade)
 	}
 	readyR, readyW, err := os.Pipe()
@@ -94,23 +94,19 @@ func (m *Master) Upgrade(ctx context.Context) error {
 		return fmt.Errorf("%w: %w", ErrUpgrade, err)
 	}
 	defer func() {
-		// Kept by a successful upgrade until this master has drained (shutdown).
-		m.mu.Lock()
-		keep := m.drained == drainedW
-		m.mu.Unlock()
-		if !keep {
+		if c.drained != drainedW { // kept by a successful upgrade until this master has drained (stop)
 			drainedW.Close()
 		}
 	}()
-	m.logger.Info("upgrade: starting a new master", "exe", m.exe)
+	c.logger.Info("upgrade: starting a new master", "exe", c.exe)
 	child, err := monitor.Start(nil, &monitor.Command{
 		Name:       "new master",
-		Path:       m.exe,
-		Args:       upgradeArgs(m.opts.Args),
+		Path:       c.exe,
+		Args:       upgradeArgs(c.opts.Args),
 		Env:        os.Environ(),
 		Stdout:     os.Stdout,
 		Stderr:     os.Stderr,
-		ExtraFiles: []*os.File{m.lnFile, readyW, secretR, drainedR},
+		ExtraFiles: []*os.File{c.lnFile, readyW, secretR, drainedR},
 		NoDeathSig: true, // it must outlive this master
 	})
 	readyW.Close()
@@ -120,9 +116,7 @@ func (m *Master) Upgrade(ctx context.Context) error {
 		secretW.Close()
 		return fmt.Errorf("%w: %w", ErrUpgrade, err)
 	}
-	m.mu.Lock()
-	state := Handover{Secret: m.secret, Workers: m.members}
-	m.mu.Unlock()
+	state := Handover{Secret: c.secret, Workers: c.members}
 	json.NewEncoder(secretW).Encode(state)
 	secretW.Close()
 
@@ -134,11 +128,11 @@ func (m *Master) Upgrade(ctx context.Context) error {
 		}
 		ready <- err
 	}()
-	timeout := m.config().ReadyTimeout + 30*time.Second
+	timeout := c.cfg.ReadyTimeout + 30*time.Second
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	fail := func(why error) error {
-		m.logger.Error("upgrade failed; stopping the new master and serving on", "new_pid", child.Pid(), "err", why)
+		c.logger.Error("upgrade failed; stopping the new master and serving on", "new_pid", child.Pid(), "err", why)
 		child.Stop(5 * time.Second)
 		return fmt.Errorf("%w: %w", ErrUpgrade, why)
 	}
@@ -164,14 +158,10 @@ func (m *Master) Upgrade(ctx context.Context) error {
 	case <-ctx.Done():
 		return fail(ctx.Err())
 	}
-	m.logger.Info("upgrade: new master is ready; draining this one", "new_pid", child.Pid(), "old_pid", os.Getpid())
-	m.mu.Lock()
-	m.stopping = true
-	m.drained = drainedW
-	m.mu.Unlock()
-	m.upgraded.Store(true)
+	c.logger.Info("upgrade: new master is ready; draining this one", "new_pid", child.Pid(), "old_pid", os.Getpid())
+	c.over, c.drained = true, drainedW
 	select {
-	case m.handedOver <- struct{}{}:
+	case c.handedOver <- struct{}{}:
 	default:
 	}
 	return nil
@@ -214,9 +204,7 @@ func (m *Master) handOver() {
 // routers' own keys until the old master says it has drained (or is gone: the pipe
 // closes), then releases them, so that no key is served by both generations at once.
 func (m *Master) awaitDrained(drained *os.File) {
-	m.mu.Lock()
-	m.held = true
-	m.mu.Unlock()
+	m.held.Store(true)
 	// A stop before the old master has drained ends the wait (Close interrupts the read).
 	unhook := context.AfterFunc(m.life, func() { drained.Close() })
 	m.wg.Add(1)
@@ -236,10 +224,8 @@ func (m *Master) awaitDrained(drained *os.File) {
 
 // releaseAll lets every router serve its own keys (see awaitDrained).
 func (m *Master) releaseAll() {
-	m.mu.Lock()
-	m.held = false
-	workers := append([]*worker(nil), m.workers...)
-	m.mu.Unlock()
+	m.held.Store(false) // before reading the view: see worker.hello
+	workers := m.snapshot().workers
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, w := range workers {

@@ -45,8 +45,8 @@ type waiter struct {
 	ch   chan descend.Message
 }
 
-// newWorker makes (does not start) the worker for index; m.mu must be held.
-func (m *Master) newWorkerLocked(index int) *worker {
+// newWorker makes (does not start) the worker for index under cfg.
+func (m *Master) newWorker(index int, cfg Config) *worker {
 	w := &worker{
 		m:      m,
 		index:  index,
@@ -57,9 +57,9 @@ func (m *Master) newWorkerLocked(index int) *worker {
 		conns:  map[int]*descend.Conn{},
 		state:  descend.State{Index: index, State: descend.StateStarting},
 	}
-	cfg := m.cfg
 	w.sup = &monitor.Supervisor{
 		Name:         fmt.Sprintf("router %d", index),
+		Starter:      m.opts.Starter,
 		Command:      w.command,
 		Ready:        w.readyCheck,
 		ReadyTimeout: 30 * time.Second, // to say hello: the router's app has its own
@@ -343,33 +343,30 @@ func (w *worker) startFailed(appPID int) {
 }
 
 // hello answers a router's Hello with its config and the current membership, and makes its
-// connection the live one. The membership is read under the master's lock so that a
-// concurrent resize either includes this router in its broadcast or is seen here.
+// connection the live one. It reads the view and sets the connection under w.mu, which
+// every call takes to find the connection: an operation that publishes a new view and then
+// calls the worker either finds this connection (and sends the new config or membership
+// on it) or finds none, and then this hello reads the new view.
 func (w *worker) hello(conn *descend.Conn, h *descend.Hello) error {
 	if h.Index != w.index {
 		return fmt.Errorf("router says it is worker %d, started as %d", h.Index, w.index)
 	}
-	cfg := w.m.routerConfig(w.index)
-	w.mu.Lock()
-	replacing := w.conn != nil && w.replacing
-	w.mu.Unlock()
 	m := w.m
-	// Under the master's lock, so that releaseAll either sees this router or has released
-	// before it is configured.
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	v := m.snapshot()
+	cfg := m.routerConfig(v.cfg, w.index)
 	// An embedded worker that replaces a live one serves its keys only once that one has
 	// drained (drainChild releases it); so do a hot upgrade's routers, once the old master
 	// has drained (releaseAll).
+	replacing := w.conn != nil && w.replacing
 	exclusive := cfg.Handover == router.HandoverExclusive
-	cfg.Held = exclusive && (m.held || replacing && m.cfg.Embedded)
+	cfg.Held = exclusive && (m.held.Load() || replacing && v.cfg.Embedded)
 	if err := conn.Send(cfg); err != nil {
 		return err
 	}
-	w.mu.Lock()
 	w.conn = conn
-	w.mu.Unlock()
-	return conn.Send(m.membershipLocked(0))
+	return conn.Send(m.membership(v, 0))
 }
 
 func (w *worker) deliver(id uint64, msg descend.Message) {

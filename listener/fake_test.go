@@ -1,0 +1,212 @@
+package listener
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/olio-dev/olio/descend"
+	"github.com/olio-dev/olio/monitor"
+)
+
+// fakeRouters is a monitor.Starter whose processes are fake routers: goroutines that
+// speak descend on the socket the master hands a router as fd 3, so that the master's
+// operations are tested without forking. Every router's app is "ready" as soon as the
+// router has its first membership.
+type fakeRouters struct {
+	// restartErr, if set, is the error a router answers a Restart with ("": success),
+	// given its index and the app its config names.
+	restartErr func(index int, app string) string
+	// hold, if set, is received from before a Restart is answered: a test holds a
+	// reload part way with it.
+	hold chan struct{}
+
+	mu      sync.Mutex
+	pid     int
+	events  []string      // what the routers were asked, in order
+	changed chan struct{} // closed and replaced whenever events grows
+}
+
+func newFakeRouters() *fakeRouters { return &fakeRouters{pid: 1000, changed: make(chan struct{})} }
+
+// Start starts a fake router for the command's --index.
+func (f *fakeRouters) Start(cmd *monitor.Command) (monitor.Process, error) {
+	i := slices.Index(cmd.Args, "--index")
+	if i < 0 || i+1 >= len(cmd.Args) || len(cmd.ExtraFiles) == 0 {
+		return nil, fmt.Errorf("%w: not a router's command line: %v", monitor.ErrStart, cmd.Args)
+	}
+	index, err := strconv.Atoi(cmd.Args[i+1])
+	if err != nil {
+		return nil, err
+	}
+	c, err := net.FileConn(cmd.ExtraFiles[0]) // a dup: the master closes its file
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	f.pid++
+	p := &fakeRouter{f: f, index: index, pid: f.pid, conn: descend.NewConn(c), done: make(chan struct{})}
+	f.mu.Unlock()
+	go p.serve()
+	return p, nil
+}
+
+// note records an event.
+func (f *fakeRouters) note(format string, args ...any) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.events = append(f.events, fmt.Sprintf(format, args...))
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+// waitFor waits until some event satisfies ok, and fails the test if none does in time.
+func (f *fakeRouters) waitFor(t *testing.T, what string, ok func(event string) bool) {
+	t.Helper()
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
+	for {
+		f.mu.Lock()
+		found := slices.ContainsFunc(f.events, ok)
+		changed := f.changed
+		f.mu.Unlock()
+		if found {
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			t.Fatalf("no %s within 10s; events: %q", what, f.take())
+		}
+	}
+}
+
+// take returns the events so far and forgets them.
+func (f *fakeRouters) take() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ev := f.events
+	f.events = nil
+	return ev
+}
+
+// fakeRouter is one fake router process.
+type fakeRouter struct {
+	f     *fakeRouters
+	index int
+	pid   int
+	conn  *descend.Conn
+	done  chan struct{}
+	app   string
+}
+
+func (p *fakeRouter) Pid() int { return p.pid }
+
+// Signal ends the router, whatever the signal: it closes its side of the socket.
+func (p *fakeRouter) Signal(syscall.Signal) error { p.conn.Close(); return nil }
+
+func (p *fakeRouter) Wait() error { <-p.done; return nil }
+
+// serve says hello and answers the master until the connection closes.
+func (p *fakeRouter) serve() {
+	defer close(p.done)
+	defer p.conn.Close()
+	if p.conn.Send(&descend.Hello{Index: p.index, PID: p.pid}) != nil {
+		return
+	}
+	ready := false
+	for {
+		msg, err := p.conn.Recv()
+		if err != nil {
+			return
+		}
+		var ans descend.Message
+		switch msg := msg.(type) {
+		case *descend.Config:
+			p.app = msg.AppPath
+		case *descend.Membership:
+			if msg.ID != 0 {
+				p.f.note("membership %d: epoch %d, %d workers", p.index, msg.Epoch, msg.Workers)
+				ans = &descend.Result{ID: msg.ID}
+			}
+			if !ready { // the first membership comes right after the config
+				ready = true
+				ans = &descend.State{Index: p.index, State: descend.StateReady, AppPID: p.pid + 100000}
+			}
+		case *descend.Restart:
+			ans = p.restart(msg)
+		case *descend.Drain:
+			p.f.note("drain %d", p.index)
+			ans = &descend.Result{ID: msg.ID}
+		case *descend.StatsRequest:
+			ans = &descend.Stats{ID: msg.ID, Index: p.index, State: descend.StateReady, AppPID: p.pid + 100000}
+		case descend.Request:
+			ans = &descend.Result{ID: msg.RequestID()}
+		}
+		if ans != nil && p.conn.Send(ans) != nil {
+			return
+		}
+	}
+}
+
+// restart answers a Restart as the fakeRouters say.
+func (p *fakeRouter) restart(msg *descend.Restart) descend.Message {
+	p.f.note("restart %d onto %s", p.index, p.app)
+	if p.f.hold != nil {
+		<-p.f.hold
+	}
+	r := &descend.Result{ID: msg.ID}
+	if p.f.restartErr != nil {
+		r.Error = p.f.restartErr(p.index, p.app)
+	}
+	return r
+}
+
+// fakeMaster runs a master with cfg whose routers are f's, until the test ends.
+func fakeMaster(t *testing.T, cfg Config, f *fakeRouters, reload func() (Config, error)) *Master {
+	t.Helper()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.RunDir = t.TempDir()
+	m, err := New(cfg, Options{Starter: f, Exe: "/olio/test", DemoArgs: []string{"demo"}, Reload: reload,
+		LogOutput: discard{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("Run: %v", err)
+		}
+		m.lnFile.Close()
+	})
+	for _, w := range m.snapshot().workers {
+		waitClosed(t, fmt.Sprintf("worker %d ready", w.index), w.ready)
+	}
+	f.take()
+	return m
+}
+
+// waitClosed waits until ch is closed, and fails the test if it is not in time.
+func waitClosed(t *testing.T, what string, ch <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no %s within 10s", what)
+	}
+}
+
+// discard is an io.Writer that drops everything.
+type discard struct{}
+
+func (discard) Write(b []byte) (int, error) { return len(b), nil }
