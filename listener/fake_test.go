@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -52,7 +53,8 @@ func (f *fakeRouters) Start(cmd *monitor.Command) (monitor.Process, error) {
 	}
 	f.mu.Lock()
 	f.pid++
-	p := &fakeRouter{f: f, index: index, pid: f.pid, conn: descend.NewConn(c), done: make(chan struct{})}
+	p := &fakeRouter{f: f, index: index, pid: f.pid, conn: descend.NewConn(c), done: make(chan struct{}),
+		killed: make(chan struct{})}
 	f.mu.Unlock()
 	go p.serve()
 	return p, nil
@@ -105,12 +107,18 @@ type fakeRouter struct {
 	conn  *descend.Conn
 	done  chan struct{}
 	app   string
+
+	killed   chan struct{} // closed by Signal: a held Restart gives up
+	killOnce sync.Once
 }
 
 func (p *fakeRouter) Pid() int { return p.pid }
 
 // Signal ends the router, whatever the signal: it closes its side of the socket.
-func (p *fakeRouter) Signal(syscall.Signal) error { p.conn.Close(); return nil }
+func (p *fakeRouter) Signal(syscall.Signal) error {
+	p.killOnce.Do(func() { close(p.killed) })
+	return p.conn.Close()
+}
 
 func (p *fakeRouter) Wait() error { <-p.done; return nil }
 
@@ -130,7 +138,7 @@ func (p *fakeRouter) serve() {
 		var ans descend.Message
 		switch msg := msg.(type) {
 		case *descend.Config:
-			p.app = msg.AppPath
+			p.app = filepath.Base(msg.AppPath)
 		case *descend.Membership:
 			if msg.ID != 0 {
 				p.f.note("membership %d: epoch %d, %d workers", p.index, msg.Epoch, msg.Workers)
@@ -160,7 +168,10 @@ func (p *fakeRouter) serve() {
 func (p *fakeRouter) restart(msg *descend.Restart) descend.Message {
 	p.f.note("restart %d onto %s", p.index, p.app)
 	if p.f.hold != nil {
-		<-p.f.hold
+		select {
+		case <-p.f.hold:
+		case <-p.killed:
+		}
 	}
 	r := &descend.Result{ID: msg.ID}
 	if p.f.restartErr != nil {
@@ -189,6 +200,7 @@ func fakeMaster(t *testing.T, cfg Config, f *fakeRouters, reload func() (Config,
 		}
 		m.lnFile.Close()
 	})
+	waitUntil(t, "the first workers", func() bool { return len(m.snapshot().workers) == cfg.Workers })
 	for _, w := range m.snapshot().workers {
 		waitClosed(t, fmt.Sprintf("worker %d ready", w.index), w.ready)
 	}
@@ -203,6 +215,21 @@ func waitClosed(t *testing.T, what string, ch <-chan struct{}) {
 	case <-ch:
 	case <-time.After(10 * time.Second):
 		t.Fatalf("no %s within 10s", what)
+	}
+}
+
+// waitUntil polls cond until it holds, and fails the test if it does not in time.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(10 * time.Second)
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("no %s within 10s", what)
+		}
 	}
 }
 
