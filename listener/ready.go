@@ -79,7 +79,7 @@ func (w *worker) serving() bool {
 
 // noteStateLocked updates up from a state report: ready sets it, backoff (a crash) clears
 // it, starting leaves it alone. w.mu must be held.
-func (w *worker) noteStateLocked(s string) {
+func (w *worker) noteStateLocked(s descend.WorkerState) {
 	switch s {
 	case descend.StateReady:
 		w.up = true

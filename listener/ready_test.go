@@ -23,7 +23,7 @@ func readyAnswer(m *Master) (int, string) {
 func TestReady(t *testing.T) {
 	m := bareMaster()
 	var ws []*worker
-	state := func(w *worker, s string) {
+	state := func(w *worker, s descend.WorkerState) {
 		w.mu.Lock()
 		w.noteStateLocked(s)
 		w.mu.Unlock()
