@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -140,7 +139,9 @@ func (c *cluster) stop() {
 	}
 	wg.Wait()
 	if c.drained != nil {
-		io.WriteString(c.drained, upgradeDrained)
+		if err := descend.WordDrained.Say(c.drained); err != nil {
+			c.logger.Warn("upgrade: tell the new master this one has drained", "err", err)
+		}
 		c.drained.Close()
 		c.drained = nil
 	}

@@ -1,7 +1,6 @@
 package listener
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -37,14 +36,11 @@ const (
 	UpgradeListenerFD = 3
 	UpgradeReadyFD    = 4
 	UpgradeStateFD    = 5
-	// UpgradeDrainedFD is where the old master says, with upgradeDrained, that its routers
+	// UpgradeDrainedFD is where the old master says, with descend.WordDrained, that its routers
 	// have finished every request they accepted: under --handover exclusive the new
 	// master's routers serve their keys only from then on.
 	UpgradeDrainedFD = 6
 )
-
-// upgradeDrained is what the old master writes on the drained pipe.
-const upgradeDrained = "drained\n"
 
 // Handover is the running state an old master passes to the new one on UpgradeStateFD.
 type Handover struct {
@@ -60,9 +56,6 @@ func ReadHandover(r io.Reader) (Handover, error) {
 	}
 	return h, nil
 }
-
-// upgradeReady is what the new master writes on the ready pipe.
-const upgradeReady = "ready\n"
 
 // Upgrade starts a new master from the olio binary at the path this one was started from
 // and hands it the service. It returns nil once the new master is ready; this master then
@@ -121,13 +114,7 @@ func (c *cluster) upgrade(ctx context.Context) error {
 	secretW.Close()
 
 	ready := make(chan error, 1)
-	go func() {
-		line, err := bufio.NewReader(readyR).ReadString('\n')
-		if err == nil && line != upgradeReady {
-			err = fmt.Errorf("unexpected %q on the ready pipe", line)
-		}
-		ready <- err
-	}()
+	go func() { ready <- descend.WordReady.Await(readyR) }()
 	timeout := c.cfg.ReadyTimeout + 30*time.Second
 	t := time.NewTimer(timeout)
 	defer t.Stop()
@@ -193,7 +180,7 @@ func (m *Master) handOver() {
 		return
 	}
 	m.notify("MAINPID=" + strconv.Itoa(os.Getpid()))
-	if _, err := io.WriteString(m.opts.UpgradeReady, upgradeReady); err != nil {
+	if err := descend.WordReady.Say(m.opts.UpgradeReady); err != nil {
 		m.logger.Warn("upgrade: tell the old master", "err", err)
 	}
 	m.opts.UpgradeReady.Close()
@@ -213,8 +200,7 @@ func (m *Master) awaitDrained(drained *os.File) {
 		defer unhook()
 		defer drained.Close()
 		start := time.Now()
-		line, err := bufio.NewReader(drained).ReadString('\n')
-		if err != nil || line != upgradeDrained {
+		if err := descend.WordDrained.Await(drained); err != nil {
 			m.logger.Warn("upgrade: the old master did not say it drained; serving all the same", "err", err)
 		}
 		m.releaseAll()
