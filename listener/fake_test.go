@@ -19,8 +19,8 @@ import (
 
 // fakeRouters is a monitor.Starter whose processes are fake routers: goroutines that
 // speak descend on the socket the master hands a router as fd 3, so that the master's
-// operations are tested without forking. Every router's app is "ready" as soon as the
-// router has its first membership.
+// operations are tested without forking. Every router's app is ready as soon as the
+// router has joined.
 type fakeRouters struct {
 	// restartErr, if set, is the error a router answers a Restart with ("": success),
 	// given its index and the app its config names.
@@ -126,10 +126,15 @@ func (p *fakeRouter) Wait() error { <-p.done; return nil }
 func (p *fakeRouter) serve() {
 	defer close(p.done)
 	defer p.conn.Close()
-	if p.conn.Send(&descend.Hello{Index: p.index, PID: p.pid}) != nil {
+	cfg, _, err := descend.Join(p.conn, &descend.Hello{Index: p.index, PID: p.pid})
+	if err != nil {
 		return
 	}
-	ready := false
+	p.app = filepath.Base(cfg.AppPath)
+	// Its app is ready at once.
+	if p.conn.Send(&descend.State{Index: p.index, State: descend.StateReady, AppPID: p.pid + 100000}) != nil {
+		return
+	}
 	for {
 		msg, err := p.conn.Recv()
 		if err != nil {
@@ -140,14 +145,8 @@ func (p *fakeRouter) serve() {
 		case *descend.Config:
 			p.app = filepath.Base(msg.AppPath)
 		case *descend.Membership:
-			if msg.ID != 0 {
-				p.f.note("membership %d: epoch %d, %d workers", p.index, msg.Epoch, msg.Workers)
-				ans = &descend.Result{ID: msg.ID}
-			}
-			if !ready { // the first membership comes right after the config
-				ready = true
-				ans = &descend.State{Index: p.index, State: descend.StateReady, AppPID: p.pid + 100000}
-			}
+			p.f.note("membership %d: epoch %d, %d workers", p.index, msg.Epoch, msg.Workers)
+			ans = &descend.Result{ID: msg.ID}
 		case *descend.Restart:
 			ans = p.restart(msg)
 		case *descend.Drain:

@@ -362,11 +362,11 @@ func (w *worker) hello(conn *descend.Conn, h *descend.Hello) error {
 	replacing := w.conn != nil && w.replacing
 	exclusive := cfg.Handover == router.HandoverExclusive
 	cfg.Held = exclusive && (m.held.Load() || replacing && v.cfg.Embedded)
-	if err := conn.Send(cfg); err != nil {
+	if err := descend.Welcome(conn, cfg, m.membership(v, 0)); err != nil {
 		return err
 	}
 	w.conn = conn
-	return conn.Send(m.membership(v, 0))
+	return nil
 }
 
 func (w *worker) deliver(id uint64, msg descend.Message) {
