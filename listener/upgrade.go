@@ -69,89 +69,108 @@ func (c *cluster) upgrade(ctx context.Context) error {
 	if len(c.opts.Args) == 0 {
 		return fmt.Errorf("%w: no command line to re-execute", ErrUpgrade)
 	}
-	readyR, readyW, err := os.Pipe()
+	child, ready, drained, err := c.startNewMaster()
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrUpgrade, err)
 	}
-	defer readyR.Close()
-	secretR, secretW, err := os.Pipe()
-	if err != nil {
-		readyW.Close()
+	if err := c.awaitNewMaster(ctx, child, ready); err != nil {
+		c.logger.Error("upgrade failed; stopping the new master and serving on", "new_pid", child.Pid(), "err", err)
+		child.Stop(5 * time.Second)
+		drained.Close()
 		return fmt.Errorf("%w: %w", ErrUpgrade, err)
 	}
-	drainedR, drainedW, err := os.Pipe()
-	if err != nil {
-		readyW.Close()
-		secretR.Close()
-		secretW.Close()
-		return fmt.Errorf("%w: %w", ErrUpgrade, err)
+	c.logger.Info("upgrade: new master is ready; draining this one", "new_pid", child.Pid(), "old_pid", os.Getpid())
+	c.over, c.drained = true, drained // told once this master has drained (stop)
+	select {
+	case c.handedOver <- struct{}{}:
+	default:
 	}
-	defer func() {
-		if c.drained != drainedW { // kept by a successful upgrade until this master has drained (stop)
-			drainedW.Close()
-		}
-	}()
+	return nil
+}
+
+// startNewMaster starts the new master with the listening socket and its three pipes, and
+// sends it the running state. It returns the new master and this master's ends of the
+// ready pipe (the new master says descend.WordReady on it) and of the drained pipe (this
+// one says descend.WordDrained).
+func (c *cluster) startNewMaster() (child *monitor.Child, ready, drained *os.File, err error) {
+	rs, ws, err := pipes(3) // ready, state, drained
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	theirs := []*os.File{ws[0], rs[1], rs[2]} // at UpgradeReadyFD, UpgradeStateFD, UpgradeDrainedFD
 	c.logger.Info("upgrade: starting a new master", "exe", c.exe)
-	child, err := monitor.Start(nil, &monitor.Command{
+	child, err = monitor.Start(nil, &monitor.Command{
 		Name:       "new master",
 		Path:       c.exe,
 		Args:       upgradeArgs(c.opts.Args),
 		Env:        os.Environ(),
 		Stdout:     os.Stdout,
 		Stderr:     os.Stderr,
-		ExtraFiles: []*os.File{c.lnFile, readyW, secretR, drainedR},
+		ExtraFiles: append([]*os.File{c.lnFile}, theirs...),
 		NoDeathSig: true, // it must outlive this master
 	})
-	readyW.Close()
-	secretR.Close()
-	drainedR.Close()
-	if err != nil {
-		secretW.Close()
-		return fmt.Errorf("%w: %w", ErrUpgrade, err)
+	for _, f := range theirs {
+		f.Close()
 	}
-	state := Handover{Secret: c.secret, Workers: c.members}
-	json.NewEncoder(secretW).Encode(state)
-	secretW.Close()
+	if err != nil {
+		rs[0].Close()
+		ws[1].Close()
+		ws[2].Close()
+		return nil, nil, nil, err
+	}
+	json.NewEncoder(ws[1]).Encode(Handover{Secret: c.secret, Workers: c.members})
+	ws[1].Close()
+	return child, rs[0], ws[2], nil
+}
 
-	ready := make(chan error, 1)
-	go func() { ready <- descend.WordReady.Await(readyR) }()
+// pipes makes n pipes: their read ends and their write ends. On error none is left open.
+func pipes(n int) (rs, ws []*os.File, err error) {
+	for range n {
+		r, w, err := os.Pipe()
+		if err != nil {
+			for i := range rs {
+				rs[i].Close()
+				ws[i].Close()
+			}
+			return nil, nil, err
+		}
+		rs, ws = append(rs, r), append(ws, w)
+	}
+	return rs, ws, nil
+}
+
+// awaitNewMaster waits until the new master child says it is ready on the pipe ready, which
+// it closes. The error says why not: the new master exited or took too long, or ctx ended.
+func (c *cluster) awaitNewMaster(ctx context.Context, child *monitor.Child, ready *os.File) error {
+	defer ready.Close()
+	said := make(chan error, 1)
+	go func() { said <- descend.WordReady.Await(ready) }()
 	timeout := c.cfg.ReadyTimeout + 30*time.Second
 	t := time.NewTimer(timeout)
 	defer t.Stop()
-	fail := func(why error) error {
-		c.logger.Error("upgrade failed; stopping the new master and serving on", "new_pid", child.Pid(), "err", why)
-		child.Stop(5 * time.Second)
-		return fmt.Errorf("%w: %w", ErrUpgrade, why)
-	}
 	select {
-	case err := <-ready:
+	case err := <-said:
 		if errors.Is(err, io.EOF) {
 			// The pipe closes as the new master exits: give its exit status a moment to
 			// come in, so the message can say how it ended.
 			select {
 			case <-child.Done():
-				return fail(fmt.Errorf("new master exited before it was ready: %s", exitDesc(child.Err())))
+				return fmt.Errorf("new master exited before it was ready: %s", exitDesc(child.Err()))
 			case <-time.After(time.Second):
-				return fail(errors.New("new master closed its ready pipe before it was ready"))
+				return errors.New("new master closed its ready pipe before it was ready")
 			}
 		}
 		if err != nil {
-			return fail(fmt.Errorf("new master's ready pipe: %w", err))
+			return fmt.Errorf("new master's ready pipe: %w", err)
 		}
+		return nil
 	case <-child.Done():
-		return fail(fmt.Errorf("new master exited before it was ready: %s", exitDesc(child.Err())))
+		return fmt.Errorf("new master exited before it was ready: %s", exitDesc(child.Err()))
 	case <-t.C:
-		return fail(fmt.Errorf("new master not ready within %s", timeout))
+		return fmt.Errorf("new master not ready within %s", timeout)
 	case <-ctx.Done():
-		return fail(ctx.Err())
+		return ctx.Err()
 	}
-	c.logger.Info("upgrade: new master is ready; draining this one", "new_pid", child.Pid(), "old_pid", os.Getpid())
-	c.over, c.drained = true, drainedW
-	select {
-	case c.handedOver <- struct{}{}:
-	default:
-	}
-	return nil
 }
 
 // exitDesc says how a process ended, given its exit error (nil: status 0).
