@@ -62,6 +62,9 @@ func (c *cluster) publish() {
 // another runs waits its turn (they run in the order they arrive); ErrStopped once a stop
 // has begun or a hot upgrade has handed the service over.
 func (m *Master) submit(ctx context.Context, what string, do func(ctx context.Context, c *cluster) error) error {
+	if m.life.Err() != nil {
+		return ErrStopped
+	}
 	req := &opRequest{ctx: ctx, do: do, reply: make(chan error, 1)}
 	select {
 	case m.requests <- req:
