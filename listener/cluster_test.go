@@ -85,6 +85,28 @@ func TestScaleChangesTableAndEpoch(t *testing.T) {
 	checkTable(t, m, 1, 3)
 }
 
+// A scale up whose new worker's app does not become ready stops the new workers and
+// leaves the table as it was.
+func TestScaleUpFailsBack(t *testing.T) {
+	f := newFakeRouters()
+	f.appFails = func(index int) bool { return index == 3 }
+	m := fakeMaster(t, fakeConfig(t, 2, "app-v1"), f, nil)
+	err := m.Scale(testContext(t), 4)
+	if err == nil || !strings.Contains(err.Error(), "worker 3") {
+		t.Fatalf("Scale(4) = %v, want an error naming worker 3", err)
+	}
+	checkTable(t, m, 2, 1)
+	ev := f.take()
+	if g := matching(ev, "membership"); len(g) != 0 {
+		t.Errorf("the routers heard of a scale that failed: %q", g)
+	}
+	drains := matching(ev, "drain")
+	slices.Sort(drains)
+	if want := []string{"drain 2", "drain 3"}; !slices.Equal(drains, want) {
+		t.Errorf("the failed scale drained %q, want the new workers %q", drains, want)
+	}
+}
+
 // A reload replaces each worker's app in index order, one after the other.
 func TestReloadReplacesEachWorkerInOrder(t *testing.T) {
 	f := newFakeRouters()

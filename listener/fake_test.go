@@ -25,6 +25,9 @@ type fakeRouters struct {
 	// restartErr, if set, is the error a router answers a Restart with ("": success),
 	// given its index and the app its config names.
 	restartErr func(index int, app string) string
+	// appFails, if set, says which routers' apps never become ready: they start one app,
+	// then another.
+	appFails func(index int) bool
 	// hold, if set, is received from before a Restart is answered: a test holds a
 	// reload part way with it.
 	hold chan struct{}
@@ -131,8 +134,7 @@ func (p *fakeRouter) serve() {
 		return
 	}
 	p.app = filepath.Base(cfg.AppPath)
-	// Its app is ready at once.
-	if p.conn.Send(&descend.State{Index: p.index, State: descend.StateReady, AppPID: p.pid + 100000}) != nil {
+	if !p.startApp() {
 		return
 	}
 	for {
@@ -161,6 +163,17 @@ func (p *fakeRouter) serve() {
 			return
 		}
 	}
+}
+
+// startApp reports the app ready at once, or, if the fakeRouters say it fails, one app
+// starting and then another. It returns false if the connection failed.
+func (p *fakeRouter) startApp() bool {
+	app := p.pid + 100000
+	if p.f.appFails != nil && p.f.appFails(p.index) {
+		return p.conn.Send(&descend.State{Index: p.index, State: descend.StateStarting, AppPID: app}) == nil &&
+			p.conn.Send(&descend.State{Index: p.index, State: descend.StateStarting, AppPID: app + 1}) == nil
+	}
+	return p.conn.Send(&descend.State{Index: p.index, State: descend.StateReady, AppPID: app}) == nil
 }
 
 // restart answers a Restart as the fakeRouters say.
