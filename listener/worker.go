@@ -259,29 +259,7 @@ func (w *worker) readyCheck(ctx context.Context, c *monitor.Child) error {
 // in embedded mode, when it reports its handler ready (it then accepts).
 func (w *worker) read(conn *descend.Conn, c *monitor.Child, hello, ready chan struct{}) {
 	embedded := w.m.config().Embedded
-	defer func() {
-		conn.Close()
-		w.mu.Lock()
-		delete(w.conns, c.Pid())
-		if w.conn == conn {
-			w.conn = nil
-			// A replacement that failed: the router it was to replace is still live.
-			for _, other := range w.conns {
-				w.conn = other
-			}
-		}
-		if w.conn == nil {
-			w.state.State = descend.StateStarting
-			w.up = false
-		}
-		for id, wt := range w.waits {
-			if wt.conn == conn {
-				close(wt.ch)
-				delete(w.waits, id)
-			}
-		}
-		w.mu.Unlock()
-	}()
+	defer w.closed(conn, c.Pid())
 	var once sync.Once
 	for {
 		msg, err := conn.Recv()
@@ -303,22 +281,10 @@ func (w *worker) read(conn *descend.Conn, c *monitor.Child, hello, ready chan st
 				once.Do(func() { close(ready) })
 			}
 		case *descend.State:
-			w.mu.Lock()
-			prev := w.state
-			w.state = *msg
-			w.noteStateLocked(msg.State)
-			w.mu.Unlock()
-			if msg.State == descend.StateStarting && prev.AppPID != 0 && msg.AppPID != prev.AppPID {
-				w.startFailed(prev.AppPID)
-			}
-			if msg.State == descend.StateReady {
+			if w.onState(msg) {
 				once.Do(func() { close(ready) })
 				w.readyOnce.Do(func() { close(w.ready) })
 				w.m.workerReady()
-			}
-			if msg.Error != "" {
-				w.m.logger.Warn("app exited", "worker", w.index, "app_pid", msg.AppPID,
-					"restarts", msg.Restarts, "crash_looping", msg.CrashLooping, "err", msg.Error)
 			}
 		case descend.Reply: // Result, Stats, Keys
 			w.deliver(msg.ReplyTo(), msg)
@@ -326,6 +292,49 @@ func (w *worker) read(conn *descend.Conn, c *monitor.Child, hello, ready chan st
 			w.m.logger.Warn("unexpected message from router", "worker", w.index, "type", msg.Type())
 		}
 	}
+}
+
+// closed forgets the connection of the router with pid, which has closed: a call waiting
+// for its answer gets none, and the worker has no live router unless another one runs.
+func (w *worker) closed(conn *descend.Conn, pid int) {
+	conn.Close()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.conns, pid)
+	if w.conn == conn {
+		w.conn = nil
+		// A replacement that failed: the router it was to replace is still live.
+		for _, other := range w.conns {
+			w.conn = other
+		}
+	}
+	if w.conn == nil {
+		w.state.State = descend.StateStarting
+		w.up = false
+	}
+	for id, wt := range w.waits {
+		if wt.conn == conn {
+			close(wt.ch)
+			delete(w.waits, id)
+		}
+	}
+}
+
+// onState notes a router's report on its app, and says whether the app is ready.
+func (w *worker) onState(msg *descend.State) (ready bool) {
+	w.mu.Lock()
+	prev := w.state
+	w.state = *msg
+	w.noteStateLocked(msg.State)
+	w.mu.Unlock()
+	if msg.State == descend.StateStarting && prev.AppPID != 0 && msg.AppPID != prev.AppPID {
+		w.startFailed(prev.AppPID)
+	}
+	if msg.Error != "" {
+		w.m.logger.Warn("app exited", "worker", w.index, "app_pid", msg.AppPID,
+			"restarts", msg.Restarts, "crash_looping", msg.CrashLooping, "err", msg.Error)
+	}
+	return msg.State == descend.StateReady
 }
 
 // startFailed notes that the router, not yet ready, starts another app: the one with pid
