@@ -47,7 +47,7 @@ func matching(events []string, prefix string) []string {
 // epoch; scaling down tells every router first, then drains and stops the surplus.
 func TestScaleChangesTableAndEpoch(t *testing.T) {
 	f := newFakeRouters()
-	m := fakeMaster(t, fakeConfig(t, 2, "app-v1"), f, nil)
+	m, _ := fakeMaster(t, fakeConfig(t, 2, "app-v1"), f, Options{})
 	checkTable(t, m, 2, 1)
 
 	if err := m.Scale(testContext(t), 4); err != nil {
@@ -90,7 +90,7 @@ func TestScaleChangesTableAndEpoch(t *testing.T) {
 func TestScaleUpFailsBack(t *testing.T) {
 	f := newFakeRouters()
 	f.appFails = func(index int) bool { return index == 3 }
-	m := fakeMaster(t, fakeConfig(t, 2, "app-v1"), f, nil)
+	m, _ := fakeMaster(t, fakeConfig(t, 2, "app-v1"), f, Options{})
 	err := m.Scale(testContext(t), 4)
 	if err == nil || !strings.Contains(err.Error(), "worker 3") {
 		t.Fatalf("Scale(4) = %v, want an error naming worker 3", err)
@@ -110,7 +110,7 @@ func TestScaleUpFailsBack(t *testing.T) {
 // A reload replaces each worker's app in index order, one after the other.
 func TestReloadReplacesEachWorkerInOrder(t *testing.T) {
 	f := newFakeRouters()
-	m := fakeMaster(t, fakeConfig(t, 3, "app-v1"), f, func() (Config, error) { return fakeConfig(t, 3, "app-v2"), nil })
+	m, _ := fakeMaster(t, fakeConfig(t, 3, "app-v1"), f, Options{Reload: func() (Config, error) { return fakeConfig(t, 3, "app-v2"), nil }})
 	if err := m.Reload(testContext(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +135,7 @@ func TestReloadRollsBackWhenANewAppFails(t *testing.T) {
 		}
 		return ""
 	}
-	m := fakeMaster(t, fakeConfig(t, 2, "app-v1"), f, func() (Config, error) { return fakeConfig(t, 3, "app-v2"), nil })
+	m, _ := fakeMaster(t, fakeConfig(t, 2, "app-v1"), f, Options{Reload: func() (Config, error) { return fakeConfig(t, 3, "app-v2"), nil }})
 	err := m.Reload(testContext(t))
 	if !errors.Is(err, ErrRolledBack) || !strings.Contains(err.Error(), "app did not become ready") {
 		t.Fatalf("Reload = %v, want ErrRolledBack saying why", err)
@@ -158,7 +158,7 @@ func TestReloadRollsBackWhenANewAppFails(t *testing.T) {
 func TestOperationWaitsItsTurn(t *testing.T) {
 	f := newFakeRouters()
 	f.hold = make(chan struct{})
-	m := fakeMaster(t, fakeConfig(t, 2, "app-v1"), f, nil)
+	m, _ := fakeMaster(t, fakeConfig(t, 2, "app-v1"), f, Options{})
 	reloaded, scaled := make(chan error, 1), make(chan error, 1)
 	go func() { reloaded <- m.Reload(context.Background()) }()
 	f.waitFor(t, "restart", func(e string) bool { return strings.HasPrefix(e, "restart 0") })
@@ -187,7 +187,7 @@ func TestStopRefusesWaitingOperations(t *testing.T) {
 	f := newFakeRouters()
 	f.hold = make(chan struct{})
 	cfg := fakeConfig(t, 2, "app-v1")
-	m := fakeMaster(t, cfg, f, nil)
+	m, _ := fakeMaster(t, cfg, f, Options{})
 	reloaded, scaled := make(chan error, 1), make(chan error, 1)
 	go func() { reloaded <- m.Reload(context.Background()) }()
 	f.waitFor(t, "restart", func(e string) bool { return strings.HasPrefix(e, "restart 0") })
@@ -203,6 +203,47 @@ func TestStopRefusesWaitingOperations(t *testing.T) {
 	close(f.hold)
 	if err := m.Scale(testContext(t), 1); !errors.Is(err, ErrStopped) {
 		t.Errorf("a scale after the stop began: %v, want ErrStopped", err)
+	}
+}
+
+// A hot upgrade hands the service to a new master once it says it is ready; this master
+// then drains its routers, tells the new one, and Run returns. It takes no more operations.
+func TestUpgradeHandsOver(t *testing.T) {
+	f := newFakeRouters()
+	m, ran := fakeMaster(t, fakeConfig(t, 2, "app-v1"), f, Options{Args: []string{"serve", "--workers", "2"}})
+	if err := m.Upgrade(testContext(t)); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, "end of Run after the upgrade", ran)
+	ev := f.take()
+	want := []string{"new master: 2 workers", "drain 0", "drain 1", "new master: the old one has drained"}
+	if got := slices.DeleteFunc(ev, func(e string) bool { return !slices.Contains(want, e) }); len(got) != 4 ||
+		got[0] != want[0] || got[3] != want[3] {
+		t.Errorf("events %q, want %q in that order (drains in any)", got, want)
+	}
+	if err := m.Scale(testContext(t), 3); !errors.Is(err, ErrStopped) {
+		t.Errorf("a scale after the upgrade: %v, want ErrStopped", err)
+	}
+}
+
+// A hot upgrade whose new master exits before it is ready fails, and this master serves on
+// and takes operations as before.
+func TestUpgradeFailsBack(t *testing.T) {
+	f := newFakeRouters()
+	f.newMasterFails = true
+	m, ran := fakeMaster(t, fakeConfig(t, 2, "app-v1"), f, Options{Args: []string{"serve"}})
+	err := m.Upgrade(testContext(t))
+	if !errors.Is(err, ErrUpgrade) || !strings.Contains(err.Error(), "exited before it was ready") {
+		t.Fatalf("Upgrade = %v, want ErrUpgrade saying the new master exited", err)
+	}
+	if err := m.Scale(testContext(t), 3); err != nil {
+		t.Errorf("a scale after a failed upgrade: %v", err)
+	}
+	checkTable(t, m, 3, 2)
+	select {
+	case <-ran:
+		t.Error("Run returned after a failed upgrade")
+	default:
 	}
 }
 

@@ -2,9 +2,9 @@ package listener
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -28,6 +28,8 @@ type fakeRouters struct {
 	// appFails, if set, says which routers' apps never become ready: they start one app,
 	// then another.
 	appFails func(index int) bool
+	// newMasterFails makes a hot upgrade's new master exit without saying it is ready.
+	newMasterFails bool
 	// hold, if set, is received from before a Restart is answered: a test holds a
 	// reload part way with it.
 	hold chan struct{}
@@ -40,8 +42,12 @@ type fakeRouters struct {
 
 func newFakeRouters() *fakeRouters { return &fakeRouters{pid: 1000, changed: make(chan struct{})} }
 
-// Start starts a fake router for the command's --index.
+// Start starts a fake router for the command's --index, or a fake new master for a hot
+// upgrade's command.
 func (f *fakeRouters) Start(cmd *monitor.Command) (monitor.Process, error) {
+	if slices.Contains(cmd.Args, UpgradeFlag) {
+		return f.startNewMaster(cmd)
+	}
 	i := slices.Index(cmd.Args, "--index")
 	if i < 0 || i+1 >= len(cmd.Args) || len(cmd.ExtraFiles) == 0 {
 		return nil, fmt.Errorf("%w: not a router's command line: %v", monitor.ErrStart, cmd.Args)
@@ -192,23 +198,81 @@ func (p *fakeRouter) restart(msg *descend.Restart) descend.Message {
 	return r
 }
 
-// fakeMaster runs a master with cfg whose routers are f's, until the test ends.
-func fakeMaster(t *testing.T, cfg Config, f *fakeRouters, reload func() (Config, error)) *Master {
+// startNewMaster starts a fake new master: it reads the old master's state, says it is
+// ready, and waits for the old master to say it has drained.
+func (f *fakeRouters) startNewMaster(cmd *monitor.Command) (monitor.Process, error) {
+	var fds [3]*os.File // ready, state, drained: dups, as the old master closes its copies
+	for i := range fds {
+		fd, err := syscall.Dup(int(cmd.ExtraFiles[1+i].Fd()))
+		if err != nil {
+			return nil, err
+		}
+		fds[i] = os.NewFile(uintptr(fd), "upgrade pipe")
+	}
+	f.mu.Lock()
+	f.pid++
+	p := &fakeMasterProcess{pid: f.pid, ready: fds[0], state: fds[1], drained: fds[2], done: make(chan struct{})}
+	f.mu.Unlock()
+	go func() {
+		defer close(p.done)
+		defer p.Signal(syscall.SIGKILL)
+		h, err := ReadHandover(p.state)
+		if err != nil {
+			f.note("new master: %v", err)
+			return
+		}
+		f.note("new master: %d workers", h.Workers)
+		if f.newMasterFails || descend.WordReady.Say(p.ready) != nil {
+			return
+		}
+		if err := descend.WordDrained.Await(p.drained); err != nil {
+			f.note("new master: %v", err)
+			return
+		}
+		f.note("new master: the old one has drained")
+	}()
+	return p, nil
+}
+
+// fakeMasterProcess is a fake new master.
+type fakeMasterProcess struct {
+	pid                   int
+	ready, state, drained *os.File
+	done                  chan struct{}
+}
+
+func (p *fakeMasterProcess) Pid() int { return p.pid }
+
+// Signal ends the new master: it closes its pipes.
+func (p *fakeMasterProcess) Signal(syscall.Signal) error {
+	p.ready.Close()
+	p.state.Close()
+	p.drained.Close()
+	return nil
+}
+
+func (p *fakeMasterProcess) Wait() error { <-p.done; return nil }
+
+// fakeMaster runs a master with cfg whose routers are f's, until the test ends (or Run
+// returns: ran is closed then). opts adds to the options fakeMaster sets.
+func fakeMaster(t *testing.T, cfg Config, f *fakeRouters, opts Options) (m *Master, ran <-chan struct{}) {
 	t.Helper()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.RunDir = t.TempDir()
-	m, err := New(cfg, Options{Starter: f, Exe: "/olio/test", DemoArgs: []string{"demo"}, Reload: reload,
-		LogOutput: discard{}})
+	opts.Starter, opts.Exe, opts.DemoArgs, opts.LogOutput = f, "/olio/test", []string{"demo"}, discard{}
+	m, err := New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
+	done := make(chan struct{})
+	var runErr error
+	go func() { defer close(done); runErr = m.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("Run: %v", err)
+		<-done
+		if runErr != nil {
+			t.Errorf("Run: %v", runErr)
 		}
 		m.lnFile.Close()
 	})
@@ -217,7 +281,7 @@ func fakeMaster(t *testing.T, cfg Config, f *fakeRouters, reload func() (Config,
 		waitClosed(t, fmt.Sprintf("worker %d ready", w.index), w.ready)
 	}
 	f.take()
-	return m
+	return m, done
 }
 
 // waitClosed waits until ch is closed, and fails the test if it is not in time.

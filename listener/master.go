@@ -41,8 +41,9 @@ type Options struct {
 	// UpgradeReady, for a master started by a hot upgrade, is the pipe on which it tells
 	// the old master that it is ready (see Upgrade).
 	UpgradeReady *os.File
-	// Starter starts the router processes (each worker's supervisor uses it); nil: the
-	// operating system (monitor.OS). Tests give a fake that speaks descend.
+	// Starter starts the router processes (each worker's supervisor uses it) and a hot
+	// upgrade's new master; nil: the operating system (monitor.OS). Tests give a fake that
+	// speaks descend.
 	Starter monitor.Starter
 	// UpgradeDrained, for a master started by a hot upgrade, is the pipe on which the old
 	// master says it has drained; nil when the old master passed none.

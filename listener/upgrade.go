@@ -99,7 +99,7 @@ func (c *cluster) startNewMaster() (child *monitor.Child, ready, drained *os.Fil
 	}
 	theirs := []*os.File{ws[0], rs[1], rs[2]} // at UpgradeReadyFD, UpgradeStateFD, UpgradeDrainedFD
 	c.logger.Info("upgrade: starting a new master", "exe", c.exe)
-	child, err = monitor.Start(nil, &monitor.Command{
+	child, err = monitor.Start(c.opts.Starter, &monitor.Command{
 		Name:       "new master",
 		Path:       c.exe,
 		Args:       upgradeArgs(c.opts.Args),
