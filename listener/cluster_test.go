@@ -182,6 +182,32 @@ func TestOperationWaitsItsTurn(t *testing.T) {
 	checkTable(t, m, 3, 2)
 }
 
+// Resizes that wait their turn each apply to the count they find: three quick TTINs during
+// a reload add three workers.
+func TestQueuedResizesAllApply(t *testing.T) {
+	f := newFakeRouters()
+	f.hold = make(chan struct{})
+	m, _ := fakeMaster(t, fakeConfig(t, 2, "app-v1"), f, Options{})
+	reloaded := make(chan error, 1)
+	go func() { reloaded <- m.Reload(context.Background()) }()
+	f.waitFor(t, "restart", func(e string) bool { return strings.HasPrefix(e, "restart 0") })
+	resized := make(chan error, 3)
+	for range 3 {
+		go func() { resized <- m.Resize(context.Background(), +1) }()
+	}
+	waitQueued(t, m, 3)
+	close(f.hold)
+	if err := <-reloaded; err != nil {
+		t.Errorf("Reload: %v", err)
+	}
+	for range 3 {
+		if err := <-resized; err != nil {
+			t.Errorf("Resize(+1): %v", err)
+		}
+	}
+	checkTable(t, m, 5, 4)
+}
+
 // A stop ends the operation in progress and refuses the one waiting its turn.
 func TestStopRefusesWaitingOperations(t *testing.T) {
 	f := newFakeRouters()
