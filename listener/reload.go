@@ -23,6 +23,9 @@ import (
 // restarted onto the old one (the worker whose new app failed kept its old one). The
 // error then wraps ErrRolledBack. A roll without a configuration change that fails stops
 // where it failed; the workers after that one keep their apps.
+//
+// Like Scale, Resize and Upgrade, Reload first waits for an operation in progress to
+// finish; it returns ErrStopped if a stop begins meanwhile.
 func (m *Master) Reload(ctx context.Context) error {
 	_, err := m.reload(ctx)
 	return err

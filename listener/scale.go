@@ -15,7 +15,7 @@ import (
 // a margin, the new workers are stopped and the count stays); shrinking moves
 // the keys away first, then drains and stops the surplus workers. Either way only the keys
 // that jump hash must move change owner. n may be 0: the socket stays bound and requests
-// get 503 until the cluster grows again.
+// get 503 until the cluster grows again. It waits its turn as Reload does.
 func (m *Master) Scale(ctx context.Context, n int) error {
 	if n < 0 || n > MaxWorkers {
 		return fmt.Errorf("%w: cannot scale to %d workers: use 0 to %d", ErrConfig, n, MaxWorkers)

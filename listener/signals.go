@@ -54,7 +54,8 @@ func (m *Master) HandleSignals(ctx context.Context, sigs <-chan os.Signal, stop 
 	}
 }
 
-// Resize adds delta workers to the current count (never below zero).
+// Resize adds delta workers to the count it finds when its turn comes (never below zero):
+// it waits its turn as Reload does.
 func (m *Master) Resize(ctx context.Context, delta int) error {
 	return m.submit(ctx, "scale", func(ctx context.Context, c *cluster) error { return c.scale(ctx, max(c.members+delta, 0)) })
 }

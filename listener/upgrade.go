@@ -59,7 +59,7 @@ func ReadHandover(r io.Reader) (Handover, error) {
 
 // Upgrade starts a new master from the olio binary at the path this one was started from
 // and hands it the service. It returns nil once the new master is ready; this master then
-// drains and Run returns.
+// drains and Run returns. It waits its turn as Reload does.
 func (m *Master) Upgrade(ctx context.Context) error {
 	return m.submit(ctx, "upgrade", func(ctx context.Context, c *cluster) error { return c.upgrade(ctx) })
 }
