@@ -11,6 +11,9 @@ var (
 	ErrMalformed = errors.New("descend: malformed frame")
 	// ErrTooLarge means a frame was longer than MaxFrame.
 	ErrTooLarge = errors.New("descend: frame too large")
+	// ErrHandshake means a router's connection did not open with Hello, Config and
+	// Membership in that order (see Join).
+	ErrHandshake = errors.New("descend: handshake out of order")
 	// ErrNoHandler means Dispatch found no handler for a message's type.
 	ErrNoHandler = errors.New("descend: no handler for message")
 )

@@ -112,23 +112,28 @@ type Reopen struct {
 	ID uint64 `json:"id"`
 }
 
-// Worker states reported in State and Stats.
+// WorkerState is what a router's worker is doing, as State and Stats report it: the state
+// of the supervisor of its app (monitor.State), with the same names.
+type WorkerState string
+
+// Worker states reported in State and Stats. A State message carries starting, ready or
+// backoff; Stats may also say stopping or stopped, while the router shuts down.
 const (
-	StateStarting = "starting"
-	StateReady    = "ready"
-	StateBackoff  = "backoff"
-	StateDraining = "draining"
-	StateStopped  = "stopped"
+	StateStarting WorkerState = "starting" // an app is started and not yet ready
+	StateReady    WorkerState = "ready"    // the current app is ready and serving
+	StateBackoff  WorkerState = "backoff"  // no app: waiting to restart it after a crash
+	StateStopping WorkerState = "stopping" // the router is draining and stopping its app
+	StateStopped  WorkerState = "stopped"  // no app, and none will start
 )
 
 // State reports a change in a router's worker: its app started, became ready, crashed.
 type State struct {
-	Index        int    `json:"index"`
-	State        string `json:"state"`
-	AppPID       int    `json:"app_pid"`
-	Restarts     int    `json:"restarts"`
-	CrashLooping bool   `json:"crash_looping"`
-	Error        string `json:"error,omitempty"`
+	Index        int         `json:"index"`
+	State        WorkerState `json:"state"`
+	AppPID       int         `json:"app_pid"`
+	Restarts     int         `json:"restarts"`
+	CrashLooping bool        `json:"crash_looping"`
+	Error        string      `json:"error,omitempty"`
 }
 
 // Restart asks a router for a rolling restart of its app; answered by a Result.
@@ -152,19 +157,19 @@ type StatsRequest struct {
 
 // Stats is a router's counters at one instant.
 type Stats struct {
-	ID           uint64    `json:"id"`
-	Index        int       `json:"index"`
-	State        string    `json:"state"`
-	AppPID       int       `json:"app_pid"`
-	AppStarted   time.Time `json:"app_started"`
-	Restarts     int       `json:"restarts"`
-	CrashLooping bool      `json:"crash_looping"`
-	InFlight     int64     `json:"in_flight"`
-	Served       uint64    `json:"served"`
-	ForwardedOut uint64    `json:"forwarded_out"`
-	ForwardedIn  uint64    `json:"forwarded_in"`
-	HandedOut    uint64    `json:"handed_out"` // connections passed to their owner
-	HandedIn     uint64    `json:"handed_in"`  // connections received from another worker
+	ID           uint64      `json:"id"`
+	Index        int         `json:"index"`
+	State        WorkerState `json:"state"`
+	AppPID       int         `json:"app_pid"`
+	AppStarted   time.Time   `json:"app_started"`
+	Restarts     int         `json:"restarts"`
+	CrashLooping bool        `json:"crash_looping"`
+	InFlight     int64       `json:"in_flight"`
+	Served       uint64      `json:"served"`
+	ForwardedOut uint64      `json:"forwarded_out"`
+	ForwardedIn  uint64      `json:"forwarded_in"`
+	HandedOut    uint64      `json:"handed_out"` // connections passed to their owner
+	HandedIn     uint64      `json:"handed_in"`  // connections received from another worker
 	// Draining is how many old app instances are still draining or stopping after a
 	// rolling restart.
 	Draining int `json:"draining"`

@@ -16,10 +16,7 @@ func (m *Master) ReopenAccessLogs(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, StatsTimeout)
 	defer cancel()
-	m.mu.Lock()
-	workers := append([]*worker(nil), m.workers...)
-	m.mu.Unlock()
-	errs := m.callAll(ctx, workers, func(int) descend.Request { return &descend.Reopen{ID: m.nextID()} })
+	errs := m.callAll(ctx, m.snapshot().workers, func(int) descend.Request { return &descend.Reopen{ID: m.nextID()} })
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}

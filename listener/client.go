@@ -225,8 +225,8 @@ type controlDialError struct{ err error }
 func (e *controlDialError) Error() string { return e.err.Error() }
 func (e *controlDialError) Unwrap() error { return e.err }
 
-// ControlError is a command the master refused or failed; it wraps ErrConfig, ErrBusy
-// or ErrStopped when the master's answer says so.
+// ControlError is a command the master refused or failed; it wraps ErrConfig or
+// ErrStopped when the master's answer says so.
 type ControlError struct {
 	Code    int    // the HTTP status of the answer
 	Message string // the master's explanation
@@ -239,8 +239,6 @@ func (e *ControlError) Unwrap() error {
 	switch e.Code {
 	case http.StatusBadRequest:
 		return ErrConfig
-	case http.StatusConflict:
-		return ErrBusy
 	case http.StatusServiceUnavailable:
 		return ErrStopped
 	}

@@ -31,6 +31,10 @@ import (
 //	POST /stop                 graceful stop; answers at once (202)
 //	GET  /keys?top=N           KeysReport: the hottest keys (all tracked when N is 0 or absent)
 //	GET  /scale/plan?workers=N ScalePlan: what POST /scale would move, changing nothing
+//
+// Reload and scale, like HUP, TTIN, TTOU, WINCH and USR2, wait for a reload, scale or
+// upgrade in progress to finish, then run (see Master.submit): operations never overlap,
+// and none is refused for being second.
 const (
 	controlPing   = "/ping"
 	controlStatus = "/status"
@@ -321,8 +325,6 @@ func outcome(msg string, err error) (int, controlAnswer) {
 	switch {
 	case errors.Is(err, ErrConfig):
 		code = http.StatusBadRequest
-	case errors.Is(err, ErrBusy):
-		code = http.StatusConflict
 	case errors.Is(err, ErrStopped):
 		code = http.StatusServiceUnavailable
 	}

@@ -14,11 +14,30 @@ import (
 
 // bareMaster is a master with no workers: enough for the control protocol.
 func bareMaster() *Master {
-	return &Master{
-		logger: slog.New(slog.DiscardHandler),
-		addr:   &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080},
-		start:  time.Now(),
+	m := &Master{
+		logger:   slog.New(slog.DiscardHandler),
+		addr:     &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080},
+		start:    time.Now(),
+		requests: make(chan *opRequest),
+		killed:   make(chan struct{}),
 	}
+	m.life, m.endLife = context.WithCancel(context.Background())
+	m.view.Store(&view{})
+	return m
+}
+
+// runLoop runs m's loop on c until the test ends.
+func runLoop(t *testing.T, m *Master, c *cluster) {
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() { defer close(stopped); m.loop(c, stop) }()
+	t.Cleanup(func() { close(stop); <-stopped })
+}
+
+// loopMaster is a bareMaster whose loop runs, with no workers, until the test ends.
+func loopMaster(t *testing.T) *Master {
+	m := bareMaster()
+	runLoop(t, m, &cluster{Master: m})
+	return m
 }
 
 func testContext(t *testing.T) context.Context {
@@ -30,7 +49,7 @@ func testContext(t *testing.T) context.Context {
 func TestControlRoundTrip(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ctl.sock")
 	stopped := make(chan struct{})
-	s, err := bareMaster().listenControl(path, func() { close(stopped) })
+	s, err := loopMaster(t).listenControl(path, func() { close(stopped) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +205,7 @@ func TestControlHotUpgradeTakesOverWhenReady(t *testing.T) {
 	path := filepath.Join(dir, "ctl.sock")
 	pidfile := filepath.Join(dir, "olio.pid")
 	oldMaster := bareMaster()
-	oldMaster.cfg = Config{Control: path, PIDFile: pidfile}
+	oldMaster.view.Store(&view{cfg: Config{Control: path, PIDFile: pidfile}})
 	oldOps, err := oldMaster.startOps(func() {})
 	if err != nil {
 		t.Fatal(err)
@@ -194,7 +213,7 @@ func TestControlHotUpgradeTakesOverWhenReady(t *testing.T) {
 	defer oldOps.close()
 
 	newMaster := upgradeMaster(t)
-	newMaster.cfg = Config{Control: path, PIDFile: pidfile}
+	newMaster.view.Store(&view{cfg: Config{Control: path, PIDFile: pidfile}})
 	newOps, err := newMaster.startOps(func() {})
 	if err != nil {
 		t.Fatalf("the new master could not start beside the old: %v", err)
@@ -253,12 +272,13 @@ func TestControlFailedUpgradeLeavesOldSocket(t *testing.T) {
 // A reload applies what it can and says, in its answer and the log, what needs a restart.
 func TestReloadReportsWhatItDoesNotApply(t *testing.T) {
 	m := bareMaster()
-	m.cfg = DefaultConfig()
-	m.cfg.Workers, m.members, m.secret = 1, 1, "old-secret"
-	next := m.cfg
+	cfg := DefaultConfig()
+	cfg.Workers, m.secret = 1, "old-secret"
+	next := cfg
 	next.Listen, next.Secret, next.Metrics = "0.0.0.0:9999", "new-secret", "127.0.0.1:9090"
 	next.ForwardTimeout = 3 * time.Second
 	m.opts.Reload = func() (Config, error) { return next, nil }
+	runLoop(t, m, &cluster{Master: m, cfg: cfg, members: 1, configured: 1, epoch: 1})
 	path := filepath.Join(t.TempDir(), "ctl.sock")
 	s, err := m.listenControl(path, func() {})
 	if err != nil {

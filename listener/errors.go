@@ -8,8 +8,6 @@ var (
 	ErrConfig = errors.New("invalid configuration")
 	// ErrStopped means the master is stopping or has stopped.
 	ErrStopped = errors.New("olio is stopping")
-	// ErrBusy means another reload, resize or upgrade is in progress.
-	ErrBusy = errors.New("another reload, resize or upgrade is in progress")
 	// ErrNoRouter means a worker has no live router to ask.
 	ErrNoRouter = errors.New("worker has no live router")
 	// ErrUpgrade means a hot upgrade failed; the old master keeps serving.

@@ -86,10 +86,8 @@ func (m *Master) Keys(ctx context.Context, top int) KeysReport {
 // by StatsTimeout and ctx, and merges them.
 func (m *Master) keys(ctx context.Context, perWorker int) KeysReport {
 	mode := m.config().KeyStats
-	m.mu.Lock()
-	workers := append([]*worker(nil), m.workers...)
-	members := m.members
-	m.mu.Unlock()
+	v := m.snapshot()
+	workers, members := v.workers, v.members
 	if mode != descend.KeyStatsOn && mode != descend.KeyStatsHashed {
 		return KeysReport{Mode: descend.KeyStatsOff, Members: members}
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/olio-dev/olio/descend"
+	"github.com/olio-dev/olio/monitor"
 	"github.com/olio-dev/olio/router"
 )
 
@@ -40,12 +41,18 @@ type Options struct {
 	// UpgradeReady, for a master started by a hot upgrade, is the pipe on which it tells
 	// the old master that it is ready (see Upgrade).
 	UpgradeReady *os.File
+	// Starter starts the router processes (each worker's supervisor uses it) and a hot
+	// upgrade's new master; nil: the operating system (monitor.OS). Tests give a fake that
+	// speaks descend.
+	Starter monitor.Starter
 	// UpgradeDrained, for a master started by a hot upgrade, is the pipe on which the old
 	// master says it has drained; nil when the old master passed none.
 	UpgradeDrained *os.File
 }
 
-// Master is the olio master. Make it with New and run it with Run.
+// Master is the olio master. Make it with New and run it with Run. Its cluster state —
+// the worker table, the member count, the epoch — belongs to the goroutine that runs loop
+// (see cluster); the fields here are set by New, or safe for concurrent use.
 type Master struct {
 	opts   Options
 	logger *slog.Logger
@@ -54,61 +61,28 @@ type Master struct {
 	addr   net.Addr
 	runDir string
 	secret string
+	start  time.Time
 	ids    atomic.Uint64
 	wg     sync.WaitGroup // reader goroutines
-	op     sync.Mutex     // one reload, resize, upgrade or stop at a time
-	start  time.Time
-	outMu  sync.Mutex // whole router log lines into opts.LogOutput
+	outMu  sync.Mutex     // whole router log lines into opts.LogOutput
 
-	mu      sync.Mutex
-	cfg     Config
-	workers []*worker // index → worker, members first; may hold one being added
-	members int       // how many own keys
-	// configured is the worker count the configuration (flags and file) last asked for:
-	// a reload changes the running count only when the configuration changes that
-	// number, so that it does not undo an olio scale, TTIN or TTOU.
-	configured int
-	epoch      uint64
-	ready      bool // all members have been ready once
-	stopping   bool
-	leaving    bool      // a stop has begun: /ready says 503 (set before the drain delay)
-	retiring   []*worker // the workers a graceful stop is draining: Kill's too
-	standby    *standby  // answers 503 while there are no workers
-	ops        *ops      // operate.go: set by Run before any worker starts
+	view     atomic.Pointer[view] // published by the loop; snapshot reads it
+	requests chan *opRequest      // submit → loop
+	queued   atomic.Int32         // operations waiting for the one in progress
+	allReady atomic.Bool          // every member has been ready once (workerReady)
+	ops      *ops                 // operate.go: set by Run before any worker starts
 
 	handedOver chan struct{} // a new master took over (hot upgrade)
-	drained    *os.File      // after a hot upgrade: told the new master once drained
 	// held: the routers of a master started by a hot upgrade hold their own keys until the
 	// old master has drained (exclusive hand-over); cleared by releaseAll.
-	held     bool
+	held     atomic.Bool
 	killed   chan struct{} // closed by Kill: a drain delay ends at once
 	killOnce sync.Once
-	upgraded atomic.Bool // set with handedOver
 
-	// life ends when a stop begins: operations in progress (beginOp) give way to it.
+	// life ends when a stop begins: an operation in progress gives way to it, and one
+	// waiting its turn gets ErrStopped.
 	life    context.Context
 	endLife context.CancelFunc
-}
-
-// beginOp starts a reload, scale or upgrade: it takes the operation lock and returns ctx,
-// also cancelled when a stop begins, so that the operation gives way to a stop instead of
-// holding it up for as long as it takes. end releases both. ErrStopped once olio is
-// stopping (end must still be called).
-func (m *Master) beginOp(ctx context.Context) (_ context.Context, end func(), err error) {
-	m.op.Lock()
-	ctx, cancel := context.WithCancel(ctx)
-	unhook := func() bool { return false }
-	if m.life != nil {
-		unhook = context.AfterFunc(m.life, cancel)
-	}
-	end = func() { unhook(); cancel(); m.op.Unlock() }
-	m.mu.Lock()
-	stopping := m.stopping || m.leaving
-	m.mu.Unlock()
-	if stopping {
-		return ctx, end, ErrStopped
-	}
-	return ctx, end, nil
 }
 
 // New validates cfg, binds the public socket (or adopts opts.Listener), makes the secret
@@ -126,9 +100,10 @@ func New(cfg Config, opts Options) (*Master, error) {
 	if opts.LogFormat == "" {
 		opts.LogFormat = "text"
 	}
-	m := &Master{opts: opts, logger: opts.Logger, cfg: cfg, start: time.Now(), handedOver: make(chan struct{}, 1),
-		killed: make(chan struct{})}
+	m := &Master{opts: opts, logger: opts.Logger, start: time.Now(), handedOver: make(chan struct{}, 1),
+		killed: make(chan struct{}), requests: make(chan *opRequest)}
 	m.life, m.endLife = context.WithCancel(context.Background())
+	m.view.Store(&view{cfg: cfg})
 	m.exe = opts.Exe
 	if m.exe == "" {
 		exe, err := os.Executable()
@@ -163,11 +138,8 @@ func (m *Master) Addr() net.Addr { return m.addr }
 // RunDir is the private run directory.
 func (m *Master) RunDir() string { return m.runDir }
 
-func (m *Master) config() Config {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.cfg
-}
+// config is the running configuration.
+func (m *Master) config() Config { return m.snapshot().cfg }
 
 func (m *Master) nextID() uint64 { return m.ids.Add(1) }
 
@@ -176,6 +148,7 @@ func (m *Master) nextID() uint64 { return m.ids.Add(1) }
 // routers stop their apps and exit. Use Kill from another goroutine to cut that short.
 func (m *Master) Run(ctx context.Context) error {
 	defer m.cleanup()
+	defer m.endLife()
 	// operate (issue 4): control socket, metrics and pidfile, up before the workers and
 	// down after them; a control `stop` cancels ctx.
 	ctx, stopCtl := context.WithCancel(ctx)
@@ -196,74 +169,26 @@ func (m *Master) Run(ctx context.Context) error {
 			d.Close()
 		}
 	}
-	m.mu.Lock()
-	m.members, m.configured = cfg.Workers, cfg.Workers
-	m.epoch = 1
-	for i := 0; i < cfg.Workers; i++ {
-		w := m.newWorkerLocked(i)
-		m.workers = append(m.workers, w)
-		w.start()
-	}
-	m.mu.Unlock()
-
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		m.loop(m.newCluster(cfg), stop)
+	}()
+	upgraded := false
 	select {
 	case <-ctx.Done():
 	case <-m.handedOver:
+		upgraded = true
 		ops.closeMetrics() // the new master binds the address as soon as it is free
 	}
-	m.shutdown()
-	return nil
-}
-
-// shutdown drains every router, then stops them all. With a drain delay, /ready says 503
-// and every router keeps serving for the delay first (not after a hot upgrade, whose new
-// master serves on).
-func (m *Master) shutdown() {
-	m.mu.Lock()
-	m.leaving = true
-	m.mu.Unlock()
-	if m.endLife != nil {
-		m.endLife() // a reload, scale or upgrade in progress stops where it is
-	}
-	if !m.upgraded.Load() {
+	m.endLife() // /ready says 503; an operation in progress stops where it is
+	if !upgraded {
 		m.notify("STOPPING=1") // after a hot upgrade the service goes on: say nothing
 		m.waitDrainDelay()
 	}
-	m.op.Lock()
-	defer m.op.Unlock()
-	m.mu.Lock()
-	m.stopping = true
-	workers := append([]*worker(nil), m.workers...)
-	m.workers, m.retiring = nil, workers
-	sb := m.standby
-	m.standby = nil
-	m.mu.Unlock()
-	if sb != nil {
-		sb.close()
-	}
-	m.logger.Info("stopping: draining workers", "workers", len(workers))
-	ctx, cancel := context.WithTimeout(context.Background(), m.config().ShutdownTimeout)
-	defer cancel()
-	var wg sync.WaitGroup
-	for _, w := range workers {
-		wg.Add(1)
-		go func() { defer wg.Done(); w.drain(ctx) }()
-	}
-	wg.Wait()
-	m.mu.Lock()
-	drained := m.drained
-	m.drained = nil
-	m.mu.Unlock()
-	if drained != nil { // a hot upgrade's new master waits for this to serve its keys
-		io.WriteString(drained, upgradeDrained)
-		drained.Close()
-	}
-	for _, w := range workers {
-		wg.Add(1)
-		go func() { defer wg.Done(); w.cancel(); <-w.done }()
-	}
-	wg.Wait()
-	m.logger.Info("stopped")
+	close(stop) // the loop drains and stops every worker once no operation runs
+	<-stopped
+	return nil
 }
 
 // Kill stops every router at once with SIGKILL (their apps follow by parent-death signal).
@@ -273,10 +198,7 @@ func (m *Master) Kill() {
 			close(m.killed)
 		}
 	})
-	m.mu.Lock()
-	workers := append(append([]*worker(nil), m.workers...), m.retiring...)
-	m.mu.Unlock()
-	for _, w := range workers {
+	for _, w := range m.snapshot().workers {
 		if pid := w.sup.Status().Pid; pid > 0 {
 			syscall.Kill(-pid, syscall.SIGKILL)
 		}
@@ -290,22 +212,21 @@ func (m *Master) cleanup() {
 
 // workerReady notes a router's readiness and logs once when every member is ready.
 func (m *Master) workerReady() {
-	m.mu.Lock()
-	if m.ready || m.stopping {
-		m.mu.Unlock()
+	v := m.snapshot()
+	if m.allReady.Load() || m.life.Err() != nil {
 		return
 	}
-	for _, w := range m.workers[:m.members] {
+	for _, w := range v.workers[:v.members] {
 		select {
 		case <-w.ready:
 		default:
-			m.mu.Unlock()
 			return
 		}
 	}
-	m.ready = true
-	n := m.members
-	m.mu.Unlock()
+	if !m.allReady.CompareAndSwap(false, true) {
+		return
+	}
+	n := v.members
 	m.logger.Info("all workers ready", "workers", n, "listen", m.addr.String(), "startup", time.Since(m.start).Round(time.Millisecond).String())
 	m.opsReady() // operate.go: a hot upgrade's new master takes over control socket and pidfile
 	m.handOver()
@@ -318,10 +239,9 @@ func (m *Master) notify(state string) {
 	}
 }
 
-// routerConfig is the Config message for worker index: the Verbatim settings as they are
-// (copyToRouter), and what the router gets made from the Derived ones.
-func (m *Master) routerConfig(index int) *descend.Config {
-	cfg := m.config()
+// routerConfig is the Config message for worker index under cfg: the Verbatim settings as
+// they are (copyToRouter), and what the router gets made from the Derived ones.
+func (m *Master) routerConfig(cfg Config, index int) *descend.Config {
 	path, args := m.exe, m.opts.DemoArgs
 	if len(cfg.App) > 0 {
 		path, args = cfg.App[0], cfg.App[1:]
@@ -358,63 +278,9 @@ func accessLogPath(path string) string {
 	return path
 }
 
-// membershipLocked is the current Membership message; m.mu must be held. Peers lists every
-// running router, members or not: a router being removed stays reachable until it has
-// finished the requests forwarded to it.
-func (m *Master) membershipLocked(id uint64) *descend.Membership {
-	peers := make([]string, max(m.members, len(m.workers)))
-	for i := range peers {
-		peers[i] = router.RunDir(m.runDir).PeerSocket(i)
-	}
-	return &descend.Membership{ID: id, Epoch: m.epoch, Workers: m.members, Peers: peers}
-}
-
-// announce sets the member count, bumps the epoch and tells every live router, waiting
-// for each to acknowledge. Routers starting meanwhile get it in their hello. Under
-// --handover exclusive it first prepares the change (see prepare).
-func (m *Master) announce(ctx context.Context, members int) error {
-	if m.config().Handover == router.HandoverExclusive {
-		m.prepare(ctx, members)
-	}
-	m.mu.Lock()
-	m.members = members
-	m.epoch++
-	workers := append([]*worker(nil), m.workers...)
-	msgs := make([]*descend.Membership, len(workers))
-	for i := range workers {
-		msgs[i] = m.membershipLocked(m.nextID())
-	}
-	m.mu.Unlock()
-	errs := m.callAll(ctx, workers, func(i int) descend.Request { return msgs[i] })
-	return errors.Join(errs...)
-}
-
 // routerOutput is where a router's stdout and stderr go: whole lines into the log output.
 func (m *Master) routerOutput() io.Writer {
 	return &lineWriter{out: m.opts.LogOutput, mu: &m.outMu}
-}
-
-// prepare is the first phase of an exclusive membership change: every live router holds
-// the requests whose owner changes with members, finishes those it routed before, and
-// acknowledges; the commit (announce's Membership) then releases them. No request routed
-// by the old count is then running anywhere when a new owner starts on a moved key. A
-// router that does not acknowledge within its bound (--forward-timeout) is logged, and the
-// change is committed all the same: a stuck request does not stop a scale.
-func (m *Master) prepare(ctx context.Context, members int) {
-	m.mu.Lock()
-	epoch := m.epoch + 1
-	workers := append([]*worker(nil), m.workers...)
-	m.mu.Unlock()
-	start := time.Now()
-	errs := m.callAll(ctx, workers, func(int) descend.Request {
-		return &descend.Prepare{ID: m.nextID(), Epoch: epoch, Workers: members}
-	})
-	for _, err := range errs {
-		if err != nil {
-			m.logger.Warn("hand-over: a router did not finish its requests for moving keys; committing all the same", "err", err)
-		}
-	}
-	m.logger.Info("hand-over prepared", "epoch", epoch, "workers", members, "held", time.Since(start).Round(time.Microsecond).String())
 }
 
 // callAll sends workers[i] the request msg(i), all at once, and waits for every answer. It

@@ -100,7 +100,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, float64(w.Restarts), l)
 		gauge(descRSS, float64(w.RSSBytes))
-		gauge(descWorkerReady, b2f(w.State == descend.StateReady))
+		gauge(descWorkerReady, b2f(w.State == string(descend.StateReady)))
 		gauge(descCrashLooping, b2f(w.CrashLooping))
 		s := stats[i]
 		if s == nil {

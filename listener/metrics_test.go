@@ -14,7 +14,7 @@ import (
 // metric against Describe) and names every series olio_….
 func TestCollectorPedantic(t *testing.T) {
 	m := bareMaster()
-	m.members, m.epoch = 0, 7
+	m.view.Store(&view{epoch: 7})
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(collector{m})
 	mfs, err := reg.Gather()

@@ -40,7 +40,7 @@ func TestProgressStream(t *testing.T) {
 			st.did(i, 100+i, time.Now())
 		}
 		if fail {
-			code, a := outcome("", ErrBusy)
+			code, a := outcome("", ErrStopped)
 			ps.result(code, a, nil)
 			return
 		}
@@ -60,8 +60,8 @@ func TestProgressStream(t *testing.T) {
 		}
 	}
 	fail = true
-	if _, err := cl.ScaleProgress(testContext(t), 2, nil); !errors.Is(err, ErrBusy) {
-		t.Errorf("a failed command's stream: %v, want ErrBusy", err)
+	if _, err := cl.ScaleProgress(testContext(t), 2, nil); !errors.Is(err, ErrStopped) {
+		t.Errorf("a failed command's stream: %v, want ErrStopped", err)
 	}
 }
 
@@ -92,7 +92,7 @@ func TestProgressCut(t *testing.T) {
 // Without progress=1 the master answers as it always did: one JSON object.
 func TestNoProgressUnchanged(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ctl.sock")
-	s, err := bareMaster().listenControl(path, func() {})
+	s, err := loopMaster(t).listenControl(path, func() {})
 	if err != nil {
 		t.Fatal(err)
 	}

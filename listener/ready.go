@@ -14,16 +14,15 @@ import (
 // replaced by a rolling restart still serves with its old app, so it counts as ready; one
 // whose app crashed, or whose router is gone, does not until it is ready again.
 func (m *Master) readiness() (ok bool, reason string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	v := m.snapshot()
 	switch {
-	case m.leaving:
+	case m.life.Err() != nil:
 		return false, "olio is stopping"
-	case m.members == 0:
+	case v.members == 0:
 		return false, "no workers (scaled to zero)"
 	}
 	notReady, first := 0, -1
-	for _, w := range m.workers[:min(m.members, len(m.workers))] {
+	for _, w := range v.workers[:min(v.members, len(v.workers))] {
 		if !w.serving() {
 			notReady++
 			if first < 0 {
@@ -32,9 +31,9 @@ func (m *Master) readiness() (ok bool, reason string) {
 		}
 	}
 	if notReady > 0 {
-		return false, fmt.Sprintf("%d of %d workers not ready (worker %d first)", notReady, m.members, first)
+		return false, fmt.Sprintf("%d of %d workers not ready (worker %d first)", notReady, v.members, first)
 	}
-	return true, fmt.Sprintf("%d workers ready", m.members)
+	return true, fmt.Sprintf("%d workers ready", v.members)
 }
 
 // serveReady answers GET /ready for a front's health check: 200 when ready, else 503, with
@@ -80,7 +79,7 @@ func (w *worker) serving() bool {
 
 // noteStateLocked updates up from a state report: ready sets it, backoff (a crash) clears
 // it, starting leaves it alone. w.mu must be held.
-func (w *worker) noteStateLocked(s string) {
+func (w *worker) noteStateLocked(s descend.WorkerState) {
 	switch s {
 	case descend.StateReady:
 		w.up = true

@@ -22,7 +22,8 @@ func readyAnswer(m *Master) (int, string) {
 // rolling restart's new app starting does not count against a worker, a crash does.
 func TestReady(t *testing.T) {
 	m := bareMaster()
-	state := func(w *worker, s string) {
+	var ws []*worker
+	state := func(w *worker, s descend.WorkerState) {
 		w.mu.Lock()
 		w.noteStateLocked(s)
 		w.mu.Unlock()
@@ -35,25 +36,20 @@ func TestReady(t *testing.T) {
 	}{
 		{"no workers", func() {}, 503, "not ready: no workers (scaled to zero)"},
 		{"starting", func() {
-			m.mu.Lock()
-			m.workers = []*worker{m.newWorkerLocked(0), m.newWorkerLocked(1)}
-			m.members = 2
-			m.mu.Unlock()
+			ws = []*worker{m.newWorker(0, Config{}), m.newWorker(1, Config{})}
+			m.view.Store(&view{workers: ws, members: 2})
 		}, 503, "not ready: 2 of 2 workers not ready (worker 0 first)"},
-		{"one ready", func() { state(m.workers[0], descend.StateReady) }, 503, "not ready: 1 of 2 workers not ready (worker 1 first)"},
-		{"all ready", func() { state(m.workers[1], descend.StateReady) }, 200, "ready: 2 workers ready"},
-		{"a new app starting (rolling restart)", func() { state(m.workers[0], descend.StateStarting) }, 200, "ready: 2 workers ready"},
-		{"an app crashed", func() { state(m.workers[1], descend.StateBackoff) }, 503, "not ready: 1 of 2 workers not ready (worker 1 first)"},
-		{"back", func() { state(m.workers[1], descend.StateReady) }, 200, "ready: 2 workers ready"},
+		{"one ready", func() { state(ws[0], descend.StateReady) }, 503, "not ready: 1 of 2 workers not ready (worker 1 first)"},
+		{"all ready", func() { state(ws[1], descend.StateReady) }, 200, "ready: 2 workers ready"},
+		{"a new app starting (rolling restart)", func() { state(ws[0], descend.StateStarting) }, 200, "ready: 2 workers ready"},
+		{"an app crashed", func() { state(ws[1], descend.StateBackoff) }, 503, "not ready: 1 of 2 workers not ready (worker 1 first)"},
+		{"back", func() { state(ws[1], descend.StateReady) }, 200, "ready: 2 workers ready"},
 		{"a worker joining is not a member yet", func() {
-			m.mu.Lock()
-			m.workers = append(m.workers, m.newWorkerLocked(2))
-			m.mu.Unlock()
+			ws = append(ws, m.newWorker(2, Config{}))
+			m.view.Store(&view{workers: ws, members: 2})
 		}, 200, "ready: 2 workers ready"},
 		{"stopping", func() {
-			m.mu.Lock()
-			m.leaving = true
-			m.mu.Unlock()
+			m.endLife()
 		}, 503, "not ready: olio is stopping"},
 	} {
 		step.change()
@@ -88,8 +84,7 @@ func TestReadyServed(t *testing.T) {
 // signal): tested with a delay that cannot pass during the test.
 func TestDrainDelay(t *testing.T) {
 	m := bareMaster()
-	m.killed = make(chan struct{})
-	m.cfg.DrainDelay = time.Hour
+	m.view.Store(&view{cfg: Config{DrainDelay: time.Hour}})
 	m.Kill()
 	done := make(chan struct{})
 	go func() { m.waitDrainDelay(); close(done) }()
@@ -98,7 +93,7 @@ func TestDrainDelay(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the drain delay went on after Kill")
 	}
-	m.cfg.DrainDelay = time.Nanosecond
+	m.view.Store(&view{cfg: Config{DrainDelay: time.Nanosecond}})
 	m.killed = make(chan struct{})
 	m.killOnce = sync.Once{}
 	m.waitDrainDelay() // returns: the delay has passed (the test would time out otherwise)

@@ -22,6 +22,9 @@ import (
 // restarted onto the old one (the worker whose new app failed kept its old one). The
 // error then wraps ErrRolledBack. A roll without a configuration change that fails stops
 // where it failed; the workers after that one keep their apps.
+//
+// Like Scale, Resize and Upgrade, Reload first waits for an operation in progress to
+// finish; it returns ErrStopped if a stop begins meanwhile.
 func (m *Master) Reload(ctx context.Context) error {
 	_, err := m.reload(ctx)
 	return err
@@ -30,82 +33,79 @@ func (m *Master) Reload(ctx context.Context) error {
 // reload is Reload; it also returns what the new configuration changes that a reload does
 // not apply (see notApplied), whether or not the reload succeeds.
 func (m *Master) reload(ctx context.Context) (notApplied []string, err error) {
-	ctx, end, err := m.beginOp(ctx)
-	defer end()
-	if err != nil {
-		return nil, err
-	}
-	m.notify("RELOADING=1")
-	defer m.notify("READY=1")
-	m.mu.Lock()
-	old := m.cfg
-	old.Workers = m.members // what runs, after any scale since the last reload
-	configured := m.configured
-	m.mu.Unlock()
+	err = m.submit(ctx, "reload", func(ctx context.Context, c *cluster) error {
+		var err error
+		notApplied, err = c.reload(ctx)
+		return err
+	})
+	return notApplied, err
+}
+
+// reload is Reload on the loop.
+func (c *cluster) reload(ctx context.Context) (notApplied []string, err error) {
+	c.notify("RELOADING=1")
+	defer c.notify("READY=1")
+	old := c.cfg
+	old.Workers = c.members // what runs, after any scale since the last reload
+	configured := c.configured
 	changed := false
-	if m.opts.Reload != nil {
-		cfg, err := m.opts.Reload()
+	if c.opts.Reload != nil {
+		cfg, err := c.opts.Reload()
 		if err == nil {
 			err = cfg.Validate()
 		}
 		if err != nil {
-			m.logger.Error("reload: keeping the running configuration", "err", err)
+			c.logger.Error("reload: keeping the running configuration", "err", err)
 			return nil, err // the caller says it is a reload (olio reload: …, reload err=…)
 		}
-		notApplied = m.notApplied(old, cfg)
+		notApplied = c.notApplied(old, cfg)
 		asked := cfg.Workers
 		if asked == configured {
 			cfg.Workers = old.Workers // the configuration leaves the count alone: keep what runs
 		}
 		defer func() {
 			if err == nil {
-				m.mu.Lock()
-				m.configured = asked
-				m.mu.Unlock()
+				c.configured = asked
 			}
 		}()
 		cfg = keepRunning(old, cfg)
 		changed = !sameConfig(old, cfg)
 		if changed {
-			m.logger.Info("reload: configuration changed", "key", cfg.Key, "workers", cfg.Workers, "app", cfg.App)
+			c.logger.Info("reload: configuration changed", "key", cfg.Key, "workers", cfg.Workers, "app", cfg.App)
 		}
-		m.setConfig(cfg)
-		if err := m.scaleLocked(ctx, cfg.Workers); err != nil {
-			return notApplied, m.rollBack(ctx, old, nil, err)
+		c.setConfig(cfg)
+		if err := c.scale(ctx, cfg.Workers); err != nil {
+			return notApplied, c.rollBack(ctx, old, nil, err)
 		}
 	}
-	m.mu.Lock()
-	workers := append([]*worker(nil), m.workers...)
-	m.mu.Unlock()
-	m.logger.Info("rolling restart", "workers", len(workers))
+	workers := slices.Clone(c.workers)
+	c.logger.Info("rolling restart", "workers", len(workers))
 	st := newStepper(ctx, StepRestart, len(workers))
 	for i, w := range workers {
 		began := time.Now()
 		if err := w.restart(ctx); err != nil {
-			m.logger.Error("rolling restart stopped", "worker", w.index, "err", err)
+			c.logger.Error("rolling restart stopped", "worker", w.index, "err", err)
 			err = fmt.Errorf("rolling restart: %w", err)
 			if !changed {
 				return notApplied, err
 			}
-			return notApplied, m.rollBack(ctx, old, workers[:i], err)
+			return notApplied, c.rollBack(ctx, old, workers[:i], err)
 		}
-		m.logger.Info("worker restarted", "worker", w.index, "app_pid", w.lastState().AppPID)
+		c.logger.Info("worker restarted", "worker", w.index, "app_pid", w.lastState().AppPID)
 		st.did(w.index, w.lastState().AppPID, began)
 	}
-	m.logger.Info("rolling restart done")
+	c.logger.Info("rolling restart done")
 	return notApplied, nil
 }
 
 // setConfig makes cfg the running configuration and sends it to every router: it is used
 // for new requests at once and for the app from its next start.
-func (m *Master) setConfig(cfg Config) {
-	m.mu.Lock()
-	m.cfg = cfg
-	workers := append([]*worker(nil), m.workers...)
-	m.mu.Unlock()
-	for _, w := range workers {
-		if err := w.send(m.routerConfig(w.index)); err != nil {
-			m.logger.Warn("reload: send config", "worker", w.index, "err", err)
+func (c *cluster) setConfig(cfg Config) {
+	c.cfg = cfg
+	c.publish()
+	for _, w := range c.workers {
+		if err := w.send(c.routerConfig(cfg, w.index)); err != nil {
+			c.logger.Warn("reload: send config", "worker", w.index, "err", err)
 		}
 	}
 }
@@ -113,24 +113,22 @@ func (m *Master) setConfig(cfg Config) {
 // rollBack makes old the running configuration again after a reload failed with cause:
 // the routers get it back, the worker count follows, and the workers in restarted — those
 // already running the new configuration's app — are restarted onto the old one if the
-// reload changed how apps start. m.op must be held.
-func (m *Master) rollBack(ctx context.Context, old Config, restarted []*worker, cause error) error {
-	if m.life != nil && m.life.Err() != nil {
-		m.logger.Warn("reload interrupted: olio is stopping", "err", cause)
+// reload changed how apps start.
+func (c *cluster) rollBack(ctx context.Context, old Config, restarted []*worker, cause error) error {
+	if c.life.Err() != nil {
+		c.logger.Warn("reload interrupted: olio is stopping", "err", cause)
 		return fmt.Errorf("%w: the reload was interrupted: %w", ErrStopped, cause)
 	}
-	m.logger.Error("reload failed; going back to the previous configuration",
+	c.logger.Error("reload failed; going back to the previous configuration",
 		"err", cause, "workers", old.Workers, "app", old.App)
-	tried := m.config()
-	m.setConfig(old)
+	tried := c.cfg
+	c.setConfig(old)
 	var errs []string
-	if err := m.scaleLocked(ctx, old.Workers); err != nil {
+	if err := c.scale(ctx, old.Workers); err != nil {
 		errs = append(errs, fmt.Sprintf("restore %d workers: %v", old.Workers, err))
 	}
 	if appChanged(old, tried) {
-		m.mu.Lock()
-		current := append([]*worker(nil), m.workers...)
-		m.mu.Unlock()
+		current := c.workers
 		st := newStepper(ctx, StepRollBack, len(restarted))
 		for _, w := range restarted {
 			if !slices.Contains(current, w) {
@@ -141,16 +139,16 @@ func (m *Master) rollBack(ctx context.Context, old Config, restarted []*worker, 
 				errs = append(errs, fmt.Sprintf("restart worker %d onto the previous app: %v", w.index, err))
 				continue
 			}
-			m.logger.Info("worker back on the previous app", "worker", w.index, "app_pid", w.lastState().AppPID)
+			c.logger.Info("worker back on the previous app", "worker", w.index, "app_pid", w.lastState().AppPID)
 			st.did(w.index, w.lastState().AppPID, began)
 		}
 	}
 	if len(errs) > 0 {
 		why := strings.Join(errs, "; ")
-		m.logger.Error("going back to the previous configuration failed too", "err", why)
+		c.logger.Error("going back to the previous configuration failed too", "err", why)
 		return fmt.Errorf("reload failed: %w; going back to the previous configuration failed too: %s; see `olio status`", cause, why)
 	}
-	m.logger.Warn("reload failed; the previous configuration is back in place", "workers", old.Workers, "app", old.App)
+	c.logger.Warn("reload failed; the previous configuration is back in place", "workers", old.Workers, "app", old.App)
 	return fmt.Errorf("%w (%d workers, %s): %w; fix the config file and reload again", ErrRolledBack, old.Workers, appDesc(old), cause)
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 )
@@ -14,51 +15,43 @@ import (
 // a margin, the new workers are stopped and the count stays); shrinking moves
 // the keys away first, then drains and stops the surplus workers. Either way only the keys
 // that jump hash must move change owner. n may be 0: the socket stays bound and requests
-// get 503 until the cluster grows again.
+// get 503 until the cluster grows again. It waits its turn as Reload does.
 func (m *Master) Scale(ctx context.Context, n int) error {
 	if n < 0 || n > MaxWorkers {
 		return fmt.Errorf("%w: cannot scale to %d workers: use 0 to %d", ErrConfig, n, MaxWorkers)
 	}
-	ctx, end, err := m.beginOp(ctx)
-	defer end()
-	if err != nil {
-		return err
-	}
-	return m.scaleLocked(ctx, n)
+	return m.submit(ctx, "scale", func(ctx context.Context, c *cluster) error { return c.scale(ctx, n) })
 }
 
-// scaleLocked is Scale with m.op held.
-func (m *Master) scaleLocked(ctx context.Context, n int) error {
-	m.mu.Lock()
-	if m.stopping {
-		m.mu.Unlock()
+// scale is Scale on the loop.
+func (c *cluster) scale(ctx context.Context, n int) error {
+	if c.life.Err() != nil {
 		return ErrStopped
 	}
-	cur := m.members
-	m.mu.Unlock()
+	cur := c.members
 	switch {
 	case n > cur:
-		return m.grow(ctx, cur, n)
+		return c.grow(ctx, cur, n)
 	case n < cur:
-		return m.shrink(ctx, cur, n)
+		return c.shrink(ctx, cur, n)
 	}
 	return nil
 }
 
-func (m *Master) grow(ctx context.Context, cur, n int) error {
-	m.logger.Info("scaling up", "from", cur, "to", n)
-	m.mu.Lock()
+func (c *cluster) grow(ctx context.Context, cur, n int) error {
+	c.logger.Info("scaling up", "from", cur, "to", n)
 	added := make([]*worker, 0, n-cur)
 	for i := cur; i < n; i++ {
-		w := m.newWorkerLocked(i)
-		m.workers = append(m.workers, w)
-		added = append(added, w)
+		added = append(added, c.newWorker(i, c.cfg))
+	}
+	c.workers = append(c.workers, added...)
+	c.publish() // before the first hello: a router is configured from the view
+	for _, w := range added {
 		w.start()
 	}
-	m.mu.Unlock()
 	began := time.Now()
 	st := newStepper(ctx, StepStart, len(added))
-	timeout := m.config().ReadyTimeout + 30*time.Second
+	timeout := c.cfg.ReadyTimeout + 30*time.Second
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	for _, w := range added {
@@ -80,47 +73,40 @@ func (m *Master) grow(ctx context.Context, cur, n int) error {
 		case <-ctx.Done():
 			why = ctx.Err()
 		}
-		m.logger.Error("new workers did not become ready; scaling back", "from", cur, "to", n, "worker", w.index, "err", why)
-		m.mu.Lock()
-		m.workers = m.workers[:cur]
-		m.mu.Unlock()
+		c.logger.Error("new workers did not become ready; scaling back", "from", cur, "to", n, "worker", w.index, "err", why)
+		c.workers = c.workers[:cur]
+		c.publish()
 		stopAll(context.Background(), added, nil)
 		return fmt.Errorf("scale to %d: worker %d: %w", n, w.index, why)
 	}
-	if err := m.announce(ctx, n); err != nil {
-		m.logger.Warn("membership not acknowledged by every router", "err", err)
+	if err := c.announce(ctx, n); err != nil {
+		c.logger.Warn("membership not acknowledged by every router", "err", err)
 	}
-	m.mu.Lock()
-	sb := m.standby
-	m.standby = nil
-	m.mu.Unlock()
-	if sb != nil {
-		sb.close()
+	if c.standby != nil {
+		c.standby.close()
+		c.standby = nil
 	}
-	m.logger.Info("scaled", "workers", n)
+	c.logger.Info("scaled", "workers", n)
 	return nil
 }
 
-func (m *Master) shrink(ctx context.Context, cur, n int) error {
-	m.logger.Info("scaling down", "from", cur, "to", n)
+func (c *cluster) shrink(ctx context.Context, cur, n int) error {
+	c.logger.Info("scaling down", "from", cur, "to", n)
 	if n == 0 {
-		sb, err := newStandby(m.lnFile, m.errorLog())
+		sb, err := newStandby(c.lnFile, c.errorLog())
 		if err != nil {
 			return err
 		}
-		m.mu.Lock()
-		m.standby = sb
-		m.mu.Unlock()
+		c.standby = sb
 	}
-	if err := m.announce(ctx, n); err != nil {
-		m.logger.Warn("membership not acknowledged by every router", "err", err)
+	if err := c.announce(ctx, n); err != nil {
+		c.logger.Warn("membership not acknowledged by every router", "err", err)
 	}
-	m.mu.Lock()
-	removed := append([]*worker(nil), m.workers[n:]...)
-	m.workers = m.workers[:n]
-	m.mu.Unlock()
+	removed := slices.Clone(c.workers[n:])
+	c.workers = c.workers[:n]
+	c.publish()
 	stopAll(ctx, removed, newStepper(ctx, StepStop, len(removed)))
-	m.logger.Info("scaled", "workers", n)
+	c.logger.Info("scaled", "workers", n)
 	return nil
 }
 

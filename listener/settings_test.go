@@ -83,9 +83,7 @@ func unusual(v any, i int) any {
 // routerConfig's message, through the descend wire.
 func routerSees(t *testing.T, cfg Config) *descend.Config {
 	t.Helper()
-	m := bareMaster()
-	m.cfg = cfg
-	b, err := descend.Encode(m.routerConfig(3))
+	b, err := descend.Encode(bareMaster().routerConfig(cfg, 3))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,8 +14,9 @@ var Signals = []os.Signal{
 
 // HandleSignals acts on signals until ctx is done: TERM, INT and QUIT call stop (a second
 // one calls Kill), HUP reloads, TTIN and TTOU add and remove a worker, WINCH scales to
-// zero, USR1 calls reopen and reopens the routers' access logs, USR2 upgrades. Long operations run on their own goroutine;
-// overlapping ones wait their turn.
+// zero, USR1 calls reopen and reopens the routers' access logs, USR2 upgrades. Long
+// operations run on their own goroutine; one that arrives while another runs waits its
+// turn (see submit).
 func (m *Master) HandleSignals(ctx context.Context, sigs <-chan os.Signal, stop func(), reopen func() error) {
 	stopping := false
 	for {
@@ -53,17 +54,10 @@ func (m *Master) HandleSignals(ctx context.Context, sigs <-chan os.Signal, stop 
 	}
 }
 
-// Resize adds delta workers to the current count (never below zero).
+// Resize adds delta workers to the count it finds when its turn comes (never below zero):
+// it waits its turn as Reload does.
 func (m *Master) Resize(ctx context.Context, delta int) error {
-	ctx, end, err := m.beginOp(ctx)
-	defer end()
-	if err != nil {
-		return err
-	}
-	m.mu.Lock()
-	n := max(m.members+delta, 0)
-	m.mu.Unlock()
-	return m.scaleLocked(ctx, n)
+	return m.submit(ctx, "scale", func(ctx context.Context, c *cluster) error { return c.scale(ctx, max(c.members+delta, 0)) })
 }
 
 func (m *Master) logErr(what string, err error) {

@@ -60,10 +60,8 @@ func (m *Master) Status(ctx context.Context) Status {
 // gather is Status plus each worker's raw Stats (nil where the router did not answer),
 // for the metrics collector.
 func (m *Master) gather(ctx context.Context) (Status, []*descend.Stats) {
-	m.mu.Lock()
-	workers := append([]*worker(nil), m.workers...)
-	members, epoch := m.members, m.epoch
-	m.mu.Unlock()
+	v := m.snapshot()
+	workers, members, epoch := v.workers, v.members, v.epoch
 	st := Status{
 		PID:           os.Getpid(),
 		Listen:        m.addr.String(),
@@ -84,7 +82,7 @@ func (m *Master) gather(ctx context.Context) (Status, []*descend.Stats) {
 	}
 	wg.Wait()
 	for _, w := range st.Workers {
-		if w.Member && w.State == descend.StateReady {
+		if w.Member && w.State == string(descend.StateReady) {
 			st.Ready++
 		}
 	}
@@ -102,7 +100,7 @@ func (m *Master) workerStatus(ctx context.Context, w *worker) (WorkerStatus, *de
 	if s, ok := ans.(*descend.Stats); err == nil && ok {
 		stats = s
 		ws.AppPID = s.AppPID
-		ws.State = s.State
+		ws.State = string(s.State)
 		ws.Restarts += s.Restarts
 		ws.CrashLooping = ws.CrashLooping || s.CrashLooping
 		ws.InFlight, ws.Served = s.InFlight, s.Served
@@ -119,7 +117,7 @@ func (m *Master) workerStatus(ctx context.Context, w *worker) (WorkerStatus, *de
 		ws.AppPID = last.AppPID
 		ws.State = string(rs.State)
 		if rs.State == monitor.StateReady {
-			ws.State = last.State
+			ws.State = string(last.State)
 		}
 		if err != nil {
 			ws.Error = err.Error()

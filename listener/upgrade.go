@@ -1,7 +1,6 @@
 package listener
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -37,14 +36,11 @@ const (
 	UpgradeListenerFD = 3
 	UpgradeReadyFD    = 4
 	UpgradeStateFD    = 5
-	// UpgradeDrainedFD is where the old master says, with upgradeDrained, that its routers
+	// UpgradeDrainedFD is where the old master says, with descend.WordDrained, that its routers
 	// have finished every request they accepted: under --handover exclusive the new
 	// master's routers serve their keys only from then on.
 	UpgradeDrainedFD = 6
 )
-
-// upgradeDrained is what the old master writes on the drained pipe.
-const upgradeDrained = "drained\n"
 
 // Handover is the running state an old master passes to the new one on UpgradeStateFD.
 type Handover struct {
@@ -61,120 +57,120 @@ func ReadHandover(r io.Reader) (Handover, error) {
 	return h, nil
 }
 
-// upgradeReady is what the new master writes on the ready pipe.
-const upgradeReady = "ready\n"
-
 // Upgrade starts a new master from the olio binary at the path this one was started from
 // and hands it the service. It returns nil once the new master is ready; this master then
-// drains and Run returns.
+// drains and Run returns. It waits its turn as Reload does.
 func (m *Master) Upgrade(ctx context.Context) error {
-	ctx, end, err := m.beginOp(ctx)
-	defer end()
-	if err != nil {
-		return err
-	}
-	if len(m.opts.Args) == 0 {
+	return m.submit(ctx, "upgrade", func(ctx context.Context, c *cluster) error { return c.upgrade(ctx) })
+}
+
+// upgrade is Upgrade on the loop.
+func (c *cluster) upgrade(ctx context.Context) error {
+	if len(c.opts.Args) == 0 {
 		return fmt.Errorf("%w: no command line to re-execute", ErrUpgrade)
 	}
-	readyR, readyW, err := os.Pipe()
+	child, ready, drained, err := c.startNewMaster()
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrUpgrade, err)
 	}
-	defer readyR.Close()
-	secretR, secretW, err := os.Pipe()
-	if err != nil {
-		readyW.Close()
+	if err := c.awaitNewMaster(ctx, child, ready); err != nil {
+		c.logger.Error("upgrade failed; stopping the new master and serving on", "new_pid", child.Pid(), "err", err)
+		child.Stop(5 * time.Second)
+		drained.Close()
 		return fmt.Errorf("%w: %w", ErrUpgrade, err)
 	}
-	drainedR, drainedW, err := os.Pipe()
-	if err != nil {
-		readyW.Close()
-		secretR.Close()
-		secretW.Close()
-		return fmt.Errorf("%w: %w", ErrUpgrade, err)
+	c.logger.Info("upgrade: new master is ready; draining this one", "new_pid", child.Pid(), "old_pid", os.Getpid())
+	c.over, c.drained = true, drained // told once this master has drained (stop)
+	select {
+	case c.handedOver <- struct{}{}:
+	default:
 	}
-	defer func() {
-		// Kept by a successful upgrade until this master has drained (shutdown).
-		m.mu.Lock()
-		keep := m.drained == drainedW
-		m.mu.Unlock()
-		if !keep {
-			drainedW.Close()
-		}
-	}()
-	m.logger.Info("upgrade: starting a new master", "exe", m.exe)
-	child, err := monitor.Start(nil, &monitor.Command{
+	return nil
+}
+
+// startNewMaster starts the new master with the listening socket and its three pipes, and
+// sends it the running state. It returns the new master and this master's ends of the
+// ready pipe (the new master says descend.WordReady on it) and of the drained pipe (this
+// one says descend.WordDrained).
+func (c *cluster) startNewMaster() (child *monitor.Child, ready, drained *os.File, err error) {
+	rs, ws, err := pipes(3) // ready, state, drained
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	theirs := []*os.File{ws[0], rs[1], rs[2]} // at UpgradeReadyFD, UpgradeStateFD, UpgradeDrainedFD
+	c.logger.Info("upgrade: starting a new master", "exe", c.exe)
+	child, err = monitor.Start(c.opts.Starter, &monitor.Command{
 		Name:       "new master",
-		Path:       m.exe,
-		Args:       upgradeArgs(m.opts.Args),
+		Path:       c.exe,
+		Args:       upgradeArgs(c.opts.Args),
 		Env:        os.Environ(),
 		Stdout:     os.Stdout,
 		Stderr:     os.Stderr,
-		ExtraFiles: []*os.File{m.lnFile, readyW, secretR, drainedR},
+		ExtraFiles: append([]*os.File{c.lnFile}, theirs...),
 		NoDeathSig: true, // it must outlive this master
 	})
-	readyW.Close()
-	secretR.Close()
-	drainedR.Close()
-	if err != nil {
-		secretW.Close()
-		return fmt.Errorf("%w: %w", ErrUpgrade, err)
+	for _, f := range theirs {
+		f.Close()
 	}
-	m.mu.Lock()
-	state := Handover{Secret: m.secret, Workers: m.members}
-	m.mu.Unlock()
-	json.NewEncoder(secretW).Encode(state)
-	secretW.Close()
+	if err != nil {
+		rs[0].Close()
+		ws[1].Close()
+		ws[2].Close()
+		return nil, nil, nil, err
+	}
+	json.NewEncoder(ws[1]).Encode(Handover{Secret: c.secret, Workers: c.members})
+	ws[1].Close()
+	return child, rs[0], ws[2], nil
+}
 
-	ready := make(chan error, 1)
-	go func() {
-		line, err := bufio.NewReader(readyR).ReadString('\n')
-		if err == nil && line != upgradeReady {
-			err = fmt.Errorf("unexpected %q on the ready pipe", line)
+// pipes makes n pipes: their read ends and their write ends. On error none is left open.
+func pipes(n int) (rs, ws []*os.File, err error) {
+	for range n {
+		r, w, err := os.Pipe()
+		if err != nil {
+			for i := range rs {
+				rs[i].Close()
+				ws[i].Close()
+			}
+			return nil, nil, err
 		}
-		ready <- err
-	}()
-	timeout := m.config().ReadyTimeout + 30*time.Second
+		rs, ws = append(rs, r), append(ws, w)
+	}
+	return rs, ws, nil
+}
+
+// awaitNewMaster waits until the new master child says it is ready on the pipe ready, which
+// it closes. The error says why not: the new master exited or took too long, or ctx ended.
+func (c *cluster) awaitNewMaster(ctx context.Context, child *monitor.Child, ready *os.File) error {
+	defer ready.Close()
+	said := make(chan error, 1)
+	go func() { said <- descend.WordReady.Await(ready) }()
+	timeout := c.cfg.ReadyTimeout + 30*time.Second
 	t := time.NewTimer(timeout)
 	defer t.Stop()
-	fail := func(why error) error {
-		m.logger.Error("upgrade failed; stopping the new master and serving on", "new_pid", child.Pid(), "err", why)
-		child.Stop(5 * time.Second)
-		return fmt.Errorf("%w: %w", ErrUpgrade, why)
-	}
 	select {
-	case err := <-ready:
+	case err := <-said:
 		if errors.Is(err, io.EOF) {
 			// The pipe closes as the new master exits: give its exit status a moment to
 			// come in, so the message can say how it ended.
 			select {
 			case <-child.Done():
-				return fail(fmt.Errorf("new master exited before it was ready: %s", exitDesc(child.Err())))
+				return fmt.Errorf("new master exited before it was ready: %s", exitDesc(child.Err()))
 			case <-time.After(time.Second):
-				return fail(errors.New("new master closed its ready pipe before it was ready"))
+				return errors.New("new master closed its ready pipe before it was ready")
 			}
 		}
 		if err != nil {
-			return fail(fmt.Errorf("new master's ready pipe: %w", err))
+			return fmt.Errorf("new master's ready pipe: %w", err)
 		}
+		return nil
 	case <-child.Done():
-		return fail(fmt.Errorf("new master exited before it was ready: %s", exitDesc(child.Err())))
+		return fmt.Errorf("new master exited before it was ready: %s", exitDesc(child.Err()))
 	case <-t.C:
-		return fail(fmt.Errorf("new master not ready within %s", timeout))
+		return fmt.Errorf("new master not ready within %s", timeout)
 	case <-ctx.Done():
-		return fail(ctx.Err())
+		return ctx.Err()
 	}
-	m.logger.Info("upgrade: new master is ready; draining this one", "new_pid", child.Pid(), "old_pid", os.Getpid())
-	m.mu.Lock()
-	m.stopping = true
-	m.drained = drainedW
-	m.mu.Unlock()
-	m.upgraded.Store(true)
-	select {
-	case m.handedOver <- struct{}{}:
-	default:
-	}
-	return nil
 }
 
 // exitDesc says how a process ended, given its exit error (nil: status 0).
@@ -203,7 +199,7 @@ func (m *Master) handOver() {
 		return
 	}
 	m.notify("MAINPID=" + strconv.Itoa(os.Getpid()))
-	if _, err := io.WriteString(m.opts.UpgradeReady, upgradeReady); err != nil {
+	if err := descend.WordReady.Say(m.opts.UpgradeReady); err != nil {
 		m.logger.Warn("upgrade: tell the old master", "err", err)
 	}
 	m.opts.UpgradeReady.Close()
@@ -214,9 +210,7 @@ func (m *Master) handOver() {
 // routers' own keys until the old master says it has drained (or is gone: the pipe
 // closes), then releases them, so that no key is served by both generations at once.
 func (m *Master) awaitDrained(drained *os.File) {
-	m.mu.Lock()
-	m.held = true
-	m.mu.Unlock()
+	m.held.Store(true)
 	// A stop before the old master has drained ends the wait (Close interrupts the read).
 	unhook := context.AfterFunc(m.life, func() { drained.Close() })
 	m.wg.Add(1)
@@ -225,8 +219,7 @@ func (m *Master) awaitDrained(drained *os.File) {
 		defer unhook()
 		defer drained.Close()
 		start := time.Now()
-		line, err := bufio.NewReader(drained).ReadString('\n')
-		if err != nil || line != upgradeDrained {
+		if err := descend.WordDrained.Await(drained); err != nil {
 			m.logger.Warn("upgrade: the old master did not say it drained; serving all the same", "err", err)
 		}
 		m.releaseAll()
@@ -236,10 +229,8 @@ func (m *Master) awaitDrained(drained *os.File) {
 
 // releaseAll lets every router serve its own keys (see awaitDrained).
 func (m *Master) releaseAll() {
-	m.mu.Lock()
-	m.held = false
-	workers := append([]*worker(nil), m.workers...)
-	m.mu.Unlock()
+	m.held.Store(false) // before reading the view: see worker.hello
+	workers := m.snapshot().workers
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, w := range workers {

@@ -44,8 +44,8 @@ type waiter struct {
 	ch   chan descend.Message
 }
 
-// newWorker makes (does not start) the worker for index; m.mu must be held.
-func (m *Master) newWorkerLocked(index int) *worker {
+// newWorker makes (does not start) the worker for index under cfg.
+func (m *Master) newWorker(index int, cfg Config) *worker {
 	w := &worker{
 		m:      m,
 		index:  index,
@@ -56,9 +56,9 @@ func (m *Master) newWorkerLocked(index int) *worker {
 		conns:  map[int]*descend.Conn{},
 		state:  descend.State{Index: index, State: descend.StateStarting},
 	}
-	cfg := m.cfg
 	w.sup = &monitor.Supervisor{
 		Name:         fmt.Sprintf("router %d", index),
+		Starter:      m.opts.Starter,
 		Command:      w.command,
 		Ready:        w.readyCheck,
 		ReadyTimeout: 30 * time.Second, // to say hello: the router's app has its own
@@ -243,29 +243,7 @@ func (w *worker) readyCheck(ctx context.Context, c *monitor.Child) error {
 // in embedded mode, when it reports its handler ready (it then accepts).
 func (w *worker) read(conn *descend.Conn, c *monitor.Child, hello, ready chan struct{}) {
 	embedded := w.m.config().Embedded
-	defer func() {
-		conn.Close()
-		w.mu.Lock()
-		delete(w.conns, c.Pid())
-		if w.conn == conn {
-			w.conn = nil
-			// A replacement that failed: the router it was to replace is still live.
-			for _, other := range w.conns {
-				w.conn = other
-			}
-		}
-		if w.conn == nil {
-			w.state.State = descend.StateStarting
-			w.up = false
-		}
-		for id, wt := range w.waits {
-			if wt.conn == conn {
-				close(wt.ch)
-				delete(w.waits, id)
-			}
-		}
-		w.mu.Unlock()
-	}()
+	defer w.closed(conn, c.Pid())
 	var once sync.Once
 	for {
 		msg, err := conn.Recv()
@@ -287,22 +265,10 @@ func (w *worker) read(conn *descend.Conn, c *monitor.Child, hello, ready chan st
 				once.Do(func() { close(ready) })
 			}
 		case *descend.State:
-			w.mu.Lock()
-			prev := w.state
-			w.state = *msg
-			w.noteStateLocked(msg.State)
-			w.mu.Unlock()
-			if msg.State == descend.StateStarting && prev.AppPID != 0 && msg.AppPID != prev.AppPID {
-				w.startFailed(prev.AppPID)
-			}
-			if msg.State == descend.StateReady {
+			if w.onState(msg) {
 				once.Do(func() { close(ready) })
 				w.readyOnce.Do(func() { close(w.ready) })
 				w.m.workerReady()
-			}
-			if msg.Error != "" {
-				w.m.logger.Warn("app exited", "worker", w.index, "app_pid", msg.AppPID,
-					"restarts", msg.Restarts, "crash_looping", msg.CrashLooping, "err", msg.Error)
 			}
 		case descend.Reply: // Result, Stats, Keys
 			w.deliver(msg.ReplyTo(), msg)
@@ -310,6 +276,49 @@ func (w *worker) read(conn *descend.Conn, c *monitor.Child, hello, ready chan st
 			w.m.logger.Warn("unexpected message from router", "worker", w.index, "type", msg.Type())
 		}
 	}
+}
+
+// closed forgets the connection of the router with pid, which has closed: a call waiting
+// for its answer gets none, and the worker has no live router unless another one runs.
+func (w *worker) closed(conn *descend.Conn, pid int) {
+	conn.Close()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.conns, pid)
+	if w.conn == conn {
+		w.conn = nil
+		// A replacement that failed: the router it was to replace is still live.
+		for _, other := range w.conns {
+			w.conn = other
+		}
+	}
+	if w.conn == nil {
+		w.state.State = descend.StateStarting
+		w.up = false
+	}
+	for id, wt := range w.waits {
+		if wt.conn == conn {
+			close(wt.ch)
+			delete(w.waits, id)
+		}
+	}
+}
+
+// onState notes a router's report on its app, and says whether the app is ready.
+func (w *worker) onState(msg *descend.State) (ready bool) {
+	w.mu.Lock()
+	prev := w.state
+	w.state = *msg
+	w.noteStateLocked(msg.State)
+	w.mu.Unlock()
+	if msg.State == descend.StateStarting && prev.AppPID != 0 && msg.AppPID != prev.AppPID {
+		w.startFailed(prev.AppPID)
+	}
+	if msg.Error != "" {
+		w.m.logger.Warn("app exited", "worker", w.index, "app_pid", msg.AppPID,
+			"restarts", msg.Restarts, "crash_looping", msg.CrashLooping, "err", msg.Error)
+	}
+	return msg.State == descend.StateReady
 }
 
 // startFailed notes that the router, not yet ready, starts another app: the one with pid
@@ -327,33 +336,30 @@ func (w *worker) startFailed(appPID int) {
 }
 
 // hello answers a router's Hello with its config and the current membership, and makes its
-// connection the live one. The membership is read under the master's lock so that a
-// concurrent resize either includes this router in its broadcast or is seen here.
+// connection the live one. It reads the view and sets the connection under w.mu, which
+// every call takes to find the connection: an operation that publishes a new view and then
+// calls the worker either finds this connection (and sends the new config or membership
+// on it) or finds none, and then this hello reads the new view.
 func (w *worker) hello(conn *descend.Conn, h *descend.Hello) error {
 	if h.Index != w.index {
 		return fmt.Errorf("router says it is worker %d, started as %d", h.Index, w.index)
 	}
-	cfg := w.m.routerConfig(w.index)
-	w.mu.Lock()
-	replacing := w.conn != nil && w.replacing
-	w.mu.Unlock()
 	m := w.m
-	// Under the master's lock, so that releaseAll either sees this router or has released
-	// before it is configured.
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	v := m.snapshot()
+	cfg := m.routerConfig(v.cfg, w.index)
 	// An embedded worker that replaces a live one serves its keys only once that one has
 	// drained (drainChild releases it); so do a hot upgrade's routers, once the old master
 	// has drained (releaseAll).
+	replacing := w.conn != nil && w.replacing
 	exclusive := cfg.Handover == router.HandoverExclusive
-	cfg.Held = exclusive && (m.held || replacing && m.cfg.Embedded)
-	if err := conn.Send(cfg); err != nil {
+	cfg.Held = exclusive && (m.held.Load() || replacing && v.cfg.Embedded)
+	if err := descend.Welcome(conn, cfg, m.membership(v, 0)); err != nil {
 		return err
 	}
-	w.mu.Lock()
 	w.conn = conn
-	w.mu.Unlock()
-	return conn.Send(m.membershipLocked(0))
+	return nil
 }
 
 func (w *worker) deliver(id uint64, msg descend.Message) {

@@ -388,7 +388,7 @@ func (r *Router) onStats(m descend.Message) error {
 	s := &descend.Stats{
 		ID:            id,
 		Index:         r.index,
-		State:         string(st.State),
+		State:         descend.WorkerState(st.State),
 		AppPID:        st.Pid,
 		AppStarted:    st.StartedAt,
 		Restarts:      st.Restarts,

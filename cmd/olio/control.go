@@ -67,6 +67,16 @@ func noAnswer(c *cli.Context, err error, acts bool) error {
 	return fmt.Errorf("%s; olio may be busy: try a longer --timeout", msg)
 }
 
+// noOpAnswer is noAnswer for reload and scale, which wait their turn behind an operation
+// in progress and run all the same when the command gives up waiting.
+func noOpAnswer(c *cli.Context, err error) error {
+	if !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return fmt.Errorf("no answer within %s from the control socket %s; the command may still have taken effect, or take effect once the reload, scale or upgrade in progress has finished: check %s",
+		c.Duration("timeout"), c.String("control"), statusCommandLine(c))
+}
+
 // statusCommandLine is how to ask the olio that c talks to for its status.
 func statusCommandLine(c *cli.Context) string {
 	if c.IsSet("control") {
@@ -128,7 +138,7 @@ func reloadCommand() *cli.Command {
 				p.end()
 			}
 			if err != nil {
-				return noAnswer(c, err, true)
+				return noOpAnswer(c, err)
 			}
 			msg := "olio: reloaded: every app replaced" + summaryText(sum)
 			if rep.Draining > 0 {
@@ -189,7 +199,7 @@ imbalance (busiest worker ÷ mean) to expect at N workers.`,
 				p.end()
 			}
 			if err != nil {
-				return noAnswer(c, err, true)
+				return noOpAnswer(c, err)
 			}
 			fmt.Fprintf(c.App.Writer, "olio: scaled to %s%s\n", plural(n, "worker"), summaryText(sum))
 			return nil

@@ -194,9 +194,9 @@ func TestControlTimeout(t *testing.T) {
 		want string
 	}{
 		{[]string{"scale", "--control", path, "--timeout", "50ms", "2"},
-			"olio scale: no answer within 50ms from the control socket " + path + "; the command may still have taken effect: check olio status --control " + path + "\n"},
+			"olio scale: no answer within 50ms from the control socket " + path + "; the command may still have taken effect, or take effect once the reload, scale or upgrade in progress has finished: check olio status --control " + path + "\n"},
 		{[]string{"reload", "--control", path, "--timeout", "50ms"},
-			"olio reload: no answer within 50ms from the control socket " + path + "; the command may still have taken effect: check olio status --control " + path + "\n"},
+			"olio reload: no answer within 50ms from the control socket " + path + "; the command may still have taken effect, or take effect once the reload, scale or upgrade in progress has finished: check olio status --control " + path + "\n"},
 		{[]string{"status", "--control", path, "--timeout", "50ms"},
 			"olio status: no answer within 50ms from the control socket " + path + "; olio may be busy: try a longer --timeout\n"},
 		{[]string{"stop", "--control", path, "--timeout", "50ms"},
