@@ -66,7 +66,7 @@ func parseFlags(args []string) (*config, error) {
 	)
 	fs.StringVar(&cfg.scenario, "scenario", "compare", "compare: olio side by side with direct, HAProxy and nginx; rolling: a HUP rolling restart under load (-workers 8, -c 16, -d 5s before it, unless given); startup: start-to-ready, router RSS and the yamux mesh's memory for each of -sizes")
 	fs.StringVar(&sizeList, "sizes", "8,16,64", "worker counts of -scenario startup, comma-separated")
-	fs.StringVar(&setupList, "setups", "direct,olio4,olio1,haproxy,nginx", "setups to run, comma-separated: direct, olio4 (--workers N), olio1, olio4-nohandoff (--handoff=false), olio4-accesslog (--access-log FILE), olio4-embedded (--embedded --workers N), olio1-embedded, haproxy, nginx")
+	fs.StringVar(&setupList, "setups", "direct,olio4,olio1,haproxy,nginx", "setups to run, comma-separated: direct, olio4 (--workers N), olio1, olio4-nohandoff (--handoff=false), olio4-accesslog (--access-log FILE), olio4-embedded (--embedded --workers N), olio1-embedded, haproxy, nginx; the prototypes of test/bench/engines: fast-proxy, nethttp-proxy, fast-public, fast-app")
 	fs.StringVar(&wlList, "workloads", "random,conn", "workloads, comma-separated: random (a random key per request), conn (one key per connection)")
 	fs.IntVar(&cfg.workers, "workers", 4, "apps behind direct, HAProxy and nginx, and olio's --workers for olio4")
 	fs.IntVar(&cfg.conns, "c", 64, "connections")
@@ -127,7 +127,7 @@ func (c *config) validate() error {
 	}
 	for _, id := range c.setups {
 		if !slices.ContainsFunc(setups, func(s setup) bool { return s.id == id }) {
-			return fmt.Errorf("-setups: unknown setup %q (want direct, olio4, olio1, olio4-nohandoff, olio4-embedded, olio1-embedded, haproxy, nginx)", id)
+			return fmt.Errorf("-setups: unknown setup %q (want one of %s)", id, setupIDs())
 		}
 	}
 	for _, name := range c.workloads {
@@ -158,6 +158,15 @@ func (c *config) validate() error {
 		return errors.New("-sizes must not be empty for -scenario startup")
 	}
 	return nil
+}
+
+// setupIDs lists every setup's id, comma-separated.
+func setupIDs() string {
+	ids := make([]string, len(setups))
+	for i, s := range setups {
+		ids[i] = s.id
+	}
+	return strings.Join(ids, ", ")
 }
 
 func splitList(s string) []string {
@@ -235,6 +244,10 @@ func run(ctx context.Context, cfg *config, p *procs) (err error) {
 		b.olio = filepath.Join(dir, "olio")
 		builds[b.olio] = "./cmd/olio"
 	}
+	if slices.ContainsFunc(cfg.setups, isEngine) {
+		b.engines = filepath.Join(dir, "engines")
+		builds[b.engines] = "./test/bench/engines"
+	}
 	for bin, pkg := range builds {
 		logf(cfg, "building %s", pkg)
 		build := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg)
@@ -250,7 +263,7 @@ func run(ctx context.Context, cfg *config, p *procs) (err error) {
 		return runStartup(ctx, b, root) // scale.go
 	}
 	order := selected(cfg)
-	if slices.ContainsFunc(order, func(s setup) bool { return s.id == "direct" || s.id == "haproxy" || s.id == "nginx" }) {
+	if slices.ContainsFunc(order, func(s setup) bool { return sharedApps(s.id) }) {
 		logf(cfg, "starting %d apps", cfg.workers)
 		if err := startApps(ctx, b); err != nil {
 			return err

@@ -31,6 +31,7 @@ type bench struct {
 	// setups run it as olio's workers: the same app code both ways.
 	example string
 	apps    []string // addresses of the shared apps
+	engines string   // the prototype proxies (test/bench/engines), built when a setup needs them
 }
 
 // setup is one way of putting the apps behind an address.
@@ -63,6 +64,33 @@ var setups = []setup{
 	}},
 	{id: "haproxy", name: "HAProxy", proxy: true, start: startHAProxy},
 	{id: "nginx", name: "nginx", proxy: true, start: startNginx},
+	// The prototype proxies of test/bench/engines: one HTTP engine on each leg (issue 14).
+	{id: "fast-proxy", name: "engines: fasthttp → fasthttp", proxy: true, start: engine("fast-proxy")},
+	{id: "nethttp-proxy", name: "engines: net/http → ReverseProxy", proxy: true, start: engine("nethttp-proxy")},
+	{id: "fast-public", name: "engines: fasthttp → ReverseProxy", proxy: true, start: engine("fast-public")},
+	{id: "fast-app", name: "engines: net/http → fasthttp", proxy: true, start: engine("fast-app")},
+}
+
+// engine starts the prototype proxy of test/bench/engines in mode over the shared apps.
+func engine(mode string) func(context.Context, *bench) (*instance, error) {
+	return func(ctx context.Context, b *bench) (*instance, error) {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		argv := []string{b.engines, "-mode", mode, "-listen", fmt.Sprintf("127.0.0.1:%d", port), "-apps", strings.Join(b.apps, ",")}
+		return startProxy(ctx, b, mode, argv, port)
+	}
+}
+
+// sharedApps reports whether a setup runs over the shared apps rather than its own.
+func sharedApps(id string) bool {
+	return id == "direct" || id == "haproxy" || id == "nginx" || isEngine(id)
+}
+
+// isEngine reports whether a setup is one of test/bench/engines' prototypes.
+func isEngine(id string) bool {
+	return strings.HasPrefix(id, "fast-") || strings.HasPrefix(id, "nethttp-")
 }
 
 // instance is a running setup.
