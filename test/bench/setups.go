@@ -62,6 +62,13 @@ var setups = []setup{
 	{id: "olio1-embedded", name: "olio --embedded --workers 1", proxy: true, start: func(ctx context.Context, b *bench) (*instance, error) {
 		return startOlio(ctx, b, 1, "--embedded", "--", b.example)
 	}},
+	// The -before binary (an earlier build of olio), for before/after ratios in one run.
+	{id: "olio4-before", name: "olio --workers 4 (-before)", proxy: true, start: func(ctx context.Context, b *bench) (*instance, error) {
+		return startOlioBin(ctx, b, b.cfg.before, b.cfg.workers)
+	}},
+	{id: "olio1-before", name: "olio --workers 1 (-before)", proxy: true, start: func(ctx context.Context, b *bench) (*instance, error) {
+		return startOlioBin(ctx, b, b.cfg.before, 1)
+	}},
 	{id: "haproxy", name: "HAProxy", proxy: true, start: startHAProxy},
 	{id: "nginx", name: "nginx", proxy: true, start: startNginx},
 	// The prototype proxies of test/bench/engines: one HTTP engine on each leg (issue 14).
@@ -161,6 +168,11 @@ func startDirect(_ context.Context, b *bench) (*instance, error) {
 
 // startOlio runs `olio serve` with its built-in demo app and extra flags.
 func startOlio(ctx context.Context, b *bench, workers int, extra ...string) (*instance, error) {
+	return startOlioBin(ctx, b, b.olio, workers, extra...)
+}
+
+// startOlioBin is startOlio with the olio binary bin.
+func startOlioBin(ctx context.Context, b *bench, bin string, workers int, extra ...string) (*instance, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -170,7 +182,7 @@ func startOlio(ctx context.Context, b *bench, workers int, extra ...string) (*in
 		return nil, err
 	}
 	addr, maddr := fmt.Sprintf("127.0.0.1:%d", port), fmt.Sprintf("127.0.0.1:%d", mport)
-	argv := []string{b.olio, "serve", "--listen", addr, "--workers", strconv.Itoa(workers),
+	argv := []string{bin, "serve", "--listen", addr, "--workers", strconv.Itoa(workers),
 		"--control", filepath.Join(b.dir, fmt.Sprintf("olio-%d.sock", port)), "--metrics", maddr}
 	argv = append(argv, extra...)
 	logPath := filepath.Join(b.dir, fmt.Sprintf("olio-%d.log", port))
