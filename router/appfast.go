@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"mime"
 	"net"
 	"net/http"
 	"net/textproto"
@@ -107,43 +108,64 @@ func (r *Router) serveFast(w http.ResponseWriter, req *http.Request, inst *insta
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseResponse(resp)
 	var (
-		conn *appConn
-		stop func() bool
+		conn  *appConn
+		stop  func() bool
+		other *http.Response // an answer fasthttp's parser refused, read by net/http's
 	)
 	err := inst.transport.exchange(req, func(ac *appConn) error {
 		// The request's context (client gone, answer timeout) interrupts the connection.
 		stop = context.AfterFunc(req.Context(), func() { ac.c.SetDeadline(time.Unix(1, 0)) })
-		if err := fastExchange(ac, out, resp, req.Method == http.MethodHead); err != nil {
+		err := fastExchange(ac, out, resp, req.Method == http.MethodHead)
+		var refused *refusedError
+		switch {
+		case errors.As(err, &refused):
+			other, err = inst.transport.readAnswer(ac, req, stop)
+			return err
+		case err != nil:
 			stop()
 			return err
 		}
 		conn = ac
 		return nil
 	})
-	if err != nil {
+	switch {
+	case err != nil:
 		r.localError(w, req, err, inst)
-		return
+	case other != nil:
+		// ReverseProxy writes it, as it writes every answer off the fast path.
+		p := *inst.proxy
+		p.Transport = readyAnswer{other}
+		p.ServeHTTP(w, req)
+	default:
+		r.writeFast(w, req, resp, conn, inst, stop)
 	}
+}
+
+// writeFast writes the app's answer resp, read from ac, to the client, as ReverseProxy
+// would, then returns ac to the pool or closes it.
+func (r *Router) writeFast(w http.ResponseWriter, req *http.Request, resp *fasthttp.Response, ac *appConn, inst *instance, stop func() bool) {
 	answered(&http.Response{StatusCode: resp.StatusCode(), Request: req})
 	trailers := copyFastHeader(w.Header(), resp)
 	w.WriteHeader(resp.StatusCode())
-	if len(trailers) > 0 {
-		// Chunked, so the trailers can follow (net/http would add a Content-Length).
+	flush := streamed(resp)
+	if flush || len(trailers) > 0 {
+		// The header goes at once to a streaming client; an answer with trailers goes
+		// chunked (net/http would add a Content-Length to a short one).
 		http.NewResponseController(w).Flush()
 	}
-	err = copyFastBody(w, resp)
+	err := copyFastBody(w, resp, flush)
 	keep := err == nil && !resp.ConnectionClose() && resp.Header.ContentLength() != -2
 	if !keep {
-		conn.c.Close()
+		ac.c.Close()
 	}
 	if resp.CloseBodyStream() != nil {
 		keep = false
 	}
 	// stop reports false when the context already fired and poisoned the deadline.
 	if stop() && keep {
-		inst.transport.put(conn)
+		inst.transport.put(ac)
 	} else {
-		conn.c.Close()
+		ac.c.Close()
 	}
 	if err != nil {
 		// As ReverseProxy: the client must see a broken answer, not a short one.
@@ -156,6 +178,23 @@ func (r *Router) serveFast(w http.ResponseWriter, req *http.Request, inst *insta
 		}
 	}
 }
+
+// readyAnswer is a RoundTripper that returns an answer already read.
+type readyAnswer struct{ resp *http.Response }
+
+func (a readyAnswer) RoundTrip(req *http.Request) (*http.Response, error) {
+	a.resp.Request = req
+	return a.resp, nil
+}
+
+// refusedError is fasthttp's parser failing on the header of an answer: too large for its
+// buffer, a form it rejects and net/http takes (a repeated equal Content-Length), or a
+// broken one. It parses by peeking, so the header is still unread: net/http's parser reads
+// it instead, and the answer is served, or fails, as it did before the fast path.
+type refusedError struct{ err error }
+
+func (e *refusedError) Error() string { return e.err.Error() }
+func (e *refusedError) Unwrap() error { return e.err }
 
 // fastExchange writes out to the app and reads the header of its answer (the body is read
 // as it streams to the client); interim answers (1xx) are dropped.
@@ -174,7 +213,8 @@ func fastExchange(ac *appConn, out *fasthttp.Request, resp *fasthttp.Response, h
 	resp.SkipBody = head
 	resp.Header.SetNoDefaultContentType(true)
 	if err := resp.Read(ac.br); err != nil {
-		return errors.Join(errAnswerStarted, err)
+		// A broken or timed-out answer fails net/http's parser too, as it always did.
+		return &refusedError{err}
 	}
 	return nil
 }
@@ -208,14 +248,27 @@ func copyFastHeader(h http.Header, resp *fasthttp.Response) (trailers []string) 
 	return trailers
 }
 
-// copyFastBody streams the answer's body to w, flushing each read when its length is
-// unknown or it is an event stream (ReverseProxy's FlushInterval 0).
-func copyFastBody(w http.ResponseWriter, resp *fasthttp.Response) error {
+// streamed reports whether an answer is flushed to the client as it comes, as ReverseProxy
+// does with FlushInterval 0: its length is unknown, or it is an event stream.
+func streamed(resp *fasthttp.Response) bool {
+	if resp.Header.ContentLength() < 0 {
+		return true
+	}
+	const sse = "text/event-stream"
+	ct := resp.Header.ContentType()
+	if len(ct) < len(sse) || !strings.EqualFold(string(ct[:len(sse)]), sse) {
+		return false
+	}
+	base, _, _ := mime.ParseMediaType(string(ct))
+	return base == sse
+}
+
+// copyFastBody streams the answer's body to w, flushing each read when flush.
+func copyFastBody(w http.ResponseWriter, resp *fasthttp.Response, flush bool) error {
 	if !resp.IsBodyStream() {
 		_, err := w.Write(resp.Body())
 		return err
 	}
-	flush := resp.Header.ContentLength() < 0 || strings.HasPrefix(string(resp.Header.ContentType()), "text/event-stream")
 	rc := http.NewResponseController(w)
 	body := resp.BodyStream()
 	buf := buffers.Get()

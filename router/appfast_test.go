@@ -68,9 +68,12 @@ func rawExchange(t *testing.T, addr, raw string) string {
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(c), req)
 	if err != nil {
-		t.Fatal(err)
+		return "no answer: " + err.Error()
 	}
-	body, _ := io.ReadAll(resp.Body)
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		body = append(body, " (broken: "+err.Error()+")"...)
+	}
 	resp.Body.Close()
 	resp.Header.Del("Date")
 	var b strings.Builder
@@ -189,5 +192,109 @@ func TestFastPathTimeout(t *testing.T) {
 	case <-cancelled:
 	case <-ctx.Done():
 		t.Error("the app's request was not cancelled")
+	}
+}
+
+// rawApp is an app that answers each path with a canned answer, byte for byte, and closes
+// the connection.
+func rawApp(t *testing.T, answers map[string]string) *httptest.Server {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				io.WriteString(c, answers[req.URL.Path])
+			}()
+		}
+	}()
+	// An unstarted httptest.Server only carries the address to fastFrontOf.
+	s := &httptest.Server{Listener: ln, URL: "http://" + ln.Addr().String()}
+	t.Cleanup(func() { ln.Close() })
+	return s
+}
+
+// TestFastPathOddAnswers: answers that stretch HTTP/1.1 reach the client as they do through
+// ReverseProxy (or fail the same way). An answer of unknown length carries a Content-Type:
+// without one, whether net/http sniffs one depends on a race in ReverseProxy (its first
+// flush of the header runs on a timer), where the fast path flushes the header first.
+func TestFastPathOddAnswers(t *testing.T) {
+	answers := map[string]string{
+		"/te-and-cl":   "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\nContent-Type: text/x\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+		"/http10":      "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+		"/fold":        "HTTP/1.1 200 OK\r\nX-Fold: a\r\n b\r\nContent-Length: 2\r\n\r\nok",
+		"/close":       "HTTP/1.1 200 OK\r\nContent-Type: text/x\r\n\r\nuntil the end",
+		"/two-cl":      "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nokk",
+		"/same-cl":     "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
+		"/hints":       "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+		"/big":         "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("b", 40<<10) + "\r\nContent-Length: 2\r\n\r\nok",
+		"/no-reason":   "HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok",
+		"/bad-status":  "HTTP/1.1 abc OK\r\nContent-Length: 2\r\n\r\nok",
+		"/short":       "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nok",
+		"/lower":       "HTTP/1.1 200 OK\r\nx-lower-case: 1\r\ncontent-length: 2\r\n\r\nok",
+		"/cookie":      "HTTP/1.1 200 OK\r\nSet-Cookie: a=1; Path=/; HttpOnly\r\nSet-Cookie: weird\r\nContent-Length: 2\r\n\r\nok",
+		"/chunk-ext":   "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/x\r\n\r\n3;ext=1\r\nabc\r\n0\r\n\r\n",
+		"/ct-default":  "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n<html",
+		"/304":         "HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\nEtag: \"x\"\r\n\r\n",
+		"/te-identity": "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Type: text/x\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+	}
+	app := rawApp(t, answers)
+	fast := fastFrontOf(t, app, true, 5*time.Second)
+	slow := fastFrontOf(t, app, false, 5*time.Second)
+	for path := range answers {
+		raw := "GET " + path + " HTTP/1.1\r\nHost: h\r\n\r\n"
+		g := rawExchange(t, fast.Listener.Addr().String(), raw)
+		w := rawExchange(t, slow.Listener.Addr().String(), raw)
+		if g != w {
+			t.Errorf("%s:\nfast path:\n%s\nReverseProxy:\n%s", path, g, w)
+		}
+	}
+}
+
+// TestFastPathSpaceBeforeColon: a header name followed by whitespace is passed on without it,
+// as RFC 9112 5.1 asks of a proxy (ReverseProxy drops the field).
+func TestFastPathSpaceBeforeColon(t *testing.T) {
+	app := rawApp(t, map[string]string{"/": "HTTP/1.1 200 OK\r\nX-Bad : 1\r\nContent-Length: 2\r\n\r\nok"})
+	fast := fastFrontOf(t, app, true, 5*time.Second)
+	if g := rawExchange(t, fast.Listener.Addr().String(), "GET / HTTP/1.1\r\nHost: h\r\n\r\n"); !strings.Contains(g, "\nX-Bad: 1\r\n") {
+		t.Errorf("answer:\n%s\nwant X-Bad: 1", g)
+	}
+}
+
+// TestFastPathEventStream: the header of an event stream reaches the client before the
+// first event.
+func TestFastPathEventStream(t *testing.T) {
+	got := make(chan struct{})
+	front := fastFront(t, func(w http.ResponseWriter, req *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream; charset=utf-8")
+		w.Header().Set("Content-Length", "12")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		select {
+		case <-got:
+			io.WriteString(w, "data: one\n\n")
+		case <-req.Context().Done():
+		}
+	}, true, 5*time.Second)
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get(front.URL + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	close(got)
+	if b, err := io.ReadAll(resp.Body); string(b) != "data: one\n\n" {
+		t.Errorf("body %q, %v", b, err)
 	}
 }

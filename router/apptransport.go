@@ -171,6 +171,12 @@ func (t *appTransport) roundTrip(ac *appConn, req *http.Request) (*http.Response
 		stop()
 		return nil, err
 	}
+	return t.readAnswer(ac, req, stop)
+}
+
+// readAnswer reads the header of the app's answer to req from ac; its body returns ac to
+// the pool, or closes it, and calls stop. A failure calls stop.
+func (t *appTransport) readAnswer(ac *appConn, req *http.Request, stop func() bool) (*http.Response, error) {
 	resp, err := http.ReadResponse(ac.br, req)
 	// Interim answers (103 Early Hints, 100 Continue) are dropped; the final one follows.
 	for err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
