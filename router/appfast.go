@@ -168,6 +168,9 @@ func (r *Router) writeFast(w http.ResponseWriter, req *http.Request, resp *fasth
 		ac.c.Close()
 	}
 	if err != nil {
+		if errors.Is(err, errAnswerStarted) { // not the client going away
+			r.errorLog.Printf("olio: the app's answer to %s broke off: %v", req.URL.Path, err)
+		}
 		// As ReverseProxy: the client must see a broken answer, not a short one.
 		panic(http.ErrAbortHandler)
 	}
@@ -289,7 +292,7 @@ func copyFastBody(w http.ResponseWriter, resp *fasthttp.Response, flush bool) er
 			return nil
 		}
 		if err != nil {
-			return err
+			return errors.Join(errAnswerStarted, err)
 		}
 	}
 }
