@@ -283,9 +283,7 @@ func copyFastBody(w http.ResponseWriter, resp *fasthttp.Response, flush bool) er
 				return werr
 			}
 			if flush {
-				if ferr := rc.Flush(); ferr != nil {
-					return ferr
-				}
+				rc.Flush() // as ReverseProxy, a writer that cannot flush writes on all the same
 			}
 		}
 		if err == io.EOF {
