@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -259,7 +260,7 @@ func streamed(resp *fasthttp.Response) bool {
 	}
 	const sse = "text/event-stream"
 	ct := resp.Header.ContentType()
-	if len(ct) < len(sse) || !strings.EqualFold(string(ct[:len(sse)]), sse) {
+	if len(ct) < len(sse) || !bytes.EqualFold(ct[:len(sse)], []byte(sse)) {
 		return false
 	}
 	base, _, _ := mime.ParseMediaType(string(ct))

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -296,5 +297,41 @@ func TestFastPathEventStream(t *testing.T) {
 	close(got)
 	if b, err := io.ReadAll(resp.Body); string(b) != "data: one\n\n" {
 		t.Errorf("body %q, %v", b, err)
+	}
+}
+
+// TestFastPathReusesConnections: sequential requests on the fast path share one keep-alive
+// connection to the app, streamed answers included.
+func TestFastPathReusesConnections(t *testing.T) {
+	var conns atomic.Int32
+	app := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path == "/stream" {
+			io.WriteString(w, "a")
+			w.(http.Flusher).Flush()
+		}
+		io.WriteString(w, "ok")
+	}))
+	app.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	app.Start()
+	defer app.Close()
+	front := fastFrontOf(t, app, true, 5*time.Second)
+	for i := 0; i < 20; i++ {
+		path := "/"
+		if i%2 == 1 {
+			path = "/stream"
+		}
+		resp, err := http.Get(front.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	if g := conns.Load(); g != 1 {
+		t.Errorf("20 sequential requests used %d connections to the app, want 1", g)
 	}
 }
