@@ -114,6 +114,20 @@ func (t *appTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		req.Header.Get("Upgrade") != "" {
 		return t.fallback.RoundTrip(req)
 	}
+	var resp *http.Response
+	err := t.exchange(req, func(ac *appConn) (err error) {
+		resp, err = t.roundTrip(ac, req)
+		return err
+	})
+	return resp, err
+}
+
+// exchange runs x, which sends req and reads the answer's header, on a pooled connection;
+// x owns the connection once it succeeds and closes its deadline hook when it fails. A
+// pooled connection the app closed while idle (or a stream of a peer that has restarted)
+// fails before any answer (x's error is not errAnswerStarted): x runs once more on a new
+// one, as http.Transport does.
+func (t *appTransport) exchange(req *http.Request, x func(ac *appConn) error) error {
 	var sent error // the first attempt's failure, when the app may have acted on the request
 	for attempt := 0; ; attempt++ {
 		ac, reused, err := t.get(req.Context(), attempt > 0)
@@ -121,18 +135,15 @@ func (t *appTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			if sent != nil {
 				// The app is gone, and it may have run the request before it went: not a
 				// dialError, which would have the router repeat it on the replacement.
-				return nil, sent
+				return sent
 			}
-			return nil, err
+			return err
 		}
-		resp, err := t.roundTrip(ac, req)
+		err = x(ac)
 		if err == nil {
-			return resp, nil
+			return nil
 		}
 		ac.c.Close()
-		// A pooled connection the app closed while idle (or a stream of a peer that has
-		// restarted) fails before any answer: try once more on a new one, as
-		// http.Transport does.
 		if reused && attempt == 0 && req.Context().Err() == nil && !errors.Is(err, errAnswerStarted) {
 			if !replayable(req) {
 				sent = err
@@ -140,9 +151,9 @@ func (t *appTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			continue
 		}
 		if ctxErr := req.Context().Err(); ctxErr != nil {
-			return nil, ctxErr
+			return ctxErr
 		}
-		return nil, err
+		return err
 	}
 }
 
@@ -160,6 +171,12 @@ func (t *appTransport) roundTrip(ac *appConn, req *http.Request) (*http.Response
 		stop()
 		return nil, err
 	}
+	return t.readAnswer(ac, req, stop)
+}
+
+// readAnswer reads the header of the app's answer to req from ac; its body returns ac to
+// the pool, or closes it, and calls stop. A failure calls stop.
+func (t *appTransport) readAnswer(ac *appConn, req *http.Request, stop func() bool) (*http.Response, error) {
 	resp, err := http.ReadResponse(ac.br, req)
 	// Interim answers (103 Early Hints, 100 Continue) are dropped; the final one follows.
 	for err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {

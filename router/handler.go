@@ -163,5 +163,9 @@ func (r *Router) serveLocal(w http.ResponseWriter, req *http.Request, avoid *ins
 		}
 	}()
 	startApp(w) // the app's share of the time starts here
+	if fastPath(req) {
+		r.serveFast(w, req, inst) // appfast.go
+		return
+	}
 	inst.proxy.ServeHTTP(w, req)
 }

@@ -53,6 +53,7 @@ type config struct {
 	wrk       bool
 	threads   int // HAProxy threads, nginx worker processes
 	olio      string
+	before    string // an earlier olio binary, for the olio*-before setups
 	out       string
 	verbose   bool
 }
@@ -68,7 +69,7 @@ func parseFlags(args []string) (*config, error) {
 	)
 	fs.StringVar(&cfg.scenario, "scenario", "compare", "compare: olio side by side with direct, HAProxy and nginx; rolling: a HUP rolling restart under load (-workers 8, -c 16, -d 5s before it, unless given); startup: start-to-ready, router RSS and the yamux mesh's memory for each of -sizes")
 	fs.StringVar(&sizeList, "sizes", "8,16,64", "worker counts of -scenario startup, comma-separated")
-	fs.StringVar(&setupList, "setups", "direct,olio4,olio1,haproxy,nginx", "setups to run, comma-separated: direct, olio4 (--workers N), olio1, olio4-nohandoff (--handoff=false), olio4-accesslog (--access-log FILE), olio4-embedded (--embedded --workers N), olio1-embedded, haproxy, nginx")
+	fs.StringVar(&setupList, "setups", "direct,olio4,olio1,haproxy,nginx", "setups to run, comma-separated: direct, olio4 (--workers N), olio1, olio4-nohandoff (--handoff=false), olio4-accesslog (--access-log FILE), olio4-embedded (--embedded --workers N), olio1-embedded, olio1-before and olio4-before (the -before binary), haproxy, nginx; the prototypes of test/bench/engines: fast-proxy, nethttp-proxy, fast-public, fast-app")
 	fs.StringVar(&wlList, "workloads", "random,conn", "workloads, comma-separated: random (a random key per request), conn (one key per connection)")
 	fs.IntVar(&cfg.workers, "workers", 4, "apps behind direct, HAProxy and nginx, and olio's --workers for olio4")
 	fs.IntVar(&cfg.conns, "c", 64, "connections")
@@ -81,6 +82,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.BoolVar(&cfg.wrk, "wrk", true, "cross-check the proxied setups' throughput with wrk, if installed")
 	fs.IntVar(&cfg.threads, "threads", runtime.NumCPU(), "HAProxy threads and nginx worker processes")
 	fs.StringVar(&cfg.olio, "olio", "", "use this olio binary instead of building ./cmd/olio")
+	fs.StringVar(&cfg.before, "before", "", "an earlier olio binary, run by the olio1-before and olio4-before setups (same-run before/after ratios)")
 	fs.StringVar(&cfg.out, "out", "test/bench/results/latest.md", "also write the report here (relative to the module root; empty: don't); a .json with the raw samples goes beside it")
 	fs.BoolVar(&quick, "quick", false, "smoke run: 1 round, 3 s throughput, 2 s per fixed rate (flags given explicitly win)")
 	fs.BoolVar(&cfg.verbose, "v", false, "log each step")
@@ -129,7 +131,7 @@ func (c *config) validate() error {
 	}
 	for _, id := range c.setups {
 		if !slices.ContainsFunc(setups, func(s setup) bool { return s.id == id }) {
-			return fmt.Errorf("-setups: unknown setup %q (want direct, olio4, olio1, olio4-nohandoff, olio4-embedded, olio1-embedded, haproxy, nginx)", id)
+			return fmt.Errorf("-setups: unknown setup %q (want one of %s)", id, setupIDs())
 		}
 	}
 	for _, name := range c.workloads {
@@ -156,10 +158,21 @@ func (c *config) validate() error {
 		return fmt.Errorf("-rounds %d: want 1..20", c.rounds)
 	case c.threads < 1:
 		return fmt.Errorf("-threads %d: want at least 1", c.threads)
+	case c.before == "" && slices.ContainsFunc(c.setups, func(id string) bool { return strings.HasSuffix(id, "-before") }):
+		return errors.New("the -before setups need -before: an earlier olio binary")
 	case c.scenario == "startup" && len(c.sizes) == 0:
 		return errors.New("-sizes must not be empty for -scenario startup")
 	}
 	return nil
+}
+
+// setupIDs lists every setup's id, comma-separated.
+func setupIDs() string {
+	ids := make([]string, len(setups))
+	for i, s := range setups {
+		ids[i] = s.id
+	}
+	return strings.Join(ids, ", ")
 }
 
 func splitList(s string) []string {
@@ -237,6 +250,10 @@ func run(ctx context.Context, cfg *config, p *harness.Procs) (err error) {
 		b.olio = filepath.Join(dir, "olio")
 		builds[b.olio] = "./cmd/olio"
 	}
+	if slices.ContainsFunc(cfg.setups, isEngine) {
+		b.engines = filepath.Join(dir, "engines")
+		builds[b.engines] = "./test/bench/engines"
+	}
 	for bin, pkg := range builds {
 		logf(cfg, "building %s", pkg)
 		if err := harness.Build(ctx, root, pkg, bin); err != nil {
@@ -257,7 +274,7 @@ func run(ctx context.Context, cfg *config, p *harness.Procs) (err error) {
 func runCompare(ctx context.Context, b *bench, root string) error {
 	cfg := b.cfg
 	order := selected(cfg)
-	if slices.ContainsFunc(order, func(s setup) bool { return s.id == "direct" || s.id == "haproxy" || s.id == "nginx" }) {
+	if slices.ContainsFunc(order, func(s setup) bool { return sharedApps(s.id) }) {
 		logf(cfg, "starting %d apps", cfg.workers)
 		if err := startApps(ctx, b); err != nil {
 			return err

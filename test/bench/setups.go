@@ -32,6 +32,7 @@ type bench struct {
 	// setups run it as olio's workers: the same app code both ways.
 	example string
 	apps    []string // addresses of the shared apps
+	engines string   // the prototype proxies (test/bench/engines), built when a setup needs them
 }
 
 // setup is one way of putting the apps behind an address.
@@ -62,8 +63,42 @@ var setups = []setup{
 	{id: "olio1-embedded", name: "olio --embedded --workers 1", proxy: true, start: func(ctx context.Context, b *bench) (*instance, error) {
 		return startOlio(ctx, b, 1, "--embedded", "--", b.example)
 	}},
+	// The -before binary (an earlier build of olio), for before/after ratios in one run.
+	{id: "olio4-before", name: "olio --workers 4 (-before)", proxy: true, start: func(ctx context.Context, b *bench) (*instance, error) {
+		return startOlioBin(ctx, b, b.cfg.before, b.cfg.workers)
+	}},
+	{id: "olio1-before", name: "olio --workers 1 (-before)", proxy: true, start: func(ctx context.Context, b *bench) (*instance, error) {
+		return startOlioBin(ctx, b, b.cfg.before, 1)
+	}},
 	{id: "haproxy", name: "HAProxy", proxy: true, start: startHAProxy},
 	{id: "nginx", name: "nginx", proxy: true, start: startNginx},
+	// The prototype proxies of test/bench/engines: one HTTP engine on each leg (issue 14).
+	{id: "fast-proxy", name: "engines: fasthttp → fasthttp", proxy: true, start: engine("fast-proxy")},
+	{id: "nethttp-proxy", name: "engines: net/http → ReverseProxy", proxy: true, start: engine("nethttp-proxy")},
+	{id: "fast-public", name: "engines: fasthttp → ReverseProxy", proxy: true, start: engine("fast-public")},
+	{id: "fast-app", name: "engines: net/http → fasthttp", proxy: true, start: engine("fast-app")},
+}
+
+// engine starts the prototype proxy of test/bench/engines in mode over the shared apps.
+func engine(mode string) func(context.Context, *bench) (*instance, error) {
+	return func(ctx context.Context, b *bench) (*instance, error) {
+		port, err := harness.FreePort()
+		if err != nil {
+			return nil, err
+		}
+		argv := []string{b.engines, "-mode", mode, "-listen", fmt.Sprintf("127.0.0.1:%d", port), "-apps", strings.Join(b.apps, ",")}
+		return startProxy(ctx, b, mode, argv, port)
+	}
+}
+
+// sharedApps reports whether a setup runs over the shared apps rather than its own.
+func sharedApps(id string) bool {
+	return id == "direct" || id == "haproxy" || id == "nginx" || isEngine(id)
+}
+
+// isEngine reports whether a setup is one of test/bench/engines' prototypes.
+func isEngine(id string) bool {
+	return strings.HasPrefix(id, "fast-") || strings.HasPrefix(id, "nethttp-")
 }
 
 // instance is a running setup.
@@ -134,6 +169,11 @@ func startDirect(_ context.Context, b *bench) (*instance, error) {
 
 // startOlio runs `olio serve` with its built-in demo app and extra flags.
 func startOlio(ctx context.Context, b *bench, workers int, extra ...string) (*instance, error) {
+	return startOlioBin(ctx, b, b.olio, workers, extra...)
+}
+
+// startOlioBin is startOlio with the olio binary bin.
+func startOlioBin(ctx context.Context, b *bench, bin string, workers int, extra ...string) (*instance, error) {
 	s, err := harness.NewServe(b.dir)
 	if err != nil {
 		return nil, err
@@ -143,7 +183,7 @@ func startOlio(ctx context.Context, b *bench, workers int, extra ...string) (*in
 		return nil, err
 	}
 	maddr := fmt.Sprintf("127.0.0.1:%d", mport)
-	argv := s.Args(b.olio, workers, append([]string{"--metrics", maddr}, extra...)...)
+	argv := s.Args(bin, workers, append([]string{"--metrics", maddr}, extra...)...)
 	c, err := b.procs.Start(strings.Join(argv[1:], " "), argv, appEnv(), s.Log)
 	if err != nil {
 		return nil, err
