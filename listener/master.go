@@ -74,7 +74,7 @@ type Master struct {
 	leaving    bool      // a stop has begun: /ready says 503 (set before the drain delay)
 	retiring   []*worker // the workers a graceful stop is draining: Kill's too
 	standby    *standby  // answers 503 while there are no workers
-	ops        *ops      // operate.go: set by Run before any worker starts
+	ops        *ops      // set by Run before any worker starts
 
 	handedOver chan struct{} // a new master took over (hot upgrade)
 	drained    *os.File      // after a hot upgrade: told the new master once drained
@@ -176,7 +176,7 @@ func (m *Master) nextID() uint64 { return m.ids.Add(1) }
 // routers stop their apps and exit. Use Kill from another goroutine to cut that short.
 func (m *Master) Run(ctx context.Context) error {
 	defer m.cleanup()
-	// operate (issue 4): control socket, metrics and pidfile, up before the workers and
+	// Control socket, metrics and pidfile, up before the workers and
 	// down after them; a control `stop` cancels ctx.
 	ctx, stopCtl := context.WithCancel(ctx)
 	defer stopCtl()
@@ -185,7 +185,6 @@ func (m *Master) Run(ctx context.Context) error {
 		return err
 	}
 	defer ops.close()
-	// end operate
 	cfg := m.config()
 	m.logger.Info("olio starting", "listen", m.addr.String(), "workers", cfg.Workers, "key", cfg.Key,
 		"pid", os.Getpid(), "run_dir", m.runDir)
@@ -307,7 +306,7 @@ func (m *Master) workerReady() {
 	n := m.members
 	m.mu.Unlock()
 	m.logger.Info("all workers ready", "workers", n, "listen", m.addr.String(), "startup", time.Since(m.start).Round(time.Millisecond).String())
-	m.opsReady() // operate.go: a hot upgrade's new master takes over control socket and pidfile
+	m.opsReady() // a hot upgrade's new master takes over control socket and pidfile
 	m.handOver()
 	m.notify("READY=1\nSTATUS=serving on " + m.addr.String() + " with " + strconv.Itoa(n) + " workers")
 }

@@ -39,7 +39,7 @@ func (r *Router) route(w http.ResponseWriter, req *http.Request, a *accessLoggin
 			r.fail(w, http.StatusForbidden, "olio: X-Olio-Index needs the right X-Olio-Secret")
 			return
 		}
-		if len(idx) == 1 && idx[0] == FanoutIndex { // fanout.go: every worker answers
+		if len(idx) == 1 && idx[0] == FanoutIndex { // every worker answers
 			a.route(RouteFanout, workerAll)
 			r.fanout(w, req)
 			return
@@ -147,7 +147,7 @@ func (r *Router) serveLocal(w http.ResponseWriter, req *http.Request, avoid *ins
 		req = req.WithContext(context.WithValue(req.Context(), upgradeKey{}, up))
 	}
 	if r.conf().RequestTimeout > 0 && !retry {
-		// limits.go: bounds the wait for the answer, not a long body or a WebSocket.
+		// Bounds the wait for the answer, not a long body or a WebSocket.
 		var stop func()
 		req, stop = withAnswerTimeout(req, r.conf().RequestTimeout)
 		defer stop()

@@ -57,8 +57,8 @@ type Router struct {
 	remoteTransport *peerTransport
 	peers           *http.Server  // the private side, serving what peers forward
 	private         *mux.Listener // where peers reach this router
-	handoff         *handoff      // handoff.go
-	queue           *connQueue    // handed-off connections for the current public server
+	handoff         *handoff
+	queue           *connQueue // handed-off connections for the current public server
 
 	alog   atomic.Pointer[accessLog] // the access log; nil while off
 	alogMu sync.Mutex                // serialises opening and closing alog
@@ -141,7 +141,7 @@ func run(ctx context.Context, index int, ctl *descend.Conn, listener *os.File, l
 	if err := r.onMembership(m); err != nil {
 		return err
 	}
-	r.pin(cfg.CPU) // affinity.go: before the app starts, so it inherits the mask
+	r.pin(cfg.CPU) // before the app starts, so it inherits the mask
 	if h != nil {
 		r.setAppEnv()
 	}
@@ -190,7 +190,7 @@ func (r *Router) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	peers := r.newPeerServer(peerHandler{r}) // limits.go
+	peers := r.newPeerServer(peerHandler{r})
 	go peers.Serve(private)
 	r.peers, r.private = peers, private
 	r.updateAccepting() // from the start, before the app is ready
@@ -257,7 +257,7 @@ func (r *Router) startApp() (stop func()) {
 		defer close(supDone)
 		r.sup.Run(appCtx)
 	}()
-	healthDone := make(chan struct{}) // health.go
+	healthDone := make(chan struct{})
 	go func() {
 		defer close(healthDone)
 		r.checkHealth(appCtx)
@@ -312,8 +312,8 @@ func (r *Router) onMembership(m descend.Message) error {
 	}
 	r.pool.SetPeers(mm.Peers)
 	r.members.Store(&membership{epoch: mm.Epoch, workers: mm.Workers})
-	r.handover.commit()     // held requests go on by the new count
-	r.shareCPUs(mm.Workers) // affinity.go
+	r.handover.commit() // held requests go on by the new count
+	r.shareCPUs(mm.Workers)
 	workersNow.Store(int64(mm.Workers))
 	if r.handler != nil {
 		os.Setenv("OLIO_WORKERS", strconv.Itoa(mm.Workers))
@@ -458,10 +458,10 @@ func (r *Router) updateAccepting() {
 			r.logger.Error("public listener", "err", err)
 			return
 		}
-		srv := r.newPublicServer(r) // limits.go
+		srv := r.newPublicServer(r)
 		srv.ConnContext = connContext
 		r.queue = newConnQueue()
-		r.public = startPublic(srv, limitConns(ln, r.conf().MaxConns), r.queue) // drain.go
+		r.public = startPublic(srv, limitConns(ln, r.conf().MaxConns), r.queue)
 		if err := r.handoff.open(r.queue); err != nil {
 			r.logger.Warn("handoff disabled", "err", err)
 		}
