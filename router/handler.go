@@ -69,7 +69,7 @@ func (r *Router) route(w http.ResponseWriter, req *http.Request, a *accessLoggin
 		}
 		r.countKey(h, key, target)
 		a.setKey(h, key)
-		if target != r.index && r.tryHandOff(w, req, target) { // handoff.go
+		if target != r.index && r.tryHandOff(w, req, target) {
 			if a != nil {
 				a.skip = true // the owner logs it (or this router, when it serves the connection again)
 			}
