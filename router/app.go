@@ -57,6 +57,9 @@ type apps struct {
 	// runs on without waiting for them (monitor.Supervisor.RetireInBackground).
 	draining atomic.Int64
 
+	// forgetting counts the forget goroutines, which end once their process has exited.
+	forgetting sync.WaitGroup
+
 	// explained is set once the router has logged why its app is not ready; cleared when
 	// an instance becomes ready.
 	explained atomic.Bool
@@ -202,7 +205,7 @@ func (a *apps) readyCheck(ctx context.Context, c *monitor.Child) error {
 		// The supervisor stops an app that did not become ready and never hands it to
 		// onReady, drain or onExit: release the instance (its notify socket, its
 		// transport) once the process is gone.
-		go a.forget(c)
+		a.goForget(c)
 	}
 	return err
 }
@@ -300,7 +303,7 @@ func (a *apps) drain(ctx context.Context, c *monitor.Child) {
 	a.mu.Unlock()
 	// However the drain ends (done, timed out, stopping), the instance is released once its
 	// process has exited: the supervisor stops it next.
-	defer func() { go a.forget(c) }()
+	defer func() { a.goForget(c) }()
 	// Close the idle keep-alive connections once the last request is done: the transport may
 	// hold one it dialed and never used, and net/http's graceful Shutdown in the app waits up
 	// to 5s for such a connection, which would delay every stop and rolling restart.
@@ -328,6 +331,16 @@ func (a *apps) drain(ctx context.Context, c *monitor.Child) {
 	}
 }
 
+// goForget forgets c on a goroutine of its own, counted in forgetting: the supervisor, which
+// stops every process before its Run returns, calls it.
+func (a *apps) goForget(c *monitor.Child) {
+	a.forgetting.Add(1)
+	go func() {
+		defer a.forgetting.Done()
+		a.forget(c)
+	}()
+}
+
 // forget releases an instance once its process has exited.
 func (a *apps) forget(c *monitor.Child) {
 	<-c.Done()
@@ -353,7 +366,7 @@ func (a *apps) onExit(c *monitor.Child, err error) {
 		a.clearCurrent(inst)
 	}
 	a.r.logger.Warn("app exited", "app_pid", c.Pid(), "err", err)
-	go a.forget(c)
+	a.goForget(c)
 }
 
 func (a *apps) lookup(c *monitor.Child) *instance {

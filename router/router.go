@@ -67,7 +67,8 @@ type Router struct {
 	public   *publicServer  // non-nil while accepting on the public listener
 	retiring sync.WaitGroup // public servers stopping since the router stopped accepting
 	draining bool           // told to stop accepting for good
-	stopping bool
+
+	tasks tasks // the master's requests still running (spawn)
 }
 
 // settings are the parts of the config a reload may change, swapped as one.
@@ -179,7 +180,6 @@ func (r *Router) run(ctx context.Context) error {
 		return err
 	}
 	defer r.closeAccessLog()
-	defer r.hot.run(func() string { return r.conf().KeyStats })()
 	h, err := newHandoff(r)
 	if err != nil {
 		return err
@@ -190,52 +190,92 @@ func (r *Router) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	peers := r.newPeerServer(peerHandler{r})
-	go peers.Serve(private)
-	r.peers, r.private = peers, private
+	r.peers, r.private = r.newPeerServer(peerHandler{r}), private
 	r.updateAccepting() // from the start, before the app is ready
+	var stop stopDeadline
+	defer stop.end()
+	err = r.actors(ctx, &stop).run()
+	r.remoteTransport.CloseIdleConnections()
+	return err
+}
 
-	// The app: a supervised child, or the embedded handler, ready from the start.
-	var stopApp func()
-	if r.handler == nil {
-		stopApp = r.startApp()
-	} else {
-		stopApp = r.startEmbedded()
+// actors are what run starts, in the order the group stops them:
+//
+//   - ctx, the master's supervisor's SIGTERM: a graceful stop. Its interrupt sets the stop's
+//     deadline (short when the master is gone) for the actors stopped after it;
+//   - the public side, which stops accepting and finishes its requests;
+//   - the peers' side (peers.Serve), which finishes what peers forwarded;
+//   - the app: its supervisor and its health checks, or the embedded handler's calls;
+//   - the master's requests still running (onRestart, onDrain, onPrepare), each answered;
+//   - recvLoop, the master's messages, until the master goes away; interrupted by closing
+//     the connection, so the master hears from the router until everything else is done;
+//   - the hot keys' drain.
+func (r *Router) actors(ctx context.Context, stop *stopDeadline) *group {
+	g := &group{}
+	quit := make(chan struct{})
+	g.add(func() error {
+		select {
+		case <-ctx.Done():
+		case <-quit:
+		}
+		return nil
+	}, func(err error) {
+		r.beginStop(stop, err)
+		close(quit)
+	})
+	g.addStop(func(error) { r.stopPublic(stop.ctx) })
+	peersDone := make(chan struct{})
+	g.add(func() error {
+		r.peers.Serve(r.private)
+		<-peersDone // a drain for a replacement (onDrain) may end Serve before the group stops
+		return nil
+	}, func(error) {
+		r.peers.Shutdown(stop.ctx)
+		r.private.Close()
+		close(peersDone)
+	})
+	r.addApp(g)
+	g.addStop(func(error) { r.tasks.wait() })
+	g.add(r.recvLoop, func(error) { r.ctl.Close() })
+	stopHot := r.hot.run(func() string { return r.conf().KeyStats })
+	g.addStop(func(error) { stopHot() })
+	return g
+}
+
+// stopDeadline bounds a graceful stop; beginStop sets it.
+type stopDeadline struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func (d *stopDeadline) end() {
+	if d.cancel != nil {
+		d.cancel()
 	}
+}
 
-	recvErr := make(chan error, 1)
-	go func() { recvErr <- r.recvLoop() }()
-
-	var exitErr error
-	select {
-	case err := <-recvErr:
-		exitErr = err
-	case <-ctx.Done():
-		// SIGTERM from the master's supervisor: a graceful stop.
-	}
-
-	// Shut down: stop accepting, finish what peers sent, stop the app.
+// beginStop begins a graceful stop caused by err (nil: the master's SIGTERM): its deadline
+// is --shutdown-timeout from now, or 2s when the master is gone.
+func (r *Router) beginStop(d *stopDeadline, err error) {
 	timeout := r.conf().ShutdownTimeout
-	if errors.Is(exitErr, ErrMasterGone) {
+	if errors.Is(err, ErrMasterGone) {
 		timeout = 2 * time.Second // the master is gone: be quick
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	r.apps.stopping.Store(&sctx) // the app's last drain ends with this deadline too
+	d.ctx, d.cancel = context.WithTimeout(context.Background(), timeout)
+	r.apps.stopping.Store(&d.ctx) // the app's last drain ends with this deadline too
 	if r.handler != nil {
 		runShutdownHooks() // hijacked connections are the handler's to end
 	}
-	r.stopPublic(sctx)
-	peers.Shutdown(sctx)
-	private.Close()
-	stopApp()
-	r.remoteTransport.CloseIdleConnections()
-	return exitErr
 }
 
-// startApp supervises the app child, and its health checks, until the returned stop is
-// called; stop returns once the app has been drained and stopped.
-func (r *Router) startApp() (stop func()) {
+// addApp adds the app's actors: the supervisor of the app child and its health checks, or
+// the embedded handler, ready from the start, whose calls still running are waited for.
+func (r *Router) addApp(g *group) {
+	if r.handler != nil {
+		stop := r.startEmbedded()
+		g.addStop(func(error) { stop() })
+		return
+	}
 	r.sup = &monitor.Supervisor{
 		Name:         fmt.Sprintf("app %d", r.index),
 		Command:      r.apps.command,
@@ -251,22 +291,16 @@ func (r *Router) startApp() (stop func()) {
 		OnExit:             r.onAppExit,
 		Logger:             r.logger,
 	}
-	appCtx, stopApp := context.WithCancel(context.Background())
-	supDone := make(chan struct{})
-	go func() {
-		defer close(supDone)
-		r.sup.Run(appCtx)
-	}()
-	healthDone := make(chan struct{})
-	go func() {
-		defer close(healthDone)
-		r.checkHealth(appCtx)
-	}()
-	return func() {
-		stopApp()
-		<-supDone
-		<-healthDone
-	}
+	ctx, stop := context.WithCancel(context.Background())
+	g.add(func() error {
+		err := r.sup.Run(ctx) // drains and stops the app once ctx is done
+		r.apps.forgetting.Wait()
+		return err
+	}, func(error) { stop() })
+	g.add(func() error {
+		r.checkHealth(ctx)
+		return nil
+	}, func(error) { stop() })
 }
 
 // appStatus is the app's supervisor's status; an embedded worker's app is this process.
@@ -328,13 +362,13 @@ func (r *Router) onRestart(m descend.Message) error {
 	if r.handler != nil {
 		return r.ctl.Send(&descend.Result{ID: id, Error: "an embedded worker has no app to restart: the master replaces the whole process"})
 	}
-	go func() {
+	r.spawn(func() {
 		res := &descend.Result{ID: id}
 		if err := r.sup.Restart(context.Background()); err != nil {
 			res.Error = err.Error()
 		}
 		r.sendOrLog(res)
-	}()
+	})
 	return nil
 }
 
@@ -344,7 +378,7 @@ func (r *Router) onDrain(m descend.Message) error {
 	r.mu.Lock()
 	r.draining = true
 	r.mu.Unlock()
-	go func() {
+	r.spawn(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), r.conf().ShutdownTimeout)
 		defer cancel()
 		r.stopPublic(ctx)
@@ -358,8 +392,43 @@ func (r *Router) onDrain(m descend.Message) error {
 			r.notifyApp(ctx, Handover{Index: r.index, Epoch: r.members.Load().epoch, Workers: r.workers(), NewWorkers: r.workers(), Reason: "restart"}, nil)
 		}
 		r.sendOrLog(&descend.Result{ID: id})
-	}()
+	})
 	return nil
+}
+
+// spawn runs f, a master's request that takes time, on a goroutine of its own that run
+// waits for before it closes the master's connection.
+func (r *Router) spawn(f func()) { r.tasks.spawn(f) }
+
+// tasks are goroutines waited for as a whole.
+type tasks struct {
+	mu      sync.Mutex
+	wg      sync.WaitGroup
+	waiting bool
+}
+
+// spawn runs f on a goroutine of its own; once wait has begun, on the caller's.
+func (t *tasks) spawn(f func()) {
+	t.mu.Lock()
+	if t.waiting {
+		t.mu.Unlock()
+		f()
+		return
+	}
+	t.wg.Add(1)
+	t.mu.Unlock()
+	go func() {
+		defer t.wg.Done()
+		f()
+	}()
+}
+
+// wait waits for the goroutines spawn started.
+func (t *tasks) wait() {
+	t.mu.Lock()
+	t.waiting = true
+	t.mu.Unlock()
+	t.wg.Wait()
 }
 
 // onConfig applies a reloaded config. Routing settings (key, secret, timeouts) take effect
@@ -487,10 +556,14 @@ func (r *Router) stopPublic(ctx context.Context) {
 	r.draining = true
 	srv := r.public
 	r.public, r.queue = nil, nil
+	if srv != nil {
+		r.retiring.Add(1) // a stopPublic at the same time waits for this one too
+	}
 	r.mu.Unlock()
 	r.handoff.close()
 	if srv != nil {
 		srv.stop(ctx)
+		r.retiring.Done()
 	}
 	r.retiring.Wait() // bounded by the shutdown timeout
 }
