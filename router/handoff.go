@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -132,12 +133,15 @@ func (q *connQueue) Addr() net.Addr { return &net.UnixAddr{Name: "handoff", Net:
 // handoff owns this router's handoff socket: it receives connections from peers, and sends
 // them to peers.
 type handoff struct {
-	r    *Router
 	path string
 	in   *net.UnixConn // bound at path; nil while not accepting
 	file os.FileInfo   // the socket file in was bound to: close removes only that one
 	out  *net.UnixConn // unbound, for sending
 	done chan struct{}
+
+	dir      string         // the run directory, where every router's handoff socket is
+	logger   *slog.Logger   // for a bad message
+	handedIn *atomic.Uint64 // counts the connections received
 
 	mu    sync.Mutex
 	queue *connQueue // where received connections go; nil while not accepting
@@ -147,8 +151,9 @@ func handoffPath(dir string, index int) string {
 	return filepath.Join(dir, "handoff-"+strconv.Itoa(index)+".sock")
 }
 
-// newHandoff makes the sending socket. Receiving starts with open.
-func newHandoff(r *Router) (*handoff, error) {
+// newHandoff makes the sending socket of worker index, whose run directory is dir. Receiving
+// starts with open.
+func newHandoff(dir string, index int, logger *slog.Logger, handedIn *atomic.Uint64) (*handoff, error) {
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("router: handoff socket: %w", err)
@@ -159,7 +164,7 @@ func newHandoff(r *Router) (*handoff, error) {
 	if err != nil {
 		return nil, fmt.Errorf("router: handoff socket: %w", err)
 	}
-	return &handoff{r: r, path: handoffPath(r.conf().RunDir, r.index), out: pc.(*net.UnixConn)}, nil
+	return &handoff{dir: dir, path: handoffPath(dir, index), logger: logger, handedIn: handedIn, out: pc.(*net.UnixConn)}, nil
 }
 
 // open starts receiving connections into q.
@@ -264,7 +269,7 @@ func (h *handoff) takePending(in *net.UnixConn, buf, oob []byte) {
 func (h *handoff) take(msg, oob []byte) {
 	c, err := connFromRights(oob)
 	if err != nil {
-		h.r.logger.Warn("handoff: bad message", "err", err)
+		h.logger.Warn("handoff: bad message", "err", err)
 		return
 	}
 	prefix := append([]byte(nil), msg...)
@@ -277,7 +282,7 @@ func (h *handoff) take(msg, oob []byte) {
 		c.Close()
 		return
 	}
-	h.r.counters.handedIn.Add(1)
+	h.handedIn.Add(1)
 }
 
 // connFromRights makes a net.Conn of the one descriptor in a control message.
@@ -308,7 +313,7 @@ func (h *handoff) send(index int, conn net.Conn, prefix []byte) error {
 	if err != nil {
 		return err
 	}
-	addr := &net.UnixAddr{Name: handoffPath(h.r.conf().RunDir, index), Net: "unixgram"}
+	addr := &net.UnixAddr{Name: handoffPath(h.dir, index), Net: "unixgram"}
 	var sendErr error
 	err = raw.Control(func(fd uintptr) {
 		_, _, sendErr = h.out.WriteMsgUnix(prefix, unix.UnixRights(int(fd)), addr)
@@ -324,7 +329,7 @@ func (h *handoff) send(index int, conn net.Conn, prefix []byte) error {
 func (r *Router) tryHandOff(w http.ResponseWriter, req *http.Request, target int) bool {
 	info, _ := req.Context().Value(connInfoKey{}).(*connInfo)
 	if info == nil || info.handedIn || !info.canHandOff || info.requests.Load() != 1 ||
-		!r.conf().Handoff || r.handoff == nil ||
+		!r.conf().Handoff || r.accept == nil ||
 		req.ProtoMajor != 1 || req.ProtoMinor == 0 || req.ContentLength != 0 || len(req.TransferEncoding) > 0 {
 		return false
 	}
@@ -334,12 +339,7 @@ func (r *Router) tryHandOff(w http.ResponseWriter, req *http.Request, target int
 	}
 	// The queue to put the connection back into if the owner cannot take it; none once
 	// this router has stopped accepting (then forward as usual).
-	r.mu.Lock()
-	q := r.queue
-	if q != nil {
-		q.users.Add(1)
-	}
-	r.mu.Unlock()
+	q := r.accept.holdQueue()
 	if q == nil {
 		return false
 	}
@@ -361,7 +361,7 @@ func (r *Router) tryHandOff(w http.ResponseWriter, req *http.Request, target int
 		prefix = append(prefix, pipelined...)
 	}
 	if len(prefix) <= maxHandoffPrefix {
-		if err := r.handoff.send(target, conn, prefix); err == nil {
+		if err := r.accept.handoff.send(target, conn, prefix); err == nil {
 			conn.Close() // our copy; the owner holds the connection now
 			r.counters.handedOut.Add(1)
 			return true

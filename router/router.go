@@ -57,16 +57,10 @@ type Router struct {
 	remoteTransport *peerTransport
 	peers           *http.Server  // the private side, serving what peers forward
 	private         *mux.Listener // where peers reach this router
-	handoff         *handoff
-	queue           *connQueue // handed-off connections for the current public server
+	accept          *acceptor     // the public side; nil until run makes it
 
 	alog   atomic.Pointer[accessLog] // the access log; nil while off
 	alogMu sync.Mutex                // serialises opening and closing alog
-
-	mu       sync.Mutex
-	public   *publicServer  // non-nil while accepting on the public listener
-	retiring sync.WaitGroup // public servers stopping since the router stopped accepting
-	draining bool           // told to stop accepting for good
 
 	tasks tasks // the master's requests still running (spawn)
 }
@@ -180,18 +174,19 @@ func (r *Router) run(ctx context.Context) error {
 		return err
 	}
 	defer r.closeAccessLog()
-	h, err := newHandoff(r)
+	h, err := newHandoff(r.conf().RunDir, r.index, r.logger, &r.counters.handedIn)
 	if err != nil {
 		return err
 	}
-	r.handoff = h
-	defer h.shutdown()
 	private, err := mux.Listen(r.peerPath(), nil)
 	if err != nil {
+		h.shutdown()
 		return err
 	}
 	r.peers, r.private = r.newPeerServer(peerHandler{r}), private
-	r.updateAccepting() // from the start, before the app is ready
+	r.accept = &acceptor{listener: r.listener, server: func() *http.Server { return r.newPublicServer(r) },
+		conf: r.conf, logger: r.logger, handoff: h}
+	r.accept.start(func() bool { return r.index < r.workers() })
 	var stop stopDeadline
 	defer stop.end()
 	err = r.actors(ctx, &stop).run()
@@ -223,7 +218,10 @@ func (r *Router) actors(ctx context.Context, stop *stopDeadline) *group {
 		r.beginStop(stop, err)
 		close(quit)
 	})
-	g.addStop(func(error) { r.stopPublic(stop.ctx) })
+	g.addStop(func(error) {
+		r.accept.drain(stop.ctx)
+		r.accept.stop()
+	})
 	peersDone := make(chan struct{})
 	g.add(func() error {
 		r.peers.Serve(r.private)
@@ -375,13 +373,11 @@ func (r *Router) onRestart(m descend.Message) error {
 func (r *Router) onDrain(m descend.Message) error {
 	d := m.(*descend.Drain)
 	id := d.ID
-	r.mu.Lock()
-	r.draining = true
-	r.mu.Unlock()
+	r.accept.refuse()
 	r.spawn(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), r.conf().ShutdownTimeout)
 		defer cancel()
-		r.stopPublic(ctx)
+		r.accept.drain(ctx)
 		if d.Replaced {
 			// An embedded worker drained for its replacement (which holds its keys until
 			// this answer): finish what peers forwarded too, so that nothing of its keys
@@ -510,62 +506,12 @@ func (r *Router) report(s *descend.State) {
 	r.sendOrLog(s)
 }
 
-// updateAccepting starts or stops accepting on the public listener: a router accepts while
-// it is a member and has not been told to drain. It accepts before its app is ready, and
-// whether or not it ever is: a request for its keys waits up to --forward-timeout for the
-// app, then gets 503, instead of sitting unanswered in the kernel's backlog.
+// updateAccepting has the public side follow the membership, once run has made it (Run
+// applies the first membership before).
 func (r *Router) updateAccepting() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	// Before run has made the handoff socket (Run applies the first membership before
-	// that), nothing starts: run calls this again once it can serve.
-	want := r.handoff != nil && !r.draining && r.index < r.workers()
-	switch {
-	case want && r.public == nil:
-		ln, err := net.FileListener(r.listener)
-		if err != nil {
-			r.logger.Error("public listener", "err", err)
-			return
-		}
-		srv := r.newPublicServer(r)
-		srv.ConnContext = connContext
-		r.queue = newConnQueue()
-		r.public = startPublic(srv, limitConns(ln, r.conf().MaxConns), r.queue)
-		if err := r.handoff.open(r.queue); err != nil {
-			r.logger.Warn("handoff disabled", "err", err)
-		}
-	case !want && r.public != nil:
-		r.handoff.close()
-		p := r.public
-		r.public, r.queue = nil, nil
-		// stopPublic waits for this one too, so that the router does not exit with
-		// requests of it in flight.
-		r.retiring.Add(1)
-		go func() {
-			defer r.retiring.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), r.conf().ShutdownTimeout)
-			defer cancel()
-			p.stop(ctx)
-		}()
+	if r.accept != nil {
+		r.accept.update()
 	}
-}
-
-// stopPublic stops accepting and waits for the public side's requests to finish.
-func (r *Router) stopPublic(ctx context.Context) {
-	r.mu.Lock()
-	r.draining = true
-	srv := r.public
-	r.public, r.queue = nil, nil
-	if srv != nil {
-		r.retiring.Add(1) // a stopPublic at the same time waits for this one too
-	}
-	r.mu.Unlock()
-	r.handoff.close()
-	if srv != nil {
-		srv.stop(ctx)
-		r.retiring.Done()
-	}
-	r.retiring.Wait() // bounded by the shutdown timeout
 }
 
 // appOutput passes one of the app's output streams into the log, line by line.
