@@ -163,7 +163,7 @@ func newRouter(index int, set *settings, logger *slog.Logger) *Router {
 		pool:     mux.NewPool(nil),
 	}
 	r.set.Store(set)
-	r.apps = newApps(r)
+	r.apps = newApps(r, r.logger, &r.counters.held)
 	r.remote = r.newRemoteProxy()
 	return r
 }
@@ -484,6 +484,15 @@ func (r *Router) sendOrLog(m descend.Message) {
 func (r *Router) appReady() {
 	st := r.sup.Status()
 	r.report(&descend.State{Index: r.index, State: descend.StateReady, AppPID: st.Pid, Restarts: st.Restarts})
+}
+
+var _ appHost = (*Router)(nil)
+
+// appReplaced tells the app of old, replaced by a new instance, that every key of this
+// worker leaves it, and records how long the hand-over held requests since start.
+func (r *Router) appReplaced(ctx context.Context, old *instance, start time.Time) {
+	r.notifyApp(ctx, Handover{Index: r.index, Epoch: r.members.Load().epoch, Workers: r.workers(), NewWorkers: r.workers(), Reason: "restart"}, old)
+	r.handover.setLastHold(time.Since(start))
 }
 
 func (r *Router) onAppExit(c *monitor.Child, err error) {
