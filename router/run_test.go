@@ -145,8 +145,9 @@ func runRouter(t *testing.T, h http.Handler, stop func(m *fakeMaster, cancel con
 		t.Fatal(err)
 	}
 	m := newFakeMaster(t)
-	cfg := &descend.Config{Key: "header:X-Olio-Key", Secret: "s3cr3t", RunDir: t.TempDir(), CPU: -1,
-		AppPath: exe, ReadyMode: ReadyPort, ReadyTimeout: 10 * time.Second, ForwardTimeout: time.Second,
+	dir := t.TempDir()
+	cfg := &descend.Config{Key: "header:X-Olio-Key", Secret: "s3cr3t", RunDir: dir, CPU: -1,
+		AccessLog: filepath.Join(dir, "access.log"), AppPath: exe, ReadyMode: ReadyPort, ReadyTimeout: 10 * time.Second, ForwardTimeout: time.Second,
 		ShutdownTimeout: 5 * time.Second, HealthTimeout: time.Second, Handoff: true, KeyStats: descend.KeyStatsOn}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
