@@ -168,6 +168,8 @@ func newRouter(index int, set *settings, logger *slog.Logger) *Router {
 	return r
 }
 
+// run serves until ctx is done (a graceful stop) or the master goes away, then stops what it
+// started, in order (actors), and returns once all of it has ended.
 func (r *Router) run(ctx context.Context) error {
 	defer r.pool.Close()
 	if err := r.setAccessLog(r.conf()); err != nil {

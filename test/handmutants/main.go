@@ -37,8 +37,8 @@ type mutant struct {
 }
 
 var mutants = []mutant{
-	{id: "E1", file: "router/router.go",
-		old: "\tif srv != nil {\n\t\tsrv.stop(ctx)\n\t}", new: "\tif srv != nil {\n\t\tsrv.ln.Close()\n\t}",
+	{id: "E1", file: "router/accept.go",
+		old: "\tif p != nil {\n\t\tp.stop(ctx)\n", new: "\tif p != nil {\n\t\tp.ln.Close()\n",
 		tests:   "^TestLifecycleGracefulStopForwardedOnly$",
 		promise: "a stopping router waits for the requests on its public connections, forwarded ones too"},
 	{id: "E2", file: "router/router.go",
@@ -91,7 +91,7 @@ var mutants = []mutant{
 		tests:   "^TestHostileMaxConns$",
 		promise: "--max-conns bounds a router's connections"},
 	{id: "E14", file: "router/handoff.go",
-		old: "!r.conf().Handoff || r.handoff == nil ||", new: "r.conf().Handoff || r.handoff == nil ||",
+		old: "!r.conf().Handoff || r.accept == nil ||", new: "r.conf().Handoff || r.accept == nil ||",
 		tests:   "^(TestHandoffKeepsConnectionOnOwner|TestNoHandoffForwardsInstead)$",
 		promise: "a connection is handed to the owner of its first request's key (and not with --handoff=false)"},
 	{id: "E15", file: "router/handler.go",
