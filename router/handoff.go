@@ -77,59 +77,6 @@ func newPrefixConn(c net.Conn, prefix []byte) *prefixConn {
 	return &prefixConn{Conn: c, r: io.MultiReader(bytes.NewReader(prefix), c)}
 }
 
-// connQueue is a net.Listener fed with handed-off connections, served by the public
-// http.Server next to the shared socket.
-type connQueue struct {
-	ch     chan net.Conn
-	closed chan struct{}
-	once   sync.Once
-	// users counts this router's handlers that may push back a connection they failed to
-	// hand off; the public server waits for them before closing the queue.
-	users sync.WaitGroup
-}
-
-func newConnQueue() *connQueue {
-	return &connQueue{ch: make(chan net.Conn, 64), closed: make(chan struct{})}
-}
-
-// Accept returns the next queued connection; once the queue is closed, it still returns the
-// ones queued before, then net.ErrClosed.
-func (q *connQueue) Accept() (net.Conn, error) {
-	select {
-	case c := <-q.ch:
-		return c, nil
-	case <-q.closed:
-		select {
-		case c := <-q.ch:
-			return c, nil
-		default:
-			return nil, net.ErrClosed
-		}
-	}
-}
-
-// push queues c; false if the queue is closed.
-func (q *connQueue) push(c net.Conn) bool {
-	select {
-	case <-q.closed:
-		return false
-	default:
-	}
-	select {
-	case q.ch <- c:
-		return true
-	case <-q.closed:
-		return false
-	}
-}
-
-func (q *connQueue) Close() error {
-	q.once.Do(func() { close(q.closed) })
-	return nil
-}
-
-func (q *connQueue) Addr() net.Addr { return &net.UnixAddr{Name: "handoff", Net: "unix"} }
-
 // handoff owns this router's handoff socket: it receives connections from peers, and sends
 // them to peers.
 type handoff struct {
