@@ -70,7 +70,7 @@ type Master struct {
 	requests chan *opRequest      // submit → loop
 	queued   atomic.Int32         // operations waiting for the one in progress
 	allReady atomic.Bool          // every member has been ready once (workerReady)
-	ops      *ops                 // operate.go: set by Run before any worker starts
+	ops      *ops                 // set by Run before any worker starts
 
 	handedOver chan struct{} // a new master took over (hot upgrade)
 	// held: the routers of a master started by a hot upgrade hold their own keys until the
@@ -149,7 +149,7 @@ func (m *Master) nextID() uint64 { return m.ids.Add(1) }
 func (m *Master) Run(ctx context.Context) error {
 	defer m.cleanup()
 	defer m.endLife()
-	// operate (issue 4): control socket, metrics and pidfile, up before the workers and
+	// Control socket, metrics and pidfile, up before the workers and
 	// down after them; a control `stop` cancels ctx.
 	ctx, stopCtl := context.WithCancel(ctx)
 	defer stopCtl()
@@ -158,7 +158,6 @@ func (m *Master) Run(ctx context.Context) error {
 		return err
 	}
 	defer ops.close()
-	// end operate
 	cfg := m.config()
 	m.logger.Info("olio starting", "listen", m.addr.String(), "workers", cfg.Workers, "key", cfg.Key,
 		"pid", os.Getpid(), "run_dir", m.runDir)
@@ -228,7 +227,7 @@ func (m *Master) workerReady() {
 	}
 	n := v.members
 	m.logger.Info("all workers ready", "workers", n, "listen", m.addr.String(), "startup", time.Since(m.start).Round(time.Millisecond).String())
-	m.opsReady() // operate.go: a hot upgrade's new master takes over control socket and pidfile
+	m.opsReady() // a hot upgrade's new master takes over control socket and pidfile
 	m.handOver()
 	m.notify("READY=1\nSTATUS=serving on " + m.addr.String() + " with " + strconv.Itoa(n) + " workers")
 }

@@ -183,7 +183,7 @@ func (m *Master) serveMetrics(addr string) (*metricsServer, error) {
 		ErrorHandling: promhttp.ContinueOnError,
 		Timeout:       2 * StatsTimeout,
 	}))
-	mux.HandleFunc("GET /ready", m.serveReady) // ready.go: a front's health check
+	mux.HandleFunc("GET /ready", m.serveReady) // a front's health check
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "olio: Prometheus metrics are at /metrics, readiness for a load balancer at /ready")
 	})

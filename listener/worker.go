@@ -31,7 +31,7 @@ type worker struct {
 	conn        *descend.Conn         // the live router's, nil while there is none
 	conns       map[int]*descend.Conn // every running router's, by pid: a rolling restart has two
 	state       descend.State
-	up          bool // an app serves: see serving (ready.go)
+	up          bool // an app serves: see serving
 	readyOnce   sync.Once
 	hintOnce    sync.Once // the embedded app that never calls router.Serve is named once
 	replacing   bool      // a rolling restart is starting this worker's new router

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/http/httputil"
 	"os"
@@ -12,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/olio-dev/olio/descend"
 	"github.com/olio-dev/olio/monitor"
 )
 
@@ -34,9 +37,27 @@ type instance struct {
 	retired   bool // drained as an old instance (apps.mu): counted in apps.draining until it exits
 }
 
+// appHost is what the app's instances need of their router.
+type appHost interface {
+	conf() *descend.Config
+	workers() int
+	exclusive() bool // --handover exclusive
+	// newLocalProxy makes the proxy that sends local requests to inst.
+	newLocalProxy(inst *instance) *httputil.ReverseProxy
+	// appOutput passes one of an app's output streams into the log.
+	appOutput(stream string) io.Writer
+	report(s *descend.State) // to the master
+	appReady()               // an instance became current
+	// appReplaced tells the app of old, which a new instance replaces, that every key of
+	// the worker leaves it; its requests have been waited for since start.
+	appReplaced(ctx context.Context, old *instance, start time.Time)
+}
+
 // apps tracks the app's instances and which one is current.
 type apps struct {
-	r *Router
+	host      appHost
+	logger    *slog.Logger
+	heldTotal *atomic.Uint64 // the router's count of requests that waited
 
 	current atomic.Pointer[instance]
 	mu      sync.Mutex
@@ -55,13 +76,16 @@ type apps struct {
 	// runs on without waiting for them (monitor.Supervisor.RetireInBackground).
 	draining atomic.Int64
 
+	// forgetting counts the forget goroutines, which end once their process has exited.
+	forgetting sync.WaitGroup
+
 	// explained is set once the router has logged why its app is not ready; cleared when
 	// an instance becomes ready.
 	explained atomic.Bool
 }
 
-func newApps(r *Router) *apps {
-	return &apps{r: r, changed: make(chan struct{}), byPid: map[int]*instance{}}
+func newApps(host appHost, logger *slog.Logger, heldTotal *atomic.Uint64) *apps {
+	return &apps{host: host, logger: logger, heldTotal: heldTotal, changed: make(chan struct{}), byPid: map[int]*instance{}}
 }
 
 // setCurrent makes inst (possibly nil) the target of local requests and wakes the
@@ -90,7 +114,7 @@ func (a *apps) wait(ctx context.Context, d time.Duration, avoid *instance) *inst
 	if inst := a.current.Load(); inst != nil && inst != avoid {
 		return inst
 	}
-	a.r.counters.held.Add(1)
+	a.heldTotal.Add(1)
 	a.held.Add(1)
 	defer a.held.Add(-1)
 	t := time.NewTimer(d)
@@ -132,7 +156,7 @@ func (a *apps) acquire(ctx context.Context, d time.Duration, avoid *instance) *i
 // command makes the Command for the next app instance: a fresh private port, and a fresh
 // notify socket in notify mode.
 func (a *apps) command() (*monitor.Command, error) {
-	cfg := a.r.conf()
+	cfg := a.host.conf()
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -145,7 +169,7 @@ func (a *apps) command() (*monitor.Command, error) {
 	env := ChildEnv(os.Environ(),
 		"PORT="+strconv.Itoa(port),
 		"OLIO_INDEX="+strconv.Itoa(cfg.Index),
-		"OLIO_WORKERS="+strconv.Itoa(a.r.workers()),
+		"OLIO_WORKERS="+strconv.Itoa(a.host.workers()),
 		"OLIO_SECRET="+cfg.Secret,
 		"OLIO_ADDR="+cfg.PublicAddr,
 		// The front's address: where the owner of a key is reached across hosts.
@@ -161,7 +185,7 @@ func (a *apps) command() (*monitor.Command, error) {
 		env = append(env, "NOTIFY_SOCKET="+path)
 	}
 	inst.transport = newAppTransport(port)
-	inst.proxy = a.r.newLocalProxy(inst)
+	inst.proxy = a.host.newLocalProxy(inst)
 	a.mu.Lock()
 	unstarted := a.pending // made for a start that failed: never claimed by readyCheck
 	a.pending = inst
@@ -175,8 +199,8 @@ func (a *apps) command() (*monitor.Command, error) {
 		Args:   cfg.AppArgs,
 		Env:    env,
 		Dir:    cfg.AppDir,
-		Stdout: a.r.appOutput("stdout"),
-		Stderr: a.r.appOutput("stderr"),
+		Stdout: a.host.appOutput("stdout"),
+		Stderr: a.host.appOutput("stderr"),
 	}, nil
 }
 
@@ -193,14 +217,14 @@ func (a *apps) readyCheck(ctx context.Context, c *monitor.Child) error {
 	if inst == nil {
 		return errors.New("router: app started without a command")
 	}
-	a.r.report(stateStarting(c))
+	a.host.report(stateStarting(c))
 	err := a.waitReady(ctx, inst, c)
 	if err != nil {
 		a.explainNotReady(inst, c, err)
 		// The supervisor stops an app that did not become ready and never hands it to
 		// onReady, drain or onExit: release the instance (its notify socket, its
 		// transport) once the process is gone.
-		go a.forget(c)
+		a.goForget(c)
 	}
 	return err
 }
@@ -242,7 +266,7 @@ func (a *apps) explainNotReady(inst *instance, c *monitor.Child, err error) {
 	default:
 		why = fmt.Sprintf("the app did not accept connections on $PORT (127.0.0.1:%d) within --ready-timeout: does it listen on $PORT, on 127.0.0.1?", inst.port)
 	}
-	a.r.logger.Error("app not ready: "+why+"; its keys get 503 after --forward-timeout until it is",
+	a.logger.Error("app not ready: "+why+"; its keys get 503 after --forward-timeout until it is",
 		"app_pid", c.Pid(), "err", err)
 }
 
@@ -255,12 +279,12 @@ func (a *apps) onReady(c *monitor.Child) {
 		return
 	}
 	a.explained.Store(false)
-	if old := a.current.Load(); old != nil && old != inst && a.r.exclusive() {
+	if old := a.current.Load(); old != nil && old != inst && a.host.exclusive() {
 		a.handOver(old)
 	}
 	a.setCurrent(inst)
-	a.r.logger.Info("app ready", "app_pid", c.Pid(), "port", inst.port)
-	a.r.appReady()
+	a.logger.Info("app ready", "app_pid", c.Pid(), "port", inst.port)
+	a.host.appReady()
 }
 
 // handOver takes local traffic off old and waits until its requests (but upgraded
@@ -268,19 +292,18 @@ func (a *apps) onReady(c *monitor.Child) {
 func (a *apps) handOver(old *instance) {
 	a.clearCurrent(old)
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), a.r.conf().ForwardTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), a.host.conf().ForwardTimeout)
 	defer cancel()
 	t := time.NewTicker(time.Millisecond)
 	defer t.Stop()
 	for old.inFlight.Load()-old.upgraded.Load() > 0 && ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
-			a.r.logger.Warn("hand-over: the old app instance still has requests running; the new one starts", "in_flight", old.inFlight.Load())
+			a.logger.Warn("hand-over: the old app instance still has requests running; the new one starts", "in_flight", old.inFlight.Load())
 		case <-t.C:
 		}
 	}
-	a.r.notifyApp(ctx, Handover{Index: a.r.index, Epoch: a.r.members.Load().epoch, Workers: a.r.workers(), NewWorkers: a.r.workers(), Reason: "restart"}, old)
-	a.r.handover.setLastHold(time.Since(start))
+	a.host.appReplaced(ctx, old, start)
 }
 
 // drain waits until the old instance has no request in flight (or ctx ends).
@@ -298,7 +321,7 @@ func (a *apps) drain(ctx context.Context, c *monitor.Child) {
 	a.mu.Unlock()
 	// However the drain ends (done, timed out, stopping), the instance is released once its
 	// process has exited: the supervisor stops it next.
-	defer func() { go a.forget(c) }()
+	defer func() { a.goForget(c) }()
 	// Close the idle keep-alive connections once the last request is done: the transport may
 	// hold one it dialed and never used, and net/http's graceful Shutdown in the app waits up
 	// to 5s for such a connection, which would delay every stop and rolling restart.
@@ -310,8 +333,8 @@ func (a *apps) drain(ctx context.Context, c *monitor.Child) {
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	cut := func(why string) {
-		a.r.logger.Warn("drain ended by "+why+": stopping the old app with its connections open",
-			"app_pid", c.Pid(), "connections", inst.inFlight.Load(), "shutdown_timeout", a.r.conf().ShutdownTimeout)
+		a.logger.Warn("drain ended by "+why+": stopping the old app with its connections open",
+			"app_pid", c.Pid(), "connections", inst.inFlight.Load(), "shutdown_timeout", a.host.conf().ShutdownTimeout)
 	}
 	for inst.inFlight.Load() > 0 {
 		select {
@@ -324,6 +347,16 @@ func (a *apps) drain(ctx context.Context, c *monitor.Child) {
 		case <-t.C:
 		}
 	}
+}
+
+// goForget forgets c on a goroutine of its own, counted in forgetting: the supervisor, which
+// stops every process before its Run returns, calls it.
+func (a *apps) goForget(c *monitor.Child) {
+	a.forgetting.Add(1)
+	go func() {
+		defer a.forgetting.Done()
+		a.forget(c)
+	}()
 }
 
 // forget releases an instance once its process has exited.
@@ -350,8 +383,8 @@ func (a *apps) onExit(c *monitor.Child, err error) {
 	if inst := a.lookup(c); inst != nil {
 		a.clearCurrent(inst)
 	}
-	a.r.logger.Warn("app exited", "app_pid", c.Pid(), "err", err)
-	go a.forget(c)
+	a.logger.Warn("app exited", "app_pid", c.Pid(), "err", err)
+	a.goForget(c)
 }
 
 func (a *apps) lookup(c *monitor.Child) *instance {

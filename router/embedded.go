@@ -141,8 +141,10 @@ func serveEmbedded(ctx context.Context, h http.Handler) error {
 	// alone, which decides the order of shutdown. The others are caught and dropped.
 	ctx, stop := signal.NotifyContext(context.WithoutCancel(ctx), syscall.SIGTERM)
 	defer stop()
-	signal.Notify(make(chan os.Signal, 1), syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGTTIN,
+	dropped := make(chan os.Signal, 1)
+	signal.Notify(dropped, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGTTIN,
 		syscall.SIGTTOU, syscall.SIGWINCH, syscall.SIGUSR1, syscall.SIGUSR2)
+	defer signal.Stop(dropped)
 	err = run(ctx, index, conn, listener, slog.New(lh), h)
 	if errors.Is(err, context.Canceled) {
 		return nil

@@ -39,7 +39,7 @@ func (r *Router) route(w http.ResponseWriter, req *http.Request, a *accessLoggin
 			r.fail(w, http.StatusForbidden, "olio: X-Olio-Index needs the right X-Olio-Secret")
 			return
 		}
-		if len(idx) == 1 && idx[0] == FanoutIndex { // fanout.go: every worker answers
+		if len(idx) == 1 && idx[0] == FanoutIndex { // every worker answers
 			a.route(RouteFanout, workerAll)
 			r.fanout(w, req)
 			return
@@ -69,7 +69,7 @@ func (r *Router) route(w http.ResponseWriter, req *http.Request, a *accessLoggin
 		}
 		r.countKey(h, key, target)
 		a.setKey(h, key)
-		if target != r.index && r.tryHandOff(w, req, target) { // handoff.go
+		if target != r.index && r.tryHandOff(w, req, target) {
 			if a != nil {
 				a.skip = true // the owner logs it (or this router, when it serves the connection again)
 			}
@@ -147,7 +147,7 @@ func (r *Router) serveLocal(w http.ResponseWriter, req *http.Request, avoid *ins
 		req = req.WithContext(context.WithValue(req.Context(), upgradeKey{}, up))
 	}
 	if r.conf().RequestTimeout > 0 && !retry {
-		// limits.go: bounds the wait for the answer, not a long body or a WebSocket.
+		// Bounds the wait for the answer, not a long body or a WebSocket.
 		var stop func()
 		req, stop = withAnswerTimeout(req, r.conf().RequestTimeout)
 		defer stop()

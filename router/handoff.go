@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -76,75 +77,26 @@ func newPrefixConn(c net.Conn, prefix []byte) *prefixConn {
 	return &prefixConn{Conn: c, r: io.MultiReader(bytes.NewReader(prefix), c)}
 }
 
-// connQueue is a net.Listener fed with handed-off connections, served by the public
-// http.Server next to the shared socket.
-type connQueue struct {
-	ch     chan net.Conn
-	closed chan struct{}
-	once   sync.Once
-	// users counts this router's handlers that may push back a connection they failed to
-	// hand off; the public server waits for them before closing the queue.
-	users sync.WaitGroup
-}
-
-func newConnQueue() *connQueue {
-	return &connQueue{ch: make(chan net.Conn, 64), closed: make(chan struct{})}
-}
-
-// Accept returns the next queued connection; once the queue is closed, it still returns the
-// ones queued before, then net.ErrClosed.
-func (q *connQueue) Accept() (net.Conn, error) {
-	select {
-	case c := <-q.ch:
-		return c, nil
-	case <-q.closed:
-		select {
-		case c := <-q.ch:
-			return c, nil
-		default:
-			return nil, net.ErrClosed
-		}
-	}
-}
-
-// push queues c; false if the queue is closed.
-func (q *connQueue) push(c net.Conn) bool {
-	select {
-	case <-q.closed:
-		return false
-	default:
-	}
-	select {
-	case q.ch <- c:
-		return true
-	case <-q.closed:
-		return false
-	}
-}
-
-func (q *connQueue) Close() error {
-	q.once.Do(func() { close(q.closed) })
-	return nil
-}
-
-func (q *connQueue) Addr() net.Addr { return &net.UnixAddr{Name: "handoff", Net: "unix"} }
-
 // handoff owns this router's handoff socket: it receives connections from peers, and sends
 // them to peers.
 type handoff struct {
-	r    *Router
 	path string
 	in   *net.UnixConn   // bound at path; nil while not accepting
 	file *mux.SocketFile // the socket file in was bound to: close removes only that one
 	out  *net.UnixConn   // unbound, for sending
 	done chan struct{}
 
+	dir      string         // the run directory, where every router's handoff socket is
+	logger   *slog.Logger   // for a bad message
+	handedIn *atomic.Uint64 // counts the connections received
+
 	mu    sync.Mutex
 	queue *connQueue // where received connections go; nil while not accepting
 }
 
-// newHandoff makes the sending socket. Receiving starts with open.
-func newHandoff(r *Router) (*handoff, error) {
+// newHandoff makes the sending socket of worker index, whose run directory is dir. Receiving
+// starts with open.
+func newHandoff(dir string, index int, logger *slog.Logger, handedIn *atomic.Uint64) (*handoff, error) {
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("router: handoff socket: %w", err)
@@ -155,7 +107,7 @@ func newHandoff(r *Router) (*handoff, error) {
 	if err != nil {
 		return nil, fmt.Errorf("router: handoff socket: %w", err)
 	}
-	return &handoff{r: r, path: RunDir(r.conf().RunDir).HandoffSocket(r.index), out: pc.(*net.UnixConn)}, nil
+	return &handoff{dir: dir, path: RunDir(dir).HandoffSocket(index), logger: logger, handedIn: handedIn, out: pc.(*net.UnixConn)}, nil
 }
 
 // open starts receiving connections into q.
@@ -249,7 +201,7 @@ func (h *handoff) takePending(in *net.UnixConn, buf, oob []byte) {
 func (h *handoff) take(msg, oob []byte) {
 	c, err := connFromRights(oob)
 	if err != nil {
-		h.r.logger.Warn("handoff: bad message", "err", err)
+		h.logger.Warn("handoff: bad message", "err", err)
 		return
 	}
 	prefix := append([]byte(nil), msg...)
@@ -262,7 +214,7 @@ func (h *handoff) take(msg, oob []byte) {
 		c.Close()
 		return
 	}
-	h.r.counters.handedIn.Add(1)
+	h.handedIn.Add(1)
 }
 
 // connFromRights makes a net.Conn of the one descriptor in a control message.
@@ -293,7 +245,7 @@ func (h *handoff) send(index int, conn net.Conn, prefix []byte) error {
 	if err != nil {
 		return err
 	}
-	addr := &net.UnixAddr{Name: RunDir(h.r.conf().RunDir).HandoffSocket(index), Net: "unixgram"}
+	addr := &net.UnixAddr{Name: RunDir(h.dir).HandoffSocket(index), Net: "unixgram"}
 	var sendErr error
 	err = raw.Control(func(fd uintptr) {
 		_, _, sendErr = h.out.WriteMsgUnix(prefix, unix.UnixRights(int(fd)), addr)
@@ -309,7 +261,7 @@ func (h *handoff) send(index int, conn net.Conn, prefix []byte) error {
 func (r *Router) tryHandOff(w http.ResponseWriter, req *http.Request, target int) bool {
 	info, _ := req.Context().Value(connInfoKey{}).(*connInfo)
 	if info == nil || info.handedIn || !info.canHandOff || info.requests.Load() != 1 ||
-		!r.conf().Handoff || r.handoff == nil ||
+		!r.conf().Handoff || r.accept == nil ||
 		req.ProtoMajor != 1 || req.ProtoMinor == 0 || req.ContentLength != 0 || len(req.TransferEncoding) > 0 {
 		return false
 	}
@@ -319,12 +271,7 @@ func (r *Router) tryHandOff(w http.ResponseWriter, req *http.Request, target int
 	}
 	// The queue to put the connection back into if the owner cannot take it; none once
 	// this router has stopped accepting (then forward as usual).
-	r.mu.Lock()
-	q := r.queue
-	if q != nil {
-		q.users.Add(1)
-	}
-	r.mu.Unlock()
+	q := r.accept.holdQueue()
 	if q == nil {
 		return false
 	}
@@ -346,7 +293,7 @@ func (r *Router) tryHandOff(w http.ResponseWriter, req *http.Request, target int
 		prefix = append(prefix, pipelined...)
 	}
 	if len(prefix) <= maxHandoffPrefix {
-		if err := r.handoff.send(target, conn, prefix); err == nil {
+		if err := r.accept.handoff.send(target, conn, prefix); err == nil {
 			conn.Close() // our copy; the owner holds the connection now
 			r.counters.handedOut.Add(1)
 			return true

@@ -227,7 +227,7 @@ const (
 // the requests routed before, tell the app, acknowledge.
 func (r *Router) onPrepare(m descend.Message) error {
 	p := m.(*descend.Prepare)
-	go func() {
+	r.spawn(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), r.conf().ForwardTimeout)
 		defer cancel()
 		res := &descend.Result{ID: p.ID}
@@ -240,7 +240,7 @@ func (r *Router) onPrepare(m descend.Message) error {
 			res.Error = err.Error()
 		}
 		r.sendOrLog(res)
-	}()
+	})
 	return nil
 }
 

@@ -52,7 +52,7 @@ func keepForwarded(pr *httputil.ProxyRequest) {
 }
 
 // outbound prepares the request every proxy sends on: a broken client body is a 400
-// (limits.go), and the client's "Expect: 100-continue", answered here when the body was
+// (markBody), and the client's "Expect: 100-continue", answered here when the body was
 // first read, is not passed on (the next leg would answer it again: two or three 100s).
 func outbound(out *http.Request) {
 	markBody(out)
@@ -85,7 +85,7 @@ func (r *Router) newLocalProxy(inst *instance) *httputil.ReverseProxy {
 		BufferPool:    buffers,
 		FlushInterval: 0, // one write per buffered answer; streamed ones (unknown length, SSE) flush at once
 		ErrorLog:      r.errorLog,
-		// limits.go: the answer timeout stops at the response header.
+		// The answer timeout stops at the response header.
 		ModifyResponse: answered,
 		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
 			r.localError(w, req, err, inst)
@@ -107,10 +107,10 @@ func (r *Router) localError(w http.ResponseWriter, req *http.Request, err error,
 			return
 		}
 	}
-	if r.failBody(w, req, err) { // limits.go
+	if r.failBody(w, req, err) {
 		return
 	}
-	err = timedOut(req, err) // limits.go: a cancellation by the answer timeout is a 504
+	err = timedOut(req, err) // a cancellation by the answer timeout is a 504
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
 		r.fail(w, http.StatusGatewayTimeout, fmt.Sprintf("olio: worker %d's app did not answer within %s", r.index, r.conf().RequestTimeout))
@@ -204,7 +204,7 @@ type ownerKey struct{}
 
 func (r *Router) remoteError(w http.ResponseWriter, req *http.Request, err error) {
 	i, _ := req.Context().Value(ownerKey{}).(int)
-	if r.failBody(w, req, err) { // limits.go
+	if r.failBody(w, req, err) {
 		return
 	}
 	switch {

@@ -57,17 +57,12 @@ type Router struct {
 	remoteTransport *peerTransport
 	peers           *http.Server  // the private side, serving what peers forward
 	private         *mux.Listener // where peers reach this router
-	handoff         *handoff      // handoff.go
-	queue           *connQueue    // handed-off connections for the current public server
+	accept          *acceptor     // the public side; nil until run makes it
 
 	alog   atomic.Pointer[accessLog] // the access log; nil while off
 	alogMu sync.Mutex                // serialises opening and closing alog
 
-	mu       sync.Mutex
-	public   *publicServer  // non-nil while accepting on the public listener
-	retiring sync.WaitGroup // public servers stopping since the router stopped accepting
-	draining bool           // told to stop accepting for good
-	stopping bool
+	tasks tasks // the master's requests still running (spawn)
 }
 
 // settings are the parts of the config a reload may change, swapped as one.
@@ -146,7 +141,7 @@ func run(ctx context.Context, index int, ctl *descend.Conn, listener *os.File, l
 	if err := r.onMembership(m); err != nil {
 		return err
 	}
-	r.pin(cfg.CPU) // affinity.go: before the app starts, so it inherits the mask
+	r.pin(cfg.CPU) // before the app starts, so it inherits the mask
 	if h != nil {
 		r.setAppEnv()
 	}
@@ -173,74 +168,119 @@ func newRouter(index int, set *settings, logger *slog.Logger) *Router {
 		pool:     mux.NewPool(nil),
 	}
 	r.set.Store(set)
-	r.apps = newApps(r)
+	r.apps = newApps(r, r.logger, &r.counters.held)
 	r.remote = r.newRemoteProxy()
 	return r
 }
 
+// run serves until ctx is done (a graceful stop) or the master goes away, then stops what it
+// started, in order (actors), and returns once all of it has ended.
 func (r *Router) run(ctx context.Context) error {
 	defer r.pool.Close()
 	if err := r.setAccessLog(r.conf()); err != nil {
 		return err
 	}
 	defer r.closeAccessLog()
-	defer r.hot.run(func() string { return r.conf().KeyStats })()
-	h, err := newHandoff(r)
+	h, err := newHandoff(r.conf().RunDir, r.index, r.logger, &r.counters.handedIn)
 	if err != nil {
 		return err
 	}
-	r.handoff = h
-	defer h.shutdown()
 	private, err := mux.Listen(r.peerPath(), nil)
 	if err != nil {
+		h.shutdown()
 		return err
 	}
-	peers := r.newPeerServer(peerHandler{r}) // limits.go
-	go peers.Serve(private)
-	r.peers, r.private = peers, private
-	r.updateAccepting() // from the start, before the app is ready
+	r.peers, r.private = r.newPeerServer(peerHandler{r}), private
+	r.accept = &acceptor{listener: r.listener, server: func() *http.Server { return r.newPublicServer(r) },
+		conf: r.conf, logger: r.logger, handoff: h}
+	r.accept.start(func() bool { return r.index < r.workers() })
+	var stop stopDeadline
+	defer stop.end()
+	err = r.actors(ctx, &stop).run()
+	r.remoteTransport.CloseIdleConnections()
+	return err
+}
 
-	// The app: a supervised child, or the embedded handler, ready from the start.
-	var stopApp func()
-	if r.handler == nil {
-		stopApp = r.startApp()
-	} else {
-		stopApp = r.startEmbedded()
+// actors are what run starts, in the order the group stops them:
+//
+//   - ctx, the master's supervisor's SIGTERM: a graceful stop. Its interrupt sets the stop's
+//     deadline (short when the master is gone) for the actors stopped after it;
+//   - the public side, which stops accepting and finishes its requests;
+//   - the peers' side (peers.Serve), which finishes what peers forwarded;
+//   - the app: its supervisor and its health checks, or the embedded handler's calls;
+//   - the master's requests still running (onRestart, onDrain, onPrepare), each answered;
+//   - recvLoop, the master's messages, until the master goes away; interrupted by closing
+//     the connection, so the master hears from the router until everything else is done;
+//   - the hot keys' drain.
+func (r *Router) actors(ctx context.Context, stop *stopDeadline) *group {
+	g := &group{}
+	quit := make(chan struct{})
+	g.add(func() error {
+		select {
+		case <-ctx.Done():
+		case <-quit:
+		}
+		return nil
+	}, func(err error) {
+		r.beginStop(stop, err)
+		close(quit)
+	})
+	g.addStop(func(error) {
+		r.accept.drain(stop.ctx)
+		r.accept.stop()
+	})
+	peersDone := make(chan struct{})
+	g.add(func() error {
+		r.peers.Serve(r.private)
+		<-peersDone // a drain for a replacement (onDrain) may end Serve before the group stops
+		return nil
+	}, func(error) {
+		r.peers.Shutdown(stop.ctx)
+		r.private.Close()
+		close(peersDone)
+	})
+	r.addApp(g)
+	g.addStop(func(error) { r.tasks.wait() })
+	g.add(r.recvLoop, func(error) { r.ctl.Close() })
+	stopHot := r.hot.run(func() string { return r.conf().KeyStats })
+	g.addStop(func(error) { stopHot() })
+	return g
+}
+
+// stopDeadline bounds a graceful stop; beginStop sets it.
+type stopDeadline struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func (d *stopDeadline) end() {
+	if d.cancel != nil {
+		d.cancel()
 	}
+}
 
-	recvErr := make(chan error, 1)
-	go func() { recvErr <- r.recvLoop() }()
-
-	var exitErr error
-	select {
-	case err := <-recvErr:
-		exitErr = err
-	case <-ctx.Done():
-		// SIGTERM from the master's supervisor: a graceful stop.
-	}
-
-	// Shut down: stop accepting, finish what peers sent, stop the app.
+// beginStop begins a graceful stop caused by err (nil: the master's SIGTERM): its deadline
+// is --shutdown-timeout from now, or 2s when the master is gone.
+func (r *Router) beginStop(d *stopDeadline, err error) {
 	timeout := r.conf().ShutdownTimeout
-	if errors.Is(exitErr, ErrMasterGone) {
+	if errors.Is(err, ErrMasterGone) {
 		timeout = 2 * time.Second // the master is gone: be quick
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	r.apps.stopping.Store(&sctx) // the app's last drain ends with this deadline too
+	d.ctx, d.cancel = context.WithTimeout(context.Background(), timeout)
+	r.apps.stopping.Store(&d.ctx) // the app's last drain ends with this deadline too
 	if r.handler != nil {
 		runShutdownHooks() // hijacked connections are the handler's to end
 	}
-	r.stopPublic(sctx)
-	peers.Shutdown(sctx)
-	private.Close()
-	stopApp()
-	r.remoteTransport.CloseIdleConnections()
-	return exitErr
 }
 
-// startApp supervises the app child, and its health checks, until the returned stop is
-// called; stop returns once the app has been drained and stopped.
-func (r *Router) startApp() (stop func()) {
+// addApp adds the app's actors: the supervisor of the app child and its health checks, or
+// the embedded handler, ready from the start, whose calls still running are waited for.
+func (r *Router) addApp(g *group) {
+	if r.handler != nil {
+		stop := r.startEmbedded()
+		g.addStop(func(error) { stop() })
+		return
+	}
 	r.sup = &monitor.Supervisor{
 		Name:         fmt.Sprintf("app %d", r.index),
 		Command:      r.apps.command,
@@ -256,22 +296,16 @@ func (r *Router) startApp() (stop func()) {
 		OnExit:             r.onAppExit,
 		Logger:             r.logger,
 	}
-	appCtx, stopApp := context.WithCancel(context.Background())
-	supDone := make(chan struct{})
-	go func() {
-		defer close(supDone)
-		r.sup.Run(appCtx)
-	}()
-	healthDone := make(chan struct{}) // health.go
-	go func() {
-		defer close(healthDone)
-		r.checkHealth(appCtx)
-	}()
-	return func() {
-		stopApp()
-		<-supDone
-		<-healthDone
-	}
+	ctx, stop := context.WithCancel(context.Background())
+	g.add(func() error {
+		err := r.sup.Run(ctx) // drains and stops the app once ctx is done
+		r.apps.forgetting.Wait()
+		return err
+	}, func(error) { stop() })
+	g.add(func() error {
+		r.checkHealth(ctx)
+		return nil
+	}, func(error) { stop() })
 }
 
 // appStatus is the app's supervisor's status; an embedded worker's app is this process.
@@ -317,8 +351,8 @@ func (r *Router) onMembership(m descend.Message) error {
 	}
 	r.pool.SetPeers(mm.Peers)
 	r.members.Store(&membership{epoch: mm.Epoch, workers: mm.Workers})
-	r.handover.commit()     // held requests go on by the new count
-	r.shareCPUs(mm.Workers) // affinity.go
+	r.handover.commit() // held requests go on by the new count
+	r.shareCPUs(mm.Workers)
 	workersNow.Store(int64(mm.Workers))
 	if r.handler != nil {
 		os.Setenv("OLIO_WORKERS", strconv.Itoa(mm.Workers))
@@ -333,26 +367,24 @@ func (r *Router) onRestart(m descend.Message) error {
 	if r.handler != nil {
 		return r.ctl.Send(&descend.Result{ID: id, Error: "an embedded worker has no app to restart: the master replaces the whole process"})
 	}
-	go func() {
+	r.spawn(func() {
 		res := &descend.Result{ID: id}
 		if err := r.sup.Restart(context.Background()); err != nil {
 			res.Error = err.Error()
 		}
 		r.sendOrLog(res)
-	}()
+	})
 	return nil
 }
 
 func (r *Router) onDrain(m descend.Message) error {
 	d := m.(*descend.Drain)
 	id := d.ID
-	r.mu.Lock()
-	r.draining = true
-	r.mu.Unlock()
-	go func() {
+	r.accept.refuse()
+	r.spawn(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), r.conf().ShutdownTimeout)
 		defer cancel()
-		r.stopPublic(ctx)
+		r.accept.drain(ctx)
 		if d.Replaced {
 			// An embedded worker drained for its replacement (which holds its keys until
 			// this answer): finish what peers forwarded too, so that nothing of its keys
@@ -363,8 +395,43 @@ func (r *Router) onDrain(m descend.Message) error {
 			r.notifyApp(ctx, Handover{Index: r.index, Epoch: r.members.Load().epoch, Workers: r.workers(), NewWorkers: r.workers(), Reason: "restart"}, nil)
 		}
 		r.sendOrLog(&descend.Result{ID: id})
-	}()
+	})
 	return nil
+}
+
+// spawn runs f, a master's request that takes time, on a goroutine of its own that run
+// waits for before it closes the master's connection.
+func (r *Router) spawn(f func()) { r.tasks.spawn(f) }
+
+// tasks are goroutines waited for as a whole.
+type tasks struct {
+	mu      sync.Mutex
+	wg      sync.WaitGroup
+	waiting bool
+}
+
+// spawn runs f on a goroutine of its own; once wait has begun, on the caller's.
+func (t *tasks) spawn(f func()) {
+	t.mu.Lock()
+	if t.waiting {
+		t.mu.Unlock()
+		f()
+		return
+	}
+	t.wg.Add(1)
+	t.mu.Unlock()
+	go func() {
+		defer t.wg.Done()
+		f()
+	}()
+}
+
+// wait waits for the goroutines spawn started.
+func (t *tasks) wait() {
+	t.mu.Lock()
+	t.waiting = true
+	t.mu.Unlock()
+	t.wg.Wait()
 }
 
 // onConfig applies a reloaded config. Routing settings (key, secret, timeouts) take effect
@@ -426,6 +493,15 @@ func (r *Router) appReady() {
 	r.report(&descend.State{Index: r.index, State: descend.StateReady, AppPID: st.Pid, Restarts: st.Restarts})
 }
 
+var _ appHost = (*Router)(nil)
+
+// appReplaced tells the app of old, replaced by a new instance, that every key of this
+// worker leaves it, and records how long the hand-over held requests since start.
+func (r *Router) appReplaced(ctx context.Context, old *instance, start time.Time) {
+	r.notifyApp(ctx, Handover{Index: r.index, Epoch: r.members.Load().epoch, Workers: r.workers(), NewWorkers: r.workers(), Reason: "restart"}, old)
+	r.handover.setLastHold(time.Since(start))
+}
+
 func (r *Router) onAppExit(c *monitor.Child, err error) {
 	r.apps.onExit(c, err)
 	st := r.sup.Status()
@@ -446,58 +522,12 @@ func (r *Router) report(s *descend.State) {
 	r.sendOrLog(s)
 }
 
-// updateAccepting starts or stops accepting on the public listener: a router accepts while
-// it is a member and has not been told to drain. It accepts before its app is ready, and
-// whether or not it ever is: a request for its keys waits up to --forward-timeout for the
-// app, then gets 503, instead of sitting unanswered in the kernel's backlog.
+// updateAccepting has the public side follow the membership, once run has made it (Run
+// applies the first membership before).
 func (r *Router) updateAccepting() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	// Before run has made the handoff socket (Run applies the first membership before
-	// that), nothing starts: run calls this again once it can serve.
-	want := r.handoff != nil && !r.draining && r.index < r.workers()
-	switch {
-	case want && r.public == nil:
-		ln, err := net.FileListener(r.listener)
-		if err != nil {
-			r.logger.Error("public listener", "err", err)
-			return
-		}
-		srv := r.newPublicServer(r) // limits.go
-		srv.ConnContext = connContext
-		r.queue = newConnQueue()
-		r.public = startPublic(srv, limitConns(ln, r.conf().MaxConns), r.queue) // drain.go
-		if err := r.handoff.open(r.queue); err != nil {
-			r.logger.Warn("handoff disabled", "err", err)
-		}
-	case !want && r.public != nil:
-		r.handoff.close()
-		p := r.public
-		r.public, r.queue = nil, nil
-		// stopPublic waits for this one too, so that the router does not exit with
-		// requests of it in flight.
-		r.retiring.Add(1)
-		go func() {
-			defer r.retiring.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), r.conf().ShutdownTimeout)
-			defer cancel()
-			p.stop(ctx)
-		}()
+	if r.accept != nil {
+		r.accept.update()
 	}
-}
-
-// stopPublic stops accepting and waits for the public side's requests to finish.
-func (r *Router) stopPublic(ctx context.Context) {
-	r.mu.Lock()
-	r.draining = true
-	srv := r.public
-	r.public, r.queue = nil, nil
-	r.mu.Unlock()
-	r.handoff.close()
-	if srv != nil {
-		srv.stop(ctx)
-	}
-	r.retiring.Wait() // bounded by the shutdown timeout
 }
 
 // appOutput passes one of the app's output streams into the log, line by line.

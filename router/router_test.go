@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -276,7 +277,7 @@ func TestHeldRequestServedWhenReady(t *testing.T) {
 // A retry avoids the instance it failed on even while that one is still current (the
 // router has not yet reaped the dead app): it waits for another, and gets nil if none comes.
 func TestAppsWaitAvoidsDeadInstance(t *testing.T) {
-	a := newApps(&Router{counters: newCounters()})
+	a := newApps(nil, slog.New(slog.DiscardHandler), new(atomic.Uint64)) // wait needs no router
 	dead, next := &instance{port: 1}, &instance{port: 2}
 	a.setCurrent(dead)
 	if got := a.wait(context.Background(), 20*time.Millisecond, dead); got != nil {

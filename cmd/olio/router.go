@@ -30,7 +30,7 @@ func routerCommand() *cli.Command {
 			&cli.StringFlag{Name: "log-format", Value: "text"},
 		},
 		Action: func(c *cli.Context) error {
-			surviveClosedOutput() // logging.go
+			surviveClosedOutput()
 			if !c.IsSet("index") {
 				return errors.New("--index is not set; the router is run by olio serve, not by hand")
 			}

@@ -206,7 +206,7 @@ func checkAppArgs(c *cli.Context) error {
 }
 
 func serve(c *cli.Context) error {
-	surviveClosedOutput() // logging.go
+	surviveClosedOutput()
 	if err := checkAppArgs(c); err != nil {
 		return err
 	}
