@@ -108,37 +108,20 @@ func run(ctx context.Context, index int, ctl *descend.Conn, listener *os.File, l
 	keepStdout() // before the app starts, which must not inherit the master's stdout
 	defer ctl.Close()
 	defer listener.Close()
-	if err := ctl.Send(&descend.Hello{PID: os.Getpid(), Index: index}); err != nil {
-		return err
-	}
-	m, err := ctl.Recv()
+	// The master sends the membership right after the config: it is applied before the app
+	// starts, so that the app's OLIO_WORKERS is right from its first run.
+	cfg, mem, err := descend.Join(ctl, &descend.Hello{PID: os.Getpid(), Index: index})
 	if err != nil {
-		return fmt.Errorf("router: waiting for config: %w", err)
-	}
-	cfg, ok := m.(*descend.Config)
-	if !ok {
-		return fmt.Errorf("%w, got %s", ErrNoConfig, m.Type())
-	}
-	if cfg.Index != index {
-		return fmt.Errorf("router: started as worker %d, configured as %d", index, cfg.Index)
+		return fmt.Errorf("router: joining the master: %w", err)
 	}
 	set, err := newSettings(cfg)
 	if err != nil {
 		return err
 	}
-	// The master sends the membership right after the config: apply it before the app
-	// starts, so that the app's OLIO_WORKERS is right from its first run.
-	m, err = ctl.Recv()
-	if err != nil {
-		return fmt.Errorf("router: waiting for the membership: %w", err)
-	}
-	if m.Type() != descend.TypeMembership {
-		return fmt.Errorf("router: expected the membership after the config, got %s", m.Type())
-	}
 	r := newRouter(index, set, logger)
 	r.ctl, r.listener, r.handler = ctl, listener, h
 	r.fitProcs = h == nil // this process is the router alone: size its scheduler
-	if err := r.onMembership(m); err != nil {
+	if err := r.onMembership(mem); err != nil {
 		return err
 	}
 	r.pin(cfg.CPU) // before the app starts, so it inherits the mask
