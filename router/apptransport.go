@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -38,6 +37,8 @@ type appConn struct {
 	c  net.Conn
 	br *bufio.Reader
 	bw *bufio.Writer
+	// greeted: the stream has carried a request to a peer, which has checked its secret.
+	greeted bool
 }
 
 // maxIdleApp bounds the pool of idle connections to the app.
@@ -213,42 +214,4 @@ func (b *appBody) release() {
 		}
 		b.ac.c.Close()
 	})
-}
-
-// peerTransport forwards to peer routers over mux streams: one appTransport per peer, all
-// sharing one http.Transport for requests with a body. The peer's index is the URL host
-// ("w3").
-type peerTransport struct {
-	r        *Router
-	fallback *http.Transport
-
-	mu    sync.Mutex
-	peers map[int]*appTransport
-}
-
-func (p *peerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	i, err := strconv.Atoi(strings.TrimPrefix(req.URL.Hostname(), "w"))
-	if err != nil {
-		return nil, fmt.Errorf("router: bad peer address %q", req.URL.Host)
-	}
-	p.mu.Lock()
-	t, ok := p.peers[i]
-	if !ok {
-		t = &appTransport{dial: func(ctx context.Context) (net.Conn, error) { return p.r.openPeer(ctx, i) }, fallback: p.fallback}
-		p.peers[i] = t
-	}
-	p.mu.Unlock()
-	return t.RoundTrip(req)
-}
-
-// CloseIdleConnections closes the idle streams to every peer.
-func (p *peerTransport) CloseIdleConnections() {
-	p.mu.Lock()
-	peers := p.peers
-	p.peers = map[int]*appTransport{}
-	p.mu.Unlock()
-	for _, t := range peers {
-		t.CloseIdleConnections()
-	}
-	p.fallback.CloseIdleConnections()
 }

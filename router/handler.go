@@ -90,20 +90,13 @@ func (r *Router) route(w http.ResponseWriter, req *http.Request, a *accessLoggin
 	r.remote.ServeHTTP(w, req.WithContext(ctx))
 }
 
-// peerHandler is the private side, reached only through this router's mux socket: peers
-// forward requests this worker owns. It serves them locally, never forwarding again, so a
-// membership change in flight cannot make a loop.
-type peerHandler struct{ r *Router }
-
-func (h peerHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	r := h.r
-	if !secretOK(r.settings().secret, req.Header[HeaderSecret]) {
-		r.fail(w, http.StatusForbidden, "olio: forwarded request without the right X-Olio-Secret")
-		return
-	}
-	if _, ok := req.Header[headerTiming]; ok {
+// servePeer serves a request a peer forwarded (peerServer: the private side, reached only
+// through this router's mux socket, the stream's secret checked). This worker owns it, so
+// it serves it locally, never forwarding again, so a membership change in flight cannot
+// make a loop. flags are the request head's (peerTimed).
+func (r *Router) servePeer(w http.ResponseWriter, req *http.Request, flags uint64) {
+	if flags&peerTimed != 0 {
 		// The accepting router logs the request and asks for this app's time.
-		delete(req.Header, headerTiming)
 		w = &accessWriter{ResponseWriter: w, peer: true}
 	}
 	stripOlio(req.Header)

@@ -34,9 +34,6 @@ const (
 	// publicIdleTimeout closes a client's keep-alive connection idle this long, when
 	// --idle-timeout is not set.
 	publicIdleTimeout = 2 * time.Minute
-	// peerIdleTimeout closes an idle mux stream from a peer; the peer's transport closes
-	// its own idle streams sooner (90s), so this only reaps the ones a dead peer left.
-	peerIdleTimeout = 5 * time.Minute
 	// peerHeaderSlack is added to the peer side's header limit: a forwarded request carries
 	// X-Forwarded-*, X-Olio-Index and X-Olio-Secret on top of what the public side accepted.
 	peerHeaderSlack = 8 << 10
@@ -100,18 +97,6 @@ func (r *Router) headerTooLarge(w http.ResponseWriter, req *http.Request) bool {
 	w.Header().Set("Connection", "close")
 	r.fail(w, http.StatusRequestHeaderFieldsTooLarge, fmt.Sprintf("olio: the request header is larger than %d bytes (--max-header-bytes)", limit))
 	return true
-}
-
-// newPeerServer is the http.Server of the private side, where peers forward requests over
-// mux streams.
-func (r *Router) newPeerServer(h http.Handler) *http.Server {
-	return &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: headerTimeout,
-		IdleTimeout:       peerIdleTimeout,
-		MaxHeaderBytes:    r.conf().MaxHeaderBytes + peerHeaderSlack,
-		ErrorLog:          r.errorLog,
-	}
 }
 
 // limitConns bounds the connections ln has open at once to n (--max-conns); n <= 0 means no

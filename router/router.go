@@ -55,7 +55,7 @@ type Router struct {
 	remote   *httputil.ReverseProxy
 
 	remoteTransport *peerTransport
-	peers           *http.Server  // the private side, serving what peers forward
+	peers           *peerServer   // the private side, serving what peers forward
 	private         *mux.Listener // where peers reach this router
 	handoff         *handoff      // handoff.go
 	queue           *connQueue    // handed-off connections for the current public server
@@ -190,7 +190,7 @@ func (r *Router) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	peers := r.newPeerServer(peerHandler{r}) // limits.go
+	peers := r.newPeerServer()
 	go peers.Serve(private)
 	r.peers, r.private = peers, private
 	r.updateAccepting() // from the start, before the app is ready
