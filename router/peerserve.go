@@ -457,6 +457,15 @@ func (w *peerWriter) finish(reuse bool) error {
 	return w.c.bw.Flush()
 }
 
+// SetWriteDeadline bounds the answer's writes, for http.ResponseController.
+func (w *peerWriter) SetWriteDeadline(t time.Time) error { return w.c.c.SetWriteDeadline(t) }
+
+// SetReadDeadline bounds the request body's reads, for http.ResponseController.
+func (w *peerWriter) SetReadDeadline(t time.Time) error { return w.c.c.SetReadDeadline(t) }
+
+// EnableFullDuplex does nothing: the peer leg is full duplex.
+func (w *peerWriter) EnableFullDuplex() error { return nil }
+
 // Hijack hands the stream over as a raw tunnel (an upgrade: WebSocket): the forwarder reads
 // the answer to the upgrade as HTTP/1.1 from it, then the new protocol.
 func (w *peerWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {

@@ -1,0 +1,214 @@
+package router
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// newPeerCluster is a two-router cluster whose worker 1 serves h in-process, reached from
+// router 0 through the peer leg; url is router 0's public side.
+func newPeerCluster(t *testing.T, h http.HandlerFunc) (tc *testCluster, url string) {
+	t.Helper()
+	tc = newTestCluster(t, 2, time.Second)
+	tc.routers[1].handler = h
+	srv := httptest.NewServer(tc.routers[0])
+	t.Cleanup(srv.Close)
+	return tc, srv.URL
+}
+
+// forward sends req to worker 1 through router 0.
+func forward(t *testing.T, req *http.Request) *http.Response {
+	t.Helper()
+	req.Header.Set(HeaderIndex, "1")
+	req.Header.Set(HeaderSecret, "s3cr3t")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+// An answer's trailers cross the peer leg, and a request body of unknown length streams.
+func TestPeerTrailers(t *testing.T) {
+	_, url := newPeerCluster(t, func(w http.ResponseWriter, req *http.Request) {
+		b, _ := io.ReadAll(req.Body)
+		w.Header().Set("Trailer", "X-Sum")
+		w.WriteHeader(http.StatusAccepted)
+		fmt.Fprintf(w, "%d", len(b))
+		w.Header().Set("X-Sum", "42")
+		w.Header().Set(http.TrailerPrefix+"X-Late", "yes")
+	})
+	req, _ := http.NewRequest("POST", url, io.MultiReader(strings.NewReader("hello "), strings.NewReader("world")))
+	req.ContentLength = -1
+	resp := forward(t, req)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if g, e := resp.StatusCode, http.StatusAccepted; g != e {
+		t.Errorf("status %d, want %d", g, e)
+	}
+	if g, e := string(b), "11"; g != e {
+		t.Errorf("body %q, want %q (the request body's length)", g, e)
+	}
+	if g, e := resp.Trailer.Get("X-Sum"), "42"; g != e {
+		t.Errorf("announced trailer %q, want %q", g, e)
+	}
+	if g, e := resp.Trailer.Get("X-Late"), "yes"; g != e {
+		t.Errorf("unannounced trailer %q, want %q", g, e)
+	}
+}
+
+// A flushed part of an answer reaches the client before the answer ends.
+func TestPeerStreams(t *testing.T) {
+	release := make(chan struct{})
+	_, url := newPeerCluster(t, func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "first\n")
+		w.(http.Flusher).Flush()
+		<-release
+		io.WriteString(w, "second\n")
+	})
+	resp := forward(t, mustRequest("GET", url))
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	line, err := br.ReadString('\n')
+	if err != nil || line != "first\n" {
+		t.Fatalf("first line %q, %v", line, err)
+	}
+	close(release)
+	if line, _ := br.ReadString('\n'); line != "second\n" {
+		t.Errorf("second line %q", line)
+	}
+}
+
+// An answer given before the request body is read closes its stream; the next request is
+// served all the same, body and all.
+func TestPeerEarlyAnswer(t *testing.T) {
+	_, url := newPeerCluster(t, func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path == "/early" {
+			http.Error(w, "no", http.StatusForbidden)
+			return
+		}
+		b, _ := io.ReadAll(req.Body)
+		fmt.Fprint(w, len(b))
+	})
+	big := strings.Repeat("x", 1<<20)
+	for i := 0; i < 3; i++ {
+		resp := forward(t, mustRequestBody("POST", url+"/early", big))
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("early answer: %d", resp.StatusCode)
+		}
+		resp = forward(t, mustRequestBody("POST", url+"/read", big))
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if g, e := string(b), fmt.Sprint(len(big)); g != e {
+			t.Fatalf("after an early answer: %d %q, want %q", resp.StatusCode, g, e)
+		}
+	}
+}
+
+// A client that goes away cancels the owner's request.
+func TestPeerClientGoneCancels(t *testing.T) {
+	started, cancelled := make(chan struct{}), make(chan struct{})
+	_, url := newPeerCluster(t, func(w http.ResponseWriter, req *http.Request) {
+		close(started)
+		select {
+		case <-req.Context().Done():
+			close(cancelled)
+		case <-time.After(10 * time.Second):
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	req := mustRequest("GET", url).WithContext(ctx)
+	req.Header.Set(HeaderIndex, "1")
+	req.Header.Set(HeaderSecret, "s3cr3t")
+	go func() {
+		<-started
+		cancel()
+	}()
+	http.DefaultClient.Do(req)
+	select {
+	case <-cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the owner's request was not cancelled when the client went away")
+	}
+}
+
+// An upgrade through the peer leg gives the owner a raw tunnel to the client.
+func TestPeerUpgrade(t *testing.T) {
+	_, url := newPeerCluster(t, func(w http.ResponseWriter, req *http.Request) {
+		if req.Header.Get("Upgrade") != "echo" {
+			http.Error(w, "upgrade expected", http.StatusBadRequest)
+			return
+		}
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Errorf("hijack: %v", err)
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		brw.Flush()
+		line, _ := brw.ReadString('\n')
+		brw.WriteString("echo: " + line)
+		brw.Flush()
+	})
+	c, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n%s: 1\r\n%s: s3cr3t\r\n\r\n", HeaderIndex, HeaderSecret)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("answer to the upgrade: %v %v", resp, err)
+	}
+	io.WriteString(c, "hi\n")
+	if line, err := br.ReadString('\n'); line != "echo: hi\n" {
+		t.Errorf("through the tunnel: %q, %v", line, err)
+	}
+}
+
+// A HEAD answer keeps its length and has no body; a short answer gets its length.
+func TestPeerLengths(t *testing.T) {
+	_, url := newPeerCluster(t, func(w http.ResponseWriter, req *http.Request) {
+		io.WriteString(w, "four")
+	})
+	resp := forward(t, mustRequest("GET", url))
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ContentLength != 4 || string(b) != "four" {
+		t.Errorf("GET: length %d, body %q", resp.ContentLength, b)
+	}
+	resp = forward(t, mustRequest("HEAD", url))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("HEAD: %d", resp.StatusCode)
+	}
+}
+
+func mustRequest(method, url string) *http.Request {
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		panic(err)
+	}
+	return req
+}
+
+func mustRequestBody(method, url, body string) *http.Request {
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		panic(err)
+	}
+	return req
+}
