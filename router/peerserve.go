@@ -141,8 +141,7 @@ type peerConn struct {
 	bw       *bufio.Writer
 	buf      []byte // frame headers and heads being written
 	hijacked bool
-	trusted  bool                      // a request on it carried the right secret
-	watching atomic.Pointer[peerWatch] // the current request's watch, once it runs
+	trusted  bool // a request on it carried the right secret
 }
 
 // serve serves the stream's requests one after another until it breaks, the peer closes
@@ -200,16 +199,17 @@ func (c *peerConn) serveOne(head string) (reuse bool) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	watch := &peerWatch{c: c, cancel: cancel}
 	body, _ := req.Body.(*frameBody)
 	if body == nil {
-		c.watch(cancel)
+		watch.start()
 	} else {
-		body.ended = func() { c.watch(cancel) }
+		body.ended = watch.start
 	}
-	w := &peerWriter{c: c, header: http.Header{}, isHead: req.Method == http.MethodHead}
+	w := &peerWriter{c: c, header: http.Header{}, isHead: req.Method == http.MethodHead, watch: watch}
 	defer func() {
 		if p := recover(); p != nil {
-			c.stopWatch()
+			watch.stop()
 			reuse = false
 			if p != http.ErrAbortHandler { //nolint:errorlint // net/http's sentinel is compared so too
 				c.s.r.logger.Error("panic serving a forwarded request", "path", req.URL.Path, "panic", p)
@@ -217,7 +217,7 @@ func (c *peerConn) serveOne(head string) (reuse bool) {
 		}
 	}()
 	c.s.r.servePeer(w, req.WithContext(ctx), flags)
-	if !c.stopWatch() { // the forwarder gave the request up
+	if !watch.stop() { // the forwarder gave the request up
 		return false
 	}
 	if w.hijacked {
@@ -266,36 +266,66 @@ func (c *peerConn) readRequest(head string) (req *http.Request, secret string, f
 }
 
 // peerWatch notices, while a request is served, that its forwarder closed the stream (the
-// client went away, or the forwarder timed out): a read that returns only then, since the
-// forwarder sends its next request only after this one's answer. It starts once the
-// request's body has been read.
+// client went away, or the forwarder timed out), and cancels the request: a read that
+// returns only then, since the forwarder sends its next request only after this one's
+// answer. It starts once the request's body has been read, and only for a request still
+// running watchAfter later: most are answered sooner, and need no goroutine.
 type peerWatch struct {
-	done chan struct{}
-	gone atomic.Bool
+	c      *peerConn
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	stopped bool
+	timer   *time.Timer
+	done    chan struct{} // closed when the watching read ends; nil: it never began
+	gone    atomic.Bool
 }
 
-// watch starts watching the stream, cancelling the request when its forwarder is gone.
-func (c *peerConn) watch(cancel context.CancelFunc) {
-	w := &peerWatch{done: make(chan struct{})}
-	c.watching.Store(w)
-	go func() {
-		defer close(w.done)
-		if _, err := c.br.Peek(1); err != nil && !isTimeout(err) {
-			w.gone.Store(true)
-			cancel()
-		}
-	}()
-}
+// watchAfter is how long a request runs before its stream is watched.
+const watchAfter = time.Millisecond
 
-// stopWatch ends the watch, if one runs; false: the forwarder is gone.
-func (c *peerConn) stopWatch() bool {
-	w := c.watching.Swap(nil)
-	if w == nil {
-		return true
+// start arms the watch.
+func (w *peerWatch) start() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.stopped && w.timer == nil {
+		w.timer = time.AfterFunc(watchAfter, w.read)
 	}
-	c.c.SetReadDeadline(time.Unix(1, 0))
-	<-w.done
-	c.c.SetReadDeadline(time.Time{})
+}
+
+func (w *peerWatch) read() {
+	w.mu.Lock()
+	if w.stopped {
+		w.mu.Unlock()
+		return
+	}
+	w.done = make(chan struct{})
+	w.mu.Unlock()
+	defer close(w.done)
+	if _, err := w.c.br.Peek(1); err != nil && !isTimeout(err) {
+		w.gone.Store(true)
+		w.cancel()
+	}
+}
+
+// stop ends the watch (a second call does nothing); false: the forwarder is gone.
+func (w *peerWatch) stop() bool {
+	w.mu.Lock()
+	already := w.stopped
+	w.stopped = true
+	t, done := w.timer, w.done
+	w.mu.Unlock()
+	if already {
+		return !w.gone.Load()
+	}
+	if t != nil {
+		t.Stop()
+	}
+	if done != nil {
+		w.c.c.SetReadDeadline(time.Unix(1, 0))
+		<-done
+		w.c.c.SetReadDeadline(time.Time{})
+	}
 	return !w.gone.Load()
 }
 
@@ -319,6 +349,7 @@ type peerWriter struct {
 	noBody   bool     // the status allows no body
 	hijacked bool
 	err      error
+	watch    *peerWatch
 }
 
 // holdBody is how much of an answer is held to learn its length (net/http's server: 2 KiB).
@@ -472,7 +503,7 @@ func (w *peerWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if w.hijacked || w.sent {
 		return nil, nil, errors.New("router: the answer has begun; cannot hijack")
 	}
-	if !w.c.stopWatch() {
+	if !w.watch.stop() {
 		return nil, nil, errors.New("router: the forwarder is gone")
 	}
 	w.hijacked = true
