@@ -87,7 +87,7 @@ func (r *Router) route(w http.ResponseWriter, req *http.Request, a *accessLoggin
 	}
 	r.counters.forwardedOut.Add(1)
 	ctx := context.WithValue(a.forward(req.Context()), ownerKey{}, target)
-	r.remote.ServeHTTP(w, req.WithContext(ctx))
+	r.forward(w, req.WithContext(ctx))
 }
 
 // servePeer serves a request a peer forwarded (peerServer: the private side, reached only

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -49,18 +50,29 @@ func (p *peerTransport) CloseIdleConnections() {
 	}
 }
 
-// RoundTrip implements http.RoundTripper.
+// RoundTrip implements http.RoundTripper, for the upgrades that go through ReverseProxy
+// (forward): req is ReverseProxy's outgoing request, its header ready to send.
 func (p *peerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	i, ok := req.Context().Value(ownerKey{}).(int)
 	if !ok {
 		return nil, errors.New("router: a forwarded request without its owner")
 	}
+	var body io.Reader
+	if req.Body != nil && req.Body != http.NoBody {
+		body = req.Body
+	}
+	head := appendRequestHead(nil, req, body != nil, false)
+	return p.send(i, req, head, body, nil)
+}
+
+// send sends a request to peer i, its head frame built, and reads the answer's head into
+// dst (nil: a new header). body, if not nil, is sent after the head.
+func (p *peerTransport) send(i int, req *http.Request, head []byte, body io.Reader, dst http.Header) (*http.Response, error) {
 	t := p.pool(i)
-	hasBody := req.Body != nil && req.Body != http.NoBody
 	var sent error // the first attempt's failure, when the owner may have acted on the request
 	for attempt := 0; ; attempt++ {
 		ac, reused, err := t.get(req.Context(), attempt > 0)
-		if err == nil && reused && hasBody && !alive(ac) {
+		if err == nil && reused && body != nil && !alive(ac) {
 			ac.c.Close()
 			ac, reused, err = t.get(req.Context(), true)
 		}
@@ -70,15 +82,15 @@ func (p *peerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			return nil, err
 		}
-		x := &exchange{t: t, ac: ac, req: req}
-		resp, err := x.run(p.r.conf().Secret, hasBody)
+		x := &exchange{t: t, ac: ac, req: req, body: body}
+		resp, err := x.run(p.r.conf().Secret, head, dst)
 		if err == nil {
 			return resp, nil
 		}
 		ac.c.Close()
 		// A stream of a peer that has restarted, or that the owner closed while idle, fails
 		// before any answer: try once more on a new one. A body already begun cannot be.
-		if reused && attempt == 0 && req.Context().Err() == nil && !errors.Is(err, errAnswerStarted) && !x.bodyBegun {
+		if reused && attempt == 0 && req.Context().Err() == nil && !errors.Is(err, errAnswerStarted) && body == nil {
 			if !replayable(req) {
 				sent = err
 			}
@@ -89,6 +101,101 @@ func (p *peerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
+}
+
+// forward sends req to its owner (the context's ownerKey) over the peer leg and writes the
+// answer to w, as ReverseProxy would (hop-by-hop fields, X-Forwarded-*, trailers, streamed
+// answers flushed as they come, http.ErrAbortHandler when the answer breaks off) without
+// copying the request, its header or the answer's header on the way. An upgrade goes
+// through ReverseProxy (r.remote, over the same transport), which hands the client's
+// connection to the owner's tunnel.
+func (r *Router) forward(w http.ResponseWriter, req *http.Request) {
+	if isUpgrade(req) {
+		r.remote.ServeHTTP(w, req)
+		return
+	}
+	var body io.Reader
+	if req.ContentLength != 0 && req.Body != nil && req.Body != http.NoBody {
+		body = clientBody{req.Body} // a broken client body is a 400 (failBody)
+	}
+	head := appendRequestHead(make([]byte, 0, 1024), req, body != nil, true)
+	resp, err := r.remoteTransport.send(req.Context().Value(ownerKey{}).(int), req, head, body, w.Header())
+	if err != nil {
+		r.remoteError(w, req, err)
+		return
+	}
+	r.copyAnswer(w, req, resp)
+}
+
+// copyAnswer writes an owner's answer, whose header is in w's already, to w.
+func (r *Router) copyAnswer(w http.ResponseWriter, req *http.Request, resp *http.Response) {
+	if len(resp.Trailer) > 0 {
+		keys := make([]string, 0, len(resp.Trailer))
+		for k := range resp.Trailer {
+			keys = append(keys, k)
+		}
+		w.Header().Add("Trailer", strings.Join(keys, ", "))
+	}
+	announced := len(resp.Trailer)
+	w.WriteHeader(resp.StatusCode)
+	if err := r.copyBody(w, resp); err != nil {
+		resp.Body.Close()
+		if req.Context().Value(http.ServerContextKey) != nil {
+			panic(http.ErrAbortHandler) // the server cuts the client's connection
+		}
+		return
+	}
+	resp.Body.Close()
+	if len(resp.Trailer) > 0 {
+		http.NewResponseController(w).Flush() // chunked, for the trailers to follow
+	}
+	if len(resp.Trailer) == announced {
+		for k, vs := range resp.Trailer {
+			w.Header()[k] = append(w.Header()[k], vs...)
+		}
+		return
+	}
+	for k, vs := range resp.Trailer {
+		k = http.TrailerPrefix + k
+		w.Header()[k] = append(w.Header()[k], vs...)
+	}
+}
+
+// copyBody copies an answer's body to w, flushing after every write an answer of unknown
+// length or an event stream.
+func (r *Router) copyBody(w http.ResponseWriter, resp *http.Response) error {
+	var rc *http.ResponseController
+	if resp.ContentLength == -1 || isEventStream(w.Header().Get("Content-Type")) {
+		rc = http.NewResponseController(w)
+	}
+	buf := buffers.Get()
+	defer buffers.Put(buf)
+	for {
+		n, rerr := resp.Body.Read(buf)
+		if rerr != nil && rerr != io.EOF && !errors.Is(rerr, context.Canceled) {
+			r.errorLog.Printf("router: reading a forwarded answer: %v", rerr)
+		}
+		if n > 0 {
+			if _, err := w.Write(buf[:n]); err != nil {
+				return err
+			}
+			if rc != nil {
+				rc.Flush()
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}
+
+// isEventStream reports whether a Content-Type is text/event-stream (server-sent events).
+func isEventStream(ct string) bool {
+	base, _, _ := strings.Cut(ct, ";")
+	return strings.EqualFold(strings.TrimSpace(base), "text/event-stream")
 }
 
 // alive reports whether a pooled stream is still open at the owner's end: nothing was sent
@@ -107,12 +214,12 @@ func alive(ac *appConn) bool {
 // exchange is one request and its answer on one stream. The stream goes back to the pool
 // once both ends of it are complete: the request's end frame sent and the answer's read.
 type exchange struct {
-	t   *appTransport
-	ac  *appConn
-	req *http.Request
+	t    *appTransport
+	ac   *appConn
+	req  *http.Request
+	body io.Reader // nil: none
 
-	stop      func() bool // stops the request context's watch on the stream
-	bodyBegun bool        // the body sender has started: the request cannot be sent again
+	stop func() bool // stops the request context's watch on the stream
 
 	mu      sync.Mutex
 	halves  int   // ends still open: the request's body, the answer
@@ -120,32 +227,32 @@ type exchange struct {
 	bodyErr error // why the request body failed
 }
 
-// run sends the request and reads the answer's head.
-func (x *exchange) run(secret string, hasBody bool) (*http.Response, error) {
+// run sends the request (the hello first, on a new stream) and reads the answer's head.
+func (x *exchange) run(secret string, head []byte, dst http.Header) (*http.Response, error) {
 	req, ac := x.req, x.ac
-	// The request's context (client gone, answer timeout) interrupts the stream.
+	// The request's context (client gone) interrupts the stream.
 	x.stop = context.AfterFunc(req.Context(), func() { ac.c.SetDeadline(time.Unix(1, 0)) })
-	if ac.greeted {
-		secret = "" // the owner knows this stream
+	if !ac.greeted {
+		ac.greeted = true
+		var b [64]byte
+		ac.bw.Write(appendHello(b[:0], secret))
 	}
-	ac.greeted = true
-	buf := appendRequestHead(make([]byte, 0, 512), req, secret)
+	ac.bw.Write(head)
 	x.halves = 1
-	if !hasBody {
-		buf = appendEnd(buf, nil)
+	if x.body == nil {
+		var b [16]byte
+		ac.bw.Write(appendEnd(b[:0], nil))
 	} else {
 		x.halves = 2
 	}
-	ac.bw.Write(buf)
 	if err := ac.bw.Flush(); err != nil {
 		x.stop()
 		return nil, err
 	}
-	if hasBody {
-		x.bodyBegun = true
+	if x.body != nil {
 		go x.sendBody()
 	}
-	resp, err := x.readHead()
+	resp, err := x.readHead(dst)
 	if err != nil {
 		x.stop()
 		x.mu.Lock()
@@ -158,38 +265,94 @@ func (x *exchange) run(secret string, hasBody bool) (*http.Response, error) {
 	return resp, nil
 }
 
-// appendRequestHead appends req's head frame.
-func appendRequestHead(b []byte, req *http.Request, secret string) []byte {
+// appendRequestHead appends req's head frame. proxied: req is the client's, and the head
+// carries its header as ReverseProxy's Rewrite with SetXForwarded would send it (forwardSkip,
+// X-Forwarded-*); else its header is sent as it is.
+func appendRequestHead(b []byte, req *http.Request, hasBody, proxied bool) []byte {
 	var flags uint64
 	if req.Context().Value(timedKey{}) != nil {
 		flags |= peerTimed
 	}
 	length := req.ContentLength
-	if req.Body == nil || req.Body == http.NoBody {
+	if !hasBody {
 		length = 0
 	} else if length == 0 {
 		length = -1
 	}
+	start := len(b)
 	b = beginFrame(b, frameRequest)
 	b = binary.AppendUvarint(b, flags)
-	b = appendString(b, secret)
 	b = appendString(b, req.Method)
-	b = appendString(b, req.URL.RequestURI())
+	if q := req.URL.RawQuery; proxied && !cleanQuery(q) {
+		u := *req.URL
+		u.RawQuery = reencodeQuery(q)
+		b = appendString(b, u.RequestURI())
+	} else {
+		b = appendString(b, req.URL.RequestURI())
+	}
 	b = appendString(b, req.Host)
 	b = binary.AppendVarint(b, length)
-	b = appendHeader(b, req.Header, "")
+	if proxied {
+		b = appendForwardHeader(b, req)
+	} else {
+		b = appendHeader(b, req.Header, nil)
+	}
 	names := make([]string, 0, len(req.Trailer))
 	for k := range req.Trailer {
 		names = append(names, k)
 	}
-	return endFrame(appendNames(b, names), 0)
+	return endFrame(appendNames(b, names), start)
+}
+
+// appendForwardHeader appends the header block a forwarded request carries: the client's
+// header without its hop-by-hop fields (and those its Connection names), its own
+// X-Forwarded-* and Expect (answered here), then this router's X-Forwarded-*.
+func appendForwardHeader(b []byte, req *http.Request) []byte {
+	h := req.Header
+	skip := hopSkip(h["Connection"], true)
+	n := 0
+	for k, vs := range h {
+		if !skip.drop(k) {
+			n += len(vs)
+		}
+	}
+	te := hasToken(h["Te"], "trailers")
+	client, _, err := net.SplitHostPort(req.RemoteAddr)
+	proto := "http"
+	if req.TLS != nil {
+		proto = "https"
+	}
+	n += 2 // X-Forwarded-Host, X-Forwarded-Proto
+	if te {
+		n++
+	}
+	if err == nil {
+		n++
+	}
+	b = binary.AppendUvarint(b, uint64(n))
+	for k, vs := range h {
+		if skip.drop(k) {
+			continue
+		}
+		for _, v := range vs {
+			b = appendString(appendString(b, k), v)
+		}
+	}
+	if te {
+		b = appendString(appendString(b, "Te"), "trailers")
+	}
+	if err == nil {
+		b = appendString(appendString(b, "X-Forwarded-For"), client)
+	}
+	b = appendString(appendString(b, "X-Forwarded-Host"), req.Host)
+	return appendString(appendString(b, "X-Forwarded-Proto"), proto)
 }
 
 // sendBody sends the request body as data frames, then its end frame with the trailers.
 func (x *exchange) sendBody() {
 	buf := buffers.Get()
 	defer buffers.Put(buf)
-	body := x.req.Body
+	body := x.body
 	var err error
 	for {
 		n, rerr := body.Read(buf)
@@ -202,7 +365,7 @@ func (x *exchange) sendBody() {
 			}
 		}
 		if rerr == io.EOF {
-			b := appendEnd(nil, x.req.Trailer)
+			b := appendEnd(nil, x.req.Trailer) // the trailers the client's body ended with
 			if _, err = x.ac.bw.Write(b); err == nil {
 				err = x.ac.bw.Flush()
 			}
@@ -216,7 +379,6 @@ func (x *exchange) sendBody() {
 			break
 		}
 	}
-	body.Close()
 	x.done(err == nil)
 	if err != nil {
 		x.abort()
@@ -247,8 +409,9 @@ func (x *exchange) done(ok bool) {
 	x.ac.c.Close()
 }
 
-// readHead reads the answer's head: a response, or an upgrade's raw tunnel.
-func (x *exchange) readHead() (*http.Response, error) {
+// readHead reads the answer's head, its header into dst (nil: a new one): a response, or
+// an upgrade's raw tunnel.
+func (x *exchange) readHead(dst http.Header) (*http.Response, error) {
 	br := x.ac.br
 	typ, n, err := readFrameHeader(br)
 	if err != nil {
@@ -267,7 +430,10 @@ func (x *exchange) readHead() (*http.Response, error) {
 	}
 	d := wireReader{s: s}
 	code := int(d.uvarint())
-	h := d.header(nil)
+	h := d.header(dst)
+	if h == nil {
+		h = http.Header{}
+	}
 	trailer := d.names()
 	length := d.varint()
 	if err := d.done(); err != nil {

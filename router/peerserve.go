@@ -133,6 +133,9 @@ func (s *peerServer) forget(c *peerConn) {
 	s.mu.Unlock()
 }
 
+// maxHello bounds a hello frame (the secret).
+const maxHello = 4 << 10
+
 // peerConn is one stream from a peer.
 type peerConn struct {
 	s        *peerServer
@@ -141,7 +144,7 @@ type peerConn struct {
 	bw       *bufio.Writer
 	buf      []byte // frame headers and heads being written
 	hijacked bool
-	trusted  bool // a request on it carried the right secret
+	trusted  bool // its hello carried the right secret
 }
 
 // serve serves the stream's requests one after another until it breaks, the peer closes
@@ -159,6 +162,24 @@ func (c *peerConn) serve() {
 			return
 		}
 		c.s.setIdle(c, false)
+		if typ == frameHello && !c.trusted {
+			secret, err := readPayload(c.br, n, maxHello)
+			if err != nil {
+				return
+			}
+			if !secretOK(c.s.r.settings().secret, []string{secret}) {
+				c.answer(http.StatusForbidden, "olio: forwarded request without the right secret")
+				return
+			}
+			c.trusted = true
+			if typ, n, err = readFrameHeader(c.br); err != nil {
+				return
+			}
+		}
+		if !c.trusted {
+			c.answer(http.StatusForbidden, "olio: forwarded request without the right secret")
+			return
+		}
 		if typ != frameRequest {
 			return
 		}
@@ -184,18 +205,10 @@ func (c *peerConn) answer(code int, text string) {
 
 // serveOne serves one request of head; true: the stream can carry the next one.
 func (c *peerConn) serveOne(head string) (reuse bool) {
-	req, secret, flags, err := c.readRequest(head)
+	req, flags, err := c.readRequest(head)
 	if err != nil {
 		c.answer(http.StatusBadRequest, "olio: malformed forwarded request")
 		return false
-	}
-	if !c.trusted {
-		// A stream's first request carries the secret; the stream is trusted after it.
-		if !secretOK(c.s.r.settings().secret, []string{secret}) {
-			c.answer(http.StatusForbidden, "olio: forwarded request without the right secret")
-			return false
-		}
-		c.trusted = true
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -229,20 +242,19 @@ func (c *peerConn) serveOne(head string) (reuse bool) {
 }
 
 // readRequest decodes a request head, reading its end frame too when it has no body.
-func (c *peerConn) readRequest(head string) (req *http.Request, secret string, flags uint64, err error) {
+func (c *peerConn) readRequest(head string) (req *http.Request, flags uint64, err error) {
 	d := wireReader{s: head}
 	flags = d.uvarint()
-	secret = d.str()
 	method, uri, host := d.str(), d.str(), d.str()
 	length := d.varint()
 	h := d.header(nil)
 	trailer := d.names()
 	if err := d.done(); err != nil {
-		return nil, "", 0, err
+		return nil, 0, err
 	}
 	u, err := url.ParseRequestURI(uri)
 	if err != nil {
-		return nil, "", 0, err
+		return nil, 0, err
 	}
 	req = &http.Request{
 		Method: method, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
@@ -255,14 +267,14 @@ func (c *peerConn) readRequest(head string) (req *http.Request, secret string, f
 	b := &frameBody{br: c.br, trailer: &req.Trailer}
 	if length != 0 {
 		req.Body = b
-		return req, secret, flags, nil
+		return req, flags, nil
 	}
 	// No body: its end frame follows the head at once.
 	req.Body = http.NoBody
 	if b.next(); !b.complete() {
-		return nil, "", 0, errFrame
+		return nil, 0, errFrame
 	}
-	return req, secret, flags, nil
+	return req, flags, nil
 }
 
 // peerWatch notices, while a request is served, that its forwarder closed the stream (the
@@ -374,7 +386,7 @@ func (w *peerWriter) WriteHeader(code int) {
 		}
 	}
 	b := binary.AppendUvarint(beginFrame(w.c.buf[:0], frameResponse), uint64(code))
-	b = appendHeader(b, w.header, "Trailer")
+	b = appendHeader(b, w.header, hopSkip(w.header["Connection"], false))
 	w.head = appendNames(b, w.trailers)
 }
 

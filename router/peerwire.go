@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 )
 
@@ -16,8 +17,9 @@ import (
 // RFC 9112 rule already, and what crosses is its parts, with nothing to parse again and no
 // framing to get wrong (no Content-Length or Transfer-Encoding to smuggle by).
 //
-// A frame is a type byte, a 4-byte big-endian length and that many bytes. A stream carries
-// one exchange at a time and is then reused for the next:
+// A frame is a type byte, a 4-byte big-endian length and that many bytes. A stream begins
+// with frameHello, the secret (the owner answers 403 and closes a stream without the right
+// one), and carries one exchange at a time, reused for the next:
 //
 //	forwarder → owner: frameRequest, frameData*, frameEnd (the trailers)
 //	owner → forwarder: frameResponse, frameData*, frameEnd (the trailers), or
@@ -28,11 +30,12 @@ import (
 //
 // Strings are a uvarint length and the bytes. A header block is a uvarint count of fields,
 // then each field's name and value (a name with several values repeats). The request head
-// is: flags, the secret, method, request URI, host, content length (a varint, -1 when
-// unknown), the header block, the trailer names. The response head is: status, the header
-// block, the trailer names, content length. The owner's index is not on the wire: the
-// stream is the owner's.
+// is: flags, method, request URI, host, content length (a varint, -1 when unknown), the
+// header block, the trailer names. The response head is: status, the header block, the
+// trailer names, content length. Neither carries hop-by-hop fields. The owner's index is
+// not on the wire: the stream is the owner's.
 const (
+	frameHello    byte = 'H' // a stream's first frame: the secret
 	frameRequest  byte = 'Q'
 	frameResponse byte = 'S'
 	frameData     byte = 'D'
@@ -76,17 +79,22 @@ func appendString(b []byte, s string) []byte {
 	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
 }
 
-// appendHeader appends h as a header block, without the fields skip names.
-func appendHeader(b []byte, h http.Header, skip string) []byte {
+// appendHello appends a stream's hello frame.
+func appendHello(b []byte, secret string) []byte {
+	return append(appendFrameHeader(b, frameHello, len(secret)), secret...)
+}
+
+// appendHeader appends h as a header block, without the fields skip drops (nil: none).
+func appendHeader(b []byte, h http.Header, skip *hopFilter) []byte {
 	n := 0
 	for k, vs := range h {
-		if k != skip {
+		if !skip.drop(k) {
 			n += len(vs)
 		}
 	}
 	b = binary.AppendUvarint(b, uint64(n))
 	for k, vs := range h {
-		if k == skip {
+		if skip.drop(k) {
 			continue
 		}
 		for _, v := range vs {
@@ -112,7 +120,7 @@ func appendEnd(b []byte, trailer http.Header) []byte { return appendEndType(b, f
 func appendEndType(b []byte, typ byte, trailer http.Header) []byte {
 	start := len(b)
 	b = beginFrame(b, typ)
-	return endFrame(appendHeader(b, trailer, ""), start)
+	return endFrame(appendHeader(b, trailer, nil), start)
 }
 
 // readFrameHeader reads the next frame's type and length.
@@ -351,4 +359,93 @@ func writeData(bw *bufio.Writer, p []byte) (int, error) {
 		p = p[n:]
 	}
 	return written, nil
+}
+
+// hopFilter drops the fields that do not cross a proxy (RFC 9110 §7.6.1): the hop-by-hop
+// ones, those a Connection field names, and, on a request, the client's X-Forwarded-*,
+// Forwarded and Expect (the accepting router sets the first, answers the last) and olio's
+// own; as ReverseProxy drops them.
+type hopFilter struct {
+	conn    []string // the names the Connection field lists, canonical
+	request bool
+}
+
+// The filters of headers without a Connection field.
+var (
+	requestHops  = &hopFilter{request: true}
+	responseHops = &hopFilter{}
+)
+
+// hopSkip is the filter for a header whose Connection field is conn.
+func hopSkip(conn []string, request bool) *hopFilter {
+	if len(conn) == 0 {
+		if request {
+			return requestHops
+		}
+		return responseHops
+	}
+	f := &hopFilter{request: request}
+	for _, v := range conn {
+		for _, k := range strings.Split(v, ",") {
+			if k = strings.TrimSpace(k); k != "" {
+				f.conn = append(f.conn, http.CanonicalHeaderKey(k))
+			}
+		}
+	}
+	return f
+}
+
+func (f *hopFilter) drop(k string) bool {
+	if f == nil {
+		return false
+	}
+	switch k {
+	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+		"Te", "Trailer", "Transfer-Encoding", "Upgrade":
+		return true
+	case "Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Expect",
+		headerTiming, HeaderIndex, HeaderSecret:
+		if f.request {
+			return true
+		}
+	}
+	for _, c := range f.conn {
+		if c == k {
+			return true
+		}
+	}
+	return false
+}
+
+// cleanQuery reports whether a query passes as it is (ReverseProxy re-encodes one with a
+// semicolon, a bad escape or too many parameters, dropping what does not parse).
+func cleanQuery(q string) bool {
+	if strings.Count(q, "&") >= maxQueryParams {
+		return false
+	}
+	for i := 0; i < len(q); i++ {
+		switch q[i] {
+		case ';':
+			return false
+		case '%':
+			if i+2 >= len(q) || !isHex(q[i+1]) || !isHex(q[i+2]) {
+				return false
+			}
+			i += 2
+		}
+	}
+	return true
+}
+
+// maxQueryParams is net/url's default bound on the parameters of a query.
+const maxQueryParams = 10000
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+// reencodeQuery keeps what parses of q.
+func reencodeQuery(q string) string {
+	v, _ := url.ParseQuery(q)
+	return v.Encode()
 }

@@ -220,10 +220,10 @@ func TestPeerSideNeedsSecret(t *testing.T) {
 			t.Fatal(err)
 		}
 		req := httptest.NewRequest("GET", "/", nil)
-		st.Write(appendEnd(appendRequestHead(nil, req, c.secret), nil))
+		st.Write(appendEnd(appendRequestHead(appendHello(nil, c.secret), req, false, false), nil))
 		ac := &appConn{c: st, br: bufio.NewReader(st)}
 		x := &exchange{ac: ac, req: req, stop: func() bool { return false }, halves: 1}
-		resp, err := x.readHead()
+		resp, err := x.readHead(nil)
 		if err != nil {
 			t.Fatalf("secret %q: %v", c.secret, err)
 		}
