@@ -212,3 +212,60 @@ func mustRequestBody(method, url, body string) *http.Request {
 	}
 	return req
 }
+
+// The app sees a forwarded request's header as it sees the same request served where it
+// was accepted: hop-by-hop fields and the client's X-Forwarded-* dropped, the router's set.
+func TestPeerRequestHeaderAsLocal(t *testing.T) {
+	tc := newTestCluster(t, 2, time.Second)
+	seen := func(accept int) http.Header {
+		req := httptest.NewRequest("GET", "/p?a=1;b=2", nil)
+		req.RemoteAddr = "192.0.2.9:4321"
+		req.Header.Set("Connection", "X-Hop, keep-alive")
+		req.Header.Set("X-Hop", "1")
+		req.Header.Set("Keep-Alive", "timeout=5")
+		req.Header.Set("Proxy-Authorization", "Basic eA==")
+		req.Header.Set("Te", "trailers")
+		req.Header.Set("X-Forwarded-For", "203.0.113.1")
+		req.Header.Set("Forwarded", "for=203.0.113.1")
+		req.Header.Set("X-Kept", "yes")
+		req.Header.Add("X-Many", "1")
+		req.Header.Add("X-Many", "2")
+		req.Header.Set(HeaderIndex, "1")
+		req.Header.Set(HeaderSecret, "s3cr3t")
+		rec, a := tc.do(accept, req)
+		if rec.Code != http.StatusOK || a.Index != 1 {
+			t.Fatalf("accepted by %d: %d, served by %d", accept, rec.Code, a.Index)
+		}
+		return a.Headers
+	}
+	local, forwarded := seen(1), seen(0)
+	for _, h := range []http.Header{local, forwarded} {
+		delete(h, "Accept-Encoding") // the app's client side
+	}
+	if g, e := fmt.Sprint(forwarded), fmt.Sprint(local); g != e {
+		t.Errorf("forwarded, the app sees\n%s\nserved where accepted\n%s", g, e)
+	}
+	if forwarded.Get("X-Hop") != "" || forwarded.Get("X-Forwarded-For") != "192.0.2.9" || forwarded.Get("X-Kept") != "yes" {
+		t.Errorf("forwarded header: %v", forwarded)
+	}
+}
+
+// An answer's hop-by-hop fields stay on the owner's side of the peer leg.
+func TestPeerResponseHops(t *testing.T) {
+	tc := newTestCluster(t, 2, time.Second)
+	tc.routers[1].handler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Connection", "X-Hop")
+		w.Header().Set("X-Hop", "1")
+		w.Header().Set("Keep-Alive", "timeout=5")
+		w.Header().Set("X-Kept", "yes")
+		w.WriteHeader(http.StatusTeapot)
+	})
+	req := httptest.NewRequest("GET", "/", nil)
+	req.Header.Set(HeaderIndex, "1")
+	req.Header.Set(HeaderSecret, "s3cr3t")
+	rec, _ := tc.do(0, req)
+	h := rec.Header()
+	if rec.Code != http.StatusTeapot || h.Get("X-Kept") != "yes" || h.Get("X-Hop") != "" || h.Get("Keep-Alive") != "" || h.Get("Connection") != "" {
+		t.Errorf("got %d %v", rec.Code, h)
+	}
+}
