@@ -35,7 +35,7 @@ const (
 	// --idle-timeout is not set.
 	publicIdleTimeout = 2 * time.Minute
 	// peerHeaderSlack is added to the peer side's header limit: a forwarded request carries
-	// X-Forwarded-*, X-Olio-Index and X-Olio-Secret on top of what the public side accepted.
+	// X-Forwarded-* on top of what the public side accepted, and its head's own fields.
 	peerHeaderSlack = 8 << 10
 )
 

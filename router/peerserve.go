@@ -29,7 +29,12 @@ type peerServer struct {
 	shutting bool
 	gone     chan struct{} // closed when conns empties after Shutdown began
 	ln       net.Listener  // closed by Shutdown and Close, as http.Server does
+	stop     chan struct{} // closed by Shutdown and Close: ends the idle sweep
 }
+
+// peerIdleTimeout closes a stream from a peer idle this long (the peer's pool keeps its
+// idle streams for later; this reaps what a peer no longer uses).
+const peerIdleTimeout = 5 * time.Minute
 
 // newPeerServer is the server of the private side, where peers forward requests over mux
 // streams.
@@ -38,7 +43,7 @@ func (r *Router) newPeerServer() *peerServer {
 	if limit <= 0 {
 		limit = http.DefaultMaxHeaderBytes
 	}
-	return &peerServer{r: r, headLimit: limit + peerHeaderSlack, conns: map[*peerConn]bool{}}
+	return &peerServer{r: r, headLimit: limit + peerHeaderSlack, conns: map[*peerConn]bool{}, stop: make(chan struct{})}
 }
 
 // Serve serves the streams ln accepts until ln is closed.
@@ -46,12 +51,13 @@ func (s *peerServer) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	s.ln = ln
 	s.mu.Unlock()
+	go s.sweep()
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			return err
 		}
-		pc := &peerConn{s: s, c: c, br: bufio.NewReaderSize(c, 16<<10), bw: bufio.NewWriterSize(c, 16<<10)}
+		pc := &peerConn{s: s, c: c, br: bufio.NewReaderSize(c, 4<<10), bw: bufio.NewWriterSize(c, 4<<10)}
 		s.mu.Lock()
 		if s.shutting {
 			s.mu.Unlock()
@@ -64,11 +70,39 @@ func (s *peerServer) Serve(ln net.Listener) error {
 	}
 }
 
+// sweep closes the streams idle longer than peerIdleTimeout, until the server stops.
+func (s *peerServer) sweep() {
+	t := time.NewTicker(peerIdleTimeout / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case now := <-t.C:
+			s.mu.Lock()
+			for c, idle := range s.conns {
+				if idle && now.Sub(c.idleSince) > peerIdleTimeout {
+					c.c.Close()
+				}
+			}
+			s.mu.Unlock()
+		}
+	}
+}
+
+// stoppingLocked marks the server as shutting down; s.mu is held.
+func (s *peerServer) stoppingLocked() {
+	if !s.shutting {
+		s.shutting = true
+		close(s.stop)
+	}
+}
+
 // Shutdown stops serving: idle streams are closed at once, each busy one once its request
 // is answered. It waits for them until ctx is done, then closes what is left.
 func (s *peerServer) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	s.shutting = true
+	s.stoppingLocked()
 	if s.gone == nil {
 		s.gone = make(chan struct{})
 		if len(s.conns) == 0 {
@@ -97,7 +131,7 @@ func (s *peerServer) Shutdown(ctx context.Context) error {
 // Close closes every stream at once, idle or not.
 func (s *peerServer) Close() error {
 	s.mu.Lock()
-	s.shutting = true
+	s.stoppingLocked()
 	for c := range s.conns {
 		c.c.Close()
 	}
@@ -117,6 +151,9 @@ func (s *peerServer) setIdle(c *peerConn, idle bool) bool {
 		return false
 	}
 	s.conns[c] = idle
+	if idle {
+		c.idleSince = time.Now()
+	}
 	return true
 }
 
@@ -138,13 +175,14 @@ const maxHello = 4 << 10
 
 // peerConn is one stream from a peer.
 type peerConn struct {
-	s        *peerServer
-	c        net.Conn
-	br       *bufio.Reader
-	bw       *bufio.Writer
-	buf      []byte // frame headers and heads being written
-	hijacked bool
-	trusted  bool // its hello carried the right secret
+	s         *peerServer
+	c         net.Conn
+	br        *bufio.Reader
+	bw        *bufio.Writer
+	buf       []byte // frame headers and heads being written
+	hijacked  bool
+	trusted   bool      // its hello carried the right secret
+	idleSince time.Time // guarded by s.mu
 }
 
 // serve serves the stream's requests one after another until it breaks, the peer closes
