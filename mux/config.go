@@ -38,6 +38,12 @@ type Config struct {
 	// Logger receives the rare events worth a line: accept errors, yamux's
 	// own warnings. Nil discards them.
 	Logger *slog.Logger
+
+	// BatchWrites joins the frames yamux writes while the socket is busy into
+	// one write (batchingConn). Off by default: measured in-process it saved
+	// 5-15% of a forwarded request's CPU, end to end on a loaded 2-core machine
+	// the figures did not decide.
+	BatchWrites bool
 }
 
 // DefaultConfig returns the configuration used for a nil *Config.
