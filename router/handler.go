@@ -93,7 +93,7 @@ func (r *Router) route(w http.ResponseWriter, req *http.Request, a *accessLoggin
 // servePeer serves a request a peer forwarded (peerServer: the private side, reached only
 // through this router's mux socket, the stream's secret checked). This worker owns it, so
 // it serves it locally, never forwarding again, so a membership change in flight cannot
-// make a loop. flags are the request head's (peerTimed).
+// make a loop. flags are the request head's (peerTimed); req's context has fromPeer.
 func (r *Router) servePeer(w http.ResponseWriter, req *http.Request, flags uint64) {
 	if flags&peerTimed != 0 {
 		// The accepting router logs the request and asks for this app's time.
@@ -102,8 +102,7 @@ func (r *Router) servePeer(w http.ResponseWriter, req *http.Request, flags uint6
 	stripOlio(req.Header)
 	r.counters.forwardedIn.Add(1)
 	r.countForwarded(req)
-	ctx := context.WithValue(req.Context(), fromPeer, true)
-	r.serveLocal(w, req.WithContext(ctx), nil)
+	r.serveLocal(w, req, nil)
 }
 
 // serveLocal serves a request through this worker's app, waiting up to the forward timeout

@@ -118,14 +118,23 @@ func (r *Router) forward(w http.ResponseWriter, req *http.Request) {
 	if req.ContentLength != 0 && req.Body != nil && req.Body != http.NoBody {
 		body = clientBody{req.Body} // a broken client body is a 400 (failBody)
 	}
-	head := appendRequestHead(make([]byte, 0, 1024), req, body != nil, true)
+	hb := heads.Get().(*[]byte)
+	head := appendRequestHead((*hb)[:0], req, body != nil, true)
 	resp, err := r.remoteTransport.send(req.Context().Value(ownerKey{}).(int), req, head, body, w.Header())
+	if cap(head) <= 64<<10 {
+		*hb = head
+		heads.Put(hb)
+	}
 	if err != nil {
 		r.remoteError(w, req, err)
 		return
 	}
 	r.copyAnswer(w, req, resp)
 }
+
+// heads recycles the buffers request heads are built in (send has written them out when it
+// returns).
+var heads = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
 // copyAnswer writes an owner's answer, whose header is in w's already, to w.
 func (r *Router) copyAnswer(w http.ResponseWriter, req *http.Request, resp *http.Response) {

@@ -267,7 +267,7 @@ func (c *peerConn) serveOne(head string) (reuse bool) {
 			}
 		}
 	}()
-	c.s.r.servePeer(w, req.WithContext(ctx), flags)
+	c.s.r.servePeer(w, req.WithContext(context.WithValue(ctx, fromPeer, true)), flags)
 	if !watch.stop() { // the forwarder gave the request up
 		return false
 	}
