@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -13,9 +14,8 @@ import (
 	"time"
 )
 
-// peerTransport forwards requests to their owners over mux streams, in the peer leg's frames
-// (peerwire.go). The owner's index is the request's ownerKey, its one carrier. Streams are
-// kept for the next request, one pool per peer.
+// peerTransport carries requests to their owners over mux streams, in the peer leg's frames
+// (peerwire.go), for forward. Streams are kept for the next request, one pool per peer.
 type peerTransport struct {
 	r *Router
 
@@ -48,21 +48,6 @@ func (p *peerTransport) CloseIdleConnections() {
 	for _, t := range peers {
 		t.CloseIdleConnections()
 	}
-}
-
-// RoundTrip implements http.RoundTripper, for the upgrades that go through ReverseProxy
-// (forward): req is ReverseProxy's outgoing request, its header ready to send.
-func (p *peerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	i, ok := req.Context().Value(ownerKey{}).(int)
-	if !ok {
-		return nil, errors.New("router: a forwarded request without its owner")
-	}
-	var body io.Reader
-	if req.Body != nil && req.Body != http.NoBody {
-		body = req.Body
-	}
-	head := appendRequestHead(nil, req, body != nil, false)
-	return p.send(i, req, head, body, nil)
 }
 
 // send sends a request to peer i, its head frame built, and reads the answer's head into
@@ -104,14 +89,14 @@ func (p *peerTransport) send(i int, req *http.Request, head []byte, body io.Read
 }
 
 // forward sends req to its owner (the context's ownerKey) over the peer leg and writes the
-// answer to w, as ReverseProxy would (hop-by-hop fields, X-Forwarded-*, trailers, streamed
-// answers flushed as they come, http.ErrAbortHandler when the answer breaks off) without
-// copying the request, its header or the answer's header on the way. An upgrade goes
-// through ReverseProxy (r.remote, over the same transport), which hands the client's
-// connection to the owner's tunnel.
+// answer to w, as httputil.ReverseProxy would (hop-by-hop fields, X-Forwarded-*, trailers,
+// streamed answers flushed as they come, http.ErrAbortHandler when the answer breaks off,
+// an upgrade's tunnel) without copying the request, its header or the answer's header on
+// the way.
 func (r *Router) forward(w http.ResponseWriter, req *http.Request) {
-	if isUpgrade(req) {
-		r.remote.ServeHTTP(w, req)
+	up := upgradeType(req.Header)
+	if !printable(up) {
+		r.remoteError(w, req, fmt.Errorf("router: the client asked to switch to an invalid protocol %q", up))
 		return
 	}
 	var body io.Reader
@@ -119,7 +104,7 @@ func (r *Router) forward(w http.ResponseWriter, req *http.Request) {
 		body = clientBody{req.Body} // a broken client body is a 400 (failBody)
 	}
 	hb := heads.Get().(*[]byte)
-	head := appendRequestHead((*hb)[:0], req, body != nil, true)
+	head := appendRequestHead((*hb)[:0], req, body != nil, up)
 	resp, err := r.remoteTransport.send(req.Context().Value(ownerKey{}).(int), req, head, body, w.Header())
 	if cap(head) <= 64<<10 {
 		*hb = head
@@ -129,7 +114,79 @@ func (r *Router) forward(w http.ResponseWriter, req *http.Request) {
 		r.remoteError(w, req, err)
 		return
 	}
+	if t, ok := resp.Body.(*tunnelConn); ok {
+		r.tunnel(w, req, resp, t, up)
+		return
+	}
+	if _, ok := resp.Body.(*closeWith); ok {
+		// The owner took the stream over and answered an upgrade with something else: its
+		// header is HTTP/1.1's, not yet in w's.
+		skip := hopSkip(resp.Header["Connection"], false)
+		for k, vs := range resp.Header {
+			if !skip.drop(k) {
+				w.Header()[k] = append(w.Header()[k], vs...)
+			}
+		}
+	}
 	r.copyAnswer(w, req, resp)
+}
+
+// tunnel joins the client to the owner's tunnel after its 101, as ReverseProxy does: the
+// answer is written on the client's hijacked connection, then bytes are copied both ways
+// until either side ends; the request's context ending ends it too.
+func (r *Router) tunnel(w http.ResponseWriter, req *http.Request, resp *http.Response, back *tunnelConn, up string) {
+	defer back.Close()
+	if got := upgradeType(resp.Header); !printable(got) || !strings.EqualFold(got, up) {
+		r.remoteError(w, req, fmt.Errorf("router: the owner switched to protocol %q when %q was asked for", got, up))
+		return
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		r.remoteError(w, req, fmt.Errorf("router: cannot switch protocols: %w", err))
+		return
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(req.Context(), func() { back.Close() })
+	defer stop()
+	h := w.Header()
+	for k, vs := range resp.Header {
+		h[k] = append(h[k], vs...)
+	}
+	resp.Header, resp.Body = h, nil // Write sends the header alone
+	if err := resp.Write(brw); err != nil {
+		return
+	}
+	if err := brw.Flush(); err != nil {
+		return
+	}
+	done := make(chan struct{}, 2)
+	go tunnelCopy(conn, back, done)
+	go tunnelCopy(back, conn, done)
+	<-done // either side ended: the deferred closes end the other
+}
+
+// tunnelCopy copies one direction of a tunnel.
+func tunnelCopy(dst io.Writer, src io.Reader, done chan<- struct{}) {
+	io.Copy(dst, src)
+	done <- struct{}{}
+}
+
+// upgradeType is the protocol an upgrade asks for or switches to ("" for none).
+func upgradeType(h http.Header) string {
+	if !hasToken(h["Connection"], "upgrade") {
+		return ""
+	}
+	return h.Get("Upgrade")
+}
+
+// printable reports whether s is printable ASCII.
+func printable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
 }
 
 // heads recycles the buffers request heads are built in (send has written them out when it
@@ -274,10 +331,10 @@ func (x *exchange) run(secret string, head []byte, dst http.Header) (*http.Respo
 	return resp, nil
 }
 
-// appendRequestHead appends req's head frame. proxied: req is the client's, and the head
-// carries its header as ReverseProxy's Rewrite with SetXForwarded would send it (forwardSkip,
-// X-Forwarded-*); else its header is sent as it is.
-func appendRequestHead(b []byte, req *http.Request, hasBody, proxied bool) []byte {
+// appendRequestHead appends the head frame of req, a client's request, with its header as
+// ReverseProxy's Rewrite with SetXForwarded would send it (appendForwardHeader); up is the
+// protocol it asks to switch to ("": none).
+func appendRequestHead(b []byte, req *http.Request, hasBody bool, up string) []byte {
 	var flags uint64
 	if req.Context().Value(timedKey{}) != nil {
 		flags |= peerTimed
@@ -292,7 +349,7 @@ func appendRequestHead(b []byte, req *http.Request, hasBody, proxied bool) []byt
 	b = beginFrame(b, frameRequest)
 	b = binary.AppendUvarint(b, flags)
 	b = appendString(b, req.Method)
-	if q := req.URL.RawQuery; proxied && !cleanQuery(q) {
+	if q := req.URL.RawQuery; !cleanQuery(q) {
 		u := *req.URL
 		u.RawQuery = reencodeQuery(q)
 		b = appendString(b, u.RequestURI())
@@ -301,11 +358,7 @@ func appendRequestHead(b []byte, req *http.Request, hasBody, proxied bool) []byt
 	}
 	b = appendString(b, req.Host)
 	b = binary.AppendVarint(b, length)
-	if proxied {
-		b = appendForwardHeader(b, req)
-	} else {
-		b = appendHeader(b, req.Header, nil)
-	}
+	b = appendForwardHeader(b, req, up)
 	names := make([]string, 0, len(req.Trailer))
 	for k := range req.Trailer {
 		names = append(names, k)
@@ -315,8 +368,9 @@ func appendRequestHead(b []byte, req *http.Request, hasBody, proxied bool) []byt
 
 // appendForwardHeader appends the header block a forwarded request carries: the client's
 // header without its hop-by-hop fields (and those its Connection names), its own
-// X-Forwarded-* and Expect (answered here), then this router's X-Forwarded-*.
-func appendForwardHeader(b []byte, req *http.Request) []byte {
+// X-Forwarded-* and Expect (answered here), then this router's X-Forwarded-*, and for an
+// upgrade to up, the fields that ask for it.
+func appendForwardHeader(b []byte, req *http.Request, up string) []byte {
 	h := req.Header
 	skip := hopSkip(h["Connection"], true)
 	n := 0
@@ -335,6 +389,9 @@ func appendForwardHeader(b []byte, req *http.Request) []byte {
 	if te {
 		n++
 	}
+	if up != "" {
+		n += 2
+	}
 	if err == nil {
 		n++
 	}
@@ -352,6 +409,10 @@ func appendForwardHeader(b []byte, req *http.Request) []byte {
 	}
 	if err == nil {
 		b = appendString(appendString(b, "X-Forwarded-For"), client)
+	}
+	if up != "" {
+		b = appendString(appendString(b, "Connection"), "Upgrade")
+		b = appendString(appendString(b, "Upgrade"), up)
 	}
 	b = appendString(appendString(b, "X-Forwarded-Host"), req.Host)
 	return appendString(appendString(b, "X-Forwarded-Proto"), proto)

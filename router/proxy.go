@@ -149,26 +149,6 @@ func (r *Router) appGone(ctx context.Context, inst *instance) bool {
 	return false
 }
 
-// newRemoteProxy forwards to peer routers over mux streams, in the peer leg's frames
-// (peerTransport). The owner's index is the request context's ownerKey.
-func (r *Router) newRemoteProxy() *httputil.ReverseProxy {
-	tr := newPeerTransport(r)
-	r.remoteTransport = tr
-	return &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			outbound(pr.Out)
-			pr.Out.Host = pr.In.Host
-			pr.SetXForwarded()
-			delete(pr.Out.Header, headerTiming) // only this router asks for the owner's timing
-		},
-		Transport:     tr,
-		BufferPool:    buffers,
-		FlushInterval: 0, // one write per buffered answer; streamed ones (unknown length, SSE) flush at once
-		ErrorLog:      r.errorLog,
-		ErrorHandler:  r.remoteError,
-	}
-}
-
 // openPeer opens a stream to peer i, waiting up to the forward timeout for it.
 func (r *Router) openPeer(ctx context.Context, i int) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.conf().ForwardTimeout)
@@ -176,8 +156,8 @@ func (r *Router) openPeer(ctx context.Context, i int) (net.Conn, error) {
 	return r.pool.Open(ctx, i)
 }
 
-// ownerKey carries the owner's index from the handler to the peer transport: its one
-// carrier on the forwarding router (on the wire, the stream is the owner's).
+// ownerKey carries the owner's index from the handler to forward: its one carrier on the
+// forwarding router (on the wire, the stream is the owner's).
 type ownerKey struct{}
 
 func (r *Router) remoteError(w http.ResponseWriter, req *http.Request, err error) {

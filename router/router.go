@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -52,13 +51,12 @@ type Router struct {
 	apps     *apps
 	sup      *monitor.Supervisor
 	pool     *mux.Pool
-	remote   *httputil.ReverseProxy
 
-	remoteTransport *peerTransport
-	peers           *peerServer   // the private side, serving what peers forward
-	private         *mux.Listener // where peers reach this router
-	handoff         *handoff      // handoff.go
-	queue           *connQueue    // handed-off connections for the current public server
+	remoteTransport *peerTransport // forward's streams to the peers
+	peers           *peerServer    // the private side, serving what peers forward
+	private         *mux.Listener  // where peers reach this router
+	handoff         *handoff       // handoff.go
+	queue           *connQueue     // handed-off connections for the current public server
 
 	alog   atomic.Pointer[accessLog] // the access log; nil while off
 	alogMu sync.Mutex                // serialises opening and closing alog
@@ -169,7 +167,7 @@ func newRouter(index int, set *settings, logger *slog.Logger) *Router {
 	}
 	r.set.Store(set)
 	r.apps = newApps(r)
-	r.remote = r.newRemoteProxy()
+	r.remoteTransport = newPeerTransport(r)
 	return r
 }
 

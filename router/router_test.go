@@ -220,7 +220,7 @@ func TestPeerSideNeedsSecret(t *testing.T) {
 			t.Fatal(err)
 		}
 		req := httptest.NewRequest("GET", "/", nil)
-		st.Write(appendEnd(appendRequestHead(appendHello(nil, c.secret), req, false, false), nil))
+		st.Write(appendEnd(appendRequestHead(appendHello(nil, c.secret), req, false, ""), nil))
 		ac := &appConn{c: st, br: bufio.NewReader(st)}
 		x := &exchange{ac: ac, req: req, stop: func() bool { return false }, halves: 1}
 		resp, err := x.readHead(nil)
