@@ -8,9 +8,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/olio-dev/olio/mux"
 )
 
 // newPeerCluster is a two-router cluster whose worker 1 serves h in-process, reached from
@@ -267,5 +270,86 @@ func TestPeerResponseHops(t *testing.T) {
 	h := rec.Header()
 	if rec.Code != http.StatusTeapot || h.Get("X-Kept") != "yes" || h.Get("X-Hop") != "" || h.Get("Keep-Alive") != "" || h.Get("Connection") != "" {
 		t.Errorf("got %d %v", rec.Code, h)
+	}
+}
+
+// A draining owner finishes the requests peers forwarded before its peer server's Shutdown
+// returns, and closes its idle streams at once.
+func TestPeerShutdownFinishesStreams(t *testing.T) {
+	tc := newTestCluster(t, 2, time.Second)
+	started, release := make(chan struct{}), make(chan struct{})
+	tc.routers[1].handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path == "/slow" {
+			close(started)
+			<-release
+		}
+		io.WriteString(w, "done")
+	})
+	dir := t.TempDir()
+	ln, err := mux.Listen(filepath.Join(dir, "peer.sock"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := tc.routers[1].newPeerServer()
+	go srv.Serve(ln)
+	tc.routers[0].pool.SetPeers([]string{filepath.Join(dir, "unused.sock"), ln.Addr().String()})
+	get := func(path string) chan *httptest.ResponseRecorder {
+		ch := make(chan *httptest.ResponseRecorder, 1)
+		go func() {
+			req := httptest.NewRequest("GET", path, nil)
+			req.Header.Set(HeaderIndex, "1")
+			req.Header.Set(HeaderSecret, "s3cr3t")
+			rec, _ := tc.do(0, req)
+			ch <- rec
+		}()
+		return ch
+	}
+	if rec := <-get("/fast"); rec.Code != http.StatusOK { // leaves an idle stream behind
+		t.Fatalf("fast: %d", rec.Code)
+	}
+	slow := get("/slow")
+	<-started
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(context.Background()) }()
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned (%v) with a forwarded request running", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	if rec := <-slow; rec.Code != http.StatusOK || rec.Body.String() != "done" {
+		t.Errorf("the request running at Shutdown: %d %q", rec.Code, rec.Body)
+	}
+	select {
+	case err := <-shut:
+		if err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Shutdown did not return once the last request was answered")
+	}
+}
+
+// An owner that takes an upgrade's stream over and refuses the upgrade: its answer reaches
+// the client.
+func TestPeerUpgradeRefused(t *testing.T) {
+	_, url := newPeerCluster(t, func(w http.ResponseWriter, _ *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Errorf("hijack: %v", err)
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 426 Upgrade Required\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope")
+		brw.Flush()
+	})
+	req := mustRequest("GET", url)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "echo")
+	resp := forward(t, req)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusUpgradeRequired || string(b) != "nope" {
+		t.Errorf("got %d %q", resp.StatusCode, b)
 	}
 }
