@@ -13,9 +13,9 @@ import (
 	"time"
 )
 
-// appTransport carries requests over one kind of connection: from a router to its own app
-// over loopback, or to one peer router over mux streams. A request without a body — nearly
-// every request of a key-affinity service — is written and its answer read on the caller's
+// appTransport carries requests from a router to its own app over loopback (its pool of
+// connections also keeps peerTransport's streams to one peer). A request without a body —
+// nearly every request of a key-affinity service — is written and its answer read on the caller's
 // goroutine, over a pool of keep-alive connections, with net/http's own Request.Write and
 // ReadResponse. http.Transport would hand each request to two goroutines per connection (its
 // read and write loops) and back through channels, which on these hops costs more CPU than
