@@ -38,13 +38,6 @@ type Config struct {
 	// Logger receives the rare events worth a line: accept errors, yamux's
 	// own warnings. Nil discards them.
 	Logger *slog.Logger
-
-	// BatchWrites joins the frames yamux writes while the socket is busy into
-	// one write (batchingConn). Off by default: in-process benchmarks of a
-	// forwarded request showed 5-15% less CPU, but end to end (test/bench, 64
-	// connections, random keys, two runs each way) CPU per request and
-	// throughput were the same within 3%.
-	BatchWrites bool
 }
 
 // DefaultConfig returns the configuration used for a nil *Config.

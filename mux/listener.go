@@ -23,7 +23,6 @@ type Listener struct {
 	ln    *net.UnixListener
 	file  os.FileInfo // the socket file we bound, so Close removes only ours
 	ycfg  *yamux.Config
-	batch bool // Config.BatchWrites
 	log   *slog.Logger
 	conns chan net.Conn // streams handed from session goroutines to Accept
 
@@ -80,7 +79,6 @@ func Listen(path string, cfg *Config) (*Listener, error) {
 		ln:       ln,
 		file:     fi,
 		ycfg:     ycfg,
-		batch:    c.BatchWrites,
 		log:      c.Logger,
 		conns:    make(chan net.Conn),
 		done:     make(chan struct{}),
@@ -205,7 +203,7 @@ func (l *Listener) acceptLoop() {
 		}
 		delay = 0
 		l.accepted.Add(1)
-		ys, err := yamux.Server(wrapConn(c, l.batch), l.ycfg)
+		ys, err := yamux.Server(&coalescingConn{Conn: c}, l.ycfg)
 		if err != nil { // only for a bad config, which resolve rejected
 			c.Close()
 			l.log.Error("mux: yamux server", "path", l.path, "err", err)

@@ -243,7 +243,7 @@ func (p *Pool) connect(ctx context.Context, s *slot) error {
 	}
 	var sess *yamux.Session
 	if err == nil {
-		sess, err = yamux.Client(wrapConn(conn, p.cfg.BatchWrites), p.ycfg)
+		sess, err = yamux.Client(&coalescingConn{Conn: conn}, p.ycfg)
 		if err != nil { // only for a bad config, which resolve rejected
 			conn.Close()
 		}
