@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -14,9 +13,9 @@ import (
 	"time"
 )
 
-// appTransport carries requests over one kind of connection: from a router to its own app
-// over loopback, or to one peer router over mux streams. A request without a body — nearly
-// every request of a key-affinity service — is written and its answer read on the caller's
+// appTransport carries requests from a router to its own app over loopback (its pool of
+// connections also keeps peerTransport's streams to one peer). A request without a body —
+// nearly every request of a key-affinity service — is written and its answer read on the caller's
 // goroutine, over a pool of keep-alive connections, with net/http's own Request.Write and
 // ReadResponse. http.Transport would hand each request to two goroutines per connection (its
 // read and write loops) and back through channels, which on these hops costs more CPU than
@@ -38,6 +37,8 @@ type appConn struct {
 	c  net.Conn
 	br *bufio.Reader
 	bw *bufio.Writer
+	// greeted: the stream has carried a request to a peer, which has checked its secret.
+	greeted bool
 }
 
 // maxIdleApp bounds the pool of idle connections to the app.
@@ -230,42 +231,4 @@ func (b *appBody) release() {
 		}
 		b.ac.c.Close()
 	})
-}
-
-// peerTransport forwards to peer routers over mux streams: one appTransport per peer, all
-// sharing one http.Transport for requests with a body. The peer's index is the URL host
-// ("w3").
-type peerTransport struct {
-	r        *Router
-	fallback *http.Transport
-
-	mu    sync.Mutex
-	peers map[int]*appTransport
-}
-
-func (p *peerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	i, err := strconv.Atoi(strings.TrimPrefix(req.URL.Hostname(), "w"))
-	if err != nil {
-		return nil, fmt.Errorf("router: bad peer address %q", req.URL.Host)
-	}
-	p.mu.Lock()
-	t, ok := p.peers[i]
-	if !ok {
-		t = &appTransport{dial: func(ctx context.Context) (net.Conn, error) { return p.r.openPeer(ctx, i) }, fallback: p.fallback}
-		p.peers[i] = t
-	}
-	p.mu.Unlock()
-	return t.RoundTrip(req)
-}
-
-// CloseIdleConnections closes the idle streams to every peer.
-func (p *peerTransport) CloseIdleConnections() {
-	p.mu.Lock()
-	peers := p.peers
-	p.peers = map[int]*appTransport{}
-	p.mu.Unlock()
-	for _, t := range peers {
-		t.CloseIdleConnections()
-	}
-	p.fallback.CloseIdleConnections()
 }

@@ -102,7 +102,7 @@ func (r *Router) fanoutLeg(ctx context.Context, req *http.Request, body []byte, 
 		r.serveLocal(rec, out, nil)
 	} else {
 		r.counters.forwardedOut.Add(1)
-		r.remote.ServeHTTP(rec, out.WithContext(context.WithValue(ctx, ownerKey{}, i)))
+		r.forward(rec, out.WithContext(context.WithValue(ctx, ownerKey{}, i)))
 	}
 	a := FanoutAnswer{Index: i, Status: rec.status, Headers: rec.header, Truncated: rec.truncated}
 	if a.Status == 0 {

@@ -87,30 +87,22 @@ func (r *Router) route(w http.ResponseWriter, req *http.Request, a *accessLoggin
 	}
 	r.counters.forwardedOut.Add(1)
 	ctx := context.WithValue(a.forward(req.Context()), ownerKey{}, target)
-	r.remote.ServeHTTP(w, req.WithContext(ctx))
+	r.forward(w, req.WithContext(ctx))
 }
 
-// peerHandler is the private side, reached only through this router's mux socket: peers
-// forward requests this worker owns. It serves them locally, never forwarding again, so a
-// membership change in flight cannot make a loop.
-type peerHandler struct{ r *Router }
-
-func (h peerHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	r := h.r
-	if !secretOK(r.settings().secret, req.Header[HeaderSecret]) {
-		r.fail(w, http.StatusForbidden, "olio: forwarded request without the right X-Olio-Secret")
-		return
-	}
-	if _, ok := req.Header[headerTiming]; ok {
+// servePeer serves a request a peer forwarded (peerServer: the private side, reached only
+// through this router's mux socket, the stream's secret checked). This worker owns it, so
+// it serves it locally, never forwarding again, so a membership change in flight cannot
+// make a loop. flags are the request head's (peerTimed); req's context has fromPeer.
+func (r *Router) servePeer(w http.ResponseWriter, req *http.Request, flags uint64) {
+	if flags&peerTimed != 0 {
 		// The accepting router logs the request and asks for this app's time.
-		delete(req.Header, headerTiming)
 		w = &accessWriter{ResponseWriter: w, peer: true}
 	}
 	stripOlio(req.Header)
 	r.counters.forwardedIn.Add(1)
 	r.countForwarded(req)
-	ctx := context.WithValue(req.Context(), fromPeer, true)
-	r.serveLocal(w, req.WithContext(ctx), nil)
+	r.serveLocal(w, req, nil)
 }
 
 // serveLocal serves a request through this worker's app, waiting up to the forward timeout

@@ -9,7 +9,6 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -150,48 +149,6 @@ func (r *Router) appGone(ctx context.Context, inst *instance) bool {
 	return false
 }
 
-// newRemoteProxy forwards to peer routers over mux streams. The peer's index is the URL
-// host ("w3"), so the transport keeps one pool of streams per peer.
-func (r *Router) newRemoteProxy() *httputil.ReverseProxy {
-	fallback := &http.Transport{
-		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			host, _, _ := strings.Cut(addr, ":")
-			i, err := strconv.Atoi(strings.TrimPrefix(host, "w"))
-			if err != nil {
-				return nil, fmt.Errorf("router: bad peer address %q", addr)
-			}
-			return r.openPeer(ctx, i)
-		},
-		MaxIdleConns:        idleConns,
-		MaxIdleConnsPerHost: idleConns,
-		IdleConnTimeout:     90 * time.Second,
-		DisableCompression:  true,
-	}
-	tr := &peerTransport{r: r, fallback: fallback, peers: map[int]*appTransport{}}
-	r.remoteTransport = tr
-	return &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			outbound(pr.Out)
-			i := pr.In.Context().Value(ownerKey{}).(int)
-			pr.Out.URL.Scheme = "http"
-			pr.Out.URL.Host = "w" + strconv.Itoa(i)
-			pr.Out.Host = pr.In.Host
-			pr.SetXForwarded()
-			pr.Out.Header[HeaderIndex] = []string{strconv.Itoa(i)}
-			pr.Out.Header[HeaderSecret] = []string{r.conf().Secret}
-			delete(pr.Out.Header, headerTiming) // only this router asks for the owner's timing
-			if pr.In.Context().Value(timedKey{}) != nil {
-				pr.Out.Header[headerTiming] = timingAsked
-			}
-		},
-		Transport:     tr,
-		BufferPool:    buffers,
-		FlushInterval: 0, // one write per buffered answer; streamed ones (unknown length, SSE) flush at once
-		ErrorLog:      r.errorLog,
-		ErrorHandler:  r.remoteError,
-	}
-}
-
 // openPeer opens a stream to peer i, waiting up to the forward timeout for it.
 func (r *Router) openPeer(ctx context.Context, i int) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.conf().ForwardTimeout)
@@ -199,7 +156,8 @@ func (r *Router) openPeer(ctx context.Context, i int) (net.Conn, error) {
 	return r.pool.Open(ctx, i)
 }
 
-// ownerKey carries the owner's index from the handler to the remote proxy's Rewrite.
+// ownerKey carries the owner's index from the handler to forward: its one carrier on the
+// forwarding router (on the wire, the stream is the owner's).
 type ownerKey struct{}
 
 func (r *Router) remoteError(w http.ResponseWriter, req *http.Request, err error) {

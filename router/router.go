@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"os"
 	"strconv"
 	"sync"
@@ -52,12 +51,11 @@ type Router struct {
 	apps     *apps
 	sup      *monitor.Supervisor
 	pool     *mux.Pool
-	remote   *httputil.ReverseProxy
 
-	remoteTransport *peerTransport
-	peers           *http.Server  // the private side, serving what peers forward
-	private         *mux.Listener // where peers reach this router
-	accept          *acceptor     // the public side; nil until run makes it
+	remoteTransport *peerTransport // forward's streams to the peers
+	peers           *peerServer    // the private side, serving what peers forward
+	private         *mux.Listener  // where peers reach this router
+	accept          *acceptor      // the public side; nil until run makes it
 
 	alog   atomic.Pointer[accessLog] // the access log; nil while off
 	alogMu sync.Mutex                // serialises opening and closing alog
@@ -152,7 +150,7 @@ func newRouter(index int, set *settings, logger *slog.Logger) *Router {
 	}
 	r.set.Store(set)
 	r.apps = newApps(r, r.logger, &r.counters.held)
-	r.remote = r.newRemoteProxy()
+	r.remoteTransport = newPeerTransport(r)
 	return r
 }
 
@@ -173,7 +171,7 @@ func (r *Router) run(ctx context.Context) error {
 		h.shutdown()
 		return err
 	}
-	r.peers, r.private = r.newPeerServer(peerHandler{r}), private
+	r.peers, r.private = r.newPeerServer(), private
 	r.accept = &acceptor{listener: r.listener, server: func() *http.Server { return r.newPublicServer(r) },
 		conf: r.conf, logger: r.logger, handoff: h}
 	r.accept.start(func() bool { return r.index < r.workers() })

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -64,7 +65,7 @@ func newTestCluster(t testing.TB, n int, forwardTimeout time.Duration) *testClus
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv := &http.Server{Handler: peerHandler{r}}
+		srv := r.newPeerServer()
 		go srv.Serve(ln)
 		t.Cleanup(func() {
 			srv.Close()
@@ -217,12 +218,30 @@ func TestForwardedBodyAndXFF(t *testing.T) {
 	}
 }
 
+// The peer side serves a stream only once a request on it has carried the secret.
 func TestPeerSideNeedsSecret(t *testing.T) {
-	tc := newTestCluster(t, 1, time.Second)
-	rec := httptest.NewRecorder()
-	peerHandler{tc.routers[0]}.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
-	if rec.Code != http.StatusForbidden {
-		t.Errorf("unauthenticated forwarded request: %d, want 403", rec.Code)
+	tc := newTestCluster(t, 2, time.Second)
+	r := tc.routers[0]
+	for _, c := range []struct {
+		secret string
+		want   int
+	}{{"", http.StatusForbidden}, {"wrong", http.StatusForbidden}, {"s3cr3t", http.StatusOK}} {
+		st, err := r.openPeer(context.Background(), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := httptest.NewRequest("GET", "/", nil)
+		st.Write(appendEnd(appendRequestHead(appendHello(nil, c.secret), req, false, ""), nil))
+		ac := &appConn{c: st, br: bufio.NewReader(st)}
+		x := &exchange{ac: ac, req: req, stop: func() bool { return false }, halves: 1}
+		resp, err := x.readHead(nil)
+		if err != nil {
+			t.Fatalf("secret %q: %v", c.secret, err)
+		}
+		if resp.StatusCode != c.want {
+			t.Errorf("secret %q: %d, want %d", c.secret, resp.StatusCode, c.want)
+		}
+		st.Close()
 	}
 }
 

@@ -26,18 +26,15 @@ import (
 //     smuggled across the forwarding hop. Its connection is closed after the answer, as is
 //     that of an HTTP/1.0 request with Transfer-Encoding (RFC 9112 §6.1; framingConn).
 const (
-	// DefaultHeaderTimeout bounds reading a request's header, on both sides: a slow-loris
-	// client holds a connection (and, with --max-conns, a slot) at most this long. It is
-	// --header-timeout's default, and the public side's bound when a Config leaves it 0.
+	// DefaultHeaderTimeout bounds reading a request's header on the public side: a
+	// slow-loris client holds a connection (and, with --max-conns, a slot) at most this long.
+	// It is --header-timeout's default, and the bound when a Config leaves it 0.
 	DefaultHeaderTimeout = 10 * time.Second
 	// DefaultIdleTimeout closes a client's keep-alive connection idle this long: it is
 	// --idle-timeout's default, and the public side's when a Config leaves it 0.
 	DefaultIdleTimeout = 2 * time.Minute
-	// peerIdleTimeout closes an idle mux stream from a peer; the peer's transport closes
-	// its own idle streams sooner (90s), so this only reaps the ones a dead peer left.
-	peerIdleTimeout = 5 * time.Minute
 	// peerHeaderSlack is added to the peer side's header limit: a forwarded request carries
-	// X-Forwarded-*, X-Olio-Index and X-Olio-Secret on top of what the public side accepted.
+	// X-Forwarded-* on top of what the public side accepted, and its head's own fields.
 	peerHeaderSlack = 8 << 10
 )
 
@@ -99,18 +96,6 @@ func (r *Router) headerTooLarge(w http.ResponseWriter, req *http.Request) bool {
 	w.Header().Set("Connection", "close")
 	r.fail(w, http.StatusRequestHeaderFieldsTooLarge, fmt.Sprintf("olio: the request header is larger than %d bytes (--max-header-bytes)", limit))
 	return true
-}
-
-// newPeerServer is the http.Server of the private side, where peers forward requests over
-// mux streams.
-func (r *Router) newPeerServer(h http.Handler) *http.Server {
-	return &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: DefaultHeaderTimeout,
-		IdleTimeout:       peerIdleTimeout,
-		MaxHeaderBytes:    r.conf().MaxHeaderBytes + peerHeaderSlack,
-		ErrorLog:          r.errorLog,
-	}
 }
 
 // limitConns bounds the connections ln has open at once to n (--max-conns); n <= 0 means no

@@ -1,0 +1,355 @@
+package router
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/olio-dev/olio/mux"
+)
+
+// newPeerCluster is a two-router cluster whose worker 1 serves h in-process, reached from
+// router 0 through the peer leg; url is router 0's public side.
+func newPeerCluster(t *testing.T, h http.HandlerFunc) (tc *testCluster, url string) {
+	t.Helper()
+	tc = newTestCluster(t, 2, time.Second)
+	tc.routers[1].handler = h
+	srv := httptest.NewServer(tc.routers[0])
+	t.Cleanup(srv.Close)
+	return tc, srv.URL
+}
+
+// forward sends req to worker 1 through router 0.
+func forward(t *testing.T, req *http.Request) *http.Response {
+	t.Helper()
+	req.Header.Set(HeaderIndex, "1")
+	req.Header.Set(HeaderSecret, "s3cr3t")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+// An answer's trailers cross the peer leg, and a request body of unknown length streams.
+func TestPeerTrailers(t *testing.T) {
+	_, url := newPeerCluster(t, func(w http.ResponseWriter, req *http.Request) {
+		b, _ := io.ReadAll(req.Body)
+		w.Header().Set("Trailer", "X-Sum")
+		w.WriteHeader(http.StatusAccepted)
+		fmt.Fprintf(w, "%d", len(b))
+		w.Header().Set("X-Sum", "42")
+		w.Header().Set(http.TrailerPrefix+"X-Late", "yes")
+	})
+	req, _ := http.NewRequest("POST", url, io.MultiReader(strings.NewReader("hello "), strings.NewReader("world")))
+	req.ContentLength = -1
+	resp := forward(t, req)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if g, e := resp.StatusCode, http.StatusAccepted; g != e {
+		t.Errorf("status %d, want %d", g, e)
+	}
+	if g, e := string(b), "11"; g != e {
+		t.Errorf("body %q, want %q (the request body's length)", g, e)
+	}
+	if g, e := resp.Trailer.Get("X-Sum"), "42"; g != e {
+		t.Errorf("announced trailer %q, want %q", g, e)
+	}
+	if g, e := resp.Trailer.Get("X-Late"), "yes"; g != e {
+		t.Errorf("unannounced trailer %q, want %q", g, e)
+	}
+}
+
+// A flushed part of an answer reaches the client before the answer ends.
+func TestPeerStreams(t *testing.T) {
+	release := make(chan struct{})
+	_, url := newPeerCluster(t, func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "first\n")
+		w.(http.Flusher).Flush()
+		<-release
+		io.WriteString(w, "second\n")
+	})
+	resp := forward(t, mustRequest("GET", url))
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	line, err := br.ReadString('\n')
+	if err != nil || line != "first\n" {
+		t.Fatalf("first line %q, %v", line, err)
+	}
+	close(release)
+	if line, _ := br.ReadString('\n'); line != "second\n" {
+		t.Errorf("second line %q", line)
+	}
+}
+
+// An answer given before the request body is read closes its stream; the next request is
+// served all the same, body and all.
+func TestPeerEarlyAnswer(t *testing.T) {
+	_, url := newPeerCluster(t, func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path == "/early" {
+			http.Error(w, "no", http.StatusForbidden)
+			return
+		}
+		b, _ := io.ReadAll(req.Body)
+		fmt.Fprint(w, len(b))
+	})
+	big := strings.Repeat("x", 1<<20)
+	for i := 0; i < 3; i++ {
+		resp := forward(t, mustRequestBody("POST", url+"/early", big))
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("early answer: %d", resp.StatusCode)
+		}
+		resp = forward(t, mustRequestBody("POST", url+"/read", big))
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if g, e := string(b), fmt.Sprint(len(big)); g != e {
+			t.Fatalf("after an early answer: %d %q, want %q", resp.StatusCode, g, e)
+		}
+	}
+}
+
+// A client that goes away cancels the owner's request.
+func TestPeerClientGoneCancels(t *testing.T) {
+	started, cancelled := make(chan struct{}), make(chan struct{})
+	_, url := newPeerCluster(t, func(w http.ResponseWriter, req *http.Request) {
+		close(started)
+		select {
+		case <-req.Context().Done():
+			close(cancelled)
+		case <-time.After(10 * time.Second):
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	req := mustRequest("GET", url).WithContext(ctx)
+	req.Header.Set(HeaderIndex, "1")
+	req.Header.Set(HeaderSecret, "s3cr3t")
+	go func() {
+		<-started
+		cancel()
+	}()
+	http.DefaultClient.Do(req)
+	select {
+	case <-cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the owner's request was not cancelled when the client went away")
+	}
+}
+
+// An upgrade through the peer leg gives the owner a raw tunnel to the client.
+func TestPeerUpgrade(t *testing.T) {
+	_, url := newPeerCluster(t, func(w http.ResponseWriter, req *http.Request) {
+		if req.Header.Get("Upgrade") != "echo" {
+			http.Error(w, "upgrade expected", http.StatusBadRequest)
+			return
+		}
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Errorf("hijack: %v", err)
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		brw.Flush()
+		line, _ := brw.ReadString('\n')
+		brw.WriteString("echo: " + line)
+		brw.Flush()
+	})
+	c, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n%s: 1\r\n%s: s3cr3t\r\n\r\n", HeaderIndex, HeaderSecret)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("answer to the upgrade: %v %v", resp, err)
+	}
+	io.WriteString(c, "hi\n")
+	if line, err := br.ReadString('\n'); line != "echo: hi\n" {
+		t.Errorf("through the tunnel: %q, %v", line, err)
+	}
+}
+
+// A HEAD answer keeps its length and has no body; a short answer gets its length.
+func TestPeerLengths(t *testing.T) {
+	_, url := newPeerCluster(t, func(w http.ResponseWriter, req *http.Request) {
+		io.WriteString(w, "four")
+	})
+	resp := forward(t, mustRequest("GET", url))
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ContentLength != 4 || string(b) != "four" {
+		t.Errorf("GET: length %d, body %q", resp.ContentLength, b)
+	}
+	resp = forward(t, mustRequest("HEAD", url))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("HEAD: %d", resp.StatusCode)
+	}
+}
+
+func mustRequest(method, url string) *http.Request {
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		panic(err)
+	}
+	return req
+}
+
+func mustRequestBody(method, url, body string) *http.Request {
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		panic(err)
+	}
+	return req
+}
+
+// The app sees a forwarded request's header as it sees the same request served where it
+// was accepted: hop-by-hop fields and the client's X-Forwarded-* dropped, the router's set.
+func TestPeerRequestHeaderAsLocal(t *testing.T) {
+	tc := newTestCluster(t, 2, time.Second)
+	seen := func(accept int) http.Header {
+		req := httptest.NewRequest("GET", "/p?a=1;b=2", nil)
+		req.RemoteAddr = "192.0.2.9:4321"
+		req.Header.Set("Connection", "X-Hop, keep-alive")
+		req.Header.Set("X-Hop", "1")
+		req.Header.Set("Keep-Alive", "timeout=5")
+		req.Header.Set("Proxy-Authorization", "Basic eA==")
+		req.Header.Set("Te", "trailers")
+		req.Header.Set("X-Forwarded-For", "203.0.113.1")
+		req.Header.Set("Forwarded", "for=203.0.113.1")
+		req.Header.Set("X-Kept", "yes")
+		req.Header.Add("X-Many", "1")
+		req.Header.Add("X-Many", "2")
+		req.Header.Set(HeaderIndex, "1")
+		req.Header.Set(HeaderSecret, "s3cr3t")
+		rec, a := tc.do(accept, req)
+		if rec.Code != http.StatusOK || a.Index != 1 {
+			t.Fatalf("accepted by %d: %d, served by %d", accept, rec.Code, a.Index)
+		}
+		return a.Headers
+	}
+	local, forwarded := seen(1), seen(0)
+	for _, h := range []http.Header{local, forwarded} {
+		delete(h, "Accept-Encoding") // the app's client side
+	}
+	if g, e := fmt.Sprint(forwarded), fmt.Sprint(local); g != e {
+		t.Errorf("forwarded, the app sees\n%s\nserved where accepted\n%s", g, e)
+	}
+	if forwarded.Get("X-Hop") != "" || forwarded.Get("X-Forwarded-For") != "192.0.2.9" || forwarded.Get("X-Kept") != "yes" {
+		t.Errorf("forwarded header: %v", forwarded)
+	}
+}
+
+// An answer's hop-by-hop fields stay on the owner's side of the peer leg.
+func TestPeerResponseHops(t *testing.T) {
+	tc := newTestCluster(t, 2, time.Second)
+	tc.routers[1].handler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Connection", "X-Hop")
+		w.Header().Set("X-Hop", "1")
+		w.Header().Set("Keep-Alive", "timeout=5")
+		w.Header().Set("X-Kept", "yes")
+		w.WriteHeader(http.StatusTeapot)
+	})
+	req := httptest.NewRequest("GET", "/", nil)
+	req.Header.Set(HeaderIndex, "1")
+	req.Header.Set(HeaderSecret, "s3cr3t")
+	rec, _ := tc.do(0, req)
+	h := rec.Header()
+	if rec.Code != http.StatusTeapot || h.Get("X-Kept") != "yes" || h.Get("X-Hop") != "" || h.Get("Keep-Alive") != "" || h.Get("Connection") != "" {
+		t.Errorf("got %d %v", rec.Code, h)
+	}
+}
+
+// A draining owner finishes the requests peers forwarded before its peer server's Shutdown
+// returns, and closes its idle streams at once.
+func TestPeerShutdownFinishesStreams(t *testing.T) {
+	tc := newTestCluster(t, 2, time.Second)
+	started, release := make(chan struct{}), make(chan struct{})
+	tc.routers[1].handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path == "/slow" {
+			close(started)
+			<-release
+		}
+		io.WriteString(w, "done")
+	})
+	dir := t.TempDir()
+	ln, err := mux.Listen(filepath.Join(dir, "peer.sock"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := tc.routers[1].newPeerServer()
+	go srv.Serve(ln)
+	tc.routers[0].pool.SetPeers([]string{filepath.Join(dir, "unused.sock"), ln.Addr().String()})
+	get := func(path string) chan *httptest.ResponseRecorder {
+		ch := make(chan *httptest.ResponseRecorder, 1)
+		go func() {
+			req := httptest.NewRequest("GET", path, nil)
+			req.Header.Set(HeaderIndex, "1")
+			req.Header.Set(HeaderSecret, "s3cr3t")
+			rec, _ := tc.do(0, req)
+			ch <- rec
+		}()
+		return ch
+	}
+	if rec := <-get("/fast"); rec.Code != http.StatusOK { // leaves an idle stream behind
+		t.Fatalf("fast: %d", rec.Code)
+	}
+	slow := get("/slow")
+	<-started
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(context.Background()) }()
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned (%v) with a forwarded request running", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	if rec := <-slow; rec.Code != http.StatusOK || rec.Body.String() != "done" {
+		t.Errorf("the request running at Shutdown: %d %q", rec.Code, rec.Body)
+	}
+	select {
+	case err := <-shut:
+		if err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Shutdown did not return once the last request was answered")
+	}
+}
+
+// An owner that takes an upgrade's stream over and refuses the upgrade: its answer reaches
+// the client.
+func TestPeerUpgradeRefused(t *testing.T) {
+	_, url := newPeerCluster(t, func(w http.ResponseWriter, _ *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Errorf("hijack: %v", err)
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 426 Upgrade Required\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope")
+		brw.Flush()
+	})
+	req := mustRequest("GET", url)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "echo")
+	resp := forward(t, req)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusUpgradeRequired || string(b) != "nope" {
+		t.Errorf("got %d %q", resp.StatusCode, b)
+	}
+}
