@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+
+	"github.com/hashicorp/yamux"
 )
 
 // Errors returned by this package. Test for them with errors.Is: the returned
@@ -24,3 +26,10 @@ var (
 	// so errors.Is(err, net.ErrClosed) holds as well.
 	ErrClosed = fmt.Errorf("mux: closed: %w", net.ErrClosed)
 )
+
+// Refused reports whether err, from a stream Pool.Open returned, says the peer reset the
+// stream before accepting it: the peer's Listener had sent the session away (GoAway) when
+// the stream's opening reached it. Whatever was written on such a stream was never read,
+// so the request it carried can be sent again on a new stream, which reaches the socket
+// path's new listener.
+func Refused(err error) bool { return errors.Is(err, yamux.ErrConnectionReset) }

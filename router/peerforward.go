@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/olio-dev/olio/mux"
 )
 
 // peerTransport carries requests to their owners over mux streams, in the peer leg's frames
@@ -73,6 +75,12 @@ func (p *peerTransport) send(i int, req *http.Request, head []byte, body io.Read
 			return resp, nil
 		}
 		ac.c.Close()
+		// A stream the owner refused never reached it: the owner is being replaced and has
+		// sent this session away (onDrain), and yamux resets a stream whose opening crossed
+		// that. A new stream reaches the replacement once this router has heard the go-away.
+		if mux.Refused(err) && !errors.Is(err, errAnswerStarted) && attempt < 3 && body == nil && req.Context().Err() == nil {
+			continue
+		}
 		// A stream of a peer that has restarted, or that the owner closed while idle, fails
 		// before any answer: try once more on a new one. A body already begun cannot be.
 		if reused && attempt == 0 && req.Context().Err() == nil && !errors.Is(err, errAnswerStarted) && body == nil {

@@ -365,6 +365,11 @@ func (r *Router) onDrain(m descend.Message) error {
 	r.spawn(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), r.conf().ShutdownTimeout)
 		defer cancel()
+		if d.Replaced {
+			// Peers open their next streams to the replacement (held until this drain is
+			// done) while this process finishes the ones already open.
+			r.private.GoAway()
+		}
 		r.accept.drain(ctx)
 		if d.Replaced {
 			// An embedded worker drained for its replacement (which holds its keys until
