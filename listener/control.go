@@ -223,15 +223,22 @@ func (m *Master) controlHandler(stop func()) http.Handler {
 	mux.HandleFunc("GET "+controlStatus, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, m.Status(r.Context()))
 	})
-	// Reload and scale run to the end even if the client goes away: a roll stopped halfway
-	// helps nobody.
-	mux.HandleFunc("POST "+controlReload, func(w http.ResponseWriter, r *http.Request) {
-		m.logger.Info("control: reload")
-		ctx, ps := context.WithoutCancel(r.Context()), streamProgress(w, r) // nil unless the client asked for progress
-		var before map[int]uint64
-		if ps != nil {
-			ctx, before = withProgress(ctx, ps.progress), m.heldCounts(ctx)
-		}
+	mux.HandleFunc("POST "+controlReload, m.serveReload)
+	mux.HandleFunc("POST "+controlScale, m.serveScale)
+	mux.HandleFunc("GET "+controlKeys, m.serveKeys)
+	mux.HandleFunc("GET "+controlPlan, m.servePlan)
+	mux.HandleFunc("POST "+controlStop, func(w http.ResponseWriter, r *http.Request) {
+		m.logger.Info("control: stop")
+		stop()
+		writeJSON(w, http.StatusAccepted, controlAnswer{Message: "stopping"})
+	})
+	return mux
+}
+
+// serveReload answers the reload command.
+func (m *Master) serveReload(w http.ResponseWriter, r *http.Request) {
+	m.logger.Info("control: reload")
+	m.runOperation(w, r, func(ctx context.Context) (int, controlAnswer) {
 		notApplied, err := m.reload(ctx)
 		code, a := outcome("reloaded", err)
 		if err == nil {
@@ -242,62 +249,67 @@ func (m *Master) controlHandler(stop func()) http.Handler {
 				a.Draining += ws.Draining
 			}
 		}
-		if ps != nil {
-			ps.result(code, a, m.opSummary(ctx, before))
+		return code, a
+	})
+}
+
+// serveScale answers the scale command.
+func (m *Master) serveScale(w http.ResponseWriter, r *http.Request) {
+	n, err := strconv.Atoi(r.URL.Query().Get("workers"))
+	if err != nil {
+		m.answer(w, "", fmt.Errorf("%w: scale: workers=%q is not a whole number", ErrConfig, r.URL.Query().Get("workers")))
+		return
+	}
+	m.logger.Info("control: scale", "workers", n)
+	m.runOperation(w, r, func(ctx context.Context) (int, controlAnswer) {
+		return outcome(fmt.Sprintf("scaled to %d workers", n), m.Scale(ctx, n))
+	})
+}
+
+// runOperation runs a reload or a scale and writes its answer, streaming progress first
+// if the client asked for it. The operation runs to the end even if the client goes away:
+// a roll stopped halfway helps nobody.
+func (m *Master) runOperation(w http.ResponseWriter, r *http.Request, op func(context.Context) (int, controlAnswer)) {
+	ctx, ps := context.WithoutCancel(r.Context()), streamProgress(w, r) // nil unless the client asked for progress
+	var before map[int]uint64
+	if ps != nil {
+		ctx, before = withProgress(ctx, ps.progress), m.heldCounts(ctx)
+	}
+	code, a := op(ctx)
+	if ps != nil {
+		ps.result(code, a, m.opSummary(ctx, before))
+		return
+	}
+	writeJSON(w, code, a)
+}
+
+// serveKeys answers the keys command.
+func (m *Master) serveKeys(w http.ResponseWriter, r *http.Request) {
+	top := 0
+	if s := r.URL.Query().Get("top"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			m.answer(w, "", fmt.Errorf("%w: keys: top=%q is not a whole number, 0 or more", ErrConfig, s))
 			return
 		}
-		writeJSON(w, code, a)
-	})
-	mux.HandleFunc("POST "+controlScale, func(w http.ResponseWriter, r *http.Request) {
-		n, err := strconv.Atoi(r.URL.Query().Get("workers"))
-		if err != nil {
-			m.answer(w, "", fmt.Errorf("%w: scale: workers=%q is not a whole number", ErrConfig, r.URL.Query().Get("workers")))
-			return
-		}
-		m.logger.Info("control: scale", "workers", n)
-		ctx, ps := context.WithoutCancel(r.Context()), streamProgress(w, r) // nil unless the client asked for progress
-		var before map[int]uint64
-		if ps != nil {
-			ctx, before = withProgress(ctx, ps.progress), m.heldCounts(ctx)
-		}
-		code, a := outcome(fmt.Sprintf("scaled to %d workers", n), m.Scale(ctx, n))
-		if ps != nil {
-			ps.result(code, a, m.opSummary(ctx, before))
-			return
-		}
-		writeJSON(w, code, a)
-	})
-	mux.HandleFunc("GET "+controlKeys, func(w http.ResponseWriter, r *http.Request) {
-		top := 0
-		if s := r.URL.Query().Get("top"); s != "" {
-			n, err := strconv.Atoi(s)
-			if err != nil || n < 0 {
-				m.answer(w, "", fmt.Errorf("%w: keys: top=%q is not a whole number, 0 or more", ErrConfig, s))
-				return
-			}
-			top = n
-		}
-		writeJSON(w, http.StatusOK, m.Keys(r.Context(), top))
-	})
-	mux.HandleFunc("GET "+controlPlan, func(w http.ResponseWriter, r *http.Request) {
-		n, err := strconv.Atoi(r.URL.Query().Get("workers"))
-		if err != nil {
-			m.answer(w, "", fmt.Errorf("%w: scale plan: workers=%q is not a whole number", ErrConfig, r.URL.Query().Get("workers")))
-			return
-		}
-		plan, err := m.PlanScale(r.Context(), n)
-		if err != nil {
-			m.answer(w, "", err)
-			return
-		}
-		writeJSON(w, http.StatusOK, plan)
-	})
-	mux.HandleFunc("POST "+controlStop, func(w http.ResponseWriter, r *http.Request) {
-		m.logger.Info("control: stop")
-		stop()
-		writeJSON(w, http.StatusAccepted, controlAnswer{Message: "stopping"})
-	})
-	return mux
+		top = n
+	}
+	writeJSON(w, http.StatusOK, m.Keys(r.Context(), top))
+}
+
+// servePlan answers the scale plan command.
+func (m *Master) servePlan(w http.ResponseWriter, r *http.Request) {
+	n, err := strconv.Atoi(r.URL.Query().Get("workers"))
+	if err != nil {
+		m.answer(w, "", fmt.Errorf("%w: scale plan: workers=%q is not a whole number", ErrConfig, r.URL.Query().Get("workers")))
+		return
+	}
+	plan, err := m.PlanScale(r.Context(), n)
+	if err != nil {
+		m.answer(w, "", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, plan)
 }
 
 // controlAnswer is the body of a command's answer.

@@ -30,12 +30,11 @@ func (l *LogFile) Reopen() error {
 		return fmt.Errorf("open log file: %w", err)
 	}
 	l.mu.Lock()
-	old := l.f
-	l.f = f
-	l.mu.Unlock()
-	if old != nil {
-		old.Close()
+	defer l.mu.Unlock()
+	if l.f != nil {
+		l.f.Close() // under the lock, as in Close: no Write is using it
 	}
+	l.f = f
 	return nil
 }
 

@@ -466,21 +466,28 @@ func TestLifecycleGracefulStopForwardedOnly(t *testing.T) {
 // TestLifecycleTTOUFinishesForwarded: TTOU while slow requests are in flight that the
 // leaving router accepted and forwarded to worker 0, with none in its own app: it must
 // finish them before it exits, as in a full stop (where the other routers' drains would
-// keep it up anyway).
+// keep it up anyway). Under --handover exclusive the prepare phase already waits for
+// requests routed before the change (up to --forward-timeout), so the leaving router's
+// drain finds them done; under overlap there is no prepare, and only the drain keeps the
+// leaving router up until they are answered.
 func TestLifecycleTTOUFinishesForwarded(t *testing.T) {
-	c := Start(t, "--workers", "3", "--handoff=false")
-	const leaving = 2
-	var calls []*stopCall
-	for k := 0; k < 2; k++ {
-		calls = append(calls, &stopCall{from: leaving, to: 0}, &stopCall{from: leaving, to: 0, keyed: true})
+	for _, mode := range []string{"exclusive", "overlap"} {
+		t.Run(mode, func(t *testing.T) {
+			c := Start(t, "--workers", "3", "--handoff=false", "--handover", mode)
+			const leaving = 2
+			var calls []*stopCall
+			for k := 0; k < 2; k++ {
+				calls = append(calls, &stopCall{from: leaving, to: 0}, &stopCall{from: leaving, to: 0, keyed: true})
+			}
+			signalWithInFlight(t, c, syscall.SIGTTOU, calls, 2*time.Second, func(st *listener.Status) error {
+				if w := st.Workers[leaving]; w.InFlight != 0 || w.Forwarded < uint64(len(calls)) {
+					return fmt.Errorf("worker %d: %d in flight and %d forwarded, want 0 and at least %d", leaving, w.InFlight, w.Forwarded, len(calls))
+				}
+				return nil
+			})
+			c.WaitLog("msg=scaled workers=2", 30*time.Second)
+		})
 	}
-	signalWithInFlight(t, c, syscall.SIGTTOU, calls, 2*time.Second, func(st *listener.Status) error {
-		if w := st.Workers[leaving]; w.InFlight != 0 || w.Forwarded < uint64(len(calls)) {
-			return fmt.Errorf("worker %d: %d in flight and %d forwarded, want 0 and at least %d", leaving, w.InFlight, w.Forwarded, len(calls))
-		}
-		return nil
-	})
-	c.WaitLog("msg=scaled workers=2", 30*time.Second)
 }
 
 // stopCall is one slow request of signalWithInFlight: sent over a connection that router from

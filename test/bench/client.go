@@ -70,57 +70,17 @@ func (h *httpConn) roundTrip(key string, body *bytes.Buffer) (status int, keep b
 	if _, err := h.c.Write(h.req); err != nil {
 		return 0, false, err
 	}
-
-	line, err := h.br.ReadSlice('\n')
+	hd, err := h.readHead()
 	if err != nil {
 		return 0, false, err
 	}
-	// "HTTP/1.1 200 OK\r\n"
-	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) {
-		return 0, false, fmt.Errorf("%w: status line %q", errProtocol, line)
-	}
-	status, err = strconv.Atoi(string(line[9:12]))
-	if err != nil {
-		return 0, false, fmt.Errorf("%w: status line %q", errProtocol, line)
-	}
-	keep = line[7] == '1' // HTTP/1.1 keeps the connection unless told otherwise
-	length, chunked := -1, false
-	for {
-		line, err = h.br.ReadSlice('\n')
-		if err != nil {
-			return 0, false, err
-		}
-		line = bytes.TrimRight(line, "\r\n")
-		if len(line) == 0 {
-			break
-		}
-		name, value, ok := bytes.Cut(line, []byte(":"))
-		if !ok {
-			return 0, false, fmt.Errorf("%w: header %q", errProtocol, line)
-		}
-		value = bytes.TrimSpace(value)
-		switch {
-		case bytes.EqualFold(name, []byte("Content-Length")):
-			if length, err = strconv.Atoi(string(value)); err != nil || length < 0 || length > maxBody {
-				return 0, false, fmt.Errorf("%w: Content-Length %q", errProtocol, value)
-			}
-		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
-			chunked = bytes.EqualFold(value, []byte("chunked"))
-		case bytes.EqualFold(name, []byte("Connection")):
-			if bytes.EqualFold(value, []byte("close")) {
-				keep = false
-			} else if bytes.EqualFold(value, []byte("keep-alive")) {
-				keep = true
-			}
-		}
-	}
-
+	keep = hd.keep
 	body.Reset()
 	switch {
-	case chunked:
+	case hd.chunked:
 		err = h.readChunked(body)
-	case length >= 0:
-		_, err = io.CopyN(body, h.br, int64(length))
+	case hd.length >= 0:
+		_, err = io.CopyN(body, h.br, int64(hd.length))
 	default: // body until the server closes
 		_, err = body.ReadFrom(io.LimitReader(h.br, maxBody))
 		keep = false
@@ -128,7 +88,70 @@ func (h *httpConn) roundTrip(key string, body *bytes.Buffer) (status int, keep b
 	if err != nil {
 		return 0, false, err
 	}
-	return status, keep, nil
+	return hd.status, keep, nil
+}
+
+// head is what roundTrip needs of an answer's status line and header.
+type head struct {
+	status  int
+	keep    bool // the connection stays open after the body
+	length  int  // Content-Length, -1 when none
+	chunked bool
+}
+
+// readHead reads an answer's status line and header.
+func (h *httpConn) readHead() (head, error) {
+	line, err := h.br.ReadSlice('\n')
+	if err != nil {
+		return head{}, err
+	}
+	// "HTTP/1.1 200 OK\r\n"
+	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) {
+		return head{}, fmt.Errorf("%w: status line %q", errProtocol, line)
+	}
+	hd := head{length: -1}
+	hd.status, err = strconv.Atoi(string(line[9:12]))
+	if err != nil {
+		return head{}, fmt.Errorf("%w: status line %q", errProtocol, line)
+	}
+	hd.keep = line[7] == '1' // HTTP/1.1 keeps the connection unless told otherwise
+	for {
+		line, err = h.br.ReadSlice('\n')
+		if err != nil {
+			return head{}, err
+		}
+		line = bytes.TrimRight(line, "\r\n")
+		if len(line) == 0 {
+			return hd, nil
+		}
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			return head{}, fmt.Errorf("%w: header %q", errProtocol, line)
+		}
+		if err := hd.field(name, bytes.TrimSpace(value)); err != nil {
+			return head{}, err
+		}
+	}
+}
+
+// field takes in one header field.
+func (hd *head) field(name, value []byte) error {
+	var err error
+	switch {
+	case bytes.EqualFold(name, []byte("Content-Length")):
+		if hd.length, err = strconv.Atoi(string(value)); err != nil || hd.length < 0 || hd.length > maxBody {
+			return fmt.Errorf("%w: Content-Length %q", errProtocol, value)
+		}
+	case bytes.EqualFold(name, []byte("Transfer-Encoding")):
+		hd.chunked = bytes.EqualFold(value, []byte("chunked"))
+	case bytes.EqualFold(name, []byte("Connection")):
+		if bytes.EqualFold(value, []byte("close")) {
+			hd.keep = false
+		} else if bytes.EqualFold(value, []byte("keep-alive")) {
+			hd.keep = true
+		}
+	}
+	return nil
 }
 
 func (h *httpConn) readChunked(body *bytes.Buffer) error {

@@ -146,27 +146,9 @@ func rollOnce(ctx context.Context, b *bench) (rollSample, error) {
 	if err := pause(ctx, o.proc, cfg.warmup+cfg.duration); err != nil {
 		return s, err
 	}
-	hup := time.Now()
-	if err := syscall.Kill(o.proc.Pid, syscall.SIGHUP); err != nil {
-		return s, fmt.Errorf("SIGHUP: %w", err)
-	}
-	waitCtx, cancel := context.WithTimeout(ctx, rollTimeout)
-	line, err := o.log.wait(waitCtx, o.proc, func(line string) bool {
-		return strings.Contains(line, `msg="rolling restart done"`) || strings.Contains(line, `msg="rolling restart stopped"`)
-	})
-	cancel()
-	seen := time.Now()
+	hup, done, err := o.roll(ctx)
 	if err != nil {
-		return s, fmt.Errorf("waiting for the rolling restart: %w", err)
-	}
-	if strings.Contains(line, "stopped") {
-		return s, fmt.Errorf("the rolling restart failed: %s", line)
-	}
-	// The log's own timestamp (ms) is closer to the truth than the moment the
-	// poll saw the line.
-	done := seen
-	if t, ok := logTime(line); ok && t.After(hup) && t.Before(seen) {
-		done = t
+		return s, err
 	}
 	if err := pause(ctx, o.proc, rollAfter); err != nil {
 		return s, err
@@ -197,6 +179,34 @@ func rollOnce(ctx context.Context, b *bench) (rollSample, error) {
 		fmt.Fprintf(os.Stderr, "  %d failed requests, last: %s\n", s.Errors, s.LastError)
 	}
 	return s, nil
+}
+
+// roll sends olio SIGHUP and waits for the rolling restart to end: it returns when the
+// signal was sent and when the roll was done.
+func (o *served) roll(ctx context.Context) (hup, done time.Time, _ error) {
+	hup = time.Now()
+	if err := syscall.Kill(o.proc.Pid, syscall.SIGHUP); err != nil {
+		return hup, time.Time{}, fmt.Errorf("SIGHUP: %w", err)
+	}
+	waitCtx, cancel := context.WithTimeout(ctx, rollTimeout)
+	line, err := o.log.wait(waitCtx, o.proc, func(line string) bool {
+		return strings.Contains(line, `msg="rolling restart done"`) || strings.Contains(line, `msg="rolling restart stopped"`)
+	})
+	cancel()
+	seen := time.Now()
+	if err != nil {
+		return hup, time.Time{}, fmt.Errorf("waiting for the rolling restart: %w", err)
+	}
+	if strings.Contains(line, "stopped") {
+		return hup, time.Time{}, fmt.Errorf("the rolling restart failed: %s", line)
+	}
+	// The log's own timestamp (ms) is closer to the truth than the moment the
+	// poll saw the line.
+	done = seen
+	if t, ok := logTime(line); ok && t.After(hup) && t.Before(seen) {
+		done = t
+	}
+	return hup, done, nil
 }
 
 // comparePids counts the workers whose app pid is new (and not 0) and whose

@@ -376,20 +376,39 @@ func measure(ctx context.Context, b *bench, st setup, in *instance, wl workload,
 	}
 
 	if cfg.wrk && st.proxy {
-		rps, err := runWrk(ctx, b.dir, "http://"+in.target.addrs[0]+"/", wl, cfg.conns, cfg.threads, cfg.keys, cfg.duration)
-		if err != nil {
-			if ctx.Err() != nil {
-				return sample{}, ctx.Err()
-			}
-			fmt.Fprintf(os.Stderr, "  %s: %v\n", st.name, err)
+		if err := s.crossCheck(ctx, b, st, in, wl); err != nil {
+			return sample{}, err
 		}
-		s.WrkRPS = rps
 	}
 
 	base, ok := baseline[wl.name]
 	if !ok {
 		base = s.RPS // this setup is the first measured: it is the baseline
 	}
+	if err := s.fixedRates(ctx, cfg, st, wl, g, base); err != nil {
+		return sample{}, err
+	}
+	s.Violations, s.Keys = g.affinity().violations()
+	return s, nil
+}
+
+// crossCheck measures the proxied setup's throughput with wrk too; wrk failing is said
+// but not an error.
+func (s *sample) crossCheck(ctx context.Context, b *bench, st setup, in *instance, wl workload) error {
+	cfg := b.cfg
+	rps, err := runWrk(ctx, b.dir, "http://"+in.target.addrs[0]+"/", wl, cfg.conns, cfg.threads, cfg.keys, cfg.duration)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		fmt.Fprintf(os.Stderr, "  %s: %v\n", st.name, err)
+	}
+	s.WrkRPS = rps
+	return nil
+}
+
+// fixedRates runs the fixed-rate latency runs, each at a percentage of base req/s.
+func (s *sample) fixedRates(ctx context.Context, cfg *config, st setup, wl workload, g *generator, base float64) error {
 	for _, pct := range cfg.rates {
 		rate := base * float64(pct) / 100
 		if rate < 1 {
@@ -397,7 +416,7 @@ func measure(ctx context.Context, b *bench, st setup, in *instance, wl workload,
 		}
 		f := g.fixedRate(ctx, rate, cfg.fixedDur)
 		if err := ctx.Err(); err != nil {
-			return sample{}, err
+			return err
 		}
 		logf(cfg, "%s %s at %d%% (%.0f req/s): p99 %s, sent %d/%d", st.name, wl.name, pct, rate, fmtDur(float64(percentile(f.lat, 99))), f.sent, f.planned)
 		s.Errors += f.errs
@@ -407,8 +426,7 @@ func measure(ctx context.Context, b *bench, st setup, in *instance, wl workload,
 			Planned: f.planned, Sent: f.sent, Errors: f.errs,
 		})
 	}
-	s.Violations, s.Keys = g.affinity().violations()
-	return s, nil
+	return nil
 }
 
 // selected is the chosen setups in report order, direct first.

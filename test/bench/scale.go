@@ -126,7 +126,34 @@ func startupOnce(ctx context.Context, b *bench, n int) (startupSample, error) {
 	if len(st.Workers) != n {
 		return s, fmt.Errorf("olio status lists %d workers, want %d", len(st.Workers), n)
 	}
-	var tree []harness.ProcKey // routers and apps, to check that the stop ended them all
+	tree := processTree(st)
+	read := func() ([]uint64, error) {
+		if err := pause(ctx, o.proc, settle); err != nil {
+			return nil, err
+		}
+		return routerRSS(st)
+	}
+	if err := s.readIdle(st, read); err != nil {
+		return s, err
+	}
+	if err := s.readTouched(ctx, o, n, read); err != nil {
+		return s, err
+	}
+
+	t0 := time.Now()
+	o.stop()
+	s.Stop = time.Since(t0)
+	for _, k := range tree {
+		if k.Alive() {
+			s.Leftover++
+		}
+	}
+	return s, nil
+}
+
+// processTree is the routers and apps of st, to check that the stop ended them all.
+func processTree(st *listener.Status) []harness.ProcKey {
+	var tree []harness.ProcKey
 	for _, w := range st.Workers {
 		for _, pid := range []int{w.RouterPID, w.AppPID} {
 			if ps, err := harness.ReadStat(pid); err == nil {
@@ -134,14 +161,15 @@ func startupOnce(ctx context.Context, b *bench, n int) (startupSample, error) {
 			}
 		}
 	}
-	read := func() ([]uint64, error) {
-		if err := pause(ctx, o.proc, settle); err != nil {
-			return nil, err
-		}
-		return routerRSS(st)
-	}
+	return tree
+}
+
+// readIdle fills in the memory, goroutines and fds of the idle cluster st; read settles
+// and reads the routers' RSS.
+func (s *startupSample) readIdle(st *listener.Status, read func() ([]uint64, error)) error {
+	var err error
 	if s.RouterRSS, err = read(); err != nil {
-		return s, err
+		return err
 	}
 	for _, w := range st.Workers {
 		if v, err := harness.ProcBytes(w.RouterPID, "status", "RssAnon"); err == nil {
@@ -153,17 +181,20 @@ func startupOnce(ctx context.Context, b *bench, n int) (startupSample, error) {
 	}
 	s.GoroutinesIdle, s.FDsIdle = perRouter(st)
 	if s.MasterRSS, err = vmRSS(st.PID); err != nil {
-		return s, err
+		return err
 	}
 	for _, w := range st.Workers {
 		if v, err := vmRSS(w.AppPID); err == nil {
 			s.AppRSS = append(s.AppRSS, v)
 		}
 	}
+	return nil
+}
 
-	// The same requests twice: first each served by the router that
-	// accepted it, so the routers' HTTP side is warm; then addressed to
-	// every peer, so that only the mesh differs.
+// readTouched sends the same requests twice, reading the routers' RSS after each: first
+// each served by the router that accepted it, so the routers' HTTP side is warm; then
+// addressed to every peer, so that only the mesh differs.
+func (s *startupSample) readTouched(ctx context.Context, o *served, n int, read func() ([]uint64, error)) error {
 	s.Accepts = make([]int, n)
 	for _, peers := range []bool{false, true} {
 		m := touchAll(ctx, o.Addr, o.Secret, n, peers)
@@ -174,11 +205,11 @@ func startupOnce(ctx context.Context, b *bench, n int) (startupSample, error) {
 		s.Requests += m.requests
 		s.Errors += m.errors
 		if m.err != nil {
-			return s, m.err
+			return m.err
 		}
 		rss, err := read()
 		if err != nil {
-			return s, err
+			return err
 		}
 		if peers {
 			s.MeshRSS = rss
@@ -192,16 +223,7 @@ func startupOnce(ctx context.Context, b *bench, n int) (startupSample, error) {
 		}
 		s.GoroutinesMesh, s.FDsMesh = perRouter(st1)
 	}
-
-	t0 := time.Now()
-	o.stop()
-	s.Stop = time.Since(t0)
-	for _, k := range tree {
-		if k.Alive() {
-			s.Leftover++
-		}
-	}
-	return s, nil
+	return nil
 }
 
 // routerRSS reads VmRSS of every router of st (status's rss_bytes is router
@@ -246,83 +268,112 @@ type touched struct {
 func touchAll(ctx context.Context, addr, secret string, n int, peers bool) touched {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	var (
-		mu      sync.Mutex
-		reached = make([]bool, n)
-		left    = n
-		t       = touched{accepts: make([]int, n)}
-	)
-	maxConns := 200 * n
-	claim := func(i int) (mine, more bool) {
-		mu.Lock()
-		defer mu.Unlock()
-		if i < 0 || i >= n {
-			return false, true
-		}
-		t.accepts[i]++
-		if !reached[i] {
-			reached[i], mine = true, true
-			left--
-		}
-		return mine, left > 0 && t.conns < maxConns && t.err == nil
-	}
-	record := func(c *rawConn, err error) {
-		mu.Lock()
-		defer mu.Unlock()
-		t.requests += c.requests
-		t.errors += c.errors
-		if err != nil && t.err == nil {
-			t.err = err
-		}
-	}
+	tc := &toucher{addr: addr, secret: secret, n: n, peers: peers,
+		reached: make([]bool, n), left: n, maxConns: 200 * n, t: touched{accepts: make([]int, n)}}
 	var wg sync.WaitGroup
 	for range meshClients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for ctx.Err() == nil {
-				mu.Lock()
-				t.conns++
-				mu.Unlock()
-				c, err := dialRaw(ctx, addr)
-				if err != nil {
-					record(&rawConn{}, err)
-					return
-				}
-				acc, err := c.get(ctx, nil)
-				mine, more := false, true
-				if err == nil {
-					mine, more = claim(acc)
-				}
-				for j := 0; mine && err == nil && j < n; j++ {
-					if j == acc {
-						continue
-					}
-					var hdr []string
-					if peers {
-						hdr = []string{"X-Olio-Index: " + strconv.Itoa(j), "X-Olio-Secret: " + secret}
-					}
-					var got int
-					if got, err = c.get(ctx, hdr); err == nil && peers && got != j {
-						err = fmt.Errorf("X-Olio-Index %d answered by worker %d", j, got)
-					}
-				}
-				c.close()
-				record(c, err)
-				if !more || err != nil {
-					return
-				}
+			for ctx.Err() == nil && tc.touchOne(ctx) {
 			}
 		}()
 	}
 	wg.Wait()
-	if t.err == nil && left > 0 {
-		t.err = fmt.Errorf("reached %d of %d routers in %d connections", n-left, n, t.conns)
+	t := tc.t
+	if t.err == nil && tc.left > 0 {
+		t.err = fmt.Errorf("reached %d of %d routers in %d connections", n-tc.left, n, t.conns)
 	}
 	if t.err == nil && ctx.Err() != nil {
 		t.err = ctx.Err()
 	}
 	return t
+}
+
+// toucher is the state touchAll's clients share.
+type toucher struct {
+	addr, secret string
+	n            int
+	peers        bool
+	maxConns     int
+
+	mu      sync.Mutex
+	reached []bool
+	left    int
+	t       touched
+}
+
+// touchOne opens one connection; if its router is one not reached before, it sends the
+// n−1 requests on it. It reports whether to go on.
+func (tc *toucher) touchOne(ctx context.Context) (more bool) {
+	tc.mu.Lock()
+	tc.t.conns++
+	tc.mu.Unlock()
+	c, err := dialRaw(ctx, tc.addr)
+	if err != nil {
+		tc.record(&rawConn{}, err)
+		return false
+	}
+	acc, err := c.get(ctx, nil)
+	mine, more := false, true
+	if err == nil {
+		mine, more = tc.claim(acc)
+	}
+	if mine {
+		err = tc.sendAll(ctx, c, acc)
+	}
+	c.close()
+	tc.record(c, err)
+	return more && err == nil
+}
+
+// sendAll sends on c, accepted by router acc, one request for each other worker: served
+// by acc itself, or with peers addressed to that worker.
+func (tc *toucher) sendAll(ctx context.Context, c *rawConn, acc int) error {
+	for j := 0; j < tc.n; j++ {
+		if j == acc {
+			continue
+		}
+		var hdr []string
+		if tc.peers {
+			hdr = []string{"X-Olio-Index: " + strconv.Itoa(j), "X-Olio-Secret: " + tc.secret}
+		}
+		got, err := c.get(ctx, hdr)
+		if err != nil {
+			return err
+		}
+		if tc.peers && got != j {
+			return fmt.Errorf("X-Olio-Index %d answered by worker %d", j, got)
+		}
+	}
+	return nil
+}
+
+// claim counts a connection accepted by router i and reports whether it is the first to
+// reach i, and whether to go on.
+func (tc *toucher) claim(i int) (mine, more bool) {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	if i < 0 || i >= tc.n {
+		return false, true
+	}
+	tc.t.accepts[i]++
+	if !tc.reached[i] {
+		tc.reached[i], mine = true, true
+		tc.left--
+	}
+	return mine, tc.left > 0 && tc.t.conns < tc.maxConns && tc.t.err == nil
+}
+
+// record adds what connection c did, and keeps the first error.
+func (tc *toucher) record(c *rawConn, err error) {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	tc.t.requests += c.requests
+	tc.t.errors += c.errors
+	if err != nil && tc.t.err == nil {
+		tc.t.err = err
+	}
 }
 
 // rawConn is one client connection that sends GET / with given headers and
@@ -398,82 +449,90 @@ func renderStartup(meta reportMeta, sizes []int, res map[int][]startupSample) st
 	fmt.Fprintf(&b, "## olio startup and memory — %s\n\n", meta.date.Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(&b, "- machine: %s\n- olio: %s\n- run: %s\n", meta.machine, meta.commit, meta.settings)
 
-	b.WriteString("\n### start and idle memory\n\n")
-	b.WriteString("| workers | processes | exec → all workers ready | (olio's own) | router RSS min / median / max | routers ≤ 15 MiB | router RssAnon / Pss median | routers' sum | master RSS | app RSS median | graceful stop | left after stop |\n")
+	startupTable(&b, "start and idle memory", "| workers | processes | exec → all workers ready | (olio's own) | router RSS min / median / max | routers ≤ 15 MiB | router RssAnon / Pss median | routers' sum | master RSS | app RSS median | graceful stop | left after stop |", sizes, res, startupRow)
+	startupTable(&b, "the yamux mesh", "| workers | sessions n·(n−1) | routers' sum: idle | after local requests | after the mesh | mesh Δ | per router | per session | router goroutines / fds, idle → mesh | connections / requests | accepted per router min / median / max | errors |", sizes, res, meshRow)
+	b.WriteString(startupNotes)
+	return b.String()
+}
+
+// startupTable writes a section of the startup report: its title, the table's header, and
+// a row for each size that has rounds.
+func startupTable(b *strings.Builder, title, header string, sizes []int, res map[int][]startupSample, row func(int, []startupSample) string) {
+	fmt.Fprintf(b, "\n### %s\n\n%s\n", title, header)
 	b.WriteString("|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, n := range sizes {
-		ss := res[n]
-		if len(ss) == 0 {
-			continue
+		if ss := res[n]; len(ss) > 0 {
+			b.WriteString(row(n, ss))
 		}
-		med := func(f func(startupSample) float64) float64 { return medianOf(ss, f) }
-		over, left := 0, 0
-		for _, s := range ss {
-			left += s.Leftover
-			for _, v := range s.RouterRSS {
-				if v > routerRSSTarget {
-					over++
-				}
+	}
+}
+
+// startupRow is the start-and-idle-memory row of the rounds ss with n workers.
+func startupRow(n int, ss []startupSample) string {
+	med := func(f func(startupSample) float64) float64 { return medianOf(ss, f) }
+	over, left := 0, 0
+	for _, s := range ss {
+		left += s.Leftover
+		for _, v := range s.RouterRSS {
+			if v > routerRSSTarget {
+				over++
 			}
 		}
-		within := "all"
-		if over > 0 {
-			within = fmt.Sprintf("%d over", over)
-		}
-		fmt.Fprintf(&b, "| %d | %d | %s | %s | %s / %s / %s | %s | %s | %s | %s | %s | %s | %d |\n",
-			n, 2*n+1,
-			fmtDur(med(func(s startupSample) float64 { return float64(s.Ready) })),
-			medianDurStr(ss),
-			fmtMiB(med(func(s startupSample) float64 { return float64(slices.Min(s.RouterRSS)) })),
-			fmtMiB(med(func(s startupSample) float64 { return medianU(s.RouterRSS) })),
-			fmtMiB(med(func(s startupSample) float64 { return float64(slices.Max(s.RouterRSS)) })),
-			within,
-			fmtMiB(med(func(s startupSample) float64 { return medianU(s.RouterAnon) }))+" / "+
-				fmtMiB(med(func(s startupSample) float64 { return medianU(s.RouterPSS) })),
-			fmtMiB(med(func(s startupSample) float64 { return float64(sumU(s.RouterRSS)) })),
-			fmtMiB(med(func(s startupSample) float64 { return float64(s.MasterRSS) })),
-			fmtMiB(med(func(s startupSample) float64 { return medianU(s.AppRSS) })),
-			fmtDur(med(func(s startupSample) float64 { return float64(s.Stop) })),
-			left)
 	}
+	within := "all"
+	if over > 0 {
+		within = fmt.Sprintf("%d over", over)
+	}
+	return fmt.Sprintf("| %d | %d | %s | %s | %s / %s / %s | %s | %s | %s | %s | %s | %s | %d |\n",
+		n, 2*n+1,
+		fmtDur(med(func(s startupSample) float64 { return float64(s.Ready) })),
+		medianDurStr(ss),
+		fmtMiB(med(func(s startupSample) float64 { return float64(slices.Min(s.RouterRSS)) })),
+		fmtMiB(med(func(s startupSample) float64 { return medianU(s.RouterRSS) })),
+		fmtMiB(med(func(s startupSample) float64 { return float64(slices.Max(s.RouterRSS)) })),
+		within,
+		fmtMiB(med(func(s startupSample) float64 { return medianU(s.RouterAnon) }))+" / "+
+			fmtMiB(med(func(s startupSample) float64 { return medianU(s.RouterPSS) })),
+		fmtMiB(med(func(s startupSample) float64 { return float64(sumU(s.RouterRSS)) })),
+		fmtMiB(med(func(s startupSample) float64 { return float64(s.MasterRSS) })),
+		fmtMiB(med(func(s startupSample) float64 { return medianU(s.AppRSS) })),
+		fmtDur(med(func(s startupSample) float64 { return float64(s.Stop) })),
+		left)
+}
 
-	b.WriteString("\n### the yamux mesh\n\n")
-	b.WriteString("| workers | sessions n·(n−1) | routers' sum: idle | after local requests | after the mesh | mesh Δ | per router | per session | router goroutines / fds, idle → mesh | connections / requests | accepted per router min / median / max | errors |\n")
-	b.WriteString("|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
-	for _, n := range sizes {
-		ss := res[n]
-		if len(ss) == 0 {
-			continue
-		}
-		med := func(f func(startupSample) float64) float64 { return medianOf(ss, f) }
-		sessions := n * (n - 1)
-		delta := med(func(s startupSample) float64 { return float64(sumU(s.MeshRSS)) - float64(sumU(s.LocalRSS)) })
-		errs := 0
-		for _, s := range ss {
-			errs += s.Errors
-		}
-		perSession := "—"
-		if sessions > 0 {
-			perSession = fmtKiB(delta / float64(sessions))
-		}
-		fmt.Fprintf(&b, "| %d | %d | %s | %s | %s | %s | %s | %s | %.0f / %.0f → %.0f / %.0f | %.0f / %.0f | %.0f / %.0f / %.0f | %d |\n",
-			n, sessions,
-			fmtMiB(med(func(s startupSample) float64 { return float64(sumU(s.RouterRSS)) })),
-			fmtMiB(med(func(s startupSample) float64 { return float64(sumU(s.LocalRSS)) })),
-			fmtMiB(med(func(s startupSample) float64 { return float64(sumU(s.MeshRSS)) })),
-			fmtMiB(delta), fmtMiB(delta/float64(n)), perSession,
-			med(func(s startupSample) float64 { return float64(s.GoroutinesIdle) }),
-			med(func(s startupSample) float64 { return float64(s.FDsIdle) }),
-			med(func(s startupSample) float64 { return float64(s.GoroutinesMesh) }),
-			med(func(s startupSample) float64 { return float64(s.FDsMesh) }),
-			med(func(s startupSample) float64 { return float64(s.Conns) }),
-			med(func(s startupSample) float64 { return float64(s.Requests) }),
-			med(func(s startupSample) float64 { return float64(slices.Min(s.Accepts)) }),
-			med(func(s startupSample) float64 { return medianOf(s.Accepts, func(a int) float64 { return float64(a) }) }),
-			med(func(s startupSample) float64 { return float64(slices.Max(s.Accepts)) }),
-			errs)
+// meshRow is the yamux-mesh row of the rounds ss with n workers.
+func meshRow(n int, ss []startupSample) string {
+	med := func(f func(startupSample) float64) float64 { return medianOf(ss, f) }
+	sessions := n * (n - 1)
+	delta := med(func(s startupSample) float64 { return float64(sumU(s.MeshRSS)) - float64(sumU(s.LocalRSS)) })
+	errs := 0
+	for _, s := range ss {
+		errs += s.Errors
 	}
-	b.WriteString(`
+	perSession := "—"
+	if sessions > 0 {
+		perSession = fmtKiB(delta / float64(sessions))
+	}
+	return fmt.Sprintf("| %d | %d | %s | %s | %s | %s | %s | %s | %.0f / %.0f → %.0f / %.0f | %.0f / %.0f | %.0f / %.0f / %.0f | %d |\n",
+		n, sessions,
+		fmtMiB(med(func(s startupSample) float64 { return float64(sumU(s.RouterRSS)) })),
+		fmtMiB(med(func(s startupSample) float64 { return float64(sumU(s.LocalRSS)) })),
+		fmtMiB(med(func(s startupSample) float64 { return float64(sumU(s.MeshRSS)) })),
+		fmtMiB(delta), fmtMiB(delta/float64(n)), perSession,
+		med(func(s startupSample) float64 { return float64(s.GoroutinesIdle) }),
+		med(func(s startupSample) float64 { return float64(s.FDsIdle) }),
+		med(func(s startupSample) float64 { return float64(s.GoroutinesMesh) }),
+		med(func(s startupSample) float64 { return float64(s.FDsMesh) }),
+		med(func(s startupSample) float64 { return float64(s.Conns) }),
+		med(func(s startupSample) float64 { return float64(s.Requests) }),
+		med(func(s startupSample) float64 { return float64(slices.Min(s.Accepts)) }),
+		med(func(s startupSample) float64 { return medianOf(s.Accepts, func(a int) float64 { return float64(a) }) }),
+		med(func(s startupSample) float64 { return float64(slices.Max(s.Accepts)) }),
+		errs)
+}
+
+// startupNotes says how to read the startup report.
+const startupNotes = `
 How to read it: medians over the rounds; one olio at a time, each stopped
 (and checked gone) before the next. "exec → all workers ready" runs from just
 before the exec to the master's log line (its millisecond timestamp); olio's
@@ -491,9 +550,7 @@ session to every peer ("after the mesh"). The mesh Δ is the difference of the
 two, both ends of every session; per session divides it by n·(n−1).
 "accepted per router" counts, over both phases, the connections each router
 accepted from the one shared listening socket (the kernel's choice).
-`)
-	return b.String()
-}
+`
 
 // medianDurStr is the median of the rounds' own startup= figures.
 func medianDurStr(ss []startupSample) string {
