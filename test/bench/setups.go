@@ -70,6 +70,10 @@ var setups = []setup{
 	{id: "olio1-before", name: "olio --workers 1 (-before)", proxy: true, start: func(ctx context.Context, b *bench) (*instance, error) {
 		return startOlioBin(ctx, b, b.cfg.before, 1)
 	}},
+	// The -before binary's own demo, embedded: the same handler as the example's.
+	{id: "olio4-embedded-before", name: "olio --embedded --workers 4 (-before)", proxy: true, start: func(ctx context.Context, b *bench) (*instance, error) {
+		return startOlioBin(ctx, b, b.cfg.before, b.cfg.workers, "--embedded")
+	}},
 	{id: "haproxy", name: "HAProxy", proxy: true, start: startHAProxy},
 	{id: "nginx", name: "nginx", proxy: true, start: startNginx},
 	// The prototype proxies of test/bench/engines: one HTTP engine on each leg (issue 14).
