@@ -218,23 +218,29 @@ func TestListenerClose(t *testing.T) {
 // TestListenerCloseKeepsAcceptedStreams checks Close drains like a
 // net.Listener: an accepted stream keeps working, the peer's next Open goes to
 // a new session, and the old session ends once the stream is closed.
-func TestListenerCloseKeepsAcceptedStreams(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "peer.sock")
+// accepted opens a stream from a Pool to a Listener at path and accepts it: the client's
+// end, the server's end and the client's session.
+func accepted(t *testing.T, ctx context.Context, path string) (*Listener, *Pool, net.Conn, net.Conn, *yamux.Session) {
+	t.Helper()
 	l := listen(t, path)
 	p := newPool(t, path)
-	ctx := testCtx(t)
-
 	c, err := p.Open(ctx, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	sc, err := l.Accept()
 	if err != nil {
 		t.Fatal(err)
 	}
-	old := c.(*yamux.Stream).Session()
+	t.Cleanup(func() { sc.Close() })
+	return l, p, c, sc, c.(*yamux.Stream).Session()
+}
+
+func TestListenerCloseKeepsAcceptedStreams(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "peer.sock")
+	ctx := testCtx(t)
+	l, p, c, sc, old := accepted(t, ctx, path)
 
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
@@ -270,22 +276,9 @@ func TestListenerCloseKeepsAcceptedStreams(t *testing.T) {
 // serving the streams already open, while its peers' next streams reach the replacement.
 func TestListenerGoAway(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "peer.sock")
-	l := listen(t, path)
-	p := newPool(t, path)
 	ctx := testCtx(t)
-
-	c, err := p.Open(ctx, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	sc, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sc.Close()
+	l, p, c, sc, old := accepted(t, ctx, path)
 	go io.Copy(sc, sc)
-	old := c.(*yamux.Stream).Session()
 
 	l2 := listen(t, path) // the replacement
 	echo(t, l2)

@@ -382,11 +382,6 @@ func appendForwardHeader(b []byte, req *http.Request, up string) []byte {
 	h := req.Header
 	skip := hopSkip(h["Connection"], true)
 	n := 0
-	for k, vs := range h {
-		if !skip.drop(k) {
-			n += len(vs)
-		}
-	}
 	te := hasToken(h["Te"], "trailers")
 	client, _, err := net.SplitHostPort(req.RemoteAddr)
 	proto := "http"
@@ -403,15 +398,7 @@ func appendForwardHeader(b []byte, req *http.Request, up string) []byte {
 	if err == nil {
 		n++
 	}
-	b = binary.AppendUvarint(b, uint64(n))
-	for k, vs := range h {
-		if skip.drop(k) {
-			continue
-		}
-		for _, v := range vs {
-			b = appendString(appendString(b, k), v)
-		}
-	}
+	b = appendFields(b, h, skip, n)
 	if te {
 		b = appendString(appendString(b, "Te"), "trailers")
 	}

@@ -86,7 +86,13 @@ func appendHello(b []byte, secret string) []byte {
 
 // appendHeader appends h as a header block, without the fields skip drops (nil: none).
 func appendHeader(b []byte, h http.Header, skip *hopFilter) []byte {
-	n := 0
+	return appendFields(b, h, skip, 0)
+}
+
+// appendFields begins a header block of h's fields, less those skip drops, and extra more
+// that the caller appends after them.
+func appendFields(b []byte, h http.Header, skip *hopFilter, extra int) []byte {
+	n := extra
 	for k, vs := range h {
 		if !skip.drop(k) {
 			n += len(vs)
