@@ -110,7 +110,7 @@ func (r *Router) servePeer(w http.ResponseWriter, req *http.Request, flags uint6
 func (r *Router) serveLocal(w http.ResponseWriter, req *http.Request, avoid *instance) {
 	// A replacement (embedded rolling restart, hot upgrade) serves its own keys once the
 	// process it replaces has drained.
-	if !r.waitHeld(w, req, r.handover.ownKeys(), fmt.Sprintf("worker %d is taking over from the process it replaces", r.index)) {
+	if !r.waitHeld(w, req, r.handover.ownKeys(), r.takingOver) {
 		return
 	}
 	if r.handler != nil {

@@ -34,6 +34,9 @@ type Router struct {
 	logger *slog.Logger
 	// errorLog takes net/http's and ReverseProxy's complaints into the structured log.
 	errorLog *log.Logger
+	// takingOver is what a request held for this replacement's own keys is told if the hold
+	// times out (written once: serveLocal passes it on every request).
+	takingOver string
 
 	ctl      *descend.Conn
 	listener *os.File // the shared public listening socket
@@ -140,13 +143,14 @@ func run(ctx context.Context, index int, ctl *descend.Conn, listener *os.File, l
 func newRouter(index int, set *settings, logger *slog.Logger) *Router {
 	logger = logger.With("worker", index)
 	r := &Router{
-		index:    index,
-		logger:   logger,
-		errorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-		counters: newCounters(),
-		handover: newHandover(),
-		hot:      newHotKeys(time.Now()),
-		pool:     mux.NewPool(nil),
+		index:      index,
+		logger:     logger,
+		errorLog:   slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		counters:   newCounters(),
+		handover:   newHandover(),
+		hot:        newHotKeys(time.Now()),
+		pool:       mux.NewPool(nil),
+		takingOver: fmt.Sprintf("worker %d is taking over from the process it replaces", index),
 	}
 	r.set.Store(set)
 	r.apps = newApps(r, r.logger, &r.counters.held)
