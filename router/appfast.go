@@ -59,7 +59,7 @@ func fastRequest(out *fasthttp.Request, req *http.Request, port int) {
 	out.Header.DisableSpecialHeader() // every header goes out as it came, cookies included
 	out.Header.DisableNormalizing()   // net/http already canonicalized the names
 	out.Header.SetMethod(req.Method)
-	out.Header.SetRequestURI(req.URL.RequestURI())
+	out.Header.SetRequestURI(outboundURI(req.URL))
 	host := req.Host
 	if host == "" {
 		host = "127.0.0.1:" + strconv.Itoa(port)
@@ -172,8 +172,12 @@ func (r *Router) writeFast(w http.ResponseWriter, req *http.Request, resp *fasth
 		if errors.Is(err, errAnswerStarted) { // not the client going away
 			r.errorLog.Printf("olio: the app's answer to %s broke off: %v", req.URL.Path, err)
 		}
-		// As ReverseProxy: the client must see a broken answer, not a short one.
-		panic(http.ErrAbortHandler)
+		// As ReverseProxy: the client must see a broken answer, not a short one. Only a real
+		// server recovers that panic; a fan-out leg (its own goroutine) just ends.
+		if req.Context().Value(http.ServerContextKey) != nil {
+			panic(http.ErrAbortHandler)
+		}
+		return
 	}
 	h := w.Header()
 	for _, k := range trailers {

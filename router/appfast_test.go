@@ -125,6 +125,7 @@ func TestFastPathAsReverseProxy(t *testing.T) {
 		"GET /empty HTTP/1.1\r\nHost: h\r\n\r\n",
 		"GET /x HTTP/1.0\r\n\r\n",
 		"GET http://abs.example/x?y HTTP/1.1\r\nHost: abs.example\r\n\r\n",
+		"GET /x?a=1;b=2&c=%zz&d=4 HTTP/1.1\r\nHost: h\r\n\r\n", // what does not parse is dropped
 	}
 	for _, raw := range reqs {
 		g := rawExchange(t, fast.Listener.Addr().String(), raw)

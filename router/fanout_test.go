@@ -1,8 +1,11 @@
 package router
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -171,5 +174,53 @@ func TestFanoutAtTheLimits(t *testing.T) {
 	}
 	if f.body.Len() != MaxFanoutAnswer || f.truncated || f.status != http.StatusOK {
 		t.Errorf("an answer of exactly %d bytes: kept %d, truncated %v, status %d; want all of it, false, 200", MaxFanoutAnswer, f.body.Len(), f.truncated, f.status)
+	}
+}
+
+// TestFanoutLegSurvivesABrokenAnswer: a fanned-out GET whose app breaks its answer off gets
+// that leg's partial answer, and the router lives on: the leg runs on a goroutine of its
+// own, where the abort a server recovers would end the process.
+func TestFanoutLegSurvivesABrokenAnswer(t *testing.T) {
+	tc := newTestCluster(t, 1, time.Second)
+	r := tc.routers[0]
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello")
+				}
+			}()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	inst := &instance{port: port, transport: newAppTransport(port)}
+	defer inst.transport.CloseIdleConnections()
+	inst.proxy = r.newLocalProxy(inst)
+	r.apps.setCurrent(inst)
+
+	req := httptest.NewRequest("GET", "/broadcast", nil)
+	req.Header.Set(HeaderIndex, FanoutIndex)
+	req.Header.Set(HeaderSecret, "s3cr3t")
+	rec := httptest.NewRecorder()
+	r.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("fan-out: %d %s", rec.Code, rec.Body)
+	}
+	var answers []FanoutAnswer
+	if err := json.Unmarshal(rec.Body.Bytes(), &answers); err != nil || len(answers) != 1 {
+		t.Fatalf("fan-out answers %q: %v", rec.Body, err)
+	}
+	if a := answers[0]; a.Body != "hello" {
+		t.Errorf("the broken leg's body = %q, want what came before the break, \"hello\"", a.Body)
 	}
 }

@@ -357,13 +357,7 @@ func appendRequestHead(b []byte, req *http.Request, hasBody bool, up string) []b
 	b = beginFrame(b, frameRequest)
 	b = binary.AppendUvarint(b, flags)
 	b = appendString(b, req.Method)
-	if q := req.URL.RawQuery; !cleanQuery(q) {
-		u := *req.URL
-		u.RawQuery = reencodeQuery(q)
-		b = appendString(b, u.RequestURI())
-	} else {
-		b = appendString(b, req.URL.RequestURI())
-	}
+	b = appendString(b, outboundURI(req.URL))
 	b = appendString(b, req.Host)
 	b = binary.AppendVarint(b, length)
 	b = appendForwardHeader(b, req, up)

@@ -423,6 +423,18 @@ func (f *hopFilter) drop(k string) bool {
 	return false
 }
 
+// outboundURI is the request URI every leg (peer, app) sends for u: ReverseProxy's, whose
+// query drops what does not parse (a semicolon, a bad escape), so that the app gets the same
+// request whichever way it came.
+func outboundURI(u *url.URL) string {
+	if !cleanQuery(u.RawQuery) {
+		c := *u
+		c.RawQuery = reencodeQuery(u.RawQuery)
+		return c.RequestURI()
+	}
+	return u.RequestURI()
+}
+
 // cleanQuery reports whether a query passes as it is (ReverseProxy re-encodes one with a
 // semicolon, a bad escape or too many parameters, dropping what does not parse).
 func cleanQuery(q string) bool {
