@@ -353,3 +353,67 @@ func TestPeerUpgradeRefused(t *testing.T) {
 		t.Errorf("got %d %q", resp.StatusCode, b)
 	}
 }
+
+// TestPeerShutdownServesAFreshStream: a stream a peer opened just before the owner began to
+// shut down (yamux announces it before its first bytes) still gets its request answered.
+func TestPeerShutdownServesAFreshStream(t *testing.T) {
+	tc := newTestCluster(t, 2, time.Second)
+	tc.routers[1].handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { io.WriteString(w, "ok") })
+	path := filepath.Join(t.TempDir(), "peer.sock")
+	ln, err := mux.Listen(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := tc.routers[1].newPeerServer()
+	go srv.Serve(ln)
+	defer srv.Close()
+	pool := mux.NewPool(nil)
+	defer pool.Close()
+	pool.SetPeers([]string{path})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pool.Open(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for !cond() {
+			select {
+			case <-ctx.Done():
+				t.Fatalf("waiting until %s", what)
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}
+	waitFor("the owner has the stream", func() bool {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		return len(srv.conns) == 1
+	})
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(ctx) }()
+	waitFor("the owner is shutting down", func() bool {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		return srv.shutting
+	})
+
+	req := httptest.NewRequest("GET", "/fresh", nil)
+	b := appendHello(nil, "s3cr3t")
+	b = appendRequestHead(b, req, false, "")
+	b = appendEnd(b, nil)
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	// The owner may answer, and close the session it drains, before this Write hears that its
+	// bytes have left (yamux then says "session shutdown"): the answer is what counts.
+	c.Write(b)
+	typ, _, err := readFrameHeader(bufio.NewReader(c))
+	if err != nil || typ != frameResponse {
+		t.Fatalf("the fresh stream's answer: frame %d, %v", typ, err)
+	}
+	c.Close()
+	if err := <-shut; err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+}

@@ -57,7 +57,7 @@ func (s *peerServer) Serve(ln net.Listener) error {
 		if err != nil {
 			return err
 		}
-		pc := &peerConn{s: s, c: c, br: bufio.NewReaderSize(c, 4<<10), bw: bufio.NewWriterSize(c, 4<<10)}
+		pc := &peerConn{s: s, c: c, br: bufio.NewReaderSize(c, 4<<10), bw: bufio.NewWriterSize(c, 4<<10), fresh: true}
 		s.mu.Lock()
 		if s.shutting {
 			s.mu.Unlock()
@@ -110,8 +110,13 @@ func (s *peerServer) Shutdown(ctx context.Context) error {
 		}
 	}
 	for c, idle := range s.conns {
-		if idle {
+		switch {
+		case idle:
 			c.c.Close()
+		case c.fresh:
+			// Opened by a peer with its first request on the way (yamux announces a stream
+			// before its first bytes): served if they come soon, closed if not.
+			c.c.SetReadDeadline(time.Now().Add(silentGrace))
 		}
 	}
 	gone, ln := s.gone, s.ln
@@ -143,10 +148,19 @@ func (s *peerServer) Close() error {
 	return nil
 }
 
-// setIdle marks c idle or busy; false: the server is shutting down and c must close.
+// setIdle marks c idle or busy; false: the server is shutting down and c must close. A
+// fresh stream, whose first request is still to come, is neither: a shutdown waits a little
+// for it (Shutdown) instead of closing it.
 func (s *peerServer) setIdle(c *peerConn, idle bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if c.fresh {
+		if !idle {
+			c.fresh = false
+			c.c.SetReadDeadline(time.Time{}) // the one a shutdown may have set
+		}
+		return true
+	}
 	if s.shutting && idle {
 		return false
 	}
@@ -182,6 +196,7 @@ type peerConn struct {
 	buf       []byte // frame headers and heads being written
 	hijacked  bool
 	trusted   bool      // its hello carried the right secret
+	fresh     bool      // nothing read yet; guarded by s.mu
 	idleSince time.Time // guarded by s.mu
 }
 
