@@ -3,6 +3,7 @@ package router
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -195,8 +196,29 @@ func TestPeerLengths(t *testing.T) {
 	}
 	resp = forward(t, mustRequest("HEAD", url))
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Errorf("HEAD: %d", resp.StatusCode)
+	if resp.StatusCode != http.StatusOK || resp.ContentLength != 4 {
+		t.Errorf("HEAD: %d, length %d (want 200 and the GET's 4, as net/http's server says)", resp.StatusCode, resp.ContentLength)
+	}
+}
+
+// A handler that writes more than the Content-Length it set: the excess is refused, as net/http's
+// server refuses it, and the client gets the declared body.
+func TestPeerBodyPastContentLength(t *testing.T) {
+	werr := make(chan error, 1)
+	_, url := newPeerCluster(t, func(w http.ResponseWriter, req *http.Request) {
+		w.Header().Set("Content-Length", "4")
+		io.WriteString(w, "four")
+		_, err := io.WriteString(w, "more")
+		werr <- err
+	})
+	resp := forward(t, mustRequest("GET", url))
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.ContentLength != 4 || string(b) != "four" {
+		t.Errorf("GET: length %d, body %q, %v", resp.ContentLength, b, err)
+	}
+	if err := <-werr; !errors.Is(err, http.ErrContentLength) {
+		t.Errorf("the write past the length: %v, want http.ErrContentLength", err)
 	}
 }
 

@@ -569,7 +569,7 @@ func (b *answerBody) release() {
 			b.x.mu.Lock()
 			pending := b.x.halves > 1
 			b.x.mu.Unlock()
-			if pending && ok {
+			if pending {
 				// The owner answered before it had the whole body: it closes the stream,
 				// and the body need not be sent on.
 				b.x.abort()

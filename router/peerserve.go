@@ -412,6 +412,8 @@ type peerWriter struct {
 	sent     bool     // the head is written
 	held     []byte   // body held before the head is sent
 	noBody   bool     // the status allows no body
+	declared int64    // the Content-Length the handler set (-1: none)
+	written  int64    // body bytes written (for HEAD: that would have been)
 	hijacked bool
 	err      error
 	watch    *peerWatch
@@ -431,6 +433,12 @@ func (w *peerWriter) WriteHeader(code int) {
 	}
 	w.status = code
 	w.noBody = w.isHead || code < 200 || code == http.StatusNoContent || code == http.StatusNotModified
+	w.declared = -1
+	if cl := w.header.Get("Content-Length"); cl != "" {
+		if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {
+			w.declared = n
+		}
+	}
 	for _, v := range w.header["Trailer"] {
 		for _, k := range strings.Split(v, ",") {
 			if k = strings.TrimSpace(k); k != "" {
@@ -450,6 +458,10 @@ func (w *peerWriter) Write(p []byte) (int, error) {
 	if w.hijacked {
 		return 0, http.ErrHijacked
 	}
+	if w.declared >= 0 && w.written+int64(len(p)) > w.declared {
+		return 0, http.ErrContentLength // as net/http's server: more than the handler declared
+	}
+	w.written += int64(len(p))
 	if w.noBody || len(p) == 0 {
 		return len(p), nil
 	}
@@ -475,7 +487,7 @@ func (w *peerWriter) sendHead(length int) {
 		if n, err := strconv.ParseInt(cl, 10, 64); err == nil {
 			length = int(n)
 		}
-	} else if len(w.trailers) > 0 || w.noBody {
+	} else if len(w.trailers) > 0 || (w.noBody && !(w.isHead && length > 0)) {
 		length = -1
 	}
 	b := endFrame(binary.AppendVarint(w.head, int64(length)), 0)
@@ -520,7 +532,11 @@ func (w *peerWriter) finish(reuse bool) error {
 		w.WriteHeader(http.StatusOK)
 	}
 	if !w.sent {
-		w.sendHead(len(w.held))
+		n := len(w.held)
+		if w.isHead && w.written > 0 {
+			n = int(w.written) // as net/http's server: the length the body would have had
+		}
+		w.sendHead(n)
 	}
 	if w.err != nil {
 		return w.err
