@@ -320,6 +320,14 @@ func (x *exchange) run(secret string, head []byte, dst http.Header) (*http.Respo
 		x.halves = 2
 	}
 	if err := ac.bw.Flush(); err != nil {
+		// An owner that drains may read the request, answer it and close its session before
+		// yamux tells this write that its bytes have left: an answer already here is the
+		// answer (reading a broken stream returns at once).
+		if x.body == nil {
+			if resp, rerr := x.readHead(dst); rerr == nil {
+				return resp, nil
+			}
+		}
 		x.stop()
 		return nil, err
 	}
