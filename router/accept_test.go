@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"sync/atomic"
 	"testing"
@@ -19,15 +18,7 @@ import (
 // never after a drain, and leaves nothing running once stopped.
 func TestAcceptorLifecycle(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := ln.(*net.TCPListener).File()
-	ln.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, addr := listenerFile(t)
 	defer f.Close()
 	logger := slog.New(slog.DiscardHandler)
 	h, err := newHandoff(t.TempDir(), 0, logger, new(atomic.Uint64))
@@ -43,7 +34,7 @@ func TestAcceptorLifecycle(t *testing.T) {
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
 	get := func(when string) {
 		t.Helper()
-		resp, err := client.Get("http://" + ln.Addr().String() + "/")
+		resp, err := client.Get("http://" + addr + "/")
 		if err != nil {
 			t.Fatalf("%s: %v", when, err)
 		}

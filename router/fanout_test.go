@@ -1,10 +1,8 @@
 package router
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -183,26 +181,8 @@ func TestFanoutAtTheLimits(t *testing.T) {
 func TestFanoutLegSurvivesABrokenAnswer(t *testing.T) {
 	tc := newTestCluster(t, 1, time.Second)
 	r := tc.routers[0]
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
-					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello")
-				}
-			}()
-		}
-	}()
-	port := ln.Addr().(*net.TCPAddr).Port
+	app := rawApp(t, map[string]string{"/broadcast": "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello"})
+	port := app.Listener.Addr().(*net.TCPAddr).Port
 	inst := &instance{port: port, transport: newAppTransport(port)}
 	defer inst.transport.CloseIdleConnections()
 	inst.proxy = r.newLocalProxy(inst)

@@ -17,11 +17,7 @@ func TestHandoverPrepareWaitsForEarlierRequests(t *testing.T) {
 	go func() { done <- h.prepare(context.Background(), &membership{epoch: 2, workers: 3}, time.Hour) }()
 	// A request that enters after the prepare is not waited for.
 	var after *generation
-	for deadline := time.Now().Add(5 * time.Second); h.pending.Load() == nil; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("prepare did not start")
-		}
-	}
+	waitUntil(t, "the prepare starts", func() bool { return h.pending.Load() != nil })
 	after = h.enter()
 	select {
 	case err := <-done:

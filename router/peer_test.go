@@ -333,10 +333,15 @@ func TestPeerShutdownFinishesStreams(t *testing.T) {
 	<-started
 	shut := make(chan error, 1)
 	go func() { shut <- srv.Shutdown(context.Background()) }()
+	waitUntil(t, "the owner is shutting down", func() bool {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		return srv.shutting
+	})
 	select {
 	case err := <-shut:
 		t.Fatalf("Shutdown returned (%v) with a forwarded request running", err)
-	case <-time.After(50 * time.Millisecond):
+	default:
 	}
 	close(release)
 	if rec := <-slow; rec.Code != http.StatusOK || rec.Body.String() != "done" {
@@ -399,24 +404,14 @@ func TestPeerShutdownServesAFreshStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		for !cond() {
-			select {
-			case <-ctx.Done():
-				t.Fatalf("waiting until %s", what)
-			case <-time.After(time.Millisecond):
-			}
-		}
-	}
-	waitFor("the owner has the stream", func() bool {
+	waitUntil(t, "the owner has the stream", func() bool {
 		srv.mu.Lock()
 		defer srv.mu.Unlock()
 		return len(srv.conns) == 1
 	})
 	shut := make(chan error, 1)
 	go func() { shut <- srv.Shutdown(ctx) }()
-	waitFor("the owner is shutting down", func() bool {
+	waitUntil(t, "the owner is shutting down", func() bool {
 		srv.mu.Lock()
 		defer srv.mu.Unlock()
 		return srv.shutting

@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -307,13 +309,7 @@ func TestAppsWaitAvoidsDeadInstance(t *testing.T) {
 	}
 	got := make(chan *instance, 1)
 	go func() { got <- a.wait(context.Background(), 10*time.Second, dead) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for a.held.Load() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the retry was not held within 5s")
-		}
-		time.Sleep(time.Millisecond) // polling interval of a condition wait
-	}
+	waitUntil(t, "the retry is held", func() bool { return a.held.Load() > 0 })
 	a.setCurrent(next)
 	select {
 	case g := <-got:
@@ -338,4 +334,31 @@ func TestForwardToAbsentPeer(t *testing.T) {
 	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" {
 		t.Errorf("got %d %q, want 503 with Retry-After", rec.Code, rec.Body)
 	}
+}
+
+// waitUntil waits until cond holds, polling every millisecond, and fails the test if it
+// does not within 5s.
+func waitUntil(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 5s until %s", what)
+		}
+	}
+}
+
+// listenerFile is a listening socket on a loopback port, as the master passes one to a
+// router (the *os.File a test closes), and its address.
+func listenerFile(t testing.TB) (*os.File, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := ln.(*net.TCPListener).File()
+	ln.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, ln.Addr().String()
 }

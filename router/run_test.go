@@ -62,17 +62,9 @@ func newFakeMaster(t *testing.T) *fakeMaster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := ln.(*net.TCPListener).File()
-	ln.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, addr := listenerFile(t)
 	t.Cleanup(func() { conn.Close() })
-	return &fakeMaster{conn: conn, ctl: ctl, listener: f, addr: ln.Addr().String(), msgs: make(chan descend.Message, 64)}
+	return &fakeMaster{conn: conn, ctl: ctl, listener: f, addr: addr, msgs: make(chan descend.Message, 64)}
 }
 
 // start answers the router's hello with cfg and a membership of one, then collects what the
