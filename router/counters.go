@@ -54,8 +54,12 @@ func (u *upgrade) begin() {
 	u.c.upgradesOpen.Add(1)
 }
 
-// end reports whether the request was an upgraded connection, now closed.
+// end reports whether the request was an upgraded connection, now closed (nil: a request
+// that did not ask for an upgrade).
 func (u *upgrade) end() bool {
+	if u == nil {
+		return false
+	}
 	if u.on {
 		u.c.upgradesOpen.Add(-1)
 	}

@@ -134,7 +134,7 @@ func (r *Router) serveLocal(w http.ResponseWriter, req *http.Request, avoid *ins
 	start := time.Now()
 	retry := req.Context().Value(retried) != nil          // the outer call counts the request once
 	up, _ := req.Context().Value(upgradeKey{}).(*upgrade) // a retry's is the outer call's
-	if up == nil {
+	if up == nil && isUpgrade(req) {                      // only a request that asks may be answered 101
 		up = &upgrade{c: r.counters}
 		req = req.WithContext(context.WithValue(req.Context(), upgradeKey{}, up))
 	}
