@@ -241,8 +241,10 @@ func TestUpgradeHandsOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitClosed(t, "end of Run after the upgrade", ran)
-	ev := f.take()
 	want := []string{"new master: 2 workers", "drain 0", "drain 1", "new master: the old one has drained"}
+	// The new master hears the word on its own goroutine, which may note it after Run returns.
+	f.waitFor(t, "the new master hearing the old one has drained", func(e string) bool { return e == want[3] })
+	ev := f.take()
 	if got := slices.DeleteFunc(ev, func(e string) bool { return !slices.Contains(want, e) }); len(got) != 4 ||
 		got[0] != want[0] || got[3] != want[3] {
 		t.Errorf("events %q, want %q in that order (drains in any)", got, want)
