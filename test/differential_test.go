@@ -259,7 +259,7 @@ func TestDifferential(t *testing.T) {
 		}
 		for _, rt := range cl.routes {
 			rt.c, rt.addr, rt.routers = c, c.Addr, routers
-			before := opStatus(t, c)
+			before, sentBefore := opStatus(t, c), rt.n
 			for _, dc := range diffCases {
 				t.Run(rt.name+"/"+dc.Name, func(t *testing.T) {
 					got, after := rt.run(t, dc)
@@ -282,7 +282,7 @@ func TestDifferential(t *testing.T) {
 					}
 				})
 			}
-			rt.checkTaken(t, before, opStatus(t, c))
+			rt.checkTaken(t, before, opStatus(t, c), uint64(rt.n-sentBefore))
 		}
 		if err := c.Stop(40 * time.Second); err != nil {
 			t.Errorf("olio %s did not stop cleanly: %v", strings.Join(cl.args, " "), err)
@@ -293,15 +293,15 @@ func TestDifferential(t *testing.T) {
 // checkTaken checks from olio's counters that the route's requests went the way its name
 // says: none forwarded or handed off on a local route, every one forwarded or handed off
 // on the others (a request with a body, or HTTP/1.0, is forwarded rather than handed off).
-func (rt *diffRoute) checkTaken(t *testing.T, before, after *listener.Status) {
+func (rt *diffRoute) checkTaken(t *testing.T, before, after *listener.Status, sent uint64) {
 	t.Helper()
 	var fwd, handed uint64
 	for i, w := range after.Workers {
 		fwd += w.Forwarded - before.Workers[i].Forwarded
 		handed += w.HandedOff - before.Workers[i].HandedOff
 	}
-	sent := uint64(4 * len(diffCases)) // each case and its three follow-ups
 	switch {
+	case sent == 0:
 	case !rt.other && fwd+handed > 0:
 		t.Errorf("route %s forwarded %d requests and handed off %d connections: the test did not take the route it names", rt.name, fwd, handed)
 	case rt.other && fwd+handed < sent:

@@ -210,18 +210,20 @@ func readRawRequest(br *bufio.Reader) (rawRecord, appScript, rawBody, error) {
 			break
 		}
 	}
-	rec.Line, _, _ = strings.Cut(strings.TrimRight(head.String(), "\r\n"), "\n")
+	rec.Line, _, _ = strings.Cut(head.String(), "\n")
 	rec.Line = strings.TrimRight(rec.Line, "\r")
-	req, err := http.ReadRequest(bufio.NewReader(&head))
+	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(head.Bytes())))
 	if err != nil {
 		rec.Err = "unreadable head: " + err.Error()
 		return rec, appScript{}, rawBody{}, err
 	}
 	rec.ID = req.Header.Get("X-Diff-Id")
-	for name, vs := range req.Header {
-		for _, v := range vs {
-			rec.Fields = append(rec.Fields, name+": "+v)
-		}
+	// The fields as they came (ReadRequest takes Host and Transfer-Encoding out of the
+	// header), the names canonical.
+	lines := strings.Split(strings.TrimRight(head.String(), "\r\n"), "\n")
+	for _, line := range lines[1:] {
+		name, value, _ := strings.Cut(strings.TrimRight(line, "\r"), ":")
+		rec.Fields = append(rec.Fields, textproto.CanonicalMIMEHeaderKey(name)+": "+strings.TrimSpace(value))
 	}
 	slices.Sort(rec.Fields)
 	body := rawBody{length: max(req.ContentLength, 0), chunked: slices.Contains(req.TransferEncoding, "chunked")}
