@@ -88,12 +88,14 @@ func referenceProxy(addr string) *httputil.ReverseProxy {
 	}
 }
 
-// rawRecord is one line of the raw app's record file: a request as the app read it, or
-// (Late) the note that a case's late bytes were written.
+// rawRecord is one line of the raw app's record file: a request as the app read it, the
+// note that a case's late bytes were written (Late), or that the proxy ended the
+// connection after the request (Gone).
 type rawRecord struct {
 	ID      string   `json:"id"`
 	App     string   `json:"app,omitempty"` // the app's OLIO_INDEX ("" in the test process)
 	Late    bool     `json:"late,omitempty"`
+	Gone    bool     `json:"gone,omitempty"`    // the proxy ended the connection of this request
 	Line    string   `json:"line,omitempty"`    // the request line
 	Fields  []string `json:"fields,omitempty"`  // header fields, "Name: value", names canonical
 	Body    string   `json:"body,omitempty"`    // the body, unchunked
@@ -144,14 +146,19 @@ func (a *rawApp) serveConn(c net.Conn) {
 	br := bufio.NewReader(c)
 	var late sync.WaitGroup // a case's late bytes, written while the connection is idle
 	defer late.Wait()
+	last := "" // the id of the last request read on c
 	for {
 		rec, script, body, err := readRawRequest(br)
 		if err != nil {
 			if rec.Line != "" {
 				a.note(rec)
 			}
+			if last != "" {
+				a.note(rawRecord{ID: last, Gone: true})
+			}
 			return
 		}
+		last = rec.ID
 		if script.ReadBody {
 			rec.Body, rec.Trailer, rec.Err = readRawBody(br, body)
 			a.note(rec)
