@@ -3,15 +3,23 @@ package test
 // The differential test: every route olio has must give the app the same request, and the
 // client the same answer, as httputil.ReverseProxy alone in front of the same app.
 //
-// Each case in diffCases is a client request (raw bytes) and what the app does with it
-// (raw answer bytes, stray or late bytes, a close; see appScript). The raw app
-// (rawapp_test.go) answers every request by its path, /diff/<Name>, from this same table,
-// so a case lives in one place. Every case is sent once through the reference (an
-// in-test ReverseProxy with Go's default transport) and once through each route:
+// To add a case: append a diffCase to diffCases with a new Name (it becomes the path
+// /diff/<Name>), the client's raw request (write {path} for the path) and the app's script
+// (appScript: raw answer bytes, late bytes, a close). If ReverseProxy's own behaviour is
+// arguably wrong for it, or the difference is one no client can rely on, give Deviation
+// (why) and Allow (what may differ); keep those few. Run it alone with
 //
-//	local               a fresh connection; the key is owned by the router that accepted it
-//	handoff             the same, the key owned by the other router: a bodiless HTTP/1.1
-//	                    request hands the connection over (others are forwarded)
+//	go test ./test/ -run 'TestDifferential/.*/NAME$' -count=1
+//
+// The raw app (rawapp_test.go) answers every request by its path from this same table, so
+// a case lives in one place. Every case goes once through the reference (an in-test
+// ReverseProxy with a transport of Go's defaults, http.DefaultTransport cloned) and once
+// through each route, on a fresh connection whose accepting router the test reads from
+// /proc; olio's counters confirm each route was taken:
+//
+//	local               the key is owned by the router that accepted the connection
+//	handoff             the key is owned by the other router: a bodiless HTTP/1.1 request
+//	                    hands the connection over (the others are forwarded)
 //	forwarded           --handoff=false, the key owned by the other router: the peer leg
 //	embedded-local      --embedded, the worker's handler a ReverseProxy to the raw app
 //	embedded-forwarded  the same over the peer leg. With ReverseProxy as the handler these
@@ -19,7 +27,10 @@ package test
 //
 // After each case, three more clients, each on a new connection over the same route to the
 // same owner, must get their own answers: no answer meant for one client (or stray bytes
-// of the app's) may reach another.
+// of the app's) may reach another. Every client request gets "Connection: close",
+// "X-Olio-Key" and "X-Diff-Id" added after its request line, so that each connection's
+// end is observable and each request identifiable; every exchange is bounded by
+// diffTimeout, so a stall is a failure.
 //
 // What is compared: the request the app read (request line, header fields as a sorted set,
 // body, trailer) and the answer the client read (1xx answers, status, header fields as a
@@ -32,20 +43,11 @@ package test
 //   - The values of X-Diff-Id and X-Olio-Key, which differ per request by construction.
 //   - How many times the app received an idempotent request: http.Transport resends one
 //     whose reused connection closed before any answer, so the count depends on its pool.
+//     A request that is not idempotent must arrive exactly as many times.
 //   - Date and the hop-by-hop fields of the answer (Connection, Keep-Alive,
 //     Proxy-Connection, Transfer-Encoding, Trailer, TE, Upgrade): each hop's own.
 //   - The header and body of an answer the proxy made itself (502, 503, 504): ReverseProxy's
 //     is empty, olio's says why in a line; the status must match.
-//
-// Every client request gets "Connection: close", "X-Olio-Key" and "X-Diff-Id" added after
-// its request line, so each connection's end is observable and each request identifiable.
-//
-// To add a case: append a diffCase to diffCases with a new Name (it becomes the path), the
-// client's raw request (write {path} for the path), and the app's script. If ReverseProxy's
-// own behaviour is arguably wrong for it, or the difference is one a client cannot rely
-// on, give Deviation (why) and Allow (what may differ); keep those few. Run it alone with
-//
-//	go test ./test/ -run 'TestDifferential/.*/NAME$' -count=1
 
 import (
 	"bufio"
