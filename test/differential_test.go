@@ -219,6 +219,9 @@ type diffRoute struct {
 
 // TestDifferential: see the top of the file.
 func TestDifferential(t *testing.T) {
+	if _, err := os.Stat("/proc/net/tcp"); err != nil {
+		t.Skip("the routes are told apart by the accepting router, read from /proc/net/tcp")
+	}
 	dir := t.TempDir()
 	exe, err := os.Executable()
 	if err != nil {
