@@ -382,3 +382,57 @@ func TestInheritedConfiguredCount(t *testing.T) {
 	}
 	checkTable(t, m, f, 2, 2)
 }
+
+// olio scale +N and -N: the step applies to the count the master holds, over the control
+// socket as step=±N; workers= with a sign, a step without one, or both are refused.
+func TestScaleByStep(t *testing.T) {
+	f := newFakeRouters()
+	m, _ := fakeMaster(t, fakeConfig(t, 2, "app-v1"), f, Options{})
+	path := filepath.Join(t.TempDir(), "ctl.sock")
+	s, err := m.listenControl(path, func() {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.close)
+	cl := NewClient(path)
+	if n, err := cl.ScaleBy(testContext(t), +1); err != nil || n != 3 {
+		t.Fatalf("ScaleBy(+1) at 2 workers = %d, %v; want 3", n, err)
+	}
+	checkTable(t, m, f, 3, 2)
+	var steps []string
+	n, _, err := cl.ScaleByProgress(testContext(t), -2, func(p Progress) { steps = append(steps, p.Step) })
+	if err != nil || n != 1 {
+		t.Fatalf("ScaleByProgress(-2) at 3 workers = %d, %v; want 1", n, err)
+	}
+	if !slices.Equal(steps, []string{StepStop, StepStop}) {
+		t.Errorf("ScaleByProgress(-2) reported steps %q, want two stops", steps)
+	}
+	checkTable(t, m, f, 1, 3)
+	var ce *ControlError
+	if _, err := cl.ScaleBy(testContext(t), -2); !errors.As(err, &ce) || ce.Code != 400 || !strings.Contains(err.Error(), "the cluster has 1,") {
+		t.Errorf("ScaleBy(-2) at 1 worker = %v; want a 400 saying how many run", err)
+	}
+	checkTable(t, m, f, 1, 3)
+	for _, c := range []struct{ query, says string }{
+		{"workers=%2B1", "has a sign"}, // "+1": once read as 1
+		{"workers=+1", "has a sign"},   // an unescaped + is a space
+		{"workers=-1", "has a sign"},
+		{"workers=", "give workers=N"},
+		{"step=1", "not a signed whole number"},
+		{"step=%2B", "not a signed whole number"},
+		{"step=+1", "%2B"},
+		{"step=%2B1&workers=2", "not both"},
+		{"step=%2B2000", "between 0 and"},
+	} {
+		resp, err := cl.send(testContext(t), "POST", controlScale+"?"+c.query)
+		if err != nil {
+			t.Fatalf("POST /scale?%s: %v", c.query, err)
+		}
+		err = cl.decode(resp, "POST", controlScale, nil)
+		resp.Body.Close()
+		if !errors.As(err, &ce) || ce.Code != 400 || !strings.Contains(err.Error(), c.says) {
+			t.Errorf("POST /scale?%s = %v; want a 400 saying %q", c.query, err, c.says)
+		}
+	}
+	checkTable(t, m, f, 1, 3)
+}
