@@ -202,7 +202,8 @@ func upgradeArgs(args []string) []string {
 }
 
 // handOver tells the old master that this new one is ready, and systemd who the main
-// process is now.
+// process is now. It runs once, from workerReady (allReady), and leaves opts as New set
+// them: upgrading still says how this master started.
 func (m *Master) handOver() {
 	if m.opts.UpgradeReady == nil {
 		return
@@ -212,7 +213,6 @@ func (m *Master) handOver() {
 		m.logger.Warn("upgrade: tell the old master", "err", err)
 	}
 	m.opts.UpgradeReady.Close()
-	m.opts.UpgradeReady = nil
 }
 
 // awaitDrained, in a master started by a hot upgrade under --handover exclusive, holds its

@@ -269,6 +269,9 @@ func serve(c *cli.Context) error {
 func runWithSignals(m *listener.Master, reopen func() error) error {
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
+	// os/signal drops a signal when the channel is full, and HandleSignals never blocks on
+	// one, so 8 drop none; the kernel (and Go's runtime) still merge a signal sent again
+	// before the first was delivered: quick TTINs may add fewer workers (olio scale +N).
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, listener.Signals...)
 	defer signal.Stop(sigs)
