@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -93,6 +94,50 @@ func (c *Client) ReloadReport(ctx context.Context) (*ReloadReport, error) {
 // Scale asks for n workers and waits until the cluster has them.
 func (c *Client) Scale(ctx context.Context, n int) error {
 	return c.do(ctx, http.MethodPost, controlScale+"?workers="+strconv.Itoa(n), nil)
+}
+
+// ScaleBy asks for delta more workers (fewer if negative) than run when the master gets to
+// it, waits until the cluster has them, and returns the count it scaled to. A master from
+// before relative scaling refuses it (it answers 400), never misreads it.
+func (c *Client) ScaleBy(ctx context.Context, delta int) (int, error) {
+	var a scaleAnswer
+	if err := c.do(ctx, http.MethodPost, scaleByPath(delta, false), &a); err != nil {
+		return 0, err
+	}
+	return a.count()
+}
+
+// ScaleByProgress is ScaleBy, calling f as each worker is started or stopped; the summary
+// is as ReloadProgress's.
+func (c *Client) ScaleByProgress(ctx context.Context, delta int, f func(Progress)) (int, *OpSummary, error) {
+	var a scaleAnswer
+	sum, err := c.stream(ctx, scaleByPath(delta, true), f, &a)
+	if err != nil {
+		return 0, nil, err
+	}
+	n, err := a.count()
+	return n, sum, err
+}
+
+// scaleByPath is the control path of a relative scale: step=+N or step=-N, the + escaped.
+func scaleByPath(delta int, progress bool) string {
+	q := url.Values{"step": {fmt.Sprintf("%+d", delta)}}
+	if progress {
+		q.Set("progress", "1")
+	}
+	return controlScale + "?" + q.Encode()
+}
+
+// scaleAnswer is a scale's answer: the count it scaled to.
+type scaleAnswer struct {
+	Workers *int `json:"workers"`
+}
+
+func (a scaleAnswer) count() (int, error) {
+	if a.Workers == nil {
+		return 0, errors.New("the master's answer does not say how many workers run now: see olio status")
+	}
+	return *a.Workers, nil
 }
 
 // ReloadProgress is ReloadReport, calling f as each worker completes a step (f runs on the

@@ -84,12 +84,27 @@ func (m *Master) submit(ctx context.Context, what string, do func(ctx context.Co
 }
 
 // newCluster is the cluster of a master starting with cfg: its workers made, not started.
-func (m *Master) newCluster(cfg Config) *cluster {
+// A master started by a hot upgrade starts with the old master's running count instead
+// (Options.Running); with none, a standby answers until the cluster grows.
+func (m *Master) newCluster(cfg Config) (*cluster, error) {
 	c := &cluster{Master: m, cfg: cfg, members: cfg.Workers, configured: cfg.Workers, epoch: 1}
-	for i := 0; i < cfg.Workers; i++ {
+	if r := m.opts.Running; r != nil {
+		c.members = r.Workers
+		if r.Configured > 0 {
+			c.configured = r.Configured
+		}
+	}
+	if c.members == 0 {
+		sb, err := newStandby(m.lnFile, m.errorLog())
+		if err != nil {
+			return nil, err
+		}
+		c.standby = sb
+	}
+	for i := 0; i < c.members; i++ {
 		c.workers = append(c.workers, m.newWorker(i, cfg))
 	}
-	return c
+	return c, nil
 }
 
 // loop owns c from here on: it starts its workers, then runs each operation sent with
@@ -98,6 +113,9 @@ func (m *Master) loop(c *cluster, stop <-chan struct{}) {
 	c.publish() // before the first hello: a router is configured from the view
 	for _, w := range c.workers {
 		w.start()
+	}
+	if c.members == 0 {
+		m.workerReady() // no worker to wait for (a hot upgrade of a cluster scaled to zero)
 	}
 	for {
 		select {

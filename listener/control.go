@@ -26,8 +26,10 @@ import (
 //	GET  /status               Status
 //	POST /reload               = HUP: re-read the config file, rolling restart; answers when done,
 //	                           with "not_applied": what the file changes that needs a restart
-//	POST /scale?workers=N      change the worker count; answers when done
-//	                           (both with &progress=1: a stream of progress events, then the answer)
+//	POST /scale?workers=N      change the worker count; answers when done, with "workers"
+//	POST /scale?step=+N        (or step=-N) add or remove N workers to the count the master
+//	                           holds when its turn comes; answers as workers=N does
+//	                           (all three with &progress=1: a stream of progress events, then the answer)
 //	POST /stop                 graceful stop; answers at once (202)
 //	GET  /keys?top=N           KeysReport: the hottest keys (all tracked when N is 0 or absent)
 //	GET  /scale/plan?workers=N ScalePlan: what POST /scale would move, changing nothing
@@ -253,17 +255,87 @@ func (m *Master) serveReload(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// serveScale answers the scale command.
+// serveScale answers the scale command: workers=N, or step=+N or step=-N. A master from
+// before step refuses step (it finds no workers=), rather than misreading it.
 func (m *Master) serveScale(w http.ResponseWriter, r *http.Request) {
-	n, err := strconv.Atoi(r.URL.Query().Get("workers"))
+	q := r.URL.Query()
+	if q.Has("step") {
+		if q.Has("workers") {
+			m.answer(w, "", fmt.Errorf("%w: scale: give workers=N or step=+N, not both", ErrConfig))
+			return
+		}
+		delta, err := parseStep(q.Get("step"))
+		if err != nil {
+			m.answer(w, "", err)
+			return
+		}
+		m.logger.Info("control: scale", "step", fmt.Sprintf("%+d", delta))
+		m.runOperation(w, r, func(ctx context.Context) (int, controlAnswer) {
+			n, err := m.ScaleBy(ctx, delta)
+			code, a := outcome(fmt.Sprintf("scaled by %+d to %d workers", delta, n), err)
+			if err == nil {
+				a.Workers = &n
+			}
+			return code, a
+		})
+		return
+	}
+	n, err := parseCount(q.Get("workers"))
 	if err != nil {
-		m.answer(w, "", fmt.Errorf("%w: scale: workers=%q is not a whole number", ErrConfig, r.URL.Query().Get("workers")))
+		m.answer(w, "", err)
 		return
 	}
 	m.logger.Info("control: scale", "workers", n)
 	m.runOperation(w, r, func(ctx context.Context) (int, controlAnswer) {
-		return outcome(fmt.Sprintf("scaled to %d workers", n), m.Scale(ctx, n))
+		err := m.Scale(ctx, n)
+		code, a := outcome(fmt.Sprintf("scaled to %d workers", n), err)
+		if err == nil {
+			a.Workers = &n
+		}
+		return code, a
 	})
+}
+
+// parseCount reads scale's workers=N: digits only. A sign means a relative count, which
+// goes in step= (strconv.Atoi would read "+1" as 1: a cluster of 3 asked for one more
+// would go down to one); a '+' sent unescaped arrives as a space.
+func parseCount(s string) (int, error) {
+	if s == "" {
+		return 0, fmt.Errorf("%w: scale: give workers=N, a whole number 0 or more (or step=+N to add N)", ErrConfig)
+	}
+	if s[0] == '+' || s[0] == '-' || s[0] == ' ' {
+		return 0, fmt.Errorf("%w: scale: workers=%q has a sign: workers= is the number of workers to run; to add or remove some, give step=+N or step=-N (a + in a query is written %%2B)", ErrConfig, s)
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, fmt.Errorf("%w: scale: workers=%q is not a whole number", ErrConfig, s)
+	}
+	return n, nil
+}
+
+// parseStep reads scale's step=+N or step=-N: a sign, then digits, not zero.
+func parseStep(s string) (int, error) {
+	if s != "" && s[0] == ' ' {
+		return 0, fmt.Errorf("%w: scale: step=%q: write the + of a step as %%2B in a query (an unescaped + reads as a space)", ErrConfig, s)
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || len(s) < 2 || (s[0] != '+' && s[0] != '-') || !isDigits(s[1:]) {
+		return 0, fmt.Errorf("%w: scale: step=%q is not a signed whole number like +1 or -2", ErrConfig, s)
+	}
+	if n < -MaxWorkers || n > MaxWorkers {
+		return 0, fmt.Errorf("%w: scale: step=%q: the count must stay between 0 and %d", ErrConfig, s, MaxWorkers)
+	}
+	return n, nil
+}
+
+// isDigits reports whether s is ASCII digits only.
+func isDigits(s string) bool {
+	for i := range len(s) {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // runOperation runs a reload or a scale and writes its answer, streaming progress first
@@ -317,6 +389,7 @@ type controlAnswer struct {
 	Message    string   `json:"message,omitempty"`
 	Error      string   `json:"error,omitempty"`
 	NotApplied []string `json:"not_applied,omitempty"` // reload: see ReloadReport
+	Workers    *int     `json:"workers,omitempty"`     // scale: the count it scaled to
 	Draining   int      `json:"draining,omitempty"`    // reload: see ReloadReport
 }
 

@@ -1,8 +1,10 @@
 package listener
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -36,11 +38,14 @@ type fakeRouters struct {
 
 	mu      sync.Mutex
 	pid     int
-	events  []string      // what the routers were asked, in order
-	changed chan struct{} // closed and replaced whenever events grows
+	events  []string            // what the routers were asked, in order
+	changed chan struct{}       // closed and replaced whenever events grows
+	live    map[int]*fakeRouter // the routers running, by pid
 }
 
-func newFakeRouters() *fakeRouters { return &fakeRouters{pid: 1000, changed: make(chan struct{})} }
+func newFakeRouters() *fakeRouters {
+	return &fakeRouters{pid: 1000, changed: make(chan struct{}), live: map[int]*fakeRouter{}}
+}
 
 // Start starts a fake router for the command's --index, or a fake new master for a hot
 // upgrade's command.
@@ -64,6 +69,7 @@ func (f *fakeRouters) Start(cmd *monitor.Command) (monitor.Process, error) {
 	f.pid++
 	p := &fakeRouter{f: f, index: index, pid: f.pid, conn: descend.NewConn(c), done: make(chan struct{}),
 		killed: make(chan struct{})}
+	f.live[p.pid] = p
 	f.mu.Unlock()
 	go p.serve()
 	return p, nil
@@ -97,6 +103,31 @@ func (f *fakeRouters) waitFor(t *testing.T, what string, ok func(event string) b
 			t.Fatalf("no %s within 10s; events: %q", what, f.take())
 		}
 	}
+}
+
+// running names the routers still running ("worker 1 (pid 1003)"), by index.
+func (f *fakeRouters) running() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ps := slices.Collect(maps.Values(f.live))
+	slices.SortFunc(ps, func(a, b *fakeRouter) int { return cmp.Or(a.index-b.index, a.pid-b.pid) })
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = fmt.Sprintf("worker %d (pid %d)", p.index, p.pid)
+	}
+	return out
+}
+
+// runningIndexes is the index of every router still running, in order.
+func (f *fakeRouters) runningIndexes() []int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []int
+	for _, p := range f.live {
+		out = append(out, p.index)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // take returns the events so far and forgets them.
@@ -135,6 +166,11 @@ func (p *fakeRouter) Wait() error { <-p.done; return nil }
 func (p *fakeRouter) serve() {
 	defer close(p.done)
 	defer p.conn.Close()
+	defer func() { // before done: a router the master waited for is no longer running
+		p.f.mu.Lock()
+		delete(p.f.live, p.pid)
+		p.f.mu.Unlock()
+	}()
 	cfg, _, err := descend.Join(p.conn, &descend.Hello{Index: p.index, PID: p.pid})
 	if err != nil {
 		return
@@ -221,7 +257,7 @@ func (f *fakeRouters) startNewMaster(cmd *monitor.Command) (monitor.Process, err
 			f.note("new master: %v", err)
 			return
 		}
-		f.note("new master: %d workers", h.Workers)
+		f.note("new master: %d workers, %d configured", h.Workers, h.Configured)
 		if f.newMasterFails || descend.WordReady.Say(p.ready) != nil {
 			return
 		}
@@ -254,7 +290,8 @@ func (p *fakeMasterProcess) Signal(syscall.Signal) error {
 func (p *fakeMasterProcess) Wait() error { <-p.done; return nil }
 
 // fakeMaster runs a master with cfg whose routers are f's, until the test ends (or Run
-// returns: ran is closed then). opts adds to the options fakeMaster sets.
+// returns: ran is closed then). opts adds to the options fakeMaster sets. When the test
+// ends it stops the master and checks that Run returns and that no router is left running.
 func fakeMaster(t *testing.T, cfg Config, f *fakeRouters, opts Options) (m *Master, ran <-chan struct{}) {
 	t.Helper()
 	cfg.Listen = "127.0.0.1:0"
@@ -270,13 +307,27 @@ func fakeMaster(t *testing.T, cfg Config, f *fakeRouters, opts Options) (m *Mast
 	go func() { defer close(done); runErr = m.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
-		<-done
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			// Run waits for every router it started: one left running outside the table
+			// (a scale down that stopped too few) keeps it waiting.
+			t.Errorf("Run did not return within 30s of the stop; fake routers still running: %q", f.running())
+			return
+		}
 		if runErr != nil {
 			t.Errorf("Run: %v", runErr)
 		}
+		if left := f.running(); len(left) > 0 {
+			t.Errorf("routers still running after Run returned: %q", left)
+		}
 		m.lnFile.Close()
 	})
-	waitUntil(t, "the first workers", func() bool { return len(m.snapshot().workers) == cfg.Workers })
+	start := cfg.Workers
+	if opts.Running != nil {
+		start = opts.Running.Workers
+	}
+	waitUntil(t, fmt.Sprintf("the first %d workers", start), func() bool { return len(m.snapshot().workers) == start })
 	for _, w := range m.snapshot().workers {
 		waitClosed(t, fmt.Sprintf("worker %d ready", w.index), w.ready)
 	}
@@ -291,6 +342,18 @@ func waitClosed(t *testing.T, what string, ch <-chan struct{}) {
 	case <-ch:
 	case <-time.After(10 * time.Second):
 		t.Fatalf("no %s within 10s", what)
+	}
+}
+
+// recvErr receives an operation's error from ch, and fails the test if none comes in time.
+func recvErr(t *testing.T, what string, ch <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-ch:
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s did not return within 30s", what)
+		return nil
 	}
 }
 

@@ -48,6 +48,11 @@ type Options struct {
 	// UpgradeDrained, for a master started by a hot upgrade, is the pipe on which the old
 	// master says it has drained; nil when the old master passed none.
 	UpgradeDrained *os.File
+	// Running, for a master started by a hot upgrade, is the old master's running state:
+	// the new one starts with its worker count (zero included) rather than
+	// Config.Workers, and remembers the count its configuration last asked for (see
+	// Handover). nil: start as Config says.
+	Running *Handover
 }
 
 // Master is the olio master. Make it with New and run it with Run. Its cluster state —
@@ -90,6 +95,9 @@ type Master struct {
 func New(cfg Config, opts Options) (*Master, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if r := opts.Running; r != nil && (r.Workers < 0 || r.Workers > MaxWorkers || r.Configured < 0 || r.Configured > MaxWorkers) {
+		return nil, fmt.Errorf("%w: the old master handed over %d workers (%d configured): want 0 to %d", ErrUpgrade, r.Workers, r.Configured, MaxWorkers)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -159,7 +167,11 @@ func (m *Master) Run(ctx context.Context) error {
 	}
 	defer ops.close()
 	cfg := m.config()
-	m.logger.Info("olio starting", "listen", m.addr.String(), "workers", cfg.Workers, "key", cfg.Key,
+	c, err := m.newCluster(cfg)
+	if err != nil {
+		return err
+	}
+	m.logger.Info("olio starting", "listen", m.addr.String(), "workers", c.members, "key", cfg.Key,
 		"pid", os.Getpid(), "run_dir", m.runDir)
 	if d := m.opts.UpgradeDrained; d != nil {
 		if cfg.Handover == router.HandoverExclusive {
@@ -171,7 +183,7 @@ func (m *Master) Run(ctx context.Context) error {
 	stop, stopped := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(stopped)
-		m.loop(m.newCluster(cfg), stop)
+		m.loop(c, stop)
 	}()
 	upgraded := false
 	select {

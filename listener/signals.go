@@ -2,6 +2,7 @@ package listener
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"syscall"
 )
@@ -54,10 +55,33 @@ func (m *Master) HandleSignals(ctx context.Context, sigs <-chan os.Signal, stop 
 	}
 }
 
-// Resize adds delta workers to the count it finds when its turn comes (never below zero):
-// it waits its turn as Reload does.
+// Resize adds delta workers to the count it finds when its turn comes (never below zero
+// nor above MaxWorkers): it waits its turn as Reload does. TTIN and TTOU use it.
 func (m *Master) Resize(ctx context.Context, delta int) error {
-	return m.submit(ctx, "scale", func(ctx context.Context, c *cluster) error { return c.scale(ctx, max(c.members+delta, 0)) })
+	return m.submit(ctx, "scale", func(ctx context.Context, c *cluster) error {
+		return c.scale(ctx, min(max(c.members+delta, 0), MaxWorkers))
+	})
+}
+
+// ScaleBy adds delta workers (removes them if delta is negative) to the count the loop
+// holds when the operation's turn comes, and returns the count it scaled to. Unlike Resize
+// it refuses a step that would go below zero or above MaxWorkers (n is then the count
+// that runs). olio scale +N and -N use it: the step is applied to the count the master
+// holds, not to one a client read before.
+func (m *Master) ScaleBy(ctx context.Context, delta int) (n int, err error) {
+	err = m.submit(ctx, "scale", func(ctx context.Context, c *cluster) error {
+		n = c.members
+		to := n + delta
+		if to < 0 || to > MaxWorkers {
+			return fmt.Errorf("%w: cannot scale by %+d: the cluster has %d, and the count must stay between 0 and %d", ErrConfig, delta, n, MaxWorkers)
+		}
+		if err := c.scale(ctx, to); err != nil {
+			return err
+		}
+		n = to
+		return nil
+	})
+	return n, err
 }
 
 func (m *Master) logErr(what string, err error) {

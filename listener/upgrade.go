@@ -18,7 +18,7 @@ import (
 // Hot upgrade (USR2) works the way cloudflare/tableflip does: the old master starts the olio
 // binary found at its own path — possibly a new build — as a new master, handing it the
 // listening socket (fd 3), a pipe to say it is ready on (fd 4) and a pipe carrying the
-// running state it must keep: the secret and the current worker count (fd 5). The new master starts its own routers and apps on the same socket; once every one
+// running state it must keep (fd 5, see Handover). The new master starts its own routers and apps on the same socket; once every one
 // of its workers is ready it writes "ready" on the pipe and tells systemd MAINPID=<its pid>.
 // Only then does the old master drain its routers and exit. Both generations accept on the
 // one socket while they overlap, so no connection is refused and no request is lost.
@@ -42,10 +42,19 @@ const (
 	UpgradeDrainedFD = 6
 )
 
-// Handover is the running state an old master passes to the new one on UpgradeStateFD.
+// Handover is the running state an old master passes to the new one on UpgradeStateFD:
+// what changed at run time rather than in the configuration, which the new master reads
+// for itself.
 type Handover struct {
-	Secret  string `json:"secret"`
-	Workers int    `json:"workers"`
+	Secret string `json:"secret"`
+	// Workers is the running worker count, zero included (scaled to zero): what the last
+	// scale, TTIN, TTOU, WINCH or reload left.
+	Workers int `json:"workers"`
+	// Configured is the worker count the configuration last asked for (at start or at
+	// the last reload that succeeded): a reload after the upgrade changes the running
+	// count only if the configuration's count differs from it. 0 from an olio that did
+	// not send it.
+	Configured int `json:"configured,omitempty"`
 }
 
 // ReadHandover reads the old master's Handover from r (the new master's UpgradeStateFD).
@@ -118,7 +127,7 @@ func (c *cluster) startNewMaster() (child *monitor.Child, ready, drained *os.Fil
 		ws[2].Close()
 		return nil, nil, nil, err
 	}
-	json.NewEncoder(ws[1]).Encode(Handover{Secret: c.secret, Workers: c.members})
+	json.NewEncoder(ws[1]).Encode(Handover{Secret: c.secret, Workers: c.members, Configured: c.configured})
 	ws[1].Close()
 	return child, rs[0], ws[2], nil
 }
@@ -193,7 +202,8 @@ func upgradeArgs(args []string) []string {
 }
 
 // handOver tells the old master that this new one is ready, and systemd who the main
-// process is now.
+// process is now. It runs once, from workerReady (allReady), and leaves opts as New set
+// them: upgrading still says how this master started.
 func (m *Master) handOver() {
 	if m.opts.UpgradeReady == nil {
 		return
@@ -203,7 +213,6 @@ func (m *Master) handOver() {
 		m.logger.Warn("upgrade: tell the old master", "err", err)
 	}
 	m.opts.UpgradeReady.Close()
-	m.opts.UpgradeReady = nil
 }
 
 // awaitDrained, in a master started by a hot upgrade under --handover exclusive, holds its

@@ -127,14 +127,6 @@ func (w *worker) start() {
 	}()
 }
 
-// stop drains the router (it stops accepting and finishes its public requests), then stops
-// it and waits for it to exit.
-func (w *worker) stop(ctx context.Context) {
-	w.drain(ctx)
-	w.cancel()
-	<-w.done
-}
-
 // drain asks the router to stop accepting public connections and finish what it accepted.
 func (w *worker) drain(ctx context.Context) {
 	if _, err := w.call(ctx, &descend.Drain{ID: w.m.nextID()}); err != nil && !errors.Is(err, ErrNoRouter) {

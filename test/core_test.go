@@ -324,7 +324,8 @@ func TestBadInput(t *testing.T) {
 		{name: "duration without unit", args: []string{"--forward-timeout", "10"}, want: `invalid value "10" for --forward-timeout: durations need a unit, like 10s`, code: 2},
 		{name: "not a bool", args: []string{"--handoff=maybe"}, want: "--handoff=false", code: 2},
 		{name: "unknown flag", args: []string{"--bogus"}, want: "unknown flag --bogus", code: 2},
-		{name: "scale -1", args: []string{"scale", "--control", nobody, "-1"}, cmd: true, want: "0 or more", code: 2},
+		{name: "scale -1 is a step", args: []string{"scale", "--control", nobody, "-1"}, cmd: true, want: "no olio answers on the control socket " + nobody, code: 1},
+		{name: "scale +x", args: []string{"scale", "--control", nobody, "+x"}, cmd: true, want: `"+x" is not a number of workers`, code: 2},
 		// commands and their arguments
 		{name: "unknown command", args: []string{"bogus"}, cmd: true, want: `olio: unknown command "bogus"; run olio --help`, code: 2},
 		{name: "status with an argument", args: []string{"status", "extra", "--control", nobody}, cmd: true, want: `olio status: unexpected argument "extra"`, code: 2},

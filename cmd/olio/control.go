@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -157,10 +158,15 @@ func scaleCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "scale",
 		Usage:     "change the number of workers",
-		ArgsUsage: "N",
+		ArgsUsage: "N | +N | -N",
 		Description: `Starts or stops workers until there are N; only the keys jump hash assigns to the
 added or removed workers change owner. N may be 0: the socket stays bound and every
 request gets 503 until the cluster grows again. Flags may come before or after N.
+
++N and -N add or remove N workers to the count olio runs when it gets to the command
+(after a reload, scale or upgrade in progress): unlike quick TTIN or TTOU signals, which
+the kernel may merge, each command counts. An olio from before relative scaling refuses
++N and -N rather than misread them.
 
 --dry-run changes nothing: from the keys each worker counts (see olio keys), it says how
 many of them and what share of the recent requests would change owner, and the
@@ -175,9 +181,12 @@ imbalance (busiest worker ÷ mean) to expect at N workers.`,
 			if len(args) == 2 && args[1] == "--dry-run" { // olio scale N --dry-run, as people type it
 				args, dryRun = args[:1], true
 			}
-			n, err := scaleArg(args)
+			arg, err := scaleArg(args)
 			if err != nil {
 				return err
+			}
+			if c.Bool("json") && !dryRun {
+				return badUsage("--json goes with --dry-run")
 			}
 			ctx, cancel, cl, err := connect(c)
 			defer cancel()
@@ -185,44 +194,90 @@ imbalance (busiest worker ÷ mean) to expect at N workers.`,
 				return err
 			}
 			if dryRun {
+				n := arg.n
+				if arg.relative {
+					// Nothing changes: the count read now is good enough to plan from.
+					st, err := cl.Status(ctx)
+					if err != nil {
+						return noAnswer(c, err, false)
+					}
+					if n = st.Members + arg.n; n < 0 {
+						return badUsage("%+d: only %s run", arg.n, plural(st.Members, "worker"))
+					}
+				}
 				return planCommand(ctx, c, cl, n)
 			}
-			if c.Bool("json") {
-				return badUsage("--json goes with --dry-run")
-			}
+			n, step := arg.n, ""
 			var sum *listener.OpSummary
-			if c.Bool("quiet") {
+			switch {
+			case arg.relative && c.Bool("quiet"):
+				n, err = cl.ScaleBy(ctx, arg.n)
+			case arg.relative:
+				p := newProgressPrinter(c.App.Writer)
+				n, sum, err = cl.ScaleByProgress(ctx, arg.n, p.event)
+				p.end()
+			case c.Bool("quiet"):
 				err = cl.Scale(ctx, n)
-			} else {
+			default:
 				p := newProgressPrinter(c.App.Writer)
 				sum, err = cl.ScaleProgress(ctx, n, p.event)
 				p.end()
 			}
+			if arg.relative {
+				step = fmt.Sprintf(" (%+d)", arg.n)
+				err = olderMaster(err)
+			}
 			if err != nil {
 				return noOpAnswer(c, err)
 			}
-			fmt.Fprintf(c.App.Writer, "olio: scaled to %s%s\n", plural(n, "worker"), summaryText(sum))
+			fmt.Fprintf(c.App.Writer, "olio: scaled to %s%s%s\n", plural(n, "worker"), step, summaryText(sum))
 			return nil
 		},
 	}
 }
 
-// scaleArg is olio scale's one argument, the number of workers.
-func scaleArg(args []string) (int, error) {
+// scaleTarget is what olio scale asks for: n workers, or, if relative, n more (fewer if
+// negative) than run.
+type scaleTarget struct {
+	n        int
+	relative bool
+}
+
+// scaleArg is olio scale's one argument: the number of workers N, or a step +N or -N.
+func scaleArg(args []string) (scaleTarget, error) {
 	switch {
 	case len(args) == 0:
-		return 0, badUsage("give the number of workers: olio scale [--control PATH] N")
+		return scaleTarget{}, badUsage("give the number of workers: olio scale [--control PATH] N (or +N, -N to add or remove N)")
 	case len(args) > 1:
-		return 0, badUsage("unexpected argument %q after N: olio scale [--control PATH] N", args[1])
+		return scaleTarget{}, badUsage("unexpected argument %q after N: olio scale [--control PATH] N", args[1])
 	}
-	n, err := strconv.Atoi(args[0])
-	switch {
-	case err != nil:
-		return 0, badUsage("%q is not a number of workers: give a whole number, 0 or more", args[0])
-	case n < 0:
-		return 0, badUsage("%q: %s", args[0], negativeWorkers)
+	a := args[0]
+	relative := a != "" && (a[0] == '+' || a[0] == '-')
+	digits := a
+	if relative {
+		digits = a[1:]
 	}
-	return n, nil
+	n, err := strconv.Atoi(digits)
+	if err != nil || digits == "" || digits[0] < '0' || digits[0] > '9' {
+		return scaleTarget{}, badUsage("%q is not a number of workers: give a whole number N, 0 or more, or +N or -N to add or remove N", a)
+	}
+	if n > listener.MaxWorkers {
+		return scaleTarget{}, badUsage("%q: olio runs at most %d workers", a, listener.MaxWorkers)
+	}
+	if relative && a[0] == '-' {
+		n = -n
+	}
+	return scaleTarget{n: n, relative: relative}, nil
+}
+
+// olderMaster explains the refusal of an olio from before relative scaling, which answers
+// a step with its complaint that no count was given.
+func olderMaster(err error) error {
+	var ce *listener.ControlError
+	if errors.As(err, &ce) && ce.Code == 400 && strings.Contains(ce.Message, `workers="" is not a whole number`) {
+		return fmt.Errorf("this olio is older than relative scaling (+N, -N) and refused it: give the number of workers to run, e.g. olio scale N (see olio status): %w", err)
+	}
+	return err
 }
 
 func stopCommand() *cli.Command {

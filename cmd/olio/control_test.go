@@ -64,3 +64,36 @@ func TestBytesIEC(t *testing.T) {
 		}
 	}
 }
+
+// olio scale's argument: N is a count, +N and -N a step; anything else is refused, and
+// "+1" is never read as the count 1.
+func TestScaleArg(t *testing.T) {
+	for _, c := range []struct {
+		arg  string
+		want scaleTarget
+		err  string
+	}{
+		{"3", scaleTarget{n: 3}, ""},
+		{"0", scaleTarget{n: 0}, ""},
+		{"+1", scaleTarget{n: 1, relative: true}, ""},
+		{"-1", scaleTarget{n: -1, relative: true}, ""},
+		{"+12", scaleTarget{n: 12, relative: true}, ""},
+		{"-0", scaleTarget{n: 0, relative: true}, ""},
+		{"+", scaleTarget{}, "is not a number of workers"},
+		{"+-1", scaleTarget{}, "is not a number of workers"},
+		{"++1", scaleTarget{}, "is not a number of workers"},
+		{"1.5", scaleTarget{}, "is not a number of workers"},
+		{" 1", scaleTarget{}, "is not a number of workers"},
+		{"nine", scaleTarget{}, "is not a number of workers"},
+		{"2000", scaleTarget{}, "at most 1024"},
+		{"-2000", scaleTarget{}, "at most 1024"},
+	} {
+		got, err := scaleArg([]string{c.arg})
+		switch {
+		case c.err == "" && (err != nil || got != c.want):
+			t.Errorf("scaleArg(%q) = %+v, %v; want %+v", c.arg, got, err, c.want)
+		case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
+			t.Errorf("scaleArg(%q) = %+v, %v; want an error saying %q", c.arg, got, err, c.err)
+		}
+	}
+}

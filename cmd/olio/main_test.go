@@ -60,7 +60,7 @@ func TestBadCommandLine(t *testing.T) {
 		{serve("--bogus"), 2, "olio serve: unknown flag --bogus; see olio serve --help"},
 		{serve("-x"), 2, "olio serve: unknown flag -x;"},
 		{serve("--listen"), 2, "olio serve: --listen needs a value"},
-		{[]string{"scale", "-1"}, 2, `olio scale: "-1": the number of workers must be 0 or more`},
+		{[]string{"scale", "-1", "--control", nobody}, 1, `olio scale: no olio answers on the control socket ` + nobody}, // a step, not a flag
 		{[]string{"status", "--control", nobody, "--timeout", "soon"}, 2, `olio status: invalid value "soon" for --timeout`},
 		{[]string{"--bogus"}, 2, "olio: unknown flag --bogus; see olio --help"},
 		// commands
@@ -77,7 +77,9 @@ func TestBadCommandLine(t *testing.T) {
 		{[]string{"scale", "3", "4", "--control", nobody}, 2, `olio scale: unexpected argument "4" after N`},
 		{[]string{"scale", "--control", nobody}, 2, "olio scale: give the number of workers"},
 		{[]string{"scale", "--control", nobody, "nine"}, 2, `olio scale: "nine" is not a number of workers`},
-		{[]string{"scale", "--control", nobody, "--", "-2"}, 2, `olio scale: "-2": the number of workers must be 0 or more`},
+		{[]string{"scale", "--control", nobody, "--", "-2"}, 1, `olio scale: no olio answers on the control socket ` + nobody},
+		{[]string{"scale", "--control", nobody, "+x"}, 2, `olio scale: "+x" is not a number of workers`},
+		{[]string{"scale", "--control", nobody, "3", "-1"}, 2, `olio scale: unexpected argument "-1" after N`},
 		{[]string{"scale", "--control", nobody, "3", "--dry-run", "x"}, 2, `olio scale: unexpected argument "x" after N`},
 		{[]string{"scale", "--control", nobody, "--json", "3"}, 2, "olio scale: --json goes with --dry-run"},
 		{[]string{"keys", "--control", nobody, "extra"}, 2, `olio keys: unexpected argument "extra"`},

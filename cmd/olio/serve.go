@@ -249,6 +249,7 @@ func serve(c *cli.Context) error {
 		Listener:       up.listener,
 		UpgradeReady:   up.ready,
 		UpgradeDrained: up.drained,
+		Running:        up.running,
 		Args:           os.Args[1:],
 		Logger:         logger,
 		LogOutput:      out,
@@ -268,6 +269,9 @@ func serve(c *cli.Context) error {
 func runWithSignals(m *listener.Master, reopen func() error) error {
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
+	// os/signal drops a signal when the channel is full, and HandleSignals never blocks on
+	// one, so 8 drop none; the kernel (and Go's runtime) still merge a signal sent again
+	// before the first was delivered: quick TTINs may add fewer workers (olio scale +N).
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, listener.Signals...)
 	defer signal.Stop(sigs)
@@ -296,13 +300,14 @@ func reopenLog(f *listener.LogFile, logger *slog.Logger, path string) func() err
 
 // upgradeFiles are what an old master hands the new one on USR2 (olio serve --upgrade).
 type upgradeFiles struct {
-	listener *os.File // the public listening socket
-	ready    *os.File // the new master says it is ready here
-	drained  *os.File // the old master says it has drained here; nil from an older olio
+	listener *os.File           // the public listening socket
+	ready    *os.File           // the new master says it is ready here
+	drained  *os.File           // the old master says it has drained here; nil from an older olio
+	running  *listener.Handover // the old master's running state: its worker counts
 }
 
-// inheritUpgrade takes over from an old master: the files it handed down, and its secret
-// and worker count, which it sets in cfg.
+// inheritUpgrade takes over from an old master: the files it handed down, its secret, which
+// it sets in cfg, and its running state (worker counts).
 func inheritUpgrade(cfg *listener.Config) (upgradeFiles, error) {
 	var up upgradeFiles
 	var state *os.File
@@ -329,9 +334,7 @@ func inheritUpgrade(cfg *listener.Config) (upgradeFiles, error) {
 		return up, err
 	}
 	cfg.Secret = h.Secret
-	if h.Workers > 0 {
-		cfg.Workers = h.Workers
-	}
+	up.running = &h
 	return up, nil
 }
 

@@ -31,9 +31,11 @@ func unexpectedArg(arg string) error {
 // keeping the order within each, so that `olio scale 5 --control PATH` reads as `olio
 // scale --control PATH 5`, as kubectl, docker and systemctl take them: urfave/cli stops
 // reading flags at the first argument. A flag's value goes with it; "--" and what follows
-// stay last, as arguments; so do negative numbers (olio scale -1 is then refused as such).
+// stay last, as arguments; so do negative numbers (olio scale -1), after a "--" so that
+// they are not read as flags.
 func flagsFirst(flags []cli.Flag, args []string) []string {
 	var front, back []string
+	negative := false
 	for i := 0; i < len(args); i++ {
 		arg := args[i]
 		if arg == "--" {
@@ -46,6 +48,7 @@ func flagsFirst(flags []cli.Flag, args []string) []string {
 			continue
 		}
 		if _, err := strconv.ParseFloat(name, 64); err == nil {
+			negative = true
 			back = append(back, arg)
 			continue
 		}
@@ -55,6 +58,9 @@ func flagsFirst(flags []cli.Flag, args []string) []string {
 			i++
 			front = append(front, args[i])
 		}
+	}
+	if negative && back[0] != "--" {
+		front = append(front, "--")
 	}
 	return append(front, back...)
 }
