@@ -77,7 +77,7 @@ func TestRoutersRunTheMastersOwnBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := listener.NewClient(c.Control).Scale(ctx, 3); err != nil {
 		b, _ := os.ReadFile(marker)
