@@ -221,7 +221,7 @@ func (m *Master) Kill() {
 
 func (m *Master) cleanup() {
 	m.wg.Wait()
-	m.runDir.Load().remove()
+	m.runDir.Load().close()
 }
 
 // workerReady notes a router's readiness and logs once when every member is ready.

@@ -77,24 +77,31 @@ func answers(dir string) bool {
 }
 
 // runDir is the private run directory as this master made it: what is at its path is
-// still it only while it is the same directory, with the same owner and mode.
+// still it only while it is the same directory, with the same owner and mode. The master
+// holds it open, so that its inode cannot be reused for a directory made at its path once
+// it is removed (which would then pass for it).
 type runDir struct {
 	path string
-	made os.FileInfo
+	f    *os.File // the directory, open until close
 }
 
-// newRunDir makes a private run directory in parent (makeRunDir) and remembers which one.
+// newRunDir makes a private run directory in parent (makeRunDir) and holds it open.
 func newRunDir(parent string) (*runDir, error) {
 	path, err := makeRunDir(parent)
 	if err != nil {
 		return nil, err
 	}
-	fi, err := os.Lstat(path)
-	if err != nil {
-		os.RemoveAll(path)
-		return nil, fmt.Errorf("make run directory: %w", err)
+	f, err := os.Open(path)
+	if err == nil {
+		d := &runDir{path: path, f: f}
+		if err = d.check(); err == nil {
+			return d, nil
+		}
+		f.Close()
+		err = fmt.Errorf("%s %w", path, err)
 	}
-	return &runDir{path: path, made: fi}, nil
+	os.RemoveAll(path)
+	return nil, fmt.Errorf("make run directory: %w", err)
 }
 
 // check returns nil while the directory at d's path is still the one made, or says what
@@ -106,7 +113,7 @@ func (d *runDir) check() error {
 		return errors.New("was removed")
 	case err != nil:
 		return fmt.Errorf("cannot be checked (%w)", unwrapPath(err))
-	case !os.SameFile(fi, d.made):
+	case !d.same(fi):
 		return errors.New("was replaced by another file")
 	case fi.Mode().Perm() != 0o700:
 		return fmt.Errorf("was given mode %04o", fi.Mode().Perm())
@@ -117,12 +124,19 @@ func (d *runDir) check() error {
 	return nil
 }
 
-// remove removes the directory if what is at its path is still the one made (whatever its
-// mode now): never what someone else has put there since.
-func (d *runDir) remove() {
-	if fi, err := os.Lstat(d.path); err == nil && os.SameFile(fi, d.made) {
+// same reports whether fi is the directory d made.
+func (d *runDir) same(fi os.FileInfo) bool {
+	made, err := d.f.Stat()
+	return err == nil && os.SameFile(fi, made)
+}
+
+// close removes the directory if what is at its path is still the one made (whatever its
+// mode now), never what someone else has put there since, and lets it go.
+func (d *runDir) close() {
+	if fi, err := os.Lstat(d.path); err == nil && d.same(fi) {
 		os.RemoveAll(d.path)
 	}
+	d.f.Close()
 }
 
 // runDirCheck is how often the master checks that its run directory is still there.
@@ -172,8 +186,10 @@ func (c *cluster) checkRunDir(ctx context.Context) {
 		return
 	}
 	c.runDirFailed.Store(false)
+	note := fmt.Sprintf("the run directory %s %s (noticed %s); made %s", old.path, why, time.Now().Format(time.RFC3339), d.path)
+	c.runDirNote.Store(&note) // first: the status never shows the new one without it
 	c.runDir.Store(d)
-	old.remove()
+	old.close()
 	c.logger.Warn("the run directory "+why.Error()+": made a new one, moving the routers there",
 		"old_run_dir", old.path, "run_dir", d.path)
 	ctx, cancel := context.WithTimeout(ctx, runDirMoveTimeout)
@@ -188,8 +204,6 @@ func (c *cluster) checkRunDir(ctx context.Context) {
 	} else {
 		c.logger.Info("run directory: every router moved to the new one", "run_dir", d.path)
 	}
-	note := fmt.Sprintf("the run directory %s %s (noticed %s); made %s", old.path, why, time.Now().Format(time.RFC3339), d.path)
-	c.runDirNote.Store(&note)
 }
 
 // selfExe names this process's own binary: the file it was started from, even once another
