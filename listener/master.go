@@ -146,7 +146,12 @@ func New(cfg Config, opts Options) (*Master, error) {
 func (m *Master) Addr() net.Addr { return m.addr }
 
 // RunDir is the private run directory, as it is now (see watchRunDir).
-func (m *Master) RunDir() string { return m.runDir.Load().path }
+func (m *Master) RunDir() string {
+	if d := m.runDir.Load(); d != nil {
+		return d.path
+	}
+	return ""
+}
 
 // config is the running configuration.
 func (m *Master) config() Config { return m.snapshot().cfg }
@@ -221,7 +226,9 @@ func (m *Master) Kill() {
 
 func (m *Master) cleanup() {
 	m.wg.Wait()
-	m.runDir.Load().close()
+	if d := m.runDir.Load(); d != nil {
+		d.close()
+	}
 }
 
 // workerReady notes a router's readiness and logs once when every member is ready.

@@ -158,7 +158,7 @@ func (m *Master) watchRunDir() {
 			return
 		case <-t.C:
 		}
-		if m.runDir.Load().check() == nil {
+		if d := m.runDir.Load(); d == nil || d.check() == nil {
 			continue
 		}
 		err := m.submit(m.life, "run directory", func(ctx context.Context, c *cluster) error { return nil })
@@ -173,6 +173,9 @@ func (m *Master) watchRunDir() {
 // membership change is under way; watchRunDir submits an empty operation for it.
 func (c *cluster) checkRunDir(ctx context.Context) {
 	old := c.runDir.Load()
+	if old == nil {
+		return // a master made for a test of something else
+	}
 	why := old.check()
 	if why == nil {
 		return
