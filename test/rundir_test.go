@@ -270,3 +270,66 @@ func TestRouterStartFailureSaysWhy(t *testing.T) {
 	}
 	waitRouter(t, c, 1, old, "worker 1's router back once the file is gone")
 }
+
+// Requests on their way through the peer sessions of the old run directory when the master
+// moves the routers to a new one are not cut: they finish on the old sessions.
+func TestRunDirRenewedWithoutCuttingRequests(t *testing.T) {
+	const workers = 2
+	c, _ := hostileStart(t, workers)
+	keys := []string{keyOwnedBy(0, workers), keyOwnedBy(1, workers)}
+	for range 4 { // peer sessions both ways, made before the removal
+		for _, key := range keys {
+			if _, err := postKey(c, key); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	forwarded := func() (n uint64) {
+		for _, w := range opStatus(t, c).Workers {
+			n += w.Forwarded
+		}
+		return n
+	}
+	before := forwarded()
+	const slow = 16 // each accepted by either router: some are forwarded
+	type result struct {
+		index int
+		err   error
+	}
+	results := make(chan result, slow)
+	for i := range slow {
+		go func() {
+			req, _ := http.NewRequest("POST", c.URL()+"/slow?sleep=3000", strings.NewReader("a body"))
+			req.Header.Set("X-Olio-Key", keys[i%workers])
+			a, err := Do(quick, req)
+			if err != nil {
+				results <- result{-1, err}
+				return
+			}
+			results <- result{a.Index, nil}
+		}()
+	}
+	if !Eventually(10*time.Second, func() bool {
+		n := 0
+		for _, w := range opStatus(t, c).Workers {
+			n += int(w.InFlight)
+		}
+		return n == slow
+	}) {
+		t.Fatal("the slow requests did not all reach the apps")
+	}
+	st := opStatus(t, c)
+	if err := os.RemoveAll(st.RunDir); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitLog("every router moved to the new one", 30*time.Second)
+	for i := range slow {
+		r := <-results // each bounded by quick's timeout
+		if r.err != nil {
+			t.Errorf("slow request %d: %v", i, r.err)
+		}
+	}
+	if forwarded() == before {
+		t.Fatal("no slow request was forwarded: the test did not test anything")
+	}
+}
