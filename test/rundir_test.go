@@ -220,6 +220,25 @@ func TestRunDirRemovedIsRenewed(t *testing.T) {
 		t.Errorf("the restarted router has no socket in the new run directory: %v", err)
 	}
 
+	// Removed again, then at once a reload: the master renews the directory before it
+	// restarts anything, and every worker restarts there.
+	if err := os.RemoveAll(st.RunDir); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := opCLI(t, "reload", "--control", c.Control); err != nil {
+		t.Fatalf("olio reload right after the run directory was removed: %v\n%s", err, out)
+	}
+	again := opStatus(t, c)
+	if again.RunDir == st.RunDir || again.RunDir == oldDir {
+		t.Errorf("run dir %s after the second removal, want a new one", again.RunDir)
+	}
+	for i, key := range keys {
+		if got, err := postKey(c, key); err != nil || got != i {
+			t.Errorf("key %s after the reload: worker %d, %v", key, got, err)
+		}
+	}
+	st = again
+
 	begun := time.Now()
 	if out, err := opCLI(t, "stop", "--control", c.Control); err != nil {
 		t.Fatalf("olio stop: %v\n%s", err, out)
