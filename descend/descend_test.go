@@ -18,6 +18,7 @@ func TestTypesPinned(t *testing.T) {
 		TypeStatsRequest: "stats_request", TypeStats: "stats", TypeResult: "result",
 		TypePrepare: "prepare", TypeRelease: "release",
 		TypeKeysRequest: "keys_request", TypeKeys: "keys", TypeReopen: "reopen",
+		TypeRunDir: "run_dir",
 	}
 	if g, e := len(registry), len(want); g != e {
 		t.Fatalf("registry has %d types, test pins %d", g, e)
@@ -55,6 +56,7 @@ func samples() []Message {
 		&Result{ID: 12, Error: "app did not become ready"},
 		&Prepare{ID: 13, Epoch: 4, Workers: 5},
 		&Release{ID: 14},
+		&RunDir{ID: 15, Dir: "/tmp/olio-1-2"},
 		&KeysRequest{ID: 13, Top: 5},
 		&Keys{ID: 13, Index: 2, Mode: KeyStatsOn, Window: time.Minute, Requests: 100, MaxError: 1,
 			Keys: []KeyCount{{Key: "alice", Hash: 1<<63 + 5, Count: 90}, {Key: "bob", Hash: 7, Count: 9}}},

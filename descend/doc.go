@@ -7,7 +7,7 @@
 // fail loudly instead of misreading each other.
 //
 // Master → router: [Config], [Membership], [Prepare], [Release], [Restart], [Drain],
-// [StatsRequest], [KeysRequest], [Reopen].
+// [StatsRequest], [KeysRequest], [Reopen], [RunDir].
 // Router → master: [Hello], [State], [Stats], [Result], [Keys].
 //
 // A connection opens with a handshake: [Join] on the router's side, [Welcome] on the

@@ -25,6 +25,7 @@ const (
 	TypeKeysRequest  Type = "keys_request"
 	TypeKeys         Type = "keys"
 	TypeReopen       Type = "reopen"
+	TypeRunDir       Type = "run_dir"
 )
 
 // Message is one typed message.
@@ -110,6 +111,15 @@ type Release struct {
 // answered by a Result.
 type Reopen struct {
 	ID uint64 `json:"id"`
+}
+
+// RunDir tells a router that the master made a new private run directory, Dir, because the
+// one it had was removed or replaced: the router binds its peer and hand-off sockets (and
+// its app's next notify socket) there, and answers with a Result once it listens. The
+// Membership that follows names the peers' sockets in Dir.
+type RunDir struct {
+	ID  uint64 `json:"id"`
+	Dir string `json:"dir"`
 }
 
 // WorkerState is what a router's worker is doing, as State and Stats report it: the state
@@ -334,6 +344,12 @@ func (m *Keys) ReplyTo() uint64 { return m.ID }
 // Type implements Message.
 func (*Reopen) Type() Type { return TypeReopen }
 
+// Type implements Message.
+func (*RunDir) Type() Type { return TypeRunDir }
+
+// RequestID implements Request.
+func (m *RunDir) RequestID() uint64 { return m.ID }
+
 // registry makes an empty message of each type for decoding.
 var registry = map[Type]func() Message{
 	TypeHello:        func() Message { return new(Hello) },
@@ -350,4 +366,5 @@ var registry = map[Type]func() Message{
 	TypeKeysRequest:  func() Message { return new(KeysRequest) },
 	TypeKeys:         func() Message { return new(Keys) },
 	TypeReopen:       func() Message { return new(Reopen) },
+	TypeRunDir:       func() Message { return new(RunDir) },
 }

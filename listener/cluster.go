@@ -137,6 +137,7 @@ func (c *cluster) run(req *opRequest) error {
 	ctx, cancel := context.WithCancel(req.ctx)
 	defer cancel()
 	defer context.AfterFunc(c.life, cancel)()
+	c.checkRunDir(ctx) // a reload or scale right after the run directory was removed
 	return req.do(ctx, c)
 }
 
@@ -177,8 +178,9 @@ func (c *cluster) stop() {
 // forwarded to it.
 func (m *Master) membership(v *view, id uint64) *descend.Membership {
 	peers := make([]string, max(v.members, len(v.workers)))
+	dir := router.RunDir(m.RunDir())
 	for i := range peers {
-		peers[i] = router.RunDir(m.runDir).PeerSocket(i)
+		peers[i] = dir.PeerSocket(i)
 	}
 	return &descend.Membership{ID: id, Epoch: v.epoch, Workers: v.members, Peers: peers}
 }

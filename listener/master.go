@@ -25,7 +25,9 @@ type Options struct {
 	Logger    *slog.Logger // nil: discard
 	LogOutput io.Writer    // where routers' log lines go; nil: os.Stderr
 	LogFormat string       // "text" or "json", passed to routers
-	// Exe is the olio binary that routers (and a hot upgrade) run; empty: os.Executable.
+	// Exe is the olio binary that routers (and a hot upgrade) run; empty: os.Executable,
+	// and then routers run this process's own binary even if the file at that path is
+	// replaced (see routerExe).
 	Exe string
 	// DemoArgs is the command line of the built-in demo app, relative to Exe, used when
 	// Config.App is empty.
@@ -61,15 +63,21 @@ type Options struct {
 type Master struct {
 	opts   Options
 	logger *slog.Logger
-	exe    string
-	lnFile *os.File
-	addr   net.Addr
-	runDir string
-	secret string
-	start  time.Time
-	ids    atomic.Uint64
-	wg     sync.WaitGroup // reader goroutines
-	outMu  sync.Mutex     // whole router log lines into opts.LogOutput
+	exe    string // the binary's path: a hot upgrade runs what is there then
+	// routerExe is what routers run: this process's own binary (selfExe), whatever is at
+	// exe now; or exe when Options.Exe names another.
+	routerExe string
+	lnFile    *os.File
+	addr      net.Addr
+	runDir    atomic.Pointer[runDir] // renewed when removed or replaced (watchRunDir)
+	// runDirNote says when and why the run directory was last renewed, for Status.
+	runDirNote   atomic.Pointer[string]
+	runDirFailed atomic.Bool // a new run directory could not be made: logged once
+	secret       string
+	start        time.Time
+	ids          atomic.Uint64
+	wg           sync.WaitGroup // reader goroutines
+	outMu        sync.Mutex     // whole router log lines into opts.LogOutput
 
 	view     atomic.Pointer[view] // published by the loop; snapshot reads it
 	requests chan *opRequest      // submit → loop
@@ -112,13 +120,13 @@ func New(cfg Config, opts Options) (*Master, error) {
 		killed: make(chan struct{}), requests: make(chan *opRequest)}
 	m.life, m.endLife = context.WithCancel(context.Background())
 	m.view.Store(&view{cfg: cfg})
-	m.exe = opts.Exe
+	m.exe, m.routerExe = opts.Exe, opts.Exe
 	if m.exe == "" {
 		exe, err := os.Executable()
 		if err != nil {
 			return nil, fmt.Errorf("find the olio binary: %w", err)
 		}
-		m.exe = exe
+		m.exe, m.routerExe = exe, ownBinary(exe)
 	}
 	secret, err := loadSecret(&cfg)
 	if err != nil {
@@ -133,18 +141,25 @@ func New(cfg Config, opts Options) (*Master, error) {
 	} else if m.lnFile, m.addr, err = Bind(cfg.Listen); err != nil {
 		return nil, err
 	}
-	if m.runDir, err = makeRunDir(cfg.RunDir); err != nil {
+	dir, err := newRunDir(cfg.RunDir)
+	if err != nil {
 		m.lnFile.Close()
 		return nil, err
 	}
+	m.runDir.Store(dir)
 	return m, nil
 }
 
 // Addr is the public listener's address.
 func (m *Master) Addr() net.Addr { return m.addr }
 
-// RunDir is the private run directory.
-func (m *Master) RunDir() string { return m.runDir }
+// RunDir is the private run directory, as it is now (see watchRunDir).
+func (m *Master) RunDir() string {
+	if d := m.runDir.Load(); d != nil {
+		return d.path
+	}
+	return ""
+}
 
 // config is the running configuration.
 func (m *Master) config() Config { return m.snapshot().cfg }
@@ -172,7 +187,7 @@ func (m *Master) Run(ctx context.Context) error {
 		return err
 	}
 	m.logger.Info("olio starting", "listen", m.addr.String(), "workers", c.members, "key", cfg.Key,
-		"pid", os.Getpid(), "run_dir", m.runDir)
+		"pid", os.Getpid(), "run_dir", m.RunDir())
 	if d := m.opts.UpgradeDrained; d != nil {
 		if cfg.Handover == router.HandoverExclusive {
 			m.awaitDrained(d)
@@ -184,6 +199,11 @@ func (m *Master) Run(ctx context.Context) error {
 	go func() {
 		defer close(stopped)
 		m.loop(c, stop)
+	}()
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		m.watchRunDir()
 	}()
 	upgraded := false
 	select {
@@ -218,7 +238,9 @@ func (m *Master) Kill() {
 
 func (m *Master) cleanup() {
 	m.wg.Wait()
-	os.RemoveAll(m.runDir)
+	if d := m.runDir.Load(); d != nil {
+		d.close()
+	}
 }
 
 // workerReady notes a router's readiness and logs once when every member is ready.
@@ -265,7 +287,7 @@ func (m *Master) routerConfig(cfg Config, index int) *descend.Config {
 		Index:           index,
 		Secret:          m.secret,
 		PublicAddr:      m.addr.String(),
-		RunDir:          m.runDir,
+		RunDir:          m.RunDir(),
 		AppPath:         path,
 		AppArgs:         args,
 		AppDir:          cfg.AppDir,

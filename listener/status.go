@@ -23,6 +23,10 @@ type Status struct {
 	Epoch         uint64         `json:"epoch"`          // membership epoch, bumped by every resize
 	UptimeSeconds float64        `json:"uptime_seconds"` // since the master started
 	Workers       []WorkerStatus `json:"workers"`
+	RunDir        string         `json:"run_dir"` // the private run directory (routers' sockets)
+	// RunDirNote says when and why the master last made a new run directory (the one it
+	// had was removed or replaced); empty if it never had to.
+	RunDirNote string `json:"run_dir_note,omitempty"`
 }
 
 // WorkerStatus is one worker: its router, its app and its counters. Counters are the
@@ -69,6 +73,10 @@ func (m *Master) gather(ctx context.Context) (Status, []*descend.Stats) {
 		Epoch:         epoch,
 		UptimeSeconds: time.Since(m.start).Seconds(),
 		Workers:       make([]WorkerStatus, len(workers)),
+		RunDir:        m.RunDir(),
+	}
+	if note := m.runDirNote.Load(); note != nil {
+		st.RunDirNote = *note
 	}
 	stats := make([]*descend.Stats, len(workers))
 	var wg sync.WaitGroup

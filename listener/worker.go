@@ -151,7 +151,8 @@ func (w *worker) command() (*monitor.Command, error) {
 	m := w.m
 	cmd := &monitor.Command{
 		Name:       fmt.Sprintf("router %d", w.index),
-		Path:       m.exe,
+		Path:       m.routerExe,
+		Argv0:      m.exe,
 		Args:       []string{"router", "--index", strconv.Itoa(w.index), "--log-format", m.opts.LogFormat},
 		Env:        router.ChildEnv(os.Environ()),
 		Stdout:     m.routerOutput(),
@@ -166,9 +167,12 @@ func (w *worker) command() (*monitor.Command, error) {
 		// The app itself, which calls router.Serve: the same descriptors, and its place in
 		// the environment instead of flags (its command line is the user's).
 		cmd.Name = fmt.Sprintf("worker %d", w.index)
-		cmd.Path, cmd.Args = m.exe, m.opts.DemoArgs
+		cmd.Path, cmd.Args = m.routerExe, m.opts.DemoArgs // olio's demo, as olio's own binary
 		if len(cfg.App) > 0 {
-			cmd.Path, cmd.Args = cfg.App[0], cfg.App[1:]
+			// The user's app, from its file as it is now, as an app child is: a new build
+			// put there runs in workers started from now on; a reload rolls every worker
+			// onto it.
+			cmd.Path, cmd.Argv0, cmd.Args = cfg.App[0], "", cfg.App[1:]
 		}
 		cmd.Dir = cfg.AppDir
 		cmd.Env = append(cmd.Env, router.EnvEmbedded+"=1", router.EnvLogFormat+"="+m.opts.LogFormat,

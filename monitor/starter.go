@@ -20,6 +20,7 @@ type Command struct {
 	Name       string     // for logs: "app 3", "router 3"
 	Path       string     // resolved executable path; a bare name is looked up in $PATH
 	Args       []string   // argv[1:]
+	Argv0      string     // argv[0]; "": Path (as found in $PATH)
 	Env        []string   // complete environment; nil inherits this process's environment
 	Dir        string     // working directory; "" is this process's
 	Stdout     io.Writer  // nil: discarded; a Flush() method is called once the child has exited and its output is copied
@@ -96,9 +97,13 @@ func (osStarter) Start(c *Command) (Process, error) {
 		}
 		path = p
 	}
+	argv0 := path
+	if c.Argv0 != "" {
+		argv0 = c.Argv0
+	}
 	cmd := &exec.Cmd{
 		Path:       path,
-		Args:       append([]string{path}, c.Args...),
+		Args:       append([]string{argv0}, c.Args...),
 		Env:        c.Env,
 		Dir:        c.Dir,
 		Stdout:     c.Stdout,

@@ -16,10 +16,10 @@ import (
 // Listener accepts yamux sessions on a unix socket and yields every stream of
 // every session as a net.Conn. It implements net.Listener.
 type Listener struct {
-	path  string
-	addr  *net.UnixAddr
-	ln    *net.UnixListener
-	sock  *SocketFile // removed by Close if it is still ours
+	path  string            // guarded by mu once Rebind may move it, as addr, ln and sock are
+	addr  *net.UnixAddr     //
+	ln    *net.UnixListener //
+	sock  *SocketFile       // removed by Close if it is still ours
 	ycfg  *yamux.Config
 	log   *slog.Logger
 	conns chan net.Conn // streams handed from session goroutines to Accept
@@ -68,7 +68,7 @@ func Listen(path string, cfg *Config) (*Listener, error) {
 		sessions: make(map[*session]struct{}),
 	}
 	l.wg.Add(1)
-	go l.acceptLoop()
+	go l.acceptLoop(ln, path)
 	return l, nil
 }
 
@@ -89,11 +89,15 @@ func (l *Listener) Accept() (net.Conn, error) {
 }
 
 func (l *Listener) errClosed() error {
-	return &net.OpError{Op: "accept", Net: "unix", Addr: l.addr, Err: ErrClosed}
+	return &net.OpError{Op: "accept", Net: "unix", Addr: l.Addr(), Err: ErrClosed}
 }
 
 // Addr returns the socket's address (a *net.UnixAddr).
-func (l *Listener) Addr() net.Addr { return l.addr }
+func (l *Listener) Addr() net.Addr {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.addr
+}
 
 // Close stops accepting: it closes the socket, removes the socket file (if it
 // is still the one Listen bound), makes Accept return ErrClosed, and waits for
@@ -107,11 +111,12 @@ func (l *Listener) Close() error {
 	l.closeOnce.Do(func() {
 		l.mu.Lock()
 		l.closed = true
+		ln, sock, path := l.ln, l.sock, l.path
 		l.mu.Unlock()
 		close(l.done)
 		l.cancel()
-		if err := l.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
-			l.closeErr = fmt.Errorf("mux: close %s: %w", l.path, err)
+		if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			l.closeErr = fmt.Errorf("mux: close %s: %w", path, err)
 		}
 		l.wg.Wait()
 
@@ -126,7 +131,7 @@ func (l *Listener) Close() error {
 			s.drain()
 		}
 
-		if err := l.sock.Remove(); err != nil && l.closeErr == nil {
+		if err := sock.Remove(); err != nil && l.closeErr == nil {
 			l.closeErr = err
 		}
 	})
@@ -152,12 +157,13 @@ func (l *Listener) GoAway() {
 	}
 }
 
-// acceptLoop accepts raw connections and starts a session goroutine for each.
-func (l *Listener) acceptLoop() {
+// acceptLoop accepts raw connections on ln, bound at path, and starts a session goroutine
+// for each, until ln is closed.
+func (l *Listener) acceptLoop(ln *net.UnixListener, path string) {
 	defer l.wg.Done()
 	var delay time.Duration
 	for {
-		c, err := l.ln.Accept()
+		c, err := ln.Accept()
 		if err != nil {
 			select {
 			case <-l.done:
@@ -170,7 +176,7 @@ func (l *Listener) acceptLoop() {
 			// Out of file descriptors and the like: back off as
 			// http.Server does, instead of spinning.
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			l.log.Warn("mux: accept failed", "path", l.path, "err", err, "retry_in", delay)
+			l.log.Warn("mux: accept failed", "path", path, "err", err, "retry_in", delay)
 			t := time.NewTimer(delay)
 			select {
 			case <-t.C:
@@ -185,7 +191,7 @@ func (l *Listener) acceptLoop() {
 		ys, err := yamux.Server(&coalescingConn{Conn: c}, l.ycfg)
 		if err != nil { // only for a bad config, which resolve rejected
 			c.Close()
-			l.log.Error("mux: yamux server", "path", l.path, "err", err)
+			l.log.Error("mux: yamux server", "path", path, "err", err)
 			continue
 		}
 		s := &session{l: l, ys: ys}

@@ -72,9 +72,11 @@ func NewPool(cfg *Config) *Pool {
 }
 
 // SetPeers replaces the peer table: paths[i] is the socket of peer i. The
-// session of a peer whose path is unchanged is kept; the sessions of peers
-// whose path changed or whose index is gone are closed, which resets their
-// open streams. After Close, SetPeers does nothing.
+// session of a peer whose path is unchanged is kept; the session of a peer
+// whose path changed (it moved, see Listener.Rebind) is retired: no new
+// stream opens on it, and its open streams finish. The sessions of peers whose
+// index is gone are closed, which resets their open streams. After Close,
+// SetPeers does nothing.
 func (p *Pool) SetPeers(paths []string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -92,8 +94,11 @@ func (p *Pool) SetPeers(paths []string) {
 	}
 	p.slots.Store(&slots)
 	for i, s := range old {
-		if i >= len(slots) || slots[i] != s {
+		switch {
+		case i >= len(slots):
 			s.kill()
+		case slots[i] != s:
+			p.retireLocked(s)
 		}
 	}
 }

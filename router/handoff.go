@@ -86,7 +86,7 @@ type handoff struct {
 	out  *net.UnixConn   // unbound, for sending
 	done chan struct{}
 
-	dir      string         // the run directory, where every router's handoff socket is
+	dir      string         // the run directory, where every router's handoff socket is; guarded by mu
 	logger   *slog.Logger   // for a bad message
 	handedIn *atomic.Uint64 // counts the connections received
 
@@ -245,7 +245,7 @@ func (h *handoff) send(index int, conn net.Conn, prefix []byte) error {
 	if err != nil {
 		return err
 	}
-	addr := &net.UnixAddr{Name: RunDir(h.dir).HandoffSocket(index), Net: "unixgram"}
+	addr := &net.UnixAddr{Name: RunDir(h.runDir()).HandoffSocket(index), Net: "unixgram"}
 	var sendErr error
 	err = raw.Control(func(fd uintptr) {
 		_, _, sendErr = h.out.WriteMsgUnix(prefix, unix.UnixRights(int(fd)), addr)

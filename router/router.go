@@ -314,6 +314,7 @@ func (r *Router) recvLoop() error {
 		descend.TypeRelease:      r.onRelease,
 		descend.TypeKeysRequest:  r.onKeys,
 		descend.TypeReopen:       r.onReopen,
+		descend.TypeRunDir:       r.onRunDir,
 	}
 	for {
 		m, err := r.ctl.Recv()

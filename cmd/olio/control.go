@@ -373,6 +373,9 @@ func writeStatus(out io.Writer, st *listener.Status) error {
 			break
 		}
 	}
+	if st.RunDirNote != "" {
+		notes = append(notes, "! "+st.RunDirNote)
+	}
 	if len(notes) > 0 {
 		fmt.Fprintln(out)
 	}

@@ -38,6 +38,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	var ce *commandError
+	var logged loggedError
+	if errors.As(err, &logged) {
+		return 1
+	}
 	if errors.As(err, &ce) {
 		fmt.Fprintln(stderr, err)
 	} else {

@@ -58,13 +58,21 @@ func routerCommand() *cli.Command {
 			// exec, and the app must start with every signal at its default.
 			signal.Notify(make(chan os.Signal, 1), syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGWINCH, syscall.SIGUSR1, syscall.SIGUSR2)
 			err = router.Run(ctx, c.Int("index"), ctl, lnFile, logger)
-			if errors.Is(err, context.Canceled) {
+			if err == nil || errors.Is(err, context.Canceled) {
 				return nil
 			}
-			return err
+			// Said in the log, where the master's own lines are, with the worker: the
+			// master sees no more than the exit status.
+			logger.Error("router exiting: "+err.Error(), "worker", c.Int("index"))
+			return loggedError{err}
 		},
 	}
 }
+
+// loggedError is an error the command has logged already: main exits 1 without a line.
+type loggedError struct{ error }
+
+func (e loggedError) Unwrap() error { return e.error }
 
 // demoCommand serves the built-in demo app on $PORT.
 func demoCommand() *cli.Command {
