@@ -3,6 +3,7 @@ package router
 import (
 	"bufio"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -190,7 +191,7 @@ func TestAccessLogDropsWhenBehind(t *testing.T) {
 	}
 	defer pr.Close()
 	var dropped atomic.Uint64
-	l := startAccessLog(pw, "pipe", "text", &dropped)
+	l := startAccessLog(pw, "pipe", "text", &dropped, slog.New(slog.DiscardHandler))
 	e := accessEntry{start: time.Now(), method: "GET", uri: "/" + strings.Repeat("x", 1000), worker: 0, route: RouteLocal}
 	added := make(chan struct{})
 	go func() {
