@@ -359,3 +359,83 @@ func TestAccessLogStalledReaderBounded(t *testing.T) {
 		t.Errorf("a request after the queue filled: %+v, %v", a, err)
 	}
 }
+
+// An access log on a full filesystem (a small tmpfs, mounted by the test; root only):
+// the failed writes are counted and logged, serving goes on, and once space is freed the
+// log resumes by itself, without USR1.
+func TestAccessLogDiskFull(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a small tmpfs needs root")
+	}
+	mnt := filepath.Join(t.TempDir(), "small")
+	if err := os.Mkdir(mnt, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", mnt, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "size=1m,mode=0700"); err != nil {
+		t.Skipf("cannot mount a tmpfs to fill: %v", err)
+	}
+	t.Cleanup(func() { // after olio has stopped (cleanups run last first)
+		if err := syscall.Unmount(mnt, syscall.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", mnt, err)
+		}
+	})
+	path := filepath.Join(mnt, "access.log")
+	metrics := freeAddr(t)
+	c := Start(t, "--workers", "1", "--access-log", path, "--metrics", metrics)
+	getOn(t, client, c, "/before-full", nil, 200)
+	c.waitFile(t, path, "/before-full")
+
+	// Fill the filesystem: big writes, then small ones, until none fits.
+	filler := filepath.Join(mnt, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, chunk := range []int{64 << 10, 512, 1} {
+		for {
+			if _, err := f.Write(make([]byte, chunk)); err != nil {
+				break
+			}
+		}
+	}
+	f.Close()
+
+	i := 0
+	if !Eventually(15*time.Second, func() bool {
+		i++
+		getOn(t, client, c, fmt.Sprintf("/while-full-%d", i), nil, 200) // served all the same
+		return c.CountLog("access log: write failed") > 0 && metric(t, metrics, "olio_access_log_dropped_total") > 0
+	}) {
+		t.Fatalf("after %d requests on a full disk: no write failure logged, or olio_access_log_dropped_total still %v",
+			i, metric(t, metrics, "olio_access_log_dropped_total"))
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	i = 0
+	if !Eventually(15*time.Second, func() bool {
+		i++
+		uri := fmt.Sprintf("/after-freed-%d", i)
+		getOn(t, client, c, uri, nil, 200)
+		b, _ := os.ReadFile(path)
+		return strings.Contains(string(b), `"GET /after-freed-`)
+	}) {
+		t.Fatalf("after space was freed, %d requests and no line in the access log", i)
+	}
+	c.WaitLog("access log: writing again", 10*time.Second)
+	if n := c.CountLog("access log: write failed"); n > 3 {
+		t.Errorf("%d write failures logged in a few seconds; want them rate-limited", n)
+	}
+}
+
+// waitFile waits until the file at path holds s.
+func (c *Cluster) waitFile(t *testing.T, path, s string) {
+	t.Helper()
+	if !Eventually(10*time.Second, func() bool {
+		b, _ := os.ReadFile(path)
+		return strings.Contains(string(b), s)
+	}) {
+		b, _ := os.ReadFile(path)
+		t.Fatalf("%s has no %q within 10s: %q", path, s, b)
+	}
+}
