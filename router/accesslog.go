@@ -216,8 +216,8 @@ func cutField(s string) string {
 		return s
 	}
 	n := accessFieldMax
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
+	for n > accessFieldMax-utf8.UTFMax && !utf8.RuneStart(s[n]) {
+		n-- // not inside a character (the line quotes invalid UTF-8 as it is)
 	}
 	return s[:n] + "…[cut: " + strconv.Itoa(len(s)) + " bytes]"
 }
