@@ -240,6 +240,7 @@ func (a *apps) waitReady(ctx context.Context, inst *instance, c *monitor.Child) 
 			return ctx.Err()
 		}
 	}
+	defer a.appPortWatch(ctx, c, inst.port)() // an app listening elsewhere is reported within seconds
 	return monitor.WaitDial(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(inst.port)), c)
 }
 

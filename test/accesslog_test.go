@@ -5,12 +5,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +21,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/olio-dev/olio/router"
+	"github.com/olio-dev/olio/test/harness"
 )
 
 // accessLog reads a JSON access log; a line that does not parse fails the test.
@@ -258,5 +262,180 @@ func TestAccessLogEmbedded(t *testing.T) {
 		if len(l) != 1 || l[0].Route != w.route || l[0].Worker == nil || *l[0].Worker != w.worker || l[0].App == nil || l[0].BytesOut == 0 {
 			t.Errorf("%s: %+v; want one line, %s, worker %d, with the handler's time", uri, l, w.route, w.worker)
 		}
+	}
+}
+
+// startStdoutTo runs `olio serve` (through sh, whose exec keeps the pid) with its stdout on
+// path and its stderr, the log, on c.Out; it waits until every worker is ready.
+func startStdoutTo(t *testing.T, path string, args ...string) *Cluster {
+	t.Helper()
+	c := newCluster(t, freeAddr(t))
+	full := append([]string{"serve", "--listen", c.Addr, "--control", c.Control, "--secret", c.Secret}, args...)
+	cmd := exec.Command("sh", append([]string{"-c", `exec "$0" "$@" >"$OLIO_TEST_STDOUT"`, olioBin}, full...)...)
+	cmd.Env = append(os.Environ(), "OLIO_TEST_STDOUT="+path)
+	c.start(cmd, nil)
+	c.WaitLog("all workers ready", 30*time.Second)
+	return c
+}
+
+// A stdout nobody reads (a FIFO whose reader is stalled) and requests with 900 KB URIs:
+// the router's queue is bounded in bytes (its long fields cut), so its memory stays
+// bounded; lines past the bound are dropped and counted, and serving goes on.
+func TestAccessLogStalledReaderBounded(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "stdout.fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The stalled reader: open, never read (closed once olio has stopped).
+	stalled, err := os.OpenFile(fifo, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stalled.Close() })
+	metrics := freeAddr(t)
+	c := startStdoutTo(t, fifo, "--workers", "1", "--key", "query:k", "--access-log", "-", "--metrics", metrics)
+	pid := c.routers()[0]
+	if pid == 0 {
+		t.Fatal("no router process found")
+	}
+	rss := func() uint64 {
+		n, err := harness.ProcBytes(pid, "status", "VmRSS")
+		if err != nil {
+			t.Fatalf("router RSS: %v", err)
+		}
+		return n
+	}
+	before := rss()
+
+	// Sends n GETs with URIs of size bytes, 4 at a time; each must get 200.
+	send := func(n, size int, tag string) {
+		pad := strings.Repeat("x", size)
+		var wg sync.WaitGroup
+		errs := make(chan error, n)
+		next := make(chan int, n)
+		for i := 0; i < n; i++ {
+			next <- i
+		}
+		close(next)
+		for w := 0; w < 4; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range next {
+					resp, err := client.Get(fmt.Sprintf("%s/%s?k=%s-%d&pad=%s", c.URL(), tag, tag, i, pad))
+					if err != nil {
+						errs <- err
+						return
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						errs <- fmt.Errorf("%s %d: status %d", tag, i, resp.StatusCode)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatalf("with the access log's reader stalled: %v", err)
+		}
+	}
+	const big, bigURI = 300, 900 << 10
+	send(big, bigURI, "big")
+	grown := int64(rss()) - int64(before)
+	t.Logf("router RSS %d MiB before, grew by %d MiB after %d requests of %d KiB URIs", before>>20, grown>>20, big, bigURI>>10)
+	if grown > 100<<20 {
+		t.Errorf("router RSS grew by %d MiB with the access log's reader stalled (%d requests of %d KiB URIs); want a bounded queue",
+			grown>>20, big, bigURI>>10)
+	}
+	// Lines of 16 KiB URIs, each cut to a few KiB: enough of them to fill the byte bound.
+	send(1500, 16<<10, "many")
+	if !Eventually(10*time.Second, func() bool { return metric(t, metrics, "olio_access_log_dropped_total") > 0 }) {
+		t.Errorf("olio_access_log_dropped_total stayed 0 after %d lines with nobody reading them", big+1500)
+	}
+	if a, err := c.getKey(quick, "/still", "k"); err != nil || a.Path != "/still" {
+		t.Errorf("a request after the queue filled: %+v, %v", a, err)
+	}
+}
+
+// An access log on a full filesystem (a small tmpfs, mounted by the test; root only):
+// the failed writes are counted and logged, serving goes on, and once space is freed the
+// log resumes by itself, without USR1.
+func TestAccessLogDiskFull(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a small tmpfs needs root")
+	}
+	mnt := filepath.Join(t.TempDir(), "small")
+	if err := os.Mkdir(mnt, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", mnt, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "size=1m,mode=0700"); err != nil {
+		t.Skipf("cannot mount a tmpfs to fill: %v", err)
+	}
+	t.Cleanup(func() { // after olio has stopped (cleanups run last first)
+		if err := syscall.Unmount(mnt, syscall.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", mnt, err)
+		}
+	})
+	path := filepath.Join(mnt, "access.log")
+	metrics := freeAddr(t)
+	c := Start(t, "--workers", "1", "--access-log", path, "--metrics", metrics)
+	getOn(t, client, c, "/before-full", nil, 200)
+	c.waitFile(t, path, "/before-full")
+
+	// Fill the filesystem: big writes, then small ones, until none fits.
+	filler := filepath.Join(mnt, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, chunk := range []int{64 << 10, 512, 1} {
+		for {
+			if _, err := f.Write(make([]byte, chunk)); err != nil {
+				break
+			}
+		}
+	}
+	f.Close()
+
+	i := 0
+	if !Eventually(15*time.Second, func() bool {
+		i++
+		getOn(t, client, c, fmt.Sprintf("/while-full-%d", i), nil, 200) // served all the same
+		return c.CountLog("access log: write failed") > 0 && metric(t, metrics, "olio_access_log_dropped_total") > 0
+	}) {
+		t.Fatalf("after %d requests on a full disk: no write failure logged, or olio_access_log_dropped_total still %v",
+			i, metric(t, metrics, "olio_access_log_dropped_total"))
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	i = 0
+	if !Eventually(15*time.Second, func() bool {
+		i++
+		uri := fmt.Sprintf("/after-freed-%d", i)
+		getOn(t, client, c, uri, nil, 200)
+		b, _ := os.ReadFile(path)
+		return strings.Contains(string(b), `"GET /after-freed-`)
+	}) {
+		t.Fatalf("after space was freed, %d requests and no line in the access log", i)
+	}
+	c.WaitLog("access log: writing again", 10*time.Second)
+	if n := c.CountLog("access log: write failed"); n > 3 {
+		t.Errorf("%d write failures logged in a few seconds; want them rate-limited", n)
+	}
+}
+
+// waitFile waits until the file at path holds s.
+func (c *Cluster) waitFile(t *testing.T, path, s string) {
+	t.Helper()
+	if !Eventually(10*time.Second, func() bool {
+		b, _ := os.ReadFile(path)
+		return strings.Contains(string(b), s)
+	}) {
+		b, _ := os.ReadFile(path)
+		t.Fatalf("%s has no %q within 10s: %q", path, s, b)
 	}
 }
