@@ -143,6 +143,11 @@ func (r *Router) forward(w http.ResponseWriter, req *http.Request) {
 		heads.Put(hb)
 	}
 	if err != nil {
+		if errors.Is(err, errOwnerSilent) && req.Context().Err() == nil {
+			// No Retry-After: the owner may still run the request when it resumes.
+			r.fail(w, http.StatusGatewayTimeout, fmt.Sprintf("olio: worker %d stopped answering with the request sent to it", req.Context().Value(ownerKey{}).(int)))
+			return
+		}
 		r.remoteError(w, req, err)
 		return
 	}
