@@ -18,8 +18,11 @@ const (
 // frame's header says how long its body is, so holding just those headers until their
 // body arrives delays nothing: every other frame (window updates, pings, go-away, and data
 // frames without a body) is written at once. yamux writes from one goroutine only.
+//
+// On a Pool's sessions it also notes every read that brings bytes (live): the peer is heard.
 type coalescingConn struct {
 	net.Conn
+	live    *liveness // nil: not watched (a Listener's sessions)
 	hdr     [yamuxHeaderSize]byte
 	pending bool
 	buf     []byte // header and a small body, copied together
@@ -48,4 +51,12 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	return c.Conn.Write(p)
+}
+
+func (c *coalescingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 && c.live != nil {
+		c.live.heard()
+	}
+	return n, err
 }

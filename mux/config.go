@@ -18,6 +18,11 @@ const (
 	// MaxRetryInterval caps Config.RetryInterval, so a waiting request notices
 	// a returning peer quickly.
 	MaxRetryInterval = 500 * time.Millisecond
+	// DefaultKeepAliveInterval is how often each end of a session pings the other
+	// (DefaultYamuxConfig), so that a live peer is heard from that often even when idle.
+	DefaultKeepAliveInterval = 500 * time.Millisecond
+	// DefaultSilence is the default Config.Silence: three keep-alive intervals.
+	DefaultSilence = 3 * DefaultKeepAliveInterval
 )
 
 // Config tunes a Listener or a Pool. A nil *Config means DefaultConfig(), and
@@ -35,6 +40,15 @@ type Config struct {
 	// absent; zero means DefaultRetryInterval. At most MaxRetryInterval.
 	RetryInterval time.Duration
 
+	// Silence is how long a Pool's session may go without a byte from its peer
+	// before the peer counts as silent: stopped (SIGSTOP), or too stuck to answer
+	// a ping. A silent peer is not sent anything more: Open and Ready wait until it
+	// is heard from again, Live and Heard report false, and a stream on its session
+	// says so (Stream.PeerSilent). Zero means DefaultSilence, or three keep-alive
+	// intervals if Yamux pings less often; it must be longer than the keep-alive
+	// interval, or an idle peer would look silent between two pings.
+	Silence time.Duration
+
 	// Logger receives the rare events worth a line: accept errors, yamux's
 	// own warnings. Nil discards them.
 	Logger *slog.Logger
@@ -51,12 +65,14 @@ func DefaultConfig() *Config {
 // DefaultYamuxConfig returns the yamux settings olio uses between routers,
 // tuned for throughput on loopback: a 1 MiB stream window (yamux's default is
 // 256 KiB), room for 1024 streams waiting to be accepted, a keep-alive ping every
-// 15s, and no log output. Start from it to tweak a field.
+// DefaultKeepAliveInterval (so that a stopped peer is noticed within Config.Silence;
+// one that does not answer a ping within ConnectionWriteTimeout has its session
+// closed), and no log output. Start from it to tweak a field.
 func DefaultYamuxConfig() *yamux.Config {
 	return &yamux.Config{
 		AcceptBacklog:          1024,
 		EnableKeepAlive:        true,
-		KeepAliveInterval:      15 * time.Second,
+		KeepAliveInterval:      DefaultKeepAliveInterval,
 		ConnectionWriteTimeout: 10 * time.Second,
 		MaxStreamWindowSize:    1 << 20,
 		// A stream the peer never acknowledges means its accept side is
@@ -111,6 +127,17 @@ func resolve(c *Config) (*Config, *yamux.Config, error) {
 	}
 	if err := yamux.VerifyConfig(y); err != nil {
 		return nil, nil, fmt.Errorf("mux: config: Yamux: %w", err)
+	}
+	switch {
+	case r.Silence < 0:
+		return nil, nil, fmt.Errorf("mux: config: Silence %v is negative", r.Silence)
+	case r.Silence == 0:
+		r.Silence = DefaultSilence
+		if y.EnableKeepAlive {
+			r.Silence = max(r.Silence, 3*y.KeepAliveInterval)
+		}
+	case y.EnableKeepAlive && r.Silence <= y.KeepAliveInterval:
+		return nil, nil, fmt.Errorf("mux: config: Silence %v is not longer than the keep-alive interval %v: an idle peer would look silent between pings", r.Silence, y.KeepAliveInterval)
 	}
 	r.Yamux = y
 	return r, y, nil

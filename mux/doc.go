@@ -22,6 +22,14 @@
 // session gone because it is restarting) it keeps retrying until the caller's
 // context is done, so requests wait for a restarting owner instead of failing.
 //
+// Both ends of a session ping each other every DefaultKeepAliveInterval. A peer not heard
+// from within Config.Silence is silent (stopped with SIGSTOP, or stuck): what is written to
+// it waits in its buffers until it resumes. Open does not use a silent peer's session (nor a
+// new session before the peer's first answer: a stopped peer's socket still accepts
+// connections); it waits for the peer to be heard again. Live and Heard tell a caller
+// whether to hand a peer something it cannot take back; Stream.PeerSilent tells whether
+// what was sent on a stream may still be read by a peer that resumes.
+//
 // ListenUnix and ListenUnixgram bind every unix socket between olio processes the same way
 // (the peer sockets, the routers' hand-off sockets, the apps' notify sockets, the control
 // socket): mode 0600, a stale socket file replaced, and a SocketFile that removes the file

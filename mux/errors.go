@@ -21,6 +21,11 @@ var (
 	// Pool.Open is given an index outside the table set by Pool.SetPeers.
 	ErrUnknownPeer = errors.New("unknown peer index")
 
+	// ErrPeerSilent is wrapped (together with ErrPeerUnavailable) when the peer
+	// has a session but has not been heard from within Config.Silence, and was
+	// still silent when the context was done: it is stopped or stuck, not gone.
+	ErrPeerSilent = errors.New("peer silent")
+
 	// ErrClosed is returned by Pool.Open once the Pool is closed, and wrapped
 	// by Listener.Accept once the Listener is closed. It wraps net.ErrClosed,
 	// so errors.Is(err, net.ErrClosed) holds as well.

@@ -234,7 +234,7 @@ func accepted(t *testing.T, ctx context.Context, path string) (*Listener, *Pool,
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sc.Close() })
-	return l, p, c, sc, c.(*yamux.Stream).Session()
+	return l, p, c, sc, c.(*Stream).Session()
 }
 
 func TestListenerCloseKeepsAcceptedStreams(t *testing.T) {
@@ -258,7 +258,7 @@ func TestListenerCloseKeepsAcceptedStreams(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c2.Close()
-	if c2.(*yamux.Stream).Session() == old {
+	if c2.(*Stream).Session() == old {
 		t.Fatal("Open used the session of a closed listener")
 	}
 	roundTrip(t, c2, "new one")
@@ -296,7 +296,7 @@ func TestListenerGoAway(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n.(*yamux.Stream).Session() == old {
+		if n.(*Stream).Session() == old {
 			n.Close()
 			continue
 		}

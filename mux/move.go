@@ -52,10 +52,14 @@ func (l *Listener) Rebind(path string) error {
 func (p *Pool) retireLocked(s *slot) {
 	s.mu.Lock()
 	s.dead = true
-	sess := s.sess.Swap(nil)
+	ps := s.sess.Swap(nil)
 	s.mu.Unlock()
+	if ps == nil {
+		return
+	}
+	sess := ps.ys
 	switch {
-	case sess == nil || sess.IsClosed():
+	case sess.IsClosed():
 	case sess.NumStreams() == 0:
 		sess.Close()
 	default:

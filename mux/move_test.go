@@ -6,8 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-
-	"github.com/hashicorp/yamux"
 )
 
 // A Listener whose directory is removed re-binds in a new one: the stream open on the
@@ -27,7 +25,7 @@ func TestRebindMovesWithoutCuttingStreams(t *testing.T) {
 	}
 	defer busy.Close()
 	roundTrip(t, busy, "before")
-	oldSess := busy.(*yamux.Stream).Session()
+	oldSess := busy.(*Stream).Session()
 
 	if err := os.RemoveAll(oldDir); err != nil { // what rm -rf of the run dir does
 		t.Fatal(err)
@@ -46,7 +44,7 @@ func TestRebindMovesWithoutCuttingStreams(t *testing.T) {
 		t.Fatalf("Open after the move: %v", err)
 	}
 	roundTrip(t, c, "after")
-	if c.(*yamux.Stream).Session() == oldSess {
+	if c.(*Stream).Session() == oldSess {
 		t.Fatal("a new stream opened on the session through the old socket")
 	}
 	c.Close()

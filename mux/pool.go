@@ -37,11 +37,17 @@ type Pool struct {
 // slot is one peer: its socket path and its current session.
 type slot struct {
 	path string
-	sess atomic.Pointer[yamux.Session] // nil: no live session
+	sess atomic.Pointer[peerSession] // nil: no session
 
 	mu      sync.Mutex
 	dialing *attempt // the connect in flight, shared by every waiting Open
 	dead    bool     // replaced by SetPeers, or the Pool is closed
+}
+
+// peerSession is a client session and what it has heard from its peer.
+type peerSession struct {
+	ys   *yamux.Session
+	live *liveness
 }
 
 // attempt is one connect, shared by the Opens that wait for it.
@@ -103,17 +109,67 @@ func (p *Pool) SetPeers(paths []string) {
 	}
 }
 
-// Open returns a new stream to peer index. On a live session that is all it
-// does. Otherwise it connects, sharing one connect attempt with every
-// concurrent caller for the same peer. While the peer is absent (no socket
-// yet, connection refused, session closed because the peer is restarting or
-// going away) it retries every RetryInterval until ctx is done, then returns
-// an error wrapping ErrPeerUnavailable, ctx's error and the last cause. An
-// index outside the peer table fails at once with ErrUnknownPeer and
-// ErrPeerUnavailable; a closed Pool returns ErrClosed.
+// Open returns a new stream to peer index, a *Stream. On a live session (its peer heard
+// from within Config.Silence) that is all it does. Otherwise it connects, sharing one
+// connect attempt with every concurrent caller for the same peer, and waits for the peer's
+// first answer to a ping. While the peer is absent (no socket yet, connection refused,
+// session closed because the peer is restarting or going away) it retries every
+// RetryInterval, and while the peer is silent it waits to hear from it, until ctx is done;
+// then it returns an error wrapping ErrPeerUnavailable (and ErrPeerSilent for a silent
+// peer), ctx's error and the last cause. An index outside the peer table fails at once with
+// ErrUnknownPeer and ErrPeerUnavailable; a closed Pool returns ErrClosed.
 //
 // Open is meant to be an http.Transport's DialContext.
 func (p *Pool) Open(ctx context.Context, index int) (net.Conn, error) {
+	return p.open(ctx, index, openStream)
+}
+
+// Ready waits, as Open does, until peer index has a session and has been heard from within
+// Config.Silence, without opening a stream: a caller that keeps streams of its own asks it
+// before it sends on one. It returns nil, or Open's errors.
+func (p *Pool) Ready(ctx context.Context, index int) error {
+	_, err := p.open(ctx, index, openReady)
+	return err
+}
+
+// Live reports, without waiting, whether peer index has a session and has been heard from
+// within Config.Silence.
+func (p *Pool) Live(index int) bool {
+	slots := *p.slots.Load()
+	if index < 0 || index >= len(slots) {
+		return false
+	}
+	ps := slots[index].sess.Load()
+	return ps != nil && !ps.ys.IsClosed() && ps.live.live(p.cfg.Silence)
+}
+
+// Heard reports whether peer index is live, as Live does, connecting to it first if it has
+// no session yet and waiting for its first answer, for at most Config.Silence (and until
+// ctx is done). A peer that is silent already is not waited for. It is the check to make
+// before handing the peer something that cannot be taken back.
+func (p *Pool) Heard(ctx context.Context, index int) bool {
+	if p.Live(index) {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.Silence)
+	defer cancel()
+	_, err := p.open(ctx, index, openHeard)
+	return err == nil
+}
+
+// openMode is what open is asked for.
+type openMode int
+
+const (
+	openStream openMode = iota // a stream on a live session
+	openReady                  // a live session, waiting while the peer is silent
+	openHeard                  // a live session, but no wait for a silent peer
+)
+
+// errSilent says, in openHeard mode, that the peer is silent.
+var errSilent = errors.New("mux: peer silent")
+
+func (p *Pool) open(ctx context.Context, index int, mode openMode) (net.Conn, error) {
 	var (
 		lastErr error
 		dialed  bool // this call connected: a failure now means wait, not loop
@@ -127,12 +183,29 @@ func (p *Pool) Open(ctx context.Context, index int) (net.Conn, error) {
 			return nil, fmt.Errorf("mux: peer %d: %w: %w (%d peers)", index, ErrPeerUnavailable, ErrUnknownPeer, len(slots))
 		}
 		s := slots[index]
-		if sess := s.sess.Load(); sess != nil {
-			c, err := sess.Open()
-			if err == nil {
-				return c, nil
+		if ps := s.sess.Load(); ps != nil {
+			if ps.ys.IsClosed() {
+				p.drop(s, ps, yamux.ErrSessionShutdown)
+				continue
 			}
-			p.drop(s, sess, err)
+			if !ps.live.live(p.cfg.Silence) {
+				switch err := p.await(ctx, ps, mode); {
+				case err == nil:
+					continue
+				case errors.Is(err, ErrClosed):
+					return nil, ErrClosed
+				default:
+					return nil, fmt.Errorf("mux: peer %d at %s: %w: %w: %w", index, s.path, ErrPeerUnavailable, ErrPeerSilent, err)
+				}
+			}
+			if mode != openStream {
+				return nil, nil
+			}
+			c, err := ps.ys.OpenStream()
+			if err == nil {
+				return &Stream{Stream: c, live: ps.live, silence: p.cfg.Silence}, nil
+			}
+			p.drop(s, ps, err)
 			lastErr = fmt.Errorf("open stream: %w", err)
 			if !dialed {
 				continue // the session died since we last used it: re-dial now
@@ -170,6 +243,40 @@ func (p *Pool) Open(ctx context.Context, index int) (net.Conn, error) {
 			t.Stop()
 			return nil, ErrClosed
 		}
+	}
+}
+
+// await waits until the peer of ps, not heard from lately, is heard (nil), or its session
+// closes (nil: look again), or ctx is done (its error). A ping asks the peer to answer at
+// once. In openHeard mode a silent peer is not waited for (errSilent), and a new session
+// only until it turns silent.
+func (p *Pool) await(ctx context.Context, ps *peerSession, mode openMode) error {
+	ps.live.kick(ps.ys)
+	var turnsSilent <-chan time.Time
+	if mode == openHeard {
+		d, _ := ps.live.unheard()
+		if d >= p.cfg.Silence {
+			return errSilent
+		}
+		t := time.NewTimer(p.cfg.Silence - d)
+		defer t.Stop()
+		turnsSilent = t.C
+	}
+	wake := ps.live.next()
+	if ps.live.live(p.cfg.Silence) {
+		return nil
+	}
+	select {
+	case <-wake:
+		return nil
+	case <-ps.ys.CloseChan():
+		return nil
+	case <-turnsSilent:
+		return errSilent
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-p.done:
+		return ErrClosed
 	}
 }
 
@@ -247,8 +354,9 @@ func (p *Pool) connect(ctx context.Context, s *slot) error {
 		p.testHookDial(err)
 	}
 	var sess *yamux.Session
+	live := newLiveness()
 	if err == nil {
-		sess, err = yamux.Client(&coalescingConn{Conn: conn}, p.ycfg)
+		sess, err = yamux.Client(&coalescingConn{Conn: conn, live: live}, p.ycfg)
 		if err != nil { // only for a bad config, which resolve rejected
 			conn.Close()
 		}
@@ -266,7 +374,9 @@ func (p *Pool) connect(ctx context.Context, s *slot) error {
 		}
 		return errSlotGone
 	}
-	s.sess.Store(sess)
+	ps := &peerSession{ys: sess, live: live}
+	s.sess.Store(ps)
+	live.kick(sess) // the peer's answer says it is there: a frozen one's socket accepts connects too
 	return nil
 }
 
@@ -274,10 +384,11 @@ func (p *Pool) connect(ctx context.Context, s *slot) error {
 // peer sent away (it is shutting down, or out of stream IDs) still carries
 // streams that must finish: it is retired, and the peer closes it when they
 // are done. Any other session is dead and closed.
-func (p *Pool) drop(s *slot, sess *yamux.Session, err error) {
-	if !s.sess.CompareAndSwap(sess, nil) {
+func (p *Pool) drop(s *slot, ps *peerSession, err error) {
+	if !s.sess.CompareAndSwap(ps, nil) {
 		return // another caller dropped it first
 	}
+	sess := ps.ys
 	if !errors.Is(err, yamux.ErrRemoteGoAway) && !errors.Is(err, yamux.ErrStreamsExhausted) {
 		sess.Close()
 		return
@@ -300,10 +411,10 @@ func (p *Pool) drop(s *slot, sess *yamux.Session, err error) {
 func (s *slot) kill() {
 	s.mu.Lock()
 	s.dead = true
-	sess := s.sess.Swap(nil)
+	ps := s.sess.Swap(nil)
 	s.mu.Unlock()
-	if sess != nil {
-		sess.Close()
+	if ps != nil {
+		ps.ys.Close()
 	}
 }
 

@@ -80,7 +80,7 @@ func TestOpenReconnectsAfterPeerRestart(t *testing.T) {
 	}
 	roundTrip(t, c, "first life")
 	c.Close()
-	old := c.(*yamux.Stream).Session()
+	old := c.(*Stream).Session()
 
 	l.Close()
 	// The peer is gone: its session ends once the echo goroutine has closed
@@ -98,7 +98,7 @@ func TestOpenReconnectsAfterPeerRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c2.Close()
-	if c2.(*yamux.Stream).Session() == old {
+	if c2.(*Stream).Session() == old {
 		t.Fatal("Open used the dead session")
 	}
 	roundTrip(t, c2, "second life")
@@ -173,7 +173,7 @@ func TestSetPeersClosesSessions(t *testing.T) {
 		}
 		defer c.Close()
 		roundTrip(t, c, "hi")
-		return c.(*yamux.Stream).Session()
+		return c.(*Stream).Session()
 	}
 	closed := func(s *yamux.Session) {
 		t.Helper()
@@ -252,7 +252,7 @@ func TestCloseClosesSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.Close()
-	if !c.(*yamux.Stream).Session().IsClosed() {
+	if !c.(*Stream).Session().IsClosed() {
 		t.Fatal("session open after Pool.Close")
 	}
 }
@@ -297,7 +297,7 @@ func TestConcurrentOpensShareOneDial(t *testing.T) {
 					t.Fatal(r.err)
 				}
 				defer r.c.Close()
-				s := r.c.(*yamux.Stream).Session()
+				s := r.c.(*Stream).Session()
 				if sess == nil {
 					sess = s
 				} else if s != sess {
@@ -325,6 +325,8 @@ func TestVerifyConfig(t *testing.T) {
 		{RetryInterval: -1},
 		{RetryInterval: time.Second},
 		{Yamux: &yamux.Config{}},
+		{Silence: -1},
+		{Silence: DefaultKeepAliveInterval}, // an idle peer would look silent between pings
 	}
 	for _, c := range bad {
 		if err := VerifyConfig(c); err == nil {
@@ -348,13 +350,13 @@ func TestResolveDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.DialTimeout != DefaultDialTimeout || r.RetryInterval != DefaultRetryInterval || r.Logger == nil {
+	if r.DialTimeout != DefaultDialTimeout || r.RetryInterval != DefaultRetryInterval || r.Silence != DefaultSilence || r.Logger == nil {
 		t.Errorf("resolve(nil) = %+v, want the defaults and a (discarding) logger", r)
 	}
 	// The yamux timeouts that bound a stuck peer: a zero would mean no bound at all.
 	if y.StreamOpenTimeout != 30*time.Second || y.StreamCloseTimeout != time.Minute ||
-		y.KeepAliveInterval != 15*time.Second || y.ConnectionWriteTimeout != 10*time.Second {
-		t.Errorf("yamux timeouts %v open, %v close, %v keep-alive, %v write; want 30s, 1m, 15s, 10s",
+		y.KeepAliveInterval != 500*time.Millisecond || y.ConnectionWriteTimeout != 10*time.Second {
+		t.Errorf("yamux timeouts %v open, %v close, %v keep-alive, %v write; want 30s, 1m, 500ms, 10s",
 			y.StreamOpenTimeout, y.StreamCloseTimeout, y.KeepAliveInterval, y.ConnectionWriteTimeout)
 	}
 

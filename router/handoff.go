@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -87,8 +88,16 @@ type handoff struct {
 	done chan struct{}
 
 	dir      string         // the run directory, where every router's handoff socket is; guarded by mu
+	index    int            // this router's worker index
 	logger   *slog.Logger   // for a bad message
 	handedIn *atomic.Uint64 // counts the connections received
+
+	// maxWait is how long a connection may have waited in the socket's queue (this router
+	// stopped, or too busy to take connections) and still be served (nil: no bound); past
+	// it, its request is answered 503 here. The router sets it to --forward-timeout.
+	maxWait    func() time.Duration
+	staleCount atomic.Int64 // connections answered so since the last log line
+	staleLog   atomic.Int64 // when that line was written, in Unix ns
 
 	mu    sync.Mutex
 	queue *connQueue // where received connections go; nil while not accepting
@@ -107,7 +116,7 @@ func newHandoff(dir string, index int, logger *slog.Logger, handedIn *atomic.Uin
 	if err != nil {
 		return nil, fmt.Errorf("router: handoff socket: %w", err)
 	}
-	return &handoff{dir: dir, path: RunDir(dir).HandoffSocket(index), logger: logger, handedIn: handedIn, out: pc.(*net.UnixConn)}, nil
+	return &handoff{dir: dir, index: index, path: RunDir(dir).HandoffSocket(index), logger: logger, handedIn: handedIn, out: pc.(*net.UnixConn)}, nil
 }
 
 // open starts receiving connections into q.
@@ -121,6 +130,11 @@ func (h *handoff) open(q *connQueue) error {
 	in, file, err := mux.ListenUnixgram(h.path)
 	if err != nil {
 		return fmt.Errorf("router: handoff socket: %w", err)
+	}
+	// The kernel stamps each message with the time it was sent: how long its connection
+	// waited in the queue.
+	if raw, err := in.SyscallConn(); err == nil {
+		raw.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMP, 1) })
 	}
 	h.in, h.file = in, file
 	h.done = make(chan struct{})
@@ -159,7 +173,7 @@ func (h *handoff) shutdown() {
 func (h *handoff) receive(in *net.UnixConn, done chan struct{}) {
 	defer close(done)
 	buf := make([]byte, maxHandoffPrefix+1)
-	oob := make([]byte, unix.CmsgSpace(4))
+	oob := make([]byte, unix.CmsgSpace(4)+unix.CmsgSpace(int(unsafe.Sizeof(unix.Timeval{}))))
 	for {
 		n, oobn, _, _, err := in.ReadMsgUnix(buf, oob)
 		if err != nil {
@@ -197,14 +211,24 @@ func (h *handoff) takePending(in *net.UnixConn, buf, oob []byte) {
 	}
 }
 
-// take queues the connection of one handoff message.
+// take queues the connection of one handoff message, or answers its request at once if it
+// waited in the socket's queue longer than maxWait.
 func (h *handoff) take(msg, oob []byte) {
-	c, err := connFromRights(oob)
+	c, sent, err := connFromRights(oob)
 	if err != nil {
 		h.logger.Warn("handoff: bad message", "err", err)
 		return
 	}
 	prefix := append([]byte(nil), msg...)
+	if h.maxWait != nil && !sent.IsZero() {
+		if waited := time.Since(sent); waited > h.maxWait() {
+			// Its sender has let it go for good (two routers never serve one socket), and
+			// its client has waited long enough.
+			h.noteStale(waited)
+			go answerStale(c, prefix, h.index, waited)
+			return
+		}
+	}
 	h.mu.Lock()
 	q := h.queue
 	h.mu.Unlock()
@@ -217,22 +241,85 @@ func (h *handoff) take(msg, oob []byte) {
 	h.handedIn.Add(1)
 }
 
-// connFromRights makes a net.Conn of the one descriptor in a control message.
-func connFromRights(oob []byte) (net.Conn, error) {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil || len(msgs) != 1 {
-		return nil, fmt.Errorf("no descriptor (%v)", err)
+// noteStale logs the connections answered by answerStale, at most a line a second.
+func (h *handoff) noteStale(waited time.Duration) {
+	n := h.staleCount.Add(1)
+	now, last := time.Now().UnixNano(), h.staleLog.Load()
+	if now-last < int64(time.Second) || !h.staleLog.CompareAndSwap(last, now) {
+		return
 	}
-	fds, err := unix.ParseUnixRights(&msgs[0])
-	if err != nil || len(fds) == 0 {
-		return nil, fmt.Errorf("no descriptor (%v)", err)
+	h.staleCount.Add(-n)
+	h.logger.Warn("handoff: connections waited too long in this worker's queue (was it stopped?): their requests were answered 503",
+		"connections", n, "waited", waited.Round(time.Millisecond))
+}
+
+// staleAnswerTimeout bounds the writing of answerStale's answer.
+const staleAnswerTimeout = 5 * time.Second
+
+// answerStale answers the first request of a connection that waited too long in the handoff
+// queue of worker index, and closes it. The request has not run: 503, with Retry-After.
+func answerStale(c net.Conn, prefix []byte, index int, waited time.Duration) {
+	defer c.Close()
+	text := fmt.Sprintf("olio: worker %d did not take the connection in time (it waited %s)\n", index, waited.Round(time.Millisecond))
+	var b bytes.Buffer
+	b.WriteString("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n" +
+		"X-Content-Type-Options: nosniff\r\nRetry-After: 1\r\nConnection: close\r\n")
+	fmt.Fprintf(&b, "Content-Length: %d\r\n\r\n", len(text))
+	if !bytes.HasPrefix(prefix, []byte("HEAD ")) {
+		b.WriteString(text)
+	}
+	c.SetDeadline(time.Now().Add(staleAnswerTimeout))
+	if _, err := c.Write(b.Bytes()); err != nil {
+		return
+	}
+	// As net/http does: half-close, and read what the client still sends for a moment, so
+	// that it reads the answer rather than a reset.
+	if cw, ok := c.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		io.Copy(io.Discard, io.LimitReader(c, 256<<10))
+	}
+}
+
+// connFromRights makes a net.Conn of the one descriptor in a handoff message's control
+// messages, and returns the time the kernel stamped the message with (zero: none).
+func connFromRights(oob []byte) (net.Conn, time.Time, error) {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("no descriptor (%v)", err)
+	}
+	var (
+		fds  []int
+		sent time.Time
+	)
+	for i := range msgs {
+		m := &msgs[i]
+		if m.Header.Level != unix.SOL_SOCKET {
+			continue
+		}
+		switch m.Header.Type {
+		case unix.SCM_RIGHTS:
+			got, err := unix.ParseUnixRights(m)
+			if err != nil {
+				continue
+			}
+			fds = append(fds, got...)
+		case unix.SCM_TIMESTAMP:
+			if len(m.Data) >= int(unsafe.Sizeof(unix.Timeval{})) {
+				tv := (*unix.Timeval)(unsafe.Pointer(&m.Data[0]))
+				sent = time.Unix(tv.Unix())
+			}
+		}
+	}
+	if len(fds) == 0 {
+		return nil, time.Time{}, errors.New("no descriptor")
 	}
 	for _, fd := range fds[1:] {
 		unix.Close(fd)
 	}
 	f := os.NewFile(uintptr(fds[0]), "handed-off")
 	defer f.Close()
-	return net.FileConn(f)
+	c, err := net.FileConn(f)
+	return c, sent, err
 }
 
 // send passes conn, with prefix, to the router of index.
@@ -245,10 +332,21 @@ func (h *handoff) send(index int, conn net.Conn, prefix []byte) error {
 	if err != nil {
 		return err
 	}
-	addr := &net.UnixAddr{Name: RunDir(h.runDir()).HandoffSocket(index), Net: "unixgram"}
+	out, err := h.out.SyscallConn()
+	if err != nil {
+		return err
+	}
+	to := &unix.SockaddrUnix{Name: RunDir(h.runDir()).HandoffSocket(index)}
 	var sendErr error
 	err = raw.Control(func(fd uintptr) {
-		_, _, sendErr = h.out.WriteMsgUnix(prefix, unix.UnixRights(int(fd)), addr)
+		rights := unix.UnixRights(int(fd))
+		if err := out.Control(func(ofd uintptr) {
+			// Never waits: a full queue (the owner is not taking connections) fails, and
+			// the connection stays here.
+			sendErr = unix.Sendmsg(int(ofd), prefix, rights, to, unix.MSG_DONTWAIT)
+		}); err != nil {
+			sendErr = err
+		}
 	})
 	if err != nil {
 		return err
@@ -267,6 +365,12 @@ func (r *Router) tryHandOff(w http.ResponseWriter, req *http.Request, target int
 	}
 	hj, ok := w.(http.Hijacker)
 	if !ok {
+		return false
+	}
+	// A sent connection is the owner's for good. One not heard from lately (stopped, or
+	// stuck) would take it only when it resumes: forward instead, which waits for it up to
+	// --forward-timeout.
+	if !r.pool.Heard(req.Context(), target) {
 		return false
 	}
 	// The queue to put the connection back into if the owner cannot take it; none once

@@ -54,7 +54,26 @@ func (p *peerTransport) CloseIdleConnections() {
 
 // send sends a request to peer i, its head frame built, and reads the answer's head into
 // dst (nil: a new header). body, if not nil, is sent after the head.
+//
+// A request is sent only to an owner heard from lately (mux's Silence): one that is stopped
+// (SIGSTOP) or stuck is waited for, up to the forward timeout (then 503, Retry-After: the
+// request never reached it). One sent to an owner that then goes silent may sit in its
+// buffers and run when it resumes: it is never sent again, and past the request timeout it
+// is answered 504, without Retry-After.
 func (p *peerTransport) send(i int, req *http.Request, head []byte, body io.Reader, dst http.Header) (*http.Response, error) {
+	if !p.r.pool.Live(i) {
+		// Its pooled streams too wait for it: what is written on them reaches it only
+		// when it resumes.
+		ctx, cancel := context.WithTimeout(req.Context(), p.r.conf().ForwardTimeout)
+		err := p.r.pool.Ready(ctx, i)
+		cancel()
+		if err != nil {
+			if ctxErr := req.Context().Err(); ctxErr != nil {
+				return nil, ctxErr
+			}
+			return nil, err
+		}
+	}
 	t := p.pool(i)
 	var sent error // the first attempt's failure, when the owner may have acted on the request
 	for attempt := 0; ; attempt++ {
@@ -69,12 +88,17 @@ func (p *peerTransport) send(i int, req *http.Request, head []byte, body io.Read
 			}
 			return nil, err
 		}
-		x := &exchange{t: t, ac: ac, req: req, body: body}
+		x := &exchange{t: t, ac: ac, req: req, body: body, timeout: p.r.conf().RequestTimeout}
 		resp, err := x.run(p.r.conf().Secret, head, dst)
 		if err == nil {
 			return resp, nil
 		}
 		ac.c.Close()
+		if x.ownerSilent() && req.Context().Err() == nil {
+			// Sent to an owner that has stopped answering: the request may sit in its
+			// buffers and run when it resumes, so it is not sent again.
+			return nil, errOwnerSilent
+		}
 		// A stream the owner refused never reached it: the owner is being replaced and has
 		// sent this session away (onDrain), and yamux resets a stream whose opening crossed
 		// that. A new stream reaches the replacement once this router has heard the go-away.
@@ -119,6 +143,11 @@ func (r *Router) forward(w http.ResponseWriter, req *http.Request) {
 		heads.Put(hb)
 	}
 	if err != nil {
+		if errors.Is(err, errOwnerSilent) && req.Context().Err() == nil {
+			// No Retry-After: the owner may still run the request when it resumes.
+			r.fail(w, http.StatusGatewayTimeout, fmt.Sprintf("olio: worker %d stopped answering with the request sent to it", req.Context().Value(ownerKey{}).(int)))
+			return
+		}
 		r.remoteError(w, req, err)
 		return
 	}
@@ -285,6 +314,15 @@ func alive(ac *appConn) bool {
 	return isTimeout(err)
 }
 
+// errOwnerSilent: a request was sent to an owner that has not been heard from since, and got
+// no answer within the request timeout (or its session was given up): a 504, without
+// Retry-After, since the owner may still run it when it resumes.
+var errOwnerSilent = fmt.Errorf("router: the owner went silent with the request sent: %w", context.DeadlineExceeded)
+
+// ownerRecheck is how often an exchange past its request timeout looks again at an owner
+// that is heard from (and so will answer, by its own timeouts).
+const ownerRecheck = 250 * time.Millisecond
+
 // exchange is one request and its answer on one stream. The stream goes back to the pool
 // once both ends of it are complete: the request's end frame sent and the answer's read.
 type exchange struct {
@@ -295,10 +333,73 @@ type exchange struct {
 
 	stop func() bool // stops the request context's watch on the stream
 
+	timeout time.Duration // --request-timeout: when to look at a silent owner (0: never)
+
 	mu      sync.Mutex
-	halves  int   // ends still open: the request's body, the answer
-	broken  bool  // one end failed: close the stream
-	bodyErr error // why the request body failed
+	halves  int         // ends still open: the request's body, the answer
+	broken  bool        // one end failed: close the stream
+	bodyErr error       // why the request body failed
+	watch   *time.Timer // the owner's watch while the answer's head is awaited
+	watched bool        // the watch is over
+	silent  bool        // the watch found the owner silent and broke the stream off
+}
+
+// watchOwner starts the owner's watch: past the request timeout, a stream whose owner has
+// not been heard from lately is broken off (the answer is a 504); one whose owner is heard
+// from is left to the owner's own timeouts.
+func (x *exchange) watchOwner() {
+	if x.timeout <= 0 {
+		return
+	}
+	x.mu.Lock()
+	x.watch = time.AfterFunc(x.timeout, x.checkOwner)
+	x.mu.Unlock()
+}
+
+func (x *exchange) checkOwner() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.watched {
+		return
+	}
+	if s, ok := x.ac.c.(*mux.Stream); !ok || !s.PeerSilent() {
+		x.watch.Reset(ownerRecheck)
+		return
+	}
+	x.silent, x.watched = true, true
+	x.ac.c.SetDeadline(time.Unix(1, 0))
+}
+
+// endWatch ends the owner's watch once the answer's head has come; true: too late, the
+// watch had broken the stream off.
+func (x *exchange) endWatch() bool {
+	x.unwatch()
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.silent
+}
+
+// unwatch ends the owner's watch, once the answer's head has come or the exchange failed.
+func (x *exchange) unwatch() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.watched = true
+	if x.watch != nil {
+		x.watch.Stop()
+	}
+}
+
+// ownerSilent reports whether the exchange failed on an owner that has gone silent: found so
+// by the watch, or its session given up for want of an answer to a ping.
+func (x *exchange) ownerSilent() bool {
+	x.mu.Lock()
+	silent := x.silent
+	x.mu.Unlock()
+	if silent {
+		return true
+	}
+	s, ok := x.ac.c.(*mux.Stream)
+	return ok && s.PeerSilent()
 }
 
 // run sends the request (the hello first, on a new stream) and reads the answer's head.
@@ -312,6 +413,7 @@ func (x *exchange) run(secret string, head []byte, dst http.Header) (*http.Respo
 		ac.bw.Write(appendHello(b[:0], secret))
 	}
 	ac.bw.Write(head)
+	x.watchOwner()
 	x.halves = 1
 	if x.body == nil {
 		var b [16]byte
@@ -324,10 +426,11 @@ func (x *exchange) run(secret string, head []byte, dst http.Header) (*http.Respo
 		// yamux tells this write that its bytes have left: an answer already here is the
 		// answer (reading a broken stream returns at once).
 		if x.body == nil {
-			if resp, rerr := x.readHead(dst); rerr == nil {
+			if resp, rerr := x.readHead(dst); rerr == nil && !x.endWatch() {
 				return resp, nil
 			}
 		}
+		x.unwatch()
 		x.stop()
 		return nil, err
 	}
@@ -335,7 +438,13 @@ func (x *exchange) run(secret string, head []byte, dst http.Header) (*http.Respo
 		go x.sendBody()
 	}
 	resp, err := x.readHead(dst)
+	if err == nil && x.endWatch() {
+		// The watch broke the stream off as the answer came: the answer cannot be read
+		// (send closes the stream).
+		err = errOwnerSilent
+	}
 	if err != nil {
+		x.unwatch()
 		x.stop()
 		x.mu.Lock()
 		if x.bodyErr != nil {

@@ -170,6 +170,7 @@ func (r *Router) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	h.maxWait = func() time.Duration { return r.conf().ForwardTimeout }
 	private, err := mux.Listen(r.peerPath(), nil)
 	if err != nil {
 		h.shutdown()
