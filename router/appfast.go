@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -217,6 +218,9 @@ func fastExchange(ac *appConn, out *fasthttp.Request, resp *fasthttp.Response, h
 	if _, err := ac.br.Peek(1); err != nil {
 		return err
 	}
+	if !plainHead(ac.br) {
+		return &refusedError{errors.New("router: an answer header for net/http's parser")}
+	}
 	resp.StreamBody = true
 	resp.SkipBody = head
 	resp.Header.SetNoDefaultContentType(true)
@@ -225,6 +229,33 @@ func fastExchange(ac *appConn, out *fasthttp.Request, resp *fasthttp.Response, h
 		return &refusedError{err}
 	}
 	return nil
+}
+
+// plainHead waits until the whole header of the answer is in br's buffer and reports whether
+// fasthttp's parser reads it as net/http's does: a final answer (not 1xx) whose every line
+// ends in CRLF. Anything else — bare LF line ends, which fasthttp would wait on for more, an
+// interim answer, a header larger than the buffer, a read error — is left to net/http's
+// parser, so the client gets the answer ReverseProxy would give.
+func plainHead(br *bufio.Reader) bool {
+	scanned := 0
+	for {
+		b, err := br.Peek(max(br.Buffered(), scanned+1))
+		for i := scanned; i < len(b); i++ {
+			if b[i] != '\n' {
+				continue
+			}
+			if i == 0 || b[i-1] != '\r' {
+				return false
+			}
+			if i >= 3 && b[i-2] == '\n' && b[i-3] == '\r' {
+				return len(b) > 9 && b[9] != '1'
+			}
+		}
+		if err != nil {
+			return false
+		}
+		scanned = len(b)
+	}
 }
 
 // copyFastHeader copies the answer's end-to-end headers into h and returns the names of
