@@ -233,22 +233,39 @@ func fastExchange(ac *appConn, out *fasthttp.Request, resp *fasthttp.Response, h
 
 // plainHead waits until the whole header of the answer is in br's buffer and reports whether
 // fasthttp's parser reads it as net/http's does: a final answer (not 1xx) whose every line
-// ends in CRLF. Anything else — bare LF line ends, which fasthttp would wait on for more, an
-// interim answer, a header larger than the buffer, a read error — is left to net/http's
-// parser, so the client gets the answer ReverseProxy would give.
+// ends in CRLF, with no bare CR, no folded line and no whitespace before a field's colon.
+// Anything else — bare LF line ends, which fasthttp would wait on for more, an interim
+// answer, a header larger than the buffer, a read error — is left to net/http's parser, so
+// the client gets the answer ReverseProxy would give.
 func plainHead(br *bufio.Reader) bool {
 	scanned := 0
+	line, colon := 0, false // where the current line starts; whether it has had its colon
 	for {
 		b, err := br.Peek(max(br.Buffered(), scanned+1))
 		for i := scanned; i < len(b); i++ {
-			if b[i] != '\n' {
-				continue
-			}
-			if i == 0 || b[i-1] != '\r' {
+			c := b[i]
+			if i > 0 && b[i-1] == '\r' && c != '\n' {
 				return false
 			}
-			if i >= 3 && b[i-2] == '\n' && b[i-3] == '\r' {
-				return len(b) > 9 && b[9] != '1'
+			switch {
+			case c == '\n':
+				if i == 0 || b[i-1] != '\r' {
+					return false
+				}
+				if i == line+1 { // the empty line: the end of the head
+					return len(b) > 9 && b[9] != '1'
+				}
+				line, colon = i+1, false
+			case line == 0: // the status line
+			case c == ' ' || c == '\t':
+				if i == line {
+					return false // a folded line
+				}
+			case c == ':' && !colon:
+				colon = true
+				if i > line && (b[i-1] == ' ' || b[i-1] == '\t') {
+					return false
+				}
 			}
 		}
 		if err != nil {
