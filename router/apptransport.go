@@ -51,6 +51,8 @@ type appConn struct {
 	greeted bool
 	// idleSince is when it went back to the pool.
 	idleSince time.Time
+	// raw is the socket under c, for quiet (nil: not a socket, as a peer's stream).
+	raw syscall.RawConn
 }
 
 // The bounds of each pool: a burst leaves at most maxIdleApp idle connections, and none
@@ -126,7 +128,11 @@ func (t *appTransport) get(ctx context.Context, fresh bool) (ac *appConn, reused
 	if err != nil {
 		return nil, false, err
 	}
-	return &appConn{c: c, br: bufio.NewReaderSize(c, 16<<10), bw: bufio.NewWriterSize(c, 4<<10)}, false, nil
+	ac = &appConn{c: c, br: bufio.NewReaderSize(c, 16<<10), bw: bufio.NewWriterSize(c, 4<<10)}
+	if sc, ok := c.(syscall.Conn); ok {
+		ac.raw, _ = sc.SyscallConn()
+	}
+	return ac, false, nil
 }
 
 // put returns ac to the pool once its answer has been read to the end. A connection with
@@ -204,17 +210,12 @@ func quiet(ac *appConn) bool {
 	if ac.br.Buffered() > 0 {
 		return false
 	}
-	sc, ok := ac.c.(syscall.Conn)
-	if !ok {
+	if ac.raw == nil {
 		return true // a peer's stream: its frames delimit every answer
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
 	}
 	still := false
 	var b [1]byte
-	err = rc.Read(func(fd uintptr) bool {
+	err := ac.raw.Read(func(fd uintptr) bool {
 		_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
 		still = err == unix.EAGAIN || err == unix.EWOULDBLOCK
 		return true
