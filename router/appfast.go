@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -121,7 +122,15 @@ func (r *Router) serveFast(w http.ResponseWriter, req *http.Request, inst *insta
 		var refused *refusedError
 		switch {
 		case errors.As(err, &refused):
-			other, err = inst.transport.readAnswer(ac, req, stop)
+			other, err = inst.transport.readAnswer(ac, req, stop, func(r *http.Response) {
+				// Passed on as ReverseProxy passes them.
+				h := w.Header()
+				for k, vs := range r.Header {
+					h[k] = append(h[k], vs...)
+				}
+				w.WriteHeader(r.StatusCode)
+				clear(h)
+			})
 			return err
 		case err != nil:
 			stop()
@@ -180,11 +189,39 @@ func (r *Router) writeFast(w http.ResponseWriter, req *http.Request, resp *fasth
 		}
 		return
 	}
-	h := w.Header()
-	for _, k := range trailers {
-		for _, v := range resp.Header.PeekAll(k) {
-			h.Add(k, string(v))
+	writeFastTrailers(w, resp, trailers)
+}
+
+// writeFastTrailers passes on the trailers that came after the answer's body, as
+// ReverseProxy does: as declared trailers when the answer announced them all (declared),
+// else each with http.TrailerPrefix, after a flush that makes the answer chunked.
+func writeFastTrailers(w http.ResponseWriter, resp *fasthttp.Response, declared []string) {
+	raw := resp.Header.TrailerHeader() // the trailer section as received, "\r\n" when none
+	if len(raw) <= 2 {
+		return
+	}
+	type field struct{ k, v string }
+	var got []field
+	undeclared := false
+	for line := range strings.SplitSeq(string(raw), "\r\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
 		}
+		k = textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(k))
+		got = append(got, field{k, strings.TrimSpace(v)})
+		if !slices.Contains(declared, k) {
+			undeclared = true
+		}
+	}
+	prefix := ""
+	if undeclared {
+		http.NewResponseController(w).Flush()
+		prefix = http.TrailerPrefix
+	}
+	h := w.Header()
+	for _, f := range got {
+		h.Add(prefix+f.k, f.v)
 	}
 }
 

@@ -5,8 +5,11 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"strconv"
 	"strings"
 	"sync"
@@ -53,6 +56,40 @@ type appConn struct {
 	idleSince time.Time
 	// raw is the socket under c, for quiet (nil: not a socket, as a peer's stream).
 	raw syscall.RawConn
+	// lim bounds what br may read from c (nil: unbounded).
+	lim *limitReader
+}
+
+// maxAnswerHeader bounds the header of an app's answer (interim answers included), as
+// http.Transport's MaxResponseHeaderBytes does by default.
+const maxAnswerHeader = 10 << 20
+
+// errAnswerHeaderTooLarge is an answer header past maxAnswerHeader.
+var errAnswerHeaderTooLarge = errors.New("router: the app's answer header is larger than 10 MiB")
+
+// limitReader reads from r until left bytes have been read, then fails.
+type limitReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	if l.left <= 0 {
+		return 0, errAnswerHeaderTooLarge
+	}
+	if int64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	return n, err
+}
+
+// limit sets how much more br may read from the connection.
+func (ac *appConn) limit(n int64) {
+	if ac.lim != nil {
+		ac.lim.left = n
+	}
 }
 
 // The bounds of each pool: a burst leaves at most maxIdleApp idle connections, and none
@@ -128,7 +165,8 @@ func (t *appTransport) get(ctx context.Context, fresh bool) (ac *appConn, reused
 	if err != nil {
 		return nil, false, err
 	}
-	ac = &appConn{c: c, br: bufio.NewReaderSize(c, 16<<10), bw: bufio.NewWriterSize(c, 4<<10)}
+	lim := &limitReader{r: c, left: math.MaxInt64}
+	ac = &appConn{c: c, br: bufio.NewReaderSize(lim, 16<<10), bw: bufio.NewWriterSize(c, 4<<10), lim: lim}
 	if sc, ok := c.(syscall.Conn); ok {
 		ac.raw, _ = sc.SyscallConn()
 	}
@@ -266,6 +304,9 @@ func (t *appTransport) exchange(req *http.Request, x func(ac *appConn) error) er
 	}
 }
 
+// errTooManyInterim is an app sending more than maxInterim interim answers.
+var errTooManyInterim = errors.New("router: too many 1xx informational answers")
+
 // errAnswerStarted marks a failure after the app began its answer: never retried.
 var errAnswerStarted = errors.New("router: the app's answer broke off")
 
@@ -280,17 +321,34 @@ func (t *appTransport) roundTrip(ac *appConn, req *http.Request) (*http.Response
 		stop()
 		return nil, err
 	}
-	return t.readAnswer(ac, req, stop)
+	var interim func(*http.Response)
+	if trace := httptrace.ContextClientTrace(req.Context()); trace != nil && trace.Got1xxResponse != nil {
+		// ReverseProxy passes interim answers on to its client through this hook.
+		interim = func(r *http.Response) { trace.Got1xxResponse(r.StatusCode, textproto.MIMEHeader(r.Header)) }
+	}
+	return t.readAnswer(ac, req, stop, interim)
 }
 
+// maxInterim bounds the interim answers before the final one, as http.Transport's.
+const maxInterim = 5
+
 // readAnswer reads the header of the app's answer to req from ac; its body returns ac to
-// the pool, or closes it, and calls stop. A failure calls stop.
-func (t *appTransport) readAnswer(ac *appConn, req *http.Request, stop func() bool) (*http.Response, error) {
+// the pool, or closes it, and calls stop. A failure calls stop. Interim answers (103 Early
+// Hints, 100 Continue) go to interim (nil: dropped), at most maxInterim; the final one follows.
+func (t *appTransport) readAnswer(ac *appConn, req *http.Request, stop func() bool, interim func(*http.Response)) (*http.Response, error) {
+	ac.limit(maxAnswerHeader)
 	resp, err := http.ReadResponse(ac.br, req)
-	// Interim answers (103 Early Hints, 100 Continue) are dropped; the final one follows.
-	for err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+	for n := 0; err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols; n++ {
+		if n == maxInterim {
+			resp, err = nil, errors.Join(errAnswerStarted, errTooManyInterim)
+			break
+		}
+		if interim != nil {
+			interim(resp)
+		}
 		resp, err = http.ReadResponse(ac.br, req)
 	}
+	ac.limit(math.MaxInt64)
 	if err != nil {
 		stop()
 		if resp != nil || ac.br.Buffered() > 0 {
