@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -120,7 +122,15 @@ func (r *Router) serveFast(w http.ResponseWriter, req *http.Request, inst *insta
 		var refused *refusedError
 		switch {
 		case errors.As(err, &refused):
-			other, err = inst.transport.readAnswer(ac, req, stop)
+			other, err = inst.transport.readAnswer(ac, req, stop, func(r *http.Response) {
+				// Passed on as ReverseProxy passes them.
+				h := w.Header()
+				for k, vs := range r.Header {
+					h[k] = append(h[k], vs...)
+				}
+				w.WriteHeader(r.StatusCode)
+				clear(h)
+			})
 			return err
 		case err != nil:
 			stop()
@@ -179,11 +189,39 @@ func (r *Router) writeFast(w http.ResponseWriter, req *http.Request, resp *fasth
 		}
 		return
 	}
-	h := w.Header()
-	for _, k := range trailers {
-		for _, v := range resp.Header.PeekAll(k) {
-			h.Add(k, string(v))
+	writeFastTrailers(w, resp, trailers)
+}
+
+// writeFastTrailers passes on the trailers that came after the answer's body, as
+// ReverseProxy does: as declared trailers when the answer announced them all (declared),
+// else each with http.TrailerPrefix, after a flush that makes the answer chunked.
+func writeFastTrailers(w http.ResponseWriter, resp *fasthttp.Response, declared []string) {
+	raw := resp.Header.TrailerHeader() // the trailer section as received, "\r\n" when none
+	if len(raw) <= 2 {
+		return
+	}
+	type field struct{ k, v string }
+	var got []field
+	undeclared := false
+	for line := range strings.SplitSeq(string(raw), "\r\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
 		}
+		k = textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(k))
+		got = append(got, field{k, strings.TrimSpace(v)})
+		if !slices.Contains(declared, k) {
+			undeclared = true
+		}
+	}
+	prefix := ""
+	if undeclared {
+		http.NewResponseController(w).Flush()
+		prefix = http.TrailerPrefix
+	}
+	h := w.Header()
+	for _, f := range got {
+		h.Add(prefix+f.k, f.v)
 	}
 }
 
@@ -217,6 +255,9 @@ func fastExchange(ac *appConn, out *fasthttp.Request, resp *fasthttp.Response, h
 	if _, err := ac.br.Peek(1); err != nil {
 		return err
 	}
+	if !plainHead(ac.br) {
+		return &refusedError{errors.New("router: an answer header for net/http's parser")}
+	}
 	resp.StreamBody = true
 	resp.SkipBody = head
 	resp.Header.SetNoDefaultContentType(true)
@@ -225,6 +266,50 @@ func fastExchange(ac *appConn, out *fasthttp.Request, resp *fasthttp.Response, h
 		return &refusedError{err}
 	}
 	return nil
+}
+
+// plainHead waits until the whole header of the answer is in br's buffer and reports whether
+// fasthttp's parser reads it as net/http's does: a final answer (not 1xx) whose every line
+// ends in CRLF, with no bare CR, no folded line and no whitespace before a field's colon.
+// Anything else — bare LF line ends, which fasthttp would wait on for more, an interim
+// answer, a header larger than the buffer, a read error — is left to net/http's parser, so
+// the client gets the answer ReverseProxy would give.
+func plainHead(br *bufio.Reader) bool {
+	scanned := 0
+	line, colon := 0, false // where the current line starts; whether it has had its colon
+	for {
+		b, err := br.Peek(max(br.Buffered(), scanned+1))
+		for i := scanned; i < len(b); i++ {
+			c := b[i]
+			if i > 0 && b[i-1] == '\r' && c != '\n' {
+				return false
+			}
+			switch {
+			case c == '\n':
+				if i == 0 || b[i-1] != '\r' {
+					return false
+				}
+				if i == line+1 { // the empty line: the end of the head
+					return len(b) > 9 && b[9] != '1'
+				}
+				line, colon = i+1, false
+			case line == 0: // the status line
+			case c == ' ' || c == '\t':
+				if i == line {
+					return false // a folded line
+				}
+			case c == ':' && !colon:
+				colon = true
+				if i > line && (b[i-1] == ' ' || b[i-1] == '\t') {
+					return false
+				}
+			}
+		}
+		if err != nil {
+			return false
+		}
+		scanned = len(b)
+	}
 }
 
 // copyFastHeader copies the answer's end-to-end headers into h and returns the names of

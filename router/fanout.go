@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -62,10 +63,16 @@ func (r *Router) fanout(w http.ResponseWriter, req *http.Request) {
 	}
 	stripOlio(req.Header)
 
-	// The legs run without the server's context values, so that a failed copy ends the
-	// leg instead of panicking (ReverseProxy panics with http.ErrAbortHandler only under a
-	// real server); they still end when the client goes away.
-	ctx, cancel := context.WithCancel(context.Background())
+	// The legs run without the request's context values, but end when the client goes
+	// away. They carry a server's, so that a copy that fails — the answer cut at
+	// MaxFanoutAnswer, or broken off by the app — ends the leg at once with
+	// http.ErrAbortHandler, as under a real server (ReverseProxy and the other legs panic
+	// with it only there), and closes that connection to the app instead of reading on.
+	srv, _ := req.Context().Value(http.ServerContextKey).(*http.Server)
+	if srv == nil {
+		srv = &http.Server{}
+	}
+	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), http.ServerContextKey, srv))
 	defer cancel()
 	defer context.AfterFunc(req.Context(), cancel)()
 
@@ -88,7 +95,7 @@ func (r *Router) fanout(w http.ResponseWriter, req *http.Request) {
 }
 
 // fanoutLeg sends one copy of req to worker i and records its answer.
-func (r *Router) fanoutLeg(ctx context.Context, req *http.Request, body []byte, i int) FanoutAnswer {
+func (r *Router) fanoutLeg(ctx context.Context, req *http.Request, body []byte, i int) (a FanoutAnswer) {
 	out := req.Clone(ctx)
 	out.ContentLength = int64(len(body))
 	out.Body = http.NoBody
@@ -98,13 +105,21 @@ func (r *Router) fanoutLeg(ctx context.Context, req *http.Request, body []byte, 
 	out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	out.TransferEncoding = nil
 	rec := &fanoutWriter{header: http.Header{}}
-	if i == r.index {
-		r.serveLocal(rec, out, nil)
-	} else {
-		r.counters.forwardedOut.Add(1)
-		r.forward(rec, out.WithContext(context.WithValue(ctx, ownerKey{}, i)))
-	}
-	a := FanoutAnswer{Index: i, Status: rec.status, Headers: rec.header, Truncated: rec.truncated}
+	func() {
+		defer func() {
+			// A copy that failed (see fanout) ends here; the answer is what was kept.
+			if v := recover(); v != nil && v != http.ErrAbortHandler {
+				panic(v)
+			}
+		}()
+		if i == r.index {
+			r.serveLocal(rec, out, nil)
+		} else {
+			r.counters.forwardedOut.Add(1)
+			r.forward(rec, out.WithContext(context.WithValue(ctx, ownerKey{}, i)))
+		}
+	}()
+	a = FanoutAnswer{Index: i, Status: rec.status, Headers: rec.header, Truncated: rec.truncated}
 	if a.Status == 0 {
 		a.Status = http.StatusOK
 	}
@@ -137,7 +152,11 @@ func (f *fanoutWriter) WriteHeader(code int) {
 	}
 }
 
-// Write keeps what fits and drops the rest, reading on so the leg finishes normally.
+// errFanoutCut ends a fan-out leg whose answer went past MaxFanoutAnswer.
+var errFanoutCut = errors.New("router: a fanned-out answer was cut at MaxFanoutAnswer bytes")
+
+// Write keeps what fits; past MaxFanoutAnswer it fails, so that the leg stops reading the
+// answer (and closes its connection) instead of reading the rest only to drop it.
 func (f *fanoutWriter) Write(p []byte) (int, error) {
 	if f.status == 0 {
 		f.status = http.StatusOK
@@ -145,9 +164,9 @@ func (f *fanoutWriter) Write(p []byte) (int, error) {
 	if room := MaxFanoutAnswer - f.body.Len(); len(p) > room {
 		f.body.Write(p[:room])
 		f.truncated = true
-	} else {
-		f.body.Write(p)
+		return room, errFanoutCut
 	}
+	f.body.Write(p)
 	return len(p), nil
 }
 

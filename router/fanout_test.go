@@ -3,6 +3,7 @@ package router
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -97,10 +98,13 @@ func TestFanoutRefusals(t *testing.T) {
 func TestFanoutWriterBounds(t *testing.T) {
 	f := &fanoutWriter{header: http.Header{}}
 	chunk := bytes.Repeat([]byte("a"), 64<<10)
-	for n := 0; n < MaxFanoutAnswer+len(chunk); n += len(chunk) {
+	for n := 0; n < MaxFanoutAnswer; n += len(chunk) {
 		if k, err := f.Write(chunk); k != len(chunk) || err != nil {
-			t.Fatalf("Write = %d, %v: a leg must read its answer to the end", k, err)
+			t.Fatalf("Write = %d, %v within the bound", k, err)
 		}
+	}
+	if k, err := f.Write(chunk); k != 0 || !errors.Is(err, errFanoutCut) {
+		t.Fatalf("Write past the bound = %d, %v; want 0, errFanoutCut: the leg stops reading there", k, err)
 	}
 	if f.body.Len() != MaxFanoutAnswer || !f.truncated || f.status != 200 {
 		t.Errorf("kept %d bytes, truncated %v, status %d; want %d, true, 200", f.body.Len(), f.truncated, f.status, MaxFanoutAnswer)

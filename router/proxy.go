@@ -15,10 +15,6 @@ import (
 	"github.com/olio-dev/olio/mux"
 )
 
-// idleConns is the keep-alive pool size on both legs. Go's default of 2 idle connections per
-// host would make most requests under concurrency open a fresh connection.
-const idleConns = 1024
-
 // bufferPool shares ReverseProxy copy buffers between requests.
 type bufferPool struct{ p sync.Pool }
 
@@ -123,13 +119,19 @@ func (r *Router) localError(w http.ResponseWriter, req *http.Request, err error,
 	}
 }
 
-// replayable reports whether a request may be sent again: an idempotent method and no body.
+// replayable reports whether a request may be sent again, by http.Transport's rule: no body,
+// and an idempotent method or an idempotency key the app can recognise a repeat by.
 func replayable(req *http.Request) bool {
+	if req.Body != nil && req.Body != http.NoBody {
+		return false
+	}
 	switch req.Method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
-		return req.Body == nil || req.Body == http.NoBody
+		return true
 	}
-	return false
+	_, key := req.Header["Idempotency-Key"]
+	_, xkey := req.Header["X-Idempotency-Key"]
+	return key || xkey
 }
 
 // appGone reports whether inst's process exits soon after a failed connect, in which case

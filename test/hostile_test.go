@@ -53,6 +53,7 @@ func init() {
 //	/drip?ms=N            sends its header at once, then a byte every 100ms for N ms
 //	/ws                   is a WebSocket echo
 //	?sleep=MS             waits MS milliseconds (or until the request is cancelled)
+//	/extra, /lf, /runclose  raw answers: see rawAnswer
 func hostileApp(args []string) int {
 	var record, envFile string
 	for i := 0; i+1 < len(args); i += 2 {
@@ -93,6 +94,9 @@ func hostileApp(args []string) int {
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, _ := io.Copy(io.Discard, r.Body)
 		note("REQ %s %s %d", r.Method, r.URL.Path, n)
+		if rawAnswer(w, r, note) { // hostile_round3_app_test.go
+			return
+		}
 		q := r.URL.Query()
 		if ms, err := strconv.Atoi(q.Get("sleep")); err == nil {
 			t := time.NewTimer(time.Duration(ms) * time.Millisecond)
