@@ -16,9 +16,11 @@ import (
 )
 
 // controlFlag is --control for the commands that talk to a running olio; its default is
-// olio serve's, so the two find each other with no flags.
+// olio serve's, so the two find each other with no flags. See controlPath for the other
+// ways to name it (--control before the command, $OLIO_CONTROL).
 func controlFlag() cli.Flag {
-	return &cli.StringFlag{Name: "control", Value: defaultControl(), Usage: "control socket `PATH` of the olio to talk to (olio serve's --control)"}
+	return &cli.StringFlag{Name: "control", Value: defaultControl(), DefaultText: "$" + controlEnv + ", else " + defaultControl(),
+		Usage: "control socket `PATH` of the olio to talk to (olio serve's --control)"}
 }
 
 // quietFlag is --quiet for reload and scale: the outcome only, no line per worker.
@@ -33,10 +35,11 @@ func timeoutFlag(d time.Duration, what string) cli.Flag {
 // client is the client for --control; it refuses the default control socket in a directory
 // that is not private to this user (checkControlDir).
 func client(c *cli.Context) (*listener.Client, error) {
-	if err := checkControlDir(c.String("control"), false); err != nil {
+	path, _ := controlPath(c)
+	if err := checkControlDir(path, false); err != nil {
 		return nil, err
 	}
-	return listener.NewClient(c.String("control")), nil
+	return listener.NewClient(path), nil
 }
 
 // connect is the client of --control with c's context bounded by --timeout, which must
@@ -60,7 +63,8 @@ func noAnswer(c *cli.Context, err error, acts bool) error {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
-	msg := fmt.Sprintf("no answer within %s from the control socket %s", c.Duration("timeout"), c.String("control"))
+	path, _ := controlPath(c)
+	msg := fmt.Sprintf("no answer within %s from the control socket %s", c.Duration("timeout"), path)
 	if acts {
 		return fmt.Errorf("%s; the command may still have taken effect: check %s", msg, statusCommandLine(c))
 	}
@@ -73,16 +77,18 @@ func noOpAnswer(c *cli.Context, err error) error {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
+	path, _ := controlPath(c)
 	return fmt.Errorf("no answer within %s from the control socket %s; the command may still have taken effect, or take effect once the reload, scale or upgrade in progress has finished: check %s",
-		c.Duration("timeout"), c.String("control"), statusCommandLine(c))
+		c.Duration("timeout"), path, statusCommandLine(c))
 }
 
 // statusCommandLine is how to ask the olio that c talks to for its status.
 func statusCommandLine(c *cli.Context) string {
-	if c.IsSet("control") {
-		return "olio status --control " + c.String("control")
+	switch path, from := controlPath(c); from {
+	case controlFromCommand, controlFromGlobal:
+		return "olio status --control " + path
 	}
-	return "olio status"
+	return "olio status" // $OLIO_CONTROL or the default: found again with no flag
 }
 
 func statusCommand() *cli.Command {

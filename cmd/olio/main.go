@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
 
 	"github.com/urfave/cli/v2"
 )
@@ -53,19 +52,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 // ownFlagsFirst lets the commands that talk to a running olio take their flags anywhere
 // (flagsFirst). serve keeps its rule, flags before the app, whose own flags follow it.
 func ownFlagsFirst(app *cli.App, args []string) []string {
-	if len(args) < 3 {
+	at := commandAt(app, args)
+	if at+1 >= len(args) {
 		return args
 	}
-	switch args[1] {
-	case "status", "reload", "scale", "stop":
+	switch args[at] {
+	case "status", "reload", "scale", "stop", "keys", "top":
 	default:
 		return args
 	}
-	cmd := app.Command(args[1])
+	cmd := app.Command(args[at])
 	if cmd == nil {
 		return args
 	}
-	return append(slices.Clone(args[:2]), flagsFirst(cmd.Flags, args[2:])...)
+	return withCommandFlagsFirst(cmd, args, at)
 }
 
 // newApp builds olio's command line. Every command reports a flag it cannot parse, or an
@@ -77,6 +77,7 @@ func newApp() *cli.App {
 		Usage:                "a pre-fork, hash-routing cluster for HTTP services that need key affinity",
 		Version:              version,
 		EnableBashCompletion: false,
+		Flags:                []cli.Flag{globalControlFlag()},
 		Commands: []*cli.Command{
 			serveCommand(),
 			statusCommand(),

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -216,7 +217,14 @@ func serveConfig(t *testing.T, args ...string) (listener.Config, error) {
 	var cfg listener.Config
 	var err error
 	cmd.Action = func(c *cli.Context) error { cfg, err = configFrom(c); return nil }
-	app := &cli.App{Name: "olio", Commands: []*cli.Command{cmd}, Writer: io.Discard, ErrWriter: io.Discard}
+	app := &cli.App{Name: "olio", Flags: []cli.Flag{globalControlFlag()}, Commands: []*cli.Command{cmd}, Writer: io.Discard, ErrWriter: io.Discard}
+	if i := slices.Index(args, "serve"); i >= 0 { // global flags first: olio --control PATH serve …
+		args = append(args[:i:i], args[i+1:]...)
+		if e := app.Run(append(append([]string{"olio"}, args[:i]...), append([]string{"serve"}, args[i:]...)...)); e != nil {
+			t.Fatalf("olio %v: %v", args, e)
+		}
+		return cfg, err
+	}
 	if e := app.Run(append([]string{"olio", "serve"}, args...)); e != nil {
 		t.Fatalf("olio serve %v: %v", args, e)
 	}
