@@ -123,16 +123,30 @@ to their owner; then totals. --json prints the same as JSON.`,
 	}
 }
 
+// jsonFlag is --json for reload, scale and stop: one JSON object with what happened.
+func jsonFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "json", Usage: "print one JSON object with what happened: {\"command\", \"ok\", \"workers_before\", \"workers_after\", \"steps\", \"held_requests\", \"took_seconds\", \"error\", …}"}
+}
+
 func reloadCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "reload",
 		Usage: "reload the config and restart every app, worker by worker (as kill -HUP does)",
-		Flags: []cli.Flag{controlFlag(), timeoutFlag(10*time.Minute, "the rolling restart"), quietFlag()},
+		Flags: []cli.Flag{controlFlag(), timeoutFlag(10*time.Minute, "the rolling restart"), quietFlag(), jsonFlag()},
 		Action: func(c *cli.Context) error {
 			ctx, cancel, cl, err := connect(c)
 			defer cancel()
 			if err != nil {
 				return err
+			}
+			if c.Bool("json") {
+				began, r := time.Now(), newOpReport(ctx, cl, "reload")
+				rep, sum, err := cl.ReloadProgress(ctx, r.step)
+				r.summary(sum)
+				if err == nil {
+					r.Message, r.NotApplied, r.Draining = rep.Message, rep.NotApplied, rep.Draining
+				}
+				return r.end(c, cl, began, noOpAnswer(c, err))
 			}
 			var rep *listener.ReloadReport
 			var sum *listener.OpSummary
@@ -170,11 +184,14 @@ request gets 503 until the cluster grows again. Flags may come before or after N
 
 --dry-run changes nothing: from the keys each worker counts (see olio keys), it says how
 many of them and what share of the recent requests would change owner, and the
-imbalance (busiest worker ÷ mean) to expect at N workers.`,
+imbalance (busiest worker ÷ mean) to expect at N workers.
+
+--json prints one JSON object: with --dry-run the plan, otherwise what happened (workers
+before and after, each worker's step, requests held, how long it took, the error).`,
 		Flags: []cli.Flag{
 			controlFlag(), timeoutFlag(10*time.Minute, "the new workers"), quietFlag(),
 			&cli.BoolFlag{Name: "dry-run", Usage: "say what scaling to N would move, and change nothing"},
-			&cli.BoolFlag{Name: "json", Usage: "with --dry-run: print the plan as JSON"},
+			&cli.BoolFlag{Name: "json", Usage: "print one JSON object: what happened, or with --dry-run the plan"},
 		},
 		Action: func(c *cli.Context) error {
 			args, dryRun := c.Args().Slice(), c.Bool("dry-run")
@@ -193,19 +210,32 @@ imbalance (busiest worker ÷ mean) to expect at N workers.`,
 			if dryRun {
 				return planCommand(ctx, c, cl, n)
 			}
+			began, r := time.Now(), newOpReport(ctx, cl, "scale")
 			if c.Bool("json") {
-				return badUsage("--json goes with --dry-run")
+				sum, err := cl.ScaleProgress(ctx, n, r.step)
+				r.summary(sum)
+				if err == nil {
+					r.Message = "scaled to " + plural(n, "worker")
+					if r.WorkersBefore == n && len(r.Steps) == 0 {
+						r.Message = "already at " + plural(n, "worker")
+					}
+				}
+				return r.end(c, cl, began, noOpAnswer(c, err))
 			}
 			var sum *listener.OpSummary
 			if c.Bool("quiet") {
 				err = cl.Scale(ctx, n)
 			} else {
 				p := newProgressPrinter(c.App.Writer)
-				sum, err = cl.ScaleProgress(ctx, n, p.event)
+				sum, err = cl.ScaleProgress(ctx, n, func(e listener.Progress) { r.step(e); p.event(e) })
 				p.end()
 			}
 			if err != nil {
 				return noOpAnswer(c, err)
+			}
+			if r.WorkersBefore == n && len(r.Steps) == 0 {
+				fmt.Fprintf(c.App.Writer, "olio: already at %s, nothing changed\n", plural(n, "worker"))
+				return nil
 			}
 			fmt.Fprintf(c.App.Writer, "olio: scaled to %s%s\n", plural(n, "worker"), summaryText(sum))
 			return nil
@@ -239,12 +269,16 @@ func stopCommand() *cli.Command {
 			controlFlag(),
 			timeoutFlag(2*time.Minute, "olio to exit"),
 			&cli.BoolFlag{Name: "no-wait", Usage: "return once olio has begun stopping"},
+			jsonFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			ctx, cancel, cl, err := connect(c)
 			defer cancel()
 			if err != nil {
 				return err
+			}
+			if c.Bool("json") {
+				return stopJSON(ctx, c, cl)
 			}
 			ping, err := cl.Ping(ctx)
 			if err != nil {
@@ -258,12 +292,42 @@ func stopCommand() *cli.Command {
 				return nil
 			}
 			if err := waitGone(ctx, cl); err != nil {
-				return fmt.Errorf("olio pid %d is still stopping after %s (in-flight requests may take up to its --shutdown-timeout); give a longer --timeout to wait for it", ping.PID, c.Duration("timeout"))
+				return stillStopping(c, ping.PID)
 			}
 			fmt.Fprintf(c.App.Writer, "olio: pid %d stopped\n", ping.PID)
 			return nil
 		},
 	}
+}
+
+// stopJSON is olio stop --json: the report says how many workers ran and, unless
+// --no-wait, that none is left (workers_after 0) once olio has exited.
+func stopJSON(ctx context.Context, c *cli.Context, cl *listener.Client) error {
+	began, r := time.Now(), newOpReport(ctx, cl, "stop")
+	if r.WorkersBefore < 0 { // no status: say why, as olio stop without --json does
+		_, err := cl.Ping(ctx)
+		if err == nil {
+			err = errors.New("olio answered ping but not status")
+		}
+		return r.end(c, nil, began, noAnswer(c, err, false))
+	}
+	if err := cl.Stop(ctx); err != nil {
+		return r.end(c, nil, began, noAnswer(c, err, true))
+	}
+	if c.Bool("no-wait") {
+		r.Message = fmt.Sprintf("pid %d is stopping", r.PID)
+		return r.end(c, nil, began, nil)
+	}
+	if err := waitGone(ctx, cl); err != nil {
+		return r.end(c, nil, began, stillStopping(c, r.PID))
+	}
+	r.Message, r.WorkersAfter = fmt.Sprintf("pid %d stopped", r.PID), 0
+	return r.end(c, nil, began, nil)
+}
+
+// stillStopping is olio stop's error when olio has not exited within --timeout.
+func stillStopping(c *cli.Context, pid int) error {
+	return fmt.Errorf("olio pid %d is still stopping after %s (in-flight requests may take up to its --shutdown-timeout); give a longer --timeout to wait for it", pid, c.Duration("timeout"))
 }
 
 // waitGone waits until nothing answers on the control socket: the master removes it as the

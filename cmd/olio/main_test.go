@@ -80,7 +80,6 @@ func TestBadCommandLine(t *testing.T) {
 		{[]string{"scale", "--control", nobody, "nine"}, 2, `olio scale: "nine" is not a number of workers`},
 		{[]string{"scale", "--control", nobody, "--", "-2"}, 2, `olio scale: "-2": the number of workers must be 0 or more`},
 		{[]string{"scale", "--control", nobody, "3", "--dry-run", "x"}, 2, `olio scale: unexpected argument "x" after N`},
-		{[]string{"scale", "--control", nobody, "--json", "3"}, 2, "olio scale: --json goes with --dry-run"},
 		{[]string{"keys", "--control", nobody, "extra"}, 2, `olio keys: unexpected argument "extra"`},
 		{[]string{"keys", "--control", nobody, "--top", "-1"}, 2, "olio keys: --top -1: give 0 (every key) or more"},
 		{[]string{"serve", "--key-stats", "names"}, 1, `olio serve: invalid configuration: --key-stats "names": use on`},
