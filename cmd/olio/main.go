@@ -84,6 +84,7 @@ func newApp() *cli.App {
 			reloadCommand(),
 			scaleCommand(),
 			keysCommand(),
+			topCommand(),
 			stopCommand(),
 			demoCommand(),
 			versionCommand(),
