@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 )
@@ -66,5 +67,24 @@ func TestServeControlPrecedence(t *testing.T) {
 				t.Errorf("olio %v with $OLIO_CONTROL=%q: control %q (%v), want %q", tc.args, tc.env, cfg.Control, err, tc.want)
 			}
 		})
+	}
+}
+
+func TestBuildVersion(t *testing.T) {
+	for _, tc := range []struct {
+		bi   *debug.BuildInfo
+		ok   bool
+		want string
+	}{
+		{nil, false, "dev"},
+		{&debug.BuildInfo{Main: debug.Module{Version: "v1.2.3"}}, true, "v1.2.3"},
+		{&debug.BuildInfo{Main: debug.Module{Version: "(devel)"}, Settings: []debug.BuildSetting{
+			{Key: "vcs.revision", Value: "b8747da0123456789abcdef"}, {Key: "vcs.modified", Value: "true"}}}, true, "devel b8747da01234 (modified)"},
+		{&debug.BuildInfo{Main: debug.Module{Version: "v0.0.0-20250101000000-b8747da01234"}, Settings: []debug.BuildSetting{
+			{Key: "vcs.revision", Value: "b8747da0123456789abcdef"}}}, true, "v0.0.0-20250101000000-b8747da01234"},
+	} {
+		if g := buildVersion(tc.bi, tc.ok); g != tc.want {
+			t.Errorf("buildVersion(%+v) = %q, want %q", tc.bi, g, tc.want)
+		}
 	}
 }

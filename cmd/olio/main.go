@@ -7,12 +7,45 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 )
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
+// version is set at build time with -ldflags "-X main.version=…"; otherwise it is the
+// module version and VCS revision from the build info (buildVersion).
+var version = buildVersion(debug.ReadBuildInfo())
+
+// buildVersion is "v1.2.3" for a module built by go install at a tag, else the module
+// version (or "devel") and the VCS revision: "devel 1a2b3c4d5e6f (modified)".
+func buildVersion(bi *debug.BuildInfo, ok bool) string {
+	if !ok {
+		return "dev"
+	}
+	v := bi.Main.Version
+	if v == "" || v == "(devel)" {
+		v = "devel"
+	}
+	var rev, modified string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				modified = " (modified)"
+			}
+		}
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if rev != "" && !strings.Contains(v, rev) {
+		v += " " + rev + modified
+	}
+	return v
+}
 
 func main() {
 	os.Exit(run(os.Args, os.Stdout, os.Stderr))
