@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/olio-dev/olio/listener"
@@ -21,5 +22,17 @@ func TestSummaryText(t *testing.T) {
 		if g := summaryText(tc.sum); g != tc.want {
 			t.Errorf("summaryText(%+v) = %q, want %q", tc.sum, g, tc.want)
 		}
+	}
+}
+
+// At low traffic every key fits in the summaries: the footer says the counts are exact
+// instead of "within 0.0%".
+func TestKeysFooterAtLowTraffic(t *testing.T) {
+	var b strings.Builder
+	if err := writeKeys(&b, &listener.KeysReport{Mode: "on", Members: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if g := b.String(); strings.Contains(g, "within 0.0%") || !strings.Contains(g, "counts are exact") {
+		t.Errorf("footer at low traffic:\n%s", g)
 	}
 }
