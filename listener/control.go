@@ -33,6 +33,7 @@ import (
 //	POST /stop                 graceful stop; answers at once (202)
 //	GET  /keys?top=N           KeysReport: the hottest keys (all tracked when N is 0 or absent)
 //	GET  /scale/plan?workers=N ScalePlan: what POST /scale would move, changing nothing
+//	GET  /top                  TopSnapshot: status and raw counters, for olio top
 //
 // Reload and scale, like HUP, TTIN, TTOU, WINCH and USR2, wait for a reload, scale or
 // upgrade in progress to finish, then run (see Master.submit): operations never overlap,
@@ -229,6 +230,7 @@ func (m *Master) controlHandler(stop func()) http.Handler {
 	mux.HandleFunc("POST "+controlScale, m.serveScale)
 	mux.HandleFunc("GET "+controlKeys, m.serveKeys)
 	mux.HandleFunc("GET "+controlPlan, m.servePlan)
+	mux.HandleFunc("GET "+controlTop, m.serveTop) // listener/top.go
 	mux.HandleFunc("POST "+controlStop, func(w http.ResponseWriter, r *http.Request) {
 		m.logger.Info("control: stop")
 		stop()

@@ -49,6 +49,7 @@ func (c *cluster) reload(ctx context.Context) (notApplied []string, err error) {
 	old.Workers = c.members // what runs, after any scale since the last reload
 	configured := c.configured
 	changed := false
+	running := slices.Clone(c.workers) // a worker the reload's scale adds starts on the new app
 	if c.opts.Reload != nil {
 		cfg, err := c.opts.Reload()
 		if err == nil {
@@ -78,7 +79,7 @@ func (c *cluster) reload(ctx context.Context) (notApplied []string, err error) {
 			return notApplied, c.rollBack(ctx, old, nil, err)
 		}
 	}
-	workers := slices.Clone(c.workers)
+	workers := slices.DeleteFunc(slices.Clone(c.workers), func(w *worker) bool { return !slices.Contains(running, w) })
 	c.logger.Info("rolling restart", "workers", len(workers))
 	st := newStepper(ctx, StepRestart, len(workers))
 	for i, w := range workers {

@@ -17,9 +17,11 @@ import (
 )
 
 // controlFlag is --control for the commands that talk to a running olio; its default is
-// olio serve's, so the two find each other with no flags.
+// olio serve's, so the two find each other with no flags. See controlPath for the other
+// ways to name it (--control before the command, $OLIO_CONTROL).
 func controlFlag() cli.Flag {
-	return &cli.StringFlag{Name: "control", Value: defaultControl(), Usage: "control socket `PATH` of the olio to talk to (olio serve's --control)"}
+	return &cli.StringFlag{Name: "control", Value: defaultControl(), DefaultText: "$" + controlEnv + ", else " + defaultControl(),
+		Usage: "control socket `PATH` of the olio to talk to (olio serve's --control)"}
 }
 
 // quietFlag is --quiet for reload and scale: the outcome only, no line per worker.
@@ -34,10 +36,11 @@ func timeoutFlag(d time.Duration, what string) cli.Flag {
 // client is the client for --control; it refuses the default control socket in a directory
 // that is not private to this user (checkControlDir).
 func client(c *cli.Context) (*listener.Client, error) {
-	if err := checkControlDir(c.String("control"), false); err != nil {
+	path, _ := controlPath(c)
+	if err := checkControlDir(path, false); err != nil {
 		return nil, err
 	}
-	return listener.NewClient(c.String("control")), nil
+	return listener.NewClient(path), nil
 }
 
 // connect is the client of --control with c's context bounded by --timeout, which must
@@ -61,7 +64,8 @@ func noAnswer(c *cli.Context, err error, acts bool) error {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
-	msg := fmt.Sprintf("no answer within %s from the control socket %s", c.Duration("timeout"), c.String("control"))
+	path, _ := controlPath(c)
+	msg := fmt.Sprintf("no answer within %s from the control socket %s", c.Duration("timeout"), path)
 	if acts {
 		return fmt.Errorf("%s; the command may still have taken effect: check %s", msg, statusCommandLine(c))
 	}
@@ -74,16 +78,18 @@ func noOpAnswer(c *cli.Context, err error) error {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
+	path, _ := controlPath(c)
 	return fmt.Errorf("no answer within %s from the control socket %s; the command may still have taken effect, or take effect once the reload, scale or upgrade in progress has finished: check %s",
-		c.Duration("timeout"), c.String("control"), statusCommandLine(c))
+		c.Duration("timeout"), path, statusCommandLine(c))
 }
 
 // statusCommandLine is how to ask the olio that c talks to for its status.
 func statusCommandLine(c *cli.Context) string {
-	if c.IsSet("control") {
-		return "olio status --control " + c.String("control")
+	switch path, from := controlPath(c); from {
+	case controlFromCommand, controlFromGlobal:
+		return "olio status --control " + path
 	}
-	return "olio status"
+	return "olio status" // $OLIO_CONTROL or the default: found again with no flag
 }
 
 func statusCommand() *cli.Command {
@@ -118,16 +124,30 @@ to their owner; then totals. --json prints the same as JSON.`,
 	}
 }
 
+// jsonFlag is --json for reload, scale and stop: one JSON object with what happened.
+func jsonFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "json", Usage: "print one JSON object with what happened: {\"command\", \"ok\", \"workers_before\", \"workers_after\", \"steps\", \"held_requests\", \"took_seconds\", \"error\", …}"}
+}
+
 func reloadCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "reload",
 		Usage: "reload the config and restart every app, worker by worker (as kill -HUP does)",
-		Flags: []cli.Flag{controlFlag(), timeoutFlag(10*time.Minute, "the rolling restart"), quietFlag()},
+		Flags: []cli.Flag{controlFlag(), timeoutFlag(10*time.Minute, "the rolling restart"), quietFlag(), jsonFlag()},
 		Action: func(c *cli.Context) error {
 			ctx, cancel, cl, err := connect(c)
 			defer cancel()
 			if err != nil {
 				return err
+			}
+			if c.Bool("json") {
+				began, r := time.Now(), newOpReport(ctx, cl, "reload")
+				rep, sum, err := cl.ReloadProgress(ctx, r.step)
+				r.summary(sum)
+				if err == nil {
+					r.Message, r.NotApplied, r.Draining = rep.Message, rep.NotApplied, rep.Draining
+				}
+				return r.end(c, cl, began, noOpAnswer(c, err))
 			}
 			var rep *listener.ReloadReport
 			var sum *listener.OpSummary
@@ -170,11 +190,14 @@ the kernel may merge, each command counts. An olio from before relative scaling 
 
 --dry-run changes nothing: from the keys each worker counts (see olio keys), it says how
 many of them and what share of the recent requests would change owner, and the
-imbalance (busiest worker ÷ mean) to expect at N workers.`,
+imbalance (busiest worker ÷ mean) to expect at N workers.
+
+--json prints one JSON object: with --dry-run the plan, otherwise what happened (workers
+before and after, each worker's step, requests held, how long it took, the error).`,
 		Flags: []cli.Flag{
 			controlFlag(), timeoutFlag(10*time.Minute, "the new workers"), quietFlag(),
 			&cli.BoolFlag{Name: "dry-run", Usage: "say what scaling to N would move, and change nothing"},
-			&cli.BoolFlag{Name: "json", Usage: "with --dry-run: print the plan as JSON"},
+			&cli.BoolFlag{Name: "json", Usage: "print one JSON object: what happened, or with --dry-run the plan"},
 		},
 		Action: func(c *cli.Context) error {
 			args, dryRun := c.Args().Slice(), c.Bool("dry-run")
@@ -184,9 +207,6 @@ imbalance (busiest worker ÷ mean) to expect at N workers.`,
 			arg, err := scaleArg(args)
 			if err != nil {
 				return err
-			}
-			if c.Bool("json") && !dryRun {
-				return badUsage("--json goes with --dry-run")
 			}
 			ctx, cancel, cl, err := connect(c)
 			defer cancel()
@@ -208,27 +228,49 @@ imbalance (busiest worker ÷ mean) to expect at N workers.`,
 				return planCommand(ctx, c, cl, n)
 			}
 			n, step := arg.n, ""
+			began, r := time.Now(), newOpReport(ctx, cl, "scale")
+			asJSON, quiet := c.Bool("json"), c.Bool("quiet")
+			event := r.step
+			var p *progressPrinter
+			if !asJSON && !quiet {
+				p = newProgressPrinter(c.App.Writer)
+				event = func(e listener.Progress) { r.step(e); p.event(e) }
+			}
 			var sum *listener.OpSummary
 			switch {
-			case arg.relative && c.Bool("quiet"):
+			case arg.relative && quiet && !asJSON:
 				n, err = cl.ScaleBy(ctx, arg.n)
 			case arg.relative:
-				p := newProgressPrinter(c.App.Writer)
-				n, sum, err = cl.ScaleByProgress(ctx, arg.n, p.event)
-				p.end()
-			case c.Bool("quiet"):
+				n, sum, err = cl.ScaleByProgress(ctx, arg.n, event)
+			case quiet && !asJSON:
 				err = cl.Scale(ctx, n)
 			default:
-				p := newProgressPrinter(c.App.Writer)
-				sum, err = cl.ScaleProgress(ctx, n, p.event)
+				sum, err = cl.ScaleProgress(ctx, n, event)
+			}
+			if p != nil {
 				p.end()
 			}
 			if arg.relative {
 				step = fmt.Sprintf(" (%+d)", arg.n)
 				err = olderMaster(err)
 			}
+			nothing := err == nil && r.WorkersBefore == n && len(r.Steps) == 0
+			if asJSON {
+				r.summary(sum)
+				if err == nil {
+					r.Message = "scaled to " + plural(n, "worker") + step
+					if nothing {
+						r.Message = "already at " + plural(n, "worker")
+					}
+				}
+				return r.end(c, cl, began, noOpAnswer(c, err))
+			}
 			if err != nil {
 				return noOpAnswer(c, err)
+			}
+			if nothing {
+				fmt.Fprintf(c.App.Writer, "olio: already at %s, nothing changed\n", plural(n, "worker"))
+				return nil
 			}
 			fmt.Fprintf(c.App.Writer, "olio: scaled to %s%s%s\n", plural(n, "worker"), step, summaryText(sum))
 			return nil
@@ -288,12 +330,16 @@ func stopCommand() *cli.Command {
 			controlFlag(),
 			timeoutFlag(2*time.Minute, "olio to exit"),
 			&cli.BoolFlag{Name: "no-wait", Usage: "return once olio has begun stopping"},
+			jsonFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			ctx, cancel, cl, err := connect(c)
 			defer cancel()
 			if err != nil {
 				return err
+			}
+			if c.Bool("json") {
+				return stopJSON(ctx, c, cl)
 			}
 			ping, err := cl.Ping(ctx)
 			if err != nil {
@@ -307,12 +353,42 @@ func stopCommand() *cli.Command {
 				return nil
 			}
 			if err := waitGone(ctx, cl); err != nil {
-				return fmt.Errorf("olio pid %d is still stopping after %s (in-flight requests may take up to its --shutdown-timeout); give a longer --timeout to wait for it", ping.PID, c.Duration("timeout"))
+				return stillStopping(c, ping.PID)
 			}
 			fmt.Fprintf(c.App.Writer, "olio: pid %d stopped\n", ping.PID)
 			return nil
 		},
 	}
+}
+
+// stopJSON is olio stop --json: the report says how many workers ran and, unless
+// --no-wait, that none is left (workers_after 0) once olio has exited.
+func stopJSON(ctx context.Context, c *cli.Context, cl *listener.Client) error {
+	began, r := time.Now(), newOpReport(ctx, cl, "stop")
+	if r.WorkersBefore < 0 { // no status: say why, as olio stop without --json does
+		_, err := cl.Ping(ctx)
+		if err == nil {
+			err = errors.New("olio answered ping but not status")
+		}
+		return r.end(c, nil, began, noAnswer(c, err, false))
+	}
+	if err := cl.Stop(ctx); err != nil {
+		return r.end(c, nil, began, noAnswer(c, err, true))
+	}
+	if c.Bool("no-wait") {
+		r.Message = fmt.Sprintf("pid %d is stopping", r.PID)
+		return r.end(c, nil, began, nil)
+	}
+	if err := waitGone(ctx, cl); err != nil {
+		return r.end(c, nil, began, stillStopping(c, r.PID))
+	}
+	r.Message, r.WorkersAfter = fmt.Sprintf("pid %d stopped", r.PID), 0
+	return r.end(c, nil, began, nil)
+}
+
+// stillStopping is olio stop's error when olio has not exited within --timeout.
+func stillStopping(c *cli.Context, pid int) error {
+	return fmt.Errorf("olio pid %d is still stopping after %s (in-flight requests may take up to its --shutdown-timeout); give a longer --timeout to wait for it", pid, c.Duration("timeout"))
 }
 
 // waitGone waits until nothing answers on the control socket: the master removes it as the

@@ -93,8 +93,12 @@ func writeKeys(out io.Writer, rep *listener.KeysReport) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "\nshares are within %s of the cluster's requests (Space-Saving, %d keys per worker and 10 s step)\n",
-		percent(rep.MaxErrorShare), router.HotKeysCapacity)
+	if rep.MaxErrorShare > 0 {
+		fmt.Fprintf(out, "\nshares are within %s of the cluster's requests (Space-Saving, %d keys per worker and 10 s step)\n",
+			percent(rep.MaxErrorShare), router.HotKeysCapacity)
+	} else {
+		fmt.Fprintf(out, "\ncounts are exact: every key seen fits in the summaries (Space-Saving, %d keys per worker and 10 s step)\n", router.HotKeysCapacity)
+	}
 	for _, n := range notes {
 		fmt.Fprintln(out, n)
 	}

@@ -7,13 +7,45 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
+	"runtime/debug"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 )
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
+// version is set at build time with -ldflags "-X main.version=…"; otherwise it is the
+// module version and VCS revision from the build info (buildVersion).
+var version = buildVersion(debug.ReadBuildInfo())
+
+// buildVersion is "v1.2.3" for a module built by go install at a tag, else the module
+// version (or "devel") and the VCS revision: "devel 1a2b3c4d5e6f (modified)".
+func buildVersion(bi *debug.BuildInfo, ok bool) string {
+	if !ok {
+		return "dev"
+	}
+	v := bi.Main.Version
+	if v == "" || v == "(devel)" {
+		v = "devel"
+	}
+	var rev, modified string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				modified = " (modified)"
+			}
+		}
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if rev != "" && !strings.Contains(v, rev) {
+		v += " " + rev + modified
+	}
+	return v
+}
 
 func main() {
 	os.Exit(run(os.Args, os.Stdout, os.Stderr))
@@ -57,19 +89,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 // ownFlagsFirst lets the commands that talk to a running olio take their flags anywhere
 // (flagsFirst). serve keeps its rule, flags before the app, whose own flags follow it.
 func ownFlagsFirst(app *cli.App, args []string) []string {
-	if len(args) < 3 {
+	at := commandAt(app, args)
+	if at+1 >= len(args) {
 		return args
 	}
-	switch args[1] {
-	case "status", "reload", "scale", "stop":
+	switch args[at] {
+	case "status", "reload", "scale", "stop", "keys", "top":
 	default:
 		return args
 	}
-	cmd := app.Command(args[1])
+	cmd := app.Command(args[at])
 	if cmd == nil {
 		return args
 	}
-	return append(slices.Clone(args[:2]), flagsFirst(cmd.Flags, args[2:])...)
+	return withCommandFlagsFirst(cmd, args, at)
 }
 
 // newApp builds olio's command line. Every command reports a flag it cannot parse, or an
@@ -81,12 +114,14 @@ func newApp() *cli.App {
 		Usage:                "a pre-fork, hash-routing cluster for HTTP services that need key affinity",
 		Version:              version,
 		EnableBashCompletion: false,
+		Flags:                []cli.Flag{globalControlFlag()},
 		Commands: []*cli.Command{
 			serveCommand(),
 			statusCommand(),
 			reloadCommand(),
 			scaleCommand(),
 			keysCommand(),
+			topCommand(),
 			stopCommand(),
 			demoCommand(),
 			versionCommand(),

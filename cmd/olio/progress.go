@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -67,19 +66,6 @@ func progressLine(e listener.Progress) string {
 		detail = fmt.Sprintf("app pid %d, %s", e.AppPID, detail)
 	}
 	return fmt.Sprintf("%s: worker %d %s, %d/%d (%s)", e.Step, e.Index, what, e.Done, e.Total, detail)
-}
-
-// summaryText is the summary's parenthesis: " (took 3.10 s, 12 requests held, longest
-// hold 2ms)", or "" when the master sent none.
-func summaryText(s *listener.OpSummary) string {
-	if s == nil {
-		return ""
-	}
-	held := fmt.Sprintf("%s held", plural(int(s.HeldRequests), "request"))
-	if s.Held > 0 {
-		held += ", longest hold " + time.Duration(s.Held*float64(time.Second)).Round(time.Microsecond).String()
-	}
-	return fmt.Sprintf(" (took %s, %s)", seconds(s.Took), held)
 }
 
 func seconds(s float64) string { return fmt.Sprintf("%.2f s", s) }

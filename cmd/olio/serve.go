@@ -119,6 +119,7 @@ func configFrom(c *cli.Context) (listener.Config, error) {
 			cfg.Sources = sourced(cfg.Sources, "app", file.path)
 		}
 	}
+	serveControl(c, &cfg)
 	errs = append(errs, secretTwice(c, file, &cfg))
 	for _, err := range errs {
 		if err != nil {
@@ -126,6 +127,27 @@ func configFrom(c *cli.Context) (listener.Config, error) {
 		}
 	}
 	return cfg, nil
+}
+
+// serveControl sets the control socket olio serve makes when its own --control does not
+// name it: --control before serve, else $OLIO_CONTROL, else the config file's, else the
+// default. The environment comes before the config file, as $OLIO_SECRET does.
+func serveControl(c *cli.Context, cfg *listener.Config) {
+	if c.IsSet("control") {
+		return
+	}
+	p, from := controlOutside(c)
+	if from == "" {
+		return
+	}
+	cfg.Control = p
+	delete(cfg.Sources, "control")
+	if from == controlFromEnv {
+		if cfg.Sources == nil {
+			cfg.Sources = map[string]string{}
+		}
+		cfg.Sources["control"] = "$" + controlEnv
+	}
 }
 
 // fromFlag sets *p, a Config field, to the value of the flag name.
