@@ -60,13 +60,23 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 		info.handedIn, info.received = true, pc.received
 		c = pc.Conn
 	}
-	_, info.canHandOff = c.(syscall.Conn)
+	info.canHandOff = isSocket(c)
 	return context.WithValue(ctx, connInfoKey{}, info)
+}
+
+// isSocket reports whether c is a socket whose descriptor can be passed.
+func isSocket(c net.Conn) bool {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	_, err := sc.SyscallConn()
+	return err == nil
 }
 
 // prefixConn is a connection whose first bytes were already read by another router.
 type prefixConn struct {
-	net.Conn
+	passConn
 	r        io.Reader
 	received bool // from another router, not taken back from a failed handoff
 }
@@ -74,7 +84,7 @@ type prefixConn struct {
 func (c *prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 func newPrefixConn(c net.Conn, prefix []byte) *prefixConn {
-	return &prefixConn{Conn: c, r: io.MultiReader(bytes.NewReader(prefix), c)}
+	return &prefixConn{passConn: passConn{c}, r: io.MultiReader(bytes.NewReader(prefix), c)}
 }
 
 // handoff owns this router's handoff socket: it receives connections from peers, and sends

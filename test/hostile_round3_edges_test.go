@@ -1,0 +1,100 @@
+package test
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The third round of hostile clients, at olio's edges: early answers to a client still
+// sending, a front's forwarded headers, look-alike header names, path and host keys.
+
+// earlyAnswer sends a header of 2 MiB on conn (after what br has already read of it) while
+// reading the answer, and reports what the client sees: the status, the body, and how the
+// connection ended after it (nil: a clean EOF).
+func earlyAnswer(t *testing.T, conn net.Conn, br *bufio.Reader) (status int, body string, end error) {
+	t.Helper()
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		// The router stops reading at its limit: this write fails or blocks until the close.
+		io.WriteString(conn, "GET /big HTTP/1.1\r\nHost: t\r\nX-Big: "+strings.Repeat("b", 2<<20)+"\r\n\r\n")
+	}()
+	defer func() { conn.Close(); <-wrote }()
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("no answer to a 2 MiB header: %v", err)
+	}
+	b, err := io.ReadAll(resp.Body) // the 431 has no length: its body ends with the connection
+	resp.Body.Close()
+	if err == nil {
+		_, err = br.ReadByte()
+		if err == io.EOF {
+			err = nil
+		} else if err == nil {
+			err = fmt.Errorf("bytes after the answer")
+		}
+	}
+	return resp.StatusCode, string(b), err
+}
+
+// TestHostileEarlyAnswerCleanClose: a request header past --max-header-bytes gets 431 and
+// the connection's clean end (a FIN: net/http half-closes, then waits for the client to
+// read), not a reset that loses the answer: on a fresh connection, on a kept-alive one the
+// router that accepted it serves, and on one handed off to its owner. --max-conns is on, so
+// its slot wrapper is on the way too.
+func TestHostileEarlyAnswerCleanClose(t *testing.T) {
+	metrics := freeAddr(t)
+	c, _ := hostileStart(t, 2, "--max-conns", "64", "--metrics", metrics)
+	check := func(what string, status int, body string, end error) {
+		t.Helper()
+		if status != http.StatusRequestHeaderFieldsTooLarge || !strings.Contains(body, "431") || end != nil {
+			t.Errorf("%s: a 2 MiB header got %d %q, then %v; want 431, its whole body, then a clean EOF", what, status, body, end)
+		}
+	}
+	for try := 0; try < 3; try++ {
+		conn, err := net.DialTimeout("tcp", c.Addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		status, body, end := earlyAnswer(t, conn, bufio.NewReader(conn))
+		check("a fresh connection", status, body, end)
+	}
+	key := keyOwnedBy(1, 2)
+	kept, handed := 0, 0
+	for try := 0; try < 40 && (kept < 2 || handed < 2); try++ {
+		before := metric(t, metrics, "olio_connections_handed_in_total")
+		conn, err := net.DialTimeout("tcp", c.Addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(conn, "GET /first HTTP/1.1\r\nHost: t\r\nX-Olio-Key: %s\r\n\r\n", key)
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			conn.Close()
+			t.Fatalf("first request: %v", err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		what := "a kept-alive connection"
+		if metric(t, metrics, "olio_connections_handed_in_total") > before {
+			what = "a handed-off connection"
+			handed++
+		} else {
+			kept++
+		}
+		status, body, end := earlyAnswer(t, conn, br)
+		check(what, status, body, end)
+	}
+	if kept == 0 || handed == 0 {
+		t.Fatalf("the test did not test both cases: %d connections kept by their router, %d handed off", kept, handed)
+	}
+}
