@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -96,5 +97,72 @@ func TestHostileEarlyAnswerCleanClose(t *testing.T) {
 	}
 	if kept == 0 || handed == 0 {
 		t.Fatalf("the test did not test both cases: %d connections kept by their router, %d handed off", kept, handed)
+	}
+}
+
+// rawIndex sends one raw request on a fresh connection and returns the worker whose app
+// answered it.
+func rawIndex(t *testing.T, c *Cluster, req string) int {
+	t.Helper()
+	resp, body := c.raw(t, req)
+	a, err := decodeAnswer(resp.StatusCode, []byte(body))
+	if err != nil {
+		t.Fatalf("%.80q: %v", req, err)
+	}
+	return a.Index
+}
+
+// TestHostilePathKeysAsFrameworksSee: with --key path:2, the spellings of one path that a
+// framework serves as one ("//", "/./", "/x/../") are one key and reach one worker, the
+// owner of "kitchen"; so does --key path for the whole path.
+func TestHostilePathKeysAsFrameworksSee(t *testing.T) {
+	const n = 3
+	// A room whose owner is neither the owner of "." nor that of "..", the keys the
+	// uncleaned spellings would have.
+	room := ""
+	for i := 0; room == ""; i++ {
+		r := "kitchen" + strconv.Itoa(i)
+		if o := Owner(r, n); o != Owner(".", n) && o != Owner("..", n) && o != Owner("/x/../rooms/"+r, n) {
+			room = r
+		}
+	}
+	spellings := []string{"/rooms/" + room, "/rooms//" + room, "/x/../rooms/" + room, "/rooms/./" + room, "//rooms/%2e/" + room + "/"}
+	for _, tc := range []struct{ spec, key string }{{"path:2", room}, {"path", "/rooms/" + room}} {
+		t.Run(tc.spec, func(t *testing.T) {
+			c, _ := hostileStart(t, n, "--key", tc.spec)
+			want := Owner(tc.key, n)
+			for try := 0; try < 3; try++ { // fresh connections, accepted by any router
+				for _, p := range spellings {
+					if p == spellings[4] && tc.spec == "path" {
+						continue // its trailing "/" is a different path
+					}
+					if got := rawIndex(t, c, "GET "+p+" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"); got != want {
+						t.Errorf("--key %s: GET %s served by worker %d, want %d (the owner of %q)", tc.spec, p, got, want, tc.key)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestHostileHostKeysIgnoreCaseDotPort: with --key host, a host's key ignores case, the
+// port and the trailing dot of a fully qualified name.
+func TestHostileHostKeysIgnoreCaseDotPort(t *testing.T) {
+	const n = 3
+	host := ""
+	for i := 0; host == ""; i++ {
+		h := "h" + strconv.Itoa(i) + ".example"
+		if Owner(h, n) != Owner(h+".", n) {
+			host = h
+		}
+	}
+	c, _ := hostileStart(t, n, "--key", "host")
+	want := Owner(host, n)
+	for try := 0; try < 3; try++ {
+		for _, h := range []string{host, strings.ToUpper(host) + ".:8080", host + ".", "H" + host[1:] + ":9"} {
+			if got := rawIndex(t, c, "GET / HTTP/1.1\r\nHost: "+h+"\r\nConnection: close\r\n\r\n"); got != want {
+				t.Errorf("--key host: Host %s served by worker %d, want %d (the owner of %q)", h, got, want, host)
+			}
+		}
 	}
 }
