@@ -45,6 +45,9 @@ type connInfo struct {
 	received   bool // received from another router (the access log's handed-off route)
 	canHandOff bool // a plain socket whose descriptor can be passed
 	framing    *framingConn
+	// frontTrusted: the peer is in --forwarded-allow-ips, as of the connection's latest
+	// request (forwardedOf).
+	frontTrusted atomic.Bool
 }
 
 type connInfoKey struct{}
@@ -323,9 +326,11 @@ func (r *Router) serveHijacked(q *connQueue, conn net.Conn, prefix []byte) {
 	}
 }
 
-// markRequest counts a request on its connection.
-func markRequest(req *http.Request) {
+// markRequest counts a request on its connection and notes whether its peer is a trusted
+// front (allow).
+func markRequest(req *http.Request, allow ForwardedAllowIPs) {
 	if info, _ := req.Context().Value(connInfoKey{}).(*connInfo); info != nil {
 		info.requests.Add(1)
+		info.frontTrusted.Store(allow.trusts(req.RemoteAddr))
 	}
 }

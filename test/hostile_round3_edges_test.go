@@ -166,3 +166,67 @@ func TestHostileHostKeysIgnoreCaseDotPort(t *testing.T) {
 		}
 	}
 }
+
+// TestHostileForwardedTrust: a front listed in --forwarded-allow-ips has its X-Forwarded-For
+// appended to and its X-Forwarded-Proto, X-Forwarded-Host and Forwarded passed; any other
+// client's are replaced by olio's (Forwarded dropped). The same on every leg: served where
+// accepted or forwarded to the owner, by the app fast path (GET) or the proxy (POST). And
+// look-alike fields spelled with "_" (X_Olio_Secret, X_Forwarded_For), which WSGI and CGI
+// stacks read as olio's, never reach the app.
+func TestHostileForwardedTrust(t *testing.T) {
+	for _, tc := range []struct {
+		allow   string
+		trusted bool
+	}{{"10.0.0.0/8,127.0.0.1", true}, {"10.0.0.0/8,::1", false}} {
+		t.Run(tc.allow, func(t *testing.T) {
+			c, _ := hostileStart(t, 2, "--forwarded-allow-ips", tc.allow, "--secret", "edges-secret-0123456789")
+			want := map[string]string{"X-Forwarded-For": "127.0.0.1", "X-Forwarded-Proto": "http", "X-Forwarded-Host": c.Addr}
+			if tc.trusted {
+				want = map[string]string{"X-Forwarded-For": "203.0.113.7, 127.0.0.1", "X-Forwarded-Proto": "https",
+					"X-Forwarded-Host": "shop.example", "Forwarded": "for=203.0.113.7;proto=https"}
+			}
+			hc, _ := pinnedClient(t, c, 0) // past its probe: not handed off, so key 1's requests are forwarded
+			for owner := 0; owner < 2; owner++ {
+				for _, method := range []string{"GET", "POST"} {
+					req, _ := http.NewRequest(method, c.URL()+"/fw", strings.NewReader("body"))
+					if method == "GET" {
+						req.Body, req.ContentLength = nil, 0
+					}
+					req.Header = http.Header{
+						"X-Olio-Key":        {keyOwnedBy(owner, 2)},
+						"X-Forwarded-For":   {"203.0.113.7"},
+						"X-Forwarded-Proto": {"https"},
+						"X-Forwarded-Host":  {"shop.example"},
+						"Forwarded":         {"for=203.0.113.7;proto=https"},
+						"X_Olio_Index":      {"1"},
+						"x_olio_secret":     {"guess"},
+						"X_Forwarded_For":   {"6.6.6.6"},
+						"X_Olio_Key":        {"other"},
+						"X_Own_Field":       {"kept"},
+					}
+					a, err := Do(hc, req)
+					if err != nil {
+						t.Fatalf("%s for worker %d: %v", method, owner, err)
+					}
+					what := fmt.Sprintf("%s served by worker %d via router 0", method, a.Index)
+					if a.Index != owner {
+						t.Errorf("%s: want worker %d", what, owner)
+					}
+					for _, k := range []string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded"} {
+						if g, e := a.Headers[k], want[k]; g != e {
+							t.Errorf("%s: the app got %s %q, want %q", what, k, g, e)
+						}
+					}
+					for k := range a.Headers {
+						if strings.Contains(k, "_") && k != "X_own_field" {
+							t.Errorf("%s: the app got the look-alike field %s: %q", what, k, a.Headers[k])
+						}
+					}
+					if a.Headers["X_own_field"] != "kept" {
+						t.Errorf("%s: an app's own field with \"_\" was dropped (headers %v)", what, a.Headers)
+					}
+				}
+			}
+		})
+	}
+}
