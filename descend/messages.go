@@ -80,6 +80,9 @@ type Config struct {
 	AccessLog string `json:"access_log,omitempty"`
 	// AccessLogFormat is "text" or "json" (the master's --log-format); empty: text.
 	AccessLogFormat string `json:"access_log_format,omitempty"`
+	// ForwardedAllowIPs lists the fronts whose forwarded fields pass
+	// (router.ParseForwardedAllowIPs); empty: none.
+	ForwardedAllowIPs string `json:"forwarded_allow_ips,omitempty"`
 }
 
 // Membership is the cluster's shape: how many workers own keys, and where each router's

@@ -50,6 +50,10 @@ type Config struct {
 	DrainDelay      time.Duration // on stop, how long /ready says 503 before the drain begins
 	AccessLog       string        // access log file, "-": stdout, "": none
 
+	// ForwardedAllowIPs lists the fronts whose X-Forwarded-* and Forwarded pass
+	// (router.ParseForwardedAllowIPs); "": none.
+	ForwardedAllowIPs string
+
 	// Sources says where values came from when not from the command line, by long flag
 	// name: "workers" → "config file /etc/olio.json". Validation messages name it, so that
 	// a bad value in a file is not blamed on a flag nobody gave. Nil: say nothing.

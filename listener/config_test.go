@@ -44,6 +44,8 @@ func TestValidate(t *testing.T) {
 		{"below the least header limit", func(c *Config) { c.MaxHeaderBytes = 1023 }, "--max-header-bytes 1023"},
 		{"request and health timeouts off", func(c *Config) { c.RequestTimeout, c.HealthTimeout = 0, 0 }, ""},
 		{"bad key", func(c *Config) { c.Key = "foo:x" }, `unknown source "foo"`},
+		{"forwarded fronts", func(c *Config) { c.ForwardedAllowIPs = "127.0.0.1,10.0.0.0/8,fd00::/8" }, ""},
+		{"bad forwarded front", func(c *Config) { c.ForwardedAllowIPs = "10.0.0.0/8,10.0.0.300" }, `--forwarded-allow-ips "10.0.0.0/8,10.0.0.300": "10.0.0.300" is not an address or a CIDR prefix`},
 		{"bad ready", func(c *Config) { c.ReadyMode = "soon" }, `--ready "soon"`},
 		{"zero forward timeout", func(c *Config) { c.ForwardTimeout = 0 }, "--forward-timeout"},
 		{"negative request timeout", func(c *Config) { c.RequestTimeout = -time.Second }, "--request-timeout"},

@@ -107,6 +107,14 @@ var Settings = []Setting{
 	{Name: "max-conns", Field: func(c *Config) any { return &c.MaxConns },
 		Usage: "concurrent connections per router (0: unlimited)",
 		Check: notNegative("must be 0 (unlimited) or more"), Reload: AppliedLater, Router: Verbatim},
+	{Name: "forwarded-allow-ips", Field: func(c *Config) any { return &c.ForwardedAllowIPs },
+		Usage: "`CIDR,...` of the fronts (load balancers, TLS terminators) whose X-Forwarded-For is appended to and whose X-Forwarded-Proto, X-Forwarded-Host and Forwarded pass; from any other client they are replaced",
+		Check: func(c *Config, s *Setting) error {
+			if _, err := router.ParseForwardedAllowIPs(c.ForwardedAllowIPs); err != nil {
+				return fmt.Errorf("%w: %v%s", ErrConfig, err, c.from(s.Name))
+			}
+			return nil
+		}, Reload: Applied, Router: Verbatim},
 	{Name: "health-timeout", Field: func(c *Config) any { return &c.HealthTimeout },
 		Usage: "recycle an app that stops accepting connections for this long (0: off)",
 		Check: offOrPositive, Reload: Applied, Router: Verbatim},

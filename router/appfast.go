@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	"mime"
-	"net"
 	"net/http"
 	"net/textproto"
 	"slices"
@@ -55,8 +54,8 @@ func dropped(name string, connection []string) bool {
 }
 
 // fastRequest writes into out the request ReverseProxy would send for req (newLocalProxy's
-// Rewrite): hop-by-hop headers and Expect dropped, the client's X-Forwarded-* and Forwarded
-// replaced by this router's (kept as they came from a peer router), the Host kept.
+// Rewrite): hop-by-hop headers and Expect dropped, the forwarded fields as forwardedOf decides,
+// the Host kept.
 func fastRequest(out *fasthttp.Request, req *http.Request, port int) {
 	out.Header.DisableSpecialHeader() // every header goes out as it came, cookies included
 	out.Header.DisableNormalizing()   // net/http already canonicalized the names
@@ -67,16 +66,11 @@ func fastRequest(out *fasthttp.Request, req *http.Request, port int) {
 		host = "127.0.0.1:" + strconv.Itoa(port)
 	}
 	out.Header.Set("Host", host)
-	peer := req.Context().Value(fromPeer) != nil
 	conn := req.Header["Connection"]
 	for k, vs := range req.Header {
 		switch k {
-		case "Host", "Expect", "Forwarded":
+		case "Host", "Expect", headerForwarded, headerXFF, headerXFHost, headerXFProto:
 			continue
-		case "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
-			if !peer {
-				continue
-			}
 		}
 		if dropped(k, conn) {
 			continue
@@ -90,17 +84,8 @@ func fastRequest(out *fasthttp.Request, req *http.Request, port int) {
 			out.Header.Set("Te", "trailers")
 		}
 	}
-	if !peer {
-		if ip, _, err := net.SplitHostPort(req.RemoteAddr); err == nil {
-			out.Header.Set("X-Forwarded-For", ip)
-		}
-		out.Header.Set("X-Forwarded-Host", req.Host)
-		proto := "http"
-		if req.TLS != nil {
-			proto = "https"
-		}
-		out.Header.Set("X-Forwarded-Proto", proto)
-	}
+	fw := forwardedOf(req)
+	fw.each(func(k, v string) { out.Header.Set(k, v) })
 }
 
 // serveFast serves req through inst's app on the fast path.

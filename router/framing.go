@@ -2,12 +2,10 @@ package router
 
 import (
 	"bytes"
-	"errors"
 	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
-	"syscall"
 )
 
 // Closing a connection whose request framing was ambiguous (RFC 9112 §6.1, §6.3): a request
@@ -30,13 +28,13 @@ func (l framingListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &framingConn{Conn: c}, nil
+	return &framingConn{passConn: passConn{c}}, nil
 }
 
 // framingConn is a public connection whose incoming bytes are scanned for ambiguous
 // framing.
 type framingConn struct {
-	net.Conn
+	passConn
 	scan framingScan
 }
 
@@ -44,14 +42,6 @@ func (c *framingConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	c.scan.scan(p[:n])
 	return n, err
-}
-
-// SyscallConn passes the socket on (a handoff sends its descriptor).
-func (c *framingConn) SyscallConn() (syscall.RawConn, error) {
-	if sc, ok := c.Conn.(syscall.Conn); ok {
-		return sc.SyscallConn()
-	}
-	return nil, errors.New("router: not a socket")
 }
 
 // ambiguous reports whether a request on c had ambiguous framing.

@@ -90,8 +90,15 @@ func FuzzExtract(f *testing.F) {
 				t.Fatalf("%s of %q: Extract = %q, not one segment of the path", k, path, key)
 			}
 		case KeyPath:
-			if key != path {
-				t.Fatalf("%s: Extract = %q, want %q", k, key, path)
+			if key != cleanPath(path) || cleanPath(key) != key {
+				t.Fatalf("%s: Extract = %q, want the clean %q", k, key, cleanPath(path))
+			}
+			if strings.HasPrefix(key, "/") && key != "/" {
+				for _, seg := range strings.Split(strings.TrimSuffix(key[1:], "/"), "/") {
+					if seg == "" || seg == "." || seg == ".." {
+						t.Fatalf("%s of %q: Extract = %q, with an empty or dot segment", k, path, key)
+					}
+				}
 			}
 		case KeyHost:
 			if strings.ContainsFunc(key, func(c rune) bool { return 'A' <= c && c <= 'Z' }) ||

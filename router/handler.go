@@ -12,7 +12,9 @@ import (
 // ServeHTTP is the public side: route by direct address or key, then serve locally or
 // forward to the owner.
 func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	markRequest(req)
+	set := r.settings()
+	markRequest(req, set.forwardAllow)
+	dropLookalikes(req.Header, set.keyHeader())
 	closeIfAmbiguous(w, req)
 	if r.headerTooLarge(w, req) {
 		return
@@ -114,7 +116,8 @@ func (r *Router) serveLocal(w http.ResponseWriter, req *http.Request, avoid *ins
 		return
 	}
 	if r.handler != nil {
-		r.serveHandler(w, req) // the embedded handler, in-process
+		setForwarded(req.Header, forwardedOf(req)) // as an app child would get them
+		r.serveHandler(w, req)                     // the embedded handler, in-process
 		return
 	}
 	inst := r.apps.acquire(req.Context(), r.conf().ForwardTimeout, avoid)

@@ -46,6 +46,9 @@ type connInfo struct {
 	received   bool // received from another router (the access log's handed-off route)
 	canHandOff bool // a plain socket whose descriptor can be passed
 	framing    *framingConn
+	// frontTrusted: the peer is in --forwarded-allow-ips, as of the connection's latest
+	// request (forwardedOf).
+	frontTrusted atomic.Bool
 }
 
 type connInfoKey struct{}
@@ -61,13 +64,23 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 		info.handedIn, info.received = true, pc.received
 		c = pc.Conn
 	}
-	_, info.canHandOff = c.(syscall.Conn)
+	info.canHandOff = isSocket(c)
 	return context.WithValue(ctx, connInfoKey{}, info)
+}
+
+// isSocket reports whether c is a socket whose descriptor can be passed.
+func isSocket(c net.Conn) bool {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	_, err := sc.SyscallConn()
+	return err == nil
 }
 
 // prefixConn is a connection whose first bytes were already read by another router.
 type prefixConn struct {
-	net.Conn
+	passConn
 	r        io.Reader
 	received bool // from another router, not taken back from a failed handoff
 }
@@ -75,7 +88,7 @@ type prefixConn struct {
 func (c *prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 func newPrefixConn(c net.Conn, prefix []byte) *prefixConn {
-	return &prefixConn{Conn: c, r: io.MultiReader(bytes.NewReader(prefix), c)}
+	return &prefixConn{passConn: passConn{c}, r: io.MultiReader(bytes.NewReader(prefix), c)}
 }
 
 // handoff owns this router's handoff socket: it receives connections from peers, and sends
@@ -417,9 +430,11 @@ func (r *Router) serveHijacked(q *connQueue, conn net.Conn, prefix []byte) {
 	}
 }
 
-// markRequest counts a request on its connection.
-func markRequest(req *http.Request) {
+// markRequest counts a request on its connection and notes whether its peer is a trusted
+// front (allow).
+func markRequest(req *http.Request, allow ForwardedAllowIPs) {
 	if info, _ := req.Context().Value(connInfoKey{}).(*connInfo); info != nil {
 		info.requests.Add(1)
+		info.frontTrusted.Store(allow.trusts(req.RemoteAddr))
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"path"
 	"strconv"
 	"strings"
 )
@@ -16,9 +17,9 @@ const (
 	KeyHeader  KeyKind = iota + 1 // header:NAME, the first value of request header NAME
 	KeyQuery                      // query:NAME, the first value of query parameter NAME
 	KeyCookie                     // cookie:NAME, the value of the first cookie named NAME
-	KeyPathSeg                    // path:N, the N-th segment (1-based) of the URL path
-	KeyPath                       // path, the whole URL path
-	KeyHost                       // host, the request's host, without port, lower-cased
+	KeyPathSeg                    // path:N, the N-th segment (1-based) of the cleaned URL path
+	KeyPath                       // path, the whole cleaned URL path
+	KeyHost                       // host, the request's host, without port and trailing dot, lower-cased
 )
 
 // String returns the kind's source word as written in a spec ("header", "path", ...).
@@ -56,11 +57,12 @@ type KeySpec struct {
 //	header:NAME  the first value of header NAME (matched case-insensitively)
 //	query:NAME   the first value of query parameter NAME (case-sensitive, %-decoded)
 //	cookie:NAME  the value of the first cookie named NAME (case-sensitive)
-//	path:N       the N-th segment of the URL path, counted from 1 after the leading "/";
-//	             segments are split on every "/", so in "/a//b" segment 2 is empty and
-//	             segment 3 is "b"
-//	path         the whole URL path
-//	host         the request's host, without port, lower-cased
+//	path:N       the N-th segment of the cleaned URL path (cleanPath), counted from 1
+//	path         the whole cleaned URL path
+//	host         the request's host, without port and trailing dot, lower-cased
+//
+// Path keys are taken from the path as web frameworks serve it (cleanPath): "/rooms/kitchen",
+// "/rooms//kitchen", "/x/../rooms/kitchen" and "/rooms/./kitchen" are one key.
 //
 // The source word is case-insensitive. Errors wrap ErrBadKeySpec.
 func ParseKeySpec(s string) (KeySpec, error) {
@@ -173,8 +175,8 @@ func (k KeySpec) String() string {
 }
 
 // Extract returns r's routing key, or false when the key is missing or empty (such a request is
-// served by the router that accepted it). It does not allocate for header, path, path:N, a
-// lower-case host, or an unescaped query parameter or cookie.
+// served by the router that accepted it). It does not allocate for header, a clean path
+// (path, path:N), a lower-case host, or an unescaped query parameter or cookie.
 func (k KeySpec) Extract(r *http.Request) (string, bool) {
 	var v string
 	switch k.Kind {
@@ -187,9 +189,9 @@ func (k KeySpec) Extract(r *http.Request) (string, bool) {
 	case KeyCookie:
 		v = cookieValue(r.Header["Cookie"], k.Name)
 	case KeyPathSeg:
-		v = pathSegment(r.URL.Path, k.N)
+		v = pathSegment(cleanPath(r.URL.Path), k.N)
 	case KeyPath:
-		v = r.URL.Path
+		v = cleanPath(r.URL.Path)
 	case KeyHost:
 		v = hostKey(r.Host)
 	}
@@ -265,8 +267,27 @@ func cookieValue(lines []string, name string) string {
 	return ""
 }
 
+// cleanPath is p as web frameworks serve it, for path keys: dot segments removed (RFC 3986
+// §5.2.4: "." dropped, ".." drops the segment before it, never above the root) and empty
+// segments ("//") merged, a trailing "/" kept. Go's ServeMux, Django, Rails and Express route
+// "/rooms//kitchen", "/x/../rooms/kitchen" and "/rooms/./kitchen" as "/rooms/kitchen", so
+// one room must be one key. A path that is already clean is returned as it is, without
+// allocating; one that does not begin with "/" (an OPTIONS *) too.
+func cleanPath(p string) string {
+	if p == "" || p[0] != '/' || !strings.Contains(p, "//") && !strings.Contains(p, "/.") {
+		return p
+	}
+	c := path.Clean(p)
+	// The RFC keeps the "/" that ends a path in "/", "/." or "/..": "/a/b/.." is "/a/".
+	last := p[strings.LastIndexByte(p, '/')+1:]
+	if (last == "" || last == "." || last == "..") && c != "/" {
+		c += "/"
+	}
+	return c
+}
+
 // pathSegment returns the n-th (1-based) "/"-separated segment of p after its leading "/", or ""
-// when p has fewer segments.
+// when p has fewer segments. p is clean (cleanPath): no segment but a trailing one is empty.
 func pathSegment(p string, n int) string {
 	p = strings.TrimPrefix(p, "/")
 	for i := 1; i < n; i++ {
@@ -282,9 +303,10 @@ func pathSegment(p string, n int) string {
 	return p
 }
 
-// hostKey returns host without its port and without the brackets of an IPv6 literal, with ASCII
-// letters lower-cased (allocating only when it holds upper-case ones). Host names on the wire are
-// ASCII (IDNA); other bytes are kept as they are.
+// hostKey returns host without its port, the brackets of an IPv6 literal and the trailing dot
+// of a fully qualified name, with ASCII letters lower-cased (allocating only when it holds
+// upper-case ones): "Example.COM.:8080" is "example.com", as DNS names compare. Host names on
+// the wire are ASCII (IDNA); other bytes are kept as they are.
 func hostKey(host string) string {
 	if i := strings.LastIndexByte(host, ':'); i >= 0 && validPort(host[i+1:]) {
 		// A colon inside an unbracketed IPv6 literal is not a port separator.
@@ -295,6 +317,7 @@ func hostKey(host string) string {
 	if len(host) > 1 && host[0] == '[' && host[len(host)-1] == ']' {
 		host = host[1 : len(host)-1]
 	}
+	host = strings.TrimSuffix(host, ".")
 	for i := 0; i < len(host); i++ {
 		if c := host[i]; 'A' <= c && c <= 'Z' {
 			return asciiLower(host, i)

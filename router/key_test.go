@@ -175,13 +175,35 @@ func TestExtract(t *testing.T) {
 		{"path:3", req{target: "/users/42/"}, ""},
 		{"path:4", req{target: "/users/42/posts"}, ""},
 		{"path:1", req{target: "/"}, ""},
-		{"path:2", req{target: "/a//b"}, ""},
-		{"path:3", req{target: "/a//b"}, "b"},
+		// Cleaned as frameworks serve it: empty segments skipped, dot segments removed
+		// (RFC 3986 §5.2.4), never above the root; legitimate dots kept.
+		{"path:2", req{target: "/rooms/kitchen"}, "kitchen"},
+		{"path:2", req{target: "/rooms//kitchen"}, "kitchen"},
+		{"path:2", req{target: "//rooms///kitchen//"}, "kitchen"},
+		{"path:2", req{target: "/x/../rooms/kitchen"}, "kitchen"},
+		{"path:2", req{target: "/rooms/./kitchen"}, "kitchen"},
+		{"path:2", req{target: "/rooms/kitchen/.."}, ""},
+		{"path:2", req{target: "/../../rooms/kitchen"}, "kitchen"},
+		{"path:2", req{target: "/rooms/%2e%2e/x/kitchen"}, "kitchen"}, // r.URL.Path is decoded
+		{"path:1", req{target: "/./."}, ""},
+		{"path:2", req{target: "/rooms/.hidden"}, ".hidden"},
+		{"path:2", req{target: "/rooms/...x"}, "...x"},
+		{"path:2", req{target: "/rooms/kitchen.v2/"}, "kitchen.v2"},
+		{"path:3", req{target: "/a//b"}, ""},
 		{"path:2", req{target: "/a/caf%C3%A9"}, "café"},
 		{"path:2", req{target: "/a/b%2Fc"}, "b"}, // r.URL.Path is decoded
 		// path
 		{"path", req{target: "/users/42?x=1"}, "/users/42"},
 		{"path", req{target: "/"}, "/"},
+		{"path", req{target: "/rooms//kitchen"}, "/rooms/kitchen"},
+		{"path", req{target: "/x/../rooms/./kitchen"}, "/rooms/kitchen"},
+		{"path", req{target: "/rooms/kitchen/"}, "/rooms/kitchen/"}, // a trailing "/" is kept
+		{"path", req{target: "/rooms/kitchen//"}, "/rooms/kitchen/"},
+		{"path", req{target: "/rooms/kitchen/x/.."}, "/rooms/kitchen/"}, // as RFC 3986 §5.2.4
+		{"path", req{target: "/rooms/kitchen/."}, "/rooms/kitchen/"},
+		{"path", req{target: "/.."}, "/"},
+		{"path", req{target: "//"}, "/"},
+		{"path", req{target: "/a.b/c..d/.e"}, "/a.b/c..d/.e"},
 		// host
 		{"host", req{target: "/", host: "example.com"}, "example.com"},
 		{"host", req{target: "/", host: "Example.COM:8080"}, "example.com"},
@@ -196,6 +218,10 @@ func TestExtract(t *testing.T) {
 		{"host", req{target: "/", host: "Z.example"}, "z.example"},
 		{"host", req{target: "/", host: "Ex.AZ"}, "ex.az"},
 		{"host", req{target: "/", host: ""}, ""},
+		{"host", req{target: "/", host: "example.com."}, "example.com"}, // the root's dot
+		{"host", req{target: "/", host: "Example.COM.:8080"}, "example.com"},
+		{"host", req{target: "/", host: "EXAMPLE.com.:"}, "example.com"},
+		{"host", req{target: "/", host: "127.0.0.1.:80"}, "127.0.0.1"},
 	}
 	for _, tt := range tests {
 		r := httptest.NewRequest(http.MethodGet, tt.req.target, nil)
@@ -256,6 +282,18 @@ func BenchmarkExtractOwnerCookie(b *testing.B) {
 	r := httptest.NewRequest(http.MethodGet, "/", nil)
 	r.Header.Set("Cookie", "theme=dark; lang=en; sid=user-1234567; _ga=GA1.2.3")
 	benchmarkExtractOwner(b, "cookie:sid", r)
+}
+
+// TestCleanPathAllocs: a path that is already clean costs no allocation.
+func TestCleanPathAllocs(t *testing.T) {
+	for _, p := range []string{"/", "/rooms/kitchen", "/rooms/kitchen/", "/a.b/c..d", "*", ""} {
+		if got := cleanPath(p); got != p {
+			t.Errorf("cleanPath(%q) = %q, want it unchanged", p, got)
+		}
+		if n := testing.AllocsPerRun(100, func() { cleanPath(p) }); n != 0 {
+			t.Errorf("cleanPath(%q) allocates %v times", p, n)
+		}
+	}
 }
 
 func BenchmarkExtractOwnerPathSegment(b *testing.B) {

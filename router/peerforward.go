@@ -486,42 +486,31 @@ func appendRequestHead(b []byte, req *http.Request, hasBody bool, up string) []b
 }
 
 // appendForwardHeader appends the header block a forwarded request carries: the client's
-// header without its hop-by-hop fields (and those its Connection names), its own
-// X-Forwarded-* and Expect (answered here), then this router's X-Forwarded-*, and for an
-// upgrade to up, the fields that ask for it.
+// header without its hop-by-hop fields (and those its Connection names), its forwarded
+// fields and Expect (answered here), then the forwarded fields forwardedOf decides, and for
+// an upgrade to up, the fields that ask for it.
 func appendForwardHeader(b []byte, req *http.Request, up string) []byte {
 	h := req.Header
 	skip := hopSkip(h["Connection"], true)
-	n := 0
 	te := hasToken(h["Te"], "trailers")
-	client, _, err := net.SplitHostPort(req.RemoteAddr)
-	proto := "http"
-	if req.TLS != nil {
-		proto = "https"
-	}
-	n += 2 // X-Forwarded-Host, X-Forwarded-Proto
+	fw := forwardedOf(req)
+	n := fw.count()
 	if te {
 		n++
 	}
 	if up != "" {
 		n += 2
 	}
-	if err == nil {
-		n++
-	}
 	b = appendFields(b, h, skip, n)
 	if te {
 		b = appendString(appendString(b, "Te"), "trailers")
-	}
-	if err == nil {
-		b = appendString(appendString(b, "X-Forwarded-For"), client)
 	}
 	if up != "" {
 		b = appendString(appendString(b, "Connection"), "Upgrade")
 		b = appendString(appendString(b, "Upgrade"), up)
 	}
-	b = appendString(appendString(b, "X-Forwarded-Host"), req.Host)
-	return appendString(appendString(b, "X-Forwarded-Proto"), proto)
+	fw.each(func(k, v string) { b = appendString(appendString(b, k), v) })
+	return b
 }
 
 // sendBody sends the request body as data frames, then its end frame with the trailers.

@@ -36,16 +36,6 @@ type dialError struct{ err error }
 func (e *dialError) Error() string { return e.err.Error() }
 func (e *dialError) Unwrap() error { return e.err }
 
-// keepForwarded copies the X-Forwarded-* headers that ReverseProxy's Rewrite mode strips:
-// the router that accepted the request set them, the owner passes them on.
-func keepForwarded(pr *httputil.ProxyRequest) {
-	for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"} {
-		if v, ok := pr.In.Header[h]; ok {
-			pr.Out.Header[h] = v
-		}
-	}
-}
-
 // outbound prepares the request every proxy sends on: a broken client body is a 400
 // (markBody), and the client's "Expect: 100-continue", answered here when the body was
 // first read, is not passed on (the next leg would answer it again: two or three 100s).
@@ -70,11 +60,7 @@ func (r *Router) newLocalProxy(inst *instance) *httputil.ReverseProxy {
 			outbound(pr.Out)
 			pr.SetURL(target)
 			pr.Out.Host = pr.In.Host
-			if pr.In.Context().Value(fromPeer) != nil {
-				keepForwarded(pr)
-			} else {
-				pr.SetXForwarded()
-			}
+			setForwarded(pr.Out.Header, forwardedOf(pr.In))
 		},
 		Transport:     inst.transport,
 		BufferPool:    buffers,

@@ -68,9 +68,18 @@ type Router struct {
 
 // settings are the parts of the config a reload may change, swapped as one.
 type settings struct {
-	cfg    descend.Config
-	key    KeySpec
-	secret []byte
+	cfg          descend.Config
+	key          KeySpec
+	secret       []byte
+	forwardAllow ForwardedAllowIPs // --forwarded-allow-ips
+}
+
+// keyHeader is the header the key is read from, "" for a key of another kind.
+func (s *settings) keyHeader() string {
+	if s.key.Kind == KeyHeader {
+		return s.key.Name
+	}
+	return ""
 }
 
 // newSettings makes cfg the router's settings, with the defaults where it leaves a value
@@ -80,7 +89,11 @@ func newSettings(cfg *descend.Config) (*settings, error) {
 	if err != nil {
 		return nil, err
 	}
-	set := &settings{cfg: *cfg, key: key, secret: []byte(cfg.Secret)}
+	allow, err := ParseForwardedAllowIPs(cfg.ForwardedAllowIPs)
+	if err != nil {
+		return nil, err
+	}
+	set := &settings{cfg: *cfg, key: key, secret: []byte(cfg.Secret), forwardAllow: allow}
 	set.cfg.HeaderTimeout = cmp.Or(cfg.HeaderTimeout, DefaultHeaderTimeout)
 	set.cfg.IdleTimeout = cmp.Or(cfg.IdleTimeout, DefaultIdleTimeout)
 	return set, nil

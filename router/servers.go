@@ -8,8 +8,6 @@ import (
 	"net"
 	"net/http"
 	"time"
-
-	"golang.org/x/net/netutil"
 )
 
 // The limits of the two HTTP servers a router runs, in one place. What net/http does with
@@ -105,7 +103,7 @@ func limitConns(ln net.Listener, n int) net.Listener {
 	if n <= 0 {
 		return ln
 	}
-	return netutil.LimitListener(ln, n)
+	return newLimitListener(ln, n)
 }
 
 // clientBody marks errors reading a client's request body, so that a broken body (a bad

@@ -624,7 +624,9 @@ func TestHostileSlowloris(t *testing.T) {
 }
 
 func TestHostileMaxConns(t *testing.T) {
-	c := Start(t, "--workers", "2", "--max-conns", "3")
+	// A strict per-router bound needs --handoff=false: a connection handed to its owner
+	// frees the accepting router's slot and does not count against the owner's.
+	c := Start(t, "--workers", "2", "--max-conns", "3", "--handoff=false")
 	// Six held keep-alive connections fill both routers.
 	var held []*http.Client
 	for i := 0; i < 6; i++ {
