@@ -182,6 +182,7 @@ func answered(resp *http.Response) error {
 		if u, ok := resp.Request.Context().Value(upgradeKey{}).(*upgrade); ok {
 			u.begin()
 		}
+		tunnelUpgrade(resp) // a hand-over can end it
 	}
 	return nil
 }
