@@ -71,6 +71,7 @@ type Config struct {
 	Handoff         bool          `json:"handoff"`
 	Handover        string        `json:"handover"`                // "exclusive" or "overlap"
 	HandoverPath    string        `json:"handover_path,omitempty"` // POSTed a notice before keys leave the app
+	UpgradeGrace    time.Duration `json:"upgrade_grace,omitempty"` // exclusive: an upgraded connection of a moving key lives on this long after the notice
 	// Held is set for an embedded worker that replaces a live one (rolling restart): it
 	// serves its own keys only once a Release says the process it replaces has drained.
 	Held     bool   `json:"held,omitempty"`
@@ -190,6 +191,9 @@ type Stats struct {
 	// now; neither is in Served nor in Duration.
 	Upgraded     uint64 `json:"upgraded"`
 	UpgradesOpen int64  `json:"upgrades_open"`
+	// UpgradesEnded counts upgraded connections an exclusive hand-over ended (their key
+	// moved).
+	UpgradesEnded uint64 `json:"upgrades_ended,omitempty"`
 	// BodyTimeouts counts request bodies that did not arrive within --body-timeout (408),
 	// WriteTimeouts writes to a client that did not read within it (connection closed).
 	BodyTimeouts  uint64 `json:"body_timeouts"`

@@ -41,6 +41,7 @@ type Config struct {
 	Embedded        bool          // App is the router (a Go program calling router.Serve); no app child
 	Handover        string        // "exclusive" (a key is never served by two processes at once) or "overlap"
 	HandoverPath    string        // POST a hand-over notice to the app at this path, "": none
+	UpgradeGrace    time.Duration // exclusive hand-over: how long an upgraded connection of a moving key lives on after the notice
 	KeyStats        string        // hot-key counting for olio keys: on, hashed or off
 	Control         string        // control socket path
 	Metrics         string        // Prometheus address, empty: off
@@ -104,6 +105,19 @@ func anyValue(*Config, *Setting) error { return nil }
 func positive(c *Config, s *Setting) error {
 	if s.Value(c).(time.Duration) <= 0 {
 		return s.bad(c, "must be positive, e.g. 10s")
+	}
+	return nil
+}
+
+// graceBelowForward checks --upgrade-grace: not negative, and below --forward-timeout, the
+// bound of the requests held meanwhile (else every one of them would get 503).
+func graceBelowForward(c *Config, s *Setting) error {
+	g := s.Value(c).(time.Duration)
+	if g < 0 {
+		return s.bad(c, "must not be negative (0 ends the connections at once)")
+	}
+	if g >= c.ForwardTimeout {
+		return s.bad(c, fmt.Sprintf("must be below --forward-timeout (%s), which bounds the requests held meanwhile: lower it or raise --forward-timeout", c.ForwardTimeout))
 	}
 	return nil
 }

@@ -46,6 +46,8 @@ type WorkerStatus struct {
 	HandedOff     uint64  `json:"handed_off"`     // connections passed to their owner
 	HandedIn      uint64  `json:"handed_in"`      // connections received from other workers
 	HoldSeconds   float64 `json:"hold_seconds"`   // how long the last hand-over held the keys that moved
+	UpgradesOpen  int64   `json:"upgrades_open"`  // upgraded connections (WebSocket) open now
+	UpgradesEnded uint64  `json:"upgrades_ended"` // upgraded connections a hand-over ended (their key moved)
 	Draining      int     `json:"draining"`       // old app instances still draining after a rolling restart
 	Goroutines    int     `json:"goroutines"`     // in the router, for leak checks
 	OpenFDs       int     `json:"open_fds"`       // of the router, for leak checks
@@ -115,6 +117,7 @@ func (m *Master) workerStatus(ctx context.Context, w *worker) (WorkerStatus, *de
 		ws.Forwarded, ws.ForwardedIn = s.ForwardedOut, s.ForwardedIn
 		ws.HandedOff, ws.HandedIn = s.HandedOut, s.HandedIn
 		ws.HoldSeconds = s.LastHold.Seconds()
+		ws.UpgradesOpen, ws.UpgradesEnded = s.UpgradesOpen, s.UpgradesEnded
 		ws.Goroutines, ws.OpenFDs = s.Goroutines, s.OpenFDs
 		ws.Draining = s.Draining
 		if !s.AppStarted.IsZero() && s.AppPID > 0 {

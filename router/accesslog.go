@@ -105,6 +105,7 @@ type accessEntry struct {
 	worker   int
 	route    string
 	upgraded bool
+	ended    bool // an upgraded connection a hand-over ended (its key moved)
 }
 
 // accessLog is one open access log: its queue and the writer goroutine that owns the file.
@@ -411,7 +412,7 @@ const accessTime = "2006-01-02T15:04:05.000Z07:00"
 
 // appendText formats e as one text line:
 //
-//	TIME CLIENT "METHOD URI PROTO" STATUS BYTES_IN BYTES_OUT DURATION APP KEY WORKER ROUTE
+//	TIME CLIENT "METHOD URI PROTO" STATUS BYTES_IN BYTES_OUT DURATION APP KEY WORKER ROUTE [ended-by-handover]
 //
 // durations in seconds; APP, KEY and WORKER are - when unknown or none, WORKER is * for a
 // fan-out; the request line and the key are quoted as Go strings.
@@ -452,6 +453,9 @@ func appendText(b []byte, e *accessEntry) []byte {
 	}
 	b = append(b, ' ')
 	b = append(b, e.route...)
+	if e.ended {
+		b = append(b, " ended-by-handover"...)
+	}
 	return append(b, '\n')
 }
 
@@ -471,6 +475,7 @@ type AccessLine struct {
 	Worker   *int     `json:"worker"`       // null: none or every worker (fan-out)
 	Route    string   `json:"route"`
 	Upgraded bool     `json:"upgraded,omitempty"` // an upgraded connection (WebSocket), logged at its close
+	EndedBy  string   `json:"ended_by,omitempty"` // "handover": a hand-over ended it (its key moved)
 }
 
 func appendJSON(b []byte, e *accessEntry) []byte {
@@ -478,6 +483,9 @@ func appendJSON(b []byte, e *accessEntry) []byte {
 		Time: e.start.Format(accessTime), Client: e.client, Method: e.method, URI: e.uri,
 		Proto: e.proto, Status: e.status, BytesIn: e.in, BytesOut: e.out,
 		Duration: e.total.Seconds(), Route: e.route, Upgraded: e.upgraded,
+	}
+	if e.ended {
+		a.EndedBy = "handover"
 	}
 	if e.app >= 0 {
 		s := e.app.Seconds()

@@ -43,8 +43,10 @@ type accessWriter struct {
 	appTime  time.Duration
 	hasApp   bool
 	hijacked bool
-	peer     bool // the owner's side of a forwarded request: send the app's time back
-	remote   bool // forwarded with headerTiming: take the owner's app time from the answer
+	// handoverEnded: an upgraded connection that a hand-over ended (its key moved)
+	handoverEnded bool
+	peer          bool // the owner's side of a forwarded request: send the app's time back
+	remote        bool // forwarded with headerTiming: take the owner's app time from the answer
 }
 
 // startApp marks the request as handed to the app, when w is (or wraps) an accessWriter.
@@ -217,7 +219,7 @@ func (a *accessLogging) end() {
 	}
 	e := &a.e
 	e.total = time.Since(e.start)
-	e.status, e.out, e.upgraded = a.w.status, a.w.out, a.w.hijacked
+	e.status, e.out, e.upgraded, e.ended = a.w.status, a.w.out, a.w.hijacked, a.w.handoverEnded
 	if e.status == 0 {
 		e.status = http.StatusOK // the handler wrote nothing: net/http answers 200
 	}

@@ -133,6 +133,11 @@ func (r *Router) serveLocal(w http.ResponseWriter, req *http.Request, avoid *ins
 	if isUpgrade(req) {
 		inst.upgraded.Add(1)
 		defer inst.upgraded.Add(-1)
+		if req.Context().Value(liveKey{}) == nil { // a retry's is the outer call's
+			var done func()
+			w, req, done = r.trackUpgrade(w, req, inst)
+			defer done()
+		}
 	}
 	start := time.Now()
 	retry := req.Context().Value(retried) != nil          // the outer call counts the request once

@@ -31,8 +31,9 @@ import (
 // An embedded worker's replacement (rolling restart) starts held: it serves its own keys
 // only once the master releases it, after the process it replaces has drained.
 //
-// Upgraded connections (WebSocket) cannot be finished by waiting: they are not counted,
-// and stay with the process that has them until they close or --shutdown-timeout.
+// Upgraded connections (WebSocket) cannot be finished by waiting: they are not counted by
+// generation; the old owner ends those of moving keys (upgrades.go) after the app's notice
+// and --upgrade-grace, before it acknowledges, while their keys' new requests are held.
 
 // generation counts the requests routed since a prepare (or since the start).
 type generation struct{ n atomic.Int64 }
@@ -234,7 +235,14 @@ func (r *Router) onPrepare(m descend.Message) error {
 		next := &membership{epoch: p.Epoch, workers: p.Workers}
 		err := r.handover.prepare(ctx, next, 2*r.conf().ForwardTimeout)
 		if err == nil && p.Workers != r.workers() {
-			err = r.notifyApp(ctx, Handover{Index: r.index, Epoch: p.Epoch, Workers: r.workers(), NewWorkers: p.Workers, Reason: "scale"}, r.apps.current.Load())
+			var moving []*liveUpgrade
+			if r.exclusive() {
+				moving = r.movingUpgrades(p.Workers)
+			}
+			err = r.notifyApp(ctx, Handover{Index: r.index, Epoch: p.Epoch, Workers: r.workers(), NewWorkers: p.Workers, Reason: "scale", Upgrades: len(moving)}, r.apps.current.Load())
+			// The old owner's connections of moving keys end before the commit lets the new
+			// owner serve them.
+			r.endLeaving(ctx, moving)
 		}
 		if err != nil {
 			res.Error = err.Error()
@@ -262,6 +270,9 @@ type Handover struct {
 	Workers    int    `json:"workers"`     // the count now
 	NewWorkers int    `json:"new_workers"` // the count after the change
 	Reason     string `json:"reason"`      // "scale" or "restart"
+	// Upgrades is how many upgraded connections (WebSocket) of the moving keys this process
+	// holds: under --handover exclusive olio ends them --upgrade-grace after this notice.
+	Upgrades int `json:"upgrades"`
 }
 
 // handoverHooks are the functions OnHandover was given (embedded mode).

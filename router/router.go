@@ -49,6 +49,7 @@ type Router struct {
 
 	members  atomic.Pointer[membership]
 	handover *handover // exclusive hand-over of moving keys
+	live     upgrades  // the upgraded connections this router's app serves
 	counters *counters
 	hot      *hotKeys // the keys this worker served as owner (--key-stats)
 	apps     *apps
@@ -390,6 +391,12 @@ func (r *Router) onDrain(m descend.Message) error {
 			r.private.GoAway()
 		}
 		r.accept.drain(ctx)
+		if ups := r.live.matching(func(*liveUpgrade) bool { return true }); len(ups) > 0 && r.exclusive() {
+			// Every key leaves (a hot upgrade's new routers serve them once this drain is
+			// done): the upgraded connections end first.
+			r.notifyApp(ctx, Handover{Index: r.index, Epoch: r.members.Load().epoch, Workers: r.workers(), NewWorkers: r.workers(), Reason: "restart", Upgrades: len(ups)}, r.apps.current.Load())
+			r.endLeaving(ctx, ups)
+		}
 		if d.Replaced {
 			// An embedded worker drained for its replacement (which holds its keys until
 			// this answer): finish what peers forwarded too, so that nothing of its keys
@@ -474,6 +481,7 @@ func (r *Router) onStats(m descend.Message) error {
 		Draining:      int(r.apps.draining.Load()),
 		Upgraded:      r.counters.upgraded.Load(),
 		UpgradesOpen:  r.counters.upgradesOpen.Load(),
+		UpgradesEnded: r.live.ended.Load(),
 		BodyTimeouts:  r.counters.bodyTimeouts.Load(),
 		WriteTimeouts: r.counters.writeTimeouts.Load(),
 		Goroutines:    goroutines(),
@@ -503,7 +511,9 @@ var _ appHost = (*Router)(nil)
 // appReplaced tells the app of old, replaced by a new instance, that every key of this
 // worker leaves it, and records how long the hand-over held requests since start.
 func (r *Router) appReplaced(ctx context.Context, old *instance, start time.Time) {
-	r.notifyApp(ctx, Handover{Index: r.index, Epoch: r.members.Load().epoch, Workers: r.workers(), NewWorkers: r.workers(), Reason: "restart"}, old)
+	ups := r.instanceUpgrades(old) // only called under --handover exclusive
+	r.notifyApp(ctx, Handover{Index: r.index, Epoch: r.members.Load().epoch, Workers: r.workers(), NewWorkers: r.workers(), Reason: "restart", Upgrades: len(ups)}, old)
+	r.endLeaving(ctx, ups)
 	r.handover.setLastHold(time.Since(start))
 }
 

@@ -180,6 +180,7 @@ func answered(resp *http.Response) error {
 		if u, ok := resp.Request.Context().Value(upgradeKey{}).(*upgrade); ok {
 			u.begin()
 		}
+		tunnelUpgrade(resp) // a hand-over can end it
 	}
 	return nil
 }

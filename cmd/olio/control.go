@@ -452,6 +452,12 @@ func writeStatus(out io.Writer, st *listener.Status) error {
 	if st.RunDirNote != "" {
 		notes = append(notes, "! "+st.RunDirNote)
 	}
+	for _, w := range st.Workers {
+		if w.UpgradesOpen > 0 || w.UpgradesEnded > 0 {
+			notes = append(notes, fmt.Sprintf("worker %d: %s open, %d ended by hand-overs (key moved)",
+				w.Index, plural(int(w.UpgradesOpen), "upgraded connection"), w.UpgradesEnded))
+		}
+	}
 	if len(notes) > 0 {
 		fmt.Fprintln(out)
 	}

@@ -1,0 +1,483 @@
+package test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"golang.org/x/sys/unix"
+
+	"github.com/olio-dev/olio/router"
+)
+
+// Exclusive ownership for upgraded connections: under --handover exclusive a WebSocket
+// whose key moves is ended (close 1012) before the key's new owner serves it; keys that do
+// not move keep theirs; under --handover overlap nothing is closed.
+
+// wsAppArg, as the test binary's first argument, makes it run wsApp: a WebSocket echo that
+// logs each session's start and end.
+const wsAppArg = "olio-ws-session-app"
+
+func init() {
+	if len(os.Args) > 2 && os.Args[1] == wsAppArg {
+		os.Exit(wsApp(os.Args[2]))
+	}
+}
+
+// monotonic is CLOCK_MONOTONIC in nanoseconds: one clock for every process of the host.
+func monotonic() int64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
+}
+
+// wsApp serves on $PORT: /ws is a WebSocket echo that answers each message with
+// "PID INDEX MESSAGE"; it appends "START|END KEY PID NANOS" to DIR/sessions.<pid> at a
+// session's start and end (CLOCK_MONOTONIC), and a hand-over notice POSTed to
+// /olio/handover as "PID REASON WORKERS NEW UPGRADES" to DIR/notices.<pid>.
+func wsApp(dir string) int {
+	pid := os.Getpid()
+	index := os.Getenv("OLIO_INDEX")
+	sessions, err := os.OpenFile(filepath.Join(dir, "sessions."+strconv.Itoa(pid)), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return 1
+	}
+	var mu sync.Mutex
+	logf := func(f *os.File, format string, a ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintf(f, format, a...)
+	}
+	notices, err := os.OpenFile(filepath.Join(dir, "notices."+strconv.Itoa(pid)), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return 1
+	}
+	up := websocket.Upgrader{}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
+		key := r.Header.Get("X-Olio-Key")
+		conn, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		logf(sessions, "START %s %d %d\n", key, pid, monotonic())
+		defer func() { logf(sessions, "END %s %d %d\n", key, pid, monotonic()) }()
+		for {
+			typ, msg, err := conn.ReadMessage()
+			if err != nil {
+				return
+			}
+			if conn.WriteMessage(typ, []byte(fmt.Sprintf("%d %s %s", pid, index, msg))) != nil {
+				return
+			}
+		}
+	})
+	mux.HandleFunc("/olio/handover", func(w http.ResponseWriter, r *http.Request) {
+		var h router.Handover
+		json.NewDecoder(r.Body).Decode(&h)
+		logf(notices, "%d %s %d %d %d\n", pid, h.Reason, h.Workers, h.NewWorkers, h.Upgrades)
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, `{"index":%s,"pid":%d}`, index, pid)
+	})
+	// A stop ends every session still open: its time bounds their ends.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		<-sig
+		logf(sessions, "TERM - %d %d\n", pid, monotonic())
+		os.Exit(0)
+	}()
+	srv := &http.Server{Addr: "127.0.0.1:" + os.Getenv("PORT"), Handler: mux}
+	srv.ListenAndServe()
+	return 0
+}
+
+// wsStart starts olio with the WebSocket session app; dir holds its logs.
+func wsStart(t *testing.T, workers int, flags ...string) (*Cluster, string) {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	args := append([]string{"--workers", strconv.Itoa(workers), "--handover-path", "/olio/handover"}, flags...)
+	args = append(args, "--", exe, wsAppArg, dir)
+	return Start(t, args...), dir
+}
+
+// wsClient is one WebSocket client of a key.
+type wsClient struct {
+	key    string
+	conn   *websocket.Conn
+	pid    int // the app process serving it
+	index  int
+	closed chan error // the read loop's end (a *websocket.CloseError for a close frame)
+	echo   chan string
+}
+
+// wsDial connects a client for key and checks who serves it with a first echo; it returns
+// how long the connection took (a hold counts in it).
+func wsDial(t *testing.T, c *Cluster, key string) (*wsClient, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	d := websocket.Dialer{HandshakeTimeout: 30 * time.Second}
+	conn, resp, err := d.Dial("ws://"+c.Addr+"/ws", http.Header{"X-Olio-Key": {key}})
+	if err != nil {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		t.Fatalf("WebSocket for key %q: %v (status %d)", key, err, status)
+	}
+	took := time.Since(start)
+	t.Cleanup(func() { conn.Close() })
+	cl := &wsClient{key: key, conn: conn, closed: make(chan error, 1), echo: make(chan string, 4)}
+	go func() {
+		for {
+			_, msg, err := conn.ReadMessage()
+			if err != nil {
+				cl.closed <- err
+				return
+			}
+			cl.echo <- string(msg)
+		}
+	}()
+	pid, index, err := cl.ask("hello")
+	if err != nil {
+		t.Fatalf("WebSocket for key %q: no echo: %v", key, err)
+	}
+	cl.pid, cl.index = pid, index
+	return cl, took
+}
+
+// ask sends msg and waits for its echo: which process and worker answered.
+func (cl *wsClient) ask(msg string) (pid, index int, err error) {
+	cl.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if err := cl.conn.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+		return 0, 0, err
+	}
+	select {
+	case e := <-cl.echo:
+		f := strings.Fields(e)
+		if len(f) < 3 || f[2] != msg {
+			return 0, 0, fmt.Errorf("echo %q for %q", e, msg)
+		}
+		pid, _ = strconv.Atoi(f[0])
+		index, _ = strconv.Atoi(f[1])
+		return pid, index, nil
+	case err := <-cl.closed:
+		cl.closed <- err
+		return 0, 0, fmt.Errorf("closed: %w", err)
+	case <-time.After(10 * time.Second):
+		return 0, 0, errors.New("no echo within 10s")
+	}
+}
+
+// waitClose waits for the client's connection to end and returns its close code (-1: no
+// close frame).
+func (cl *wsClient) waitClose(t *testing.T, d time.Duration) int {
+	t.Helper()
+	select {
+	case err := <-cl.closed:
+		cl.closed <- err
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) {
+			return ce.Code
+		}
+		return -1
+	case <-time.After(d):
+		t.Fatalf("key %q: the connection was not closed within %s", cl.key, d)
+		return 0
+	}
+}
+
+// session is one WebSocket session an app logged.
+type session struct {
+	key        string
+	pid        int
+	start, end int64 // CLOCK_MONOTONIC; end 0: still open
+}
+
+// readSessions reads every session the apps in dir logged; one its process did not see end
+// ends when the process was stopped (TERM), or never.
+func readSessions(t *testing.T, dir string) []session {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(dir, "sessions.*"))
+	type id struct {
+		key string
+		pid int
+	}
+	open := map[id][]int{} // indexes into out of the sessions not yet ended
+	var out []session
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			var what, key string
+			var pid int
+			var at int64
+			if n, _ := fmt.Sscanf(line, "%s %s %d %d", &what, &key, &pid, &at); n != 4 {
+				continue
+			}
+			k := id{key, pid}
+			if what == "TERM" {
+				for k, l := range open {
+					if k.pid == pid {
+						for _, i := range l {
+							out[i].end = at
+						}
+						delete(open, k)
+					}
+				}
+				continue
+			}
+			if what == "START" {
+				open[k] = append(open[k], len(out))
+				out = append(out, session{key: key, pid: pid, start: at})
+			} else if l := open[k]; len(l) > 0 {
+				out[l[0]].end = at
+				open[k] = l[1:]
+			}
+		}
+	}
+	return out
+}
+
+// overlaps counts the pairs of sessions of one key on two processes that were open at the
+// same time, and describes the first few.
+func overlaps(ss []session) (int, []string) {
+	byKey := map[string][]session{}
+	for _, s := range ss {
+		byKey[s.key] = append(byKey[s.key], s)
+	}
+	n := 0
+	var what []string
+	const open = int64(1) << 62
+	for key, l := range byKey {
+		sort.Slice(l, func(i, j int) bool { return l[i].start < l[j].start })
+		for i := range l {
+			for j := i + 1; j < len(l); j++ {
+				a, b := l[i], l[j]
+				ae, be := a.end, b.end
+				if ae == 0 {
+					ae = open
+				}
+				if be == 0 {
+					be = open
+				}
+				if a.pid != b.pid && a.start < be && b.start < ae {
+					n++
+					if len(what) < 5 {
+						what = append(what, fmt.Sprintf("key %s: pid %d [%d,%d] and pid %d [%d,%d]", key, a.pid, a.start, a.end, b.pid, b.start, b.end))
+					}
+				}
+			}
+		}
+	}
+	return n, what
+}
+
+// wsKeys are the test's keys.
+func wsKeys(n int) []string {
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = "room-" + strconv.Itoa(i)
+	}
+	return keys
+}
+
+// waitNotice waits until an app in dir has had a notice starting with prefix, and returns
+// its line.
+func waitNotice(t *testing.T, dir, prefix string) string {
+	t.Helper()
+	var found string
+	if !Eventually(30*time.Second, func() bool {
+		files, _ := filepath.Glob(filepath.Join(dir, "notices.*"))
+		for _, f := range files {
+			b, _ := os.ReadFile(f)
+			for _, line := range strings.Split(string(b), "\n") {
+				if _, rest, ok := strings.Cut(line, " "); ok && strings.HasPrefix(rest, prefix) {
+					found = line
+					return true
+				}
+			}
+		}
+		return false
+	}) {
+		t.Fatalf("no app got a hand-over notice %q within 30s", prefix)
+	}
+	return found
+}
+
+// TestWSExclusiveScaleUp: a scale from 2 to 3 workers ends, with close 1012, exactly the
+// WebSockets whose key moved (after the app's notice, which counts them), keeps the others
+// open, holds a client that reconnects during the grace and sends it to the new owner, and
+// no key has two live sessions on two processes. A reload (HUP) then ends and re-homes
+// every one of them.
+func TestWSExclusiveScaleUp(t *testing.T) {
+	const grace = 2 * time.Second
+	access := filepath.Join(t.TempDir(), "access.log")
+	c, dir := wsStart(t, 2, "--upgrade-grace", grace.String(), "--forward-timeout", "20s", "--access-log", access, "--log-format", "json")
+	keys := wsKeys(24)
+	clients := map[string]*wsClient{}
+	var moving []string
+	for _, k := range keys {
+		cl, _ := wsDial(t, c, k)
+		if cl.index != Owner(k, 2) {
+			t.Fatalf("key %q served by worker %d, want %d", k, cl.index, Owner(k, 2))
+		}
+		clients[k] = cl
+		if Owner(k, 3) != Owner(k, 2) {
+			moving = append(moving, k)
+		}
+	}
+	if len(moving) == 0 || len(moving) == len(keys) {
+		t.Fatalf("the test did not test anything: %d of %d keys move on 2→3", len(moving), len(keys))
+	}
+
+	scaled := make(chan error, 1)
+	go func() {
+		out, err := opCLI(t, "scale", "--control", c.Control, "3")
+		if err != nil {
+			err = fmt.Errorf("%w: %s", err, out)
+		}
+		scaled <- err
+	}()
+	// The notices come first, with the count of each app's moving connections; during the
+	// grace, a second client of a moving key is held, then served by the new owner.
+	notice := waitNotice(t, dir, "scale 2 3 ")
+	var upgrades int
+	fmt.Sscanf(notice, "%d scale 2 3 %d", new(int), &upgrades)
+	if upgrades == 0 {
+		t.Errorf("the notice %q counts no upgraded connection of moving keys", notice)
+	}
+	late, hold := wsDial(t, c, moving[0])
+	if g, e := late.index, Owner(moving[0], 3); g != e {
+		t.Errorf("a client reconnecting during the grace was served by worker %d, want the new owner %d", g, e)
+	}
+	if err := <-scaled; err != nil {
+		t.Fatalf("olio scale 3: %v", err)
+	}
+	t.Logf("a client of a moving key that connected during the grace was held %s", hold.Round(time.Millisecond))
+
+	ended := 0
+	for _, k := range moving {
+		if code := clients[k].waitClose(t, 30*time.Second); code != websocket.CloseServiceRestart {
+			t.Errorf("key %q moved: close code %d, want 1012", k, code)
+		}
+		ended++
+	}
+	for _, k := range keys {
+		if Owner(k, 3) != Owner(k, 2) {
+			continue
+		}
+		if _, _, err := clients[k].ask("still-there"); err != nil {
+			t.Errorf("key %q did not move, yet its connection ended: %v", k, err)
+		}
+	}
+	t.Logf("scale 2→3 ended %d of %d WebSockets (%.2f; a grow to 3 should move 1/3 of the keys: %.2f)",
+		ended, len(keys), float64(ended)/float64(len(keys)), 1.0/3)
+	// Reconnected clients land on the new owner.
+	for _, k := range moving {
+		cl, _ := wsDial(t, c, k)
+		if cl.index != Owner(k, 3) {
+			t.Errorf("key %q reconnected to worker %d, want %d", k, cl.index, Owner(k, 3))
+		}
+		clients[k] = cl
+	}
+	if n, what := overlaps(readSessions(t, dir)); n != 0 {
+		t.Errorf("%d overlapping sessions of one key on two processes after the scale: %v", n, what)
+	}
+	st := opStatus(t, c)
+	var stEnded uint64
+	for _, w := range st.Workers {
+		stEnded += w.UpgradesEnded
+	}
+	if stEnded != uint64(len(moving)) {
+		t.Errorf("olio status: %d upgraded connections ended by hand-overs, want %d", stEnded, len(moving))
+	}
+	// Those served where they were accepted or handed off are logged by the owner; a
+	// forwarded one by the accepting router, which does not know why it ended.
+	var logged int
+	Eventually(10*time.Second, func() bool {
+		b, _ := os.ReadFile(access)
+		logged = strings.Count(string(b), `"ended_by":"handover"`)
+		return logged == len(moving)
+	})
+	if logged == 0 || logged > len(moving) {
+		t.Errorf("%d access log lines say ended by a hand-over, want 1 to %d", logged, len(moving))
+	}
+	t.Logf("%d of %d ended connections logged as ended by a hand-over", logged, len(moving))
+	if out, err := opCLI(t, "status", "--control", c.Control); err != nil || !strings.Contains(out, "ended by hand-overs") {
+		t.Errorf("olio status does not show the ended connections (%v):\n%s", err, out)
+	}
+
+	// A reload replaces every app: every WebSocket ends and comes back on the new app.
+	hup(t, c, 90*time.Second)
+	for _, k := range keys {
+		if code := clients[k].waitClose(t, 30*time.Second); code != websocket.CloseServiceRestart {
+			t.Errorf("key %q after HUP: close code %d, want 1012", k, code)
+		}
+	}
+	for _, k := range keys[:6] {
+		old := clients[k].pid
+		cl, _ := wsDial(t, c, k)
+		if cl.pid == old || cl.index != Owner(k, 3) {
+			t.Errorf("key %q after HUP: served by pid %d (worker %d), was pid %d; want a new app of worker %d", k, cl.pid, cl.index, old, Owner(k, 3))
+		}
+	}
+	if n, what := overlaps(readSessions(t, dir)); n != 0 {
+		t.Errorf("%d overlapping sessions of one key on two processes after the reload: %v", n, what)
+		files, _ := filepath.Glob(filepath.Join(dir, "*"))
+		for _, f := range files {
+			b, _ := os.ReadFile(f)
+			t.Logf("%s:\n%s", f, b)
+		}
+	}
+}
+
+// TestWSOverlapKeepsConnections: under --handover overlap a scale closes nothing: the
+// moving keys' old connections stay with their old process while new ones go to the new
+// owner (the overlap this mode accepts, counted here).
+func TestWSOverlapKeepsConnections(t *testing.T) {
+	c, dir := wsStart(t, 2, "--handover", "overlap")
+	keys := wsKeys(24)
+	clients := map[string]*wsClient{}
+	for _, k := range keys {
+		clients[k], _ = wsDial(t, c, k)
+	}
+	if out, err := opCLI(t, "scale", "--control", c.Control, "3"); err != nil {
+		t.Fatalf("olio scale 3: %v\n%s", err, out)
+	}
+	moved := 0
+	for _, k := range keys {
+		if _, _, err := clients[k].ask("after"); err != nil {
+			t.Errorf("key %q: its connection ended under --handover overlap: %v", k, err)
+		}
+		if Owner(k, 3) != Owner(k, 2) {
+			moved++
+			wsDial(t, c, k) // a second client of the key: on the new owner
+		}
+	}
+	n, _ := overlaps(readSessions(t, dir))
+	if n != moved {
+		t.Errorf("%d overlapping sessions under --handover overlap, want one per moved key (%d)", n, moved)
+	}
+	t.Logf("under --handover overlap: %d overlapping sessions for %d moved keys", n, moved)
+}
