@@ -51,7 +51,7 @@ type cluster struct {
 	heldSince time.Time
 
 	// What the loop uses of the master. The functions are the Master's methods of the
-	// same names, safe to call from any goroutine.
+	// same names (unless said otherwise), which touch no cluster state.
 	logger       *slog.Logger
 	life         context.Context // ends when a stop begins
 	views        *atomic.Pointer[view]
