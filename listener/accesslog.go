@@ -16,7 +16,7 @@ func (m *Master) ReopenAccessLogs(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, StatsTimeout)
 	defer cancel()
-	errs := m.callAll(ctx, m.snapshot().workers, func(int) descend.Request { return &descend.Reopen{ID: m.nextID()} })
+	errs := callAll(ctx, m.snapshot().workers, func(int) descend.Request { return &descend.Reopen{ID: m.nextID()} })
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}

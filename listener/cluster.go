@@ -4,20 +4,36 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
+	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/olio-dev/olio/descend"
+	"github.com/olio-dev/olio/monitor"
 	"github.com/olio-dev/olio/router"
 )
 
-// cluster is the master's cluster state: the worker table, the member count, the epoch and
-// the running configuration. It belongs to one goroutine, Master.loop: reload, scale,
-// upgrade and stop are requests to it (Master.submit), run one after the other on it.
-// Every other goroutine reads the view that the loop last published (Master.snapshot).
+// cluster is the master's cluster state: the worker table, the member count, the epoch,
+// the running configuration and whether a hot upgrade's routers still hold their keys. It
+// belongs to one goroutine, Master.loop: reload, scale, upgrade and stop are requests to
+// it (Master.submit), run one after the other on it. Every other goroutine reads the view
+// that the loop last published (Master.snapshot).
+//
+// Two things cannot wait for an operation to end, and take a priority path into the loop
+// instead of submit: the old master saying it has drained, upon which a hot upgrade's
+// routers release the keys they hold (release), and a router becoming ready, upon which
+// the master may hand over from the old one (checkReady). They come on channels of their
+// own (Master.oldDrained, Master.readyNudge), buffered so that the sender never blocks.
+// The loop serves them before the next operation, and while an operation waits: every
+// long wait of an operation goes through wait, which serves them meanwhile. A handler
+// thus runs between two steps of an operation, where the cluster is as last published.
+//
+// The cluster does not hold the Master: what it uses of it is in the fields below,
+// set once by bareCluster and only read after.
 type cluster struct {
-	*Master
 	cfg     Config
 	workers []*worker // index → worker, members first; may hold some being added
 	members int       // how many own keys
@@ -29,6 +45,37 @@ type cluster struct {
 	standby    *standby // answers 503 while there are no workers
 	drained    *os.File // after a hot upgrade: tells the new master once drained
 	over       bool     // a hot upgrade has handed the service over: no more operations
+	// held: the routers of a master started by a hot upgrade hold their own keys until the
+	// old master has drained (exclusive hand-over), since heldSince; cleared by release.
+	held      bool
+	heldSince time.Time
+
+	// What the loop uses of the master. The functions are the Master's methods of the
+	// same names (unless said otherwise), which touch no cluster state.
+	logger       *slog.Logger
+	life         context.Context // ends when a stop begins
+	views        *atomic.Pointer[view]
+	nextID       func() uint64
+	exe          string   // the binary a hot upgrade runs
+	args         []string // olio's command line, re-executed by a hot upgrade
+	starter      monitor.Starter
+	lnFile       *os.File
+	secret       string
+	reloadConfig func() (Config, error) // Options.Reload; nil: a reload keeps the config
+	notify       func(state string)
+	errorLog     func() *log.Logger
+	newWorker    func(index int, cfg Config) *worker
+	routerConfig func(cfg Config, index int) *descend.Config
+	membership   func(v *view, id uint64) *descend.Membership
+	notApplied   func(old, cfg Config) []string
+	// The run directory, which checkRunDir renews.
+	runDir       *atomic.Pointer[runDir]
+	runDirNote   *atomic.Pointer[string]
+	runDirFailed *atomic.Bool
+	handedOver   chan<- struct{} // a new master took over
+	oldDrained   <-chan error    // priority: the old master has drained (see release)
+	readyNudge   <-chan struct{} // priority: a router became ready (see checkReady)
+	allReady     func()          // every member may be ready: Master.checkReady
 }
 
 // view is what the loop last published of its cluster, for the other goroutines. It is
@@ -38,6 +85,7 @@ type view struct {
 	workers []*worker
 	members int
 	epoch   uint64
+	held    bool // see cluster.held
 }
 
 // opRequest asks the loop to run one operation (tableflip style): do runs on the loop's
@@ -51,9 +99,12 @@ type opRequest struct {
 // snapshot is the cluster as the loop last published it.
 func (m *Master) snapshot() *view { return m.view.Load() }
 
+// snapshot is the cluster as the loop last published it.
+func (c *cluster) snapshot() *view { return c.views.Load() }
+
 // publish makes the cluster's current state what snapshot returns.
 func (c *cluster) publish() {
-	c.view.Store(&view{cfg: c.cfg, workers: append([]*worker(nil), c.workers...), members: c.members, epoch: c.epoch})
+	c.views.Store(&view{cfg: c.cfg, workers: append([]*worker(nil), c.workers...), members: c.members, epoch: c.epoch, held: c.held})
 }
 
 // submit runs do on the loop and returns its error. An operation that arrives while
@@ -85,14 +136,19 @@ func (m *Master) submit(ctx context.Context, what string, do func(ctx context.Co
 
 // newCluster is the cluster of a master starting with cfg: its workers made, not started.
 // A master started by a hot upgrade starts with the old master's running count instead
-// (Options.Running); with none, a standby answers until the cluster grows.
+// (Options.Running); with none, a standby answers until the cluster grows. Under
+// --handover exclusive its routers hold their keys until the old master has drained.
 func (m *Master) newCluster(cfg Config) (*cluster, error) {
-	c := &cluster{Master: m, cfg: cfg, members: cfg.Workers, configured: cfg.Workers, epoch: 1}
+	c := m.bareCluster(cfg)
+	c.members, c.configured = cfg.Workers, cfg.Workers
 	if r := m.opts.Running; r != nil {
 		c.members = r.Workers
 		if r.Configured > 0 {
 			c.configured = r.Configured
 		}
+	}
+	if m.opts.UpgradeDrained != nil && cfg.Handover == router.HandoverExclusive {
+		c.held, c.heldSince = true, time.Now()
 	}
 	if c.members == 0 {
 		sb, err := newStandby(m.lnFile, m.errorLog())
@@ -107,25 +163,112 @@ func (m *Master) newCluster(cfg Config) (*cluster, error) {
 	return c, nil
 }
 
+// bareCluster is a cluster of m running cfg with no workers: what it uses of m, and the
+// first epoch.
+func (m *Master) bareCluster(cfg Config) *cluster {
+	return &cluster{
+		cfg:          cfg,
+		epoch:        1,
+		logger:       m.logger,
+		life:         m.life,
+		views:        &m.view,
+		nextID:       m.nextID,
+		exe:          m.exe,
+		args:         m.opts.Args,
+		starter:      m.opts.Starter,
+		lnFile:       m.lnFile,
+		secret:       m.secret,
+		reloadConfig: m.opts.Reload,
+		notify:       m.notify,
+		errorLog:     m.errorLog,
+		newWorker:    m.newWorker,
+		routerConfig: m.routerConfig,
+		membership:   m.membership,
+		notApplied:   m.notApplied,
+		runDir:       &m.runDir,
+		runDirNote:   &m.runDirNote,
+		runDirFailed: &m.runDirFailed,
+		handedOver:   m.handedOver,
+		oldDrained:   m.oldDrained,
+		readyNudge:   m.readyNudge,
+		allReady:     m.checkReady,
+	}
+}
+
 // loop owns c from here on: it starts its workers, then runs each operation sent with
-// submit, one at a time, until stop asks it to drain and stop every worker.
+// submit, one at a time, until stop asks it to drain and stop every worker. What comes on
+// the priority path (see cluster) goes before the next operation.
 func (m *Master) loop(c *cluster, stop <-chan struct{}) {
 	c.publish() // before the first hello: a router is configured from the view
 	for _, w := range c.workers {
 		w.start()
 	}
 	if c.members == 0 {
-		m.workerReady() // no worker to wait for (a hot upgrade of a cluster scaled to zero)
+		c.allReady() // no worker to wait for (a hot upgrade of a cluster scaled to zero)
 	}
 	for {
+		c.serveUrgent()
 		select {
 		case req := <-m.requests:
 			req.reply <- c.run(req)
+		case err := <-c.oldDrained:
+			c.release(err)
+		case <-c.readyNudge:
+			c.allReady()
 		case <-stop:
 			c.stop()
 			return
 		}
 	}
+}
+
+// serveUrgent serves what waits on the priority path, if anything, and returns.
+func (c *cluster) serveUrgent() {
+	for {
+		select {
+		case err := <-c.oldDrained:
+			c.release(err)
+		case <-c.readyNudge:
+			c.allReady()
+		default:
+			return
+		}
+	}
+}
+
+// wait runs block on a goroutine of its own and, until it returns, serves the priority
+// path: an operation's long waits (for routers' answers, new routers, a new master) go
+// through it so that a release or a hand-over does not wait for the whole operation.
+// block must not touch c: it runs beside the priority path's handlers. wait is for
+// operations only: a handler never calls it.
+func (c *cluster) wait(block func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		block()
+	}()
+	for {
+		select {
+		case <-done:
+			return
+		case err := <-c.oldDrained:
+			c.release(err)
+		case <-c.readyNudge:
+			c.allReady()
+		}
+	}
+}
+
+// callAll is callAll through wait.
+func (c *cluster) callAll(ctx context.Context, workers []*worker, msg func(i int) descend.Request) (errs []error) {
+	c.wait(func() { errs = callAll(ctx, workers, msg) })
+	return errs
+}
+
+// restart is w.restart through wait: one worker's step of a rolling restart.
+func (c *cluster) restart(ctx context.Context, w *worker) (err error) {
+	c.wait(func() { err = w.restart(ctx) })
+	return err
 }
 
 // run runs one operation with a context that a stop also ends, so that a stop does not
@@ -157,7 +300,7 @@ func (c *cluster) stop() {
 		wg.Add(1)
 		go func() { defer wg.Done(); w.drain(ctx) }()
 	}
-	wg.Wait()
+	c.wait(wg.Wait) // a hot upgrade's routers still held are released meanwhile
 	if c.drained != nil {
 		if err := descend.WordDrained.Say(c.drained); err != nil {
 			c.logger.Warn("upgrade: tell the new master this one has drained", "err", err)

@@ -36,7 +36,7 @@ func runLoop(t *testing.T, m *Master, c *cluster) {
 // loopMaster is a bareMaster whose loop runs, with no workers, until the test ends.
 func loopMaster(t *testing.T) *Master {
 	m := bareMaster()
-	runLoop(t, m, &cluster{Master: m})
+	runLoop(t, m, m.bareCluster(Config{}))
 	return m
 }
 
@@ -278,7 +278,9 @@ func TestReloadReportsWhatItDoesNotApply(t *testing.T) {
 	next.Listen, next.Secret, next.Metrics = "0.0.0.0:9999", "new-secret", "127.0.0.1:9090"
 	next.ForwardTimeout = 3 * time.Second
 	m.opts.Reload = func() (Config, error) { return next, nil }
-	runLoop(t, m, &cluster{Master: m, cfg: cfg, members: 1, configured: 1, epoch: 1})
+	c := m.bareCluster(cfg)
+	c.members, c.configured = 1, 1
+	runLoop(t, m, c)
 	path := filepath.Join(t.TempDir(), "ctl.sock")
 	s, err := m.listenControl(path, func() {})
 	if err != nil {

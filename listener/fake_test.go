@@ -176,6 +176,9 @@ func (p *fakeRouter) serve() {
 		return
 	}
 	p.app = filepath.Base(cfg.AppPath)
+	if cfg.Held {
+		p.f.note("held %d", p.index)
+	}
 	if !p.startApp() {
 		return
 	}
@@ -195,6 +198,9 @@ func (p *fakeRouter) serve() {
 			ans = p.restart(msg)
 		case *descend.Drain:
 			p.f.note("drain %d", p.index)
+			ans = &descend.Result{ID: msg.ID}
+		case *descend.Release:
+			p.f.note("release %d", p.index)
 			ans = &descend.Result{ID: msg.ID}
 		case *descend.StatsRequest:
 			ans = &descend.Stats{ID: msg.ID, Index: p.index, State: descend.StateReady, AppPID: p.pid + 100000}

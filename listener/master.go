@@ -17,7 +17,6 @@ import (
 
 	"github.com/olio-dev/olio/descend"
 	"github.com/olio-dev/olio/monitor"
-	"github.com/olio-dev/olio/router"
 )
 
 // Options are the master's collaborators, as opposed to its Config.
@@ -86,11 +85,13 @@ type Master struct {
 	ops      *ops                 // set by Run before any worker starts
 
 	handedOver chan struct{} // a new master took over (hot upgrade)
-	// held: the routers of a master started by a hot upgrade hold their own keys until the
-	// old master has drained (exclusive hand-over); cleared by releaseAll.
-	held     atomic.Bool
-	killed   chan struct{} // closed by Kill: a drain delay ends at once
-	killOnce sync.Once
+	// The loop's priority path (see cluster), each buffered 1 so that a sender never
+	// waits: the old master's word that it has drained (awaitDrained), and a nudge that a
+	// router is ready (workerReady).
+	oldDrained chan error
+	readyNudge chan struct{}
+	killed     chan struct{} // closed by Kill: a drain delay ends at once
+	killOnce   sync.Once
 
 	// life ends when a stop begins: an operation in progress gives way to it, and one
 	// waiting its turn gets ErrStopped.
@@ -117,7 +118,8 @@ func New(cfg Config, opts Options) (*Master, error) {
 		opts.LogFormat = "text"
 	}
 	m := &Master{opts: opts, logger: opts.Logger, start: time.Now(), handedOver: make(chan struct{}, 1),
-		killed: make(chan struct{}), requests: make(chan *opRequest)}
+		killed: make(chan struct{}), requests: make(chan *opRequest),
+		oldDrained: make(chan error, 1), readyNudge: make(chan struct{}, 1)}
 	m.life, m.endLife = context.WithCancel(context.Background())
 	m.view.Store(&view{cfg: cfg})
 	m.exe, m.routerExe = opts.Exe, opts.Exe
@@ -189,7 +191,7 @@ func (m *Master) Run(ctx context.Context) error {
 	m.logger.Info("olio starting", "listen", m.addr.String(), "workers", c.members, "key", cfg.Key,
 		"pid", os.Getpid(), "run_dir", m.RunDir())
 	if d := m.opts.UpgradeDrained; d != nil {
-		if cfg.Handover == router.HandoverExclusive {
+		if c.held {
 			m.awaitDrained(d)
 		} else {
 			d.Close()
@@ -243,8 +245,19 @@ func (m *Master) cleanup() {
 	}
 }
 
-// workerReady notes a router's readiness and logs once when every member is ready.
+// workerReady notes that a router is ready: it asks the loop to check whether every member
+// is (checkReady). It never waits, as it runs on a router's reader goroutine, whose
+// answers an operation in progress may be waiting for.
 func (m *Master) workerReady() {
+	select {
+	case m.readyNudge <- struct{}{}:
+	default: // a nudge is waiting already: it checks this router too
+	}
+}
+
+// checkReady, on the loop, logs once when every member is ready; then a hot upgrade's new
+// master takes over from the old one.
+func (m *Master) checkReady() {
 	v := m.snapshot()
 	if m.allReady.Load() || m.life.Err() != nil {
 		return
@@ -318,7 +331,7 @@ func (m *Master) routerOutput() io.Writer {
 
 // callAll sends workers[i] the request msg(i), all at once, and waits for every answer. It
 // returns the errors by worker (naming it), nil for a worker that answered or has no router.
-func (m *Master) callAll(ctx context.Context, workers []*worker, msg func(i int) descend.Request) []error {
+func callAll(ctx context.Context, workers []*worker, msg func(i int) descend.Request) []error {
 	var wg sync.WaitGroup
 	errs := make([]error, len(workers))
 	for i, w := range workers {

@@ -50,8 +50,8 @@ func (c *cluster) reload(ctx context.Context) (notApplied []string, err error) {
 	configured := c.configured
 	changed := false
 	running := slices.Clone(c.workers) // a worker the reload's scale adds starts on the new app
-	if c.opts.Reload != nil {
-		cfg, err := c.opts.Reload()
+	if c.reloadConfig != nil {
+		cfg, err := c.reloadConfig()
 		if err == nil {
 			err = cfg.Validate()
 		}
@@ -84,7 +84,7 @@ func (c *cluster) reload(ctx context.Context) (notApplied []string, err error) {
 	st := newStepper(ctx, StepRestart, len(workers))
 	for i, w := range workers {
 		began := time.Now()
-		if err := w.restart(ctx); err != nil {
+		if err := c.restart(ctx, w); err != nil {
 			c.logger.Error("rolling restart stopped", "worker", w.index, "err", err)
 			err = fmt.Errorf("rolling restart: %w", err)
 			if !changed {
@@ -136,7 +136,7 @@ func (c *cluster) rollBack(ctx context.Context, old Config, restarted []*worker,
 				continue // removed by the scale back
 			}
 			began := time.Now()
-			if err := w.restart(ctx); err != nil {
+			if err := c.restart(ctx, w); err != nil {
 				errs = append(errs, fmt.Sprintf("restart worker %d onto the previous app: %v", w.index, err))
 				continue
 			}

@@ -56,27 +56,15 @@ func (c *cluster) grow(ctx context.Context, cur, n int) error {
 	defer t.Stop()
 	for _, w := range added {
 		var why error
-		select {
-		case <-w.ready:
+		c.wait(func() { why = awaitReady(ctx, w, t.C, timeout) })
+		if why == nil {
 			st.did(w.index, w.lastState().AppPID, began)
 			continue
-		case msg := <-w.failed:
-			select {
-			case <-w.ready:
-				st.did(w.index, w.lastState().AppPID, began)
-				continue // it failed once, then made it
-			default:
-			}
-			why = errors.New(msg)
-		case <-t.C:
-			why = fmt.Errorf("not ready within %s", timeout)
-		case <-ctx.Done():
-			why = ctx.Err()
 		}
 		c.logger.Error("new workers did not become ready; scaling back", "from", cur, "to", n, "worker", w.index, "err", why)
 		c.workers = c.workers[:cur]
 		c.publish()
-		stopAll(context.Background(), added, nil)
+		c.wait(func() { stopAll(context.Background(), added, nil) })
 		return fmt.Errorf("scale to %d: worker %d: %w", n, w.index, why)
 	}
 	if err := c.announce(ctx, n); err != nil {
@@ -105,9 +93,31 @@ func (c *cluster) shrink(ctx context.Context, cur, n int) error {
 	removed := slices.Clone(c.workers[n:])
 	c.workers = c.workers[:n]
 	c.publish()
-	stopAll(ctx, removed, newStepper(ctx, StepStop, len(removed)))
+	st := newStepper(ctx, StepStop, len(removed))
+	c.wait(func() { stopAll(ctx, removed, st) })
 	c.logger.Info("scaled", "workers", n)
 	return nil
+}
+
+// awaitReady waits until the new worker w is ready. The error says why not: its app
+// exited before it was (and it did not make it since), it was not ready by expired (the
+// end of timeout), or ctx ended.
+func awaitReady(ctx context.Context, w *worker, expired <-chan time.Time, timeout time.Duration) error {
+	select {
+	case <-w.ready:
+		return nil
+	case msg := <-w.failed:
+		select {
+		case <-w.ready:
+			return nil // it failed once, then made it
+		default:
+		}
+		return errors.New(msg)
+	case <-expired:
+		return fmt.Errorf("not ready within %s", timeout)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // stopAll drains every worker, then stops them all, in parallel, reporting each stopped

@@ -51,12 +51,18 @@ func (m *Master) Top(ctx context.Context) TopSnapshot {
 		}
 	}
 	switch {
-	case m.held.Load():
+	case m.heldKeys():
 		snap.Handover = "hot upgrade: holding keys until the old master has drained"
 	case joining > 0:
 		snap.Handover = fmt.Sprintf("%d of %d workers joining or leaving", joining, len(st.Workers))
 	}
 	return snap
+}
+
+// heldKeys reports whether the routers hold their own keys for a hot upgrade's old master.
+func (m *Master) heldKeys() bool {
+	v := m.view.Load()
+	return v != nil && v.held
 }
 
 // serveTop answers GET /top.

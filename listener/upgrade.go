@@ -75,14 +75,16 @@ func (m *Master) Upgrade(ctx context.Context) error {
 
 // upgrade is Upgrade on the loop.
 func (c *cluster) upgrade(ctx context.Context) error {
-	if len(c.opts.Args) == 0 {
+	if len(c.args) == 0 {
 		return fmt.Errorf("%w: no command line to re-execute", ErrUpgrade)
 	}
 	child, ready, drained, err := c.startNewMaster()
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrUpgrade, err)
 	}
-	if err := c.awaitNewMaster(ctx, child, ready); err != nil {
+	timeout := c.cfg.ReadyTimeout + 30*time.Second
+	c.wait(func() { err = awaitNewMaster(ctx, child, ready, timeout) })
+	if err != nil {
 		c.logger.Error("upgrade failed; stopping the new master and serving on", "new_pid", child.Pid(), "err", err)
 		child.Stop(5 * time.Second)
 		drained.Close()
@@ -108,10 +110,10 @@ func (c *cluster) startNewMaster() (child *monitor.Child, ready, drained *os.Fil
 	}
 	theirs := []*os.File{ws[0], rs[1], rs[2]} // at UpgradeReadyFD, UpgradeStateFD, UpgradeDrainedFD
 	c.logger.Info("upgrade: starting a new master", "exe", c.exe)
-	child, err = monitor.Start(c.opts.Starter, &monitor.Command{
+	child, err = monitor.Start(c.starter, &monitor.Command{
 		Name:       "new master",
 		Path:       c.exe,
-		Args:       upgradeArgs(c.opts.Args),
+		Args:       upgradeArgs(c.args),
 		Env:        os.Environ(),
 		Stdout:     os.Stdout,
 		Stderr:     os.Stderr,
@@ -149,12 +151,12 @@ func pipes(n int) (rs, ws []*os.File, err error) {
 }
 
 // awaitNewMaster waits until the new master child says it is ready on the pipe ready, which
-// it closes. The error says why not: the new master exited or took too long, or ctx ended.
-func (c *cluster) awaitNewMaster(ctx context.Context, child *monitor.Child, ready *os.File) error {
+// it closes. The error says why not: the new master exited or was not ready within
+// timeout, or ctx ended.
+func awaitNewMaster(ctx context.Context, child *monitor.Child, ready *os.File, timeout time.Duration) error {
 	defer ready.Close()
 	said := make(chan error, 1)
 	go func() { said <- descend.WordReady.Await(ready) }()
-	timeout := c.cfg.ReadyTimeout + 30*time.Second
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
@@ -202,8 +204,8 @@ func upgradeArgs(args []string) []string {
 }
 
 // handOver tells the old master that this new one is ready, and systemd who the main
-// process is now. It runs once, from workerReady (allReady), and leaves opts as New set
-// them: upgrading still says how this master started.
+// process is now. It runs once, on the loop, from checkReady (allReady), and leaves opts
+// as New set them: upgrading still says how this master started.
 func (m *Master) handOver() {
 	if m.opts.UpgradeReady == nil {
 		return
@@ -215,11 +217,11 @@ func (m *Master) handOver() {
 	m.opts.UpgradeReady.Close()
 }
 
-// awaitDrained, in a master started by a hot upgrade under --handover exclusive, holds its
-// routers' own keys until the old master says it has drained (or is gone: the pipe
-// closes), then releases them, so that no key is served by both generations at once.
+// awaitDrained, in a master started by a hot upgrade under --handover exclusive, waits
+// until the old master says it has drained (or is gone: the pipe closes), and tells the
+// loop on its priority path (Master.oldDrained), which then releases the keys the routers
+// hold (cluster.release): no key is served by both generations at once.
 func (m *Master) awaitDrained(drained *os.File) {
-	m.held.Store(true)
 	// A stop before the old master has drained ends the wait (Close interrupts the read).
 	unhook := context.AfterFunc(m.life, func() { drained.Close() })
 	m.wg.Add(1)
@@ -227,24 +229,29 @@ func (m *Master) awaitDrained(drained *os.File) {
 		defer m.wg.Done()
 		defer unhook()
 		defer drained.Close()
-		start := time.Now()
-		if err := descend.WordDrained.Await(drained); err != nil {
-			m.logger.Warn("upgrade: the old master did not say it drained; serving all the same", "err", err)
-		}
-		m.releaseAll()
-		m.logger.Info("upgrade: the old master has drained; serving every key", "held", time.Since(start).Round(time.Millisecond).String())
+		m.oldDrained <- descend.WordDrained.Await(drained) // buffered: sent once, never waits
 	}()
 }
 
-// releaseAll lets every router serve its own keys (see awaitDrained).
-func (m *Master) releaseAll() {
-	m.held.Store(false) // before reading the view: see worker.hello
-	workers := m.snapshot().workers
+// release, on the loop, lets every router serve its own keys once the old master has
+// drained (err nil) or cannot say so (see awaitDrained).
+func (c *cluster) release(err error) {
+	if !c.held {
+		return
+	}
+	if err != nil {
+		c.logger.Warn("upgrade: the old master did not say it drained; serving all the same", "err", err)
+	}
+	c.held = false
+	c.publish() // before the calls: a router saying hello meanwhile is not held (see worker.hello)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for _, w := range workers {
-		if _, err := w.call(ctx, &descend.Release{ID: m.nextID()}); err != nil && !errors.Is(err, ErrNoRouter) {
-			m.logger.Warn("upgrade: release a router", "worker", w.index, "err", err)
+	// Not through wait: release is a handler of the priority path itself.
+	errs := callAll(ctx, c.workers, func(int) descend.Request { return &descend.Release{ID: c.nextID()} })
+	for i, err := range errs {
+		if err != nil {
+			c.logger.Warn("upgrade: release a router", "worker", c.workers[i].index, "err", err)
 		}
 	}
+	c.logger.Info("upgrade: the old master has drained; serving every key", "held", time.Since(c.heldSince).Round(time.Millisecond).String())
 }

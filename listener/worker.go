@@ -347,10 +347,10 @@ func (w *worker) hello(conn *descend.Conn, h *descend.Hello) error {
 	cfg := m.routerConfig(v.cfg, w.index)
 	// An embedded worker that replaces a live one serves its keys only once that one has
 	// drained (drainChild releases it); so do a hot upgrade's routers, once the old master
-	// has drained (releaseAll).
+	// has drained (cluster.release).
 	replacing := w.conn != nil && w.replacing
 	exclusive := cfg.Handover == router.HandoverExclusive
-	cfg.Held = exclusive && (m.held.Load() || replacing && v.cfg.Embedded)
+	cfg.Held = exclusive && (v.held || replacing && v.cfg.Embedded)
 	if err := descend.Welcome(conn, cfg, m.membership(v, 0)); err != nil {
 		return err
 	}
