@@ -296,7 +296,7 @@ func TestConcurrentOpensShareOneDial(t *testing.T) {
 				if r.err != nil {
 					t.Fatal(r.err)
 				}
-				defer r.c.Close()
+				t.Cleanup(func() { r.c.Close() })
 				s := r.c.(*Stream).Session()
 				if sess == nil {
 					sess = s

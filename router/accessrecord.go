@@ -24,9 +24,6 @@ const (
 	headerAppTime = "X-Olio-App-Time"
 )
 
-// timingAsked is headerTiming's value (shared: nothing writes to it).
-var timingAsked = []string{"1"}
-
 // timedKey marks, in a forwarded request's context, that the owner should send its app's
 // time back.
 type timedKey struct{}
