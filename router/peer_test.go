@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -72,20 +73,34 @@ func TestPeerTrailers(t *testing.T) {
 // A flushed part of an answer reaches the client before the answer ends.
 func TestPeerStreams(t *testing.T) {
 	release := make(chan struct{})
-	_, url := newPeerCluster(t, func(w http.ResponseWriter, _ *http.Request) {
+	var once sync.Once
+	done := func() { once.Do(func() { close(release) }) }
+	_, url := newPeerCluster(t, func(w http.ResponseWriter, req *http.Request) {
 		io.WriteString(w, "first\n")
 		w.(http.Flusher).Flush()
-		<-release
+		select {
+		case <-release:
+		case <-req.Context().Done():
+		}
 		io.WriteString(w, "second\n")
 	})
-	resp := forward(t, mustRequest("GET", url))
+	defer done() // before the servers close: the handler ends
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req := mustRequest("GET", url).WithContext(ctx)
+	req.Header.Set(HeaderIndex, "1")
+	req.Header.Set(HeaderSecret, "s3cr3t")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("no answer within 10s while the handler held its end after a flush (a flush that sends nothing): %v", err)
+	}
 	defer resp.Body.Close()
 	br := bufio.NewReader(resp.Body)
 	line, err := br.ReadString('\n')
 	if err != nil || line != "first\n" {
-		t.Fatalf("first line %q, %v", line, err)
+		t.Fatalf("the flushed first line did not reach the client within 10s while the handler held the rest: %q, %v", line, err)
 	}
-	close(release)
+	done()
 	if line, _ := br.ReadString('\n'); line != "second\n" {
 		t.Errorf("second line %q", line)
 	}
