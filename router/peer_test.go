@@ -145,13 +145,17 @@ func TestPeerClientGoneCancels(t *testing.T) {
 		case <-time.After(10 * time.Second):
 		}
 	})
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second) // bounds the request too
+	defer cancel()
 	req := mustRequest("GET", url).WithContext(ctx)
 	req.Header.Set(HeaderIndex, "1")
 	req.Header.Set(HeaderSecret, "s3cr3t")
 	go func() {
-		<-started
-		cancel()
+		select {
+		case <-started:
+			cancel()
+		case <-ctx.Done():
+		}
 	}()
 	http.DefaultClient.Do(req)
 	select {
@@ -232,7 +236,13 @@ func TestPeerBodyPastContentLength(t *testing.T) {
 	if err != nil || resp.ContentLength != 4 || string(b) != "four" {
 		t.Errorf("GET: length %d, body %q, %v", resp.ContentLength, b, err)
 	}
-	if err := <-werr; !errors.Is(err, http.ErrContentLength) {
+	var werrv error
+	select {
+	case werrv = <-werr:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler's write past the length did not return within 10s")
+	}
+	if err := werrv; !errors.Is(err, http.ErrContentLength) {
 		t.Errorf("the write past the length: %v, want http.ErrContentLength", err)
 	}
 }
@@ -318,7 +328,10 @@ func TestPeerShutdownFinishesStreams(t *testing.T) {
 	tc.routers[1].handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if req.URL.Path == "/slow" {
 			close(started)
-			<-release
+			select {
+			case <-release:
+			case <-time.After(60 * time.Second): // bounded, so that a failing test ends
+			}
 		}
 		io.WriteString(w, "done")
 	})
@@ -341,11 +354,17 @@ func TestPeerShutdownFinishesStreams(t *testing.T) {
 		}()
 		return ch
 	}
-	if rec := <-get("/fast"); rec.Code != http.StatusOK { // leaves an idle stream behind
+	var rec *httptest.ResponseRecorder
+	select {
+	case rec = <-get("/fast"):
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer to /fast within 10s")
+	}
+	if rec.Code != http.StatusOK { // leaves an idle stream behind
 		t.Fatalf("fast: %d", rec.Code)
 	}
 	slow := get("/slow")
-	<-started
+	waitDone(t, started, 10*time.Second, "the slow request to reach the owner's handler")
 	shut := make(chan error, 1)
 	go func() { shut <- srv.Shutdown(context.Background()) }()
 	waitUntil(t, "the owner is shutting down", func() bool {
@@ -359,7 +378,12 @@ func TestPeerShutdownFinishesStreams(t *testing.T) {
 	default:
 	}
 	close(release)
-	if rec := <-slow; rec.Code != http.StatusOK || rec.Body.String() != "done" {
+	select {
+	case rec = <-slow:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer to the request running at Shutdown within 10s of its release")
+	}
+	if rec.Code != http.StatusOK || rec.Body.String() != "done" {
 		t.Errorf("the request running at Shutdown: %d %q", rec.Code, rec.Body)
 	}
 	select {
@@ -445,7 +469,12 @@ func TestPeerShutdownServesAFreshStream(t *testing.T) {
 		t.Fatalf("the fresh stream's answer: frame %d, %v", typ, err)
 	}
 	c.Close()
-	if err := <-shut; err != nil {
-		t.Errorf("Shutdown: %v", err)
+	select {
+	case err := <-shut:
+		if err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown did not return within 10s of the fresh stream's answer")
 	}
 }

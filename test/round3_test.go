@@ -41,6 +41,7 @@ func init() {
 //	/release?hold=N  ends the /sse held under N (answers 200 once it is released)
 //	/upgrade      switches to protocol "round3", echoes one line, then closes the connection
 //	/ws           a WebSocket that sends one message, then a close frame, then closes
+//	?gate=FILE    (any other path) answers once FILE exists (bounded: 60s)
 func round3App() int {
 	index, _ := strconv.Atoi(os.Getenv("OLIO_INDEX"))
 	var mu sync.Mutex
@@ -115,6 +116,20 @@ func round3App() int {
 			ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "the app is done"), time.Now().Add(5*time.Second))
 			return // closed without waiting for the client's close frame
 		}
+		if gate := r.URL.Query().Get("gate"); gate != "" {
+			tick := time.NewTicker(10 * time.Millisecond) // the app polls; the test waits on the answer
+			defer tick.Stop()
+			for end := time.Now().Add(60 * time.Second); time.Now().Before(end); {
+				if _, err := os.Stat(gate); err == nil {
+					break
+				}
+				select {
+				case <-tick.C:
+				case <-r.Context().Done():
+					return
+				}
+			}
+		}
 		headers := map[string]string{"X-Round3-Query": r.URL.RawQuery}
 		for k, v := range r.Header {
 			headers[k] = v[0]
@@ -164,7 +179,7 @@ func sendMethodOn(t *testing.T, nc net.Conn, br *bufio.Reader, method, uri strin
 	fmt.Fprintf(nc, "%s %s HTTP/1.1\r\nHost: round3\r\nX-Olio-Key: %s\r\n%s\r\n%s", method, uri, keyOwnedBy(to, 2), extra, body)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
-		t.Fatalf("%s %s: no answer within %s: %v", method, uri, d, err)
+		t.Fatalf("%s %s for worker %d: no answer (the connection ended, or %s passed): %v", method, uri, to, d, err)
 	}
 	return resp
 }
@@ -250,7 +265,13 @@ func TestRound3StreamNotHeldBack(t *testing.T) {
 			nc, _ := pinnedConn(t, c, leg.from)
 			br := bufio.NewReader(nc)
 			hold := "h" + strconv.Itoa(n)
-			resp := sendOn(t, nc, br, "/sse?hold="+hold, leg.to, "", perRead)
+			nc.SetDeadline(time.Now().Add(perRead))
+			fmt.Fprintf(nc, "GET /sse?hold=%s HTTP/1.1\r\nHost: round3\r\nX-Olio-Key: %s\r\n\r\n", hold, keyOwnedBy(leg.to, 2))
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("the head of an event stream did not reach the client within %s while the app held the rest "+
+					"(a streamed answer is held back on the way): %v", perRead, err)
+			}
 			defer resp.Body.Close()
 			if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || ct != "text/event-stream" {
 				t.Fatalf("status %d, Content-Type %q; want 200 and an event stream", resp.StatusCode, ct)
