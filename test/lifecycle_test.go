@@ -3,6 +3,7 @@ package test
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -427,8 +428,9 @@ func testKillMaster(t *testing.T, perWorker int, extra ...string) {
 
 // TestLifecycleGracefulStop: SIGTERM while requests are in flight, accepted by every
 // router, some served locally and some forwarded: they all complete with 200, and olio
-// exits 0 leaving nothing behind. The apps hold every request until the master has begun
-// its drain (a condition, not a time window: a fixed one failed under the race detector).
+// exits 0 leaving nothing behind. The apps hold every request until every router has begun
+// its drain, seen as each closing an idle keep-alive connection of its own (a condition, not
+// a time window: a fixed one failed under the race detector).
 func TestLifecycleGracefulStop(t *testing.T) {
 	const workers = 2
 	exe, err := os.Executable()
@@ -444,9 +446,19 @@ func TestLifecycleGracefulStop(t *testing.T) {
 			}
 		}
 	}
+	idle := make([]net.Conn, workers) // one idle keep-alive connection on each router
+	for i := range idle {
+		idle[i], _ = pinnedConn(t, c, i)
+	}
 	gate := filepath.Join(t.TempDir(), "release")
 	signalWith(t, c, syscall.SIGTERM, calls, "gate="+gate, 10*time.Second, func() {
-		c.WaitLog("stopping: draining workers", 30*time.Second)
+		for i, nc := range idle {
+			nc.SetReadDeadline(time.Now().Add(30 * time.Second))
+			var ne net.Error
+			if _, err := nc.Read(make([]byte, 1)); errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("router %d did not close an idle connection within 30s of SIGTERM: its drain did not begin", i)
+			}
+		}
 		if err := os.WriteFile(gate, nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
