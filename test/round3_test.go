@@ -339,6 +339,10 @@ func TestRound3TunnelEndedByApp(t *testing.T) {
 		}
 	}
 	base := opStatus(t, c)
+	baseFDs := make([]int, len(base.Workers)) // counted in /proc, not by the router itself
+	for i, w := range base.Workers {
+		baseFDs[i] = fds(w.RouterPID)
+	}
 	for _, tn := range tunnels {
 		what := fmt.Sprintf("upgrade %s %d→%d", tn.name, tn.from, tn.to)
 		var rest func() (string, error) // reads what comes after the app's last message
@@ -402,8 +406,9 @@ func TestRound3TunnelEndedByApp(t *testing.T) {
 		ok := true
 		for i, w := range now.Workers {
 			b := base.Workers[i]
-			st = append(st, fmt.Sprintf("router %d: %d goroutines (baseline %d), %d fds (baseline %d)", i, w.Goroutines, b.Goroutines, w.OpenFDs, b.OpenFDs))
-			ok = ok && w.Goroutines <= b.Goroutines && w.OpenFDs <= b.OpenFDs
+			n := fds(w.RouterPID)
+			st = append(st, fmt.Sprintf("router %d: %d goroutines (baseline %d), %d fds in /proc/%d/fd (baseline %d)", i, w.Goroutines, b.Goroutines, n, w.RouterPID, baseFDs[i]))
+			ok = ok && w.RouterPID == b.RouterPID && w.Goroutines <= b.Goroutines && n >= 0 && n <= baseFDs[i]
 		}
 		return ok
 	}) {
