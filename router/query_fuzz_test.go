@@ -21,6 +21,11 @@ func FuzzOutboundURI(f *testing.F) {
 	f.Add("/a%2Fb", "x=1")
 	f.Fuzz(func(t *testing.T, path, q string) {
 		u := &url.URL{Path: path, RawQuery: q}
+		defer func() {
+			if p := recover(); p != nil {
+				t.Fatalf("outboundURI with the query %q panicked: %v", q, p)
+			}
+		}()
 		out := outboundURI(u)
 		_, perr := url.ParseQuery(q)
 		if clean := cleanQuery(q); clean != (perr == nil) {

@@ -81,8 +81,8 @@ func TestCutAnswerIsAnError(t *testing.T) {
 		}
 	}
 	for name, fail := range map[string]func(){
-		"abort": func() { panic(http.ErrAbortHandler) },
-		"panic": func() { panic("the handler failed") },
+		"http.ErrAbortHandler": func() { panic(http.ErrAbortHandler) },
+		"another panic":        func() { panic("the handler failed") },
 	} {
 		_, url := newPeerCluster(t, func(w http.ResponseWriter, req *http.Request) {
 			io.WriteString(w, "part of the answer\n")
@@ -92,7 +92,7 @@ func TestCutAnswerIsAnError(t *testing.T) {
 		req := mustRequest("GET", url)
 		req.Header.Set(HeaderIndex, "1")
 		req.Header.Set(HeaderSecret, "s3cr3t")
-		readCut(t, url, "forwarded to an in-process handler that ends in a "+name, req)
+		readCut(t, url, "forwarded to an in-process handler that panics with "+name, req)
 	}
 }
 
