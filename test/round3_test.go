@@ -259,7 +259,7 @@ func TestRound3CutShortEscape(t *testing.T) {
 // waits for a buffer to fill.
 func TestRound3StreamNotHeldBack(t *testing.T) {
 	c := round3Start(t, 2)
-	const perRead = 15 * time.Second
+	const perRead = 10 * time.Second
 	for n, leg := range legs {
 		t.Run(fmt.Sprintf("%s %d-%d", leg.name, leg.from, leg.to), func(t *testing.T) {
 			nc, _ := pinnedConn(t, c, leg.from)
