@@ -174,8 +174,11 @@ func TestFastPathTimeout(t *testing.T) {
 	}
 	r := newRouter(0, set, slog.New(slog.DiscardHandler))
 	as := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		<-req.Context().Done()
-		close(cancelled)
+		select {
+		case <-req.Context().Done():
+			close(cancelled)
+		case <-time.After(60 * time.Second): // bounded, so that a failing test ends
+		}
 	}))
 	defer as.Close()
 	port, _ := strconv.Atoi(as.URL[strings.LastIndexByte(as.URL, ':')+1:])

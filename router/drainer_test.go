@@ -19,7 +19,10 @@ func TestDrainerAnswersThenCloses(t *testing.T) {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
 			close(started)
-			<-release
+			select {
+			case <-release:
+			case <-time.After(60 * time.Second): // bounded, so that a failing test ends
+			}
 		}
 		io.WriteString(w, "ok")
 	})}
@@ -58,10 +61,10 @@ func TestDrainerAnswersThenCloses(t *testing.T) {
 	silent, _ := dial()
 	busy, busyR := dial()
 	io.WriteString(busy, get("/slow"))
-	<-started
+	waitDone(t, started, 20*time.Second, "the slow request to reach the handler")
 
 	ln.Close()
-	<-served
+	waitDone(t, served, 20*time.Second, "Serve to return after its listener closed")
 	drained := make(chan struct{})
 	go func() {
 		defer close(drained)

@@ -109,7 +109,10 @@ func TestEmbeddedRequestTimeout(t *testing.T) {
 			io.WriteString(w, "done")
 			return
 		}
-		<-req.Context().Done()
+		select {
+		case <-req.Context().Done():
+		case <-time.After(60 * time.Second): // bounded, so that a failing test ends
+		}
 	}), 50*time.Millisecond)
 	srv := httptest.NewServer(r)
 	defer srv.Close()

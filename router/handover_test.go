@@ -113,7 +113,7 @@ func TestHandoverHeldUntilRelease(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("a replacement nobody releases stays held past its limit")
 	}
-	<-limited
+	waitDone(t, limited, 5*time.Second, "the hold's limit to be reported")
 }
 
 // A prepared change whose commit never comes is dropped by drop, and only that one.

@@ -245,7 +245,7 @@ func TestHotKeysConcurrent(t *testing.T) {
 			}
 		}()
 	}
-	wg.Wait()
+	waitGroup(t, &wg, 60*time.Second, "the recording goroutines")
 	stop()
 	k := h.snapshot(time.Now(), 0, descend.KeyStatsOn, nil)
 	if g, e := k.Requests, uint64(goroutines*each); g != e {

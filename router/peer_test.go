@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -72,20 +73,34 @@ func TestPeerTrailers(t *testing.T) {
 // A flushed part of an answer reaches the client before the answer ends.
 func TestPeerStreams(t *testing.T) {
 	release := make(chan struct{})
-	_, url := newPeerCluster(t, func(w http.ResponseWriter, _ *http.Request) {
+	var once sync.Once
+	done := func() { once.Do(func() { close(release) }) }
+	_, url := newPeerCluster(t, func(w http.ResponseWriter, req *http.Request) {
 		io.WriteString(w, "first\n")
 		w.(http.Flusher).Flush()
-		<-release
+		select {
+		case <-release:
+		case <-req.Context().Done():
+		}
 		io.WriteString(w, "second\n")
 	})
-	resp := forward(t, mustRequest("GET", url))
+	defer done() // before the servers close: the handler ends
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req := mustRequest("GET", url).WithContext(ctx)
+	req.Header.Set(HeaderIndex, "1")
+	req.Header.Set(HeaderSecret, "s3cr3t")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("no answer within 10s while the handler held its end after a flush (a flush that sends nothing): %v", err)
+	}
 	defer resp.Body.Close()
 	br := bufio.NewReader(resp.Body)
 	line, err := br.ReadString('\n')
 	if err != nil || line != "first\n" {
-		t.Fatalf("first line %q, %v", line, err)
+		t.Fatalf("the flushed first line did not reach the client within 10s while the handler held the rest: %q, %v", line, err)
 	}
-	close(release)
+	done()
 	if line, _ := br.ReadString('\n'); line != "second\n" {
 		t.Errorf("second line %q", line)
 	}
@@ -130,13 +145,17 @@ func TestPeerClientGoneCancels(t *testing.T) {
 		case <-time.After(10 * time.Second):
 		}
 	})
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second) // bounds the request too
+	defer cancel()
 	req := mustRequest("GET", url).WithContext(ctx)
 	req.Header.Set(HeaderIndex, "1")
 	req.Header.Set(HeaderSecret, "s3cr3t")
 	go func() {
-		<-started
-		cancel()
+		select {
+		case <-started:
+			cancel()
+		case <-ctx.Done():
+		}
 	}()
 	http.DefaultClient.Do(req)
 	select {
@@ -217,7 +236,13 @@ func TestPeerBodyPastContentLength(t *testing.T) {
 	if err != nil || resp.ContentLength != 4 || string(b) != "four" {
 		t.Errorf("GET: length %d, body %q, %v", resp.ContentLength, b, err)
 	}
-	if err := <-werr; !errors.Is(err, http.ErrContentLength) {
+	var werrv error
+	select {
+	case werrv = <-werr:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler's write past the length did not return within 10s")
+	}
+	if err := werrv; !errors.Is(err, http.ErrContentLength) {
 		t.Errorf("the write past the length: %v, want http.ErrContentLength", err)
 	}
 }
@@ -303,7 +328,10 @@ func TestPeerShutdownFinishesStreams(t *testing.T) {
 	tc.routers[1].handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if req.URL.Path == "/slow" {
 			close(started)
-			<-release
+			select {
+			case <-release:
+			case <-time.After(60 * time.Second): // bounded, so that a failing test ends
+			}
 		}
 		io.WriteString(w, "done")
 	})
@@ -326,11 +354,17 @@ func TestPeerShutdownFinishesStreams(t *testing.T) {
 		}()
 		return ch
 	}
-	if rec := <-get("/fast"); rec.Code != http.StatusOK { // leaves an idle stream behind
+	var rec *httptest.ResponseRecorder
+	select {
+	case rec = <-get("/fast"):
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer to /fast within 10s")
+	}
+	if rec.Code != http.StatusOK { // leaves an idle stream behind
 		t.Fatalf("fast: %d", rec.Code)
 	}
 	slow := get("/slow")
-	<-started
+	waitDone(t, started, 10*time.Second, "the slow request to reach the owner's handler")
 	shut := make(chan error, 1)
 	go func() { shut <- srv.Shutdown(context.Background()) }()
 	waitUntil(t, "the owner is shutting down", func() bool {
@@ -344,7 +378,12 @@ func TestPeerShutdownFinishesStreams(t *testing.T) {
 	default:
 	}
 	close(release)
-	if rec := <-slow; rec.Code != http.StatusOK || rec.Body.String() != "done" {
+	select {
+	case rec = <-slow:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer to the request running at Shutdown within 10s of its release")
+	}
+	if rec.Code != http.StatusOK || rec.Body.String() != "done" {
 		t.Errorf("the request running at Shutdown: %d %q", rec.Code, rec.Body)
 	}
 	select {
@@ -430,7 +469,12 @@ func TestPeerShutdownServesAFreshStream(t *testing.T) {
 		t.Fatalf("the fresh stream's answer: frame %d, %v", typ, err)
 	}
 	c.Close()
-	if err := <-shut; err != nil {
-		t.Errorf("Shutdown: %v", err)
+	select {
+	case err := <-shut:
+		if err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown did not return within 10s of the fresh stream's answer")
 	}
 }

@@ -184,6 +184,10 @@ func (s *peerServer) forget(c *peerConn) {
 	s.mu.Unlock()
 }
 
+// peerHTTPServer is the http.ServerContextKey value of a forwarded request's context: the
+// peer side has no http.Server of its own, and a proxy reads the mark, not the server.
+var peerHTTPServer = &http.Server{}
+
 // maxHello bounds a hello frame (the secret).
 const maxHello = 4 << 10
 
@@ -282,6 +286,10 @@ func (c *peerConn) serveOne(head string) (reuse bool) {
 			}
 		}
 	}()
+	// As under net/http's server, whose mark makes ReverseProxy and the fast path break an
+	// answer the app cut short off (http.ErrAbortHandler, recovered above: the stream is
+	// closed without its end frame) instead of ending it cleanly.
+	ctx = context.WithValue(ctx, http.ServerContextKey, peerHTTPServer)
 	c.s.r.servePeer(w, req.WithContext(context.WithValue(ctx, fromPeer, true)), flags)
 	if !watch.stop() { // the forwarder gave the request up
 		return false

@@ -51,7 +51,7 @@ func TestAnswerTimeout(t *testing.T) {
 	req, _ := http.NewRequest("GET", "http://x/", nil)
 	timed, stop := withAnswerTimeout(req, time.Millisecond)
 	defer stop()
-	<-timed.Context().Done()
+	waitDone(t, timed.Context().Done(), 5*time.Second, "the answer timeout of 1ms to end the context")
 	if err := timedOut(timed, context.Canceled); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("timedOut after the answer timeout = %v, want a DeadlineExceeded", err)
 	}

@@ -265,7 +265,7 @@ func TestEmbeddedStandalone(t *testing.T) {
 	go func() { exited <- cmd.Wait() }()
 	defer func() {
 		cmd.Process.Kill()
-		<-exited
+		waitDone(t, exited, 20*time.Second, "the embedded app to exit after kill -9")
 	}()
 	addr := "127.0.0.1:" + port
 	if !Eventually(20*time.Second, func() bool {

@@ -211,7 +211,11 @@ func (c *Cluster) cleanup() {
 		case <-time.After(40 * time.Second):
 			c.t.Errorf("olio did not stop within 40s of SIGTERM")
 			syscall.Kill(-c.Pid(), syscall.SIGKILL)
-			<-c.exited
+			select {
+			case <-c.exited:
+			case <-time.After(20 * time.Second):
+				c.t.Errorf("olio still running 20s after kill -9 of its process group")
+			}
 		}
 	}
 	// Nothing olio started may outlive it.

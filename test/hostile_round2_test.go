@@ -118,7 +118,7 @@ func TestHostileSlowBody(t *testing.T) {
 	const slow = 6 // fills both routers
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	defer func() { close(stop); wg.Wait() }()
+	defer func() { close(stop); waitGroup(t, &wg, 30*time.Second, "the slow senders to end") }()
 	conns := make([]net.Conn, slow)
 	for i := range conns {
 		conn := c.dialWrite(t, "POST /upload HTTP/1.1\r\nHost: x\r\nX-Olio-Key: "+keyOwnedBy(i%2, 2)+"\r\nContent-Length: 1000000000\r\n\r\n")

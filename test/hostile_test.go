@@ -774,7 +774,13 @@ func TestHostileHUPDrainsAppThatDiesOnTerm(t *testing.T) {
 	done := c.CountLog("rolling restart done")
 	c.Signal(syscall.SIGHUP)
 	for i := 0; i < workers; i++ {
-		if err := <-answers; err != nil {
+		var err error
+		select {
+		case err = <-answers:
+		case <-time.After(60 * time.Second):
+			t.Fatalf("a POST in flight when HUP came still unanswered after 60s")
+		}
+		if err != nil {
 			t.Errorf("a POST in flight in an app when HUP came: %v", err)
 		}
 	}
@@ -958,7 +964,7 @@ func TestHostileKillRouterUnderLoad(t *testing.T) {
 		t.Errorf("only %d requests answered in the 5s checked for failures, want 200", ok.Load()-mark)
 	}
 	cancel()
-	wg.Wait()
+	waitGroup(t, &wg, 30*time.Second, "the load's clients to end after their context was cancelled")
 	if f := failed.Load() - failedBefore; f > 0 {
 		t.Errorf("%d requests failed after the new router was serving", f)
 	}
@@ -1182,7 +1188,7 @@ func TestHostileKillMaster(t *testing.T) {
 	if err := syscall.Kill(c.Pid(), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	<-c.Exited()
+	c.WaitExit(10*time.Second, "kill -9 of the master")
 	if !Eventually(10*time.Second, func() bool { return len(alive(procs)) == 0 }) {
 		t.Errorf("orphans after kill -9 of the master: %v", alive(procs))
 	}

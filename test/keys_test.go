@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/olio-dev/olio/listener"
 	"github.com/olio-dev/olio/router"
@@ -56,7 +57,7 @@ func skewedLoad(t *testing.T, c *Cluster, workers int, hot string, hotN int, col
 			}
 		}()
 	}
-	wg.Wait()
+	waitGroup(t, &wg, 60*time.Second, "the skewed load's clients to send their requests")
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package test
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"net/http/httptrace"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -424,12 +426,18 @@ func testKillMaster(t *testing.T, perWorker int, extra ...string) {
 	l.Stop().Log(t)
 }
 
-// TestLifecycleGracefulStop: SIGTERM while slow requests are in flight, accepted by every
+// TestLifecycleGracefulStop: SIGTERM while requests are in flight, accepted by every
 // router, some served locally and some forwarded: they all complete with 200, and olio
-// exits 0 leaving nothing behind.
+// exits 0 leaving nothing behind. The apps hold every request until every router has begun
+// its drain, seen as each closing an idle keep-alive connection of its own (a condition, not
+// a time window: a fixed one failed under the race detector).
 func TestLifecycleGracefulStop(t *testing.T) {
 	const workers = 2
-	c := Start(t, "--workers", strconv.Itoa(workers))
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := Start(t, "--workers", strconv.Itoa(workers), "--", exe, round3AppArg)
 	var calls []*stopCall
 	for from := 0; from < workers; from++ {
 		for to := 0; to < workers; to++ {
@@ -438,7 +446,30 @@ func TestLifecycleGracefulStop(t *testing.T) {
 			}
 		}
 	}
-	signalWithInFlight(t, c, syscall.SIGTERM, calls, time.Second)
+	idle := make([]net.Conn, workers) // one idle keep-alive connection on each router
+	for i := range idle {
+		idle[i], _ = pinnedConn(t, c, i)
+	}
+	gate := filepath.Join(t.TempDir(), "release")
+	signalWith(t, c, syscall.SIGTERM, calls, "gate="+gate, 10*time.Second, func() {
+		for i, nc := range idle {
+			nc.SetReadDeadline(time.Now().Add(30 * time.Second))
+			var ne net.Error
+			if _, err := nc.Read(make([]byte, 1)); errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("router %d did not close an idle connection within 30s of SIGTERM: its drain did not begin", i)
+			}
+		}
+		if err := os.WriteFile(gate, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}, func(st *listener.Status) error {
+		for i, w := range st.Workers {
+			if w.InFlight != int64(2*workers) {
+				return fmt.Errorf("worker %d: %d requests in its app, want %d", i, w.InFlight, 2*workers)
+			}
+		}
+		return nil
+	})
 }
 
 // TestLifecycleGracefulStopForwardedOnly: SIGTERM while slow requests are in flight that
@@ -510,6 +541,14 @@ type stopCall struct {
 // SIGTERM, that olio exits 0.
 func signalWithInFlight(t *testing.T, c *Cluster, sig syscall.Signal, calls []*stopCall, d time.Duration, checks ...func(*listener.Status) error) {
 	t.Helper()
+	signalWith(t, c, sig, calls, "sleep="+strconv.Itoa(int(d.Milliseconds())), d/2, nil, checks...)
+}
+
+// signalWith is signalWithInFlight for requests of the query q, whose checks must hold
+// within checkWithin; release, if not nil, lets the requests end once the signal is sent (an
+// app that holds its requests until a condition).
+func signalWith(t *testing.T, c *Cluster, sig syscall.Signal, calls []*stopCall, q string, checkWithin time.Duration, release func(), checks ...func(*listener.Status) error) {
+	t.Helper()
 	workers := 0
 	for _, cl := range calls {
 		workers = max(workers, cl.from+1, cl.to+1)
@@ -531,7 +570,7 @@ func signalWithInFlight(t *testing.T, c *Cluster, sig syscall.Signal, calls []*s
 			req.Header.Set("X-Olio-Index", strconv.Itoa(cl.to))
 			req.Header.Set("X-Olio-Secret", c.Secret)
 		}
-		req.URL.RawQuery = "sleep=" + strconv.Itoa(int(d.Milliseconds()))
+		req.URL.RawQuery = q
 		trace := &httptrace.ClientTrace{
 			GotConn:      func(info httptrace.GotConnInfo) { cl.local = info.Conn.LocalAddr() },
 			WroteRequest: func(httptrace.WroteRequestInfo) { close(cl.wrote) },
@@ -572,13 +611,16 @@ func signalWithInFlight(t *testing.T, c *Cluster, sig syscall.Signal, calls []*s
 	}
 	for _, check := range checks {
 		var err error
-		if !Eventually(d/2, func() bool { err = check(opStatus(t, c)); return err == nil }) {
+		if !Eventually(checkWithin, func() bool { err = check(opStatus(t, c)); return err == nil }) {
 			t.Fatalf("before %v: %v: the test would not test what it means to", sig, err)
 		}
 	}
 	term := time.Now()
 	c.Signal(sig)
-	wg.Wait()
+	if release != nil {
+		release()
+	}
+	waitGroup(t, &wg, 60*time.Second, fmt.Sprintf("the answers to %d requests in flight when %v came", len(calls), sig))
 	for i, cl := range calls {
 		switch {
 		case cl.err != nil:
@@ -600,7 +642,7 @@ func signalWithInFlight(t *testing.T, c *Cluster, sig syscall.Signal, calls []*s
 	case <-time.After(30 * time.Second):
 		t.Fatalf("olio did not exit within 30s of SIGTERM")
 	}
-	t.Logf("stopped %s after SIGTERM with %d requests of %s in flight", time.Since(term).Round(time.Millisecond), len(calls), d)
+	t.Logf("stopped %s after SIGTERM with %d requests (%s) in flight", time.Since(term).Round(time.Millisecond), len(calls), q)
 }
 
 // TestLifecycleUSR2: a hot upgrade under load. Afterwards exactly one master remains, every

@@ -245,7 +245,7 @@ func (l *Load) halt() { l.once.Do(func() { close(l.stop) }) }
 // saw. It may be called more than once.
 func (l *Load) Stop() LoadStats {
 	l.halt()
-	l.wg.Wait()
+	waitGroup(l.t, &l.wg, 60*time.Second, "the load's clients to finish their requests in flight after Stop")
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.stats == nil {

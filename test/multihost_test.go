@@ -281,7 +281,7 @@ func (nw *network) startFront(name string, env []string, args ...string) *front 
 		case <-f.done:
 		case <-time.After(10 * time.Second):
 			syscall.Kill(-f.cmd.Process.Pid, syscall.SIGKILL)
-			<-f.done
+			waitDone(t, f.done, 20*time.Second, "the front to exit after kill -9 of its process group")
 		}
 		if t.Failed() {
 			b, _ := os.ReadFile(f.out)
@@ -802,7 +802,7 @@ func TestReadyDuringReload(t *testing.T) {
 	c.Signal(syscall.SIGHUP)
 	c.WaitLog("rolling restart done", 30*time.Second)
 	close(stop)
-	<-done
+	waitDone(t, done, 30*time.Second, "the /ready poller to stop")
 	if n := polls.Load() - before; n < 20 {
 		t.Fatalf("/ready was asked %d times during the reload: the test did not test anything", n)
 	}

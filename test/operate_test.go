@@ -37,7 +37,7 @@ import (
 // combined output and exit error.
 func opCLI(t testing.TB, args ...string) (string, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, olioBin, args...).CombinedOutput()
 	return string(out), err
@@ -750,7 +750,13 @@ func TestStopDuringReload(t *testing.T) {
 	c.WaitLog("rolling restart", 20*time.Second)
 	c.Signal(syscall.SIGTERM)
 	c.WaitExit(20*time.Second, "SIGTERM during a reload (--shutdown-timeout 2s)")
-	if out := <-reloaded; !strings.Contains(out, "stopping") {
+	var out string
+	select {
+	case out = <-reloaded:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("olio reload still running 60s after the stop that interrupted it")
+	}
+	if !strings.Contains(out, "stopping") {
 		t.Errorf("olio reload, interrupted by the stop, said: %s", out)
 	}
 }

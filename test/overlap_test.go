@@ -246,7 +246,7 @@ func (l *keyLoad) halt() { l.once.Do(func() { close(l.stop) }) }
 // Stop stops the clients, waits for the requests in flight, and returns every request.
 func (l *keyLoad) Stop() []keyResult {
 	l.halt()
-	l.wg.Wait()
+	waitGroup(l.t, &l.wg, 60*time.Second, "the key load's clients to finish their requests in flight after Stop")
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.results

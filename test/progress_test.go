@@ -15,7 +15,7 @@ import (
 // control runs `olio ARGS --control c.Control` and returns its output (stdout a pipe).
 func (c *Cluster) control(t *testing.T, args ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	full := append([]string{args[0], "--control", c.Control}, args[1:]...)
 	out, err := exec.CommandContext(ctx, olioBin, full...).CombinedOutput()
