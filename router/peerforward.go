@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/olio-dev/olio/mux"
@@ -20,9 +21,9 @@ import (
 // (peerwire.go), for forward. Streams are kept for the next request, one pool per peer.
 type peerTransport struct {
 	r *Router
-	// version is the peer protocol version this side speaks, and the one before it (0:
-	// peerVersion; a test sets an older or newer build's).
-	version int
+	// version is the peer protocol version this router speaks, and the one before it, as
+	// forwarder and as owner (0: peerVersion; a test sets an older or newer build's).
+	version atomic.Int32
 
 	mu    sync.Mutex
 	peers map[int]*appTransport // only their pools of streams are used
@@ -47,8 +48,8 @@ func newPeerTransport(r *Router) *peerTransport {
 
 // mine is the version this side speaks.
 func (p *peerTransport) mine() int {
-	if p.version != 0 {
-		return p.version
+	if v := p.version.Load(); v != 0 {
+		return int(v)
 	}
 	return peerVersion
 }

@@ -24,9 +24,6 @@ type peerServer struct {
 	// headLimit bounds a request head: the public side's header limit and room for what the
 	// forwarder adds (X-Forwarded-*).
 	headLimit int
-	// version is the peer protocol version this side speaks, and the one before it (0:
-	// peerVersion; a test sets an older or newer build's).
-	version int
 
 	mu       sync.Mutex
 	conns    map[*peerConn]bool // true: idle, waiting for its next request
@@ -188,13 +185,8 @@ func (s *peerServer) forget(c *peerConn) {
 	s.mu.Unlock()
 }
 
-// mine is the version this side speaks.
-func (s *peerServer) mine() int {
-	if s.version != 0 {
-		return s.version
-	}
-	return peerVersion
-}
+// mine is the version this side speaks (the router's, set on its transport).
+func (s *peerServer) mine() int { return s.r.remoteTransport.mine() }
 
 // maxHello bounds a hello frame (the secret).
 const maxHello = 4 << 10
