@@ -50,8 +50,10 @@ type appConn struct {
 	c  net.Conn
 	br *bufio.Reader
 	bw *bufio.Writer
-	// greeted: the stream has carried a request to a peer, which has checked its secret.
-	greeted bool
+	// peerVersion is the peer protocol version a stream to a peer was greeted in (0: not
+	// yet); peerReply: the owner's reply to that hello is still to be read.
+	peerVersion int
+	peerReply   bool
 	// idleSince is when it went back to the pool.
 	idleSince time.Time
 	// raw is the socket under c, for quiet (nil: not a socket, as a peer's stream).

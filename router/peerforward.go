@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/olio-dev/olio/mux"
@@ -20,13 +21,84 @@ import (
 // (peerwire.go), for forward. Streams are kept for the next request, one pool per peer.
 type peerTransport struct {
 	r *Router
+	// version is the peer protocol version this router speaks, and the one before it, as
+	// forwarder and as owner (0: peerVersion; a test sets an older or newer build's).
+	version atomic.Int32
 
 	mu    sync.Mutex
 	peers map[int]*appTransport // only their pools of streams are used
+	heard map[int]peerHeard     // the version each peer answered a hello in lately
 }
 
+// peerHeard is the version a peer was last heard speaking, and when.
+type peerHeard struct {
+	version int
+	at      time.Time
+}
+
+// peerVersionMemory is how long a peer's version is taken as known: a peer found speaking
+// the previous version is greeted in it for that long, then asked again (it may have been
+// replaced by a new build); a request body is sent on a new stream before the owner's reply
+// to its hello only to a peer heard speaking this version within it.
+const peerVersionMemory = 30 * time.Second
+
 func newPeerTransport(r *Router) *peerTransport {
-	return &peerTransport{r: r, peers: map[int]*appTransport{}}
+	return &peerTransport{r: r, peers: map[int]*appTransport{}, heard: map[int]peerHeard{}}
+}
+
+// mine is the version this side speaks.
+func (p *peerTransport) mine() int {
+	if v := p.version.Load(); v != 0 {
+		return int(v)
+	}
+	return peerVersion
+}
+
+// helloVersion is the version to greet peer i in on a new stream: this side's own, or the
+// previous one if i was found speaking it lately.
+func (p *peerTransport) helloVersion(i int) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if h, ok := p.heard[i]; ok && time.Since(h.at) < peerVersionMemory && speaksVersion(p.mine(), h.version) {
+		return h.version
+	}
+	return p.mine()
+}
+
+// known reports whether peer i was heard speaking version v lately.
+func (p *peerTransport) known(i, v int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	h, ok := p.heard[i]
+	return ok && h.version == v && time.Since(h.at) < peerVersionMemory
+}
+
+// learn records that peer i speaks version v.
+func (p *peerTransport) learn(i, v int) {
+	p.mu.Lock()
+	p.heard[i] = peerHeard{version: v, at: time.Now()}
+	p.mu.Unlock()
+}
+
+// versionRefusal is an owner's refusal of a stream's hello, before it read the request: it
+// does not speak the version asked for, and speaks theirs (1: it answered as a version 1
+// build answers a hello it does not know, 403).
+type versionRefusal struct {
+	theirs, asked int
+}
+
+func (e *versionRefusal) Error() string {
+	return fmt.Sprintf("router: the owner speaks peer protocol version %d, not %d", e.theirs, e.asked)
+}
+
+// peerVersionError is an owner speaking a version this side does not.
+type peerVersionError struct {
+	owner, theirs, mine int
+}
+
+func (e *peerVersionError) Error() string {
+	return fmt.Sprintf("router: worker %d speaks peer protocol version %d; this build speaks %d and %d: "+
+		"run at most two consecutive builds side by side", e.owner, e.theirs, e.mine, e.mine-1)
 }
 
 // pool returns the pool of streams to peer i.
@@ -53,14 +125,20 @@ func (p *peerTransport) CloseIdleConnections() {
 }
 
 // send sends a request to peer i, its head frame built, and reads the answer's head into
-// dst (nil: a new header). body, if not nil, is sent after the head.
+// dst (nil: a new header). body, if not nil, is sent after the head. Interim answers before
+// the final one go to interim (nil: dropped).
+//
+// A request is sent again, on a new stream, only when it certainly never reached the owner
+// (the owner refused the stream before reading it) or when http.Transport would send it
+// again (replayable: no body, and a safe method or an idempotency key), after a pooled
+// stream failed before any answer.
 //
 // A request is sent only to an owner heard from lately (mux's Silence): one that is stopped
 // (SIGSTOP) or stuck is waited for, up to the forward timeout (then 503, Retry-After: the
 // request never reached it). One sent to an owner that then goes silent may sit in its
 // buffers and run when it resumes: it is never sent again, and past the request timeout it
 // is answered 504, without Retry-After.
-func (p *peerTransport) send(i int, req *http.Request, head []byte, body io.Reader, dst http.Header) (*http.Response, error) {
+func (p *peerTransport) send(i int, req *http.Request, head []byte, body io.Reader, dst http.Header, interim func(int, http.Header)) (*http.Response, error) {
 	if !p.r.pool.Live(i) {
 		// Its pooled streams too wait for it: what is written on them reaches it only
 		// when it resumes.
@@ -75,25 +153,37 @@ func (p *peerTransport) send(i int, req *http.Request, head []byte, body io.Read
 		}
 	}
 	t := p.pool(i)
-	var sent error // the first attempt's failure, when the owner may have acted on the request
+	replay := replayable(req)
 	for attempt := 0; ; attempt++ {
 		ac, reused, err := t.get(req.Context(), attempt > 0)
-		if err == nil && reused && body != nil && !alive(ac) {
+		if err == nil && reused && (body != nil || !replay) && !alive(ac) {
+			// A request that could not be sent again goes on a stream known to be open.
 			ac.c.Close()
 			ac, reused, err = t.get(req.Context(), true)
 		}
 		if err != nil {
-			if sent != nil {
-				return nil, sent
-			}
 			return nil, err
 		}
-		x := &exchange{t: t, ac: ac, req: req, body: body, timeout: p.r.conf().RequestTimeout}
+		x := &exchange{t: t, p: p, peer: i, ac: ac, req: req, body: body, interim: interim, timeout: p.r.conf().RequestTimeout}
 		resp, err := x.run(p.r.conf().Secret, head, dst)
 		if err == nil {
 			return resp, nil
 		}
 		ac.c.Close()
+		var vr *versionRefusal
+		if errors.As(err, &vr) {
+			// Refused before the request was read: a build of the previous version is
+			// greeted in it on a new stream; any other is an error to see.
+			if !speaksVersion(p.mine(), vr.theirs) {
+				err := &peerVersionError{owner: i, theirs: vr.theirs, mine: p.mine()}
+				p.r.logger.Error("peer protocol version mismatch", "owner", i, "theirs", vr.theirs, "mine", p.mine())
+				return nil, err
+			}
+			p.learn(i, vr.theirs)
+			if attempt < 3 && !x.bodySent && req.Context().Err() == nil {
+				continue
+			}
+		}
 		if x.ownerSilent() && req.Context().Err() == nil {
 			// Sent to an owner that has stopped answering: the request may sit in its
 			// buffers and run when it resumes, so it is not sent again.
@@ -106,11 +196,9 @@ func (p *peerTransport) send(i int, req *http.Request, head []byte, body io.Read
 			continue
 		}
 		// A stream of a peer that has restarted, or that the owner closed while idle, fails
-		// before any answer: try once more on a new one. A body already begun cannot be.
-		if reused && attempt == 0 && req.Context().Err() == nil && !errors.Is(err, errAnswerStarted) && body == nil {
-			if !replayable(req) {
-				sent = err
-			}
+		// before any answer: the owner may have run the request, so only what http.Transport
+		// would send again is (replayable), once, on a new stream.
+		if reused && attempt == 0 && req.Context().Err() == nil && !errors.Is(err, errAnswerStarted) && replay {
 			continue
 		}
 		if ctxErr := req.Context().Err(); ctxErr != nil {
@@ -137,7 +225,7 @@ func (r *Router) forward(w http.ResponseWriter, req *http.Request) {
 	}
 	hb := heads.Get().(*[]byte)
 	head := appendRequestHead((*hb)[:0], req, body != nil, up)
-	resp, err := r.remoteTransport.send(req.Context().Value(ownerKey{}).(int), req, head, body, w.Header())
+	resp, err := r.remoteTransport.send(req.Context().Value(ownerKey{}).(int), req, head, body, w.Header(), interimTo(w))
 	if cap(head) <= 64<<10 {
 		*hb = head
 		heads.Put(hb)
@@ -166,6 +254,26 @@ func (r *Router) forward(w http.ResponseWriter, req *http.Request) {
 		}
 	}
 	r.copyAnswer(w, req, resp)
+}
+
+// interimTo is how forward passes an interim answer on to its client, as ReverseProxy does:
+// the header of the answer to come (already in w's) stays for it.
+func interimTo(w http.ResponseWriter) func(int, http.Header) {
+	return func(code int, h http.Header) {
+		wh := w.Header()
+		var kept http.Header
+		if len(wh) > 0 {
+			kept = wh.Clone()
+		}
+		for k, vs := range h {
+			wh[k] = append(wh[k], vs...)
+		}
+		w.WriteHeader(code)
+		clear(wh)
+		for k, vs := range kept {
+			wh[k] = vs
+		}
+	}
 }
 
 // tunnel joins the client to the owner's tunnel after its 101, as ReverseProxy does: the
@@ -327,9 +435,15 @@ const ownerRecheck = 250 * time.Millisecond
 // once both ends of it are complete: the request's end frame sent and the answer's read.
 type exchange struct {
 	t    *appTransport
+	p    *peerTransport
+	peer int // the owner's index
 	ac   *appConn
 	req  *http.Request
 	body io.Reader // nil: none
+	// interim takes the interim answers before the final one (nil: dropped).
+	interim func(int, http.Header)
+	// bodySent: the body has begun to be sent (it cannot be sent again).
+	bodySent bool
 
 	stop func() bool // stops the request context's watch on the stream
 
@@ -407,10 +521,16 @@ func (x *exchange) run(secret string, head []byte, dst http.Header) (*http.Respo
 	req, ac := x.req, x.ac
 	// The request's context (client gone) interrupts the stream.
 	x.stop = context.AfterFunc(req.Context(), func() { ac.c.SetDeadline(time.Unix(1, 0)) })
-	if !ac.greeted {
-		ac.greeted = true
+	if ac.peerVersion == 0 {
+		// A new stream: the hello first, in the version the owner is thought to speak.
+		ac.peerVersion = x.p.helloVersion(x.peer)
 		var b [64]byte
-		ac.bw.Write(appendHello(b[:0], secret))
+		if ac.peerVersion == peerVersionBare {
+			ac.bw.Write(appendHello(b[:0], secret))
+		} else {
+			ac.bw.Write(appendVersionHello(b[:0], ac.peerVersion, secret))
+			ac.peerReply = true
+		}
 	}
 	ac.bw.Write(head)
 	x.watchOwner()
@@ -435,6 +555,16 @@ func (x *exchange) run(secret string, head []byte, dst http.Header) (*http.Respo
 		return nil, err
 	}
 	if x.body != nil {
+		if ac.peerReply && !x.p.known(x.peer, ac.peerVersion) {
+			// An owner not heard speaking this version lately may refuse the hello: the
+			// body waits for its reply, so that it can go again on a new stream.
+			if err := x.readReply(); err != nil {
+				x.unwatch()
+				x.stop()
+				return nil, err
+			}
+		}
+		x.bodySent = true
 		go x.sendBody()
 	}
 	resp, err := x.readHead(dst)
@@ -575,33 +705,57 @@ func (x *exchange) done(ok bool) {
 }
 
 // readHead reads the answer's head, its header into dst (nil: a new one): a response, or
-// an upgrade's raw tunnel.
+// an upgrade's raw tunnel. Interim answers before it go to x.interim, at most maxInterim.
 func (x *exchange) readHead(dst http.Header) (*http.Response, error) {
 	br := x.ac.br
-	typ, n, err := readFrameHeader(br)
-	if err != nil {
+	if err := x.readReply(); err != nil {
 		return nil, err
 	}
-	switch typ {
-	case frameResponse:
-	case frameUpgrade:
-		return x.readUpgrade()
-	default:
-		return nil, errors.Join(errAnswerStarted, errFrame)
+	budget := maxResponseHead // for the interim answers and the head together
+	var s string
+	for interims := 0; s == ""; {
+		typ, n, err := readFrameHeader(br)
+		if err != nil {
+			if interims > 0 {
+				err = errors.Join(errAnswerStarted, err)
+			}
+			return nil, err
+		}
+		switch typ {
+		case frameResponse:
+			if s, err = readPayload(br, n, budget); err != nil {
+				return nil, errors.Join(errAnswerStarted, err)
+			}
+			if s == "" {
+				return nil, errors.Join(errAnswerStarted, errFrame)
+			}
+		case frameUpgrade:
+			return x.readUpgrade()
+		case frameInterim:
+			if x.ac.peerVersion < peerVersionInterim {
+				return nil, errors.Join(errAnswerStarted, errFrame)
+			}
+			if interims++; interims > maxInterim {
+				return nil, errors.Join(errAnswerStarted, errTooManyInterim)
+			}
+			p, err := readPayload(br, n, budget)
+			if err != nil {
+				return nil, errors.Join(errAnswerStarted, err)
+			}
+			budget -= n
+			code, h, err := decodeInterim(p)
+			if err != nil {
+				return nil, errors.Join(errAnswerStarted, err)
+			}
+			if x.interim != nil {
+				x.interim(code, h)
+			}
+		default:
+			return nil, errors.Join(errAnswerStarted, errFrame)
+		}
 	}
-	s, err := readPayload(br, n, maxResponseHead)
+	code, h, trailer, length, err := decodeAnswerHead(s, dst)
 	if err != nil {
-		return nil, errors.Join(errAnswerStarted, err)
-	}
-	d := wireReader{s: s}
-	code := int(d.uvarint())
-	h := d.header(dst)
-	if h == nil {
-		h = http.Header{}
-	}
-	trailer := d.names()
-	length := d.varint()
-	if err := d.done(); err != nil {
 		return nil, errors.Join(errAnswerStarted, err)
 	}
 	if length >= 0 {
@@ -615,6 +769,38 @@ func (x *exchange) readHead(dst http.Header) (*http.Response, error) {
 	}
 	resp.Body = &answerBody{frameBody: frameBody{br: br, trailer: &resp.Trailer}, x: x}
 	return resp, nil
+}
+
+// readReply reads the owner's reply to a stream's versioned hello, once, before the first
+// answer: the version it agrees to, or a refusal before it read the request (a
+// versionRefusal).
+func (x *exchange) readReply() error {
+	ac := x.ac
+	if !ac.peerReply {
+		return nil
+	}
+	ac.peerReply = false
+	typ, n, err := readFrameHeader(ac.br)
+	if err != nil {
+		return err
+	}
+	if typ != frameVersion {
+		// A version 1 build answers a hello it does not know 403, and closes the stream.
+		return &versionRefusal{theirs: peerVersionBare, asked: ac.peerVersion}
+	}
+	p, err := readPayload(ac.br, n, maxHello)
+	if err != nil {
+		return errors.Join(errAnswerStarted, err)
+	}
+	v, _, err := decodeVersionHello(p)
+	if err != nil {
+		return errors.Join(errAnswerStarted, err)
+	}
+	if v != ac.peerVersion {
+		return &versionRefusal{theirs: v, asked: ac.peerVersion}
+	}
+	x.p.learn(x.peer, v)
+	return nil
 }
 
 // readUpgrade reads the owner's answer to an upgrade, sent as HTTP/1.1 on the raw stream;

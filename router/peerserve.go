@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -188,6 +189,9 @@ func (s *peerServer) forget(c *peerConn) {
 // peer side has no http.Server of its own, and a proxy reads the mark, not the server.
 var peerHTTPServer = &http.Server{}
 
+// mine is the version this side speaks (the router's, set on its transport).
+func (s *peerServer) mine() int { return s.r.remoteTransport.mine() }
+
 // maxHello bounds a hello frame (the secret).
 const maxHello = 4 << 10
 
@@ -200,6 +204,8 @@ type peerConn struct {
 	buf       []byte // frame headers and heads being written
 	hijacked  bool
 	trusted   bool      // its hello carried the right secret
+	version   int       // the peer protocol version its hello asked for
+	interims  int       // interim answers sent for the current request
 	fresh     bool      // nothing read yet; guarded by s.mu
 	idleSince time.Time // guarded by s.mu
 }
@@ -219,23 +225,13 @@ func (c *peerConn) serve() {
 			return
 		}
 		c.s.setIdle(c, false)
-		if typ == frameHello && !c.trusted {
-			secret, err := readPayload(c.br, n, maxHello)
-			if err != nil {
+		if !c.trusted {
+			if !c.hello(typ, n) {
 				return
 			}
-			if !secretOK(c.s.r.settings().secret, []string{secret}) {
-				c.answer(http.StatusForbidden, "olio: forwarded request without the right secret")
-				return
-			}
-			c.trusted = true
 			if typ, n, err = readFrameHeader(c.br); err != nil {
 				return
 			}
-		}
-		if !c.trusted {
-			c.answer(http.StatusForbidden, "olio: forwarded request without the right secret")
-			return
 		}
 		if typ != frameRequest {
 			return
@@ -249,6 +245,56 @@ func (c *peerConn) serve() {
 			return
 		}
 	}
+}
+
+// hello reads a stream's first frame, of type typ and n bytes: a hello in a version this side
+// speaks, with the right secret; false: the stream was refused and must close. A versioned
+// hello is answered with the version agreed, or, when this side does not speak it, with
+// its own, the request left unread; a hello that is not understood, 403, as a version 1
+// build does.
+func (c *peerConn) hello(typ byte, n int) bool {
+	mine := c.s.mine()
+	var secret string
+	switch {
+	case typ == frameHello && speaksVersion(mine, peerVersionBare):
+		p, err := readPayload(c.br, n, maxHello)
+		if err != nil {
+			return false
+		}
+		secret, c.version = p, peerVersionBare
+	case typ == frameHello && mine > peerVersionBare:
+		c.s.r.logger.Error("peer protocol version mismatch: refused a stream", "theirs", peerVersionBare, "mine", mine)
+		c.answer(http.StatusBadGateway, fmt.Sprintf("olio: the forwarding worker speaks peer protocol version %d; worker %d speaks %d and %d",
+			peerVersionBare, c.s.r.index, mine, mine-1))
+		return false
+	case typ == frameVersion && mine > peerVersionBare:
+		p, err := readPayload(c.br, n, maxHello)
+		if err != nil {
+			return false
+		}
+		v, s, err := decodeVersionHello(p)
+		if err != nil {
+			return false
+		}
+		if v == peerVersionBare || !speaksVersion(mine, v) {
+			c.s.r.logger.Error("peer protocol version mismatch: refused a stream", "theirs", v, "mine", mine)
+			c.bw.Write(appendVersionHello(c.buf[:0], mine, ""))
+			c.bw.Flush()
+			return false
+		}
+		// Sent at once: a forwarder holds a request's body until it has this.
+		c.bw.Write(appendVersionHello(c.buf[:0], v, ""))
+		if c.bw.Flush() != nil {
+			return false
+		}
+		secret, c.version = s, v
+	}
+	if c.version == 0 || !secretOK(c.s.r.settings().secret, []string{secret}) {
+		c.answer(http.StatusForbidden, "olio: forwarded request without the right secret")
+		return false
+	}
+	c.trusted = true
+	return true
 }
 
 // answer sends a short plain-text answer that the router itself makes.
@@ -276,6 +322,7 @@ func (c *peerConn) serveOne(head string) (reuse bool) {
 	} else {
 		body.ended = watch.start
 	}
+	c.interims = 0
 	w := &peerWriter{c: c, header: http.Header{}, isHead: req.Method == http.MethodHead, watch: watch}
 	defer func() {
 		if p := recover(); p != nil {
@@ -437,7 +484,8 @@ func (w *peerWriter) WriteHeader(code int) {
 		return
 	}
 	if code < 200 && code != http.StatusSwitchingProtocols {
-		return // interim answers (103) are not passed back
+		w.sendInterim(code)
+		return
 	}
 	w.status = code
 	w.noBody = w.isHead || code < 200 || code == http.StatusNoContent || code == http.StatusNotModified
@@ -457,6 +505,20 @@ func (w *peerWriter) WriteHeader(code int) {
 	b := binary.AppendUvarint(beginFrame(w.c.buf[:0], frameResponse), uint64(code))
 	b = appendHeader(b, w.header, hopSkip(w.header["Connection"], false))
 	w.head = appendNames(b, w.trailers)
+}
+
+// sendInterim sends an interim answer (103 Early Hints) back at once, with the header as it
+// is (which stays for the final answer, as net/http's server keeps it); on a stream of
+// version 1, or past maxInterim for one request, it is dropped.
+func (w *peerWriter) sendInterim(code int) {
+	if w.c.version < peerVersionInterim || w.c.interims >= maxInterim || code < 100 || w.err != nil {
+		return
+	}
+	w.c.interims++
+	w.c.buf = appendInterim(w.c.buf[:0], code, w.header)
+	if _, w.err = w.c.bw.Write(w.c.buf); w.err == nil {
+		w.err = w.c.bw.Flush()
+	}
 }
 
 func (w *peerWriter) Write(p []byte) (int, error) {

@@ -11,31 +11,13 @@ import (
 	"strings"
 )
 
-// The peer leg's wire format. Both ends of a forwarded request are olio routers (the same
-// binary), so the request travels to its owner over a mux stream in frames of olio's own,
-// not as HTTP/1.1 text: the accepting router's public side has parsed it and applied every
-// RFC 9112 rule already, and what crosses is its parts, with nothing to parse again and no
-// framing to get wrong (no Content-Length or Transfer-Encoding to smuggle by).
-//
-// A frame is a type byte, a 4-byte big-endian length and that many bytes. A stream begins
-// with frameHello, the secret (the owner answers 403 and closes a stream without the right
-// one), and carries one exchange at a time, reused for the next:
-//
-//	forwarder → owner: frameRequest, frameData*, frameEnd (the trailers)
-//	owner → forwarder: frameResponse, frameData*, frameEnd (the trailers), or
-//	                   frameEndClose when the owner closes the stream after it (it did
-//	                   not read the whole request body)
-//	               or: frameUpgrade, after which the stream is a raw tunnel: the owner's
-//	                   HTTP/1.1 answer to the upgrade (101), then the new protocol's bytes.
-//
-// Strings are a uvarint length and the bytes. A header block is a uvarint count of fields,
-// then each field's name and value (a name with several values repeats). The request head
-// is: flags, method, request URI, host, content length (a varint, -1 when unknown), the
-// header block, the trailer names. The response head is: status, the header block, the
-// trailer names, content length. Neither carries hop-by-hop fields. The owner's index is
-// not on the wire: the stream is the owner's.
+// The peer leg's wire format: olio's own frames over mux streams, between routers (the
+// accepting router forwards, the owner serves). The specification — frames, their order,
+// errors and versions — is docs/peer-protocol.md; change it with this file.
 const (
-	frameHello    byte = 'H' // a stream's first frame: the secret
+	frameHello    byte = 'H' // version 1's hello, a stream's first frame: the bare secret
+	frameVersion  byte = 'V' // version 2's hello: a version and the secret; the owner's reply
+	frameInterim  byte = 'I' // an interim (1xx) answer before the final one; version 2
 	frameRequest  byte = 'Q'
 	frameResponse byte = 'S'
 	frameData     byte = 'D'
@@ -49,6 +31,20 @@ const (
 	// maxResponseHead bounds an owner's response head (net/http's client allows 10 MB).
 	maxResponseHead = 10 << 20
 )
+
+// The peer protocol's versions. A router speaks its own version and the one before it, so
+// that two builds side by side (an embedded rolling restart) keep forwarding to each other.
+const (
+	// peerVersion is this build's version: 2, the versioned hello and interim answers.
+	peerVersion = 2
+	// peerVersionBare is version 1, whose hello is the bare secret (frameHello).
+	peerVersionBare = 1
+	// peerVersionInterim is the first version with interim answers (frameInterim).
+	peerVersionInterim = 2
+)
+
+// speaksVersion reports whether a router whose own version is mine speaks version v.
+func speaksVersion(mine, v int) bool { return v == mine || v == mine-1 && v >= peerVersionBare }
 
 // Request head flags.
 const (
@@ -82,6 +78,88 @@ func appendString(b []byte, s string) []byte {
 // appendHello appends a stream's hello frame.
 func appendHello(b []byte, secret string) []byte {
 	return append(appendFrameHeader(b, frameHello, len(secret)), secret...)
+}
+
+// appendVersionHello appends a versioned hello: the version, and the secret (empty in the
+// owner's reply).
+func appendVersionHello(b []byte, version int, secret string) []byte {
+	start := len(b)
+	b = binary.AppendUvarint(beginFrame(b, frameVersion), uint64(version))
+	return endFrame(appendString(b, secret), start)
+}
+
+// decodeVersionHello decodes a versioned hello's payload.
+func decodeVersionHello(s string) (version int, secret string, err error) {
+	d := wireReader{s: s}
+	v := d.uvarint()
+	secret = d.str()
+	if err := d.done(); err != nil {
+		return 0, "", err
+	}
+	if v > maxVersion {
+		return 0, "", fmt.Errorf("%w: version %d", errFrame, v)
+	}
+	return int(v), secret, nil
+}
+
+// maxVersion bounds the version a hello may carry (an int on every platform).
+const maxVersion = 1 << 30
+
+// appendInterim appends an interim answer: its status and its header.
+func appendInterim(b []byte, code int, h http.Header) []byte {
+	start := len(b)
+	b = binary.AppendUvarint(beginFrame(b, frameInterim), uint64(code))
+	return endFrame(appendHeader(b, h, nil), start)
+}
+
+// interimStatus reports whether code is an interim answer's status: 1xx, but 101, which
+// ends the exchange (frameUpgrade).
+func interimStatus(code int) bool {
+	return code >= 100 && code < 200 && code != http.StatusSwitchingProtocols
+}
+
+// decodeInterim decodes an interim answer's payload.
+func decodeInterim(s string) (code int, h http.Header, err error) {
+	d := wireReader{s: s}
+	c := d.uvarint()
+	h = d.header(nil)
+	if err := d.done(); err != nil {
+		return 0, nil, err
+	}
+	if c > 999 || !interimStatus(int(c)) {
+		return 0, nil, fmt.Errorf("%w: interim status %d", errFrame, c)
+	}
+	return int(c), h, nil
+}
+
+// finalStatus reports whether code may be a final answer's status: three digits, not an
+// interim one (101 is, for an owner whose handler said so without taking the stream over).
+func finalStatus(code uint64) bool {
+	return code == http.StatusSwitchingProtocols || code >= 200 && code <= 999
+}
+
+// decodeAnswerHead decodes an answer head's payload, its header into dst (nil: a new one):
+// the status (range-checked: it goes to a ResponseWriter), header, announced trailers and
+// content length (-1: unknown).
+func decodeAnswerHead(s string, dst http.Header) (code int, h, trailer http.Header, length int64, err error) {
+	d := wireReader{s: s}
+	c := d.uvarint()
+	h = d.header(dst)
+	if h == nil {
+		h = http.Header{}
+	}
+	trailer = d.names()
+	length = d.varint()
+	if err := d.done(); err != nil {
+		return 0, nil, nil, 0, err
+	}
+	if !finalStatus(c) {
+		return 0, nil, nil, 0, fmt.Errorf("%w: status %d", errFrame, c)
+	}
+	if length < -1 {
+		return 0, nil, nil, 0, fmt.Errorf("%w: content length %d", errFrame, length)
+	}
+	return int(c), h, trailer, length, nil
 }
 
 // appendHeader appends h as a header block, without the fields skip drops (nil: none).
