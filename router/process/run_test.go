@@ -213,7 +213,9 @@ func TestRunAnswersTheMasterBeforeItReturns(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ran := make(chan error, 1)
-	go func() { ran <- run(ctx, 0, m.ctl, m.listener, slog.New(slog.DiscardHandler), http.NotFoundHandler(), &Embed{}) }()
+	go func() {
+		ran <- run(ctx, 0, m.ctl, m.listener, slog.New(slog.DiscardHandler), http.NotFoundHandler(), &Embed{})
+	}()
 	m.start(t, cfg)
 	m.wait(t, "ready state", isReady)
 	idle, err := net.Dial("tcp", m.addr)
