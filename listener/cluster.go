@@ -13,7 +13,7 @@ import (
 
 	"github.com/olio-dev/olio/descend"
 	"github.com/olio-dev/olio/monitor"
-	"github.com/olio-dev/olio/router"
+	"github.com/olio-dev/olio/router/process"
 )
 
 // cluster is the master's cluster state: the worker table, the member count, the epoch,
@@ -147,7 +147,7 @@ func (m *Master) newCluster(cfg Config) (*cluster, error) {
 			c.configured = r.Configured
 		}
 	}
-	if m.opts.UpgradeDrained != nil && cfg.Handover == router.HandoverExclusive {
+	if m.opts.UpgradeDrained != nil && cfg.Handover == process.HandoverExclusive {
 		c.held, c.heldSince = true, time.Now()
 	}
 	if c.members == 0 {
@@ -321,7 +321,7 @@ func (c *cluster) stop() {
 // forwarded to it.
 func (m *Master) membership(v *view, id uint64) *descend.Membership {
 	peers := make([]string, max(v.members, len(v.workers)))
-	dir := router.RunDir(m.RunDir())
+	dir := process.RunDir(m.RunDir())
 	for i := range peers {
 		peers[i] = dir.PeerSocket(i)
 	}
@@ -333,7 +333,7 @@ func (m *Master) membership(v *view, id uint64) *descend.Membership {
 // membership from the view (see worker.hello). Under --handover exclusive it first
 // prepares the change (see prepare).
 func (c *cluster) announce(ctx context.Context, members int) error {
-	if c.cfg.Handover == router.HandoverExclusive {
+	if c.cfg.Handover == process.HandoverExclusive {
 		c.prepare(ctx, members)
 	}
 	c.members = members

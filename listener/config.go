@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/olio-dev/olio/router"
+	"github.com/olio-dev/olio/router/keys"
 )
 
 // Config is everything the master needs. The zero value is not useful; start from
@@ -20,7 +20,7 @@ import (
 type Config struct {
 	Listen          string        // public address, host:port
 	Workers         int           // number of workers
-	Key             string        // key spec, see router.ParseKeySpec
+	Key             string        // key spec, see keys.Parse
 	Secret          string        // shared secret; empty: SecretFile, else random
 	SecretFile      string        // file holding the secret
 	App             []string      // the app's command line; empty: the built-in demo
@@ -52,7 +52,7 @@ type Config struct {
 	AccessLog       string        // access log file, "-": stdout, "": none
 
 	// ForwardedAllowIPs lists the fronts whose X-Forwarded-* and Forwarded pass
-	// (router.ParseForwardedAllowIPs); "": none.
+	// (process.ParseForwardedAllowIPs); "": none.
 	ForwardedAllowIPs string
 
 	// Sources says where values came from when not from the command line, by long flag
@@ -180,9 +180,9 @@ func checkWith(valid func(string) error) func(*Config, *Setting) error {
 	}
 }
 
-// checkKey checks the key spec; router.ParseKeySpec's error names the flag.
+// checkKey checks the key spec; keys.Parse's error names the flag.
 func checkKey(c *Config, s *Setting) error {
-	if _, err := router.ParseKeySpec(c.Key); err != nil {
+	if _, err := keys.Parse(c.Key); err != nil {
 		return fmt.Errorf("%w: %v%s", ErrConfig, err, c.from(s.Name))
 	}
 	return nil

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/olio-dev/olio/router"
+	"github.com/olio-dev/olio/router/process"
 )
 
 func TestValidate(t *testing.T) {
@@ -137,7 +137,7 @@ func TestRunDirSweepsDeadMasters(t *testing.T) {
 		}
 	}
 	// A router still listens in -4: its master is alive in a PID namespace we cannot see.
-	ln, err := net.Listen("unix", router.RunDir(filepath.Join(parent, runDirPrefix+dead+"-4")).PeerSocket(0))
+	ln, err := net.Listen("unix", process.RunDir(filepath.Join(parent, runDirPrefix+dead+"-4")).PeerSocket(0))
 	if err != nil {
 		t.Fatal(err)
 	}

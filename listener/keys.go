@@ -8,7 +8,7 @@ import (
 	"sync"
 
 	"github.com/olio-dev/olio/descend"
-	"github.com/olio-dev/olio/router"
+	"github.com/olio-dev/olio/router/keys"
 )
 
 // KeysReport is the cluster's hottest keys over the recent window (`olio keys`): every
@@ -153,7 +153,7 @@ func mergeKeys(mode string, members int, ans []*descend.Keys, errs []error) Keys
 		for _, kc := range k.Keys {
 			hk := merged[kc.Hash]
 			if hk == nil {
-				hk = &HotKey{Key: kc.Key, hash: kc.Hash, Owner: router.Jump(kc.Hash, members)}
+				hk = &HotKey{Key: kc.Key, hash: kc.Hash, Owner: keys.Jump(kc.Hash, members)}
 				merged[kc.Hash] = hk
 			}
 			hk.count += float64(kc.Count)
@@ -230,7 +230,7 @@ func planScale(rep KeysReport, n int) ScalePlan {
 	var tracked, moved float64
 	for _, k := range rep.Keys {
 		tracked += k.count
-		owner := router.Jump(k.hash, n)
+		owner := keys.Jump(k.hash, n)
 		if owner != k.Owner {
 			p.MovedKeys++
 			moved += k.count

@@ -10,7 +10,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 
 	"github.com/olio-dev/olio/descend"
-	"github.com/olio-dev/olio/router"
+	"github.com/olio-dev/olio/router/keys"
 )
 
 // keysOwnedBy returns n keys that jump hash gives to worker i of workers.
@@ -18,7 +18,7 @@ func keysOwnedBy(i, workers, n int) []string {
 	var ks []string
 	for j := 0; len(ks) < n; j++ {
 		k := fmt.Sprintf("key-%d", j)
-		if router.Owner(k, workers) == i {
+		if keys.Owner(k, workers) == i {
 			ks = append(ks, k)
 		}
 	}
@@ -89,7 +89,7 @@ func TestPlanScale(t *testing.T) {
 	}
 	add := func(key string, n uint64) {
 		kc := count(key, n)
-		o := router.Jump(kc.Hash, 3)
+		o := keys.Jump(kc.Hash, 3)
 		ans[o].Keys = append(ans[o].Keys, kc)
 		ans[o].Requests += n
 		ks = append(ks, kc)
@@ -104,7 +104,7 @@ func TestPlanScale(t *testing.T) {
 		// Counted from the keys directly.
 		moved, movedReq := 0, 0.0
 		for _, kc := range ks {
-			from, now := router.Jump(kc.Hash, 3), router.Jump(kc.Hash, to)
+			from, now := keys.Jump(kc.Hash, 3), keys.Jump(kc.Hash, to)
 			if from != now {
 				moved++
 				movedReq += float64(kc.Count)

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/olio-dev/olio/descend"
-	"github.com/olio-dev/olio/router"
+	"github.com/olio-dev/olio/router/process"
 )
 
 // heldMaster is a hot upgrade's new master under --handover exclusive, with fake routers:
@@ -21,7 +21,7 @@ func heldMaster(t *testing.T, f *fakeRouters, workers int) (*Master, *os.File) {
 	}
 	t.Cleanup(func() { w.Close() }) // r is the master's: it closes it
 	cfg := fakeConfig(t, workers, "app-v1")
-	cfg.Handover = router.HandoverExclusive
+	cfg.Handover = process.HandoverExclusive
 	m, _ := fakeMaster(t, cfg, f, Options{UpgradeDrained: r})
 	return m, w
 }

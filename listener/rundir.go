@@ -14,11 +14,11 @@ import (
 	"time"
 
 	"github.com/olio-dev/olio/descend"
-	"github.com/olio-dev/olio/router"
+	"github.com/olio-dev/olio/router/process"
 )
 
 // runDirPrefix begins a run directory's name: olio-PID-RANDOM, PID the master's, so that
-// sweepRunDirs can tell whose it was. The files in it are named by router.RunDir.
+// sweepRunDirs can tell whose it was. The files in it are named by process.RunDir.
 const runDirPrefix = "olio-"
 
 // makeRunDir makes the private run directory (mode 0700) that holds the routers' sockets:
@@ -67,7 +67,7 @@ func sweepRunDirs(parent string) {
 // answers reports whether a router still listens on one of dir's sockets: the PID test
 // alone would take a master in another PID namespace that shares the directory for gone.
 func answers(dir string) bool {
-	for _, s := range router.RunDir(dir).PeerSockets() {
+	for _, s := range process.RunDir(dir).PeerSockets() {
 		if c, err := net.DialTimeout("unix", s, 100*time.Millisecond); err == nil {
 			c.Close()
 			return true

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/olio-dev/olio/descend"
-	"github.com/olio-dev/olio/router"
+	"github.com/olio-dev/olio/router/process"
 )
 
 // Setting is one of olio serve's settings, declared once in Settings: the flag, the config
@@ -76,9 +76,9 @@ var Settings = []Setting{
 	{Name: "secret-file", Field: func(c *Config) any { return &c.SecretFile },
 		Usage: "read the secret from `FILE` (instead of --secret or $OLIO_SECRET, not with them)",
 		Check: anyValue, Reload: KeptForRestart, Router: Derived, Secret: true},
-	{Name: "ready", Field: func(c *Config) any { return &c.ReadyMode }, Default: router.ReadyPort,
+	{Name: "ready", Field: func(c *Config) any { return &c.ReadyMode }, Default: process.ReadyPort,
 		Usage:  "when an app is ready: port (it accepts on $PORT) or notify (it sends READY=1 to $NOTIFY_SOCKET)",
-		Check:  oneOf("use port (the app accepts on $PORT) or notify (the app sends READY=1 to $NOTIFY_SOCKET)", router.ReadyPort, router.ReadyNotify),
+		Check:  oneOf("use port (the app accepts on $PORT) or notify (the app sends READY=1 to $NOTIFY_SOCKET)", process.ReadyPort, process.ReadyNotify),
 		Reload: Applied, Router: Verbatim},
 	{Name: "ready-timeout", Field: func(c *Config) any { return &c.ReadyTimeout }, Default: 60 * time.Second,
 		Usage: "how long an app may take to become ready",
@@ -95,13 +95,13 @@ var Settings = []Setting{
 	{Name: "max-header-bytes", Field: func(c *Config) any { return &c.MaxHeaderBytes }, Default: 1 << 20,
 		Usage: "largest request header accepted (431 above)",
 		Check: atLeast(1024), Reload: AppliedLater, Router: Verbatim},
-	{Name: "header-timeout", Field: func(c *Config) any { return &c.HeaderTimeout }, Default: router.DefaultHeaderTimeout,
+	{Name: "header-timeout", Field: func(c *Config) any { return &c.HeaderTimeout }, Default: process.DefaultHeaderTimeout,
 		Usage: "how long a client may take to send a request's header (slow-loris bound)",
 		Check: positive, Reload: AppliedLater, Router: Verbatim},
 	{Name: "body-timeout", Field: func(c *Config) any { return &c.BodyTimeout }, Default: 30 * time.Second,
 		Usage: "how long a client may take to send a request's body (plus a second per 64 KiB received), and to take each write of its answer; then 408 or the connection is closed (0: no bound)",
 		Check: offOrPositive, Reload: Applied, Router: Verbatim},
-	{Name: "idle-timeout", Field: func(c *Config) any { return &c.IdleTimeout }, Default: router.DefaultIdleTimeout,
+	{Name: "idle-timeout", Field: func(c *Config) any { return &c.IdleTimeout }, Default: process.DefaultIdleTimeout,
 		Usage: "close a client's keep-alive connection idle this long",
 		Check: positive, Reload: AppliedLater, Router: Verbatim},
 	{Name: "max-conns", Field: func(c *Config) any { return &c.MaxConns },
@@ -110,7 +110,7 @@ var Settings = []Setting{
 	{Name: "forwarded-allow-ips", Field: func(c *Config) any { return &c.ForwardedAllowIPs },
 		Usage: "`CIDR,...` of the fronts (load balancers, TLS terminators) whose X-Forwarded-For is appended to and whose X-Forwarded-Proto, X-Forwarded-Host and Forwarded pass; from any other client they are replaced",
 		Check: func(c *Config, s *Setting) error {
-			if _, err := router.ParseForwardedAllowIPs(c.ForwardedAllowIPs); err != nil {
+			if _, err := process.ParseForwardedAllowIPs(c.ForwardedAllowIPs); err != nil {
 				return fmt.Errorf("%w: %v%s", ErrConfig, err, c.from(s.Name))
 			}
 			return nil
@@ -121,9 +121,9 @@ var Settings = []Setting{
 	{Name: "handoff", Field: func(c *Config) any { return &c.Handoff }, Default: true,
 		Usage: "pass a connection to the worker that owns its first request's key, so later requests on it need no hop; --handoff=false forwards instead",
 		Check: anyValue, Reload: Applied, Router: Verbatim},
-	{Name: "handover", Field: func(c *Config) any { return &c.Handover }, Default: router.HandoverExclusive,
+	{Name: "handover", Field: func(c *Config) any { return &c.Handover }, Default: process.HandoverExclusive,
 		Usage:  "exclusive: a key is never served by two processes at once (moving keys pause while their old owner finishes); overlap: no pause, old and new owner may overlap briefly",
-		Check:  oneOf("use exclusive (a key is never served by two processes at once; moving keys pause) or overlap (no pause; old and new owner may overlap briefly)", router.HandoverExclusive, router.HandoverOverlap),
+		Check:  oneOf("use exclusive (a key is never served by two processes at once; moving keys pause) or overlap (no pause; old and new owner may overlap briefly)", process.HandoverExclusive, process.HandoverOverlap),
 		Reload: Applied, Router: Verbatim},
 	{Name: "handover-path", Field: func(c *Config) any { return &c.HandoverPath },
 		Usage: "POST a JSON hand-over notice to the app at `PATH` before keys leave it (scale, restart)",

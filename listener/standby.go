@@ -8,7 +8,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/olio-dev/olio/router"
+	"github.com/olio-dev/olio/router/process"
 )
 
 // standby answers every request with 503 while the cluster has no workers (after WINCH or
@@ -18,7 +18,7 @@ type standby struct {
 	srv   *http.Server
 	ln    net.Listener
 	done  chan struct{}
-	drain *router.Drainer
+	drain *process.Drainer
 }
 
 func newStandby(lnFile *os.File, errorLog *log.Logger) (*standby, error) {
@@ -37,7 +37,7 @@ func newStandby(lnFile *os.File, errorLog *log.Logger) (*standby, error) {
 		ErrorLog:          errorLog,
 	}
 	s.srv.SetKeepAlivesEnabled(false)
-	s.drain = router.NewDrainer(s.srv)
+	s.drain = process.NewDrainer(s.srv)
 	go func() {
 		defer close(s.done)
 		s.srv.Serve(ln)
@@ -45,7 +45,7 @@ func newStandby(lnFile *os.File, errorLog *log.Logger) (*standby, error) {
 	return s, nil
 }
 
-// close stops answering without dropping a request, as a router does (router.Drainer): it
+// close stops answering without dropping a request, as a router does (process.Drainer): it
 // stops accepting, then waits (at most 5s) until every connection has had its answer
 // (keep-alives are off, so each closes after one), closing the ones that have sent nothing
 // for a second.

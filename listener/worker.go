@@ -11,7 +11,7 @@ import (
 
 	"github.com/olio-dev/olio/descend"
 	"github.com/olio-dev/olio/monitor"
-	"github.com/olio-dev/olio/router"
+	"github.com/olio-dev/olio/router/process"
 )
 
 // worker supervises the router of one index.
@@ -154,13 +154,13 @@ func (w *worker) command() (*monitor.Command, error) {
 		Path:       m.routerExe,
 		Argv0:      m.exe,
 		Args:       []string{"router", "--index", strconv.Itoa(w.index), "--log-format", m.opts.LogFormat},
-		Env:        router.ChildEnv(os.Environ()),
+		Env:        process.ChildEnv(os.Environ()),
 		Stdout:     m.routerOutput(),
 		Stderr:     m.routerOutput(),
 		ExtraFiles: []*os.File{child, m.lnFile},
 	}
 	if _, err := os.Stdout.Stat(); err == nil {
-		// router.FDStdout: where the access log goes when it is "-" (now or after a reload).
+		// process.FDStdout: where the access log goes when it is "-" (now or after a reload).
 		cmd.ExtraFiles = append(cmd.ExtraFiles, os.Stdout)
 	}
 	if cfg := m.config(); cfg.Embedded {
@@ -175,7 +175,7 @@ func (w *worker) command() (*monitor.Command, error) {
 			cmd.Path, cmd.Argv0, cmd.Args = cfg.App[0], "", cfg.App[1:]
 		}
 		cmd.Dir = cfg.AppDir
-		cmd.Env = append(cmd.Env, router.EnvEmbedded+"=1", router.EnvLogFormat+"="+m.opts.LogFormat,
+		cmd.Env = append(cmd.Env, process.EnvEmbedded+"=1", process.EnvLogFormat+"="+m.opts.LogFormat,
 			"OLIO_INDEX="+strconv.Itoa(w.index))
 	}
 	return cmd, nil
@@ -349,7 +349,7 @@ func (w *worker) hello(conn *descend.Conn, h *descend.Hello) error {
 	// drained (drainChild releases it); so do a hot upgrade's routers, once the old master
 	// has drained (cluster.release).
 	replacing := w.conn != nil && w.replacing
-	exclusive := cfg.Handover == router.HandoverExclusive
+	exclusive := cfg.Handover == process.HandoverExclusive
 	cfg.Held = exclusive && (v.held || replacing && v.cfg.Embedded)
 	if err := descend.Welcome(conn, cfg, m.membership(v, 0)); err != nil {
 		return err

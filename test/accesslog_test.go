@@ -20,21 +20,21 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/olio-dev/olio/router"
+	"github.com/olio-dev/olio/router/process"
 	"github.com/olio-dev/olio/test/harness"
 )
 
 // accessLog reads a JSON access log; a line that does not parse fails the test.
-func accessLog(t *testing.T, path string) []router.AccessLine {
+func accessLog(t *testing.T, path string) []process.AccessLine {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil && !os.IsNotExist(err) {
 		t.Fatal(err)
 	}
-	var out []router.AccessLine
+	var out []process.AccessLine
 	sc := bufio.NewScanner(strings.NewReader(string(b)))
 	for sc.Scan() {
-		var a router.AccessLine
+		var a process.AccessLine
 		if err := json.Unmarshal(sc.Bytes(), &a); err != nil {
 			t.Fatalf("access log line %q is not JSON: %v", sc.Text(), err)
 		}
@@ -45,11 +45,11 @@ func accessLog(t *testing.T, path string) []router.AccessLine {
 
 // accessLines waits until the access log at path has a line for each uri, and returns
 // every line for them.
-func accessLines(t *testing.T, path string, uris ...string) map[string][]router.AccessLine {
+func accessLines(t *testing.T, path string, uris ...string) map[string][]process.AccessLine {
 	t.Helper()
-	var got map[string][]router.AccessLine
+	var got map[string][]process.AccessLine
 	ok := Eventually(10*time.Second, func() bool {
-		got = map[string][]router.AccessLine{}
+		got = map[string][]process.AccessLine{}
 		for _, a := range accessLog(t, path) {
 			got[a.URI] = append(got[a.URI], a)
 		}
@@ -118,9 +118,9 @@ func TestAccessLog(t *testing.T) {
 		cl.CloseIdleConnections()
 		a := accessLines(t, path, uri)[uri][0]
 		switch a.Route {
-		case router.RouteHandedOff:
+		case process.RouteHandedOff:
 			handed = uri
-		case router.RouteLocal: // router 1 accepted it
+		case process.RouteLocal: // router 1 accepted it
 		default:
 			t.Fatalf("%s: route %q, want local or handed-off", uri, a.Route)
 		}
@@ -140,12 +140,12 @@ func TestAccessLog(t *testing.T) {
 		worker int // -1: none
 		key    string
 	}{
-		{"/local?x=1", 200, router.RouteLocal, 0, k0},
-		{"/forwarded", 200, router.RouteForwarded, 1, k1},
-		{"/direct", 200, router.RouteDirect, 1, ""},
-		{"/fanout", 200, router.RouteFanout, -1, ""},
-		{"/refused", 403, router.RouteDirect, -1, ""},
-		{handed, 200, router.RouteHandedOff, 1, k1},
+		{"/local?x=1", 200, process.RouteLocal, 0, k0},
+		{"/forwarded", 200, process.RouteForwarded, 1, k1},
+		{"/direct", 200, process.RouteDirect, 1, ""},
+		{"/fanout", 200, process.RouteFanout, -1, ""},
+		{"/refused", 403, process.RouteDirect, -1, ""},
+		{handed, 200, process.RouteHandedOff, 1, k1},
 	} {
 		lines := got[w.uri]
 		if w.uri == handed {
@@ -168,7 +168,7 @@ func TestAccessLog(t *testing.T) {
 			a.Client == "" || a.Duration <= 0 || (a.App != nil && *a.App > a.Duration) {
 			t.Errorf("%s: %+v; want status %d, route %s, worker %d, key %q", w.uri, a, w.status, w.route, w.worker, w.key)
 		}
-		if w.status == 200 && w.route != router.RouteFanout && (a.App == nil || a.BytesOut == 0) {
+		if w.status == 200 && w.route != process.RouteFanout && (a.App == nil || a.BytesOut == 0) {
 			t.Errorf("%s: no app time or no bytes out: %+v", w.uri, a)
 		}
 	}
@@ -202,7 +202,7 @@ func TestAccessLog(t *testing.T) {
 		ws.Close()
 		lines := accessLines(t, path, "/ws")["/ws"]
 		a := lines[0]
-		if len(lines) != 1 || a.Status != 101 || !a.Upgraded || a.Route != router.RouteForwarded || a.Worker == nil || *a.Worker != 1 {
+		if len(lines) != 1 || a.Status != 101 || !a.Upgraded || a.Route != process.RouteForwarded || a.Worker == nil || *a.Worker != 1 {
 			t.Errorf("WebSocket lines: %+v; want one, 101, upgraded, forwarded to 1", lines)
 		}
 	})
@@ -257,7 +257,7 @@ func TestAccessLogEmbedded(t *testing.T) {
 	for uri, w := range map[string]struct {
 		route  string
 		worker int
-	}{"/e-local": {router.RouteLocal, 0}, "/e-forwarded": {router.RouteForwarded, 1}} {
+	}{"/e-local": {process.RouteLocal, 0}, "/e-forwarded": {process.RouteForwarded, 1}} {
 		l := got[uri]
 		if len(l) != 1 || l[0].Route != w.route || l[0].Worker == nil || *l[0].Worker != w.worker || l[0].App == nil || l[0].BytesOut == 0 {
 			t.Errorf("%s: %+v; want one line, %s, worker %d, with the handler's time", uri, l, w.route, w.worker)

@@ -25,7 +25,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/olio-dev/olio/listener"
-	"github.com/olio-dev/olio/router"
+	"github.com/olio-dev/olio/router/process"
 )
 
 // Hostile clients and broken apps (issue 6): limits, timeouts, faults, secrets. Every test
@@ -504,7 +504,7 @@ func TestHostileNotifyNoLeak(t *testing.T) {
 	dir := c.runDir(t)
 	var socks []string
 	if !Eventually(5*time.Second, func() bool {
-		socks = router.RunDir(dir).NotifySockets()
+		socks = process.RunDir(dir).NotifySockets()
 		return len(socks) <= 2 // the current start's, and one whose app is still being stopped
 	}) {
 		t.Errorf("%d notify sockets after %d failed starts: %v", len(socks), c.CountLog(failed), socks)
@@ -1084,11 +1084,11 @@ func TestHostileRunDirPermissions(t *testing.T) {
 }
 
 // TestHostileEnvironmentNotInherited: no router takes from the master, and no app from its
-// router, a variable olio sets for its children itself (router.ScrubbedEnv): each is given to
+// router, a variable olio sets for its children itself (process.ScrubbedEnv): each is given to
 // the master with a value of its own, and no child has that value.
 func TestHostileEnvironmentNotInherited(t *testing.T) {
 	inherited := map[string]bool{}
-	for _, name := range router.ScrubbedEnv() {
+	for _, name := range process.ScrubbedEnv() {
 		value := "inherited-" + strings.ToLower(name)
 		t.Setenv(name, value)
 		inherited[name+"="+value] = true

@@ -18,6 +18,7 @@ import (
 
 	"github.com/olio-dev/olio/listener"
 	"github.com/olio-dev/olio/router"
+	"github.com/olio-dev/olio/router/process"
 )
 
 // skewedLoad sends hot requests for key hot and one request for each of cold keys, from a
@@ -124,8 +125,8 @@ func TestHotKeys(t *testing.T) {
 	// With more keys than the summaries track the bound is in play, unless a slow run (a
 	// race-built cluster) spread the load over two of the window's steps, each of which then
 	// tracked every key exactly: 0 is right then.
-	if rep.MaxErrorShare < 0 || rep.MaxErrorShare > 1.0/router.HotKeysCapacity {
-		t.Errorf("max_error_share %.4f: it should be in [0, 1/%d]", rep.MaxErrorShare, router.HotKeysCapacity)
+	if rep.MaxErrorShare < 0 || rep.MaxErrorShare > 1.0/process.HotKeysCapacity {
+		t.Errorf("max_error_share %.4f: it should be in [0, 1/%d]", rep.MaxErrorShare, process.HotKeysCapacity)
 	}
 	if rep.MaxErrorShare == 0 {
 		t.Logf("max_error_share 0: no summary overflowed in this run")

@@ -31,6 +31,7 @@ import (
 
 	"github.com/olio-dev/olio/listener"
 	"github.com/olio-dev/olio/router"
+	"github.com/olio-dev/olio/router/process"
 )
 
 // opCLI runs an olio client command (status, reload, scale, stop) and returns its
@@ -604,7 +605,7 @@ func TestReloadThatFailsGoesBack(t *testing.T) {
 func TestFanoutEveryWorker(t *testing.T) {
 	c := Start(t, "--workers", "3")
 	req, _ := http.NewRequest("POST", c.URL()+"/broadcast?x=1", strings.NewReader("hello"))
-	req.Header.Set(router.HeaderIndex, router.FanoutIndex)
+	req.Header.Set(router.HeaderIndex, process.FanoutIndex)
 	req.Header.Set(router.HeaderSecret, c.Secret)
 	resp, err := client.Do(req)
 	if err != nil {
@@ -615,7 +616,7 @@ func TestFanoutEveryWorker(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("fan-out: %d %s", resp.StatusCode, body)
 	}
-	var answers []router.FanoutAnswer
+	var answers []process.FanoutAnswer
 	if err := json.Unmarshal(body, &answers); err != nil {
 		t.Fatalf("fan-out answer %q: %v", body, err)
 	}
@@ -640,7 +641,7 @@ func TestFanoutEveryWorker(t *testing.T) {
 	}
 
 	req, _ = http.NewRequest("GET", c.URL()+"/", nil)
-	req.Header.Set(router.HeaderIndex, router.FanoutIndex)
+	req.Header.Set(router.HeaderIndex, process.FanoutIndex)
 	req.Header.Set(router.HeaderSecret, "wrong")
 	if resp, err := client.Do(req); err != nil || resp.StatusCode != http.StatusForbidden {
 		t.Errorf("fan-out with a wrong secret: %v %v, want 403", resp.StatusCode, err)

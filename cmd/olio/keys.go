@@ -12,7 +12,7 @@ import (
 
 	"github.com/olio-dev/olio/descend"
 	"github.com/olio-dev/olio/listener"
-	"github.com/olio-dev/olio/router"
+	"github.com/olio-dev/olio/router/process"
 )
 
 func keysCommand() *cli.Command {
@@ -24,7 +24,7 @@ of its owner's requests and of the cluster's; then per worker its requests/s wit
 and the share its hottest key takes, and the imbalance (busiest worker ÷ mean). Each
 worker counts the keys it serves as their owner in a bounded summary (Space-Saving, %d
 keys per 10 s step), so a count is at most max_error_share from the truth. With olio
-serve --key-stats hashed, keys are shown as a digest; with off, nothing is counted.`, router.HotKeysCapacity),
+serve --key-stats hashed, keys are shown as a digest; with off, nothing is counted.`, process.HotKeysCapacity),
 		Flags: []cli.Flag{
 			controlFlag(),
 			timeoutFlag(2*listener.StatsTimeout+5*time.Second, "the answer"),
@@ -95,9 +95,9 @@ func writeKeys(out io.Writer, rep *listener.KeysReport) error {
 	}
 	if rep.MaxErrorShare > 0 {
 		fmt.Fprintf(out, "\nshares are within %s of the cluster's requests (Space-Saving, %d keys per worker and 10 s step)\n",
-			percent(rep.MaxErrorShare), router.HotKeysCapacity)
+			percent(rep.MaxErrorShare), process.HotKeysCapacity)
 	} else {
-		fmt.Fprintf(out, "\ncounts are exact: every key seen fits in the summaries (Space-Saving, %d keys per worker and 10 s step)\n", router.HotKeysCapacity)
+		fmt.Fprintf(out, "\ncounts are exact: every key seen fits in the summaries (Space-Saving, %d keys per worker and 10 s step)\n", process.HotKeysCapacity)
 	}
 	for _, n := range notes {
 		fmt.Fprintln(out, n)

@@ -16,6 +16,7 @@ import (
 	"github.com/olio-dev/olio/monitor"
 	"github.com/olio-dev/olio/router"
 	"github.com/olio-dev/olio/router/demo"
+	"github.com/olio-dev/olio/router/process"
 )
 
 // routerCommand is the hidden subcommand the master runs once per worker: fd 3 is its end
@@ -57,7 +58,7 @@ func routerCommand() *cli.Command {
 			// Caught and dropped, not signal.Ignore'd: an ignored signal stays ignored across
 			// exec, and the app must start with every signal at its default.
 			signal.Notify(make(chan os.Signal, 1), syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGWINCH, syscall.SIGUSR1, syscall.SIGUSR2)
-			err = router.Run(ctx, c.Int("index"), ctl, lnFile, logger)
+			err = process.Run(ctx, c.Int("index"), ctl, lnFile, logger)
 			if err == nil || errors.Is(err, context.Canceled) {
 				return nil
 			}
@@ -80,11 +81,10 @@ func demoCommand() *cli.Command {
 		Name:  "demo",
 		Usage: "serve the built-in demo app on 127.0.0.1:$PORT (olio serve runs it when no app is given)",
 		Action: func(c *cli.Context) error {
-			if os.Getenv(router.EnvEmbedded) != "" { // olio serve --embedded without an APP
+			if os.Getenv(process.EnvEmbedded) != "" { // olio serve --embedded without an APP
 				index, _ := strconv.Atoi(os.Getenv("OLIO_INDEX"))
 				d := demo.New(index)
-				router.RegisterOnShutdown(d.GoAway)
-				return router.Serve(d)
+				return (&router.Server{Handler: d, OnShutdown: d.GoAway}).Serve()
 			}
 			env := demo.Env{Port: os.Getenv("PORT"), NotifySocket: os.Getenv(monitor.NotifyEnv)}
 			if s := os.Getenv("OLIO_INDEX"); s != "" {

@@ -29,7 +29,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
-	"github.com/olio-dev/olio/router"
+	"github.com/olio-dev/olio/router/keys"
 )
 
 const keyHeader = "X-Olio-Key"
@@ -73,7 +73,7 @@ func owner(key []byte, n int) int {
 	if len(key) == 0 {
 		return 0
 	}
-	return router.Jump(xxhash.Sum64(key), n)
+	return keys.Jump(xxhash.Sum64(key), n)
 }
 
 func fastServer(h fasthttp.RequestHandler) *fasthttp.Server {

@@ -1,0 +1,6 @@
+package process
+
+import "errors"
+
+// ErrMasterGone means the descend socket closed: the master exited.
+var ErrMasterGone = errors.New("router: master went away")

@@ -1,0 +1,873 @@
+package process
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/olio-dev/olio/mux"
+)
+
+// peerTransport carries requests to their owners over mux streams, in the peer leg's frames
+// (peerwire.go), for forward. Streams are kept for the next request, one pool per peer.
+type peerTransport struct {
+	r *Router
+	// version is the peer protocol version this router speaks, and the one before it, as
+	// forwarder and as owner (0: peerVersion; a test sets an older or newer build's).
+	version atomic.Int32
+
+	mu    sync.Mutex
+	peers map[int]*appTransport // only their pools of streams are used
+	heard map[int]peerHeard     // the version each peer answered a hello in lately
+}
+
+// peerHeard is the version a peer was last heard speaking, and when.
+type peerHeard struct {
+	version int
+	at      time.Time
+}
+
+// peerVersionMemory is how long a peer's version is taken as known: a peer found speaking
+// the previous version is greeted in it for that long, then asked again (it may have been
+// replaced by a new build); a request body is sent on a new stream before the owner's reply
+// to its hello only to a peer heard speaking this version within it.
+const peerVersionMemory = 30 * time.Second
+
+func newPeerTransport(r *Router) *peerTransport {
+	return &peerTransport{r: r, peers: map[int]*appTransport{}, heard: map[int]peerHeard{}}
+}
+
+// mine is the version this side speaks.
+func (p *peerTransport) mine() int {
+	if v := p.version.Load(); v != 0 {
+		return int(v)
+	}
+	return peerVersion
+}
+
+// helloVersion is the version to greet peer i in on a new stream: this side's own, or the
+// previous one if i was found speaking it lately.
+func (p *peerTransport) helloVersion(i int) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if h, ok := p.heard[i]; ok && time.Since(h.at) < peerVersionMemory && speaksVersion(p.mine(), h.version) {
+		return h.version
+	}
+	return p.mine()
+}
+
+// known reports whether peer i was heard speaking version v lately.
+func (p *peerTransport) known(i, v int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	h, ok := p.heard[i]
+	return ok && h.version == v && time.Since(h.at) < peerVersionMemory
+}
+
+// learn records that peer i speaks version v.
+func (p *peerTransport) learn(i, v int) {
+	p.mu.Lock()
+	p.heard[i] = peerHeard{version: v, at: time.Now()}
+	p.mu.Unlock()
+}
+
+// versionRefusal is an owner's refusal of a stream's hello, before it read the request: it
+// does not speak the version asked for, and speaks theirs (1: it answered as a version 1
+// build answers a hello it does not know, 403).
+type versionRefusal struct {
+	theirs, asked int
+}
+
+func (e *versionRefusal) Error() string {
+	return fmt.Sprintf("router: the owner speaks peer protocol version %d, not %d", e.theirs, e.asked)
+}
+
+// peerVersionError is an owner speaking a version this side does not.
+type peerVersionError struct {
+	owner, theirs, mine int
+}
+
+func (e *peerVersionError) Error() string {
+	return fmt.Sprintf("router: worker %d speaks peer protocol version %d; this build speaks %d and %d: "+
+		"run at most two consecutive builds side by side", e.owner, e.theirs, e.mine, e.mine-1)
+}
+
+// pool returns the pool of streams to peer i.
+func (p *peerTransport) pool(i int) *appTransport {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t, ok := p.peers[i]
+	if !ok {
+		t = &appTransport{dial: func(ctx context.Context) (net.Conn, error) { return p.r.openPeer(ctx, i) }}
+		p.peers[i] = t
+	}
+	return t
+}
+
+// CloseIdleConnections closes the idle streams to every peer.
+func (p *peerTransport) CloseIdleConnections() {
+	p.mu.Lock()
+	peers := p.peers
+	p.peers = map[int]*appTransport{}
+	p.mu.Unlock()
+	for _, t := range peers {
+		t.CloseIdleConnections()
+	}
+}
+
+// send sends a request to peer i, its head frame built, and reads the answer's head into
+// dst (nil: a new header). body, if not nil, is sent after the head. Interim answers before
+// the final one go to interim (nil: dropped).
+//
+// A request is sent again, on a new stream, only when it certainly never reached the owner
+// (the owner refused the stream before reading it) or when http.Transport would send it
+// again (replayable: no body, and a safe method or an idempotency key), after a pooled
+// stream failed before any answer.
+//
+// A request is sent only to an owner heard from lately (mux's Silence): one that is stopped
+// (SIGSTOP) or stuck is waited for, up to the forward timeout (then 503, Retry-After: the
+// request never reached it). One sent to an owner that then goes silent may sit in its
+// buffers and run when it resumes: it is never sent again, and past the request timeout it
+// is answered 504, without Retry-After.
+func (p *peerTransport) send(i int, req *http.Request, head []byte, body io.Reader, dst http.Header, interim func(int, http.Header)) (*http.Response, error) {
+	if !p.r.pool.Live(i) {
+		// Its pooled streams too wait for it: what is written on them reaches it only
+		// when it resumes.
+		ctx, cancel := context.WithTimeout(req.Context(), p.r.conf().ForwardTimeout)
+		err := p.r.pool.Ready(ctx, i)
+		cancel()
+		if err != nil {
+			if ctxErr := req.Context().Err(); ctxErr != nil {
+				return nil, ctxErr
+			}
+			return nil, err
+		}
+	}
+	t := p.pool(i)
+	replay := replayable(req)
+	for attempt := 0; ; attempt++ {
+		ac, reused, err := t.get(req.Context(), attempt > 0)
+		if err == nil && reused && (body != nil || !replay) && !alive(ac) {
+			// A request that could not be sent again goes on a stream known to be open.
+			ac.c.Close()
+			ac, reused, err = t.get(req.Context(), true)
+		}
+		if err != nil {
+			return nil, err
+		}
+		x := &exchange{t: t, p: p, peer: i, ac: ac, req: req, body: body, interim: interim, timeout: p.r.conf().RequestTimeout}
+		resp, err := x.run(p.r.conf().Secret, head, dst)
+		if err == nil {
+			return resp, nil
+		}
+		ac.c.Close()
+		var vr *versionRefusal
+		if errors.As(err, &vr) {
+			// Refused before the request was read: a build of the previous version is
+			// greeted in it on a new stream; any other is an error to see.
+			if !speaksVersion(p.mine(), vr.theirs) {
+				err := &peerVersionError{owner: i, theirs: vr.theirs, mine: p.mine()}
+				p.r.logger.Error("peer protocol version mismatch", "owner", i, "theirs", vr.theirs, "mine", p.mine())
+				return nil, err
+			}
+			p.learn(i, vr.theirs)
+			if attempt < 3 && !x.bodySent && req.Context().Err() == nil {
+				continue
+			}
+		}
+		if x.ownerSilent() && req.Context().Err() == nil {
+			// Sent to an owner that has stopped answering: the request may sit in its
+			// buffers and run when it resumes, so it is not sent again.
+			return nil, errOwnerSilent
+		}
+		// A stream the owner refused never reached it: the owner is being replaced and has
+		// sent this session away (onDrain), and yamux resets a stream whose opening crossed
+		// that. A new stream reaches the replacement once this router has heard the go-away.
+		if mux.Refused(err) && !errors.Is(err, errAnswerStarted) && attempt < 3 && body == nil && req.Context().Err() == nil {
+			continue
+		}
+		// A stream of a peer that has restarted, or that the owner closed while idle, fails
+		// before any answer: the owner may have run the request, so only what http.Transport
+		// would send again is (replayable), once, on a new stream.
+		if reused && attempt == 0 && req.Context().Err() == nil && !errors.Is(err, errAnswerStarted) && replay {
+			continue
+		}
+		if ctxErr := req.Context().Err(); ctxErr != nil {
+			return nil, ctxErr
+		}
+		return nil, err
+	}
+}
+
+// forward sends req to its owner (the context's ownerKey) over the peer leg and writes the
+// answer to w, as httputil.ReverseProxy would (hop-by-hop fields, X-Forwarded-*, trailers,
+// streamed answers flushed as they come, http.ErrAbortHandler when the answer breaks off,
+// an upgrade's tunnel) without copying the request, its header or the answer's header on
+// the way.
+func (r *Router) forward(w http.ResponseWriter, req *http.Request) {
+	up := upgradeType(req.Header)
+	if !printable(up) {
+		r.remoteError(w, req, fmt.Errorf("router: the client asked to switch to an invalid protocol %q", up))
+		return
+	}
+	var body io.Reader
+	if req.ContentLength != 0 && req.Body != nil && req.Body != http.NoBody {
+		body = clientBody{req.Body} // a broken client body is a 400 (failBody)
+	}
+	hb := heads.Get().(*[]byte)
+	head := appendRequestHead((*hb)[:0], req, body != nil, up)
+	resp, err := r.remoteTransport.send(req.Context().Value(ownerKey{}).(int), req, head, body, w.Header(), interimTo(w))
+	if cap(head) <= 64<<10 {
+		*hb = head
+		heads.Put(hb)
+	}
+	if err != nil {
+		if errors.Is(err, errOwnerSilent) && req.Context().Err() == nil {
+			// No Retry-After: the owner may still run the request when it resumes.
+			r.fail(w, http.StatusGatewayTimeout, fmt.Sprintf("olio: worker %d stopped answering with the request sent to it", req.Context().Value(ownerKey{}).(int)))
+			return
+		}
+		r.remoteError(w, req, err)
+		return
+	}
+	if t, ok := resp.Body.(*tunnelConn); ok {
+		r.tunnel(w, req, resp, t, up)
+		return
+	}
+	if _, ok := resp.Body.(*closeWith); ok {
+		// The owner took the stream over and answered an upgrade with something else: its
+		// header is HTTP/1.1's, not yet in w's.
+		skip := hopSkip(resp.Header["Connection"], false)
+		for k, vs := range resp.Header {
+			if !skip.drop(k) {
+				w.Header()[k] = append(w.Header()[k], vs...)
+			}
+		}
+	}
+	r.copyAnswer(w, req, resp)
+}
+
+// interimTo is how forward passes an interim answer on to its client, as ReverseProxy does:
+// the header of the answer to come (already in w's) stays for it.
+func interimTo(w http.ResponseWriter) func(int, http.Header) {
+	return func(code int, h http.Header) {
+		wh := w.Header()
+		var kept http.Header
+		if len(wh) > 0 {
+			kept = wh.Clone()
+		}
+		for k, vs := range h {
+			wh[k] = append(wh[k], vs...)
+		}
+		w.WriteHeader(code)
+		clear(wh)
+		for k, vs := range kept {
+			wh[k] = vs
+		}
+	}
+}
+
+// tunnel joins the client to the owner's tunnel after its 101, as ReverseProxy does: the
+// answer is written on the client's hijacked connection, then bytes are copied both ways
+// until either side ends; the request's context ending ends it too.
+func (r *Router) tunnel(w http.ResponseWriter, req *http.Request, resp *http.Response, back *tunnelConn, up string) {
+	defer back.Close()
+	if got := upgradeType(resp.Header); !printable(got) || !strings.EqualFold(got, up) {
+		r.remoteError(w, req, fmt.Errorf("router: the owner switched to protocol %q when %q was asked for", got, up))
+		return
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		r.remoteError(w, req, fmt.Errorf("router: cannot switch protocols: %w", err))
+		return
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(req.Context(), func() { back.Close() })
+	defer stop()
+	h := w.Header()
+	for k, vs := range resp.Header {
+		h[k] = append(h[k], vs...)
+	}
+	resp.Header, resp.Body = h, nil // Write sends the header alone
+	if err := resp.Write(brw); err != nil {
+		return
+	}
+	if err := brw.Flush(); err != nil {
+		return
+	}
+	done := make(chan struct{}, 2)
+	go tunnelCopy(conn, back, done)
+	go tunnelCopy(back, conn, done)
+	<-done // either side ended: the deferred closes end the other
+}
+
+// tunnelCopy copies one direction of a tunnel.
+func tunnelCopy(dst io.Writer, src io.Reader, done chan<- struct{}) {
+	io.Copy(dst, src)
+	done <- struct{}{}
+}
+
+// upgradeType is the protocol an upgrade asks for or switches to ("" for none).
+func upgradeType(h http.Header) string {
+	if !hasToken(h["Connection"], "upgrade") {
+		return ""
+	}
+	return h.Get("Upgrade")
+}
+
+// printable reports whether s is printable ASCII.
+func printable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// heads recycles the buffers request heads are built in (send has written them out when it
+// returns).
+var heads = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// copyAnswer writes an owner's answer, whose header is in w's already, to w.
+func (r *Router) copyAnswer(w http.ResponseWriter, req *http.Request, resp *http.Response) {
+	if len(resp.Trailer) > 0 {
+		keys := make([]string, 0, len(resp.Trailer))
+		for k := range resp.Trailer {
+			keys = append(keys, k)
+		}
+		w.Header().Add("Trailer", strings.Join(keys, ", "))
+	}
+	announced := len(resp.Trailer)
+	w.WriteHeader(resp.StatusCode)
+	if err := r.copyBody(w, resp); err != nil {
+		resp.Body.Close()
+		if req.Context().Value(http.ServerContextKey) != nil {
+			panic(http.ErrAbortHandler) // the server cuts the client's connection
+		}
+		return
+	}
+	resp.Body.Close()
+	if len(resp.Trailer) > 0 {
+		http.NewResponseController(w).Flush() // chunked, for the trailers to follow
+	}
+	if len(resp.Trailer) == announced {
+		for k, vs := range resp.Trailer {
+			w.Header()[k] = append(w.Header()[k], vs...)
+		}
+		return
+	}
+	for k, vs := range resp.Trailer {
+		k = http.TrailerPrefix + k
+		w.Header()[k] = append(w.Header()[k], vs...)
+	}
+}
+
+// copyBody copies an answer's body to w, flushing after every write an answer of unknown
+// length or an event stream.
+func (r *Router) copyBody(w http.ResponseWriter, resp *http.Response) error {
+	var rc *http.ResponseController
+	if resp.ContentLength == -1 || isEventStream(w.Header().Get("Content-Type")) {
+		rc = http.NewResponseController(w)
+	}
+	buf := buffers.Get()
+	defer buffers.Put(buf)
+	for {
+		n, rerr := resp.Body.Read(buf)
+		if rerr != nil && rerr != io.EOF && !errors.Is(rerr, context.Canceled) {
+			r.errorLog.Printf("router: reading a forwarded answer: %v", rerr)
+		}
+		if n > 0 {
+			if _, err := w.Write(buf[:n]); err != nil {
+				return err
+			}
+			if rc != nil {
+				rc.Flush()
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}
+
+// isEventStream reports whether a Content-Type is text/event-stream (server-sent events).
+func isEventStream(ct string) bool {
+	base, _, _ := strings.Cut(ct, ";")
+	return strings.EqualFold(strings.TrimSpace(base), "text/event-stream")
+}
+
+// alive reports whether a pooled stream is still open at the owner's end: nothing was sent
+// on it while idle (the owner closes idle streams when it shuts down). Checked before a
+// request whose body could not be sent again.
+func alive(ac *appConn) bool {
+	if ac.br.Buffered() > 0 {
+		return false
+	}
+	ac.c.SetReadDeadline(time.Unix(1, 0))
+	_, err := ac.br.Peek(1)
+	ac.c.SetReadDeadline(time.Time{})
+	return isTimeout(err)
+}
+
+// errOwnerSilent: a request was sent to an owner that has not been heard from since, and got
+// no answer within the request timeout (or its session was given up): a 504, without
+// Retry-After, since the owner may still run it when it resumes.
+var errOwnerSilent = fmt.Errorf("router: the owner went silent with the request sent: %w", context.DeadlineExceeded)
+
+// ownerRecheck is how often an exchange past its request timeout looks again at an owner
+// that is heard from (and so will answer, by its own timeouts).
+const ownerRecheck = 250 * time.Millisecond
+
+// exchange is one request and its answer on one stream. The stream goes back to the pool
+// once both ends of it are complete: the request's end frame sent and the answer's read.
+type exchange struct {
+	t    *appTransport
+	p    *peerTransport
+	peer int // the owner's index
+	ac   *appConn
+	req  *http.Request
+	body io.Reader // nil: none
+	// interim takes the interim answers before the final one (nil: dropped).
+	interim func(int, http.Header)
+	// bodySent: the body has begun to be sent (it cannot be sent again).
+	bodySent bool
+
+	stop func() bool // stops the request context's watch on the stream
+
+	timeout time.Duration // --request-timeout: when to look at a silent owner (0: never)
+
+	mu      sync.Mutex
+	halves  int         // ends still open: the request's body, the answer
+	broken  bool        // one end failed: close the stream
+	bodyErr error       // why the request body failed
+	watch   *time.Timer // the owner's watch while the answer's head is awaited
+	watched bool        // the watch is over
+	silent  bool        // the watch found the owner silent and broke the stream off
+}
+
+// watchOwner starts the owner's watch: past the request timeout, a stream whose owner has
+// not been heard from lately is broken off (the answer is a 504); one whose owner is heard
+// from is left to the owner's own timeouts.
+func (x *exchange) watchOwner() {
+	if x.timeout <= 0 {
+		return
+	}
+	x.mu.Lock()
+	x.watch = time.AfterFunc(x.timeout, x.checkOwner)
+	x.mu.Unlock()
+}
+
+func (x *exchange) checkOwner() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.watched {
+		return
+	}
+	if s, ok := x.ac.c.(*mux.Stream); !ok || !s.PeerSilent() {
+		x.watch.Reset(ownerRecheck)
+		return
+	}
+	x.silent, x.watched = true, true
+	x.ac.c.SetDeadline(time.Unix(1, 0))
+}
+
+// endWatch ends the owner's watch once the answer's head has come; true: too late, the
+// watch had broken the stream off.
+func (x *exchange) endWatch() bool {
+	x.unwatch()
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.silent
+}
+
+// unwatch ends the owner's watch, once the answer's head has come or the exchange failed.
+func (x *exchange) unwatch() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.watched = true
+	if x.watch != nil {
+		x.watch.Stop()
+	}
+}
+
+// ownerSilent reports whether the exchange failed on an owner that has gone silent: found so
+// by the watch, or its session given up for want of an answer to a ping.
+func (x *exchange) ownerSilent() bool {
+	x.mu.Lock()
+	silent := x.silent
+	x.mu.Unlock()
+	if silent {
+		return true
+	}
+	s, ok := x.ac.c.(*mux.Stream)
+	return ok && s.PeerSilent()
+}
+
+// run sends the request (the hello first, on a new stream) and reads the answer's head.
+func (x *exchange) run(secret string, head []byte, dst http.Header) (*http.Response, error) {
+	req, ac := x.req, x.ac
+	// The request's context (client gone) interrupts the stream.
+	x.stop = context.AfterFunc(req.Context(), func() { ac.c.SetDeadline(time.Unix(1, 0)) })
+	if ac.peerVersion == 0 {
+		// A new stream: the hello first, in the version the owner is thought to speak.
+		ac.peerVersion = x.p.helloVersion(x.peer)
+		var b [64]byte
+		if ac.peerVersion == peerVersionBare {
+			ac.bw.Write(appendHello(b[:0], secret))
+		} else {
+			ac.bw.Write(appendVersionHello(b[:0], ac.peerVersion, secret))
+			ac.peerReply = true
+		}
+	}
+	ac.bw.Write(head)
+	x.watchOwner()
+	x.halves = 1
+	if x.body == nil {
+		var b [16]byte
+		ac.bw.Write(appendEnd(b[:0], nil))
+	} else {
+		x.halves = 2
+	}
+	if err := ac.bw.Flush(); err != nil {
+		// An owner that drains may read the request, answer it and close its session before
+		// yamux tells this write that its bytes have left: an answer already here is the
+		// answer (reading a broken stream returns at once).
+		if x.body == nil {
+			if resp, rerr := x.readHead(dst); rerr == nil && !x.endWatch() {
+				return resp, nil
+			}
+		}
+		x.unwatch()
+		x.stop()
+		return nil, err
+	}
+	if x.body != nil {
+		if ac.peerReply && !x.p.known(x.peer, ac.peerVersion) {
+			// An owner not heard speaking this version lately may refuse the hello: the
+			// body waits for its reply, so that it can go again on a new stream.
+			if err := x.readReply(); err != nil {
+				x.unwatch()
+				x.stop()
+				return nil, err
+			}
+		}
+		x.bodySent = true
+		go x.sendBody()
+	}
+	resp, err := x.readHead(dst)
+	if err == nil && x.endWatch() {
+		// The watch broke the stream off as the answer came: the answer cannot be read
+		// (send closes the stream).
+		err = errOwnerSilent
+	}
+	if err != nil {
+		x.unwatch()
+		x.stop()
+		x.mu.Lock()
+		if x.bodyErr != nil {
+			err = x.bodyErr // the client's body broke: 400 or 408, not 502
+		}
+		x.mu.Unlock()
+		return nil, err
+	}
+	return resp, nil
+}
+
+// appendRequestHead appends the head frame of req, a client's request, with its header as
+// ReverseProxy's Rewrite with SetXForwarded would send it (appendForwardHeader); up is the
+// protocol it asks to switch to ("": none).
+func appendRequestHead(b []byte, req *http.Request, hasBody bool, up string) []byte {
+	var flags uint64
+	if req.Context().Value(timedKey{}) != nil {
+		flags |= peerTimed
+	}
+	length := req.ContentLength
+	if !hasBody {
+		length = 0
+	} else if length == 0 {
+		length = -1
+	}
+	start := len(b)
+	b = beginFrame(b, frameRequest)
+	b = binary.AppendUvarint(b, flags)
+	b = appendString(b, req.Method)
+	b = appendString(b, outboundURI(req.URL))
+	b = appendString(b, req.Host)
+	b = binary.AppendVarint(b, length)
+	b = appendForwardHeader(b, req, up)
+	names := make([]string, 0, len(req.Trailer))
+	for k := range req.Trailer {
+		names = append(names, k)
+	}
+	return endFrame(appendNames(b, names), start)
+}
+
+// appendForwardHeader appends the header block a forwarded request carries: the client's
+// header without its hop-by-hop fields (and those its Connection names), its forwarded
+// fields and Expect (answered here), then the forwarded fields forwardedOf decides, and for
+// an upgrade to up, the fields that ask for it.
+func appendForwardHeader(b []byte, req *http.Request, up string) []byte {
+	h := req.Header
+	skip := hopSkip(h["Connection"], true)
+	te := hasToken(h["Te"], "trailers")
+	fw := forwardedOf(req)
+	n := fw.count()
+	if te {
+		n++
+	}
+	if up != "" {
+		n += 2
+	}
+	b = appendFields(b, h, skip, n)
+	if te {
+		b = appendString(appendString(b, "Te"), "trailers")
+	}
+	if up != "" {
+		b = appendString(appendString(b, "Connection"), "Upgrade")
+		b = appendString(appendString(b, "Upgrade"), up)
+	}
+	fw.each(func(k, v string) { b = appendString(appendString(b, k), v) })
+	return b
+}
+
+// sendBody sends the request body as data frames, then its end frame with the trailers.
+func (x *exchange) sendBody() {
+	buf := buffers.Get()
+	defer buffers.Put(buf)
+	body := x.body
+	var err error
+	for {
+		n, rerr := body.Read(buf)
+		if n > 0 {
+			if _, err = writeData(x.ac.bw, buf[:n]); err == nil {
+				err = x.ac.bw.Flush()
+			}
+			if err != nil {
+				break
+			}
+		}
+		if rerr == io.EOF {
+			b := appendEnd(nil, x.req.Trailer) // the trailers the client's body ended with
+			if _, err = x.ac.bw.Write(b); err == nil {
+				err = x.ac.bw.Flush()
+			}
+			break
+		}
+		if rerr != nil {
+			x.mu.Lock()
+			x.bodyErr = rerr
+			x.mu.Unlock()
+			err = rerr
+			break
+		}
+	}
+	x.done(err == nil)
+	if err != nil {
+		x.abort()
+	}
+}
+
+// abort breaks the stream off: the owner sees it closed, a blocked read or write returns.
+func (x *exchange) abort() {
+	x.ac.c.SetDeadline(time.Unix(1, 0))
+	x.ac.c.Close()
+}
+
+// done closes one end of the exchange; the last one returns the stream to the pool, or
+// closes it if an end failed.
+func (x *exchange) done(ok bool) {
+	x.mu.Lock()
+	x.halves--
+	x.broken = x.broken || !ok
+	last, broken := x.halves == 0, x.broken
+	x.mu.Unlock()
+	if !last {
+		return
+	}
+	if x.stop() && !broken {
+		x.t.put(x.ac)
+		return
+	}
+	x.ac.c.Close()
+}
+
+// readHead reads the answer's head, its header into dst (nil: a new one): a response, or
+// an upgrade's raw tunnel. Interim answers before it go to x.interim, at most maxInterim.
+func (x *exchange) readHead(dst http.Header) (*http.Response, error) {
+	br := x.ac.br
+	if err := x.readReply(); err != nil {
+		return nil, err
+	}
+	budget := maxResponseHead // for the interim answers and the head together
+	var s string
+	for interims := 0; s == ""; {
+		typ, n, err := readFrameHeader(br)
+		if err != nil {
+			if interims > 0 {
+				err = errors.Join(errAnswerStarted, err)
+			}
+			return nil, err
+		}
+		switch typ {
+		case frameResponse:
+			if s, err = readPayload(br, n, budget); err != nil {
+				return nil, errors.Join(errAnswerStarted, err)
+			}
+			if s == "" {
+				return nil, errors.Join(errAnswerStarted, errFrame)
+			}
+		case frameUpgrade:
+			return x.readUpgrade()
+		case frameInterim:
+			if x.ac.peerVersion < peerVersionInterim {
+				return nil, errors.Join(errAnswerStarted, errFrame)
+			}
+			if interims++; interims > maxInterim {
+				return nil, errors.Join(errAnswerStarted, errTooManyInterim)
+			}
+			p, err := readPayload(br, n, budget)
+			if err != nil {
+				return nil, errors.Join(errAnswerStarted, err)
+			}
+			budget -= n
+			code, h, err := decodeInterim(p)
+			if err != nil {
+				return nil, errors.Join(errAnswerStarted, err)
+			}
+			if x.interim != nil {
+				x.interim(code, h)
+			}
+		default:
+			return nil, errors.Join(errAnswerStarted, errFrame)
+		}
+	}
+	code, h, trailer, length, err := decodeAnswerHead(s, dst)
+	if err != nil {
+		return nil, errors.Join(errAnswerStarted, err)
+	}
+	if length >= 0 {
+		if _, ok := h["Content-Length"]; !ok {
+			h["Content-Length"] = []string{strconv.FormatInt(length, 10)}
+		}
+	}
+	resp := &http.Response{
+		StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: h, ContentLength: length, Trailer: trailer, Request: x.req,
+	}
+	resp.Body = &answerBody{frameBody: frameBody{br: br, trailer: &resp.Trailer}, x: x}
+	return resp, nil
+}
+
+// readReply reads the owner's reply to a stream's versioned hello, once, before the first
+// answer: the version it agrees to, or a refusal before it read the request (a
+// versionRefusal).
+func (x *exchange) readReply() error {
+	ac := x.ac
+	if !ac.peerReply {
+		return nil
+	}
+	ac.peerReply = false
+	typ, n, err := readFrameHeader(ac.br)
+	if err != nil {
+		return err
+	}
+	if typ != frameVersion {
+		// A version 1 build answers a hello it does not know 403, and closes the stream.
+		return &versionRefusal{theirs: peerVersionBare, asked: ac.peerVersion}
+	}
+	p, err := readPayload(ac.br, n, maxHello)
+	if err != nil {
+		return errors.Join(errAnswerStarted, err)
+	}
+	v, _, err := decodeVersionHello(p)
+	if err != nil {
+		return errors.Join(errAnswerStarted, err)
+	}
+	if v != ac.peerVersion {
+		return &versionRefusal{theirs: v, asked: ac.peerVersion}
+	}
+	x.p.learn(x.peer, v)
+	return nil
+}
+
+// readUpgrade reads the owner's answer to an upgrade, sent as HTTP/1.1 on the raw stream;
+// a 101's body is the tunnel itself.
+func (x *exchange) readUpgrade() (*http.Response, error) {
+	resp, err := http.ReadResponse(x.ac.br, x.req)
+	if err != nil {
+		return nil, errors.Join(errAnswerStarted, err)
+	}
+	x.stop() // the tunnel runs on unbounded, as after a local upgrade
+	t := &tunnelConn{Conn: x.ac.c, br: x.ac.br}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		resp.Body = t
+	} else {
+		resp.Body = &closeWith{ReadCloser: resp.Body, c: t}
+	}
+	return resp, nil
+}
+
+// closeWith closes c with the body.
+type closeWith struct {
+	io.ReadCloser
+	c io.Closer
+}
+
+func (b *closeWith) Close() error {
+	b.ReadCloser.Close()
+	return b.c.Close()
+}
+
+// answerBody is an answer's body: once read to its end frame, its half of the exchange is
+// complete; closed before that, the stream is broken off.
+type answerBody struct {
+	frameBody
+	x    *exchange
+	once sync.Once
+}
+
+func (b *answerBody) Read(p []byte) (int, error) {
+	n, err := b.frameBody.Read(p)
+	if err != nil {
+		b.release()
+	}
+	return n, err
+}
+
+func (b *answerBody) Close() error {
+	b.release()
+	return nil
+}
+
+func (b *answerBody) release() {
+	b.once.Do(func() {
+		ok := b.complete() && !b.closing
+		if !b.complete() {
+			b.x.abort()
+		} else {
+			b.x.mu.Lock()
+			pending := b.x.halves > 1
+			b.x.mu.Unlock()
+			if pending {
+				// The owner answered before it had the whole body: it closes the stream,
+				// and the body need not be sent on.
+				b.x.abort()
+				ok = false
+			}
+		}
+		b.x.done(ok)
+	})
+}

@@ -1,0 +1,676 @@
+package process
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// peerServer is the private side: it serves the requests peers forward over this router's
+// mux streams, in the peer leg's frames (peerwire.go), one exchange at a time per stream.
+// It takes the place of an http.Server there, with the same Serve, Shutdown and Close.
+type peerServer struct {
+	r *Router
+	// headLimit bounds a request head: the public side's header limit and room for what the
+	// forwarder adds (X-Forwarded-*).
+	headLimit int
+
+	mu       sync.Mutex
+	conns    map[*peerConn]bool // true: idle, waiting for its next request
+	shutting bool
+	gone     chan struct{} // closed when conns empties after Shutdown began
+	ln       net.Listener  // closed by Shutdown and Close, as http.Server does
+	stop     chan struct{} // closed by Shutdown and Close: ends the idle sweep
+}
+
+// peerIdleTimeout closes a stream from a peer idle this long (the peer's pool keeps its
+// idle streams for later; this reaps what a peer no longer uses).
+const peerIdleTimeout = 5 * time.Minute
+
+// newPeerServer is the server of the private side, where peers forward requests over mux
+// streams.
+func (r *Router) newPeerServer() *peerServer {
+	limit := r.conf().MaxHeaderBytes
+	if limit <= 0 {
+		limit = http.DefaultMaxHeaderBytes
+	}
+	return &peerServer{r: r, headLimit: limit + peerHeaderSlack, conns: map[*peerConn]bool{}, stop: make(chan struct{})}
+}
+
+// Serve serves the streams ln accepts until ln is closed.
+func (s *peerServer) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	s.ln = ln
+	s.mu.Unlock()
+	go s.sweep()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		pc := &peerConn{s: s, c: c, br: bufio.NewReaderSize(c, 4<<10), bw: bufio.NewWriterSize(c, 4<<10), fresh: true}
+		s.mu.Lock()
+		if s.shutting {
+			s.mu.Unlock()
+			c.Close()
+			continue
+		}
+		s.conns[pc] = false
+		s.mu.Unlock()
+		go pc.serve()
+	}
+}
+
+// sweep closes the streams idle longer than peerIdleTimeout, until the server stops.
+func (s *peerServer) sweep() {
+	t := time.NewTicker(peerIdleTimeout / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case now := <-t.C:
+			s.mu.Lock()
+			for c, idle := range s.conns {
+				if idle && now.Sub(c.idleSince) > peerIdleTimeout {
+					c.c.Close()
+				}
+			}
+			s.mu.Unlock()
+		}
+	}
+}
+
+// stoppingLocked marks the server as shutting down; s.mu is held.
+func (s *peerServer) stoppingLocked() {
+	if !s.shutting {
+		s.shutting = true
+		close(s.stop)
+	}
+}
+
+// Shutdown stops serving: idle streams are closed at once, each busy one once its request
+// is answered. It waits for them until ctx is done, then closes what is left.
+func (s *peerServer) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.stoppingLocked()
+	if s.gone == nil {
+		s.gone = make(chan struct{})
+		if len(s.conns) == 0 {
+			close(s.gone)
+		}
+	}
+	for c, idle := range s.conns {
+		switch {
+		case idle:
+			c.c.Close()
+		case c.fresh:
+			// Opened by a peer with its first request on the way (yamux announces a stream
+			// before its first bytes): served if they come soon, closed if not.
+			c.c.SetReadDeadline(time.Now().Add(silentGrace))
+		}
+	}
+	gone, ln := s.gone, s.ln
+	s.mu.Unlock()
+	if ln != nil {
+		ln.Close()
+	}
+	select {
+	case <-gone:
+		return nil
+	case <-ctx.Done():
+		s.Close()
+		return ctx.Err()
+	}
+}
+
+// Close closes every stream at once, idle or not.
+func (s *peerServer) Close() error {
+	s.mu.Lock()
+	s.stoppingLocked()
+	for c := range s.conns {
+		c.c.Close()
+	}
+	ln := s.ln
+	s.mu.Unlock()
+	if ln != nil {
+		ln.Close()
+	}
+	return nil
+}
+
+// setIdle marks c idle or busy; false: the server is shutting down and c must close. A
+// fresh stream, whose first request is still to come, is neither: a shutdown waits a little
+// for it (Shutdown) instead of closing it.
+func (s *peerServer) setIdle(c *peerConn, idle bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c.fresh {
+		if !idle {
+			c.fresh = false
+			c.c.SetReadDeadline(time.Time{}) // the one a shutdown may have set
+		}
+		return true
+	}
+	if s.shutting && idle {
+		return false
+	}
+	s.conns[c] = idle
+	if idle {
+		c.idleSince = time.Now()
+	}
+	return true
+}
+
+func (s *peerServer) forget(c *peerConn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	if s.gone != nil && len(s.conns) == 0 {
+		select {
+		case <-s.gone:
+		default:
+			close(s.gone)
+		}
+	}
+	s.mu.Unlock()
+}
+
+// peerHTTPServer is the http.ServerContextKey value of a forwarded request's context: the
+// peer side has no http.Server of its own, and a proxy reads the mark, not the server.
+var peerHTTPServer = &http.Server{}
+
+// mine is the version this side speaks (the router's, set on its transport).
+func (s *peerServer) mine() int { return s.r.remoteTransport.mine() }
+
+// maxHello bounds a hello frame (the secret).
+const maxHello = 4 << 10
+
+// peerConn is one stream from a peer.
+type peerConn struct {
+	s         *peerServer
+	c         net.Conn
+	br        *bufio.Reader
+	bw        *bufio.Writer
+	buf       []byte // frame headers and heads being written
+	hijacked  bool
+	trusted   bool      // its hello carried the right secret
+	version   int       // the peer protocol version its hello asked for
+	interims  int       // interim answers sent for the current request
+	fresh     bool      // nothing read yet; guarded by s.mu
+	idleSince time.Time // guarded by s.mu
+}
+
+// serve serves the stream's requests one after another until it breaks, the peer closes
+// it, or the server shuts down.
+func (c *peerConn) serve() {
+	defer func() {
+		if !c.hijacked {
+			c.c.Close()
+		}
+		c.s.forget(c)
+	}()
+	for c.s.setIdle(c, true) {
+		typ, n, err := readFrameHeader(c.br)
+		if err != nil {
+			return
+		}
+		c.s.setIdle(c, false)
+		if !c.trusted {
+			if !c.hello(typ, n) {
+				return
+			}
+			if typ, n, err = readFrameHeader(c.br); err != nil {
+				return
+			}
+		}
+		if typ != frameRequest {
+			return
+		}
+		head, err := readPayload(c.br, n, c.s.headLimit)
+		if errors.Is(err, errHeadTooLarge) {
+			c.answer(http.StatusRequestHeaderFieldsTooLarge, "olio: the forwarded request header is too large")
+			return
+		}
+		if err != nil || !c.serveOne(head) {
+			return
+		}
+	}
+}
+
+// hello reads a stream's first frame, of type typ and n bytes: a hello in a version this side
+// speaks, with the right secret; false: the stream was refused and must close. A versioned
+// hello is answered with the version agreed, or, when this side does not speak it, with
+// its own, the request left unread; a hello that is not understood, 403, as a version 1
+// build does.
+func (c *peerConn) hello(typ byte, n int) bool {
+	mine := c.s.mine()
+	var secret string
+	switch {
+	case typ == frameHello && speaksVersion(mine, peerVersionBare):
+		p, err := readPayload(c.br, n, maxHello)
+		if err != nil {
+			return false
+		}
+		secret, c.version = p, peerVersionBare
+	case typ == frameHello && mine > peerVersionBare:
+		c.s.r.logger.Error("peer protocol version mismatch: refused a stream", "theirs", peerVersionBare, "mine", mine)
+		c.answer(http.StatusBadGateway, fmt.Sprintf("olio: the forwarding worker speaks peer protocol version %d; worker %d speaks %d and %d",
+			peerVersionBare, c.s.r.index, mine, mine-1))
+		return false
+	case typ == frameVersion && mine > peerVersionBare:
+		p, err := readPayload(c.br, n, maxHello)
+		if err != nil {
+			return false
+		}
+		v, s, err := decodeVersionHello(p)
+		if err != nil {
+			return false
+		}
+		if v == peerVersionBare || !speaksVersion(mine, v) {
+			c.s.r.logger.Error("peer protocol version mismatch: refused a stream", "theirs", v, "mine", mine)
+			c.bw.Write(appendVersionHello(c.buf[:0], mine, ""))
+			c.bw.Flush()
+			return false
+		}
+		// Sent at once: a forwarder holds a request's body until it has this.
+		c.bw.Write(appendVersionHello(c.buf[:0], v, ""))
+		if c.bw.Flush() != nil {
+			return false
+		}
+		secret, c.version = s, v
+	}
+	if c.version == 0 || !secretOK(c.s.r.settings().secret, []string{secret}) {
+		c.answer(http.StatusForbidden, "olio: forwarded request without the right secret")
+		return false
+	}
+	c.trusted = true
+	return true
+}
+
+// answer sends a short plain-text answer that the router itself makes.
+func (c *peerConn) answer(code int, text string) {
+	w := &peerWriter{c: c, header: http.Header{}}
+	w.header.Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(code)
+	w.Write([]byte(text + "\n"))
+	w.finish(false)
+}
+
+// serveOne serves one request of head; true: the stream can carry the next one.
+func (c *peerConn) serveOne(head string) (reuse bool) {
+	req, flags, err := c.readRequest(head)
+	if err != nil {
+		c.answer(http.StatusBadRequest, "olio: malformed forwarded request")
+		return false
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	watch := &peerWatch{c: c, cancel: cancel}
+	body, _ := req.Body.(*frameBody)
+	if body == nil {
+		watch.start()
+	} else {
+		body.ended = watch.start
+	}
+	c.interims = 0
+	w := &peerWriter{c: c, header: http.Header{}, isHead: req.Method == http.MethodHead, watch: watch}
+	defer func() {
+		if p := recover(); p != nil {
+			watch.stop()
+			reuse = false
+			if p != http.ErrAbortHandler { //nolint:errorlint // net/http's sentinel is compared so too
+				c.s.r.logger.Error("panic serving a forwarded request", "path", req.URL.Path, "panic", p)
+			}
+		}
+	}()
+	// As under net/http's server, whose mark makes ReverseProxy and the fast path break an
+	// answer the app cut short off (http.ErrAbortHandler, recovered above: the stream is
+	// closed without its end frame) instead of ending it cleanly.
+	ctx = context.WithValue(ctx, http.ServerContextKey, peerHTTPServer)
+	c.s.r.servePeer(w, req.WithContext(context.WithValue(ctx, fromPeer, true)), flags)
+	if !watch.stop() { // the forwarder gave the request up
+		return false
+	}
+	if w.hijacked {
+		c.hijacked = true
+		return false
+	}
+	reuse = body == nil || body.complete()
+	return w.finish(reuse) == nil && reuse
+}
+
+// readRequest decodes a request head, reading its end frame too when it has no body.
+func (c *peerConn) readRequest(head string) (req *http.Request, flags uint64, err error) {
+	d := wireReader{s: head}
+	flags = d.uvarint()
+	method, uri, host := d.str(), d.str(), d.str()
+	length := d.varint()
+	h := d.header(nil)
+	trailer := d.names()
+	if err := d.done(); err != nil {
+		return nil, 0, err
+	}
+	u, err := url.ParseRequestURI(uri)
+	if err != nil {
+		return nil, 0, err
+	}
+	req = &http.Request{
+		Method: method, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: h, Host: host, RequestURI: uri, RemoteAddr: c.c.RemoteAddr().String(),
+		ContentLength: length, Trailer: trailer,
+	}
+	if length == -1 {
+		req.TransferEncoding = []string{"chunked"}
+	}
+	b := &frameBody{br: c.br, trailer: &req.Trailer}
+	if length != 0 {
+		req.Body = b
+		return req, flags, nil
+	}
+	// No body: its end frame follows the head at once.
+	req.Body = http.NoBody
+	if b.next(); !b.complete() {
+		return nil, 0, errFrame
+	}
+	return req, flags, nil
+}
+
+// peerWatch notices, while a request is served, that its forwarder closed the stream (the
+// client went away, or the forwarder timed out), and cancels the request: a read that
+// returns only then, since the forwarder sends its next request only after this one's
+// answer. It starts once the request's body has been read, and only for a request still
+// running watchAfter later: most are answered sooner, and need no goroutine.
+type peerWatch struct {
+	c      *peerConn
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	stopped bool
+	timer   *time.Timer
+	done    chan struct{} // closed when the watching read ends; nil: it never began
+	gone    atomic.Bool
+}
+
+// watchAfter is how long a request runs before its stream is watched.
+const watchAfter = time.Millisecond
+
+// start arms the watch.
+func (w *peerWatch) start() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.stopped && w.timer == nil {
+		w.timer = time.AfterFunc(watchAfter, w.read)
+	}
+}
+
+func (w *peerWatch) read() {
+	w.mu.Lock()
+	if w.stopped {
+		w.mu.Unlock()
+		return
+	}
+	w.done = make(chan struct{})
+	w.mu.Unlock()
+	defer close(w.done)
+	if _, err := w.c.br.Peek(1); err != nil && !isTimeout(err) {
+		w.gone.Store(true)
+		w.cancel()
+	}
+}
+
+// stop ends the watch (a second call does nothing); false: the forwarder is gone.
+func (w *peerWatch) stop() bool {
+	w.mu.Lock()
+	already := w.stopped
+	w.stopped = true
+	t, done := w.timer, w.done
+	w.mu.Unlock()
+	if already {
+		return !w.gone.Load()
+	}
+	if t != nil {
+		t.Stop()
+	}
+	if done != nil {
+		w.c.c.SetReadDeadline(time.Unix(1, 0))
+		<-done
+		w.c.c.SetReadDeadline(time.Time{})
+	}
+	return !w.gone.Load()
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// peerWriter is the http.ResponseWriter of a forwarded request: it sends the answer back in
+// frames. A short answer is held until the handler returns, so that it goes back with its
+// length, as net/http's server would send it.
+type peerWriter struct {
+	c        *peerConn
+	header   http.Header
+	isHead   bool
+	status   int
+	head     []byte   // the response head, from WriteHeader, before its content length
+	trailers []string // announced in the Trailer header
+	sent     bool     // the head is written
+	held     []byte   // body held before the head is sent
+	noBody   bool     // the status allows no body
+	declared int64    // the Content-Length the handler set (-1: none)
+	written  int64    // body bytes written (for HEAD: that would have been)
+	hijacked bool
+	err      error
+	watch    *peerWatch
+}
+
+// holdBody is how much of an answer is held to learn its length (net/http's server: 2 KiB).
+const holdBody = 4 << 10
+
+func (w *peerWriter) Header() http.Header { return w.header }
+
+func (w *peerWriter) WriteHeader(code int) {
+	if w.status != 0 || w.hijacked {
+		return
+	}
+	if code < 200 && code != http.StatusSwitchingProtocols {
+		w.sendInterim(code)
+		return
+	}
+	w.status = code
+	w.noBody = w.isHead || code < 200 || code == http.StatusNoContent || code == http.StatusNotModified
+	w.declared = -1
+	if cl := w.header.Get("Content-Length"); cl != "" {
+		if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {
+			w.declared = n
+		}
+	}
+	for _, v := range w.header["Trailer"] {
+		for _, k := range strings.Split(v, ",") {
+			if k = strings.TrimSpace(k); k != "" {
+				w.trailers = append(w.trailers, http.CanonicalHeaderKey(k))
+			}
+		}
+	}
+	b := binary.AppendUvarint(beginFrame(w.c.buf[:0], frameResponse), uint64(code))
+	b = appendHeader(b, w.header, hopSkip(w.header["Connection"], false))
+	w.head = appendNames(b, w.trailers)
+}
+
+// sendInterim sends an interim answer (103 Early Hints) back at once, with the header as it
+// is (which stays for the final answer, as net/http's server keeps it); on a stream of
+// version 1, or past maxInterim for one request, it is dropped.
+func (w *peerWriter) sendInterim(code int) {
+	if w.c.version < peerVersionInterim || w.c.interims >= maxInterim || code < 100 || w.err != nil {
+		return
+	}
+	w.c.interims++
+	w.c.buf = appendInterim(w.c.buf[:0], code, w.header)
+	if _, w.err = w.c.bw.Write(w.c.buf); w.err == nil {
+		w.err = w.c.bw.Flush()
+	}
+}
+
+func (w *peerWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.hijacked {
+		return 0, http.ErrHijacked
+	}
+	if w.declared >= 0 && w.written+int64(len(p)) > w.declared {
+		return 0, http.ErrContentLength // as net/http's server: more than the handler declared
+	}
+	w.written += int64(len(p))
+	if w.noBody || len(p) == 0 {
+		return len(p), nil
+	}
+	if w.err != nil {
+		return 0, w.err
+	}
+	if !w.sent {
+		if len(w.held)+len(p) <= holdBody {
+			w.held = append(w.held, p...)
+			return len(p), nil
+		}
+		w.sendHead(-1)
+	}
+	n, err := writeData(w.c.bw, p)
+	w.err = err
+	return n, err
+}
+
+// sendHead writes the head with the answer's content length (-1: unknown, unless the
+// header says it), and the body held so far.
+func (w *peerWriter) sendHead(length int) {
+	if cl := w.header.Get("Content-Length"); cl != "" {
+		if n, err := strconv.ParseInt(cl, 10, 64); err == nil {
+			length = int(n)
+		}
+	} else if len(w.trailers) > 0 || (w.noBody && !(w.isHead && length > 0)) {
+		length = -1
+	}
+	b := endFrame(binary.AppendVarint(w.head, int64(length)), 0)
+	w.sent = true
+	if _, err := w.c.bw.Write(b); err != nil {
+		w.err = err
+		return
+	}
+	w.c.buf = b[:0]
+	if len(w.held) > 0 {
+		_, w.err = writeData(w.c.bw, w.held)
+		w.held = nil
+	}
+}
+
+// Flush sends what is written so far.
+func (w *peerWriter) Flush() {
+	if w.hijacked {
+		return
+	}
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	if !w.sent {
+		w.sendHead(-1)
+	}
+	if w.err == nil {
+		w.err = w.c.bw.Flush()
+	}
+}
+
+// FlushError is Flush, for http.ResponseController.
+func (w *peerWriter) FlushError() error {
+	w.Flush()
+	return w.err
+}
+
+// finish ends the answer: the head (if not sent), the body held, the trailers; reuse says
+// whether the stream carries another request after it.
+func (w *peerWriter) finish(reuse bool) error {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	if !w.sent {
+		n := len(w.held)
+		if w.isHead && w.written > 0 {
+			n = int(w.written) // as net/http's server: the length the body would have had
+		}
+		w.sendHead(n)
+	}
+	if w.err != nil {
+		return w.err
+	}
+	var t http.Header
+	for _, k := range w.trailers {
+		if v, ok := w.header[k]; ok {
+			if t == nil {
+				t = http.Header{}
+			}
+			t[k] = v
+		}
+	}
+	for k, v := range w.header {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			if t == nil {
+				t = http.Header{}
+			}
+			t[strings.TrimPrefix(k, http.TrailerPrefix)] = v
+		}
+	}
+	end := frameEnd
+	if !reuse {
+		end = frameEndClose
+	}
+	w.c.buf = appendEndType(w.c.buf[:0], end, t)
+	if _, err := w.c.bw.Write(w.c.buf); err != nil {
+		return err
+	}
+	return w.c.bw.Flush()
+}
+
+// SetWriteDeadline bounds the answer's writes, for http.ResponseController.
+func (w *peerWriter) SetWriteDeadline(t time.Time) error { return w.c.c.SetWriteDeadline(t) }
+
+// SetReadDeadline bounds the request body's reads, for http.ResponseController.
+func (w *peerWriter) SetReadDeadline(t time.Time) error { return w.c.c.SetReadDeadline(t) }
+
+// EnableFullDuplex does nothing: the peer leg is full duplex.
+func (w *peerWriter) EnableFullDuplex() error { return nil }
+
+// Hijack hands the stream over as a raw tunnel (an upgrade: WebSocket): the forwarder reads
+// the answer to the upgrade as HTTP/1.1 from it, then the new protocol.
+func (w *peerWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if w.hijacked || w.sent {
+		return nil, nil, errors.New("router: the answer has begun; cannot hijack")
+	}
+	if !w.watch.stop() {
+		return nil, nil, errors.New("router: the forwarder is gone")
+	}
+	w.hijacked = true
+	w.c.buf = appendFrameHeader(w.c.buf[:0], frameUpgrade, 0)
+	w.c.bw.Write(w.c.buf)
+	if err := w.c.bw.Flush(); err != nil {
+		return nil, nil, err
+	}
+	rc := &tunnelConn{Conn: w.c.c, br: w.c.br}
+	return rc, bufio.NewReadWriter(w.c.br, bufio.NewWriter(w.c.c)), nil
+}
+
+// tunnelConn is a hijacked stream: reads drain what was buffered first.
+type tunnelConn struct {
+	net.Conn
+	br *bufio.Reader
+}
+
+func (t *tunnelConn) Read(p []byte) (int, error) { return t.br.Read(p) }

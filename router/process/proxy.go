@@ -1,0 +1,177 @@
+package process
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/olio-dev/olio/mux"
+)
+
+// bufferPool shares ReverseProxy copy buffers between requests.
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *bufferPool) Put(v []byte) { b.p.Put(&v) }
+
+var buffers = &bufferPool{}
+
+// dialError marks a failure to connect to the app: the request never reached it, so it can
+// be retried on the app's replacement.
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+// outbound prepares the request every proxy sends on: a broken client body is a 400
+// (markBody), and the client's "Expect: 100-continue", answered here when the body was
+// first read, is not passed on (the next leg would answer it again: two or three 100s).
+func outbound(out *http.Request) {
+	markBody(out)
+	delete(out.Header, "Expect")
+}
+
+// ctxKey keys request-scoped values.
+type ctxKey int
+
+const (
+	fromPeer ctxKey = iota // the request was forwarded in: X-Forwarded-* already set
+	retried                // the request was already retried once after a dial failure
+)
+
+// newLocalProxy proxies to one app instance.
+func (r *Router) newLocalProxy(inst *instance) *httputil.ReverseProxy {
+	target := &url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(inst.port)}
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			outbound(pr.Out)
+			pr.SetURL(target)
+			pr.Out.Host = pr.In.Host
+			setForwarded(pr.Out.Header, forwardedOf(pr.In))
+		},
+		Transport:     inst.transport,
+		BufferPool:    buffers,
+		FlushInterval: 0, // one write per buffered answer; streamed ones (unknown length, SSE) flush at once
+		ErrorLog:      r.errorLog,
+		// The answer timeout stops at the response header.
+		ModifyResponse: answered,
+		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
+			r.localError(w, req, err, inst)
+		},
+	}
+}
+
+// localError answers a failed request to the app. When the app died under the request, a
+// request that never reached it (the connect failed) or that is safe to repeat (an
+// idempotent method without a body, as nginx's proxy_next_upstream does) is retried once
+// on its replacement; anything else is a 502, or a 504 when the request timed out.
+func (r *Router) localError(w http.ResponseWriter, req *http.Request, err error, inst *instance) {
+	var de *dialError
+	if req.Context().Value(retried) == nil && req.Context().Err() == nil && !errors.Is(err, context.DeadlineExceeded) &&
+		(errors.As(err, &de) || replayable(req)) {
+		if r.appGone(req.Context(), inst) {
+			ctx := context.WithValue(req.Context(), retried, true)
+			r.serveLocal(w, req.WithContext(ctx), inst)
+			return
+		}
+	}
+	if r.failBody(w, req, err) {
+		return
+	}
+	err = timedOut(req, err) // a cancellation by the answer timeout is a 504
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		r.fail(w, http.StatusGatewayTimeout, fmt.Sprintf("olio: worker %d's app did not answer within %s", r.index, r.conf().RequestTimeout))
+	case errors.Is(err, context.Canceled):
+		// The client went away; nobody reads the answer.
+		w.WriteHeader(499)
+	default:
+		// The detail (addresses, syscalls) goes to the log; the client gets a plain line.
+		r.logger.Warn("app failed", "path", req.URL.Path, "err", err)
+		r.fail(w, http.StatusBadGateway, fmt.Sprintf("olio: worker %d's app failed to answer", r.index))
+	}
+}
+
+// replayable reports whether a request may be sent again, by http.Transport's rule: no body,
+// and an idempotent method or an idempotency key the app can recognise a repeat by.
+func replayable(req *http.Request) bool {
+	if req.Body != nil && req.Body != http.NoBody {
+		return false
+	}
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	_, key := req.Header["Idempotency-Key"]
+	_, xkey := req.Header["X-Idempotency-Key"]
+	return key || xkey
+}
+
+// appGone reports whether inst's process exits soon after a failed connect, in which case
+// the request can wait for its replacement.
+func (r *Router) appGone(ctx context.Context, inst *instance) bool {
+	if inst.child == nil {
+		return false
+	}
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	select {
+	case <-inst.child.Done():
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return false
+}
+
+// openPeer opens a stream to peer i, waiting up to the forward timeout for it.
+func (r *Router) openPeer(ctx context.Context, i int) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.conf().ForwardTimeout)
+	defer cancel()
+	return r.pool.Open(ctx, i)
+}
+
+// ownerKey carries the owner's index from the handler to forward: its one carrier on the
+// forwarding router (on the wire, the stream is the owner's).
+type ownerKey struct{}
+
+func (r *Router) remoteError(w http.ResponseWriter, req *http.Request, err error) {
+	i, _ := req.Context().Value(ownerKey{}).(int)
+	if r.failBody(w, req, err) {
+		return
+	}
+	switch {
+	case errors.Is(err, mux.ErrPeerUnavailable):
+		w.Header().Set("Retry-After", "1")
+		r.fail(w, http.StatusServiceUnavailable, fmt.Sprintf("olio: worker %d is not available (waited %s)", i, r.conf().ForwardTimeout))
+	case errors.Is(err, context.DeadlineExceeded):
+		r.fail(w, http.StatusGatewayTimeout, fmt.Sprintf("olio: worker %d did not answer within %s", i, r.conf().RequestTimeout))
+	case errors.Is(err, context.Canceled):
+		w.WriteHeader(499)
+	default:
+		r.logger.Warn("forwarding failed", "owner", i, "path", req.URL.Path, "err", err)
+		r.fail(w, http.StatusBadGateway, fmt.Sprintf("olio: forwarding to worker %d failed", i))
+	}
+}
+
+// fail writes a short plain-text error answer.
+func (r *Router) fail(w http.ResponseWriter, code int, reason string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	fmt.Fprintln(w, reason)
+}
