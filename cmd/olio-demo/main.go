@@ -12,17 +12,15 @@ package main
 import (
 	"fmt"
 	"os"
-	"strconv"
 
 	"github.com/olio-dev/olio/router"
 	"github.com/olio-dev/olio/router/demo"
 )
 
 func main() {
-	index, _ := strconv.Atoi(os.Getenv("OLIO_INDEX")) // set by olio; 0 on its own
-	app := demo.New(index)
-	router.RegisterOnShutdown(app.GoAway) // close WebSocket sessions when the worker drains
-	if err := router.Serve(app); err != nil {
+	app := demo.New(router.Index())
+	// OnShutdown closes the WebSocket sessions when the worker drains.
+	if err := (&router.Server{Handler: app, OnShutdown: app.GoAway}).Serve(); err != nil {
 		fmt.Fprintln(os.Stderr, "olio-demo:", err)
 		os.Exit(1)
 	}

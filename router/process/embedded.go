@@ -48,17 +48,23 @@ const (
 // standaloneShutdown bounds a standalone Serve's graceful stop.
 const standaloneShutdown = 30 * time.Second
 
-// workersNow and indexNow are this process's embedded worker's live count and index
-// (EmbeddedWorkers, EmbeddedIndex).
-var workersNow, indexNow atomic.Int64
+// workersNow is this process's embedded worker's live count (EmbeddedWorkers).
+var workersNow atomic.Int64
 
 // EmbeddedWorkers returns the number of workers that own keys right now in this process's
 // embedded worker (package router's Workers): 1 when it serves on its own, 0 while its
 // membership is not known yet.
 func EmbeddedWorkers() int { return int(workersNow.Load()) }
 
-// EmbeddedIndex returns this process's embedded worker's index (package router's Index).
-func EmbeddedIndex() int { return int(indexNow.Load()) }
+// EmbeddedIndex returns this process's worker index (package router's Index): $OLIO_INDEX,
+// which olio sets before the process starts; 0 without it.
+func EmbeddedIndex() int {
+	i, err := strconv.Atoi(os.Getenv("OLIO_INDEX"))
+	if err != nil || i < 0 {
+		return 0
+	}
+	return i
+}
 
 // Embed is how a Go service runs as an olio worker: package router's Server, handed
 // down. The zero value works.
@@ -144,7 +150,6 @@ func serveEmbedded(ctx context.Context, h http.Handler, e *Embed) error {
 	signal.Notify(dropped, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGTTIN,
 		syscall.SIGTTOU, syscall.SIGWINCH, syscall.SIGUSR1, syscall.SIGUSR2)
 	defer signal.Stop(dropped)
-	indexNow.Store(int64(index))
 	err = run(ctx, index, conn, listener, logger, h, e)
 	if errors.Is(err, context.Canceled) {
 		return nil

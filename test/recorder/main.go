@@ -17,7 +17,7 @@
 //
 // It also records the hand-over notices olio sends before keys leave it — a POST of the
 // Handover JSON to /olio/handover (olio serve --handover-path /olio/handover), or, embedded,
-// router.OnHandover — as lines in $RECORDER_DIR/handover-<pid>.notices:
+// Server.OnHandover — as lines in $RECORDER_DIR/handover-<pid>.notices:
 //
 //	PID REASON WORKERS NEW_WORKERS
 package main
@@ -58,8 +58,8 @@ func main() {
 		os.Exit(1)
 	}
 	rec := &recorder{out: f, pid: os.Getpid(), handovers: filepath.Join(dir, "handover-"+strconv.Itoa(os.Getpid())+".notices")}
-	router.OnHandover(func(_ context.Context, h router.Handover) error { return rec.noteHandover(h) })
-	if err := router.Serve(rec); err != nil {
+	srv := &router.Server{Handler: rec, OnHandover: func(_ context.Context, h router.Handover) error { return rec.noteHandover(h) }}
+	if err := srv.Serve(); err != nil {
 		fmt.Fprintln(os.Stderr, "recorder:", err)
 		os.Exit(1)
 	}
