@@ -23,7 +23,7 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// The end-to-end tests of the core (issue 2): routing by key, direct addressing, the secret,
+// The end-to-end tests of the core: routing by key, direct addressing, the secret,
 // forwarding of bodies and WebSockets, concurrency, stop, and bad input.
 
 // TestCore runs one cluster of 4 workers and checks routing against it.

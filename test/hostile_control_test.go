@@ -15,7 +15,7 @@ import (
 	"time"
 )
 
-// The control socket against other local users (issue 11): the default location is a
+// The control socket against other local users: the default location is a
 // directory olio makes and checks, and a client sends nothing to a server of another user.
 
 // olioEnv is this process's environment without $XDG_RUNTIME_DIR, with TMPDIR=tmp: the

@@ -18,7 +18,7 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// The second round of hostile clients and apps (issue 11): slow bodies, apps that are
+// The second round of hostile clients and apps: slow bodies, apps that are
 // never ready, framing that must close the connection, error answers that say too much.
 
 // TestHostileBadGatewayPlain: a 502 tells the client a plain line; the detail (addresses,

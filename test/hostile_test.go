@@ -28,7 +28,7 @@ import (
 	"github.com/olio-dev/olio/router/process"
 )
 
-// Hostile clients and broken apps (issue 6): limits, timeouts, faults, secrets. Every test
+// Hostile clients and broken apps: limits, timeouts, faults, secrets. Every test
 // runs a small cluster on loopback and takes a few seconds.
 
 // hostileAppArg, as the test binary's first argument, makes it run hostileApp instead of

@@ -1,6 +1,6 @@
 package test
 
-// Hot keys (issue 13): `olio keys` finds the key that loads a worker, `olio scale N
+// Hot keys: `olio keys` finds the key that loads a worker, `olio scale N
 // --dry-run` says what a resize would move, and --key-stats hashed|off keep the keys
 // private.
 

@@ -22,7 +22,7 @@ import (
 	"github.com/olio-dev/olio/listener"
 )
 
-// The end-to-end tests of the lifecycle (issue 3): every signal and crash under a constant
+// The end-to-end tests of the lifecycle: every signal and crash under a constant
 // concurrent load (Load), with zero failed requests except the ones the design allows.
 // The loads are light (2–3 workers, a handful of clients): the tests run on small machines.
 

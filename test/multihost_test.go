@@ -23,7 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Several machines (issue 12): two olio "hosts", each in its own network namespace, behind
+// Several machines: two olio "hosts", each in its own network namespace, behind
 // a front (HAProxy, nginx) in a third one, all joined by a bridge inside the front's
 // namespace. Every address is in 198.18.0.0/15 and exists only inside namespaces the test
 // creates and removes; no traffic leaves the machine. The fronts run the very files in

@@ -1,6 +1,6 @@
 package test
 
-// Operating olio (issue 4): the control socket and `olio status|reload|scale|stop`,
+// Operating olio: the control socket and `olio status|reload|scale|stop`,
 // Prometheus metrics, systemd notifications, the log file, the config file, fan-out and
 // CPU affinity, each against a live cluster.
 

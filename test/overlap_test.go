@@ -25,7 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Exclusive key ownership (issue 15): a key is never served by two processes at the same
+// Exclusive key ownership: a key is never served by two processes at the same
 // time, through scaling, a rolling restart and, in embedded mode, the restart of a router
 // process. The app is test/recorder: it logs every request's key, pid and start and end on
 // CLOCK_MONOTONIC (one clock for the machine), and the tests look for two requests of one
@@ -628,7 +628,7 @@ func TestOverlapModeOverlaps(t *testing.T) {
 	defer cancel()
 	help, _ := exec.CommandContext(ctx, olioBin, "serve", "--help").CombinedOutput()
 	if !strings.Contains(string(help), "--handover") {
-		t.Skip("olio serve has no --handover flag yet (issue 15): nothing to compare the exclusive hand-over with")
+		t.Skip("olio serve has no --handover flag yet: nothing to compare the exclusive hand-over with")
 	}
 	c, dir := startRecorder(t, false, "--workers", "2", "--handover", "overlap")
 	ops := []overlapOp{scaleOp(2, 3, true), scaleOp(3, 2, false), reloadOp()}
