@@ -116,7 +116,7 @@ var Settings = []Setting{
 			return nil
 		}, Reload: Applied, Router: Verbatim},
 	{Name: "health-timeout", Field: func(c *Config) any { return &c.HealthTimeout },
-		Usage: "recycle an app that stops accepting connections for this long (0: off)",
+		Usage: "recycle an app that has answered no health probe (OPTIONS *; any HTTP answer counts) for this long (0: off); whatever it is, an app whose port refuses connections for 5s while it runs is recycled",
 		Check: offOrPositive, Reload: Applied, Router: Verbatim},
 	{Name: "handoff", Field: func(c *Config) any { return &c.Handoff }, Default: true,
 		Usage: "pass a connection to the worker that owns its first request's key, so later requests on it need no hop; --handoff=false forwards instead",
