@@ -21,6 +21,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 
 	"github.com/olio-dev/olio/descend"
+	"github.com/olio-dev/olio/router/internal/hotkeys"
 )
 
 // withAccessLog turns on router i's access log into a file of its own.
@@ -159,7 +160,7 @@ func TestAccessLogKeyPrivacy(t *testing.T) {
 		}
 		want := ` - 0 local`
 		if mode == descend.KeyStatsHashed {
-			want = ` "` + keyDigest(r.settings().secret, xxhash.Sum64String("alice-secret-id")) + `" 0 local`
+			want = ` "` + hotkeys.KeyDigest(r.settings().secret, xxhash.Sum64String("alice-secret-id")) + `" 0 local`
 		}
 		if !strings.HasSuffix(lines[0], want) {
 			t.Errorf("%s: %q does not end with %q", mode, lines[0], want)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/olio-dev/olio/descend"
+	"github.com/olio-dev/olio/router/internal/hotkeys"
 )
 
 // What one request records for the access log: the route and worker the handler chose, the
@@ -187,7 +188,7 @@ func (a *accessLogging) setKey(h uint64, key string) {
 	case descend.KeyStatsOn:
 		a.e.key, a.e.hasKey = key, true
 	case descend.KeyStatsHashed:
-		a.e.key, a.e.hasKey = keyDigest(set.secret, h), true
+		a.e.key, a.e.hasKey = hotkeys.KeyDigest(set.secret, h), true
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/olio-dev/olio/descend"
 	"github.com/olio-dev/olio/monitor"
 	"github.com/olio-dev/olio/mux"
+	"github.com/olio-dev/olio/router/internal/hotkeys"
 )
 
 // membership is the cluster shape a router routes by.
@@ -53,7 +54,7 @@ type Router struct {
 	handover *handover // exclusive hand-over of moving keys
 	live     upgrades  // the upgraded connections this router's app serves
 	counters *counters
-	hot      *hotKeys // the keys this worker served as owner (--key-stats)
+	hot      *hotkeys.Counter // the keys this worker served as owner (--key-stats)
 	apps     *apps
 	sup      *monitor.Supervisor
 	pool     *mux.Pool
@@ -164,7 +165,7 @@ func newRouter(index int, set *settings, logger *slog.Logger) *Router {
 		errorLog:   slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		counters:   newCounters(),
 		handover:   newHandover(),
-		hot:        newHotKeys(time.Now()),
+		hot:        hotkeys.New(time.Now()),
 		pool:       mux.NewPool(nil),
 		takingOver: fmt.Sprintf("worker %d is taking over from the process it replaces", index),
 	}
@@ -244,7 +245,7 @@ func (r *Router) actors(ctx context.Context, stop *stopDeadline) *group {
 	r.addApp(g)
 	g.addStop(func(error) { r.tasks.wait() })
 	g.add(r.recvLoop, func(error) { r.ctl.Close() })
-	stopHot := r.hot.run(func() string { return r.conf().KeyStats })
+	stopHot := r.hot.Run(func() string { return r.conf().KeyStats })
 	g.addStop(func(error) { stopHot() })
 	return g
 }
