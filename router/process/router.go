@@ -20,6 +20,7 @@ import (
 	"github.com/olio-dev/olio/descend"
 	"github.com/olio-dev/olio/monitor"
 	"github.com/olio-dev/olio/mux"
+	"github.com/olio-dev/olio/router/internal/accesslog"
 	"github.com/olio-dev/olio/router/internal/hotkeys"
 )
 
@@ -64,8 +65,8 @@ type Router struct {
 	private         *mux.Listener  // where peers reach this router
 	accept          *acceptor      // the public side; nil until run makes it
 
-	alog   atomic.Pointer[accessLog] // the access log; nil while off
-	alogMu sync.Mutex                // serialises opening and closing alog
+	alog   atomic.Pointer[accesslog.Log] // the access log; nil while off
+	alogMu sync.Mutex                    // serialises opening and closing alog
 
 	tasks tasks // the master's requests still running (spawn)
 }
@@ -123,7 +124,7 @@ func Run(ctx context.Context, index int, ctl *descend.Conn, listener *os.File, l
 // run is Run, with h serving the worker's own requests in-process when it is not nil
 // (embedded mode: Serve).
 func run(ctx context.Context, index int, ctl *descend.Conn, listener *os.File, logger *slog.Logger, h http.Handler, e *Embed) error {
-	keepStdout() // before the app starts, which must not inherit the master's stdout
+	accesslog.KeepStdout() // before the app starts, which must not inherit the master's stdout
 	defer ctl.Close()
 	defer listener.Close()
 	// The master sends the membership right after the config: it is applied before the app
