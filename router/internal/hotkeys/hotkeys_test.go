@@ -301,3 +301,24 @@ func BenchmarkHotKeysDrain(b *testing.B) {
 		}
 	}
 }
+
+// Discard frees a full ring without counting what it held; Dropped tells what a full ring
+// turned away.
+func TestHotKeysDiscard(t *testing.T) {
+	h := New(at)
+	for range hotRingSize + 3 {
+		recordKey(h, descend.KeyStatsOn, "a")
+	}
+	if g, e := h.Dropped(), uint64(3); g != e {
+		t.Fatalf("dropped %d, want %d", g, e)
+	}
+	h.Discard()
+	recordKey(h, descend.KeyStatsOn, "b")
+	if g, e := h.Dropped(), uint64(3); g != e {
+		t.Errorf("after Discard: dropped %d, want %d (the ring has room again)", g, e)
+	}
+	k := h.Snapshot(at, 0, descend.KeyStatsOn, nil)
+	if len(k.Keys) != 1 || k.Keys[0].Key != "b" {
+		t.Errorf("after Discard, the snapshot counts %+v; want b alone", k.Keys)
+	}
+}
