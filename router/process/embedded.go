@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/olio-dev/olio/descend"
+	"github.com/olio-dev/olio/router/internal/accesslog"
 )
 
 // Embedded mode: the app is the router. A Go service calls Serve(handler) from its main;
@@ -330,7 +331,7 @@ func (r *Router) serveHandler(w http.ResponseWriter, req *http.Request) {
 	}()
 	e := embeddedHandler{h: r.handler, logger: r.logger}
 	defer e.recover(g, req)
-	startApp(w) // the handler's share of the time starts here
+	accesslog.StartApp(w) // the handler's share of the time starts here
 	r.handler.ServeHTTP(g, req)
 }
 

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+
+	"github.com/olio-dev/olio/router/internal/accesslog"
 )
 
 // ServeHTTP is the public side: route by direct address or key, then serve locally or
@@ -37,13 +39,13 @@ func (r *Router) route(w http.ResponseWriter, req *http.Request, a *accessLoggin
 	workers := r.workers()
 	target := r.index
 	if idx, ok := req.Header[HeaderIndex]; ok {
-		a.route(RouteDirect, workerNone)
+		a.route(RouteDirect, accesslog.WorkerNone)
 		if !secretOK(r.settings().secret, req.Header[HeaderSecret]) {
 			r.fail(w, http.StatusForbidden, "olio: X-Olio-Index needs the right X-Olio-Secret")
 			return
 		}
 		if len(idx) == 1 && idx[0] == FanoutIndex { // every worker answers
-			a.route(RouteFanout, workerAll)
+			a.route(RouteFanout, accesslog.WorkerAll)
 			r.fanout(w, req)
 			return
 		}
@@ -100,7 +102,7 @@ func (r *Router) route(w http.ResponseWriter, req *http.Request, a *accessLoggin
 func (r *Router) servePeer(w http.ResponseWriter, req *http.Request, flags uint64) {
 	if flags&peerTimed != 0 {
 		// The accepting router logs the request and asks for this app's time.
-		w = &accessWriter{ResponseWriter: w, peer: true}
+		w = &accesslog.Writer{ResponseWriter: w, Peer: true}
 	}
 	stripOlio(req.Header)
 	r.counters.forwardedIn.Add(1)
@@ -163,7 +165,7 @@ func (r *Router) serveLocal(w http.ResponseWriter, req *http.Request, avoid *ins
 			r.counters.duration.Observe(time.Since(start).Seconds())
 		}
 	}()
-	startApp(w) // the app's share of the time starts here
+	accesslog.StartApp(w) // the app's share of the time starts here
 	if fastPath(req) {
 		r.serveFast(w, req, inst) // appfast.go
 		return

@@ -20,6 +20,8 @@ import (
 	"github.com/olio-dev/olio/descend"
 	"github.com/olio-dev/olio/monitor"
 	"github.com/olio-dev/olio/mux"
+	"github.com/olio-dev/olio/router/internal/accesslog"
+	"github.com/olio-dev/olio/router/internal/hotkeys"
 )
 
 // membership is the cluster shape a router routes by.
@@ -53,7 +55,7 @@ type Router struct {
 	handover *handover // exclusive hand-over of moving keys
 	live     upgrades  // the upgraded connections this router's app serves
 	counters *counters
-	hot      *hotKeys // the keys this worker served as owner (--key-stats)
+	hot      *hotkeys.Counter // the keys this worker served as owner (--key-stats)
 	apps     *apps
 	sup      *monitor.Supervisor
 	pool     *mux.Pool
@@ -63,8 +65,8 @@ type Router struct {
 	private         *mux.Listener  // where peers reach this router
 	accept          *acceptor      // the public side; nil until run makes it
 
-	alog   atomic.Pointer[accessLog] // the access log; nil while off
-	alogMu sync.Mutex                // serialises opening and closing alog
+	alog   atomic.Pointer[accesslog.Log] // the access log; nil while off
+	alogMu sync.Mutex                    // serialises opening and closing alog
 
 	tasks tasks // the master's requests still running (spawn)
 }
@@ -122,7 +124,7 @@ func Run(ctx context.Context, index int, ctl *descend.Conn, listener *os.File, l
 // run is Run, with h serving the worker's own requests in-process when it is not nil
 // (embedded mode: Serve).
 func run(ctx context.Context, index int, ctl *descend.Conn, listener *os.File, logger *slog.Logger, h http.Handler, e *Embed) error {
-	keepStdout() // before the app starts, which must not inherit the master's stdout
+	accesslog.KeepStdout() // before the app starts, which must not inherit the master's stdout
 	defer ctl.Close()
 	defer listener.Close()
 	// The master sends the membership right after the config: it is applied before the app
@@ -164,7 +166,7 @@ func newRouter(index int, set *settings, logger *slog.Logger) *Router {
 		errorLog:   slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		counters:   newCounters(),
 		handover:   newHandover(),
-		hot:        newHotKeys(time.Now()),
+		hot:        hotkeys.New(time.Now()),
 		pool:       mux.NewPool(nil),
 		takingOver: fmt.Sprintf("worker %d is taking over from the process it replaces", index),
 	}
@@ -244,7 +246,7 @@ func (r *Router) actors(ctx context.Context, stop *stopDeadline) *group {
 	r.addApp(g)
 	g.addStop(func(error) { r.tasks.wait() })
 	g.add(r.recvLoop, func(error) { r.ctl.Close() })
-	stopHot := r.hot.run(func() string { return r.conf().KeyStats })
+	stopHot := r.hot.Run(func() string { return r.conf().KeyStats })
 	g.addStop(func(error) { stopHot() })
 	return g
 }

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+
+	"github.com/olio-dev/olio/router/internal/accesslog"
 )
 
 // Upgraded connections under --handover exclusive: a WebSocket whose key leaves this
@@ -512,8 +514,8 @@ func (h *hijackRecorder) Unwrap() http.ResponseWriter { return h.ResponseWriter 
 // hand-over.
 func markEnded(w http.ResponseWriter) {
 	for w != nil {
-		if aw, ok := w.(*accessWriter); ok {
-			aw.handoverEnded = true
+		if aw, ok := w.(*accesslog.Writer); ok {
+			aw.EndedByHandover()
 			return
 		}
 		u, ok := w.(interface{ Unwrap() http.ResponseWriter })

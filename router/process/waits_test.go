@@ -1,7 +1,6 @@
 package process
 
 import (
-	"sync"
 	"testing"
 	"time"
 )
@@ -20,13 +19,4 @@ func waitDone[T any](t testing.TB, ch <-chan T, d time.Duration, what string) {
 	case <-tm.C:
 		t.Fatalf("waited %s for %s", d, what)
 	}
-}
-
-// waitGroup waits up to d for wg, and fails the test, saying what it waited for, if wg is
-// still waiting then (its goroutines are left to end on their own).
-func waitGroup(t testing.TB, wg *sync.WaitGroup, d time.Duration, what string) {
-	t.Helper()
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	waitDone(t, done, d, what)
 }

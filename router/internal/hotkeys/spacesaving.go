@@ -1,4 +1,4 @@
-package process
+package hotkeys
 
 import (
 	"cmp"
@@ -14,7 +14,7 @@ import (
 // 64-bit routing hash. It is not safe for concurrent use: one goroutine owns it.
 type spaceSaving struct {
 	capacity int
-	period   int64 // the time step it counts (see hotKeys)
+	period   int64 // the time step it counts (see Counter)
 	total    uint64
 	byHash   map[uint64]int // hash → position in heap
 	heap     ssHeap
