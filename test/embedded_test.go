@@ -2,6 +2,7 @@ package test
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -299,5 +300,51 @@ func TestEmbeddedStandalone(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Errorf("the standalone example did not exit within 20s of TERM")
+	}
+}
+
+// A standalone embedded service honours OLIO_LISTEN (to run behind a balancer on another
+// host): here 127.0.0.2, another loopback address, rather than 127.0.0.1:$PORT; a value
+// that is not host:port stops it with a message naming the variable.
+func TestEmbeddedStandaloneListen(t *testing.T) {
+	port := strings.TrimPrefix(freeAddr(t), "127.0.0.1:")
+	addr := "127.0.0.2:" + port
+	cmd := exec.Command(exampleBin)
+	cmd.Env = append(os.Environ(), "OLIO_LISTEN="+addr, "PORT=1")
+	out, err := os.Create(filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		cmd.Process.Kill()
+		waitDone(t, exited, 20*time.Second, "the embedded app to exit after kill -9")
+	}()
+	cl := &http.Client{Timeout: 5 * time.Second}
+	if !Eventually(20*time.Second, func() bool {
+		resp, err := cl.Get("http://" + addr + "/x")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}) {
+		b, _ := os.ReadFile(out.Name())
+		t.Fatalf("the example does not serve on OLIO_LISTEN=%s; output:\n%s", addr, b)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second) // one that ignored it would serve on
+	defer cancel()
+	bad := exec.CommandContext(ctx, exampleBin)
+	bad.Env = append(os.Environ(), "OLIO_LISTEN=8080")
+	msg, err := bad.CombinedOutput()
+	if err == nil || !strings.Contains(string(msg), "OLIO_LISTEN=\"8080\": want host:port") {
+		t.Errorf("OLIO_LISTEN=8080: %v, output %q; want a failure that says what to write", err, msg)
 	}
 }

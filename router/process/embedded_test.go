@@ -191,3 +191,26 @@ func TestWorkersFollowsMembership(t *testing.T) {
 		}
 	}
 }
+
+// A standalone embedded service listens at Server.Addr, else $OLIO_LISTEN, else
+// 127.0.0.1:$PORT (8080 without it); a bad value is refused with what to write instead.
+func TestStandaloneAddr(t *testing.T) {
+	for _, tc := range []struct {
+		addr, listen, port, want, err string
+	}{
+		{"", "", "", "127.0.0.1:8080", ""},
+		{"", "", "9000", "127.0.0.1:9000", ""},
+		{"", "0.0.0.0:7000", "9000", "0.0.0.0:7000", ""},
+		{"127.0.0.2:6000", "0.0.0.0:7000", "9000", "127.0.0.2:6000", ""},
+		{"", "7000", "", "", "OLIO_LISTEN=\"7000\": want host:port"},
+		{"", "", "http", "", "PORT=\"http\": want a port number"},
+	} {
+		got, err := standaloneAddr(tc.addr, tc.listen, tc.port)
+		switch {
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("standaloneAddr(%q, %q, %q): error %v, want one saying %q", tc.addr, tc.listen, tc.port, err, tc.err)
+		case tc.err == "" && (err != nil || got != tc.want):
+			t.Errorf("standaloneAddr(%q, %q, %q) = %q, %v; want %q", tc.addr, tc.listen, tc.port, got, err, tc.want)
+		}
+	}
+}
