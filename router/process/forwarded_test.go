@@ -101,3 +101,13 @@ func TestForwardedSameOnEveryLeg(t *testing.T) {
 		}
 	}
 }
+
+// TestRequestHopsDropOlioFields: the request filter every leg uses drops olio's own request
+// fields, whose names package httprules spells out too.
+func TestRequestHopsDropOlioFields(t *testing.T) {
+	for _, k := range []string{HeaderIndex, HeaderSecret, headerTiming} {
+		if !httprules.RequestHops.Drop(k) {
+			t.Errorf("a forwarded request carries the client's %s on", k)
+		}
+	}
+}
