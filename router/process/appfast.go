@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/olio-dev/olio/router/internal/httprules"
 )
 
 // The app leg's fast path: a GET or HEAD without a body — nearly every request of a
@@ -31,28 +33,6 @@ func fastPath(req *http.Request) bool {
 		(req.Body == nil || req.Body == http.NoBody) && req.ContentLength <= 0 && len(req.Header["Upgrade"]) == 0
 }
 
-// hopHeaders are the hop-by-hop headers a proxy does not pass on (RFC 9110 7.6.1), as
-// ReverseProxy's list.
-var hopHeaders = map[string]bool{
-	"Connection": true, "Proxy-Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true,
-	"Proxy-Authorization": true, "Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
-}
-
-// dropped reports whether a header is not passed on: hop-by-hop, or named by Connection.
-func dropped(name string, connection []string) bool {
-	if hopHeaders[name] {
-		return true
-	}
-	for _, v := range connection {
-		for tok := range strings.SplitSeq(v, ",") {
-			if tok = strings.TrimSpace(tok); tok != "" && textproto.CanonicalMIMEHeaderKey(tok) == name {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // fastRequest writes into out the request ReverseProxy would send for req (newLocalProxy's
 // Rewrite): hop-by-hop headers and Expect dropped, the forwarded fields as forwardedOf decides,
 // the Host kept.
@@ -60,19 +40,19 @@ func fastRequest(out *fasthttp.Request, req *http.Request, port int) {
 	out.Header.DisableSpecialHeader() // every header goes out as it came, cookies included
 	out.Header.DisableNormalizing()   // net/http already canonicalized the names
 	out.Header.SetMethod(req.Method)
-	out.Header.SetRequestURI(outboundURI(req.URL))
+	out.Header.SetRequestURI(httprules.OutboundURI(req.URL))
 	host := req.Host
 	if host == "" {
 		host = "127.0.0.1:" + strconv.Itoa(port)
 	}
 	out.Header.Set("Host", host)
-	conn := req.Header["Connection"]
+	skip := httprules.Hops(req.Header["Connection"], false)
 	for k, vs := range req.Header {
 		switch k {
-		case "Host", "Expect", headerForwarded, headerXFF, headerXFHost, headerXFProto:
+		case "Host", "Expect", httprules.HeaderForwarded, httprules.HeaderXFF, httprules.HeaderXFHost, httprules.HeaderXFProto:
 			continue
 		}
-		if dropped(k, conn) {
+		if skip.Drop(k) {
 			continue
 		}
 		for _, v := range vs {
@@ -85,7 +65,7 @@ func fastRequest(out *fasthttp.Request, req *http.Request, port int) {
 		}
 	}
 	fw := forwardedOf(req)
-	fw.each(func(k, v string) { out.Header.Set(k, v) })
+	fw.Each(func(k, v string) { out.Header.Set(k, v) })
 }
 
 // serveFast serves req through inst's app on the fast path.
@@ -300,11 +280,11 @@ func plainHead(br *bufio.Reader) bool {
 // copyFastHeader copies the answer's end-to-end headers into h and returns the names of
 // the trailers it announces.
 func copyFastHeader(h http.Header, resp *fasthttp.Response) (trailers []string) {
-	conn := resp.Header.PeekAll("Connection")
 	var connection []string
-	for _, v := range conn {
+	for _, v := range resp.Header.PeekAll("Connection") {
 		connection = append(connection, string(v))
 	}
+	skip := httprules.Hops(connection, false)
 	for k, v := range resp.Header.All() {
 		name := string(k)
 		if name == "Trailer" {
@@ -315,7 +295,7 @@ func copyFastHeader(h http.Header, resp *fasthttp.Response) (trailers []string) 
 			}
 			continue
 		}
-		if dropped(name, connection) {
+		if skip.Drop(name) {
 			continue
 		}
 		h.Add(name, string(v))

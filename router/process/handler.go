@@ -3,6 +3,8 @@ package process
 import (
 	"context"
 	"fmt"
+	"github.com/olio-dev/olio/router/internal/httprules"
+	"github.com/olio-dev/olio/router/internal/peerwire"
 	"github.com/olio-dev/olio/router/keys"
 	"net/http"
 	"time"
@@ -17,7 +19,7 @@ import (
 func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	set := r.settings()
 	markRequest(req, set.forwardAllow)
-	dropLookalikes(req.Header, set.keyHeader())
+	httprules.DropLookalikes(req.Header, set.keyHeader())
 	closeIfAmbiguous(w, req)
 	if r.headerTooLarge(w, req) {
 		return
@@ -98,9 +100,9 @@ func (r *Router) route(w http.ResponseWriter, req *http.Request, a *accessLoggin
 // servePeer serves a request a peer forwarded (peerServer: the private side, reached only
 // through this router's mux socket, the stream's secret checked). This worker owns it, so
 // it serves it locally, never forwarding again, so a membership change in flight cannot
-// make a loop. flags are the request head's (peerTimed); req's context has fromPeer.
+// make a loop. flags are the request head's (peerwire.Timed); req's context has fromPeer.
 func (r *Router) servePeer(w http.ResponseWriter, req *http.Request, flags uint64) {
-	if flags&peerTimed != 0 {
+	if flags&peerwire.Timed != 0 {
 		// The accepting router logs the request and asks for this app's time.
 		w = &accesslog.Writer{ResponseWriter: w, Peer: true}
 	}
@@ -119,8 +121,8 @@ func (r *Router) serveLocal(w http.ResponseWriter, req *http.Request, avoid *ins
 		return
 	}
 	if r.handler != nil {
-		setForwarded(req.Header, forwardedOf(req)) // as an app child would get them
-		r.serveHandler(w, req)                     // the embedded handler, in-process
+		httprules.SetForwarded(req.Header, forwardedOf(req)) // as an app child would get them
+		r.serveHandler(w, req)                               // the embedded handler, in-process
 		return
 	}
 	inst := r.apps.acquire(req.Context(), r.conf().ForwardTimeout, avoid)

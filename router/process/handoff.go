@@ -435,6 +435,6 @@ func (r *Router) serveHijacked(q *connQueue, conn net.Conn, prefix []byte) {
 func markRequest(req *http.Request, allow ForwardedAllowIPs) {
 	if info, _ := req.Context().Value(connInfoKey{}).(*connInfo); info != nil {
 		info.requests.Add(1)
-		info.frontTrusted.Store(allow.trusts(req.RemoteAddr))
+		info.frontTrusted.Store(allow.Trusts(req.RemoteAddr))
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/olio-dev/olio/mux"
+	"github.com/olio-dev/olio/router/internal/peerwire"
 )
 
 // newPeerCluster is a two-router cluster whose worker 1 serves h in-process, reached from
@@ -457,15 +458,15 @@ func TestPeerShutdownServesAFreshStream(t *testing.T) {
 	})
 
 	req := httptest.NewRequest("GET", "/fresh", nil)
-	b := appendHello(nil, "s3cr3t")
+	b := peerwire.AppendHello(nil, "s3cr3t")
 	b = appendRequestHead(b, req, false, "")
-	b = appendEnd(b, nil)
+	b = peerwire.AppendEnd(b, nil)
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	// The owner may answer, and close the session it drains, before this Write hears that its
 	// bytes have left (yamux then says "session shutdown"): the answer is what counts.
 	c.Write(b)
-	typ, _, err := readFrameHeader(bufio.NewReader(c))
-	if err != nil || typ != frameResponse {
+	typ, _, err := peerwire.ReadFrameHeader(bufio.NewReader(c))
+	if err != nil || typ != peerwire.FrameResponse {
 		t.Fatalf("the fresh stream's answer: frame %d, %v", typ, err)
 	}
 	c.Close()

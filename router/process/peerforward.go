@@ -15,14 +15,16 @@ import (
 	"time"
 
 	"github.com/olio-dev/olio/mux"
+	"github.com/olio-dev/olio/router/internal/httprules"
+	"github.com/olio-dev/olio/router/internal/peerwire"
 )
 
 // peerTransport carries requests to their owners over mux streams, in the peer leg's frames
-// (peerwire.go), for forward. Streams are kept for the next request, one pool per peer.
+// (package peerwire), for forward. Streams are kept for the next request, one pool per peer.
 type peerTransport struct {
 	r *Router
 	// version is the peer protocol version this router speaks, and the one before it, as
-	// forwarder and as owner (0: peerVersion; a test sets an older or newer build's).
+	// forwarder and as owner (0: peerwire.Version; a test sets an older or newer build's).
 	version atomic.Int32
 
 	mu    sync.Mutex
@@ -51,7 +53,7 @@ func (p *peerTransport) mine() int {
 	if v := p.version.Load(); v != 0 {
 		return int(v)
 	}
-	return peerVersion
+	return peerwire.Version
 }
 
 // helloVersion is the version to greet peer i in on a new stream: this side's own, or the
@@ -59,7 +61,7 @@ func (p *peerTransport) mine() int {
 func (p *peerTransport) helloVersion(i int) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if h, ok := p.heard[i]; ok && time.Since(h.at) < peerVersionMemory && speaksVersion(p.mine(), h.version) {
+	if h, ok := p.heard[i]; ok && time.Since(h.at) < peerVersionMemory && peerwire.Speaks(p.mine(), h.version) {
 		return h.version
 	}
 	return p.mine()
@@ -174,7 +176,7 @@ func (p *peerTransport) send(i int, req *http.Request, head []byte, body io.Read
 		if errors.As(err, &vr) {
 			// Refused before the request was read: a build of the previous version is
 			// greeted in it on a new stream; any other is an error to see.
-			if !speaksVersion(p.mine(), vr.theirs) {
+			if !peerwire.Speaks(p.mine(), vr.theirs) {
 				err := &peerVersionError{owner: i, theirs: vr.theirs, mine: p.mine()}
 				p.r.logger.Error("peer protocol version mismatch", "owner", i, "theirs", vr.theirs, "mine", p.mine())
 				return nil, err
@@ -246,9 +248,9 @@ func (r *Router) forward(w http.ResponseWriter, req *http.Request) {
 	if _, ok := resp.Body.(*closeWith); ok {
 		// The owner took the stream over and answered an upgrade with something else: its
 		// header is HTTP/1.1's, not yet in w's.
-		skip := hopSkip(resp.Header["Connection"], false)
+		skip := httprules.Hops(resp.Header["Connection"], false)
 		for k, vs := range resp.Header {
-			if !skip.drop(k) {
+			if !skip.Drop(k) {
 				w.Header()[k] = append(w.Header()[k], vs...)
 			}
 		}
@@ -525,10 +527,10 @@ func (x *exchange) run(secret string, head []byte, dst http.Header) (*http.Respo
 		// A new stream: the hello first, in the version the owner is thought to speak.
 		ac.peerVersion = x.p.helloVersion(x.peer)
 		var b [64]byte
-		if ac.peerVersion == peerVersionBare {
-			ac.bw.Write(appendHello(b[:0], secret))
+		if ac.peerVersion == peerwire.VersionBare {
+			ac.bw.Write(peerwire.AppendHello(b[:0], secret))
 		} else {
-			ac.bw.Write(appendVersionHello(b[:0], ac.peerVersion, secret))
+			ac.bw.Write(peerwire.AppendVersionHello(b[:0], ac.peerVersion, secret))
 			ac.peerReply = true
 		}
 	}
@@ -537,7 +539,7 @@ func (x *exchange) run(secret string, head []byte, dst http.Header) (*http.Respo
 	x.halves = 1
 	if x.body == nil {
 		var b [16]byte
-		ac.bw.Write(appendEnd(b[:0], nil))
+		ac.bw.Write(peerwire.AppendEnd(b[:0], nil))
 	} else {
 		x.halves = 2
 	}
@@ -592,7 +594,7 @@ func (x *exchange) run(secret string, head []byte, dst http.Header) (*http.Respo
 func appendRequestHead(b []byte, req *http.Request, hasBody bool, up string) []byte {
 	var flags uint64
 	if req.Context().Value(timedKey{}) != nil {
-		flags |= peerTimed
+		flags |= peerwire.Timed
 	}
 	length := req.ContentLength
 	if !hasBody {
@@ -601,18 +603,18 @@ func appendRequestHead(b []byte, req *http.Request, hasBody bool, up string) []b
 		length = -1
 	}
 	start := len(b)
-	b = beginFrame(b, frameRequest)
+	b = peerwire.BeginFrame(b, peerwire.FrameRequest)
 	b = binary.AppendUvarint(b, flags)
-	b = appendString(b, req.Method)
-	b = appendString(b, outboundURI(req.URL))
-	b = appendString(b, req.Host)
+	b = peerwire.AppendString(b, req.Method)
+	b = peerwire.AppendString(b, httprules.OutboundURI(req.URL))
+	b = peerwire.AppendString(b, req.Host)
 	b = binary.AppendVarint(b, length)
 	b = appendForwardHeader(b, req, up)
 	names := make([]string, 0, len(req.Trailer))
 	for k := range req.Trailer {
 		names = append(names, k)
 	}
-	return endFrame(appendNames(b, names), start)
+	return peerwire.EndFrame(peerwire.AppendNames(b, names), start)
 }
 
 // appendForwardHeader appends the header block a forwarded request carries: the client's
@@ -621,25 +623,25 @@ func appendRequestHead(b []byte, req *http.Request, hasBody bool, up string) []b
 // an upgrade to up, the fields that ask for it.
 func appendForwardHeader(b []byte, req *http.Request, up string) []byte {
 	h := req.Header
-	skip := hopSkip(h["Connection"], true)
+	skip := httprules.Hops(h["Connection"], true)
 	te := hasToken(h["Te"], "trailers")
 	fw := forwardedOf(req)
-	n := fw.count()
+	n := fw.Count()
 	if te {
 		n++
 	}
 	if up != "" {
 		n += 2
 	}
-	b = appendFields(b, h, skip, n)
+	b = peerwire.AppendFields(b, h, skip, n)
 	if te {
-		b = appendString(appendString(b, "Te"), "trailers")
+		b = peerwire.AppendString(peerwire.AppendString(b, "Te"), "trailers")
 	}
 	if up != "" {
-		b = appendString(appendString(b, "Connection"), "Upgrade")
-		b = appendString(appendString(b, "Upgrade"), up)
+		b = peerwire.AppendString(peerwire.AppendString(b, "Connection"), "Upgrade")
+		b = peerwire.AppendString(peerwire.AppendString(b, "Upgrade"), up)
 	}
-	fw.each(func(k, v string) { b = appendString(appendString(b, k), v) })
+	fw.Each(func(k, v string) { b = peerwire.AppendString(peerwire.AppendString(b, k), v) })
 	return b
 }
 
@@ -652,7 +654,7 @@ func (x *exchange) sendBody() {
 	for {
 		n, rerr := body.Read(buf)
 		if n > 0 {
-			if _, err = writeData(x.ac.bw, buf[:n]); err == nil {
+			if _, err = peerwire.WriteData(x.ac.bw, buf[:n]); err == nil {
 				err = x.ac.bw.Flush()
 			}
 			if err != nil {
@@ -660,7 +662,7 @@ func (x *exchange) sendBody() {
 			}
 		}
 		if rerr == io.EOF {
-			b := appendEnd(nil, x.req.Trailer) // the trailers the client's body ended with
+			b := peerwire.AppendEnd(nil, x.req.Trailer) // the trailers the client's body ended with
 			if _, err = x.ac.bw.Write(b); err == nil {
 				err = x.ac.bw.Flush()
 			}
@@ -711,10 +713,10 @@ func (x *exchange) readHead(dst http.Header) (*http.Response, error) {
 	if err := x.readReply(); err != nil {
 		return nil, err
 	}
-	budget := maxResponseHead // for the interim answers and the head together
+	budget := peerwire.MaxResponseHead // for the interim answers and the head together
 	var s string
 	for interims := 0; s == ""; {
-		typ, n, err := readFrameHeader(br)
+		typ, n, err := peerwire.ReadFrameHeader(br)
 		if err != nil {
 			if interims > 0 {
 				err = errors.Join(errAnswerStarted, err)
@@ -722,28 +724,28 @@ func (x *exchange) readHead(dst http.Header) (*http.Response, error) {
 			return nil, err
 		}
 		switch typ {
-		case frameResponse:
-			if s, err = readPayload(br, n, budget); err != nil {
+		case peerwire.FrameResponse:
+			if s, err = peerwire.ReadPayload(br, n, budget); err != nil {
 				return nil, errors.Join(errAnswerStarted, err)
 			}
 			if s == "" {
-				return nil, errors.Join(errAnswerStarted, errFrame)
+				return nil, errors.Join(errAnswerStarted, peerwire.ErrFrame)
 			}
-		case frameUpgrade:
+		case peerwire.FrameUpgrade:
 			return x.readUpgrade()
-		case frameInterim:
-			if x.ac.peerVersion < peerVersionInterim {
-				return nil, errors.Join(errAnswerStarted, errFrame)
+		case peerwire.FrameInterim:
+			if x.ac.peerVersion < peerwire.VersionInterim {
+				return nil, errors.Join(errAnswerStarted, peerwire.ErrFrame)
 			}
 			if interims++; interims > maxInterim {
 				return nil, errors.Join(errAnswerStarted, errTooManyInterim)
 			}
-			p, err := readPayload(br, n, budget)
+			p, err := peerwire.ReadPayload(br, n, budget)
 			if err != nil {
 				return nil, errors.Join(errAnswerStarted, err)
 			}
 			budget -= n
-			code, h, err := decodeInterim(p)
+			code, h, err := peerwire.DecodeInterim(p)
 			if err != nil {
 				return nil, errors.Join(errAnswerStarted, err)
 			}
@@ -751,10 +753,10 @@ func (x *exchange) readHead(dst http.Header) (*http.Response, error) {
 				x.interim(code, h)
 			}
 		default:
-			return nil, errors.Join(errAnswerStarted, errFrame)
+			return nil, errors.Join(errAnswerStarted, peerwire.ErrFrame)
 		}
 	}
-	code, h, trailer, length, err := decodeAnswerHead(s, dst)
+	code, h, trailer, length, err := peerwire.DecodeAnswerHead(s, dst)
 	if err != nil {
 		return nil, errors.Join(errAnswerStarted, err)
 	}
@@ -767,7 +769,7 @@ func (x *exchange) readHead(dst http.Header) (*http.Response, error) {
 		StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: h, ContentLength: length, Trailer: trailer, Request: x.req,
 	}
-	resp.Body = &answerBody{frameBody: frameBody{br: br, trailer: &resp.Trailer}, x: x}
+	resp.Body = &answerBody{Body: peerwire.Body{R: br, Trailer: &resp.Trailer}, x: x}
 	return resp, nil
 }
 
@@ -780,19 +782,19 @@ func (x *exchange) readReply() error {
 		return nil
 	}
 	ac.peerReply = false
-	typ, n, err := readFrameHeader(ac.br)
+	typ, n, err := peerwire.ReadFrameHeader(ac.br)
 	if err != nil {
 		return err
 	}
-	if typ != frameVersion {
+	if typ != peerwire.FrameVersion {
 		// A version 1 build answers a hello it does not know 403, and closes the stream.
-		return &versionRefusal{theirs: peerVersionBare, asked: ac.peerVersion}
+		return &versionRefusal{theirs: peerwire.VersionBare, asked: ac.peerVersion}
 	}
-	p, err := readPayload(ac.br, n, maxHello)
+	p, err := peerwire.ReadPayload(ac.br, n, maxHello)
 	if err != nil {
 		return errors.Join(errAnswerStarted, err)
 	}
-	v, _, err := decodeVersionHello(p)
+	v, _, err := peerwire.DecodeVersionHello(p)
 	if err != nil {
 		return errors.Join(errAnswerStarted, err)
 	}
@@ -834,13 +836,13 @@ func (b *closeWith) Close() error {
 // answerBody is an answer's body: once read to its end frame, its half of the exchange is
 // complete; closed before that, the stream is broken off.
 type answerBody struct {
-	frameBody
+	peerwire.Body
 	x    *exchange
 	once sync.Once
 }
 
 func (b *answerBody) Read(p []byte) (int, error) {
-	n, err := b.frameBody.Read(p)
+	n, err := b.Body.Read(p)
 	if err != nil {
 		b.release()
 	}
@@ -854,8 +856,8 @@ func (b *answerBody) Close() error {
 
 func (b *answerBody) release() {
 	b.once.Do(func() {
-		ok := b.complete() && !b.closing
-		if !b.complete() {
+		ok := b.Complete() && !b.Closing()
+		if !b.Complete() {
 			b.x.abort()
 		} else {
 			b.x.mu.Lock()

@@ -14,10 +14,13 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/olio-dev/olio/router/internal/httprules"
+	"github.com/olio-dev/olio/router/internal/peerwire"
 )
 
 // peerServer is the private side: it serves the requests peers forward over this router's
-// mux streams, in the peer leg's frames (peerwire.go), one exchange at a time per stream.
+// mux streams, in the peer leg's frames (package peerwire), one exchange at a time per stream.
 // It takes the place of an http.Server there, with the same Serve, Shutdown and Close.
 type peerServer struct {
 	r *Router
@@ -220,7 +223,7 @@ func (c *peerConn) serve() {
 		c.s.forget(c)
 	}()
 	for c.s.setIdle(c, true) {
-		typ, n, err := readFrameHeader(c.br)
+		typ, n, err := peerwire.ReadFrameHeader(c.br)
 		if err != nil {
 			return
 		}
@@ -229,15 +232,15 @@ func (c *peerConn) serve() {
 			if !c.hello(typ, n) {
 				return
 			}
-			if typ, n, err = readFrameHeader(c.br); err != nil {
+			if typ, n, err = peerwire.ReadFrameHeader(c.br); err != nil {
 				return
 			}
 		}
-		if typ != frameRequest {
+		if typ != peerwire.FrameRequest {
 			return
 		}
-		head, err := readPayload(c.br, n, c.s.headLimit)
-		if errors.Is(err, errHeadTooLarge) {
+		head, err := peerwire.ReadPayload(c.br, n, c.s.headLimit)
+		if errors.Is(err, peerwire.ErrHeadTooLarge) {
 			c.answer(http.StatusRequestHeaderFieldsTooLarge, "olio: the forwarded request header is too large")
 			return
 		}
@@ -256,34 +259,34 @@ func (c *peerConn) hello(typ byte, n int) bool {
 	mine := c.s.mine()
 	var secret string
 	switch {
-	case typ == frameHello && speaksVersion(mine, peerVersionBare):
-		p, err := readPayload(c.br, n, maxHello)
+	case typ == peerwire.FrameHello && peerwire.Speaks(mine, peerwire.VersionBare):
+		p, err := peerwire.ReadPayload(c.br, n, maxHello)
 		if err != nil {
 			return false
 		}
-		secret, c.version = p, peerVersionBare
-	case typ == frameHello && mine > peerVersionBare:
-		c.s.r.logger.Error("peer protocol version mismatch: refused a stream", "theirs", peerVersionBare, "mine", mine)
+		secret, c.version = p, peerwire.VersionBare
+	case typ == peerwire.FrameHello && mine > peerwire.VersionBare:
+		c.s.r.logger.Error("peer protocol version mismatch: refused a stream", "theirs", peerwire.VersionBare, "mine", mine)
 		c.answer(http.StatusBadGateway, fmt.Sprintf("olio: the forwarding worker speaks peer protocol version %d; worker %d speaks %d and %d",
-			peerVersionBare, c.s.r.index, mine, mine-1))
+			peerwire.VersionBare, c.s.r.index, mine, mine-1))
 		return false
-	case typ == frameVersion && mine > peerVersionBare:
-		p, err := readPayload(c.br, n, maxHello)
+	case typ == peerwire.FrameVersion && mine > peerwire.VersionBare:
+		p, err := peerwire.ReadPayload(c.br, n, maxHello)
 		if err != nil {
 			return false
 		}
-		v, s, err := decodeVersionHello(p)
+		v, s, err := peerwire.DecodeVersionHello(p)
 		if err != nil {
 			return false
 		}
-		if v == peerVersionBare || !speaksVersion(mine, v) {
+		if v == peerwire.VersionBare || !peerwire.Speaks(mine, v) {
 			c.s.r.logger.Error("peer protocol version mismatch: refused a stream", "theirs", v, "mine", mine)
-			c.bw.Write(appendVersionHello(c.buf[:0], mine, ""))
+			c.bw.Write(peerwire.AppendVersionHello(c.buf[:0], mine, ""))
 			c.bw.Flush()
 			return false
 		}
 		// Sent at once: a forwarder holds a request's body until it has this.
-		c.bw.Write(appendVersionHello(c.buf[:0], v, ""))
+		c.bw.Write(peerwire.AppendVersionHello(c.buf[:0], v, ""))
 		if c.bw.Flush() != nil {
 			return false
 		}
@@ -316,11 +319,11 @@ func (c *peerConn) serveOne(head string) (reuse bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	watch := &peerWatch{c: c, cancel: cancel}
-	body, _ := req.Body.(*frameBody)
+	body, _ := req.Body.(*peerwire.Body)
 	if body == nil {
 		watch.start()
 	} else {
-		body.ended = watch.start
+		body.Ended = watch.start
 	}
 	c.interims = 0
 	w := &peerWriter{c: c, header: http.Header{}, isHead: req.Method == http.MethodHead, watch: watch}
@@ -345,44 +348,39 @@ func (c *peerConn) serveOne(head string) (reuse bool) {
 		c.hijacked = true
 		return false
 	}
-	reuse = body == nil || body.complete()
+	reuse = body == nil || body.Complete()
 	return w.finish(reuse) == nil && reuse
 }
 
 // readRequest decodes a request head, reading its end frame too when it has no body.
 func (c *peerConn) readRequest(head string) (req *http.Request, flags uint64, err error) {
-	d := wireReader{s: head}
-	flags = d.uvarint()
-	method, uri, host := d.str(), d.str(), d.str()
-	length := d.varint()
-	h := d.header(nil)
-	trailer := d.names()
-	if err := d.done(); err != nil {
+	rh, err := peerwire.DecodeRequestHead(head)
+	if err != nil {
 		return nil, 0, err
 	}
-	u, err := url.ParseRequestURI(uri)
+	u, err := url.ParseRequestURI(rh.URI)
 	if err != nil {
 		return nil, 0, err
 	}
 	req = &http.Request{
-		Method: method, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header: h, Host: host, RequestURI: uri, RemoteAddr: c.c.RemoteAddr().String(),
-		ContentLength: length, Trailer: trailer,
+		Method: rh.Method, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: rh.Header, Host: rh.Host, RequestURI: rh.URI, RemoteAddr: c.c.RemoteAddr().String(),
+		ContentLength: rh.Length, Trailer: rh.Trailer,
 	}
-	if length == -1 {
+	if rh.Length == -1 {
 		req.TransferEncoding = []string{"chunked"}
 	}
-	b := &frameBody{br: c.br, trailer: &req.Trailer}
-	if length != 0 {
+	b := &peerwire.Body{R: c.br, Trailer: &req.Trailer}
+	if rh.Length != 0 {
 		req.Body = b
-		return req, flags, nil
+		return req, rh.Flags, nil
 	}
 	// No body: its end frame follows the head at once.
 	req.Body = http.NoBody
-	if b.next(); !b.complete() {
-		return nil, 0, errFrame
+	if b.Next(); !b.Complete() {
+		return nil, 0, peerwire.ErrFrame
 	}
-	return req, flags, nil
+	return req, rh.Flags, nil
 }
 
 // peerWatch notices, while a request is served, that its forwarder closed the stream (the
@@ -502,20 +500,20 @@ func (w *peerWriter) WriteHeader(code int) {
 			}
 		}
 	}
-	b := binary.AppendUvarint(beginFrame(w.c.buf[:0], frameResponse), uint64(code))
-	b = appendHeader(b, w.header, hopSkip(w.header["Connection"], false))
-	w.head = appendNames(b, w.trailers)
+	b := binary.AppendUvarint(peerwire.BeginFrame(w.c.buf[:0], peerwire.FrameResponse), uint64(code))
+	b = peerwire.AppendHeader(b, w.header, httprules.Hops(w.header["Connection"], false))
+	w.head = peerwire.AppendNames(b, w.trailers)
 }
 
 // sendInterim sends an interim answer (103 Early Hints) back at once, with the header as it
 // is (which stays for the final answer, as net/http's server keeps it); on a stream of
 // version 1, or past maxInterim for one request, it is dropped.
 func (w *peerWriter) sendInterim(code int) {
-	if w.c.version < peerVersionInterim || w.c.interims >= maxInterim || code < 100 || w.err != nil {
+	if w.c.version < peerwire.VersionInterim || w.c.interims >= maxInterim || code < 100 || w.err != nil {
 		return
 	}
 	w.c.interims++
-	w.c.buf = appendInterim(w.c.buf[:0], code, w.header)
+	w.c.buf = peerwire.AppendInterim(w.c.buf[:0], code, w.header)
 	if _, w.err = w.c.bw.Write(w.c.buf); w.err == nil {
 		w.err = w.c.bw.Flush()
 	}
@@ -545,7 +543,7 @@ func (w *peerWriter) Write(p []byte) (int, error) {
 		}
 		w.sendHead(-1)
 	}
-	n, err := writeData(w.c.bw, p)
+	n, err := peerwire.WriteData(w.c.bw, p)
 	w.err = err
 	return n, err
 }
@@ -560,7 +558,7 @@ func (w *peerWriter) sendHead(length int) {
 	} else if len(w.trailers) > 0 || (w.noBody && !(w.isHead && length > 0)) {
 		length = -1
 	}
-	b := endFrame(binary.AppendVarint(w.head, int64(length)), 0)
+	b := peerwire.EndFrame(binary.AppendVarint(w.head, int64(length)), 0)
 	w.sent = true
 	if _, err := w.c.bw.Write(b); err != nil {
 		w.err = err
@@ -568,7 +566,7 @@ func (w *peerWriter) sendHead(length int) {
 	}
 	w.c.buf = b[:0]
 	if len(w.held) > 0 {
-		_, w.err = writeData(w.c.bw, w.held)
+		_, w.err = peerwire.WriteData(w.c.bw, w.held)
 		w.held = nil
 	}
 }
@@ -628,11 +626,11 @@ func (w *peerWriter) finish(reuse bool) error {
 			t[strings.TrimPrefix(k, http.TrailerPrefix)] = v
 		}
 	}
-	end := frameEnd
+	end := peerwire.FrameEnd
 	if !reuse {
-		end = frameEndClose
+		end = peerwire.FrameEndClose
 	}
-	w.c.buf = appendEndType(w.c.buf[:0], end, t)
+	w.c.buf = peerwire.AppendEndType(w.c.buf[:0], end, t)
 	if _, err := w.c.bw.Write(w.c.buf); err != nil {
 		return err
 	}
@@ -658,7 +656,7 @@ func (w *peerWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, errors.New("router: the forwarder is gone")
 	}
 	w.hijacked = true
-	w.c.buf = appendFrameHeader(w.c.buf[:0], frameUpgrade, 0)
+	w.c.buf = peerwire.AppendFrameHeader(w.c.buf[:0], peerwire.FrameUpgrade, 0)
 	w.c.bw.Write(w.c.buf)
 	if err := w.c.bw.Flush(); err != nil {
 		return nil, nil, err

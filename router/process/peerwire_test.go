@@ -7,9 +7,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/olio-dev/olio/router/internal/peerwire"
 )
 
 // FuzzPeerRequestHead: a request head of any bytes decodes to a request or an error, never
@@ -19,112 +20,21 @@ func FuzzPeerRequestHead(f *testing.F) {
 	req.Header.Add("X-Many", "1")
 	req.Header.Add("X-Many", "2")
 	head := appendRequestHead(nil, req, true, "")
-	f.Add(head[frameHeaderSize:])
+	f.Add(head[peerwire.HeaderSize:])
 	f.Add([]byte{})
 	f.Add([]byte{0, 1, 'G', 0xff, 0xff, 0xff, 0xff, 0x0f})
 	a, b := net.Pipe()
 	f.Cleanup(func() { a.Close(); b.Close() })
-	c := &peerConn{c: a, br: bufio.NewReader(strings.NewReader(string(appendEnd(nil, nil))))}
+	c := &peerConn{c: a, br: bufio.NewReader(strings.NewReader(string(peerwire.AppendEnd(nil, nil))))}
 	f.Fuzz(func(t *testing.T, p []byte) {
-		c.br.Reset(strings.NewReader(string(appendEnd(nil, nil))))
+		c.br.Reset(strings.NewReader(string(peerwire.AppendEnd(nil, nil))))
 		got, _, err := c.readRequest(string(p))
-		if err != nil || string(p) != string(head[frameHeaderSize:]) {
+		if err != nil || string(p) != string(head[peerwire.HeaderSize:]) {
 			return
 		}
 		if got.Method != "POST" || got.URL.RawQuery != "c=d" || got.ContentLength != 1 ||
 			strings.Join(got.Header["X-Many"], ",") != "1,2" || got.Header.Get("X-Forwarded-For") != "192.0.2.1" {
 			t.Errorf("decoded %s %s (%d bytes) %v", got.Method, got.URL, got.ContentLength, got.Header)
-		}
-	})
-}
-
-// FuzzPeerAnswerHead: an answer head of any bytes decodes to a status a ResponseWriter
-// takes (three digits, not an interim one) and a length of -1 or more, or to an error.
-func FuzzPeerAnswerHead(f *testing.F) {
-	f.Add(encodeAnswer(f, 200, "X-A", "1", "body", "").head)
-	f.Add(encodeAnswer(f, 204, "X-A", "1", "", "t").head)
-	f.Add([]byte{})
-	f.Add([]byte{0, 0, 0, 1})             // status 0
-	f.Add([]byte{0xe8, 0x07, 0, 0, 1})    // status 1000
-	f.Add([]byte{0x67, 0, 0, 1})          // status 103: an interim one
-	f.Add([]byte{0xc8, 0x01, 0, 0, 0x03}) // length -2
-	f.Fuzz(func(t *testing.T, p []byte) {
-		code, h, _, length, err := decodeAnswerHead(string(p), nil)
-		if err != nil {
-			return
-		}
-		if !finalStatus(uint64(code)) || code < 100 || code > 999 || length < -1 || h == nil {
-			t.Errorf("decoded status %d, length %d, header %v", code, length, h)
-		}
-	})
-}
-
-// FuzzPeerInterim: an interim answer of any bytes decodes to a 1xx status (not 101) or an
-// error; what decodes encodes back to the same answer.
-func FuzzPeerInterim(f *testing.F) {
-	f.Add(appendInterim(nil, 103, http.Header{"Link": {"</a.css>; rel=preload"}})[frameHeaderSize:])
-	f.Add(appendInterim(nil, 100, nil)[frameHeaderSize:])
-	f.Add(appendInterim(nil, 101, nil)[frameHeaderSize:])
-	f.Add(appendInterim(nil, 200, nil)[frameHeaderSize:])
-	f.Add([]byte{})
-	f.Fuzz(func(t *testing.T, p []byte) {
-		code, h, err := decodeInterim(string(p))
-		if err != nil {
-			return
-		}
-		if !interimStatus(code) {
-			t.Fatalf("decoded interim status %d", code)
-		}
-		code2, h2, err := decodeInterim(string(appendInterim(nil, code, h)[frameHeaderSize:]))
-		if err != nil || code2 != code || !reflect.DeepEqual(h, h2) {
-			t.Errorf("round trip: %d %v, then %d %v (%v)", code, h, code2, h2, err)
-		}
-	})
-}
-
-// FuzzPeerHello: a versioned hello of any bytes decodes to a version and a secret or an
-// error; what decodes encodes back to the same hello.
-func FuzzPeerHello(f *testing.F) {
-	f.Add(appendVersionHello(nil, peerVersion, "s3cr3t")[frameHeaderSize:])
-	f.Add(appendVersionHello(nil, 1<<31, "")[frameHeaderSize:])
-	f.Add([]byte("s3cr3t")) // a bare hello
-	f.Add([]byte{})
-	f.Fuzz(func(t *testing.T, p []byte) {
-		v, secret, err := decodeVersionHello(string(p))
-		if err != nil {
-			return
-		}
-		if v < 0 || v > maxVersion {
-			t.Fatalf("decoded version %d", v)
-		}
-		v2, secret2, err := decodeVersionHello(string(appendVersionHello(nil, v, secret)[frameHeaderSize:]))
-		if err != nil || v2 != v || secret2 != secret {
-			t.Errorf("round trip: %d %q, then %d %q (%v)", v, secret, v2, secret2, err)
-		}
-	})
-}
-
-// FuzzPeerBody: a message's body frames of any bytes read to an end or an error, never a
-// panic, and never more bytes than the data frames carried.
-func FuzzPeerBody(f *testing.F) {
-	var ok []byte
-	ok = appendFrameHeader(ok, frameData, 5)
-	ok = append(ok, "hello"...)
-	ok = appendEnd(ok, http.Header{"X-Sum": {"1"}})
-	f.Add(ok)
-	f.Add(appendEndType(nil, frameEndClose, nil))
-	f.Add(appendFrameHeader(nil, frameData, 1<<31))
-	f.Add(appendFrameHeader(nil, frameResponse, 0))
-	f.Add([]byte{})
-	f.Fuzz(func(t *testing.T, p []byte) {
-		var trailer http.Header
-		b := &frameBody{br: bufio.NewReader(bytes.NewReader(p)), trailer: &trailer}
-		got, err := io.ReadAll(b)
-		if len(got) > len(p) {
-			t.Fatalf("read %d bytes from %d", len(got), len(p))
-		}
-		if err == nil && !b.complete() {
-			t.Errorf("a body read to its end without its end frame")
 		}
 	})
 }
@@ -139,26 +49,26 @@ func FuzzPeerRoundTrip(f *testing.F) {
 		code := 200 + int(status)%800
 		e := encodeAnswer(t, code, "X-F-"+key, value, body, trailer)
 		br := bufio.NewReader(bytes.NewReader(e.wire))
-		typ, n, err := readFrameHeader(br)
-		if err != nil || typ != frameInterim {
+		typ, n, err := peerwire.ReadFrameHeader(br)
+		if err != nil || typ != peerwire.FrameInterim {
 			t.Fatalf("first frame %q, %v", typ, err)
 		}
-		p, _ := readPayload(br, n, maxResponseHead)
-		if ic, ih, err := decodeInterim(p); err != nil || ic != 103 || ih.Get("Link") != "<x>" {
+		p, _ := peerwire.ReadPayload(br, n, peerwire.MaxResponseHead)
+		if ic, ih, err := peerwire.DecodeInterim(p); err != nil || ic != 103 || ih.Get("Link") != "<x>" {
 			t.Fatalf("interim %d %v %v", ic, ih, err)
 		}
-		if typ, n, err = readFrameHeader(br); err != nil || typ != frameResponse {
+		if typ, n, err = peerwire.ReadFrameHeader(br); err != nil || typ != peerwire.FrameResponse {
 			t.Fatalf("second frame %q, %v", typ, err)
 		}
-		p, _ = readPayload(br, n, maxResponseHead)
-		gotCode, h, announced, length, err := decodeAnswerHead(p, nil)
+		p, _ = peerwire.ReadPayload(br, n, peerwire.MaxResponseHead)
+		gotCode, h, announced, length, err := peerwire.DecodeAnswerHead(p, nil)
 		if err != nil || gotCode != code {
 			t.Fatalf("head: %d (%v), want %d", gotCode, err, code)
 		}
 		if got := h["X-F-"+key]; len(got) != 1 || got[0] != value {
 			t.Errorf("header %q: %q, want %q", "X-F-"+key, got, value)
 		}
-		fb := &frameBody{br: br, trailer: &announced}
+		fb := &peerwire.Body{R: br, Trailer: &announced}
 		got, err := io.ReadAll(fb)
 		if err != nil {
 			t.Fatalf("body: %v", err)
@@ -189,7 +99,7 @@ type encoded struct {
 // then an answer of code with the field key: value, body and, unless empty, the trailer X-T.
 func encodeAnswer(t testing.TB, code int, key, value, body, trailer string) encoded {
 	var buf bytes.Buffer
-	c := &peerConn{bw: bufio.NewWriter(&buf), version: peerVersion}
+	c := &peerConn{bw: bufio.NewWriter(&buf), version: peerwire.Version}
 	w := &peerWriter{c: c, header: http.Header{}}
 	w.header.Set("Link", "<x>")
 	w.WriteHeader(http.StatusEarlyHints)
@@ -209,9 +119,9 @@ func encodeAnswer(t testing.TB, code int, key, value, body, trailer string) enco
 	wire := buf.Bytes()
 	// The head follows the interim answer.
 	br := bufio.NewReader(bytes.NewReader(wire))
-	_, n, _ := readFrameHeader(br)
+	_, n, _ := peerwire.ReadFrameHeader(br)
 	br.Discard(n)
-	_, n, _ = readFrameHeader(br)
-	head, _ := readPayload(br, n, maxResponseHead)
+	_, n, _ = peerwire.ReadFrameHeader(br)
+	head, _ := peerwire.ReadPayload(br, n, peerwire.MaxResponseHead)
 	return encoded{wire: wire, head: []byte(head)}
 }

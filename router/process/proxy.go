@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/olio-dev/olio/mux"
+	"github.com/olio-dev/olio/router/internal/httprules"
 )
 
 // bufferPool shares ReverseProxy copy buffers between requests.
@@ -60,7 +61,7 @@ func (r *Router) newLocalProxy(inst *instance) *httputil.ReverseProxy {
 			outbound(pr.Out)
 			pr.SetURL(target)
 			pr.Out.Host = pr.In.Host
-			setForwarded(pr.Out.Header, forwardedOf(pr.In))
+			httprules.SetForwarded(pr.Out.Header, forwardedOf(pr.In))
 		},
 		Transport:     inst.transport,
 		BufferPool:    buffers,

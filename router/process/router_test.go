@@ -22,6 +22,7 @@ import (
 
 	"github.com/olio-dev/olio/descend"
 	"github.com/olio-dev/olio/mux"
+	"github.com/olio-dev/olio/router/internal/peerwire"
 )
 
 // testCluster is N routers in this process, each with an httptest app that answers with its
@@ -234,7 +235,7 @@ func TestPeerSideNeedsSecret(t *testing.T) {
 			t.Fatal(err)
 		}
 		req := httptest.NewRequest("GET", "/", nil)
-		st.Write(appendEnd(appendRequestHead(appendHello(nil, c.secret), req, false, ""), nil))
+		st.Write(peerwire.AppendEnd(appendRequestHead(peerwire.AppendHello(nil, c.secret), req, false, ""), nil))
 		ac := &appConn{c: st, br: bufio.NewReader(st)}
 		x := &exchange{ac: ac, req: req, stop: func() bool { return false }, halves: 1}
 		resp, err := x.readHead(nil)

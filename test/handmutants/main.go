@@ -110,7 +110,7 @@ var mutants = []mutant{
 		tests:   "^TestLifecycleTTOUFinishesForwarded$",
 		promise: "a router leaving by TTOU finishes the requests it forwarded"},
 	// Round 3: bugs placed by behaviour in the peer and app legs (test/round3_test.go,
-	// router/round3_test.go, router/query_fuzz_test.go).
+	// router/process/round3_test.go, router/internal/httprules/query_fuzz_test.go).
 	{id: "E18", file: "router/process/peerforward.go",
 		old: "\t\t\tpanic(http.ErrAbortHandler) // the server cuts the client's connection\n", new: "\t\t\treturn\n",
 		tests:   "^TestRound3CutAnswerIsAnError$",
@@ -123,7 +123,7 @@ var mutants = []mutant{
 		old: "\t\t\tpanic(http.ErrAbortHandler)\n\t\t}\n\t\treturn\n", new: "\t\t\treturn\n\t\t}\n\t\treturn\n",
 		tests:   "^TestRound3CutAnswerIsAnError$",
 		promise: "an app's answer cut short mid-body on the fast path reaches the client as an error"},
-	{id: "E21", file: "router/process/peerwire.go",
+	{id: "E21", file: "router/internal/httprules/outbound.go",
 		old: "if i+2 >= len(q) ||", new: "if i+2 > len(q) ||",
 		tests:   "^TestRound3CutShortEscape$",
 		promise: "a query ending in a cut-short escape (?q=%4) is answered, local and forwarded (no index out of range)"},
@@ -151,7 +151,7 @@ var mutants = []mutant{
 		old: "\tctx = context.WithValue(ctx, http.ServerContextKey, peerHTTPServer)\n", new: "",
 		tests:   "^TestCutAnswerIsAnError$",
 		promise: "an app's answer cut short on the owner of a forwarded request breaks the stream off"},
-	{id: "U5", file: "router/process/peerwire.go", pkg: "./router/process/",
+	{id: "U5", file: "router/internal/httprules/outbound.go", pkg: "./router/internal/httprules/",
 		old: "if i+2 >= len(q) ||", new: "if i+2 > len(q) ||",
 		tests:   "^FuzzOutboundURI$",
 		promise: "the query check never reads past a cut-short escape"},

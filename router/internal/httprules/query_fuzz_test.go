@@ -1,4 +1,4 @@
-package process
+package httprules
 
 import (
 	"net/url"
@@ -23,24 +23,24 @@ func FuzzOutboundURI(f *testing.F) {
 		u := &url.URL{Path: path, RawQuery: q}
 		defer func() {
 			if p := recover(); p != nil {
-				t.Fatalf("outboundURI with the query %q panicked: %v", q, p)
+				t.Fatalf("OutboundURI with the query %q panicked: %v", q, p)
 			}
 		}()
-		out := outboundURI(u)
+		out := OutboundURI(u)
 		_, perr := url.ParseQuery(q)
 		if clean := cleanQuery(q); clean != (perr == nil) {
 			t.Fatalf("cleanQuery(%q) = %v, but url.ParseQuery says %v", q, clean, perr)
 		}
 		if perr == nil {
 			if out != u.RequestURI() {
-				t.Fatalf("outboundURI with the clean query %q = %q, want it as it came: %q", q, out, u.RequestURI())
+				t.Fatalf("OutboundURI with the clean query %q = %q, want it as it came: %q", q, out, u.RequestURI())
 			}
 			return
 		}
 		_, rawq, _ := strings.Cut(out, "?")
 		got, err := url.ParseQuery(rawq)
 		if err != nil {
-			t.Fatalf("outboundURI with the query %q = %q, whose query does not parse: %v", q, out, err)
+			t.Fatalf("OutboundURI with the query %q = %q, whose query does not parse: %v", q, out, err)
 		}
 		want, _ := url.ParseQuery(q)
 		if len(want) == 0 {
@@ -50,7 +50,7 @@ func FuzzOutboundURI(f *testing.F) {
 			got = url.Values{}
 		}
 		if !reflect.DeepEqual(got, want) {
-			t.Fatalf("outboundURI with the query %q = %q: values %v, want what parses of it, %v", q, out, got, want)
+			t.Fatalf("OutboundURI with the query %q = %q: values %v, want what parses of it, %v", q, out, got, want)
 		}
 	})
 }
