@@ -162,6 +162,11 @@ type Drain struct {
 	// Replaced says a new process has taken this worker's place (an embedded worker's
 	// rolling restart): finish what peers forwarded too, and close the private socket.
 	Replaced bool `json:"replaced,omitempty"`
+	// KeysMove says this worker's keys go on in other processes once it has drained (a hot
+	// upgrade's new routers): under --handover exclusive its upgraded connections end
+	// first. Without it (a plain stop, a shrink whose keys moved before) they are left to
+	// the app's own stop.
+	KeysMove bool `json:"keys_move,omitempty"`
 }
 
 // StatsRequest asks a router for its counters; answered by Stats with the same ID.

@@ -295,10 +295,11 @@ func (c *cluster) stop() {
 	c.logger.Info("stopping: draining workers", "workers", len(workers))
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.ShutdownTimeout)
 	defer cancel()
+	upgraded := c.drained != nil // a new master's routers serve the keys next
 	var wg sync.WaitGroup
 	for _, w := range workers {
 		wg.Add(1)
-		go func() { defer wg.Done(); w.drain(ctx) }()
+		go func() { defer wg.Done(); w.drain(ctx, upgraded) }()
 	}
 	c.wait(wg.Wait) // a hot upgrade's routers still held are released meanwhile
 	if c.drained != nil {

@@ -109,9 +109,18 @@ func positive(c *Config, s *Setting) error {
 	return nil
 }
 
+// defaultUpgradeGrace marks --upgrade-grace as not given: graceBelowForward makes it 2s, or
+// half of --forward-timeout when that is 4s or less, so that a short --forward-timeout alone
+// is never refused for a grace nobody asked for.
+const defaultUpgradeGrace = time.Duration(-1)
+
 // graceBelowForward checks --upgrade-grace: not negative, and below --forward-timeout, the
-// bound of the requests held meanwhile (else every one of them would get 503).
+// bound of the requests held meanwhile (else every one of them would get 503). It resolves
+// the default (defaultUpgradeGrace) first.
 func graceBelowForward(c *Config, s *Setting) error {
+	if c.UpgradeGrace == defaultUpgradeGrace {
+		c.UpgradeGrace = min(2*time.Second, c.ForwardTimeout/2)
+	}
 	g := s.Value(c).(time.Duration)
 	if g < 0 {
 		return s.bad(c, "must not be negative (0 ends the connections at once)")

@@ -127,9 +127,10 @@ func (w *worker) start() {
 	}()
 }
 
-// drain asks the router to stop accepting public connections and finish what it accepted.
-func (w *worker) drain(ctx context.Context) {
-	if _, err := w.call(ctx, &descend.Drain{ID: w.m.nextID()}); err != nil && !errors.Is(err, ErrNoRouter) {
+// drain asks the router to stop accepting public connections and finish what it accepted;
+// keysMove says its keys go on in other processes (see descend.Drain).
+func (w *worker) drain(ctx context.Context, keysMove bool) {
+	if _, err := w.call(ctx, &descend.Drain{ID: w.m.nextID(), KeysMove: keysMove}); err != nil && !errors.Is(err, ErrNoRouter) {
 		w.m.logger.Warn("drain", "worker", w.index, "err", err)
 	}
 }

@@ -395,9 +395,10 @@ func (r *Router) onDrain(m descend.Message) error {
 			r.private.GoAway()
 		}
 		r.accept.drain(ctx)
-		if ups := r.live.matching(func(*liveUpgrade) bool { return true }); len(ups) > 0 && r.exclusive() {
-			// Every key leaves (a hot upgrade's new routers serve them once this drain is
-			// done): the upgraded connections end first.
+		if ups := r.live.matching(func(*liveUpgrade) bool { return true }); len(ups) > 0 && r.exclusive() && (d.KeysMove || d.Replaced) {
+			// Every key leaves (a hot upgrade's new routers, or the replacement, serve them
+			// once this drain is done): the upgraded connections end first. On a plain stop
+			// they are the app's to end.
 			r.notifyApp(ctx, Handover{Index: r.index, Epoch: r.members.Load().epoch, Workers: r.workers(), NewWorkers: r.workers(), Reason: "restart", Upgrades: len(ups)}, r.apps.current.Load())
 			r.endLeaving(ctx, ups)
 		}
