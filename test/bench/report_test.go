@@ -3,7 +3,6 @@ package main
 import (
 	"math"
 	"os/exec"
-	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -148,19 +147,6 @@ func TestCPUPer10k(t *testing.T) {
 // The real thing: a process tree read from /proc, its root the layer, its
 // child an app, and a process apart as a shared app.
 func TestLayerSplitProcesses(t *testing.T) {
-	start := func(script string) *exec.Cmd {
-		t.Helper()
-		cmd := exec.Command("sh", "-c", script)
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			cmd.Process.Kill()
-			cmd.Wait()
-		})
-		return cmd
-	}
 	// sh forks sleep (it runs a command after it) in its own process group,
 	// so that cleanup kills both
 	root := exec.Command("sh", "-c", "sleep 60; :")
@@ -172,9 +158,18 @@ func TestLayerSplitProcesses(t *testing.T) {
 		syscall.Kill(-root.Process.Pid, syscall.SIGKILL)
 		root.Wait()
 	})
-	shared := start("exec sleep 60")
+	shared := exec.Command("sleep", "60")
+	if err := shared.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		shared.Process.Kill()
+		shared.Wait()
+	})
 	l := layer{root: root.Process.Pid, maxDepth: 0, apps: []int{shared.Process.Pid}}
 	deadline := time.Now().Add(30 * time.Second)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		lay, apps := l.split()
 		if len(lay) == 1 && lay[0].Pid == root.Process.Pid && len(apps) == 2 && slices.Contains(pids(apps), shared.Process.Pid) {
@@ -184,7 +179,7 @@ func TestLayerSplitProcesses(t *testing.T) {
 			t.Fatalf("waited 30 s for layer [sh %d] and apps [its sleep, %d]: layer %v, apps %v",
 				root.Process.Pid, shared.Process.Pid, pids(lay), pids(apps))
 		}
-		runtime.Gosched()
+		<-tick.C
 	}
 	if g := (layer{apps: []int{shared.Process.Pid}}); len(g.procs()) != 0 {
 		t.Errorf("direct's layer = %v, want none", pids(g.procs()))
