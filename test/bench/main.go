@@ -340,7 +340,7 @@ func measure(ctx context.Context, b *bench, st setup, in *instance, wl workload,
 		g.closedLoop(ctx, cfg.warmup)
 	}
 
-	var cpu0 cpuSnapshot
+	var cpu0 servingCPU
 	if in.layer != nil {
 		cpu0 = in.layer.cpu()
 	}
@@ -360,10 +360,11 @@ func measure(ctx context.Context, b *bench, st setup, in *instance, wl workload,
 	}
 	s := sample{
 		RPS: r.rps(), P50: percentile(r.lat, 50), P99: percentile(r.lat, 99),
-		CPUPer10k: -1, Forwarded: in.forwarded, Errors: r.errs,
+		CPUPer10k: -1, ServingCPUPer10k: -1, Forwarded: in.forwarded, Errors: r.errs,
 	}
 	if in.layer != nil {
-		s.CPUPer10k = in.layer.cpu().secondsSince(cpu0) / float64(r.ok) * 10000
+		lay, apps := in.layer.cpu().secondsSince(cpu0)
+		s.CPUPer10k, s.ServingCPUPer10k = cpuPer10k(in.layer.root > 0, lay, apps, r.ok)
 		s.RSS = in.layer.rss()
 		s.Procs = in.layer.count()
 	}

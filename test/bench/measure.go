@@ -18,32 +18,74 @@ import (
 // on every Linux architecture the harness runs on.
 const clockTicks = 100
 
-// layer is the set of processes whose cost is charged to the layer under
-// test: root and its descendants down to maxDepth (negative: all).
+// layer is the serving side of a setup, split in two: the layer under test
+// (root and its descendants down to maxDepth; negative: all), and the apps it
+// serves (root's descendants below maxDepth, as olio's app children, and the
+// shared apps, each with its descendants, which direct, HAProxy, nginx and
+// the prototypes run in front of). The report charges the layer's CPU to the
+// setup, and compares the whole serving side (layer + apps), which does not
+// depend on how much CPU the load generator takes from it.
 type layer struct {
-	root     int
+	root     int // 0: none (direct: the apps alone)
 	maxDepth int
+	apps     []int // the shared apps' pids
+}
+
+// split sorts the processes of the serving side into the layer and its apps.
+func (l layer) split() (lay, apps []harness.ProcStat) {
+	if l.root > 0 {
+		lay, apps = splitTree(harness.Tree(l.root), l.maxDepth)
+	}
+	for _, pid := range l.apps {
+		for _, n := range harness.Tree(pid) {
+			apps = append(apps, n.ProcStat)
+		}
+	}
+	return lay, apps
+}
+
+// splitTree sorts a process tree (root at depth 0) into the layer, the nodes
+// down to maxDepth (negative: all), and the apps, the nodes below it.
+func splitTree(nodes []harness.Node, maxDepth int) (lay, apps []harness.ProcStat) {
+	for _, n := range nodes {
+		if maxDepth < 0 || n.Depth <= maxDepth {
+			lay = append(lay, n.ProcStat)
+		} else {
+			apps = append(apps, n.ProcStat)
+		}
+	}
+	return lay, apps
 }
 
 func (l layer) procs() []harness.ProcStat {
-	var out []harness.ProcStat
-	for _, n := range harness.Tree(l.root) {
-		if l.maxDepth < 0 || n.Depth <= l.maxDepth {
-			out = append(out, n.ProcStat)
-		}
-	}
-	return out
+	lay, _ := l.split()
+	return lay
 }
 
-// cpuSnapshot maps each process of the layer to its CPU ticks so far.
+// cpuSnapshot maps each process to its CPU ticks so far.
 type cpuSnapshot map[harness.ProcKey]uint64
 
-func (l layer) cpu() cpuSnapshot {
+func snapshot(ps []harness.ProcStat) cpuSnapshot {
 	s := cpuSnapshot{}
-	for _, p := range l.procs() {
+	for _, p := range ps {
 		s[p.ProcKey] = p.Ticks
 	}
 	return s
+}
+
+// servingCPU is the CPU ticks so far of the layer's processes and of its
+// apps', apart.
+type servingCPU struct{ layer, apps cpuSnapshot }
+
+func (l layer) cpu() servingCPU {
+	lay, apps := l.split()
+	return servingCPU{layer: snapshot(lay), apps: snapshot(apps)}
+}
+
+// secondsSince is the CPU time the layer and the apps spent from before to
+// s, in seconds.
+func (s servingCPU) secondsSince(before servingCPU) (layer, apps float64) {
+	return s.layer.secondsSince(before.layer), s.apps.secondsSince(before.apps)
 }
 
 // secondsSince is the CPU time spent from before to s, in seconds; a process
@@ -56,6 +98,20 @@ func (s cpuSnapshot) secondsSince(before cpuSnapshot) float64 {
 		}
 	}
 	return float64(t) / clockTicks
+}
+
+// cpuPer10k is the CPU-s per 10k requests, over ok requests, of the layer (-1
+// without one) and of the whole serving side, the layer and its apps.
+func cpuPer10k(hasLayer bool, layer, apps float64, ok int) (lay, serving float64) {
+	if ok <= 0 {
+		return -1, -1
+	}
+	per := 10000 / float64(ok)
+	lay = -1
+	if hasLayer {
+		lay = layer * per
+	}
+	return lay, (layer + apps) * per
 }
 
 // rss is the sum of the resident set sizes of the layer's processes, in bytes

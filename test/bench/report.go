@@ -16,10 +16,14 @@ type sample struct {
 	RPS       float64       `json:"rps"`
 	P50       time.Duration `json:"p50_ns"`
 	P99       time.Duration `json:"p99_ns"`
-	CPUPer10k float64       `json:"cpu_s_per_10k"` // -1: no layer (direct)
-	RSS       uint64        `json:"rss_bytes"`
-	Procs     int           `json:"procs"`
-	Forwarded float64       `json:"forwarded"` // share; -1: does not apply
+	CPUPer10k float64       `json:"cpu_s_per_10k"` // the layer's; -1: no layer (direct)
+	// ServingCPUPer10k is the whole serving side's: the layer and its apps
+	// (olio's app children; the shared apps behind direct, HAProxy, nginx
+	// and the prototypes); -1: not measured.
+	ServingCPUPer10k float64 `json:"serving_cpu_s_per_10k"`
+	RSS              uint64  `json:"rss_bytes"`
+	Procs            int     `json:"procs"`
+	Forwarded        float64 `json:"forwarded"` // share; -1: does not apply
 	// ForwardedMeasured tells a share read from olio's metrics from the
 	// expected (N-1)/N.
 	ForwardedMeasured bool          `json:"forwarded_measured"`
@@ -89,6 +93,7 @@ func medianOf[T any](xs []T, f func(T) float64) float64 {
 type summary struct {
 	rounds                 int
 	rps, p50, p99, cpu     float64
+	servingCPU             float64 // layer + apps
 	rss, forwarded, wrkRPS float64
 	procs                  int
 	forwardedMeasured      bool // in every round
@@ -107,14 +112,15 @@ type fixedSummary struct {
 
 func summarize(ss []sample) summary {
 	sum := summary{
-		rounds:    len(ss),
-		rps:       medianOf(ss, func(s sample) float64 { return s.RPS }),
-		p50:       medianOf(ss, func(s sample) float64 { return float64(s.P50) }),
-		p99:       medianOf(ss, func(s sample) float64 { return float64(s.P99) }),
-		cpu:       medianOf(ss, func(s sample) float64 { return s.CPUPer10k }),
-		rss:       medianOf(ss, func(s sample) float64 { return float64(s.RSS) }),
-		forwarded: medianOf(ss, func(s sample) float64 { return s.Forwarded }),
-		wrkRPS:    medianOf(ss, func(s sample) float64 { return s.WrkRPS }),
+		rounds:     len(ss),
+		rps:        medianOf(ss, func(s sample) float64 { return s.RPS }),
+		p50:        medianOf(ss, func(s sample) float64 { return float64(s.P50) }),
+		p99:        medianOf(ss, func(s sample) float64 { return float64(s.P99) }),
+		cpu:        medianOf(ss, func(s sample) float64 { return s.CPUPer10k }),
+		servingCPU: medianOf(ss, func(s sample) float64 { return s.ServingCPUPer10k }),
+		rss:        medianOf(ss, func(s sample) float64 { return float64(s.RSS) }),
+		forwarded:  medianOf(ss, func(s sample) float64 { return s.Forwarded }),
+		wrkRPS:     medianOf(ss, func(s sample) float64 { return s.WrkRPS }),
 	}
 	sum.forwardedMeasured = len(ss) > 0
 	for _, s := range ss {
@@ -172,19 +178,20 @@ func render(meta reportMeta, order []setup, wls []workload, res results) string 
 			base = summarize(ss).rps
 		}
 		fmt.Fprintf(&b, "\n### %s — throughput (closed loop)\n\n", wl.title)
-		b.WriteString("| setup | req/s | × direct | p50 | p99 | CPU-s / 10k req | RSS (procs) | forwarded | affinity violations | errors | wrk req/s |\n")
-		b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+		b.WriteString("| setup | req/s | × direct | p50 | p99 | CPU-s / 10k req: layer | layer + apps | RSS (procs) | forwarded | affinity violations | errors | wrk req/s |\n")
+		b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 		for _, st := range order {
 			ss := res[st.id][wl.name]
 			if len(ss) == 0 {
 				continue
 			}
 			s := summarize(ss)
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %d / %d keys | %d | %s |\n",
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %d / %d keys | %d | %s |\n",
 				st.name, fmtRate(s.rps), fmtRatio(s.rps/base), fmtDur(s.p50), fmtDur(s.p99),
-				fmtCPU(s.cpu), fmtRSS(s.rss, s.procs), fmtShare(s.forwarded, s.forwardedMeasured, st.id),
+				fmtCPU(s.cpu), fmtCPU(s.servingCPU), fmtRSS(s.rss, s.procs), fmtShare(s.forwarded, s.forwardedMeasured, st.id),
 				s.violations, s.keys, s.errors, fmtRate(s.wrkRPS))
 		}
+		renderAgainst(&b, wl, order, res, "haproxy")
 		var fixedHdr []fixedSummary
 		for _, st := range order {
 			if ss := res[st.id][wl.name]; len(ss) > 0 && len(ss[0].Fixed) > 0 {
@@ -223,16 +230,62 @@ func render(meta reportMeta, order []setup, wls []workload, res results) string 
 	return b.String()
 }
 
+// renderAgainst writes, when the run has the setup baseID, each other
+// setup's same-run ratios to it under wl: throughput, the layer's CPU and
+// the whole serving side's, each the median over the rounds of one round's
+// ratio (the setups of a round ran minutes apart at most, under the same
+// other load on the machine).
+func renderAgainst(b *strings.Builder, wl workload, order []setup, res results, baseID string) {
+	base := res[baseID][wl.name]
+	i := slices.IndexFunc(order, func(s setup) bool { return s.id == baseID })
+	if len(base) == 0 || i < 0 {
+		return
+	}
+	name := order[i].name
+	fmt.Fprintf(b, "\n### %s — against %s + apps, same run (median of each round's ratio)\n\n", wl.title, name)
+	fmt.Fprintf(b, "| setup | req/s × %[1]s | CPU / req, layer × %[1]s's | CPU / req, layer + apps × %[1]s + apps |\n|---|--:|--:|--:|\n", name)
+	for _, st := range order {
+		ss := res[st.id][wl.name]
+		if len(ss) == 0 {
+			continue
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s |\n", st.name,
+			fmtRatio(sameRunRatio(ss, base, func(s sample) float64 { return s.RPS })),
+			fmtRatio(sameRunRatio(ss, base, func(s sample) float64 { return s.CPUPer10k })),
+			fmtRatio(sameRunRatio(ss, base, func(s sample) float64 { return s.ServingCPUPer10k })))
+	}
+}
+
+// sameRunRatio is the median over the rounds of f(a round's sample of ss) /
+// f(the same round's sample of base), leaving out the rounds where either
+// was not measured (not positive); NaN for none.
+func sameRunRatio(ss, base []sample, f func(sample) float64) float64 {
+	var rs []float64
+	for i := 0; i < min(len(ss), len(base)); i++ {
+		if v, w := f(ss[i]), f(base[i]); v > 0 && w > 0 {
+			rs = append(rs, v/w)
+		}
+	}
+	return median(rs)
+}
+
 const legend = `
 How to read it: medians over the rounds. req/s comes from the harness's own
 closed-loop generator (a lean HTTP/1.1 keep-alive client, the same for every
 setup; under "random key", direct keeps one connection per app per client),
-p50/p99 at that saturating load. CPU-s / 10k req and RSS are those of the
-layer under test only: olio's master and routers (not its apps), all of
-HAProxy's or nginx's processes; direct has none. forwarded is the share of
-requests olio's accepting router forwards to the owner router, from olio's
-metrics ("~": the expected (N-1)/N, where they were not available); a
-connection handed off whole to its owner (--handoff) forwards nothing.
+p50/p99 at that saturating load. CPU-s / 10k req "layer" and RSS are those
+of the layer under test only: olio's master and routers (not its app
+children), all of HAProxy's or nginx's processes; direct has none. "layer +
+apps" is the whole serving side: the layer and the apps behind it (olio's
+app children; the shared apps behind direct, HAProxy, nginx and the
+prototypes), which does not depend on how much CPU the load generator takes.
+An embedded olio worker is router and app in one process: its "layer"
+already includes the handler, and it has no apps apart. The "against" table
+is each round's ratio to the baseline's sample of the same round, median
+over the rounds. forwarded is the share of requests olio's accepting router
+forwards to the owner router, from olio's metrics ("~": the expected
+(N-1)/N, where they were not available); a connection handed off whole to
+its owner (--handoff) forwards nothing.
 affinity violations are keys answered by more than one app index (worst
 round). wrk req/s cross-checks the proxied setups with wrk (one key per wrk
 thread and one thread per connection for "one key per connection"). Fixed-rate

@@ -32,6 +32,7 @@ type bench struct {
 	// setups run it as olio's workers: the same app code both ways.
 	example string
 	apps    []string // addresses of the shared apps
+	appPids []int    // and their pids, whose CPU the serving side includes
 	engines string   // the prototype proxies (test/bench/engines), built when a setup needs them
 }
 
@@ -109,7 +110,8 @@ func isEngine(id string) bool {
 type instance struct {
 	target target
 	// layer is the processes between the load and the apps, whose CPU and
-	// memory the report charges to the setup; nil for direct.
+	// memory the report charges to the setup, and the apps behind them, which
+	// the whole serving side adds; for direct, the apps alone.
 	layer *layer
 	// forwarded is the expected share of requests that take a second hop
 	// inside the layer (olio's router-to-router forward), or -1 when the
@@ -157,6 +159,7 @@ func startApps(ctx context.Context, b *bench) error {
 			return err
 		}
 		kids = append(kids, c)
+		b.appPids = append(b.appPids, c.Pid)
 		b.apps = append(b.apps, fmt.Sprintf("127.0.0.1:%d", port))
 	}
 	for i, c := range kids {
@@ -168,7 +171,7 @@ func startApps(ctx context.Context, b *bench) error {
 }
 
 func startDirect(_ context.Context, b *bench) (*instance, error) {
-	return &instance{target: target{addrs: b.apps, direct: true}, forwarded: 0}, nil
+	return &instance{target: target{addrs: b.apps, direct: true}, layer: &layer{apps: b.appPids}, forwarded: 0}, nil
 }
 
 // startOlio runs `olio serve` with its built-in demo app and extra flags.
@@ -194,9 +197,10 @@ func startOlioBin(ctx context.Context, b *bench, bin string, workers int, extra 
 	}
 	in := &instance{
 		target: target{addrs: []string{s.Addr}},
-		// master and routers; the apps (depth 2) are not the layer's cost. An
-		// embedded worker is router and app in one process: its CPU includes
-		// the handler's, which the other setups leave out.
+		// master and routers; the app children (depth 2) are not the layer's
+		// cost, but are the serving side's. An embedded worker is router and
+		// app in one process: its layer CPU includes the handler's, which the
+		// other setups' layer leaves out, and it has no apps apart.
 		layer: &layer{root: c.Pid, maxDepth: 1},
 		// the accepting router is independent of the key, so a request is
 		// forwarded unless it happens to land on its owner: (N-1)/N at most
@@ -339,7 +343,7 @@ func startProxy(ctx context.Context, b *bench, name string, argv []string, port 
 	}
 	in := &instance{
 		target:    target{addrs: []string{fmt.Sprintf("127.0.0.1:%d", port)}},
-		layer:     &layer{root: c.Pid, maxDepth: -1},
+		layer:     &layer{root: c.Pid, maxDepth: -1, apps: b.appPids},
 		forwarded: -1,
 		proc:      c,
 	}
