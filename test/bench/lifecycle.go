@@ -1,6 +1,6 @@
 package main
 
-// The rolling scenario (issue 3): how long a HUP rolling restart of olio's
+// The rolling scenario: how long a HUP rolling restart of olio's
 // demo workers takes under constant load, how many requests it served while
 // rolling, how long the most unlucky request was held, and that none failed.
 // The helpers that run one `olio serve` and read its log and status are

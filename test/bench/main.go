@@ -1,5 +1,5 @@
 // Command bench measures olio side by side with the same apps served
-// directly and behind HAProxy and nginx hash balancing (issue 5, Part 1).
+// directly and behind HAProxy and nginx hash balancing.
 //
 //	go run ./test/bench            # full run: 3 rounds, 10 s per throughput run
 //	go run ./test/bench -quick     # smoke run: 1 round, 3 s

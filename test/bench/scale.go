@@ -1,6 +1,6 @@
 package main
 
-// The startup scenario (issue 5): for each of -sizes worker counts, the time
+// The startup scenario: for each of -sizes worker counts, the time
 // from exec to "all workers ready", each router's resident memory (the
 // target is at most 15 MiB), the master's, and the memory of the yamux mesh:
 // router RSS after every router has forwarded to every peer, less router RSS
@@ -25,7 +25,7 @@ import (
 	"github.com/olio-dev/olio/test/harness"
 )
 
-// routerRSSTarget is issue 5's bound on one idle router's resident memory.
+// routerRSSTarget is the bound on one idle router's resident memory that olio sets itself.
 const routerRSSTarget = 15 << 20
 
 // settle is the quiet time before each RSS reading, so that what a phase's

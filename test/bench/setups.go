@@ -77,7 +77,7 @@ var setups = []setup{
 	}},
 	{id: "haproxy", name: "HAProxy", proxy: true, start: startHAProxy},
 	{id: "nginx", name: "nginx", proxy: true, start: startNginx},
-	// The prototype proxies of test/bench/engines: one HTTP engine on each leg (issue 14).
+	// The prototype proxies of test/bench/engines: one HTTP engine on each leg.
 	{id: "fast-proxy", name: "engines: fasthttp → fasthttp", proxy: true, start: engine("fast-proxy")},
 	{id: "nethttp-proxy", name: "engines: net/http → ReverseProxy", proxy: true, start: engine("nethttp-proxy")},
 	{id: "fast-public", name: "engines: fasthttp → ReverseProxy", proxy: true, start: engine("fast-public")},

@@ -1,4 +1,4 @@
-// Command engines is the benchmark's prototype proxies (issue 14): each hashes X-Olio-Key
+// Command engines is the benchmark's prototype proxies: each hashes X-Olio-Key
 // (xxhash64 + jump hash, as olio does) over the apps given by -apps, with one HTTP engine on
 // each leg, so the benchmark can charge each leg's CPU to its engine in the same run as olio
 // and HAProxy:
