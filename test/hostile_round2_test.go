@@ -422,10 +422,12 @@ func TestHostileAppStopsListening(t *testing.T) {
 // restart. Each worker's restart goes on as soon as its new app is ready; the old apps
 // drain side by side, shown as draining, each cut at --shutdown-timeout with a log line
 // that counts what it cut; olio reload returns once every worker runs the new app and says
-// how many old ones still drain.
+// how many old ones still drain. It runs under --handover overlap: under exclusive (the
+// default) a reload ends the upgraded connections of each old app after --upgrade-grace
+// instead (TestWSExclusiveScaleUp), so nothing would be left to drain.
 func TestHostileRollingRestartDrainsSideBySide(t *testing.T) {
 	const workers = 3
-	c := Start(t, "--workers", strconv.Itoa(workers), "--shutdown-timeout", "3s")
+	c := Start(t, "--workers", strconv.Itoa(workers), "--shutdown-timeout", "3s", "--handover", "overlap")
 	before := opAppPIDs(opStatus(t, c))
 	var conns []*websocket.Conn
 	for i := 0; i < workers; i++ {

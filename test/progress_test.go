@@ -49,7 +49,7 @@ func TestReloadAndScaleProgress(t *testing.T) {
 			t.Errorf("reload: worker %d in %d progress lines %q; want one with its app pid; output:\n%s", i, len(got[i]), got[i], out)
 		}
 	}
-	if len(got) != workers || !regexp.MustCompile(`(?m)^olio: reloaded: every app replaced \(took \d+\.\d+ s(, \d+ requests? held, longest .+)?\)$`).MatchString(out) {
+	if len(got) != workers || !regexp.MustCompile(`(?m)^olio: reloaded: every app replaced \(took \d+\.\d+ s(, \d+ requests? held, longest .+)?\)(; .+ still draining .+)?$`).MatchString(out) {
 		t.Errorf("reload output:\n%s", out)
 	}
 	if strings.Contains(out, "\r") || strings.Contains(out, "\033") {
