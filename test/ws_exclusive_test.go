@@ -1,9 +1,11 @@
 package test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -133,18 +135,44 @@ type wsClient struct {
 // how long the connection took (a hold counts in it).
 func wsDial(t *testing.T, c *Cluster, key string) (*wsClient, time.Duration) {
 	t.Helper()
+	cl, took, err := wsTryDial(c, key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.conn.Close() })
+	return cl, took
+}
+
+// wsDialVia is wsDial over a connection that router index accepted.
+func wsDialVia(t *testing.T, c *Cluster, key string, index int) *wsClient {
+	t.Helper()
+	nc, _ := pinnedConn(t, c, index)
+	cl, _, err := wsTryDial(c, key, nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.conn.Close() })
+	return cl
+}
+
+// wsTryDial connects a client for key (over nc when not nil) and checks who serves it with
+// a first echo; it returns how long the connection took (a hold counts in it). The caller
+// closes the client.
+func wsTryDial(c *Cluster, key string, nc net.Conn) (*wsClient, time.Duration, error) {
 	start := time.Now()
 	d := websocket.Dialer{HandshakeTimeout: 30 * time.Second}
+	if nc != nil {
+		d.NetDialContext = func(context.Context, string, string) (net.Conn, error) { return nc, nil }
+	}
 	conn, resp, err := d.Dial("ws://"+c.Addr+"/ws", http.Header{"X-Olio-Key": {key}})
 	if err != nil {
 		status := 0
 		if resp != nil {
 			status = resp.StatusCode
 		}
-		t.Fatalf("WebSocket for key %q: %v (status %d)", key, err, status)
+		return nil, 0, fmt.Errorf("WebSocket for key %q: %v (status %d)", key, err, status)
 	}
 	took := time.Since(start)
-	t.Cleanup(func() { conn.Close() })
 	cl := &wsClient{key: key, conn: conn, closed: make(chan error, 1), echo: make(chan string, 4)}
 	go func() {
 		for {
@@ -158,10 +186,11 @@ func wsDial(t *testing.T, c *Cluster, key string) (*wsClient, time.Duration) {
 	}()
 	pid, index, err := cl.ask("hello")
 	if err != nil {
-		t.Fatalf("WebSocket for key %q: no echo: %v", key, err)
+		conn.Close()
+		return nil, 0, fmt.Errorf("WebSocket for key %q: no echo: %v", key, err)
 	}
 	cl.pid, cl.index = pid, index
-	return cl, took
+	return cl, took, nil
 }
 
 // ask sends msg and waits for its echo: which process and worker answered.
@@ -480,4 +509,58 @@ func TestWSOverlapKeepsConnections(t *testing.T) {
 		t.Errorf("%d overlapping sessions under --handover overlap, want one per moved key (%d)", n, moved)
 	}
 	t.Logf("under --handover overlap: %d overlapping sessions for %d moved keys", n, moved)
+}
+
+// TestWSExclusivePeerTunnel: a WebSocket that one router accepted and forwarded through the
+// peer tunnel to its key's owner (--handoff=false) ends on the client's side too when the
+// owner ends it on a scale (close 1012 through the tunnel); one whose key does not move
+// stays open through the tunnel; no key has two live sessions on two processes.
+func TestWSExclusivePeerTunnel(t *testing.T) {
+	c, dir := wsStart(t, 2, "--handoff=false", "--upgrade-grace", "500ms", "--forward-timeout", "20s")
+	var moving, staying []*wsClient
+	for _, k := range wsKeys(40) {
+		if len(moving) >= 3 && len(staying) >= 3 {
+			break
+		}
+		moves := Owner(k, 3) != Owner(k, 2)
+		if (moves && len(moving) >= 3) || (!moves && len(staying) >= 3) {
+			continue
+		}
+		// The other router accepts it: it reaches its owner through the peer tunnel.
+		cl := wsDialVia(t, c, k, 1-Owner(k, 2))
+		if cl.index != Owner(k, 2) {
+			t.Fatalf("key %q served by worker %d, want its owner %d", k, cl.index, Owner(k, 2))
+		}
+		if moves {
+			moving = append(moving, cl)
+		} else {
+			staying = append(staying, cl)
+		}
+	}
+	if len(moving) == 0 || len(staying) == 0 {
+		t.Fatalf("the test did not test anything: %d moving and %d staying keys", len(moving), len(staying))
+	}
+	if out, err := opCLI(t, "scale", "--control", c.Control, "3"); err != nil {
+		t.Fatalf("olio scale 3: %v\n%s", err, out)
+	}
+	for _, cl := range moving {
+		if code := cl.waitClose(t, 20*time.Second); code != websocket.CloseServiceRestart {
+			t.Errorf("key %q moved: the forwarded connection ended with close code %d, want 1012", cl.key, code)
+		}
+	}
+	for _, cl := range staying {
+		if _, _, err := cl.ask("still-there"); err != nil {
+			t.Errorf("key %q did not move, yet its forwarded connection ended: %v", cl.key, err)
+		}
+	}
+	for _, cl := range moving {
+		again := wsDialVia(t, c, cl.key, (Owner(cl.key, 3)+1)%3)
+		if again.index != Owner(cl.key, 3) {
+			t.Errorf("key %q reconnected to worker %d, want %d", cl.key, again.index, Owner(cl.key, 3))
+		}
+	}
+	if n, what := overlaps(readSessions(t, dir)); n != 0 {
+		t.Errorf("%d overlapping sessions of one key on two processes: %v", n, what)
+	}
+	t.Logf("peer tunnel: %d forwarded connections of moving keys ended with 1012, %d of staying keys kept", len(moving), len(staying))
 }
