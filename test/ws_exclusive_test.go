@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -563,4 +564,180 @@ func TestWSExclusivePeerTunnel(t *testing.T) {
 		t.Errorf("%d overlapping sessions of one key on two processes: %v", n, what)
 	}
 	t.Logf("peer tunnel: %d forwarded connections of moving keys ended with 1012, %d of staying keys kept", len(moving), len(staying))
+}
+
+// wsKeeper keeps one client of a key connected: whenever its connection ends it records
+// how (the close code) and connects again at once, as a chat client does, until stopped.
+type wsKeeper struct {
+	key  string
+	stop chan struct{}
+	done chan struct{}
+
+	mu      sync.Mutex
+	cur     *wsClient       // the connection now open, nil between two
+	first   *wsClient       // the first connection
+	codes   []int           // close codes of the connections that ended (-1: no close frame)
+	holds   []time.Duration // how long each reconnection took
+	served  []int           // the worker that served each connection
+	dialErr error           // the last failed dial
+}
+
+// keepConnected starts a wsKeeper for key; its first connection is open on return.
+func keepConnected(t *testing.T, c *Cluster, key string) *wsKeeper {
+	t.Helper()
+	cl, _, err := wsTryDial(c, key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &wsKeeper{key: key, stop: make(chan struct{}), done: make(chan struct{}), cur: cl, first: cl, served: []int{cl.index}}
+	go k.run(c, cl)
+	t.Cleanup(k.halt)
+	return k
+}
+
+func (k *wsKeeper) run(c *Cluster, cl *wsClient) {
+	defer close(k.done)
+	for dials := 0; ; {
+		select {
+		case err := <-cl.closed:
+			code := -1
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) {
+				code = ce.Code
+			}
+			cl.conn.Close()
+			k.mu.Lock()
+			k.cur = nil
+			k.codes = append(k.codes, code)
+			k.mu.Unlock()
+		case <-k.stop:
+			cl.conn.Close()
+			return
+		}
+		for cl = nil; cl == nil; {
+			if dials++; dials > 20 { // bounded: a broken cluster does not spin
+				return
+			}
+			next, took, err := wsTryDial(c, k.key, nil)
+			k.mu.Lock()
+			if err != nil {
+				k.dialErr = err
+			} else {
+				k.cur, cl = next, next
+				k.holds = append(k.holds, took)
+				k.served = append(k.served, next.index)
+			}
+			k.mu.Unlock()
+			if err != nil {
+				pause := time.NewTimer(100 * time.Millisecond) // a 503 after a hold: try again
+				select {
+				case <-pause.C:
+				case <-k.stop:
+					pause.Stop()
+					return
+				}
+			}
+		}
+	}
+}
+
+// halt stops the keeper and closes its connection.
+func (k *wsKeeper) halt() {
+	select {
+	case <-k.stop:
+	default:
+		close(k.stop)
+	}
+	<-k.done
+}
+
+// state is the keeper's current connection (nil between two) and the close codes so far.
+func (k *wsKeeper) state() (*wsClient, []int) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.cur, append([]int(nil), k.codes...)
+}
+
+// longestHold is the longest reconnection among keepers.
+func longestHold(ks []*wsKeeper) time.Duration {
+	var m time.Duration
+	for _, k := range ks {
+		k.mu.Lock()
+		for _, h := range k.holds {
+			m = max(m, h)
+		}
+		k.mu.Unlock()
+	}
+	return m
+}
+
+// TestWSExclusiveScaleDown: a scale from 3 to 2 workers ends, with close 1012, the
+// WebSockets of the keys that move (those of the worker that goes away) and no other;
+// clients that reconnect at once land on the new owner, and no key has two live sessions
+// on two processes.
+func TestWSExclusiveScaleDown(t *testing.T) {
+	c, dir := wsStart(t, 3, "--upgrade-grace", "1s", "--forward-timeout", "20s")
+	var keepers []*wsKeeper
+	moving := 0
+	for _, key := range wsKeys(24) {
+		k := keepConnected(t, c, key)
+		if k.first.index != Owner(key, 3) {
+			t.Fatalf("key %q served by worker %d, want %d", key, k.first.index, Owner(key, 3))
+		}
+		keepers = append(keepers, k)
+		if Owner(key, 2) != Owner(key, 3) {
+			moving++
+		}
+	}
+	if moving == 0 || moving == len(keepers) {
+		t.Fatalf("the test did not test anything: %d of %d keys move on 3→2", moving, len(keepers))
+	}
+	if out, err := opCLI(t, "scale", "--control", c.Control, "2"); err != nil {
+		t.Fatalf("olio scale 2: %v\n%s", err, out)
+	}
+	var waiting string
+	if !Eventually(30*time.Second, func() bool {
+		for _, k := range keepers {
+			cur, codes := k.state()
+			if Owner(k.key, 2) != Owner(k.key, 3) && (len(codes) == 0 || cur == nil) {
+				waiting = fmt.Sprintf("key %q (moving): closes %v, connected %v", k.key, codes, cur != nil)
+				return false
+			}
+		}
+		return true
+	}) {
+		t.Fatalf("the moving keys' clients did not end and reconnect within 30s: %s", waiting)
+	}
+	ended, again := 0, 0
+	for _, k := range keepers {
+		cur, codes := k.state()
+		moves := Owner(k.key, 2) != Owner(k.key, 3)
+		switch {
+		case !moves && len(codes) > 0:
+			t.Errorf("key %q did not move, yet its connection ended (close codes %v)", k.key, codes)
+		case !moves:
+			if _, _, err := cur.ask("still-there"); err != nil {
+				t.Errorf("key %q did not move, yet its connection does not answer: %v", k.key, err)
+			}
+		case slices.ContainsFunc(codes, func(c int) bool { return c != websocket.CloseServiceRestart }):
+			// A reconnection that the leaving router accepted (and forwarded to the new
+			// owner) ends with that router: with 1012 too, never cut.
+			t.Errorf("key %q moved: close codes %v, want 1012 (served by workers %v)", k.key, codes, k.served)
+		case cur.index != Owner(k.key, 2):
+			t.Errorf("key %q reconnected to worker %d, want %d", k.key, cur.index, Owner(k.key, 2))
+		}
+		if moves && len(codes) > 0 {
+			ended++
+			again += len(codes) - 1
+		}
+	}
+	for _, k := range keepers {
+		k.halt()
+	}
+	n, what := overlaps(readSessions(t, dir))
+	if n != 0 {
+		t.Errorf("%d overlapping sessions of one key on two processes: %v", n, what)
+	}
+	t.Logf("scale 3→2 ended %d WebSockets of %d; %d keys move (those of worker 2); %d reconnections ended again with the leaving router; %d overlapping sessions; longest reconnection %s",
+		ended, len(keepers), moving, again, n, longestHold(keepers).Round(time.Millisecond))
 }

@@ -54,6 +54,7 @@ type Router struct {
 	members  atomic.Pointer[membership]
 	handover *handover // exclusive hand-over of moving keys
 	live     upgrades  // the upgraded connections this router's app serves
+	passing  upgrades  // the upgraded connections this router forwards to a peer's app
 	counters *counters
 	hot      *hotkeys.Counter // the keys this worker served as owner (--key-stats)
 	apps     *apps
@@ -395,6 +396,12 @@ func (r *Router) onDrain(m descend.Message) error {
 			r.private.GoAway()
 		}
 		r.accept.drain(ctx)
+		// The connections this router accepted and forwards end with it: end them cleanly
+		// (a WebSocket gets close 1012 between two of the owner's frames) rather than cut.
+		if fw := r.passing.matching(func(*liveUpgrade) bool { return true }); len(fw) > 0 {
+			n := r.passing.end(ctx, fw, 0)
+			r.logger.Info("drain: ended forwarded upgraded connections", "connections", n)
+		}
 		if ups := r.live.matching(func(*liveUpgrade) bool { return true }); len(ups) > 0 && r.exclusive() {
 			// Every key leaves (a hot upgrade's new routers serve them once this drain is
 			// done): the upgraded connections end first.
