@@ -741,3 +741,68 @@ func TestWSExclusiveScaleDown(t *testing.T) {
 	t.Logf("scale 3→2 ended %d WebSockets of %d; %d keys move (those of worker 2); %d reconnections ended again with the leaving router; %d overlapping sessions; longest reconnection %s",
 		ended, len(keepers), moving, again, n, longestHold(keepers).Round(time.Millisecond))
 }
+
+// TestWSExclusiveUSR2: a hot upgrade (USR2) ends every WebSocket of the old routers with
+// close 1012 before the new master's routers serve their keys: clients that reconnect at
+// once land on the new apps, and no key has two live sessions on two processes.
+func TestWSExclusiveUSR2(t *testing.T) {
+	const workers = 2
+	c, dir := wsStart(t, workers, "--upgrade-grace", "500ms", "--forward-timeout", "20s")
+	before := appPIDs(t, c, workers)
+	var keepers []*wsKeeper
+	for _, key := range wsKeys(12) {
+		keepers = append(keepers, keepConnected(t, c, key))
+	}
+	oldMaster := c.Pid()
+	t.Cleanup(func() { stopOtherMasters(t, c, oldMaster) })
+	c.Signal(syscall.SIGUSR2)
+	failed := func() bool { return c.CountLog("upgrade failed") > 0 }
+	upgraded := func() bool {
+		if m := mastersOf(c); len(m) != 1 || m[0] == oldMaster {
+			return false
+		}
+		for i := 0; i < workers; i++ {
+			a, err := direct(c, i)
+			if err != nil || slices.Contains(before, a.PID) {
+				return false
+			}
+		}
+		return true
+	}
+	if !Eventually(60*time.Second, func() bool { return failed() || upgraded() }) {
+		t.Fatalf("no upgrade within 60s of SIGUSR2: masters %v, app pids before %v", mastersOf(c), before)
+	}
+	if failed() {
+		t.Fatalf("hot upgrade failed: %s", strings.Join(c.lines("upgrade failed"), "\n"))
+	}
+	var waiting string
+	if !Eventually(30*time.Second, func() bool {
+		for _, k := range keepers {
+			if cur, codes := k.state(); len(codes) == 0 || cur == nil || slices.Contains(before, cur.pid) {
+				waiting = fmt.Sprintf("key %q: closes %v, connected %v", k.key, codes, cur != nil)
+				return false
+			}
+		}
+		return true
+	}) {
+		t.Fatalf("the clients did not end and reconnect to the new apps within 30s: %s", waiting)
+	}
+	for _, k := range keepers {
+		cur, codes := k.state()
+		if slices.ContainsFunc(codes, func(c int) bool { return c != websocket.CloseServiceRestart }) {
+			t.Errorf("key %q: close codes %v across the upgrade, want 1012 (served by workers %v)", k.key, codes, k.served)
+		}
+		if cur.index != Owner(k.key, workers) {
+			t.Errorf("key %q reconnected to worker %d, want %d", k.key, cur.index, Owner(k.key, workers))
+		}
+	}
+	for _, k := range keepers {
+		k.halt()
+	}
+	n, what := overlaps(readSessions(t, dir))
+	if n != 0 {
+		t.Errorf("%d overlapping sessions of one key on two processes across the upgrade: %v", n, what)
+	}
+	t.Logf("USR2: %d WebSockets ended and reconnected to the new apps; %d overlapping sessions; longest reconnection %s",
+		len(keepers), n, longestHold(keepers).Round(time.Millisecond))
+}
