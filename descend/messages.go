@@ -162,10 +162,11 @@ type Drain struct {
 	// Replaced says a new process has taken this worker's place (an embedded worker's
 	// rolling restart): finish what peers forwarded too, and close the private socket.
 	Replaced bool `json:"replaced,omitempty"`
-	// KeysMove says this worker's keys go on in other processes once it has drained (a hot
-	// upgrade's new routers): under --handover exclusive its upgraded connections end
-	// first. Without it (a plain stop, a shrink whose keys moved before) they are left to
-	// the app's own stop.
+	// KeysMove says the cluster goes on without this router once it has drained (a hot
+	// upgrade's new routers take its keys, or a shrink removes it): the upgraded
+	// connections it forwards end cleanly (WebSocket close 1012), and under --handover
+	// exclusive so do those its app serves. Without it (a plain stop) they are left to the
+	// app's own stop.
 	KeysMove bool `json:"keys_move,omitempty"`
 }
 

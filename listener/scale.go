@@ -127,7 +127,7 @@ func stopAll(ctx context.Context, ws []*worker, st *stepper) {
 	var wg sync.WaitGroup
 	for _, w := range ws {
 		wg.Add(1)
-		go func() { defer wg.Done(); w.drain(ctx, false) }()
+		go func() { defer wg.Done(); w.drain(ctx, true) }() // the cluster goes on without them
 	}
 	wg.Wait()
 	for _, w := range ws {

@@ -1,13 +1,16 @@
 package test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -133,18 +136,44 @@ type wsClient struct {
 // how long the connection took (a hold counts in it).
 func wsDial(t *testing.T, c *Cluster, key string) (*wsClient, time.Duration) {
 	t.Helper()
+	cl, took, err := wsTryDial(c, key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.conn.Close() })
+	return cl, took
+}
+
+// wsDialVia is wsDial over a connection that router index accepted.
+func wsDialVia(t *testing.T, c *Cluster, key string, index int) *wsClient {
+	t.Helper()
+	nc, _ := pinnedConn(t, c, index)
+	cl, _, err := wsTryDial(c, key, nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.conn.Close() })
+	return cl
+}
+
+// wsTryDial connects a client for key (over nc when not nil) and checks who serves it with
+// a first echo; it returns how long the connection took (a hold counts in it). The caller
+// closes the client.
+func wsTryDial(c *Cluster, key string, nc net.Conn) (*wsClient, time.Duration, error) {
 	start := time.Now()
 	d := websocket.Dialer{HandshakeTimeout: 30 * time.Second}
+	if nc != nil {
+		d.NetDialContext = func(context.Context, string, string) (net.Conn, error) { return nc, nil }
+	}
 	conn, resp, err := d.Dial("ws://"+c.Addr+"/ws", http.Header{"X-Olio-Key": {key}})
 	if err != nil {
 		status := 0
 		if resp != nil {
 			status = resp.StatusCode
 		}
-		t.Fatalf("WebSocket for key %q: %v (status %d)", key, err, status)
+		return nil, 0, fmt.Errorf("WebSocket for key %q: %v (status %d)", key, err, status)
 	}
 	took := time.Since(start)
-	t.Cleanup(func() { conn.Close() })
 	cl := &wsClient{key: key, conn: conn, closed: make(chan error, 1), echo: make(chan string, 4)}
 	go func() {
 		for {
@@ -158,10 +187,11 @@ func wsDial(t *testing.T, c *Cluster, key string) (*wsClient, time.Duration) {
 	}()
 	pid, index, err := cl.ask("hello")
 	if err != nil {
-		t.Fatalf("WebSocket for key %q: no echo: %v", key, err)
+		conn.Close()
+		return nil, 0, fmt.Errorf("WebSocket for key %q: no echo: %v", key, err)
 	}
 	cl.pid, cl.index = pid, index
-	return cl, took
+	return cl, took, nil
 }
 
 // ask sends msg and waits for its echo: which process and worker answered.
@@ -480,4 +510,299 @@ func TestWSOverlapKeepsConnections(t *testing.T) {
 		t.Errorf("%d overlapping sessions under --handover overlap, want one per moved key (%d)", n, moved)
 	}
 	t.Logf("under --handover overlap: %d overlapping sessions for %d moved keys", n, moved)
+}
+
+// TestWSExclusivePeerTunnel: a WebSocket that one router accepted and forwarded through the
+// peer tunnel to its key's owner (--handoff=false) ends on the client's side too when the
+// owner ends it on a scale (close 1012 through the tunnel); one whose key does not move
+// stays open through the tunnel; no key has two live sessions on two processes.
+func TestWSExclusivePeerTunnel(t *testing.T) {
+	c, dir := wsStart(t, 2, "--handoff=false", "--upgrade-grace", "500ms", "--forward-timeout", "20s")
+	var moving, staying []*wsClient
+	for _, k := range wsKeys(40) {
+		if len(moving) >= 3 && len(staying) >= 3 {
+			break
+		}
+		moves := Owner(k, 3) != Owner(k, 2)
+		if (moves && len(moving) >= 3) || (!moves && len(staying) >= 3) {
+			continue
+		}
+		// The other router accepts it: it reaches its owner through the peer tunnel.
+		cl := wsDialVia(t, c, k, 1-Owner(k, 2))
+		if cl.index != Owner(k, 2) {
+			t.Fatalf("key %q served by worker %d, want its owner %d", k, cl.index, Owner(k, 2))
+		}
+		if moves {
+			moving = append(moving, cl)
+		} else {
+			staying = append(staying, cl)
+		}
+	}
+	if len(moving) == 0 || len(staying) == 0 {
+		t.Fatalf("the test did not test anything: %d moving and %d staying keys", len(moving), len(staying))
+	}
+	if out, err := opCLI(t, "scale", "--control", c.Control, "3"); err != nil {
+		t.Fatalf("olio scale 3: %v\n%s", err, out)
+	}
+	for _, cl := range moving {
+		if code := cl.waitClose(t, 20*time.Second); code != websocket.CloseServiceRestart {
+			t.Errorf("key %q moved: the forwarded connection ended with close code %d, want 1012", cl.key, code)
+		}
+	}
+	for _, cl := range staying {
+		if _, _, err := cl.ask("still-there"); err != nil {
+			t.Errorf("key %q did not move, yet its forwarded connection ended: %v", cl.key, err)
+		}
+	}
+	for _, cl := range moving {
+		again := wsDialVia(t, c, cl.key, (Owner(cl.key, 3)+1)%3)
+		if again.index != Owner(cl.key, 3) {
+			t.Errorf("key %q reconnected to worker %d, want %d", cl.key, again.index, Owner(cl.key, 3))
+		}
+	}
+	if n, what := overlaps(readSessions(t, dir)); n != 0 {
+		t.Errorf("%d overlapping sessions of one key on two processes: %v", n, what)
+	}
+	t.Logf("peer tunnel: %d forwarded connections of moving keys ended with 1012, %d of staying keys kept", len(moving), len(staying))
+}
+
+// wsKeeper keeps one client of a key connected: whenever its connection ends it records
+// how (the close code) and connects again at once, as a chat client does, until stopped.
+type wsKeeper struct {
+	key  string
+	stop chan struct{}
+	done chan struct{}
+
+	mu      sync.Mutex
+	cur     *wsClient       // the connection now open, nil between two
+	first   *wsClient       // the first connection
+	codes   []int           // close codes of the connections that ended (-1: no close frame)
+	holds   []time.Duration // how long each reconnection took
+	served  []int           // the worker that served each connection
+	dialErr error           // the last failed dial
+}
+
+// keepConnected starts a wsKeeper for key; its first connection is open on return.
+func keepConnected(t *testing.T, c *Cluster, key string) *wsKeeper {
+	t.Helper()
+	cl, _, err := wsTryDial(c, key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &wsKeeper{key: key, stop: make(chan struct{}), done: make(chan struct{}), cur: cl, first: cl, served: []int{cl.index}}
+	go k.run(c, cl)
+	t.Cleanup(k.halt)
+	return k
+}
+
+func (k *wsKeeper) run(c *Cluster, cl *wsClient) {
+	defer close(k.done)
+	for dials := 0; ; {
+		select {
+		case err := <-cl.closed:
+			code := -1
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) {
+				code = ce.Code
+			}
+			cl.conn.Close()
+			k.mu.Lock()
+			k.cur = nil
+			k.codes = append(k.codes, code)
+			k.mu.Unlock()
+		case <-k.stop:
+			cl.conn.Close()
+			return
+		}
+		for cl = nil; cl == nil; {
+			if dials++; dials > 20 { // bounded: a broken cluster does not spin
+				return
+			}
+			next, took, err := wsTryDial(c, k.key, nil)
+			k.mu.Lock()
+			if err != nil {
+				k.dialErr = err
+			} else {
+				k.cur, cl = next, next
+				k.holds = append(k.holds, took)
+				k.served = append(k.served, next.index)
+			}
+			k.mu.Unlock()
+			if err != nil {
+				pause := time.NewTimer(100 * time.Millisecond) // a 503 after a hold: try again
+				select {
+				case <-pause.C:
+				case <-k.stop:
+					pause.Stop()
+					return
+				}
+			}
+		}
+	}
+}
+
+// halt stops the keeper and closes its connection.
+func (k *wsKeeper) halt() {
+	select {
+	case <-k.stop:
+	default:
+		close(k.stop)
+	}
+	<-k.done
+}
+
+// state is the keeper's current connection (nil between two) and the close codes so far.
+func (k *wsKeeper) state() (*wsClient, []int) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.cur, append([]int(nil), k.codes...)
+}
+
+// longestHold is the longest reconnection among keepers.
+func longestHold(ks []*wsKeeper) time.Duration {
+	var m time.Duration
+	for _, k := range ks {
+		k.mu.Lock()
+		for _, h := range k.holds {
+			m = max(m, h)
+		}
+		k.mu.Unlock()
+	}
+	return m
+}
+
+// TestWSExclusiveScaleDown: a scale from 3 to 2 workers ends, with close 1012, the
+// WebSockets of the keys that move (those of the worker that goes away) and no other;
+// clients that reconnect at once land on the new owner, and no key has two live sessions
+// on two processes.
+func TestWSExclusiveScaleDown(t *testing.T) {
+	c, dir := wsStart(t, 3, "--upgrade-grace", "1s", "--forward-timeout", "20s")
+	var keepers []*wsKeeper
+	moving := 0
+	for _, key := range wsKeys(24) {
+		k := keepConnected(t, c, key)
+		if k.first.index != Owner(key, 3) {
+			t.Fatalf("key %q served by worker %d, want %d", key, k.first.index, Owner(key, 3))
+		}
+		keepers = append(keepers, k)
+		if Owner(key, 2) != Owner(key, 3) {
+			moving++
+		}
+	}
+	if moving == 0 || moving == len(keepers) {
+		t.Fatalf("the test did not test anything: %d of %d keys move on 3→2", moving, len(keepers))
+	}
+	if out, err := opCLI(t, "scale", "--control", c.Control, "2"); err != nil {
+		t.Fatalf("olio scale 2: %v\n%s", err, out)
+	}
+	var waiting string
+	if !Eventually(30*time.Second, func() bool {
+		for _, k := range keepers {
+			cur, codes := k.state()
+			if Owner(k.key, 2) != Owner(k.key, 3) && (len(codes) == 0 || cur == nil) {
+				waiting = fmt.Sprintf("key %q (moving): closes %v, connected %v", k.key, codes, cur != nil)
+				return false
+			}
+		}
+		return true
+	}) {
+		t.Fatalf("the moving keys' clients did not end and reconnect within 30s: %s", waiting)
+	}
+	ended, again := 0, 0
+	for _, k := range keepers {
+		cur, codes := k.state()
+		moves := Owner(k.key, 2) != Owner(k.key, 3)
+		switch {
+		case !moves && len(codes) > 0:
+			t.Errorf("key %q did not move, yet its connection ended (close codes %v)", k.key, codes)
+		case !moves:
+			if _, _, err := cur.ask("still-there"); err != nil {
+				t.Errorf("key %q did not move, yet its connection does not answer: %v", k.key, err)
+			}
+		case slices.ContainsFunc(codes, func(c int) bool { return c != websocket.CloseServiceRestart }):
+			// A reconnection that the leaving router accepted (and forwarded to the new
+			// owner) ends with that router: with 1012 too, never cut.
+			t.Errorf("key %q moved: close codes %v, want 1012 (served by workers %v)", k.key, codes, k.served)
+		case cur.index != Owner(k.key, 2):
+			t.Errorf("key %q reconnected to worker %d, want %d", k.key, cur.index, Owner(k.key, 2))
+		}
+		if moves && len(codes) > 0 {
+			ended++
+			again += len(codes) - 1
+		}
+	}
+	for _, k := range keepers {
+		k.halt()
+	}
+	n, what := overlaps(readSessions(t, dir))
+	if n != 0 {
+		t.Errorf("%d overlapping sessions of one key on two processes: %v", n, what)
+	}
+	t.Logf("scale 3→2 ended %d WebSockets of %d; %d keys move (those of worker 2); %d reconnections ended again with the leaving router; %d overlapping sessions; longest reconnection %s",
+		ended, len(keepers), moving, again, n, longestHold(keepers).Round(time.Millisecond))
+}
+
+// TestWSExclusiveUSR2: a hot upgrade (USR2) ends every WebSocket of the old routers with
+// close 1012 before the new master's routers serve their keys: clients that reconnect at
+// once land on the new apps, and no key has two live sessions on two processes.
+func TestWSExclusiveUSR2(t *testing.T) {
+	const workers = 2
+	c, dir := wsStart(t, workers, "--upgrade-grace", "500ms", "--forward-timeout", "20s")
+	before := appPIDs(t, c, workers)
+	var keepers []*wsKeeper
+	for _, key := range wsKeys(12) {
+		keepers = append(keepers, keepConnected(t, c, key))
+	}
+	oldMaster := c.Pid()
+	t.Cleanup(func() { stopOtherMasters(t, c, oldMaster) })
+	c.Signal(syscall.SIGUSR2)
+	failed := func() bool { return c.CountLog("upgrade failed") > 0 }
+	upgraded := func() bool {
+		if m := mastersOf(c); len(m) != 1 || m[0] == oldMaster {
+			return false
+		}
+		for i := 0; i < workers; i++ {
+			a, err := direct(c, i)
+			if err != nil || slices.Contains(before, a.PID) {
+				return false
+			}
+		}
+		return true
+	}
+	if !Eventually(60*time.Second, func() bool { return failed() || upgraded() }) {
+		t.Fatalf("no upgrade within 60s of SIGUSR2: masters %v, app pids before %v", mastersOf(c), before)
+	}
+	if failed() {
+		t.Fatalf("hot upgrade failed: %s", strings.Join(c.lines("upgrade failed"), "\n"))
+	}
+	var waiting string
+	if !Eventually(30*time.Second, func() bool {
+		for _, k := range keepers {
+			if cur, codes := k.state(); len(codes) == 0 || cur == nil || slices.Contains(before, cur.pid) {
+				waiting = fmt.Sprintf("key %q: closes %v, connected %v", k.key, codes, cur != nil)
+				return false
+			}
+		}
+		return true
+	}) {
+		t.Fatalf("the clients did not end and reconnect to the new apps within 30s: %s", waiting)
+	}
+	for _, k := range keepers {
+		cur, codes := k.state()
+		if slices.ContainsFunc(codes, func(c int) bool { return c != websocket.CloseServiceRestart }) {
+			t.Errorf("key %q: close codes %v across the upgrade, want 1012 (served by workers %v)", k.key, codes, k.served)
+		}
+		if cur.index != Owner(k.key, workers) {
+			t.Errorf("key %q reconnected to worker %d, want %d", k.key, cur.index, Owner(k.key, workers))
+		}
+	}
+	for _, k := range keepers {
+		k.halt()
+	}
+	n, what := overlaps(readSessions(t, dir))
+	if n != 0 {
+		t.Errorf("%d overlapping sessions of one key on two processes across the upgrade: %v", n, what)
+	}
+	t.Logf("USR2: %d WebSockets ended and reconnected to the new apps; %d overlapping sessions; longest reconnection %s",
+		len(keepers), n, longestHold(keepers).Round(time.Millisecond))
 }

@@ -306,8 +306,10 @@ func (r *Router) tunnel(w http.ResponseWriter, req *http.Request, resp *http.Res
 	if err := brw.Flush(); err != nil {
 		return
 	}
+	from, untrack := r.trackPassing(back, conn, isWebSocket(resp.Header))
+	defer untrack()
 	done := make(chan struct{}, 2)
-	go tunnelCopy(conn, back, done)
+	go tunnelCopy(conn, from, done)
 	go tunnelCopy(back, conn, done)
 	<-done // either side ended: the deferred closes end the other
 }

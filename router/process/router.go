@@ -54,6 +54,7 @@ type Router struct {
 	members  atomic.Pointer[membership]
 	handover *handover // exclusive hand-over of moving keys
 	live     upgrades  // the upgraded connections this router's app serves
+	passing  upgrades  // the upgraded connections this router forwards to a peer's app
 	counters *counters
 	hot      *hotkeys.Counter // the keys this worker served as owner (--key-stats)
 	apps     *apps
@@ -395,7 +396,15 @@ func (r *Router) onDrain(m descend.Message) error {
 			r.private.GoAway()
 		}
 		r.accept.drain(ctx)
-		if ups := r.live.matching(func(*liveUpgrade) bool { return true }); len(ups) > 0 && r.exclusive() && (d.KeysMove || d.Replaced) {
+		goesOn := d.KeysMove || d.Replaced // the cluster serves this router's keys elsewhere next
+		// The connections this router accepted and forwards end with it: end them cleanly
+		// (a WebSocket gets close 1012 between two of the owner's frames) rather than cut.
+		// On a plain stop they are the owner's app's to end.
+		if fw := r.passing.matching(func(*liveUpgrade) bool { return true }); len(fw) > 0 && goesOn {
+			n := r.passing.end(ctx, fw, 0)
+			r.logger.Info("drain: ended forwarded upgraded connections", "connections", n)
+		}
+		if ups := r.live.matching(func(*liveUpgrade) bool { return true }); len(ups) > 0 && r.exclusive() && goesOn {
 			// Every key leaves (a hot upgrade's new routers, or the replacement, serve them
 			// once this drain is done): the upgraded connections end first. On a plain stop
 			// they are the app's to end.

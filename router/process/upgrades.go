@@ -551,3 +551,20 @@ func (r *Router) movingUpgrades(workers int) []*liveUpgrade {
 func (r *Router) instanceUpgrades(inst *instance) []*liveUpgrade {
 	return r.live.matching(func(l *liveUpgrade) bool { return l.inst == inst })
 }
+
+// trackPassing registers a forwarded upgraded connection, back the owner's side and client
+// the client's, so that this router's drain can end it at a frame boundary: the client
+// reads the owner's side through the returned reader. untrack, once the tunnel is done,
+// stops following it.
+func (r *Router) trackPassing(back io.ReadWriteCloser, client net.Conn, ws bool) (io.Reader, func()) {
+	l := &liveUpgrade{ws: ws, gone: make(chan struct{})}
+	t := newUpgradeTunnel(back, ws)
+	l.tunnel.Store(t)
+	l.client.Store(&client)
+	r.passing.add(l)
+	return t, func() {
+		t.Close()
+		client.Close()
+		r.passing.remove(l)
+	}
+}
