@@ -102,3 +102,16 @@ func (c *limitedConn) Close() error {
 	c.once.Do(c.release)
 	return err
 }
+
+// hijackedConn is the public connection as a handler that takes it over gets it (an
+// upgrade, a handoff): it passes on ReadFrom and SyscallConn but not CloseWrite. When a
+// tunnel's app side ends, ReverseProxy's copier half-closes a connection that can, then
+// waits for the client to close its side, which a client may never do; without CloseWrite
+// it closes the client's connection at once, as the peer leg's tunnel does.
+type hijackedConn struct{ net.Conn }
+
+// ReadFrom writes what r holds, with sendfile or splice where the connection can.
+func (c hijackedConn) ReadFrom(r io.Reader) (int64, error) { return passConn(c).ReadFrom(r) }
+
+// SyscallConn passes the socket on (a handoff sends its descriptor).
+func (c hijackedConn) SyscallConn() (syscall.RawConn, error) { return passConn(c).SyscallConn() }

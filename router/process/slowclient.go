@@ -127,11 +127,16 @@ func (w *timedWriter) timedOut(err error) {
 	}
 }
 
-// Hijack lifts both deadlines and hands the connection over.
+// Hijack lifts both deadlines and hands the connection over (as a hijackedConn: a
+// tunnel whose app side ends closes it rather than half-closing it).
 func (w *timedWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	w.rc.SetReadDeadline(time.Time{})
 	w.rc.SetWriteDeadline(time.Time{})
-	return w.rc.Hijack()
+	c, brw, err := w.rc.Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	return hijackedConn{c}, brw, nil
 }
 
 // Unwrap lets http.ResponseController reach the connection's writer.
