@@ -806,3 +806,65 @@ func TestWSExclusiveUSR2(t *testing.T) {
 	t.Logf("USR2: %d WebSockets ended and reconnected to the new apps; %d overlapping sessions; longest reconnection %s",
 		len(keepers), n, longestHold(keepers).Round(time.Millisecond))
 }
+
+// TestWSExclusiveEmbedded: in the embedded mode (the handler hijacks the connection
+// itself), a scale 2→3 closes, after --upgrade-grace, the WebSockets of the keys that move
+// to the new worker, and only those: the handler's sessions of the other keys go on.
+func TestWSExclusiveEmbedded(t *testing.T) {
+	c := Start(t, "--workers", "2", "--embedded", "--upgrade-grace", "500ms", "--forward-timeout", "10s", "--", exampleBin)
+	type session struct {
+		key  string
+		conn *websocket.Conn
+	}
+	var moving, staying []session
+	for _, k := range wsKeys(16) {
+		conn, resp, err := websocket.DefaultDialer.Dial("ws://"+c.Addr+"/ws", http.Header{"X-Olio-Key": {k}})
+		if err != nil {
+			t.Fatalf("key %q: %v", k, err)
+		}
+		resp.Body.Close()
+		t.Cleanup(func() { conn.Close() })
+		s := session{k, conn}
+		if Owner(k, 3) != Owner(k, 2) {
+			moving = append(moving, s)
+		} else {
+			staying = append(staying, s)
+		}
+	}
+	if len(moving) == 0 || len(staying) == 0 {
+		t.Fatalf("the test did not test anything: %d keys move on 2→3, %d stay", len(moving), len(staying))
+	}
+	echo := func(s session) error {
+		s.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		s.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if err := s.conn.WriteMessage(websocket.TextMessage, []byte("ping "+s.key)); err != nil {
+			return err
+		}
+		_, m, err := s.conn.ReadMessage()
+		if err == nil && string(m) != "ping "+s.key {
+			err = fmt.Errorf("echo %q", m)
+		}
+		return err
+	}
+	for _, s := range append(moving, staying...) {
+		if err := echo(s); err != nil {
+			t.Fatalf("key %q before the scale: %v", s.key, err)
+		}
+	}
+	if out, err := opCLI(t, "scale", "--control", c.Control, "3"); err != nil {
+		t.Fatalf("olio scale 3: %v: %s", err, out)
+	}
+	for _, s := range moving {
+		s.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+		if _, _, err := s.conn.ReadMessage(); err == nil {
+			t.Errorf("key %q moved to worker %d: its WebSocket on the old worker is still open", s.key, Owner(s.key, 3))
+		} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Errorf("key %q moved: its WebSocket was not closed within 20s of the scale", s.key)
+		}
+	}
+	for _, s := range staying {
+		if err := echo(s); err != nil {
+			t.Errorf("key %q did not move, but its WebSocket broke: %v", s.key, err)
+		}
+	}
+}

@@ -122,7 +122,15 @@ func (r *Router) serveLocal(w http.ResponseWriter, req *http.Request, avoid *ins
 	}
 	if r.handler != nil {
 		httprules.SetForwarded(req.Header, forwardedOf(req)) // as an app child would get them
-		r.serveHandler(w, req)                               // the embedded handler, in-process
+		if isUpgrade(req) && req.Context().Value(liveKey{}) == nil {
+			// The handler's hijacked connection is tracked by its key: a hand-over that
+			// moves the key closes it after the grace (olio cannot write a close frame into
+			// a connection the handler writes; the notice's Upgrades tells the handler first).
+			var done func()
+			w, req, done = r.trackUpgrade(w, req, nil)
+			defer done()
+		}
+		r.serveHandler(w, req) // the embedded handler, in-process
 		return
 	}
 	inst := r.apps.acquire(req.Context(), r.conf().ForwardTimeout, avoid)
