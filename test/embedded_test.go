@@ -251,23 +251,8 @@ func TestEmbeddedNotAnEmbeddedApp(t *testing.T) {
 // 127.0.0.1:$PORT and stops gracefully on TERM.
 func TestEmbeddedStandalone(t *testing.T) {
 	port := strings.TrimPrefix(freeAddr(t), "127.0.0.1:")
-	cmd := exec.Command(exampleBin)
-	cmd.Env = append(os.Environ(), "PORT="+port)
-	out, err := os.Create(filepath.Join(t.TempDir(), "out"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		cmd.Process.Kill()
-		waitDone(t, exited, 20*time.Second, "the embedded app to exit after kill -9")
-	}()
+	ex := startExample(t, "PORT="+port)
+	cmd, exited, out := ex.cmd, ex.exited, ex.out
 	addr := "127.0.0.1:" + port
 	if !Eventually(20*time.Second, func() bool {
 		conn, err := net.Dial("tcp", addr)
@@ -309,23 +294,7 @@ func TestEmbeddedStandalone(t *testing.T) {
 func TestEmbeddedStandaloneListen(t *testing.T) {
 	port := strings.TrimPrefix(freeAddr(t), "127.0.0.1:")
 	addr := "127.0.0.2:" + port
-	cmd := exec.Command(exampleBin)
-	cmd.Env = append(os.Environ(), "OLIO_LISTEN="+addr, "PORT=1")
-	out, err := os.Create(filepath.Join(t.TempDir(), "out"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		cmd.Process.Kill()
-		waitDone(t, exited, 20*time.Second, "the embedded app to exit after kill -9")
-	}()
+	out := startExample(t, "OLIO_LISTEN="+addr, "PORT=1").out
 	cl := &http.Client{Timeout: 5 * time.Second}
 	if !Eventually(20*time.Second, func() bool {
 		resp, err := cl.Get("http://" + addr + "/x")
@@ -347,4 +316,37 @@ func TestEmbeddedStandaloneListen(t *testing.T) {
 	if err == nil || !strings.Contains(string(msg), "OLIO_LISTEN=\"8080\": want host:port") {
 		t.Errorf("OLIO_LISTEN=8080: %v, output %q; want a failure that says what to write", err, msg)
 	}
+}
+
+// example is the embedded example started on its own: exited has Wait's result (put it
+// back after taking it: the cleanup waits on it too).
+type example struct {
+	cmd    *exec.Cmd
+	exited chan error
+	out    *os.File // its output
+}
+
+// startExample starts the embedded example on its own (not under olio) with env added to
+// the environment, killed at the test's end.
+func startExample(t *testing.T, env ...string) *example {
+	t.Helper()
+	cmd := exec.Command(exampleBin)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := os.Create(filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		out.Close()
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		waitDone(t, exited, 20*time.Second, "the embedded app to exit after kill -9")
+		out.Close()
+	})
+	return &example{cmd, exited, out}
 }

@@ -753,28 +753,7 @@ func TestWSExclusiveUSR2(t *testing.T) {
 	for _, key := range wsKeys(12) {
 		keepers = append(keepers, keepConnected(t, c, key))
 	}
-	oldMaster := c.Pid()
-	t.Cleanup(func() { stopOtherMasters(t, c, oldMaster) })
-	c.Signal(syscall.SIGUSR2)
-	failed := func() bool { return c.CountLog("upgrade failed") > 0 }
-	upgraded := func() bool {
-		if m := mastersOf(c); len(m) != 1 || m[0] == oldMaster {
-			return false
-		}
-		for i := 0; i < workers; i++ {
-			a, err := direct(c, i)
-			if err != nil || slices.Contains(before, a.PID) {
-				return false
-			}
-		}
-		return true
-	}
-	if !Eventually(60*time.Second, func() bool { return failed() || upgraded() }) {
-		t.Fatalf("no upgrade within 60s of SIGUSR2: masters %v, app pids before %v", mastersOf(c), before)
-	}
-	if failed() {
-		t.Fatalf("hot upgrade failed: %s", strings.Join(c.lines("upgrade failed"), "\n"))
-	}
+	upgradeOp(workers).run(t, c) // USR2, then waits for the new master's new apps
 	var waiting string
 	if !Eventually(30*time.Second, func() bool {
 		for _, k := range keepers {
