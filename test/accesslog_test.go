@@ -336,7 +336,7 @@ func TestAccessLogStalledReaderBounded(t *testing.T) {
 				}
 			}()
 		}
-		wg.Wait()
+		waitGroup(t, &wg, 60*time.Second, "the requests with the access log's reader stalled")
 		close(errs)
 		for err := range errs {
 			t.Fatalf("with the access log's reader stalled: %v", err)

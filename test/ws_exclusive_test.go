@@ -401,8 +401,13 @@ func TestWSExclusiveScaleUp(t *testing.T) {
 	if g, e := late.index, Owner(moving[0], 3); g != e {
 		t.Errorf("a client reconnecting during the grace was served by worker %d, want the new owner %d", g, e)
 	}
-	if err := <-scaled; err != nil {
-		t.Fatalf("olio scale 3: %v", err)
+	select {
+	case err := <-scaled:
+		if err != nil {
+			t.Fatalf("olio scale 3: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("olio scale 3 did not return within 60s")
 	}
 	t.Logf("a client of a moving key that connected during the grace was held %s", hold.Round(time.Millisecond))
 
@@ -569,6 +574,7 @@ func TestWSExclusivePeerTunnel(t *testing.T) {
 // wsKeeper keeps one client of a key connected: whenever its connection ends it records
 // how (the close code) and connects again at once, as a chat client does, until stopped.
 type wsKeeper struct {
+	t    testing.TB
 	key  string
 	stop chan struct{}
 	done chan struct{}
@@ -589,7 +595,7 @@ func keepConnected(t *testing.T, c *Cluster, key string) *wsKeeper {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k := &wsKeeper{key: key, stop: make(chan struct{}), done: make(chan struct{}), cur: cl, first: cl, served: []int{cl.index}}
+	k := &wsKeeper{t: t, key: key, stop: make(chan struct{}), done: make(chan struct{}), cur: cl, first: cl, served: []int{cl.index}}
 	go k.run(c, cl)
 	t.Cleanup(k.halt)
 	return k
@@ -648,7 +654,7 @@ func (k *wsKeeper) halt() {
 	default:
 		close(k.stop)
 	}
-	<-k.done
+	waitDone(k.t, k.done, 30*time.Second, "the WebSocket keeper of "+k.key+" to stop")
 }
 
 // state is the keeper's current connection (nil between two) and the close codes so far.

@@ -164,7 +164,11 @@ func TestAppPoolNotQuiet(t *testing.T) {
 	if _, body, err := get(t, tr, context.Background(), "GET", ""); err != nil || body != "1" {
 		t.Fatalf("first: %q, %v", body, err)
 	}
-	<-written
+	select {
+	case <-written:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the app did not write its stray answer within 10s")
+	}
 	if _, body, err := get(t, tr, context.Background(), "GET", ""); err != nil || body != "2" {
 		t.Errorf("second: %q, %v; want the answer of a new connection, \"2\"", body, err)
 	}
