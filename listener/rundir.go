@@ -192,7 +192,9 @@ func (c *cluster) checkRunDir(ctx context.Context) {
 	note := fmt.Sprintf("the run directory %s %s (noticed %s); made %s", old.path, why, time.Now().Format(time.RFC3339), d.path)
 	c.runDirNote.Store(&note) // first: the status never shows the new one without it
 	c.runDir.Store(d)
-	old.close()
+	// The old directory is closed once the routers have moved: one that was only chmod'ed
+	// still holds the sockets they use until then.
+	defer old.close()
 	c.logger.Warn("the run directory "+why.Error()+": made a new one, moving the routers there",
 		"old_run_dir", old.path, "run_dir", d.path)
 	ctx, cancel := context.WithTimeout(ctx, runDirMoveTimeout)

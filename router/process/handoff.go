@@ -99,6 +99,9 @@ type handoff struct {
 	file *mux.SocketFile // the socket file in was bound to: close removes only that one
 	out  *net.UnixConn   // unbound, for sending
 	done chan struct{}
+	// stale counts the goroutines answering connections that waited too long (answerStale);
+	// shutdown waits for them.
+	stale sync.WaitGroup
 
 	dir      string         // the run directory, where every router's handoff socket is; guarded by mu
 	index    int            // this router's worker index
@@ -181,6 +184,7 @@ func (h *handoff) close() {
 func (h *handoff) shutdown() {
 	h.close()
 	h.out.Close()
+	h.stale.Wait() // the stale connections' answers are written (bounded by staleAnswerTimeout)
 }
 
 func (h *handoff) receive(in *net.UnixConn, done chan struct{}) {
@@ -238,7 +242,8 @@ func (h *handoff) take(msg, oob []byte) {
 			// Its sender has let it go for good (two routers never serve one socket), and
 			// its client has waited long enough.
 			h.noteStale(waited)
-			go answerStale(c, prefix, h.index, waited)
+			h.stale.Add(1)
+			go func() { defer h.stale.Done(); answerStale(c, prefix, h.index, waited) }()
 			return
 		}
 	}

@@ -167,6 +167,12 @@ func (l *Log) Format() string { return l.format }
 // Add queues e, its long fields cut, or drops and counts it when the writer is behind. It
 // never blocks.
 func (l *Log) Add(e *Entry) {
+	select {
+	case <-l.stop: // closed: the writer takes no more lines
+		l.dropped.Add(1)
+		return
+	default:
+	}
 	q := *e
 	q.detach()
 	n := q.size()
