@@ -84,9 +84,8 @@ func (r *Router) serveFast(w http.ResponseWriter, req *http.Request, inst *insta
 		// The request's context (client gone, answer timeout) interrupts the connection.
 		stop = context.AfterFunc(req.Context(), func() { ac.c.SetDeadline(time.Unix(1, 0)) })
 		err := fastExchange(ac, out, resp, req.Method == http.MethodHead)
-		var refused *refusedError
 		switch {
-		case errors.As(err, &refused):
+		case isRefused(err):
 			other, err = inst.transport.readAnswer(ac, req, stop, func(r *http.Response) {
 				// Passed on as ReverseProxy passes them.
 				h := w.Header()
@@ -348,4 +347,11 @@ func copyFastBody(w http.ResponseWriter, resp *fasthttp.Response, flush bool) er
 			return errors.Join(errAnswerStarted, err)
 		}
 	}
+}
+
+// isRefused reports whether fastExchange refused the answer's head to fasthttp's parser
+// (a type check, not errors.As, which would put a target on the heap every request).
+func isRefused(err error) bool {
+	_, ok := err.(*refusedError) //nolint:errorlint // fastExchange returns it unwrapped
+	return ok
 }

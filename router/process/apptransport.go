@@ -56,8 +56,10 @@ type appConn struct {
 	peerReply   bool
 	// idleSince is when it went back to the pool.
 	idleSince time.Time
-	// raw is the socket under c, for quiet (nil: not a socket, as a peer's stream).
-	raw syscall.RawConn
+	// raw is the socket under c, for quiet (nil: not a socket, as a peer's stream); peek is
+	// quiet's look at it, made once so that a reuse allocates nothing.
+	raw  syscall.RawConn
+	peek *peeker
 	// lim bounds what br may read from c (nil: unbounded).
 	lim *limitReader
 }
@@ -170,7 +172,10 @@ func (t *appTransport) get(ctx context.Context, fresh bool) (ac *appConn, reused
 	lim := &limitReader{r: c, left: math.MaxInt64}
 	ac = &appConn{c: c, br: bufio.NewReaderSize(lim, 16<<10), bw: bufio.NewWriterSize(c, 4<<10), lim: lim}
 	if sc, ok := c.(syscall.Conn); ok {
-		ac.raw, _ = sc.SyscallConn()
+		if ac.raw, _ = sc.SyscallConn(); ac.raw != nil {
+			ac.peek = &peeker{}
+			ac.peek.fn = ac.peek.look
+		}
 	}
 	return ac, false, nil
 }
@@ -253,14 +258,22 @@ func quiet(ac *appConn) bool {
 	if ac.raw == nil {
 		return true // a peer's stream: its frames delimit every answer
 	}
-	still := false
-	var b [1]byte
-	err := ac.raw.Read(func(fd uintptr) bool {
-		_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		still = err == unix.EAGAIN || err == unix.EWOULDBLOCK
-		return true
-	})
-	return err == nil && still
+	ac.peek.still = false
+	err := ac.raw.Read(ac.peek.fn)
+	return err == nil && ac.peek.still
+}
+
+// peeker is quiet's non-blocking MSG_PEEK on one connection's socket.
+type peeker struct {
+	b     [1]byte
+	still bool               // nothing to read, and not closed
+	fn    func(uintptr) bool // look, as a value made once
+}
+
+func (p *peeker) look(fd uintptr) bool {
+	_, _, err := unix.Recvfrom(int(fd), p.b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	p.still = err == unix.EAGAIN || err == unix.EWOULDBLOCK
+	return true
 }
 
 // RoundTrip implements http.RoundTripper.

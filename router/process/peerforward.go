@@ -540,8 +540,7 @@ func (x *exchange) run(secret string, head []byte, dst http.Header) (*http.Respo
 	x.watchOwner()
 	x.halves = 1
 	if x.body == nil {
-		var b [16]byte
-		ac.bw.Write(peerwire.AppendEnd(b[:0], nil))
+		ac.bw.Write(emptyEnd)
 	} else {
 		x.halves = 2
 	}
@@ -875,3 +874,6 @@ func (b *answerBody) release() {
 		b.x.done(ok)
 	})
 }
+
+// emptyEnd is the end frame of a request without a body or trailer.
+var emptyEnd = peerwire.AppendEnd(nil, nil)

@@ -192,6 +192,12 @@ func (s *peerServer) forget(c *peerConn) {
 // peer side has no http.Server of its own, and a proxy reads the mark, not the server.
 var peerHTTPServer = &http.Server{}
 
+// peerBase is every forwarded request's base context, made once: net/http's server mark, as
+// under net/http's server (it makes ReverseProxy and the fast path break an answer the app
+// cut short off — http.ErrAbortHandler, recovered in serveOne: the stream is closed without
+// its end frame — instead of ending it cleanly), and fromPeer.
+var peerBase = context.WithValue(context.WithValue(context.Background(), http.ServerContextKey, peerHTTPServer), fromPeer, true)
+
 // mine is the version this side speaks (the router's, set on its transport).
 func (s *peerServer) mine() int { return s.r.remoteTransport.mine() }
 
@@ -316,7 +322,7 @@ func (c *peerConn) serveOne(head string) (reuse bool) {
 		c.answer(http.StatusBadRequest, "olio: malformed forwarded request")
 		return false
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(peerBase)
 	defer cancel()
 	watch := &peerWatch{c: c, cancel: cancel}
 	body, _ := req.Body.(*peerwire.Body)
@@ -336,12 +342,8 @@ func (c *peerConn) serveOne(head string) (reuse bool) {
 			}
 		}
 	}()
-	// As under net/http's server, whose mark makes ReverseProxy and the fast path break an
-	// answer the app cut short off (http.ErrAbortHandler, recovered above: the stream is
-	// closed without its end frame) instead of ending it cleanly.
-	ctx = context.WithValue(ctx, http.ServerContextKey, peerHTTPServer)
-	c.s.r.servePeer(w, req.WithContext(context.WithValue(ctx, fromPeer, true)), flags)
-	if !watch.stop() { // the forwarder gave the request up
+	c.s.r.servePeer(w, req.WithContext(ctx), flags) // ctx carries peerBase's marks
+	if !watch.stop() {                              // the forwarder gave the request up
 		return false
 	}
 	if w.hijacked {
