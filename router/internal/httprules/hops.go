@@ -23,19 +23,28 @@ var (
 // Hops is the filter for a request's (request) or an answer's header whose Connection
 // field is conn.
 func Hops(conn []string, request bool) *HopFilter {
-	if len(conn) == 0 {
-		if request {
-			return RequestHops
-		}
-		return ResponseHops
+	shared := ResponseHops
+	if request {
+		shared = RequestHops
 	}
-	f := &HopFilter{request: request}
+	var f *HopFilter
 	for _, v := range conn {
-		for _, k := range strings.Split(v, ",") {
-			if k = strings.TrimSpace(k); k != "" {
-				f.conn = append(f.conn, http.CanonicalHeaderKey(k))
+		for k := range strings.SplitSeq(v, ",") {
+			if k = strings.TrimSpace(k); k == "" {
+				continue
 			}
+			k = http.CanonicalHeaderKey(k)
+			if shared.Drop(k) {
+				continue // "keep-alive", "close", "upgrade", ...: dropped anyway
+			}
+			if f == nil {
+				f = &HopFilter{request: request}
+			}
+			f.conn = append(f.conn, k)
 		}
+	}
+	if f == nil { // the common case allocates nothing
+		return shared
 	}
 	return f
 }
