@@ -12,27 +12,6 @@ import (
 	"time"
 )
 
-// tcpPair returns the two ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (server, client net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err = net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	server, err = ln.Accept()
-	if err != nil {
-		client.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { server.Close(); client.Close() })
-	return server, client
-}
-
 // publicWrapper is what net/http and the handoff look for on the public connection.
 type publicWrapper interface {
 	net.Conn
@@ -62,7 +41,7 @@ func TestPublicWrappersPassOn(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, wrap := range publicWrappers {
-		server, client := tcpPair(t)
+		client, server := clientConn(t)
 		wc, ok := wrap(server).(publicWrapper)
 		if !ok {
 			t.Errorf("%s hides CloseWrite, ReadFrom or SyscallConn", name)
