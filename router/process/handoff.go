@@ -94,8 +94,7 @@ func newPrefixConn(c net.Conn, prefix []byte) *prefixConn {
 // handoff owns this router's handoff socket: it receives connections from peers, and sends
 // them to peers.
 type handoff struct {
-	path string
-	in   *net.UnixConn   // bound at path; nil while not accepting
+	in   *net.UnixConn   // bound at dir's handoff socket for index; nil while not accepting
 	file *mux.SocketFile // the socket file in was bound to: close removes only that one
 	out  *net.UnixConn   // unbound, for sending
 	done chan struct{}
@@ -132,7 +131,7 @@ func newHandoff(dir string, index int, logger *slog.Logger, handedIn *atomic.Uin
 	if err != nil {
 		return nil, fmt.Errorf("router: handoff socket: %w", err)
 	}
-	return &handoff{dir: dir, index: index, path: RunDir(dir).HandoffSocket(index), logger: logger, handedIn: handedIn, out: pc.(*net.UnixConn)}, nil
+	return &handoff{dir: dir, index: index, logger: logger, handedIn: handedIn, out: pc.(*net.UnixConn)}, nil
 }
 
 // open starts receiving connections into q.
@@ -143,7 +142,7 @@ func (h *handoff) open(q *connQueue) error {
 	if h.in != nil {
 		return nil
 	}
-	in, file, err := mux.ListenUnixgram(h.path)
+	in, file, err := mux.ListenUnixgram(RunDir(h.dir).HandoffSocket(h.index))
 	if err != nil {
 		return fmt.Errorf("router: handoff socket: %w", err)
 	}

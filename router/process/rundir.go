@@ -75,7 +75,7 @@ func (r *Router) moveRunDir(dir string) error {
 	if err := r.private.Rebind(r.peerPath()); err != nil && !errors.Is(err, mux.ErrClosed) {
 		errs = append(errs, fmt.Errorf("router: peer socket: %w", err)) // closed: draining, peers go elsewhere
 	}
-	if err := r.accept.moveHandoff(dir, r.index); err != nil {
+	if err := r.accept.moveHandoff(dir); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -84,7 +84,7 @@ func (r *Router) moveRunDir(dir string) error {
 // moveHandoff moves the hand-off socket into the run directory dir: bound there at once if
 // the side accepts now, else when it next does. Connections peers sent to the old socket
 // are taken first.
-func (a *acceptor) moveHandoff(dir string, index int) error {
+func (a *acceptor) moveHandoff(dir string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	h := a.handoff
@@ -92,7 +92,7 @@ func (a *acceptor) moveHandoff(dir string, index int) error {
 		h.close()
 	}
 	h.mu.Lock()
-	h.dir, h.path = dir, RunDir(dir).HandoffSocket(index)
+	h.dir = dir
 	h.mu.Unlock()
 	if a.queue != nil {
 		return h.open(a.queue)
