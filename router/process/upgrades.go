@@ -256,8 +256,7 @@ func (t *upgradeTunnel) Read(p []byte) (int, error) {
 				t.endBy = time.Now().Add(endLinger)
 				continue
 			case gotTimeout:
-				t.done = true // the frame did not end in time: just close
-				t.rwc.Close()
+				t.finish() // the frame did not end in time: no close frame, just close
 				continue
 			case gotQuit:
 				return 0, io.EOF
@@ -279,8 +278,7 @@ func (t *upgradeTunnel) Read(p []byte) (int, error) {
 		}
 		used, at := t.frames.advance(t.pending[:n], ending)
 		if t.frames.bad && ending {
-			t.done = true // not WebSocket framing after all: just close
-			t.rwc.Close()
+			t.finish() // not WebSocket framing after all: no close frame, just close
 			continue
 		}
 		copy(p, t.pending[:used])
