@@ -188,7 +188,18 @@ func TestOperatorTop(t *testing.T) {
 	if err := live.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { live.Process.Signal(syscall.SIGINT); live.Wait() }()
+	defer func() {
+		liveDone := make(chan error, 1)
+		go func() { liveDone <- live.Wait() }() // after the reads: Wait closes stdout
+		live.Process.Signal(syscall.SIGINT)
+		select {
+		case <-liveDone:
+		case <-time.After(10 * time.Second):
+			live.Process.Kill()
+			<-liveDone
+			t.Errorf("olio top did not stop within 10s of SIGINT")
+		}
+	}()
 	lines := bufio.NewScanner(stdout)
 	lines.Buffer(nil, 1<<20)
 	if !lines.Scan() {

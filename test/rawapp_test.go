@@ -321,7 +321,7 @@ func startRawApp(t testing.TB, prefix string) string {
 	}()
 	t.Cleanup(func() {
 		ln.Close()
-		<-done
+		waitDone(t, done, 30*time.Second, "the reference raw app to stop")
 		f.Close()
 	})
 	return ln.Addr().String()
