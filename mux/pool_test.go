@@ -185,6 +185,10 @@ func TestSetPeersClosesSessions(t *testing.T) {
 	}
 
 	s0, s1 := session(0), session(1)
+	// The stream session(0) closed counts until the echo's close arrives; an
+	// idle session is what SetPeers closes at once (one with streams is left
+	// for its peer to close, see retireLocked).
+	idle(t, ctx, s0)
 	p.SetPeers([]string{c, b}) // peer 0 moved
 	closed(s0)
 	if s1.IsClosed() {
@@ -367,5 +371,19 @@ func TestResolveDefaults(t *testing.T) {
 	}
 	if r.Logger != l || y.Logger == nil {
 		t.Errorf("resolve with a Logger: logger kept %v, yamux logger set %v", r.Logger == l, y.Logger != nil)
+	}
+}
+
+// idle waits, until ctx is done, for s to carry no stream.
+func idle(t *testing.T, ctx context.Context, s *yamux.Session) {
+	t.Helper()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for s.NumStreams() != 0 {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatalf("session still carries %d streams", s.NumStreams())
+		}
 	}
 }
