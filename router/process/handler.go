@@ -136,6 +136,7 @@ func (r *Router) serveLocal(w http.ResponseWriter, req *http.Request, avoid *ins
 	inst := r.apps.acquire(req.Context(), r.conf().ForwardTimeout, avoid)
 	if inst == nil {
 		if req.Context().Err() != nil {
+			w.WriteHeader(499) // the client went away while held: logged as such, not as a 200
 			return
 		}
 		w.Header().Set("Retry-After", "1")

@@ -208,6 +208,7 @@ func (r *Router) waitHeld(w http.ResponseWriter, req *http.Request, ch <-chan st
 	case <-ch:
 		return true
 	case <-req.Context().Done():
+		w.WriteHeader(499) // the client went away while held: logged as such, not as a 200
 		return false
 	case <-t.C:
 		w.Header().Set("Retry-After", "1")

@@ -259,6 +259,31 @@ func TestHeldRequestTimesOut(t *testing.T) {
 	}
 }
 
+// A held request whose client goes away is recorded as 499 (the client closed the
+// request), as a request whose app answer it left is, not as the 200 net/http assumes
+// of a handler that wrote nothing.
+func TestHeldRequestClientGone(t *testing.T) {
+	tc := newTestCluster(t, 1, 10*time.Second)
+	r := tc.routers[0]
+	r.apps.setCurrent(nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() {
+		rec, _ := tc.do(0, httptest.NewRequest("GET", "/", nil).WithContext(ctx))
+		done <- rec.Code
+	}()
+	waitUntil(t, "the request is held", func() bool { return r.apps.held.Load() > 0 })
+	cancel()
+	select {
+	case code := <-done:
+		if code != 499 {
+			t.Errorf("a held request whose client left: %d, want 499", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the held request did not end within 5s of its client leaving")
+	}
+}
+
 // A held request is served as soon as the app becomes ready. The app comes back only once
 // the request is held (waiting for an instance): before that, the test would test nothing.
 func TestHeldRequestServedWhenReady(t *testing.T) {
