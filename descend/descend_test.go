@@ -247,7 +247,12 @@ func TestFrameLimitIsInclusive(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(got, fits) {
 		t.Errorf("Recv of a %d-byte frame: %v", MaxFrame, err)
 	}
-	if err := <-sent; err != nil {
-		t.Errorf("Send of a %d-byte frame: %v", MaxFrame, err)
+	select {
+	case err := <-sent:
+		if err != nil {
+			t.Errorf("Send of a %d-byte frame: %v", MaxFrame, err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("Send of a %d-byte frame still blocked 10s after its reader closed", MaxFrame)
 	}
 }
