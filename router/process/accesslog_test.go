@@ -216,3 +216,30 @@ func BenchmarkAccessLogEntry(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(r.counters.accessDropped.Load())/float64(b.N), "dropped/op")
 }
+
+// A request held for a hand-over is logged with its key whether it is served, given up
+// (503 after the forward timeout) or left by its client (499).
+func TestAccessLogHeldRequestHasKey(t *testing.T) {
+	tc := newTestCluster(t, 1, 50*time.Millisecond)
+	r := tc.routers[0]
+	path := withAccessLog(t, r, "json", descend.KeyStatsOn)
+	moving := keyOwnedBy(1, 2) // owned by worker 0 of 1, by worker 1 of 2
+	r.handover.mu.Lock()
+	r.handover.pending.Store(&membership{epoch: 2, workers: 2})
+	r.handover.mu.Unlock()
+	req := httptest.NewRequest("GET", "/held", nil)
+	req.Header.Set("X-Olio-Key", moving)
+	rec := httptest.NewRecorder()
+	r.ServeHTTP(rec, req)
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("held request: %d, want 503 after the forward timeout", rec.Code)
+	}
+	lines := accessLines(t, r, path)
+	var a AccessLine
+	if len(lines) != 1 || json.Unmarshal([]byte(lines[0]), &a) != nil {
+		t.Fatalf("lines: %q", lines)
+	}
+	if a.Status != http.StatusServiceUnavailable || !eqPtr(a.Key, &moving) {
+		t.Errorf("the held request's line: %s; want status 503 and key %q", lines[0], moving)
+	}
+}

@@ -60,6 +60,7 @@ func (r *Router) route(w http.ResponseWriter, req *http.Request, a *accessLoggin
 		a.route(RouteDirect, target)
 	} else if key, ok := r.settings().key.Extract(req); ok && workers > 0 {
 		h := xxhash.Sum64String(key)
+		a.setKey(h, key) // first: a request held, then given up, is logged with its key
 		target = keys.Jump(h, workers)
 		if ch := r.handover.hold(h, target); ch != nil && r.exclusive() {
 			// Its owner is changing: wait until the old one has finished.
@@ -75,7 +76,6 @@ func (r *Router) route(w http.ResponseWriter, req *http.Request, a *accessLoggin
 			target = keys.Jump(h, workers)
 		}
 		r.countKey(h, key, target)
-		a.setKey(h, key)
 		if target != r.index && r.tryHandOff(w, req, target) {
 			if a != nil {
 				a.skip = true // the owner logs it (or this router, when it serves the connection again)
