@@ -189,6 +189,7 @@ func (p *peerTransport) send(i int, req *http.Request, head []byte, body io.Read
 		if x.ownerSilent() && req.Context().Err() == nil {
 			// Sent to an owner that has stopped answering: the request may sit in its
 			// buffers and run when it resumes, so it is not sent again.
+			p.r.logger.Warn("owner silent with a request sent to it", "owner", i, "path", req.URL.Path, "err", err)
 			return nil, errOwnerSilent
 		}
 		// A stream the owner refused never reached it: the owner is being replaced and has
