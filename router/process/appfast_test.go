@@ -39,11 +39,11 @@ func fastFrontOf(t *testing.T, as *httptest.Server, fast bool, timeout time.Dura
 	inst := &instance{port: port, transport: newAppTransport(port)}
 	inst.proxy = r.newLocalProxy(inst)
 	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if !fastPath(req) {
+		if !onEngine(req) {
 			t.Errorf("%s %s does not take the fast path", req.Method, req.URL)
 		}
 		if fast {
-			r.serveFast(w, req, inst)
+			r.serveApp(w, req, inst)
 		} else {
 			inst.proxy.ServeHTTP(w, req)
 		}

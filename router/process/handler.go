@@ -176,8 +176,8 @@ func (r *Router) serveLocal(w http.ResponseWriter, req *http.Request, avoid *ins
 		}
 	}()
 	accesslog.StartApp(w) // the app's share of the time starts here
-	if fastPath(req) {
-		r.serveFast(w, req, inst) // appfast.go
+	if onEngine(req) {
+		r.serveApp(w, req, inst) // appfast.go
 		return
 	}
 	inst.proxy.ServeHTTP(w, req)
