@@ -152,7 +152,10 @@ var diffCases = []diffCase{
 		App: appScript{ReadBody: true, Answer: diffOK("got it")}},
 	{Name: "post-answered-first", Request: diffPost("answered before it was read"), App: appScript{Answer: diffOK("early")}},
 	{Name: "post-chunked-trailer", Request: "POST {path} HTTP/1.1\r\nHost: diff\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n5\r\nhello\r\n0\r\nX-Sum: 5\r\n\r\n",
-		App: appScript{ReadBody: true, Answer: diffOK("got it")}},
+		App: appScript{ReadBody: true, Answer: diffOK("got it")},
+		Deviation: "ReverseProxy sends the request's trailer empty (its outgoing request holds a copy of the trailer made " +
+			"before the body was read); olio passes on what the client sent",
+		Allow: func(v *diffView) { v.Received = strings.Replace(v.Received, "\n  trailer X-Sum: 5", "", 1) }},
 	{Name: "post-large", Request: diffPost(diffMiB), App: appScript{ReadBody: true, Answer: diffOK("got it")}},
 	{Name: "post-interim", Request: diffPost("hints"), App: appScript{ReadBody: true, Answer: "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n" + diffOK("final")}},
 	{Name: "post-expect-continue", Request: "POST {path} HTTP/1.1\r\nHost: diff\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello",
