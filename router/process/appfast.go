@@ -93,7 +93,7 @@ func appRequest(out *fasthttp.Request, req *http.Request, port int) (body, chunk
 
 // onEngine reports whether req goes through serveApp.
 func onEngine(req *http.Request) bool {
-	return req.Method != http.MethodConnect && len(req.Header["Upgrade"]) == 0
+	return true
 }
 
 // appAnswer is the app's answer as one of the two parsers read its head.
