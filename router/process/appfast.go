@@ -91,11 +91,6 @@ func appRequest(out *fasthttp.Request, req *http.Request, port int) (body, chunk
 	return body, chunked
 }
 
-// onEngine reports whether req goes through serveApp.
-func onEngine(req *http.Request) bool {
-	return true
-}
-
 // appAnswer is the app's answer as one of the two parsers read its head.
 type appAnswer struct {
 	fast *fasthttp.Response // fasthttp's parser (nil: net/http's)
@@ -182,7 +177,8 @@ func readAppAnswer(ac *appConn, req *http.Request, resp *fasthttp.Response, inte
 	ac.limit(maxAnswerHeader)
 	defer ac.limit(math.MaxInt64)
 	std, err = http.ReadResponse(ac.br, req)
-	for n := 0; err == nil && std.StatusCode >= 100 && std.StatusCode < 200 && std.StatusCode != http.StatusSwitchingProtocols; n++ {
+	n := 0 // interim answers passed on
+	for ; err == nil && std.StatusCode >= 100 && std.StatusCode < 200 && std.StatusCode != http.StatusSwitchingProtocols; n++ {
 		if n == maxInterim {
 			return nil, errors.Join(errAnswerStarted, errTooManyInterim)
 		}
@@ -191,7 +187,7 @@ func readAppAnswer(ac *appConn, req *http.Request, resp *fasthttp.Response, inte
 		std, err = http.ReadResponse(ac.br, req)
 	}
 	if err != nil {
-		if std != nil || ac.br.Buffered() > 0 {
+		if std != nil || n > 0 || ac.br.Buffered() > 0 {
 			err = errors.Join(errAnswerStarted, err)
 		}
 		return nil, err
