@@ -91,10 +91,11 @@ func appRequest(out *fasthttp.Request, req *http.Request, port int) (body, chunk
 	return body, chunked
 }
 
-// appAnswer is the app's answer as one of the two parsers read its head.
+// appAnswer is the app's answer as one of the two parsers read its head: net/http's into
+// std, or, when std is nil, fasthttp's into fast.
 type appAnswer struct {
-	fast *fasthttp.Response // fasthttp's parser (nil: net/http's)
-	std  *http.Response     // net/http's parser
+	fast *fasthttp.Response
+	std  *http.Response
 }
 
 func (a *appAnswer) status() int {
