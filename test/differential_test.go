@@ -151,6 +151,42 @@ var diffCases = []diffCase{
 	{Name: "post-chunked", Request: "POST {path} HTTP/1.1\r\nHost: diff\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
 		App: appScript{ReadBody: true, Answer: diffOK("got it")}},
 	{Name: "post-answered-first", Request: diffPost("answered before it was read"), App: appScript{Answer: diffOK("early")}},
+	{Name: "post-chunked-trailer", Request: "POST {path} HTTP/1.1\r\nHost: diff\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n5\r\nhello\r\n0\r\nX-Sum: 5\r\n\r\n",
+		App: appScript{ReadBody: true, Answer: diffOK("got it")},
+		Deviation: "ReverseProxy sends the request's trailer empty (its outgoing request holds a copy of the trailer made " +
+			"before the body was read); olio passes on what the client sent",
+		Allow: func(v *diffView) { v.Received = strings.Replace(v.Received, "\n  trailer X-Sum: 5", "", 1) }},
+	{Name: "post-large", Request: diffPost(diffMiB), App: appScript{ReadBody: true, Answer: diffOK("got it")}},
+	{Name: "post-interim", Request: diffPost("hints"), App: appScript{ReadBody: true, Answer: "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n" + diffOK("final")}},
+	{Name: "post-expect-continue", Request: "POST {path} HTTP/1.1\r\nHost: diff\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello",
+		App:       appScript{ReadBody: true, Answer: diffOK("got it")},
+		Deviation: "olio answers the 100-continue itself when the body is first read and does not pass Expect on (the app would answer it again)",
+		Allow:     func(v *diffView) { v.Received = strings.Replace(v.Received, "\n  Expect: 100-continue", "", 1) }},
+	// The app refuses a body before reading it: the client gets the answer, the connection
+	// is not used again. How much of the body the app reads after answering depends on
+	// when each proxy stops sending it.
+	{Name: "post-413-early", Request: diffPost(diffMiB), App: appScript{Answer: "HTTP/1.1 413 Request Entity Too Large\r\nConnection: close\r\nContent-Length: 9\r\n\r\ntoo large", Close: true},
+		Deviation: "the body the app reads after its answer is cut wherever the proxy stops sending it; " +
+			"olio's front closes a connection whose unread body it gives up on without the lingering close of net/http's " +
+			"(its public connection has no CloseWrite), so the client may see a reset after the whole answer",
+		Allow: func(v *diffView) {
+			if head, _, ok := strings.Cut(v.Received, "\n  body "); ok {
+				v.Received = head
+			}
+			if v.End == "connection reset" {
+				v.End = "closed"
+			}
+		}},
+	{Name: "put-empty", Request: "PUT {path} HTTP/1.1\r\nHost: diff\r\nContent-Length: 0\r\n\r\n", App: appScript{ReadBody: true, Answer: diffOK("put")}},
+	{Name: "options", Request: "OPTIONS {path} HTTP/1.1\r\nHost: diff\r\n\r\n", App: appScript{Answer: "HTTP/1.1 204 No Content\r\nAllow: GET, POST\r\n\r\n"}},
+	{Name: "upgrade", Request: "GET {path} HTTP/1.1\r\nHost: diff\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+		App: appScript{Answer: "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nfirst", Later: "second", Close: true}},
+	{Name: "upgrade-refused", Request: "GET {path} HTTP/1.1\r\nHost: diff\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+		App: appScript{Answer: diffOK("no upgrade here")}},
+	{Name: "upgrade-other-protocol", Request: "GET {path} HTTP/1.1\r\nHost: diff\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+		App: appScript{Answer: "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n", Close: true}},
+	{Name: "connect", Request: "CONNECT diff.example:443 HTTP/1.1\r\nHost: diff.example:443\r\n\r\n", App: appScript{Answer: diffOK("connected")}},
+	{Name: "delete-stray-two-bytes", Request: "DELETE {path} HTTP/1.1\r\nHost: diff\r\n\r\n", App: appScript{Answer: diffOK("deleted") + "xx"}},
 	{Name: "chunked-answer", Request: diffGet, App: appScript{Answer: diffChunked("", []string{"hello", ", world"}, "")}},
 	{Name: "large-answer", Request: diffGet, App: appScript{Answer: diffOK(diffMiB)}},
 	{Name: "large-chunked-answer", Request: diffGet, App: appScript{Answer: diffChunked("", diffChunks, "")}},

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http/httputil"
 	"os"
 	"strconv"
 	"sync"
@@ -24,12 +23,11 @@ const (
 	ReadyNotify = "notify" // the app sends READY=1 to $NOTIFY_SOCKET
 )
 
-// instance is one run of the app: its port, its proxy and its in-flight count. A rolling
+// instance is one run of the app: its port, its transport and its in-flight count. A rolling
 // restart has two at once, the old draining while the new takes traffic.
 type instance struct {
 	port      int
 	notify    *monitor.Notify
-	proxy     *httputil.ReverseProxy
 	transport *appTransport
 	inFlight  atomic.Int64
 	upgraded  atomic.Int64 // of inFlight, upgraded connections (WebSocket): not waited for by a hand-over
@@ -42,8 +40,6 @@ type appHost interface {
 	conf() *descend.Config
 	workers() int
 	exclusive() bool // --handover exclusive
-	// newLocalProxy makes the proxy that sends local requests to inst.
-	newLocalProxy(inst *instance) *httputil.ReverseProxy
 	// appOutput passes one of an app's output streams into the log.
 	appOutput(stream string) io.Writer
 	report(s *descend.State) // to the master
@@ -185,7 +181,6 @@ func (a *apps) command() (*monitor.Command, error) {
 		env = append(env, "NOTIFY_SOCKET="+path)
 	}
 	inst.transport = newAppTransport(port)
-	inst.proxy = a.host.newLocalProxy(inst)
 	a.mu.Lock()
 	unstarted := a.pending // made for a start that failed: never claimed by readyCheck
 	a.pending = inst

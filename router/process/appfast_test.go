@@ -3,22 +3,28 @@ package process
 import (
 	"bufio"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/olio-dev/olio/descend"
+	"github.com/olio-dev/olio/router/internal/httprules"
 )
 
-// fastFront is a public server in front of one app, serving every request on the fast path
-// (fast) or through newLocalProxy (ReverseProxy), so the two can be compared on the wire.
+// fastFront is a public server in front of one app, serving every request through the
+// app-leg engine (fast) or through referenceProxy, so the two can be compared on the wire.
 func fastFront(t *testing.T, app http.HandlerFunc, fast bool, timeout time.Duration) *httptest.Server {
 	t.Helper()
 	as := httptest.NewServer(app)
@@ -37,19 +43,38 @@ func fastFrontOf(t *testing.T, as *httptest.Server, fast bool, timeout time.Dura
 	r := newRouter(0, set, slog.New(slog.DiscardHandler))
 	port, _ := strconv.Atoi(as.URL[strings.LastIndexByte(as.URL, ':')+1:])
 	inst := &instance{port: port, transport: newAppTransport(port)}
-	inst.proxy = r.newLocalProxy(inst)
+	ref, refTransport := referenceProxy(r, inst)
 	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if !fastPath(req) {
-			t.Errorf("%s %s does not take the fast path", req.Method, req.URL)
-		}
 		if fast {
-			r.serveFast(w, req, inst)
+			r.serveApp(w, req, inst)
 		} else {
-			inst.proxy.ServeHTTP(w, req)
+			ref.ServeHTTP(w, req)
 		}
 	}))
-	t.Cleanup(func() { front.Close(); inst.transport.CloseIdleConnections() })
+	t.Cleanup(func() { front.Close(); inst.transport.CloseIdleConnections(); refTransport.CloseIdleConnections() })
 	return front
+}
+
+// referenceProxy is what the app leg was before its engine: ReverseProxy with the router's
+// rules for the outgoing request, over a plain http.Transport to the app's port.
+func referenceProxy(r *Router, inst *instance) (*httputil.ReverseProxy, *http.Transport) {
+	target := &url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(inst.port)}
+	tr := &http.Transport{DisableCompression: true}
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			markBody(pr.Out)
+			delete(pr.Out.Header, "Expect")
+			pr.SetURL(target)
+			pr.Out.Host = pr.In.Host
+			httprules.SetForwarded(pr.Out.Header, forwardedOf(pr.In))
+		},
+		Transport:      tr,
+		ErrorLog:       r.errorLog,
+		ModifyResponse: answered,
+		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
+			r.localError(w, req, err, inst)
+		},
+	}, tr
 }
 
 // rawExchange sends a raw request to addr and returns what the app received (the echo
@@ -183,7 +208,6 @@ func TestFastPathTimeout(t *testing.T) {
 	defer as.Close()
 	port, _ := strconv.Atoi(as.URL[strings.LastIndexByte(as.URL, ':')+1:])
 	inst := &instance{port: port, transport: newAppTransport(port)}
-	inst.proxy = r.newLocalProxy(inst)
 	r.apps.setCurrent(inst)
 	defer inst.transport.CloseIdleConnections()
 	rec := httptest.NewRecorder()
@@ -338,4 +362,98 @@ func TestFastPathReusesConnections(t *testing.T) {
 	if g := conns.Load(); g != 1 {
 		t.Errorf("20 sequential requests used %d connections to the app, want 1", g)
 	}
+}
+
+// An app that answers before it has read a long body (a 413) is answered to the client,
+// and its connection, with the body's rest unread, is closed, not pooled.
+func TestEngineEarlyAnswerClosesConnection(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	closed := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			closed <- err
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 9\r\n\r\ntoo large")
+		// Read the body only now, to its end: the router must close the connection.
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		_, err = io.Copy(io.Discard, br)
+		closed <- err
+	}()
+	app := &httptest.Server{Listener: ln, URL: "http://" + ln.Addr().String()}
+	front := fastFrontOf(t, app, true, 0)
+	c, err := net.Dial("tcp", front.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	const size = 32 << 20 // more than the sockets between client, router and app hold
+	go func() {
+		io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: "+strconv.Itoa(size)+"\r\n\r\n")
+		io.Copy(c, io.LimitReader(zeros{}, size))
+	}()
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || string(b) != "too large" {
+		t.Errorf("got %d %q, want the app's 413", resp.StatusCode, b)
+	}
+	select {
+	case err := <-closed:
+		if err != nil && !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("the app's connection did not end with a close: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the router kept the app's connection with the body's rest unread (30s)")
+	}
+}
+
+// zeros reads as an endless run of zero bytes.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// A chunked body goes to the app chunked, with its trailer; a broken body is the client's
+// fault (400), not the app's.
+func TestEngineBodies(t *testing.T) {
+	front := fastFront(t, func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%q %v %q %v", b, r.TransferEncoding, r.Trailer.Get("X-Sum"), err)
+	}, true, 0)
+	addr := front.Listener.Addr().String()
+	got := rawAnswer(t, addr, "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n5\r\nhello\r\n0\r\nX-Sum: 5\r\n\r\n")
+	if want := `"hello" [chunked] "5" <nil>`; !strings.HasSuffix(got, want) {
+		t.Errorf("chunked body: %q, want the app to read %s", got, want)
+	}
+	got = rawAnswer(t, addr, "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n")
+	if !strings.HasPrefix(got, "HTTP/1.1 400 ") {
+		t.Errorf("a broken chunked body: %q, want 400", got)
+	}
+}
+
+// rawAnswer writes raw on a new connection to addr and returns the answer, up to the close.
+func rawAnswer(t *testing.T, addr, raw string) string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	io.WriteString(c, raw)
+	b, _ := io.ReadAll(c)
+	return string(b)
 }

@@ -199,7 +199,6 @@ func TestFanoutStopsReadingAtTheCut(t *testing.T) {
 			port := app.Listener.Addr().(*net.TCPAddr).Port
 			inst := &instance{port: port, transport: newAppTransport(port)}
 			defer inst.transport.CloseIdleConnections()
-			inst.proxy = r.newLocalProxy(inst)
 			r.apps.setCurrent(inst)
 
 			req := httptest.NewRequest(method, "/big", nil)

@@ -8,8 +8,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"net/http/httptrace"
-	"net/textproto"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,19 +17,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// appTransport carries requests from a router to its own app over loopback (its pool of
-// connections also keeps peerTransport's streams to one peer). A request without a body —
-// nearly every request of a key-affinity service — is written and its answer read on the caller's
-// goroutine, over a pool of keep-alive connections, with net/http's own Request.Write and
-// ReadResponse. http.Transport would hand each request to two goroutines per connection (its
-// read and write loops) and back through channels, which on these hops costs more CPU than
-// the syscalls themselves. Requests with a body, and upgrades (WebSocket), go to the full
-// http.Transport (fallback), which streams both ways at once.
+// appTransport is the pool of keep-alive connections from a router to its own app over
+// loopback (it also keeps peerTransport's streams to one peer): bounded, checked quiet
+// before reuse, with exchange's retry rule. The app leg's engine (serveApp) writes and reads
+// on the caller's goroutine; http.Transport would hand each request to two goroutines per
+// connection (its read and write loops) and back through channels, which on these hops
+// costs more CPU than the syscalls themselves. Its RoundTrip serves olio's own requests to
+// the app (the hand-over notice).
 type appTransport struct {
-	dial     func(ctx context.Context) (net.Conn, error)
-	fallback http.RoundTripper
-	// closeFallback closes the fallback's idle connections, when this transport owns it.
-	closeFallback func()
+	dial func(ctx context.Context) (net.Conn, error)
 
 	// maxIdle bounds the idle connections kept (0: maxIdleApp); idleTimeout closes one
 	// idle for longer (0: appIdleTimeout). now is the clock (nil: time.Now).
@@ -116,14 +110,7 @@ func newAppTransport(port int) *appTransport {
 		}
 		return c, nil
 	}
-	fallback := &http.Transport{
-		DialContext:         func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
-		MaxIdleConns:        maxIdleApp,
-		MaxIdleConnsPerHost: maxIdleApp,
-		IdleConnTimeout:     appIdleTimeout,
-		DisableCompression:  true,
-	}
-	return &appTransport{dial: dial, fallback: fallback, closeFallback: fallback.CloseIdleConnections}
+	return &appTransport{dial: dial}
 }
 
 // CloseIdleConnections closes every idle connection; later ones are closed after use.
@@ -138,9 +125,6 @@ func (t *appTransport) CloseIdleConnections() {
 	t.mu.Unlock()
 	for _, ac := range idle {
 		ac.c.Close()
-	}
-	if t.closeFallback != nil {
-		t.closeFallback()
 	}
 }
 
@@ -276,12 +260,9 @@ func (p *peeker) look(fd uintptr) bool {
 	return true
 }
 
-// RoundTrip implements http.RoundTripper.
+// RoundTrip implements http.RoundTripper for olio's own short requests to the app (a body
+// is written whole before the answer is read; no upgrades).
 func (t *appTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if (req.Body != nil && req.Body != http.NoBody) || req.ContentLength > 0 || req.Method == http.MethodConnect ||
-		req.Header.Get("Upgrade") != "" {
-		return t.fallback.RoundTrip(req)
-	}
 	var resp *http.Response
 	err := t.exchange(req, func(ac *appConn) (err error) {
 		resp, err = t.roundTrip(ac, req)
@@ -336,12 +317,7 @@ func (t *appTransport) roundTrip(ac *appConn, req *http.Request) (*http.Response
 		stop()
 		return nil, err
 	}
-	var interim func(*http.Response)
-	if trace := httptrace.ContextClientTrace(req.Context()); trace != nil && trace.Got1xxResponse != nil {
-		// ReverseProxy passes interim answers on to its client through this hook.
-		interim = func(r *http.Response) { trace.Got1xxResponse(r.StatusCode, textproto.MIMEHeader(r.Header)) }
-	}
-	return t.readAnswer(ac, req, stop, interim)
+	return t.readAnswer(ac, req, stop, nil) // interim answers to olio's own requests are dropped
 }
 
 // maxInterim bounds the interim answers before the final one, as http.Transport's.

@@ -60,7 +60,7 @@ func TestAppTransportReusesConnections(t *testing.T) {
 	}
 }
 
-func TestAppTransportBodyGoesThroughFallback(t *testing.T) {
+func TestAppTransportRoundTripBody(t *testing.T) {
 	_, _, tr := appServer(t, func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		io.WriteString(w, strconv.Itoa(len(b)))

@@ -189,7 +189,6 @@ func TestFanoutLegSurvivesABrokenAnswer(t *testing.T) {
 	port := app.Listener.Addr().(*net.TCPAddr).Port
 	inst := &instance{port: port, transport: newAppTransport(port)}
 	defer inst.transport.CloseIdleConnections()
-	inst.proxy = r.newLocalProxy(inst)
 	r.apps.setCurrent(inst)
 
 	req := httptest.NewRequest("GET", "/broadcast", nil)

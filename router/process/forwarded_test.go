@@ -81,7 +81,7 @@ func TestForwardedSameOnEveryLeg(t *testing.T) {
 		// The app fast path.
 		out := fasthttp.AcquireRequest()
 		defer fasthttp.ReleaseRequest(out)
-		fastRequest(out, req, 1)
+		appRequest(out, req, 1)
 		fast := http.Header{}
 		for _, k := range httprules.ForwardedNames {
 			if v := out.Header.Peek(k); v != nil {

@@ -166,7 +166,7 @@ func (r *Router) serveLocal(w http.ResponseWriter, req *http.Request, avoid *ins
 		req, stop = withAnswerTimeout(req, r.conf().RequestTimeout)
 		defer stop()
 	}
-	// Deferred: ReverseProxy panics with http.ErrAbortHandler when the client goes away
+	// Deferred: serveApp panics with http.ErrAbortHandler when the answer breaks off
 	// mid-response, and the counts must come down all the same (else a drain waits forever).
 	defer func() {
 		inst.inFlight.Add(-1)
@@ -176,10 +176,6 @@ func (r *Router) serveLocal(w http.ResponseWriter, req *http.Request, avoid *ins
 			r.counters.duration.Observe(time.Since(start).Seconds())
 		}
 	}()
-	accesslog.StartApp(w) // the app's share of the time starts here
-	if fastPath(req) {
-		r.serveFast(w, req, inst) // appfast.go
-		return
-	}
-	inst.proxy.ServeHTTP(w, req)
+	accesslog.StartApp(w)    // the app's share of the time starts here
+	r.serveApp(w, req, inst) // appfast.go
 }

@@ -259,24 +259,10 @@ func (r *Router) forward(w http.ResponseWriter, req *http.Request) {
 	r.copyAnswer(w, req, resp)
 }
 
-// interimTo is how forward passes an interim answer on to its client, as ReverseProxy does:
-// the header of the answer to come (already in w's) stays for it.
+// interimTo is how forward passes an interim answer on to its client: as the app leg does
+// (passInterim).
 func interimTo(w http.ResponseWriter) func(int, http.Header) {
-	return func(code int, h http.Header) {
-		wh := w.Header()
-		var kept http.Header
-		if len(wh) > 0 {
-			kept = wh.Clone()
-		}
-		for k, vs := range h {
-			wh[k] = append(wh[k], vs...)
-		}
-		w.WriteHeader(code)
-		clear(wh)
-		for k, vs := range kept {
-			wh[k] = vs
-		}
-	}
+	return func(code int, h http.Header) { passInterim(w, code, h) }
 }
 
 // tunnel joins the client to the owner's tunnel after its 101, as ReverseProxy does: the

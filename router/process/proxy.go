@@ -6,17 +6,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/httputil"
-	"net/url"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/olio-dev/olio/mux"
-	"github.com/olio-dev/olio/router/internal/httprules"
 )
 
-// bufferPool shares ReverseProxy copy buffers between requests.
+// bufferPool shares copy buffers between requests.
 type bufferPool struct{ p sync.Pool }
 
 func (b *bufferPool) Get() []byte {
@@ -37,14 +33,6 @@ type dialError struct{ err error }
 func (e *dialError) Error() string { return e.err.Error() }
 func (e *dialError) Unwrap() error { return e.err }
 
-// outbound prepares the request every proxy sends on: a broken client body is a 400
-// (markBody), and the client's "Expect: 100-continue", answered here when the body was
-// first read, is not passed on (the next leg would answer it again: two or three 100s).
-func outbound(out *http.Request) {
-	markBody(out)
-	delete(out.Header, "Expect")
-}
-
 // ctxKey keys request-scoped values.
 type ctxKey int
 
@@ -52,28 +40,6 @@ const (
 	fromPeer ctxKey = iota // the request was forwarded in: X-Forwarded-* already set
 	retried                // the request was already retried once after a dial failure
 )
-
-// newLocalProxy proxies to one app instance.
-func (r *Router) newLocalProxy(inst *instance) *httputil.ReverseProxy {
-	target := &url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(inst.port)}
-	return &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			outbound(pr.Out)
-			pr.SetURL(target)
-			pr.Out.Host = pr.In.Host
-			httprules.SetForwarded(pr.Out.Header, forwardedOf(pr.In))
-		},
-		Transport:     inst.transport,
-		BufferPool:    buffers,
-		FlushInterval: 0, // one write per buffered answer; streamed ones (unknown length, SSE) flush at once
-		ErrorLog:      r.errorLog,
-		// The answer timeout stops at the response header.
-		ModifyResponse: answered,
-		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
-			r.localError(w, req, err, inst)
-		},
-	}
-}
 
 // localError answers a failed request to the app. When the app died under the request, a
 // request that never reached it (the connect failed) or that is safe to repeat (an

@@ -23,7 +23,6 @@ func withApp(t *testing.T, r *Router, h http.HandlerFunc) {
 	app := httptest.NewServer(h)
 	port, _ := strconv.Atoi(app.URL[strings.LastIndexByte(app.URL, ':')+1:])
 	inst := &instance{port: port, transport: newAppTransport(port)}
-	inst.proxy = r.newLocalProxy(inst)
 	r.apps.setCurrent(inst)
 	t.Cleanup(func() { inst.transport.CloseIdleConnections(); app.Close() })
 }

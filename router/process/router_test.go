@@ -63,7 +63,6 @@ func newTestCluster(t testing.TB, n int, forwardTimeout time.Duration) *testClus
 		}))
 		port, _ := strconv.Atoi(app.URL[strings.LastIndexByte(app.URL, ':')+1:])
 		inst := &instance{port: port, transport: newAppTransport(port)}
-		inst.proxy = r.newLocalProxy(inst)
 		r.apps.setCurrent(inst)
 		ln, err := mux.Listen(peers[i], nil)
 		if err != nil {

@@ -134,7 +134,7 @@ func (f *wsFrames) advance(p []byte, stop bool) (int, bool) {
 }
 
 // upgradeTunnel is the app's side of an upgraded connection (the 101 answer's body, which
-// ReverseProxy copies to the client): it follows the app's frames so that end can put a
+// switchProtocols copies to the client): it follows the app's frames so that end can put a
 // close frame between two of them. A pump reads the app so that a Read waiting for the
 // app can be ended.
 type upgradeTunnel struct {
@@ -205,7 +205,7 @@ func (t *upgradeTunnel) isEnding() bool {
 }
 
 // Read hands out the app's bytes to the client, up to the boundary where an end puts its
-// close frame, then EOF. Read is called by one goroutine (ReverseProxy's copier).
+// close frame, then EOF. Read is called by one goroutine (switchProtocols' copier).
 func (t *upgradeTunnel) Read(p []byte) (int, error) {
 	for {
 		if len(t.tail) > 0 {
