@@ -19,10 +19,12 @@ const (
 // body arrives delays nothing: every other frame (window updates, pings, go-away, and data
 // frames without a body) is written at once. yamux writes from one goroutine only.
 //
-// On a Pool's sessions it also notes every read that brings bytes (live): the peer is heard.
+// On a Pool's sessions it also notes every read that brings bytes (live): the peer is heard;
+// and follows the frames read (streams), to see which streams the peer ends.
 type coalescingConn struct {
 	net.Conn
-	live    *liveness // nil: not watched (a Listener's sessions)
+	live    *liveness  // nil: not watched (a Listener's sessions)
+	streams *streamSet // nil: not followed (a Listener's sessions)
 	hdr     [yamuxHeaderSize]byte
 	pending bool
 	buf     []byte // header and a small body, copied together
@@ -57,6 +59,9 @@ func (c *coalescingConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 && c.live != nil {
 		c.live.heard()
+	}
+	if n > 0 && c.streams != nil {
+		c.streams.scan(p[:n])
 	}
 	return n, err
 }
