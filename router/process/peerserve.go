@@ -217,6 +217,7 @@ type peerConn struct {
 	interims  int       // interim answers sent for the current request
 	fresh     bool      // nothing read yet; guarded by s.mu
 	idleSince time.Time // guarded by s.mu
+	watch     peerWatch // the current request's, its timer kept for the next
 }
 
 // serve serves the stream's requests one after another until it breaks, the peer closes
@@ -317,14 +318,15 @@ func (c *peerConn) answer(code int, text string) {
 
 // serveOne serves one request of head; true: the stream can carry the next one.
 func (c *peerConn) serveOne(head string) (reuse bool) {
-	req, flags, err := c.readRequest(head)
+	ctx, cancel := context.WithCancel(peerBase) // peerBase's marks
+	defer cancel()
+	req, flags, err := c.readRequest(ctx, head)
 	if err != nil {
 		c.answer(http.StatusBadRequest, "olio: malformed forwarded request")
 		return false
 	}
-	ctx, cancel := context.WithCancel(peerBase)
-	defer cancel()
-	watch := &peerWatch{c: c, cancel: cancel}
+	watch := &c.watch
+	watch.reset(c, cancel)
 	body, _ := req.Body.(*peerwire.Body)
 	if body == nil {
 		watch.start()
@@ -342,8 +344,8 @@ func (c *peerConn) serveOne(head string) (reuse bool) {
 			}
 		}
 	}()
-	c.s.r.servePeer(w, req.WithContext(ctx), flags) // ctx carries peerBase's marks
-	if !watch.stop() {                              // the forwarder gave the request up
+	c.s.r.servePeer(w, req, flags)
+	if !watch.stop() { // the forwarder gave the request up
 		return false
 	}
 	if w.hijacked {
@@ -354,8 +356,9 @@ func (c *peerConn) serveOne(head string) (reuse bool) {
 	return w.finish(reuse) == nil && reuse
 }
 
-// readRequest decodes a request head, reading its end frame too when it has no body.
-func (c *peerConn) readRequest(head string) (req *http.Request, flags uint64, err error) {
+// readRequest decodes a request head, with context ctx, reading its end frame too when it
+// has no body.
+func (c *peerConn) readRequest(ctx context.Context, head string) (req *http.Request, flags uint64, err error) {
 	rh, err := peerwire.DecodeRequestHead(head)
 	if err != nil {
 		return nil, 0, err
@@ -364,22 +367,23 @@ func (c *peerConn) readRequest(head string) (req *http.Request, flags uint64, er
 	if err != nil {
 		return nil, 0, err
 	}
-	req = &http.Request{
+	r := http.Request{
 		Method: rh.Method, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: rh.Header, Host: rh.Host, RequestURI: rh.URI, RemoteAddr: c.c.RemoteAddr().String(),
 		ContentLength: rh.Length, Trailer: rh.Trailer,
 	}
+	req = r.WithContext(ctx) // the only copy made
 	if rh.Length == -1 {
 		req.TransferEncoding = []string{"chunked"}
 	}
-	b := &peerwire.Body{R: c.br, Trailer: &req.Trailer}
 	if rh.Length != 0 {
-		req.Body = b
+		req.Body = &peerwire.Body{R: c.br, Trailer: &req.Trailer}
 		return req, rh.Flags, nil
 	}
 	// No body: its end frame follows the head at once.
 	req.Body = http.NoBody
-	if b.Next(); !b.Complete() {
+	end := peerwire.Body{R: c.br, Trailer: &req.Trailer}
+	if end.Next(); !end.Complete() {
 		return nil, 0, peerwire.ErrFrame
 	}
 	return req, rh.Flags, nil
@@ -389,16 +393,27 @@ func (c *peerConn) readRequest(head string) (req *http.Request, flags uint64, er
 // client went away, or the forwarder timed out), and cancels the request: a read that
 // returns only then, since the forwarder sends its next request only after this one's
 // answer. It starts once the request's body has been read, and only for a request still
-// running watchAfter later: most are answered sooner, and need no goroutine.
+// running watchAfter later: most are answered sooner, and need no goroutine. A stream's
+// requests take turns with one peerWatch and its timer (reset).
 type peerWatch struct {
 	c      *peerConn
 	cancel context.CancelFunc
 
 	mu      sync.Mutex
 	stopped bool
-	timer   *time.Timer
+	armed   bool          // start was called for this request
+	timer   *time.Timer   // kept from request to request
 	done    chan struct{} // closed when the watching read ends; nil: it never began
 	gone    atomic.Bool
+}
+
+// reset makes the watch the next request's, whose context cancel ends.
+func (w *peerWatch) reset(c *peerConn, cancel context.CancelFunc) {
+	w.mu.Lock()
+	w.c, w.cancel = c, cancel
+	w.stopped, w.armed, w.done = false, false, nil
+	w.gone.Store(false)
+	w.mu.Unlock()
 }
 
 // watchAfter is how long a request runs before its stream is watched.
@@ -408,20 +423,29 @@ const watchAfter = time.Millisecond
 func (w *peerWatch) start() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if !w.stopped && w.timer == nil {
+	if w.stopped || w.armed {
+		return
+	}
+	w.armed = true
+	if w.timer == nil {
 		w.timer = time.AfterFunc(watchAfter, w.read)
+	} else {
+		w.timer.Reset(watchAfter)
 	}
 }
 
+// read is the watch's timer: a firing left from an earlier request finds this one's watch
+// not armed yet (it does nothing), or armed (it watches, a little early).
 func (w *peerWatch) read() {
 	w.mu.Lock()
-	if w.stopped {
+	if w.stopped || !w.armed || w.done != nil {
 		w.mu.Unlock()
 		return
 	}
-	w.done = make(chan struct{})
+	done := make(chan struct{})
+	w.done = done
 	w.mu.Unlock()
-	defer close(w.done)
+	defer close(done)
 	if _, err := w.c.br.Peek(1); err != nil && !isTimeout(err) {
 		w.gone.Store(true)
 		w.cancel()
