@@ -99,8 +99,8 @@ type Stream struct {
 	live    *liveness
 	silence time.Duration
 
-	set        *streamSet // its session's streams
-	peerClosed atomic.Bool
+	set *streamSet // its session's streams
+	end *streamEnd // whether the peer is done with it
 
 	// The watch (Watch, Unwatch).
 	wmu     sync.Mutex

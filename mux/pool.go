@@ -204,9 +204,7 @@ func (p *Pool) open(ctx context.Context, index int, mode openMode) (net.Conn, er
 			}
 			c, err := ps.ys.OpenStream()
 			if err == nil {
-				st := &Stream{Stream: c, live: ps.live, silence: p.cfg.Silence, set: ps.streams}
-				ps.streams.add(st)
-				return st, nil
+				return &Stream{Stream: c, live: ps.live, silence: p.cfg.Silence, set: ps.streams, end: ps.streams.enter(c.StreamID())}, nil
 			}
 			p.drop(s, ps, err)
 			lastErr = fmt.Errorf("open stream: %w", err)
@@ -358,7 +356,7 @@ func (p *Pool) connect(ctx context.Context, s *slot) error {
 	}
 	var sess *yamux.Session
 	live := newLiveness()
-	streams := newStreamSet()
+	streams := newStreamSet(false)
 	if err == nil {
 		sess, err = yamux.Client(&coalescingConn{Conn: conn, live: live, streams: streams}, p.ycfg)
 		if err != nil { // only for a bad config, which resolve rejected

@@ -3,22 +3,28 @@ package mux
 import (
 	"encoding/binary"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
-// yamux's frame flags that end a stream (see the yamux spec).
+// yamux's frame flags that open and end a stream (see the yamux spec).
 const (
+	yamuxFlagSYN = 1 << 0
 	yamuxFlagFIN = 1 << 2
 	yamuxFlagRST = 1 << 3
 )
 
-// streamSet is the streams a Pool's session has open, by ID, and what its receive side has
-// seen of their frames: it marks a stream the peer closed (FIN) or reset (RST) as the frame
-// arrives, before yamux handles it, so that a caller can tell, without a read, that a stream
-// it kept idle is no longer open at the peer's end (Stream.PeerClosed).
+// streamSet is what a session's receive side has seen of its streams' ends: it follows the
+// frames the session reads and marks a stream that the peer closed (FIN) or reset (RST) as
+// the frame arrives, before yamux handles it, so that this side can tell without a read
+// that the peer is done with a stream (Stream.PeerClosed; on a Listener's, OnPeerClose).
 type streamSet struct {
-	mu      sync.Mutex
-	streams map[uint32]*Stream
+	// accepting: a Listener's session, whose streams the peer opens: each is entered as
+	// its first frame (SYN) arrives. A Pool's streams are entered by Open.
+	accepting bool
+
+	mu   sync.Mutex
+	ends map[uint32]*streamEnd
 
 	// The receive side's place in the frames; only the session's receive loop uses it.
 	hdr  [yamuxHeaderSize]byte
@@ -26,20 +32,48 @@ type streamSet struct {
 	skip uint32 // bytes of a data frame's body still to come
 }
 
-func newStreamSet() *streamSet { return &streamSet{streams: map[uint32]*Stream{}} }
+// streamEnd is whether the peer is done with one stream, and whom to tell.
+type streamEnd struct {
+	ended atomic.Bool
+	mu    sync.Mutex
+	fn    func() // called once when it ends (nil: nobody to tell)
+}
 
-func (ss *streamSet) add(s *Stream) {
+func newStreamSet(accepting bool) *streamSet {
+	return &streamSet{accepting: accepting, ends: map[uint32]*streamEnd{}}
+}
+
+// enter returns stream id's end, entering it if it is not there yet.
+func (ss *streamSet) enter(id uint32) *streamEnd {
 	ss.mu.Lock()
-	ss.streams[s.StreamID()] = s
+	defer ss.mu.Unlock()
+	e := ss.ends[id]
+	if e == nil {
+		e = &streamEnd{}
+		ss.ends[id] = e
+	}
+	return e
+}
+
+// forget drops stream id, closed by this side.
+func (ss *streamSet) forget(id uint32) {
+	ss.mu.Lock()
+	delete(ss.ends, id)
 	ss.mu.Unlock()
 }
 
-func (ss *streamSet) remove(s *Stream) {
+// endAll ends every stream: the session is over.
+func (ss *streamSet) endAll() {
 	ss.mu.Lock()
-	if ss.streams[s.StreamID()] == s {
-		delete(ss.streams, s.StreamID())
+	ends := make([]*streamEnd, 0, len(ss.ends))
+	for _, e := range ss.ends {
+		ends = append(ends, e)
 	}
+	clear(ss.ends)
 	ss.mu.Unlock()
+	for _, e := range ends {
+		e.end()
+	}
 }
 
 // scan follows the frames in p, the next bytes the session reads from its connection.
@@ -62,20 +96,46 @@ func (ss *streamSet) scan(p []byte) {
 		if h[1] == yamuxTypeData {
 			ss.skip = binary.BigEndian.Uint32(h[8:12])
 		}
-		if binary.BigEndian.Uint16(h[2:4])&(yamuxFlagFIN|yamuxFlagRST) != 0 {
-			ss.ended(binary.BigEndian.Uint32(h[4:8]))
+		flags, id := binary.BigEndian.Uint16(h[2:4]), binary.BigEndian.Uint32(h[4:8])
+		if id == 0 {
+			continue // a ping or a go-away: the session's
+		}
+		if ss.accepting && flags&yamuxFlagSYN != 0 {
+			ss.enter(id)
+		}
+		if flags&(yamuxFlagFIN|yamuxFlagRST) != 0 {
+			ss.mu.Lock()
+			e := ss.ends[id]
+			ss.mu.Unlock()
+			if e != nil {
+				e.end()
+			}
 		}
 	}
 }
 
-// ended marks stream id as closed by the peer.
-func (ss *streamSet) ended(id uint32) {
-	ss.mu.Lock()
-	s := ss.streams[id]
-	ss.mu.Unlock()
-	if s != nil {
-		s.peerClosed.Store(true)
+// end marks the stream ended and tells whoever asked to be told.
+func (e *streamEnd) end() {
+	e.ended.Store(true)
+	e.mu.Lock()
+	fn := e.fn
+	e.fn = nil
+	e.mu.Unlock()
+	if fn != nil {
+		fn()
 	}
+}
+
+// onEnd has fn called once the stream ends: at once if it has.
+func (e *streamEnd) onEnd(fn func()) {
+	e.mu.Lock()
+	if !e.ended.Load() {
+		e.fn = fn
+		e.mu.Unlock()
+		return
+	}
+	e.mu.Unlock()
+	fn()
 }
 
 // PeerClosed reports whether the stream is known to be over at the peer's end: the peer has
@@ -83,14 +143,12 @@ func (ss *streamSet) ended(id uint32) {
 // requests is checked with it before it carries one that must not be sent on a dead stream.
 // A close still on its way is not seen.
 func (s *Stream) PeerClosed() bool {
-	return s.peerClosed.Load() || s.Session().IsClosed()
+	return s.end.ended.Load() || s.Session().IsClosed()
 }
 
 // Close closes the stream.
 func (s *Stream) Close() error {
-	if s.set != nil {
-		s.set.remove(s)
-	}
+	s.set.forget(s.StreamID())
 	return s.Stream.Close()
 }
 

@@ -81,11 +81,10 @@ func TestStreamSetScan(t *testing.T) {
 	wire = append(wire, frame(yamuxTypeData, yamuxFlagRST, 7, nil, 0)...)
 	wire = append(wire, frame(yamuxTypeData, 0, 9, []byte("ok"), 2)...)
 	for _, step := range []int{1, 5, 12, 13, len(wire)} {
-		ss := newStreamSet()
-		streams := map[uint32]*Stream{}
+		ss := newStreamSet(false)
+		ends := map[uint32]*streamEnd{}
 		for _, id := range []uint32{3, 5, 7, 9} {
-			streams[id] = &Stream{}
-			ss.streams[id] = streams[id]
+			ends[id] = ss.enter(id)
 		}
 		for p := wire; len(p) > 0; {
 			n := min(step, len(p))
@@ -93,7 +92,7 @@ func TestStreamSetScan(t *testing.T) {
 			p = p[n:]
 		}
 		for id, want := range map[uint32]bool{3: false, 5: true, 7: true, 9: false} {
-			if got := streams[id].peerClosed.Load(); got != want {
+			if got := ends[id].ended.Load(); got != want {
 				t.Errorf("reads of %d bytes: stream %d closed %v, want %v", step, id, got, want)
 			}
 		}
@@ -141,5 +140,55 @@ func TestStreamWatch(t *testing.T) {
 	}
 	if !s.PeerSilent() {
 		t.Error("broken off while the peer was not silent")
+	}
+}
+
+// A Listener's stream tells, without a read, when its peer closes it or the session ends:
+// at once when asked after the fact.
+func TestServerStreamOnPeerClose(t *testing.T) {
+	ctx := testCtx(t)
+	path := filepath.Join(t.TempDir(), "peer.sock")
+	l, p, c, sc, _ := accepted(t, ctx, path)
+	type notifier interface{ OnPeerClose(func()) }
+	closed := make(chan struct{})
+	sc.(notifier).OnPeerClose(func() { close(closed) })
+	roundTrip(t, c, "") // nothing yet
+	select {
+	case <-closed:
+		t.Fatal("OnPeerClose fired for an open stream")
+	default:
+	}
+	c.Close()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("OnPeerClose did not fire within 10s of the peer's close")
+	}
+	late := make(chan struct{})
+	sc.(notifier).OnPeerClose(func() { close(late) })
+	select {
+	case <-late:
+	default:
+		t.Error("OnPeerClose after the close did not fire at once")
+	}
+
+	// The session's end ends its streams.
+	c2, err := p.Open(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	sc2, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc2.Close()
+	ended := make(chan struct{})
+	sc2.(notifier).OnPeerClose(func() { close(ended) })
+	p.Close()
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("OnPeerClose did not fire within 10s of the session's end")
 	}
 }

@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/olio-dev/olio/router/internal/httprules"
@@ -62,6 +61,7 @@ func (s *peerServer) Serve(ln net.Listener) error {
 			return err
 		}
 		pc := &peerConn{s: s, c: c, br: bufio.NewReaderSize(c, 4<<10), bw: bufio.NewWriterSize(c, 4<<10), fresh: true}
+		pc.watch.watchStream(c)
 		s.mu.Lock()
 		if s.shutting {
 			s.mu.Unlock()
@@ -217,7 +217,7 @@ type peerConn struct {
 	interims  int       // interim answers sent for the current request
 	fresh     bool      // nothing read yet; guarded by s.mu
 	idleSince time.Time // guarded by s.mu
-	watch     peerWatch // the current request's, its timer kept for the next
+	watch     peerWatch // the current request's, kept for the next
 }
 
 // serve serves the stream's requests one after another until it breaks, the peer closes
@@ -326,10 +326,10 @@ func (c *peerConn) serveOne(head string) (reuse bool) {
 		return false
 	}
 	watch := &c.watch
-	watch.reset(c, cancel)
+	watch.reset(cancel)
 	body, _ := req.Body.(*peerwire.Body)
 	if body == nil {
-		watch.start()
+		watch.begin()
 	} else {
 		body.Ended = watch.start
 	}
@@ -390,87 +390,75 @@ func (c *peerConn) readRequest(ctx context.Context, head string) (req *http.Requ
 }
 
 // peerWatch notices, while a request is served, that its forwarder closed the stream (the
-// client went away, or the forwarder timed out), and cancels the request: a read that
-// returns only then, since the forwarder sends its next request only after this one's
-// answer. It starts once the request's body has been read, and only for a request still
-// running watchAfter later: most are answered sooner, and need no goroutine. A stream's
-// requests take turns with one peerWatch and its timer (reset).
+// client went away, or the forwarder timed out), or that their session ended, and cancels
+// the request. mux tells as the close arrives (OnPeerClose), without a read: the watch costs
+// nothing per request. It starts once the request's body has been read. A stream's
+// requests take turns with one peerWatch.
 type peerWatch struct {
-	c      *peerConn
-	cancel context.CancelFunc
-
 	mu      sync.Mutex
-	stopped bool
-	armed   bool          // start was called for this request
-	timer   *time.Timer   // kept from request to request
-	done    chan struct{} // closed when the watching read ends; nil: it never began
-	gone    atomic.Bool
+	cancel  context.CancelFunc // the current request's; nil once stopped
+	started bool               // the request's body has been read: a close cancels it
+	gone    bool               // the forwarder is done with the stream
+	kept    bool               // what stop found: the forwarder was still there
+	start   func()             // w.begin, made once
+}
+
+// peerCloser is a stream that tells when its peer closes it (mux's).
+type peerCloser interface{ OnPeerClose(fn func()) }
+
+// watchStream has the watch told when the forwarder closes c (a stream that cannot tell is
+// not watched).
+func (w *peerWatch) watchStream(c net.Conn) {
+	w.start = w.begin
+	if pc, ok := c.(peerCloser); ok {
+		pc.OnPeerClose(w.closed)
+	}
 }
 
 // reset makes the watch the next request's, whose context cancel ends.
-func (w *peerWatch) reset(c *peerConn, cancel context.CancelFunc) {
+func (w *peerWatch) reset(cancel context.CancelFunc) {
 	w.mu.Lock()
-	w.c, w.cancel = c, cancel
-	w.stopped, w.armed, w.done = false, false, nil
-	w.gone.Store(false)
+	w.cancel, w.started = cancel, false
 	w.mu.Unlock()
 }
 
-// watchAfter is how long a request runs before its stream is watched.
-const watchAfter = time.Millisecond
-
-// start arms the watch.
-func (w *peerWatch) start() {
+// begin starts watching, once the request's body has been read.
+func (w *peerWatch) begin() {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.stopped || w.armed {
-		return
-	}
-	w.armed = true
-	if w.timer == nil {
-		w.timer = time.AfterFunc(watchAfter, w.read)
-	} else {
-		w.timer.Reset(watchAfter)
-	}
-}
-
-// read is the watch's timer: a firing left from an earlier request finds this one's watch
-// not armed yet (it does nothing), or armed (it watches, a little early).
-func (w *peerWatch) read() {
-	w.mu.Lock()
-	if w.stopped || !w.armed || w.done != nil {
-		w.mu.Unlock()
-		return
-	}
-	done := make(chan struct{})
-	w.done = done
+	cancel := w.cancel
+	w.started = cancel != nil
+	gone := w.gone
 	w.mu.Unlock()
-	defer close(done)
-	if _, err := w.c.br.Peek(1); err != nil && !isTimeout(err) {
-		w.gone.Store(true)
-		w.cancel()
+	if gone && cancel != nil {
+		cancel()
 	}
 }
 
-// stop ends the watch (a second call does nothing); false: the forwarder is gone.
+// closed is mux's word that the forwarder closed the stream (run on the session's receive
+// loop: it must not block).
+func (w *peerWatch) closed() {
+	w.mu.Lock()
+	w.gone = true
+	var cancel context.CancelFunc
+	if w.started {
+		cancel = w.cancel
+	}
+	w.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}
+
+// stop ends the watch (a second call returns what the first did); false: the forwarder is
+// gone.
 func (w *peerWatch) stop() bool {
 	w.mu.Lock()
-	already := w.stopped
-	w.stopped = true
-	t, done := w.timer, w.done
-	w.mu.Unlock()
-	if already {
-		return !w.gone.Load()
+	defer w.mu.Unlock()
+	if w.cancel != nil {
+		w.cancel, w.started = nil, false
+		w.kept = !w.gone
 	}
-	if t != nil {
-		t.Stop()
-	}
-	if done != nil {
-		w.c.c.SetReadDeadline(time.Unix(1, 0))
-		<-done
-		w.c.c.SetReadDeadline(time.Time{})
-	}
-	return !w.gone.Load()
+	return w.kept
 }
 
 func isTimeout(err error) bool {
