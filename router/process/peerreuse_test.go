@@ -69,3 +69,17 @@ func TestNonReplayableSkipsClosedStream(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkEmbeddedForwardedSlow is BenchmarkEmbeddedForwarded with an answer that takes
+// 2 ms: the owner watches the stream for the forwarder's close while it runs.
+func BenchmarkEmbeddedForwardedSlow(b *testing.B) {
+	tc := newTestCluster(b, 2, time.Second)
+	for _, r := range tc.routers {
+		r.handler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			time.Sleep(2 * time.Millisecond) // the answer's time, not a wait for anything
+			w.Header().Set("Content-Length", "2")
+			w.Write([]byte("ok"))
+		})
+	}
+	benchServe(b, tc, benchKey(true))
+}
