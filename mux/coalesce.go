@@ -20,9 +20,11 @@ const (
 // frames without a body) is written at once. yamux writes from one goroutine only.
 //
 // On a Pool's sessions it also notes every read that brings bytes (live): the peer is heard.
+// On every session it follows the frames read (streams), to see which streams the peer ends.
 type coalescingConn struct {
 	net.Conn
-	live    *liveness // nil: not watched (a Listener's sessions)
+	live    *liveness  // nil: not watched (a Listener's sessions)
+	streams *streamSet // nil: not followed
 	hdr     [yamuxHeaderSize]byte
 	pending bool
 	buf     []byte // header and a small body, copied together
@@ -57,6 +59,14 @@ func (c *coalescingConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 && c.live != nil {
 		c.live.heard()
+	}
+	if c.streams != nil {
+		if n > 0 {
+			c.streams.scan(p[:n])
+		}
+		if err != nil {
+			c.streams.endAll() // the session is over: so is every stream
+		}
 	}
 	return n, err
 }

@@ -30,6 +30,13 @@
 // whether to hand a peer something it cannot take back; Stream.PeerSilent tells whether
 // what was sent on a stream may still be read by a peer that resumes.
 //
+// Each session's receive side follows the yamux frames it reads, and marks a stream as the
+// peer's FIN or RST for it arrives (or the session ends), before yamux handles the frame:
+// Stream.PeerClosed tells, without a read, whether a stream kept idle is still open at the
+// peer's end, and a Listener's stream calls the function given to its OnPeerClose then, so
+// that a server learns that its client gave a request up. Stream.Watch breaks a stream off
+// once its peer has gone silent past a time, on the stream's own timer.
+//
 // ListenUnix and ListenUnixgram bind every unix socket between olio processes the same way
 // (the peer sockets, the routers' hand-off sockets, the apps' notify sockets, the control
 // socket): mode 0600, a stale socket file replaced, and a SocketFile that removes the file

@@ -188,13 +188,14 @@ func (l *Listener) acceptLoop(ln *net.UnixListener, path string) {
 		}
 		delay = 0
 		l.accepted.Add(1)
-		ys, err := yamux.Server(&coalescingConn{Conn: c}, l.ycfg)
+		streams := newStreamSet(true)
+		ys, err := yamux.Server(&coalescingConn{Conn: c, streams: streams}, l.ycfg)
 		if err != nil { // only for a bad config, which resolve rejected
 			c.Close()
 			l.log.Error("mux: yamux server", "path", path, "err", err)
 			continue
 		}
-		s := &session{l: l, ys: ys}
+		s := &session{l: l, ys: ys, streams: streams}
 		l.mu.Lock()
 		if l.closed {
 			l.mu.Unlock()
@@ -214,8 +215,9 @@ func (l *Listener) acceptLoop(ln *net.UnixListener, path string) {
 
 // session is one peer's yamux session on the server side.
 type session struct {
-	l  *Listener
-	ys *yamux.Session
+	l       *Listener
+	ys      *yamux.Session
+	streams *streamSet
 
 	mu       sync.Mutex
 	open     int  // streams handed out and not closed yet
@@ -241,7 +243,7 @@ func (s *session) acceptStreams() {
 			l.mu.Unlock()
 			return
 		}
-		c := &serverConn{Stream: st, s: s}
+		c := &serverConn{Stream: st, s: s, end: s.streams.enter(st.StreamID())}
 		s.mu.Lock()
 		s.open++
 		s.mu.Unlock()
@@ -284,6 +286,7 @@ func (s *session) drain() {
 type serverConn struct {
 	*yamux.Stream
 	s      *session
+	end    *streamEnd
 	closed atomic.Bool
 }
 
@@ -291,7 +294,14 @@ type serverConn struct {
 func (c *serverConn) Close() error {
 	err := c.Stream.Close()
 	if c.closed.CompareAndSwap(false, true) {
+		c.s.streams.forget(c.StreamID())
 		c.s.release()
 	}
 	return err
 }
+
+// OnPeerClose has fn called once, on the session's receive loop (fn must not block), when
+// the peer closes or resets the stream or the session ends, as the frame arrives and
+// without a read: at once if that has happened. A server serving one request at a time on
+// the stream learns so that its client gave the request up.
+func (c *serverConn) OnPeerClose(fn func()) { c.end.onEnd(fn) }

@@ -98,6 +98,16 @@ type Stream struct {
 	*yamux.Stream
 	live    *liveness
 	silence time.Duration
+
+	set *streamSet // its session's streams
+	end *streamEnd // whether the peer is done with it
+
+	// The watch (Watch, Unwatch).
+	wmu     sync.Mutex
+	watch   *time.Timer
+	due     time.Time // when the watch looks at the peer next; zero: not watching
+	recheck time.Duration
+	broken  bool // the watch broke the stream off
 }
 
 // PeerSilent reports whether the stream's peer has not been heard from within

@@ -46,8 +46,9 @@ type slot struct {
 
 // peerSession is a client session and what it has heard from its peer.
 type peerSession struct {
-	ys   *yamux.Session
-	live *liveness
+	ys      *yamux.Session
+	live    *liveness
+	streams *streamSet
 }
 
 // attempt is one connect, shared by the Opens that wait for it.
@@ -203,7 +204,7 @@ func (p *Pool) open(ctx context.Context, index int, mode openMode) (net.Conn, er
 			}
 			c, err := ps.ys.OpenStream()
 			if err == nil {
-				return &Stream{Stream: c, live: ps.live, silence: p.cfg.Silence}, nil
+				return &Stream{Stream: c, live: ps.live, silence: p.cfg.Silence, set: ps.streams, end: ps.streams.enter(c.StreamID())}, nil
 			}
 			p.drop(s, ps, err)
 			lastErr = fmt.Errorf("open stream: %w", err)
@@ -355,8 +356,9 @@ func (p *Pool) connect(ctx context.Context, s *slot) error {
 	}
 	var sess *yamux.Session
 	live := newLiveness()
+	streams := newStreamSet(false)
 	if err == nil {
-		sess, err = yamux.Client(&coalescingConn{Conn: conn, live: live}, p.ycfg)
+		sess, err = yamux.Client(&coalescingConn{Conn: conn, live: live, streams: streams}, p.ycfg)
 		if err != nil { // only for a bad config, which resolve rejected
 			conn.Close()
 		}
@@ -374,7 +376,7 @@ func (p *Pool) connect(ctx context.Context, s *slot) error {
 		}
 		return errSlotGone
 	}
-	ps := &peerSession{ys: sess, live: live}
+	ps := &peerSession{ys: sess, live: live, streams: streams}
 	s.sess.Store(ps)
 	live.kick(sess) // the peer's answer says it is there: a frozen one's socket accepts connects too
 	return nil

@@ -167,6 +167,7 @@ func (p *peerTransport) send(i int, req *http.Request, head []byte, body io.Read
 			return nil, err
 		}
 		x := &exchange{t: t, p: p, peer: i, ac: ac, req: req, body: body, interim: interim, timeout: p.r.conf().RequestTimeout}
+		x.halves.Store(1)
 		resp, err := x.run(p.r.conf().Secret, head, dst)
 		if err == nil {
 			return resp, nil
@@ -400,12 +401,16 @@ func isEventStream(ct string) bool {
 	return strings.EqualFold(strings.TrimSpace(base), "text/event-stream")
 }
 
-// alive reports whether a pooled stream is still open at the owner's end: nothing was sent
-// on it while idle (the owner closes idle streams when it shuts down). Checked before a
-// request whose body could not be sent again.
+// alive reports whether a pooled stream is still open at the owner's end (the owner closes
+// idle streams when it shuts down), as far as this side has heard: the owner has not closed
+// it, and nothing is left unread on it. Checked before a request whose body could not be
+// sent again. A peer's stream knows whether its owner closed it without a read.
 func alive(ac *appConn) bool {
 	if ac.br.Buffered() > 0 {
 		return false
+	}
+	if s, ok := ac.c.(*mux.Stream); ok {
+		return !s.PeerClosed()
 	}
 	ac.c.SetReadDeadline(time.Unix(1, 0))
 	_, err := ac.br.Peek(1)
@@ -439,68 +444,52 @@ type exchange struct {
 	stop func() bool // stops the request context's watch on the stream
 
 	timeout time.Duration // --request-timeout: when to look at a silent owner (0: never)
+	// watching is the stream whose watch is armed (nil: none); silent: the watch found the
+	// owner silent and broke the stream off. The exchange's own goroutine uses them.
+	watching *mux.Stream
+	silent   bool
+
+	halves atomic.Int32 // ends still open: the request's body, the answer
+	broken atomic.Bool  // one end failed: close the stream
 
 	mu      sync.Mutex
-	halves  int         // ends still open: the request's body, the answer
-	broken  bool        // one end failed: close the stream
-	bodyErr error       // why the request body failed
-	watch   *time.Timer // the owner's watch while the answer's head is awaited
-	watched bool        // the watch is over
-	silent  bool        // the watch found the owner silent and broke the stream off
+	bodyErr error // why the request body failed
+
+	// The answer's head and body, made with the exchange.
+	resp   http.Response
+	answer answerBody
 }
 
-// watchOwner starts the owner's watch: past the request timeout, a stream whose owner has
-// not been heard from lately is broken off (the answer is a 504); one whose owner is heard
-// from is left to the owner's own timeouts.
+// watchOwner starts the owner's watch, on the stream's own timer: past the request timeout,
+// a stream whose owner has not been heard from lately is broken off (the answer is a 504);
+// one whose owner is heard from is left to the owner's own timeouts.
 func (x *exchange) watchOwner() {
 	if x.timeout <= 0 {
 		return
 	}
-	x.mu.Lock()
-	x.watch = time.AfterFunc(x.timeout, x.checkOwner)
-	x.mu.Unlock()
+	if s, ok := x.ac.c.(*mux.Stream); ok {
+		s.Watch(x.timeout, ownerRecheck)
+		x.watching = s
+	}
 }
 
-func (x *exchange) checkOwner() {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if x.watched {
-		return
-	}
-	if s, ok := x.ac.c.(*mux.Stream); !ok || !s.PeerSilent() {
-		x.watch.Reset(ownerRecheck)
-		return
-	}
-	x.silent, x.watched = true, true
-	x.ac.c.SetDeadline(time.Unix(1, 0))
-}
-
-// endWatch ends the owner's watch once the answer's head has come; true: too late, the
-// watch had broken the stream off.
+// endWatch ends the owner's watch, once the answer's head has come or the exchange failed
+// (a second call does nothing); true: the watch had broken the stream off.
 func (x *exchange) endWatch() bool {
-	x.unwatch()
-	x.mu.Lock()
-	defer x.mu.Unlock()
+	if s := x.watching; s != nil {
+		x.watching = nil
+		x.silent = s.Unwatch()
+	}
 	return x.silent
 }
 
-// unwatch ends the owner's watch, once the answer's head has come or the exchange failed.
-func (x *exchange) unwatch() {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	x.watched = true
-	if x.watch != nil {
-		x.watch.Stop()
-	}
-}
+// unwatch ends the owner's watch.
+func (x *exchange) unwatch() { x.endWatch() }
 
 // ownerSilent reports whether the exchange failed on an owner that has gone silent: found so
 // by the watch, or its session given up for want of an answer to a ping.
 func (x *exchange) ownerSilent() bool {
-	x.mu.Lock()
-	silent := x.silent
-	x.mu.Unlock()
-	if silent {
+	if x.silent {
 		return true
 	}
 	s, ok := x.ac.c.(*mux.Stream)
@@ -525,11 +514,10 @@ func (x *exchange) run(secret string, head []byte, dst http.Header) (*http.Respo
 	}
 	ac.bw.Write(head)
 	x.watchOwner()
-	x.halves = 1
 	if x.body == nil {
 		ac.bw.Write(emptyEnd)
 	} else {
-		x.halves = 2
+		x.halves.Store(2)
 	}
 	if err := ac.bw.Flush(); err != nil {
 		// An owner that drains may read the request, answer it and close its session before
@@ -679,15 +667,13 @@ func (x *exchange) abort() {
 // done closes one end of the exchange; the last one returns the stream to the pool, or
 // closes it if an end failed.
 func (x *exchange) done(ok bool) {
-	x.mu.Lock()
-	x.halves--
-	x.broken = x.broken || !ok
-	last, broken := x.halves == 0, x.broken
-	x.mu.Unlock()
-	if !last {
+	if !ok {
+		x.broken.Store(true)
+	}
+	if x.halves.Add(-1) != 0 {
 		return
 	}
-	if x.stop() && !broken {
+	if x.stop() && !x.broken.Load() {
 		x.t.put(x.ac)
 		return
 	}
@@ -753,11 +739,13 @@ func (x *exchange) readHead(dst http.Header) (*http.Response, error) {
 			h["Content-Length"] = []string{strconv.FormatInt(length, 10)}
 		}
 	}
-	resp := &http.Response{
+	resp := &x.resp
+	*resp = http.Response{
 		StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: h, ContentLength: length, Trailer: trailer, Request: x.req,
 	}
-	resp.Body = &answerBody{Body: peerwire.Body{R: br, Trailer: &resp.Trailer}, x: x}
+	x.answer = answerBody{Body: peerwire.Body{R: br, Trailer: &resp.Trailer}, x: x}
+	resp.Body = &x.answer
 	return resp, nil
 }
 
@@ -848,10 +836,7 @@ func (b *answerBody) release() {
 		if !b.Complete() {
 			b.x.abort()
 		} else {
-			b.x.mu.Lock()
-			pending := b.x.halves > 1
-			b.x.mu.Unlock()
-			if pending {
+			if b.x.halves.Load() > 1 {
 				// The owner answered before it had the whole body: it closes the stream,
 				// and the body need not be sent on.
 				b.x.abort()

@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/olio-dev/olio/router/internal/httprules"
@@ -62,6 +61,7 @@ func (s *peerServer) Serve(ln net.Listener) error {
 			return err
 		}
 		pc := &peerConn{s: s, c: c, br: bufio.NewReaderSize(c, 4<<10), bw: bufio.NewWriterSize(c, 4<<10), fresh: true}
+		pc.watch.watchStream(c)
 		s.mu.Lock()
 		if s.shutting {
 			s.mu.Unlock()
@@ -217,6 +217,7 @@ type peerConn struct {
 	interims  int       // interim answers sent for the current request
 	fresh     bool      // nothing read yet; guarded by s.mu
 	idleSince time.Time // guarded by s.mu
+	watch     peerWatch // the current request's, kept for the next
 }
 
 // serve serves the stream's requests one after another until it breaks, the peer closes
@@ -317,17 +318,18 @@ func (c *peerConn) answer(code int, text string) {
 
 // serveOne serves one request of head; true: the stream can carry the next one.
 func (c *peerConn) serveOne(head string) (reuse bool) {
-	req, flags, err := c.readRequest(head)
+	ctx, cancel := context.WithCancel(peerBase) // peerBase's marks
+	defer cancel()
+	req, flags, err := c.readRequest(ctx, head)
 	if err != nil {
 		c.answer(http.StatusBadRequest, "olio: malformed forwarded request")
 		return false
 	}
-	ctx, cancel := context.WithCancel(peerBase)
-	defer cancel()
-	watch := &peerWatch{c: c, cancel: cancel}
+	watch := &c.watch
+	watch.reset(cancel)
 	body, _ := req.Body.(*peerwire.Body)
 	if body == nil {
-		watch.start()
+		watch.begin()
 	} else {
 		body.Ended = watch.start
 	}
@@ -342,8 +344,8 @@ func (c *peerConn) serveOne(head string) (reuse bool) {
 			}
 		}
 	}()
-	c.s.r.servePeer(w, req.WithContext(ctx), flags) // ctx carries peerBase's marks
-	if !watch.stop() {                              // the forwarder gave the request up
+	c.s.r.servePeer(w, req, flags)
+	if !watch.stop() { // the forwarder gave the request up
 		return false
 	}
 	if w.hijacked {
@@ -354,8 +356,9 @@ func (c *peerConn) serveOne(head string) (reuse bool) {
 	return w.finish(reuse) == nil && reuse
 }
 
-// readRequest decodes a request head, reading its end frame too when it has no body.
-func (c *peerConn) readRequest(head string) (req *http.Request, flags uint64, err error) {
+// readRequest decodes a request head, with context ctx, reading its end frame too when it
+// has no body.
+func (c *peerConn) readRequest(ctx context.Context, head string) (req *http.Request, flags uint64, err error) {
 	rh, err := peerwire.DecodeRequestHead(head)
 	if err != nil {
 		return nil, 0, err
@@ -364,89 +367,98 @@ func (c *peerConn) readRequest(head string) (req *http.Request, flags uint64, er
 	if err != nil {
 		return nil, 0, err
 	}
-	req = &http.Request{
+	r := http.Request{
 		Method: rh.Method, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: rh.Header, Host: rh.Host, RequestURI: rh.URI, RemoteAddr: c.c.RemoteAddr().String(),
 		ContentLength: rh.Length, Trailer: rh.Trailer,
 	}
+	req = r.WithContext(ctx) // the only copy made
 	if rh.Length == -1 {
 		req.TransferEncoding = []string{"chunked"}
 	}
-	b := &peerwire.Body{R: c.br, Trailer: &req.Trailer}
 	if rh.Length != 0 {
-		req.Body = b
+		req.Body = &peerwire.Body{R: c.br, Trailer: &req.Trailer}
 		return req, rh.Flags, nil
 	}
 	// No body: its end frame follows the head at once.
 	req.Body = http.NoBody
-	if b.Next(); !b.Complete() {
+	end := peerwire.Body{R: c.br, Trailer: &req.Trailer}
+	if end.Next(); !end.Complete() {
 		return nil, 0, peerwire.ErrFrame
 	}
 	return req, rh.Flags, nil
 }
 
 // peerWatch notices, while a request is served, that its forwarder closed the stream (the
-// client went away, or the forwarder timed out), and cancels the request: a read that
-// returns only then, since the forwarder sends its next request only after this one's
-// answer. It starts once the request's body has been read, and only for a request still
-// running watchAfter later: most are answered sooner, and need no goroutine.
+// client went away, or the forwarder timed out), or that their session ended, and cancels
+// the request. mux tells as the close arrives (OnPeerClose), without a read: the watch costs
+// nothing per request. It starts once the request's body has been read. A stream's
+// requests take turns with one peerWatch.
 type peerWatch struct {
-	c      *peerConn
-	cancel context.CancelFunc
-
 	mu      sync.Mutex
-	stopped bool
-	timer   *time.Timer
-	done    chan struct{} // closed when the watching read ends; nil: it never began
-	gone    atomic.Bool
+	cancel  context.CancelFunc // the current request's; nil once stopped
+	started bool               // the request's body has been read: a close cancels it
+	gone    bool               // the forwarder is done with the stream
+	kept    bool               // what stop found: the forwarder was still there
+	start   func()             // w.begin, made once
 }
 
-// watchAfter is how long a request runs before its stream is watched.
-const watchAfter = time.Millisecond
+// peerCloser is a stream that tells when its peer closes it (mux's).
+type peerCloser interface{ OnPeerClose(fn func()) }
 
-// start arms the watch.
-func (w *peerWatch) start() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.stopped && w.timer == nil {
-		w.timer = time.AfterFunc(watchAfter, w.read)
+// watchStream has the watch told when the forwarder closes c (a stream that cannot tell is
+// not watched).
+func (w *peerWatch) watchStream(c net.Conn) {
+	w.start = w.begin
+	if pc, ok := c.(peerCloser); ok {
+		pc.OnPeerClose(w.closed)
 	}
 }
 
-func (w *peerWatch) read() {
+// reset makes the watch the next request's, whose context cancel ends.
+func (w *peerWatch) reset(cancel context.CancelFunc) {
 	w.mu.Lock()
-	if w.stopped {
-		w.mu.Unlock()
-		return
-	}
-	w.done = make(chan struct{})
+	w.cancel, w.started = cancel, false
 	w.mu.Unlock()
-	defer close(w.done)
-	if _, err := w.c.br.Peek(1); err != nil && !isTimeout(err) {
-		w.gone.Store(true)
-		w.cancel()
+}
+
+// begin starts watching, once the request's body has been read.
+func (w *peerWatch) begin() {
+	w.mu.Lock()
+	cancel := w.cancel
+	w.started = cancel != nil
+	gone := w.gone
+	w.mu.Unlock()
+	if gone && cancel != nil {
+		cancel()
 	}
 }
 
-// stop ends the watch (a second call does nothing); false: the forwarder is gone.
+// closed is mux's word that the forwarder closed the stream (run on the session's receive
+// loop: it must not block).
+func (w *peerWatch) closed() {
+	w.mu.Lock()
+	w.gone = true
+	var cancel context.CancelFunc
+	if w.started {
+		cancel = w.cancel
+	}
+	w.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}
+
+// stop ends the watch (a second call returns what the first did); false: the forwarder is
+// gone.
 func (w *peerWatch) stop() bool {
 	w.mu.Lock()
-	already := w.stopped
-	w.stopped = true
-	t, done := w.timer, w.done
-	w.mu.Unlock()
-	if already {
-		return !w.gone.Load()
+	defer w.mu.Unlock()
+	if w.cancel != nil {
+		w.cancel, w.started = nil, false
+		w.kept = !w.gone
 	}
-	if t != nil {
-		t.Stop()
-	}
-	if done != nil {
-		w.c.c.SetReadDeadline(time.Unix(1, 0))
-		<-done
-		w.c.c.SetReadDeadline(time.Time{})
-	}
-	return !w.gone.Load()
+	return w.kept
 }
 
 func isTimeout(err error) bool {

@@ -3,6 +3,7 @@ package process
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -28,7 +29,7 @@ func FuzzPeerRequestHead(f *testing.F) {
 	c := &peerConn{c: a, br: bufio.NewReader(strings.NewReader(string(peerwire.AppendEnd(nil, nil))))}
 	f.Fuzz(func(t *testing.T, p []byte) {
 		c.br.Reset(strings.NewReader(string(peerwire.AppendEnd(nil, nil))))
-		got, _, err := c.readRequest(string(p))
+		got, _, err := c.readRequest(context.Background(), string(p))
 		if err != nil || string(p) != string(head[peerwire.HeaderSize:]) {
 			return
 		}

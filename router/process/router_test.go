@@ -30,6 +30,7 @@ import (
 type testCluster struct {
 	routers []*Router
 	apps    []*httptest.Server
+	peers   []*peerServer // each router's private side
 }
 
 type testAnswer struct {
@@ -80,6 +81,7 @@ func newTestCluster(t testing.TB, n int, forwardTimeout time.Duration) *testClus
 		})
 		tc.routers = append(tc.routers, r)
 		tc.apps = append(tc.apps, app)
+		tc.peers = append(tc.peers, srv)
 	}
 	return tc
 }
@@ -236,7 +238,8 @@ func TestPeerSideNeedsSecret(t *testing.T) {
 		req := httptest.NewRequest("GET", "/", nil)
 		st.Write(peerwire.AppendEnd(appendRequestHead(peerwire.AppendHello(nil, c.secret), req, false, ""), nil))
 		ac := &appConn{c: st, br: bufio.NewReader(st)}
-		x := &exchange{ac: ac, req: req, stop: func() bool { return false }, halves: 1}
+		x := &exchange{ac: ac, req: req, stop: func() bool { return false }}
+		x.halves.Store(1)
 		resp, err := x.readHead(nil)
 		if err != nil {
 			t.Fatalf("secret %q: %v", c.secret, err)

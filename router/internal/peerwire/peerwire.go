@@ -336,14 +336,31 @@ func (d *reader) header(h http.Header) http.Header {
 	if h == nil {
 		h = make(http.Header, n)
 	}
-	for range n {
+	// The fields' first values share one array, as in net/textproto: one allocation for
+	// them all, each a slice of it that a later append copies out of.
+	vals := make([]string, n)
+	for i := range n {
 		k, v := d.str(), d.str()
 		if d.err != nil {
 			break
 		}
-		h[k] = append(h[k], v)
+		if old, ok := h[k]; ok {
+			h[k] = append(old, v)
+			continue
+		}
+		vals[i] = v
+		h[k] = vals[i : i+1 : i+1]
 	}
 	return h
+}
+
+// fields decodes a header block into a new header, nil when it is empty.
+func (d *reader) fields() http.Header {
+	if d.err == nil && d.s != "" && d.s[0] == 0 {
+		d.s = d.s[1:] // a count of 0
+		return nil
+	}
+	return d.header(nil)
 }
 
 // names decodes a list of names into the keys of a new header (nil when empty).
@@ -429,10 +446,10 @@ func (b *Body) Next() {
 		}
 		d := reader{s: s}
 		var t http.Header
-		if b.Trailer != nil {
+		if b.Trailer != nil && *b.Trailer != nil {
 			t = d.header(*b.Trailer)
 		} else {
-			t = d.header(nil)
+			t = d.fields()
 		}
 		if err := d.done(); err != nil {
 			b.err = err

@@ -162,3 +162,40 @@ func TestSpeaks(t *testing.T) {
 		}
 	}
 }
+
+// A header block decodes with every value, a field's repeated values in order, into the
+// header given; the values share one array, and appending to one leaves the others as they
+// were.
+func TestDecodeHeaderValues(t *testing.T) {
+	sent := http.Header{"X-A": {"1", "2"}, "X-B": {"3"}, "X-C": {"4"}}
+	dst := http.Header{"X-Old": {"0"}, "X-B": {"pre"}}
+	_, h, _, _, err := DecodeAnswerHead(string(answerHead(200, sent, nil, 0)), dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := http.Header{"X-A": {"1", "2"}, "X-B": {"pre", "3"}, "X-C": {"4"}, "X-Old": {"0"}}
+	if !reflect.DeepEqual(h, want) {
+		t.Fatalf("decoded %v, want %v", h, want)
+	}
+	h.Add("X-C", "5")
+	h["X-A"] = append(h["X-A"], "6")
+	want["X-C"], want["X-A"] = []string{"4", "5"}, []string{"1", "2", "6"}
+	if !reflect.DeepEqual(h, want) {
+		t.Fatalf("after appends: %v, want %v", h, want)
+	}
+}
+
+// An end frame without trailers leaves a body's Trailer nil (none announced); one with
+// trailers fills it.
+func TestBodyEndTrailers(t *testing.T) {
+	for _, tr := range []http.Header{nil, {"X-T": {"v"}}} {
+		var trailer http.Header
+		b := &Body{R: bufio.NewReader(bytes.NewReader(AppendEnd(nil, tr))), Trailer: &trailer}
+		if n, err := b.Read(make([]byte, 1)); n != 0 || err != io.EOF || !b.Complete() {
+			t.Fatalf("read %d, %v; want the end", n, err)
+		}
+		if !reflect.DeepEqual(trailer, tr) {
+			t.Errorf("trailer %v, want %v", trailer, tr)
+		}
+	}
+}
