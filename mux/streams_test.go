@@ -3,7 +3,12 @@ package mux
 import (
 	"bytes"
 	"encoding/binary"
+	"io"
+	"math/rand/v2"
+	"net"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -190,5 +195,115 @@ func TestServerStreamOnPeerClose(t *testing.T) {
 	case <-ended:
 	case <-time.After(10 * time.Second):
 		t.Fatal("OnPeerClose did not fire within 10s of the session's end")
+	}
+}
+
+// The frame scan is a second reader of yamux's wire: it is checked against yamux itself.
+// Many streams carry data of random sizes both ways (windows fill and are updated, frames
+// split across reads anywhere), then a random set of them is closed by one side or the
+// other. Each side's scan must mark exactly the streams the other side closed: by the time
+// yamux reports a stream's end to a reader (EOF), the scan has marked it, and a stream its
+// peer left open is never marked.
+func TestStreamSetScanAgreesWithYamux(t *testing.T) {
+	ctx := testCtx(t)
+	path := filepath.Join(t.TempDir(), "peer.sock")
+	l := listen(t, path)
+	p := newPool(t, path)
+	rng := rand.New(rand.NewPCG(1, 2))
+	type notifier interface{ OnPeerClose(func()) }
+	type pair struct {
+		c        *Stream
+		s        net.Conn
+		notified atomic.Bool
+		size     int
+		closer   int // 0: nobody, 1: the client (Pool side), 2: the server (Listener side)
+	}
+	const n = 60
+	pairs := make([]*pair, n)
+	for i := range pairs {
+		c, err := p.Open(ctx, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pr := &pair{c: c.(*Stream), s: s, size: rng.IntN(300 << 10), closer: rng.IntN(3)}
+		s.(notifier).OnPeerClose(func() { pr.notified.Store(true) })
+		pairs[i] = pr
+	}
+	// Every stream carries its data both ways at once (an echo on the server side).
+	var wg sync.WaitGroup
+	for _, pr := range pairs {
+		wg.Add(3)
+		go func() {
+			defer wg.Done()
+			io.CopyN(pr.s, pr.s, int64(pr.size))
+		}()
+		go func() {
+			defer wg.Done()
+			pr.c.Write(bytes.Repeat([]byte{yamuxFlagFIN | yamuxFlagRST}, pr.size)) // flag bits in bodies mean nothing
+		}()
+		go func() {
+			defer wg.Done()
+			io.CopyN(io.Discard, pr.c, int64(pr.size))
+		}()
+	}
+	waitGroupOrFail(t, &wg, "the streams' data to go both ways")
+	for _, pr := range pairs {
+		switch pr.closer {
+		case 1:
+			pr.c.Close()
+		case 2:
+			pr.s.Close()
+		}
+	}
+	// A reader sees each close as EOF; by then the scan has marked it.
+	for i, pr := range pairs {
+		switch pr.closer {
+		case 1:
+			pr.s.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := pr.s.Read(make([]byte, 1)); err != io.EOF {
+				t.Fatalf("stream %d: server read after the client's close: %v", i, err)
+			}
+			if !pr.notified.Load() {
+				t.Errorf("stream %d: the client closed it, yamux said EOF, the scan did not mark it", i)
+			}
+		case 2:
+			pr.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := pr.c.Read(make([]byte, 1)); err != io.EOF {
+				t.Fatalf("stream %d: client read after the server's close: %v", i, err)
+			}
+			if !pr.c.PeerClosed() {
+				t.Errorf("stream %d: the server closed it, yamux said EOF, the scan did not mark it", i)
+			}
+		}
+	}
+	// The frames of every close have been read (each was seen above, and yamux reads in
+	// order): a stream its peer left open is not marked.
+	for i, pr := range pairs {
+		if pr.closer != 1 && pr.notified.Load() {
+			t.Errorf("stream %d (closer %d): marked closed on the server side, the client did not close it", i, pr.closer)
+		}
+		if pr.closer != 2 && pr.c.PeerClosed() {
+			t.Errorf("stream %d (closer %d): marked closed on the client side, the server did not close it", i, pr.closer)
+		}
+	}
+	for _, pr := range pairs {
+		pr.c.Close()
+		pr.s.Close()
+	}
+}
+
+// waitGroupOrFail waits for wg, failing the test after 20s.
+func waitGroupOrFail(t *testing.T, wg *sync.WaitGroup, what string) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("waited 20s for %s", what)
 	}
 }
