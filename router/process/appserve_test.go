@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/olio-dev/olio/descend"
+	"github.com/olio-dev/olio/router/internal/appleg"
 	"github.com/olio-dev/olio/router/internal/httprules"
 )
 
@@ -42,7 +43,7 @@ func fastFrontOf(t *testing.T, as *httptest.Server, fast bool, timeout time.Dura
 	}
 	r := newRouter(0, set, slog.New(slog.DiscardHandler))
 	port, _ := strconv.Atoi(as.URL[strings.LastIndexByte(as.URL, ':')+1:])
-	inst := &instance{port: port, transport: newAppTransport(port)}
+	inst := &instance{port: port, transport: appleg.New(port)}
 	ref, refTransport := referenceProxy(r, inst)
 	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if fast {
@@ -207,7 +208,7 @@ func TestFastPathTimeout(t *testing.T) {
 	}))
 	defer as.Close()
 	port, _ := strconv.Atoi(as.URL[strings.LastIndexByte(as.URL, ':')+1:])
-	inst := &instance{port: port, transport: newAppTransport(port)}
+	inst := &instance{port: port, transport: appleg.New(port)}
 	r.apps.setCurrent(inst)
 	defer inst.transport.CloseIdleConnections()
 	rec := httptest.NewRecorder()
