@@ -23,8 +23,10 @@ import (
 // failBody), complaints go to errorLog.
 func newAppLeg(errorLog *log.Logger) *appleg.Leg {
 	return &appleg.Leg{
-		ErrorLog:   errorLog,
-		Answered:   func(resp *http.Response) { answered(resp) },
+		ErrorLog: errorLog,
+		Answered: func(req *http.Request, status int) {
+			answered(&http.Response{StatusCode: status, Request: req})
+		},
 		ClientBody: func(body io.ReadCloser) io.Reader { return clientBody{body} },
 		BodyBroke: func(err error) bool {
 			var be *bodyError

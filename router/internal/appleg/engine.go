@@ -342,7 +342,7 @@ func (b *bodyWriter) clients(err error) bool { return err != nil && b.broke != n
 func (l *Leg) writeAnswer(w http.ResponseWriter, req *http.Request, a *appAnswer, ac *connpool.Conn, app *App, stop func() bool, body *bodyWriter) {
 	status := a.status()
 	if l.Answered != nil {
-		l.Answered(&http.Response{StatusCode: status, Request: req})
+		l.Answered(req, status)
 	}
 	// Whether the app answered before it had the whole body: it may not read the rest.
 	early := !body.finished()

@@ -22,9 +22,9 @@ import (
 type Leg struct {
 	// ErrorLog logs an app's answer that broke off mid-body (nil: log's standard logger).
 	ErrorLog *log.Logger
-	// Answered, if set, is called once the head of the app's final answer (not a 101, which
-	// Serve returns) has come, before it is written: with its status and request.
-	Answered func(*http.Response)
+	// Answered, if set, is called once the head of the app's final answer to req (not a
+	// 101, which Serve returns) has come, before it is written, with its status.
+	Answered func(req *http.Request, status int)
 	// ClientBody, if set, wraps the client's body as it is read to be sent on; BodyBroke, if
 	// set, reports whether an error of that body's is the client's body breaking (a bad
 	// chunk, a deadline): the app's connection is then closed and Serve returns the error.
