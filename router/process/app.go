@@ -15,6 +15,7 @@ import (
 
 	"github.com/olio-dev/olio/descend"
 	"github.com/olio-dev/olio/monitor"
+	"github.com/olio-dev/olio/router/internal/appleg"
 )
 
 // Ready modes: how a router learns its app is ready.
@@ -28,7 +29,7 @@ const (
 type instance struct {
 	port      int
 	notify    *monitor.Notify
-	transport *appTransport
+	transport *appleg.App
 	inFlight  atomic.Int64
 	upgraded  atomic.Int64 // of inFlight, upgraded connections (WebSocket): not waited for by a hand-over
 	child     *monitor.Child
@@ -180,7 +181,7 @@ func (a *apps) command() (*monitor.Command, error) {
 		inst.notify = n
 		env = append(env, "NOTIFY_SOCKET="+path)
 	}
-	inst.transport = newAppTransport(port)
+	inst.transport = appleg.New(port)
 	a.mu.Lock()
 	unstarted := a.pending // made for a start that failed: never claimed by readyCheck
 	a.pending = inst

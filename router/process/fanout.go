@@ -9,9 +9,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"sync"
 	"unicode/utf8"
+
+	"github.com/olio-dev/olio/router/internal/httprules"
 )
 
 // FanoutIndex is the X-Olio-Index value (with the right X-Olio-Secret) that sends one
@@ -48,7 +49,7 @@ func (r *Router) fanout(w http.ResponseWriter, req *http.Request) {
 		r.fail(w, http.StatusServiceUnavailable, "olio: no workers to fan out to")
 		return
 	}
-	if hasToken(req.Header["Connection"], "upgrade") {
+	if httprules.HasToken(req.Header["Connection"], "upgrade") {
 		r.fail(w, http.StatusBadRequest, "olio: X-Olio-Index: * cannot carry a connection upgrade")
 		return
 	}
@@ -172,15 +173,3 @@ func (f *fanoutWriter) Write(p []byte) (int, error) {
 
 // Flush does nothing: the answer is sent whole.
 func (f *fanoutWriter) Flush() {}
-
-// hasToken reports whether a comma-separated header holds token, case-insensitively.
-func hasToken(values []string, token string) bool {
-	for _, v := range values {
-		for t := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
-		}
-	}
-	return false
-}

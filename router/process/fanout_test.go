@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/olio-dev/olio/router/internal/appleg"
 )
 
 func fanoutRequest(body, secret string) *http.Request {
@@ -135,24 +137,6 @@ func TestFanoutAnswerBody(t *testing.T) {
 	}
 }
 
-func TestHasToken(t *testing.T) {
-	for _, c := range []struct {
-		in   []string
-		want bool
-	}{
-		{[]string{"Upgrade"}, true},
-		{[]string{"keep-alive, upgrade"}, true},
-		{[]string{"keep-alive", " UPGRADE "}, true},
-		{[]string{"keep-alive"}, false},
-		{[]string{"upgraded"}, false},
-		{nil, false},
-	} {
-		if g := hasToken(c.in, "upgrade"); g != c.want {
-			t.Errorf("hasToken(%q) = %v, want %v", c.in, g, c.want)
-		}
-	}
-}
-
 // The fan-out's limits are inclusive: a body of exactly MaxFanoutBody goes out, an answer of
 // exactly MaxFanoutAnswer is kept whole; and a leg's own status is reported as it is.
 func TestFanoutAtTheLimits(t *testing.T) {
@@ -187,7 +171,7 @@ func TestFanoutLegSurvivesABrokenAnswer(t *testing.T) {
 	r := tc.routers[0]
 	app := rawApp(t, map[string]string{"/broadcast": "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello"})
 	port := app.Listener.Addr().(*net.TCPAddr).Port
-	inst := &instance{port: port, transport: newAppTransport(port)}
+	inst := &instance{port: port, transport: appleg.New(port)}
 	defer inst.transport.CloseIdleConnections()
 	r.apps.setCurrent(inst)
 
@@ -205,5 +189,57 @@ func TestFanoutLegSurvivesABrokenAnswer(t *testing.T) {
 	}
 	if a := answers[0]; a.Body != "hello" {
 		t.Errorf("the broken leg's body = %q, want what came before the break, \"hello\"", a.Body)
+	}
+}
+
+// A fan-out leg stops reading an app's answer at MaxFanoutAnswer and closes the connection:
+// the app cannot write much more than the cut (plus socket buffers), on either engine.
+func TestFanoutStopsReadingAtTheCut(t *testing.T) {
+	const huge = 512 << 20
+	for _, method := range []string{"GET", "DELETE"} {
+		t.Run(method, func(t *testing.T) {
+			done := make(chan int64, 1)
+			app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				buf := make([]byte, 64<<10)
+				var n int64
+				for n < huge {
+					k, err := w.Write(buf)
+					n += int64(k)
+					if err != nil {
+						break
+					}
+				}
+				done <- n
+			}))
+			defer app.Close()
+			tc := newTestCluster(t, 1, time.Second)
+			r := tc.routers[0]
+			port := app.Listener.Addr().(*net.TCPAddr).Port
+			inst := &instance{port: port, transport: appleg.New(port)}
+			defer inst.transport.CloseIdleConnections()
+			r.apps.setCurrent(inst)
+
+			req := httptest.NewRequest(method, "/big", nil)
+			req.Header.Set(HeaderIndex, FanoutIndex)
+			req.Header.Set(HeaderSecret, "s3cr3t")
+			rec := httptest.NewRecorder()
+			r.ServeHTTP(rec, req)
+			var answers []FanoutAnswer
+			if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &answers) != nil || len(answers) != 1 {
+				t.Fatalf("fan-out: %d %.200s", rec.Code, rec.Body)
+			}
+			if a := answers[0]; !a.Truncated || len(a.Body)+len(a.BodyBase64) == 0 {
+				t.Errorf("the leg's answer: truncated %v, %d bytes; want truncated at the cut", a.Truncated, len(a.Body))
+			}
+			select {
+			case n := <-done:
+				t.Logf("the app wrote %d bytes", n)
+				if n >= 64<<20 {
+					t.Errorf("the app wrote %d bytes before its connection closed; the leg read on past the %d-byte cut", n, MaxFanoutAnswer)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("the app was still writing 30s after the fan-out answered: its connection was not closed")
+			}
+		})
 	}
 }

@@ -177,5 +177,5 @@ func (r *Router) serveLocal(w http.ResponseWriter, req *http.Request, avoid *ins
 		}
 	}()
 	accesslog.StartApp(w)    // the app's share of the time starts here
-	r.serveApp(w, req, inst) // appfast.go
+	r.serveApp(w, req, inst) // appserve.go
 }

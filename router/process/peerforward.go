@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/olio-dev/olio/mux"
+	"github.com/olio-dev/olio/router/internal/connpool"
 	"github.com/olio-dev/olio/router/internal/httprules"
 	"github.com/olio-dev/olio/router/internal/peerwire"
 )
@@ -28,8 +29,8 @@ type peerTransport struct {
 	version atomic.Int32
 
 	mu    sync.Mutex
-	peers map[int]*appTransport // only their pools of streams are used
-	heard map[int]peerHeard     // the version each peer answered a hello in lately
+	peers map[int]*peerStreams
+	heard map[int]peerHeard // the version each peer answered a hello in lately
 }
 
 // peerHeard is the version a peer was last heard speaking, and when.
@@ -45,7 +46,7 @@ type peerHeard struct {
 const peerVersionMemory = 30 * time.Second
 
 func newPeerTransport(r *Router) *peerTransport {
-	return &peerTransport{r: r, peers: map[int]*appTransport{}, heard: map[int]peerHeard{}}
+	return &peerTransport{r: r, peers: map[int]*peerStreams{}, heard: map[int]peerHeard{}}
 }
 
 // mine is the version this side speaks.
@@ -104,12 +105,12 @@ func (e *peerVersionError) Error() string {
 }
 
 // pool returns the pool of streams to peer i.
-func (p *peerTransport) pool(i int) *appTransport {
+func (p *peerTransport) pool(i int) *peerStreams {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	t, ok := p.peers[i]
 	if !ok {
-		t = &appTransport{dial: func(ctx context.Context) (net.Conn, error) { return p.r.openPeer(ctx, i) }}
+		t = newPeerStreams(func(ctx context.Context) (net.Conn, error) { return p.r.openPeer(ctx, i) })
 		p.peers[i] = t
 	}
 	return t
@@ -119,7 +120,7 @@ func (p *peerTransport) pool(i int) *appTransport {
 func (p *peerTransport) CloseIdleConnections() {
 	p.mu.Lock()
 	peers := p.peers
-	p.peers = map[int]*appTransport{}
+	p.peers = map[int]*peerStreams{}
 	p.mu.Unlock()
 	for _, t := range peers {
 		t.CloseIdleConnections()
@@ -155,7 +156,7 @@ func (p *peerTransport) send(i int, req *http.Request, head []byte, body io.Read
 		}
 	}
 	t := p.pool(i)
-	replay := replayable(req)
+	replay := connpool.Replayable(req)
 	for attempt := 0; ; attempt++ {
 		ac, reused, err := t.get(req.Context(), attempt > 0)
 		if err == nil && reused && (body != nil || !replay) && !alive(ac) {
@@ -218,8 +219,8 @@ func (p *peerTransport) send(i int, req *http.Request, head []byte, body io.Read
 // an upgrade's tunnel) without copying the request, its header or the answer's header on
 // the way.
 func (r *Router) forward(w http.ResponseWriter, req *http.Request) {
-	up := upgradeType(req.Header)
-	if !printable(up) {
+	up := httprules.UpgradeType(req.Header)
+	if !httprules.Printable(up) {
 		r.remoteError(w, req, fmt.Errorf("router: the client asked to switch to an invalid protocol %q", up))
 		return
 	}
@@ -261,9 +262,9 @@ func (r *Router) forward(w http.ResponseWriter, req *http.Request) {
 }
 
 // interimTo is how forward passes an interim answer on to its client: as the app leg does
-// (passInterim).
+// (httprules.PassInterim).
 func interimTo(w http.ResponseWriter) func(int, http.Header) {
-	return func(code int, h http.Header) { passInterim(w, code, h) }
+	return func(code int, h http.Header) { httprules.PassInterim(w, code, h) }
 }
 
 // tunnel joins the client to the owner's tunnel after its 101, as ReverseProxy does: the
@@ -271,7 +272,7 @@ func interimTo(w http.ResponseWriter) func(int, http.Header) {
 // until either side ends; the request's context ending ends it too.
 func (r *Router) tunnel(w http.ResponseWriter, req *http.Request, resp *http.Response, back *tunnelConn, up string) {
 	defer back.Close()
-	if got := upgradeType(resp.Header); !printable(got) || !strings.EqualFold(got, up) {
+	if got := httprules.UpgradeType(resp.Header); !httprules.Printable(got) || !strings.EqualFold(got, up) {
 		r.remoteError(w, req, fmt.Errorf("router: the owner switched to protocol %q when %q was asked for", got, up))
 		return
 	}
@@ -306,24 +307,6 @@ func (r *Router) tunnel(w http.ResponseWriter, req *http.Request, resp *http.Res
 func tunnelCopy(dst io.Writer, src io.Reader, done chan<- struct{}) {
 	io.Copy(dst, src)
 	done <- struct{}{}
-}
-
-// upgradeType is the protocol an upgrade asks for or switches to ("" for none).
-func upgradeType(h http.Header) string {
-	if !hasToken(h["Connection"], "upgrade") {
-		return ""
-	}
-	return h.Get("Upgrade")
-}
-
-// printable reports whether s is printable ASCII.
-func printable(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < ' ' || s[i] > '~' {
-			return false
-		}
-	}
-	return true
 }
 
 // heads recycles the buffers request heads are built in (send has written them out when it
@@ -405,7 +388,7 @@ func isEventStream(ct string) bool {
 // idle streams when it shuts down), as far as this side has heard: the owner has not closed
 // it, and nothing is left unread on it. Checked before a request whose body could not be
 // sent again. A peer's stream knows whether its owner closed it without a read.
-func alive(ac *appConn) bool {
+func alive(ac *peerStream) bool {
 	if ac.br.Buffered() > 0 {
 		return false
 	}
@@ -430,10 +413,10 @@ const ownerRecheck = 250 * time.Millisecond
 // exchange is one request and its answer on one stream. The stream goes back to the pool
 // once both ends of it are complete: the request's end frame sent and the answer's read.
 type exchange struct {
-	t    *appTransport
+	t    *peerStreams
 	p    *peerTransport
 	peer int // the owner's index
-	ac   *appConn
+	ac   *peerStream
 	req  *http.Request
 	body io.Reader // nil: none
 	// interim takes the interim answers before the final one (nil: dropped).
@@ -600,7 +583,7 @@ func appendRequestHead(b []byte, req *http.Request, hasBody bool, up string) []b
 func appendForwardHeader(b []byte, req *http.Request, up string) []byte {
 	h := req.Header
 	skip := httprules.Hops(h["Connection"], true)
-	te := hasToken(h["Te"], "trailers")
+	te := httprules.HasToken(h["Te"], "trailers")
 	fw := forwardedOf(req)
 	n := fw.Count()
 	if te {

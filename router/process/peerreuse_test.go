@@ -25,10 +25,7 @@ func TestNonReplayableSkipsClosedStream(t *testing.T) {
 		if rec, a := tc.do(0, req); rec.Code != http.StatusOK || a.Index != 1 {
 			t.Fatalf("a forwarded GET: %d from %d", rec.Code, a.Index)
 		}
-		pool := tc.routers[0].remoteTransport.pool(1)
-		pool.mu.Lock()
-		idle := append([]*appConn(nil), pool.idle...)
-		pool.mu.Unlock()
+		idle := tc.routers[0].remoteTransport.pool(1).pool.Idle()
 		if len(idle) == 0 {
 			t.Fatal("no idle stream to the owner after a forward")
 		}
@@ -50,7 +47,7 @@ func TestNonReplayableSkipsClosedStream(t *testing.T) {
 		})
 		waitUntil(t, "router 0 hears that the owner closed its idle streams", func() bool {
 			for _, ac := range idle {
-				if !ac.c.(*mux.Stream).PeerClosed() {
+				if !ac.Conn.(*mux.Stream).PeerClosed() {
 					return false
 				}
 			}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/olio-dev/olio/mux"
+	"github.com/olio-dev/olio/router/internal/appleg"
+	"github.com/olio-dev/olio/router/internal/connpool"
 )
 
 // bufferPool shares copy buffers between requests.
@@ -26,13 +28,6 @@ func (b *bufferPool) Put(v []byte) { b.p.Put(&v) }
 
 var buffers = &bufferPool{}
 
-// dialError marks a failure to connect to the app: the request never reached it, so it can
-// be retried on the app's replacement.
-type dialError struct{ err error }
-
-func (e *dialError) Error() string { return e.err.Error() }
-func (e *dialError) Unwrap() error { return e.err }
-
 // ctxKey keys request-scoped values.
 type ctxKey int
 
@@ -46,9 +41,9 @@ const (
 // idempotent method without a body, as nginx's proxy_next_upstream does) is retried once
 // on its replacement; anything else is a 502, or a 504 when the request timed out.
 func (r *Router) localError(w http.ResponseWriter, req *http.Request, err error, inst *instance) {
-	var de *dialError
+	var de *appleg.DialError
 	if req.Context().Value(retried) == nil && req.Context().Err() == nil && !errors.Is(err, context.DeadlineExceeded) &&
-		(errors.As(err, &de) || replayable(req)) {
+		(errors.As(err, &de) || connpool.Replayable(req)) {
 		if r.appGone(req.Context(), inst) {
 			ctx := context.WithValue(req.Context(), retried, true)
 			r.serveLocal(w, req.WithContext(ctx), inst)
@@ -70,21 +65,6 @@ func (r *Router) localError(w http.ResponseWriter, req *http.Request, err error,
 		r.logger.Warn("app failed", "path", req.URL.Path, "err", err)
 		r.fail(w, http.StatusBadGateway, fmt.Sprintf("olio: worker %d's app failed to answer", r.index))
 	}
-}
-
-// replayable reports whether a request may be sent again, by http.Transport's rule: no body,
-// and an idempotent method or an idempotency key the app can recognise a repeat by.
-func replayable(req *http.Request) bool {
-	if req.Body != nil && req.Body != http.NoBody {
-		return false
-	}
-	switch req.Method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
-		return true
-	}
-	_, key := req.Header["Idempotency-Key"]
-	_, xkey := req.Header["X-Idempotency-Key"]
-	return key || xkey
 }
 
 // appGone reports whether inst's process exits soon after a failed connect, in which case

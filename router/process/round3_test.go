@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/olio-dev/olio/router/internal/appleg"
 )
 
 // withApp makes r serve its own keys through an app of h (the app leg: the fast path for a
@@ -22,7 +24,7 @@ func withApp(t *testing.T, r *Router, h http.HandlerFunc) {
 	t.Helper()
 	app := httptest.NewServer(h)
 	port, _ := strconv.Atoi(app.URL[strings.LastIndexByte(app.URL, ':')+1:])
-	inst := &instance{port: port, transport: newAppTransport(port)}
+	inst := &instance{port: port, transport: appleg.New(port)}
 	r.apps.setCurrent(inst)
 	t.Cleanup(func() { inst.transport.CloseIdleConnections(); app.Close() })
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/olio-dev/olio/monitor"
 	"github.com/olio-dev/olio/mux"
 	"github.com/olio-dev/olio/router/internal/accesslog"
+	"github.com/olio-dev/olio/router/internal/appleg"
 	"github.com/olio-dev/olio/router/internal/hotkeys"
 )
 
@@ -58,6 +59,7 @@ type Router struct {
 	counters *counters
 	hot      *hotkeys.Counter // the keys this worker served as owner (--key-stats)
 	apps     *apps
+	appLeg   *appleg.Leg // the app leg's hooks into this router (appserve.go)
 	sup      *monitor.Supervisor
 	pool     *mux.Pool
 
@@ -173,6 +175,7 @@ func newRouter(index int, set *settings, logger *slog.Logger) *Router {
 	}
 	r.set.Store(set)
 	r.apps = newApps(r, r.logger, &r.counters.held)
+	r.appLeg = newAppLeg(r.errorLog)
 	r.remoteTransport = newPeerTransport(r)
 	return r
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/olio-dev/olio/descend"
 	"github.com/olio-dev/olio/mux"
+	"github.com/olio-dev/olio/router/internal/appleg"
 	"github.com/olio-dev/olio/router/internal/peerwire"
 )
 
@@ -63,7 +64,7 @@ func newTestCluster(t testing.TB, n int, forwardTimeout time.Duration) *testClus
 			json.NewEncoder(w).Encode(testAnswer{Index: i, Headers: req.Header, Body: len(b)})
 		}))
 		port, _ := strconv.Atoi(app.URL[strings.LastIndexByte(app.URL, ':')+1:])
-		inst := &instance{port: port, transport: newAppTransport(port)}
+		inst := &instance{port: port, transport: appleg.New(port)}
 		r.apps.setCurrent(inst)
 		ln, err := mux.Listen(peers[i], nil)
 		if err != nil {
@@ -237,7 +238,7 @@ func TestPeerSideNeedsSecret(t *testing.T) {
 		}
 		req := httptest.NewRequest("GET", "/", nil)
 		st.Write(peerwire.AppendEnd(appendRequestHead(peerwire.AppendHello(nil, c.secret), req, false, ""), nil))
-		ac := &appConn{c: st, br: bufio.NewReader(st)}
+		ac := &peerStream{c: st, br: bufio.NewReader(st)}
 		x := &exchange{ac: ac, req: req, stop: func() bool { return false }}
 		x.halves.Store(1)
 		resp, err := x.readHead(nil)

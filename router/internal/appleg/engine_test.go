@@ -1,17 +1,16 @@
-package process
+package appleg
 
 import (
 	"bufio"
-	"context"
 	"errors"
-	"fmt"
 	"io"
-	"log/slog"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -19,62 +18,84 @@ import (
 	"testing"
 	"time"
 
-	"github.com/olio-dev/olio/descend"
+	"github.com/valyala/fasthttp"
+
 	"github.com/olio-dev/olio/router/internal/httprules"
 )
 
 // fastFront is a public server in front of one app, serving every request through the
-// app-leg engine (fast) or through referenceProxy, so the two can be compared on the wire.
-func fastFront(t *testing.T, app http.HandlerFunc, fast bool, timeout time.Duration) *httptest.Server {
+// engine (fast) or through a reference httputil.ReverseProxy over http.Transport with the
+// same request rules, both answering a failure with the same 502, so the two can be
+// compared on the wire.
+func fastFront(t *testing.T, app http.HandlerFunc, fast bool) *httptest.Server {
 	t.Helper()
 	as := httptest.NewServer(app)
 	t.Cleanup(as.Close)
-	return fastFrontOf(t, as, fast, timeout)
+	return fastFrontOf(t, as, fast)
 }
 
-// fastFrontOf is fastFront in front of the app server as.
-func fastFrontOf(t *testing.T, as *httptest.Server, fast bool, timeout time.Duration) *httptest.Server {
+func fastFrontOf(t *testing.T, as *httptest.Server, fast bool) *httptest.Server {
 	t.Helper()
-	set, err := newSettings(&descend.Config{Index: 0, Key: "header:X-Olio-Key", Secret: "s3cr3t", RunDir: t.TempDir(),
-		ForwardTimeout: time.Second, RequestTimeout: timeout})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := newRouter(0, set, slog.New(slog.DiscardHandler))
 	port, _ := strconv.Atoi(as.URL[strings.LastIndexByte(as.URL, ':')+1:])
-	inst := &instance{port: port, transport: newAppTransport(port)}
-	ref, refTransport := referenceProxy(r, inst)
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if fast {
-			r.serveApp(w, req, inst)
-		} else {
-			ref.ServeHTTP(w, req)
-		}
-	}))
-	t.Cleanup(func() { front.Close(); inst.transport.CloseIdleConnections(); refTransport.CloseIdleConnections() })
-	return front
-}
-
-// referenceProxy is what the app leg was before its engine: ReverseProxy with the router's
-// rules for the outgoing request, over a plain http.Transport to the app's port.
-func referenceProxy(r *Router, inst *instance) (*httputil.ReverseProxy, *http.Transport) {
-	target := &url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(inst.port)}
+	app := New(port)
+	discard := log.New(io.Discard, "", 0)
+	leg := &Leg{ErrorLog: discard}
+	fail := func(w http.ResponseWriter) { http.Error(w, "the app failed to answer", http.StatusBadGateway) }
+	target := &url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(port)}
 	tr := &http.Transport{DisableCompression: true}
-	return &httputil.ReverseProxy{
+	ref := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			markBody(pr.Out)
 			delete(pr.Out.Header, "Expect")
 			pr.SetURL(target)
 			pr.Out.Host = pr.In.Host
-			httprules.SetForwarded(pr.Out.Header, forwardedOf(pr.In))
+			httprules.SetForwarded(pr.Out.Header, httprules.ForwardedOf(pr.In, false, false))
 		},
-		Transport:      tr,
-		ErrorLog:       r.errorLog,
-		ModifyResponse: answered,
-		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
-			r.localError(w, req, err, inst)
-		},
-	}, tr
+		Transport:    tr,
+		ErrorLog:     discard,
+		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, _ error) { fail(w) },
+	}
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if !fast {
+			ref.ServeHTTP(w, req)
+			return
+		}
+		up, err := leg.Serve(w, req, app, httprules.ForwardedOf(req, false, false))
+		if up != nil {
+			up.Body.Close()
+			err = errors.New("an upgrade")
+		}
+		if err != nil {
+			fail(w)
+		}
+	}))
+	t.Cleanup(func() { front.Close(); app.CloseIdleConnections(); tr.CloseIdleConnections() })
+	return front
+}
+
+// TestRequestForwardedFields: the app gets the forwarded fields it is given, and none of
+// the client's own.
+func TestRequestForwardedFields(t *testing.T) {
+	req := httptest.NewRequest("GET", "/x", nil)
+	req.RemoteAddr = "127.0.0.1:4000"
+	req.Header.Set("X-Forwarded-For", "203.0.113.7")
+	req.Header.Set("Forwarded", "for=203.0.113.7")
+	for _, trusted := range []bool{false, true} {
+		fw := httprules.ForwardedOf(req, false, trusted)
+		want := http.Header{}
+		httprules.SetForwarded(want, fw)
+		out := fasthttp.AcquireRequest()
+		appRequest(out, req, 1, &fw)
+		got := http.Header{}
+		for _, k := range httprules.ForwardedNames {
+			if v := out.Header.Peek(k); v != nil {
+				got[k] = []string{string(v)}
+			}
+		}
+		fasthttp.ReleaseRequest(out)
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("trusted %v: the app is sent %v, want %v", trusted, got, want)
+		}
+	}
 }
 
 // rawExchange sends a raw request to addr and returns what the app received (the echo
@@ -138,8 +159,8 @@ func echoApp(w http.ResponseWriter, req *http.Request) {
 func TestFastPathAsReverseProxy(t *testing.T) {
 	app := httptest.NewServer(http.HandlerFunc(echoApp))
 	defer app.Close()
-	fast := fastFrontOf(t, app, true, 5*time.Second)
-	slow := fastFrontOf(t, app, false, 5*time.Second)
+	fast := fastFrontOf(t, app, true)
+	slow := fastFrontOf(t, app, false)
 	reqs := []string{
 		"GET /x?q=1&r=%2F HTTP/1.1\r\nHost: example.com\r\nCookie: a=b;c\r\nCookie: d=e\r\nConnection: X-Hop\r\nX-Hop: 1\r\n" +
 			"Keep-Alive: 5\r\nTe: trailers, deflate\r\nX-Forwarded-For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nX-Forwarded-Proto: https\r\n" +
@@ -172,7 +193,7 @@ func TestFastPathStreams(t *testing.T) {
 			io.WriteString(w, "second\n")
 		case <-req.Context().Done():
 		}
-	}, true, 5*time.Second)
+	}, true)
 	resp, err := http.Get(front.URL + "/stream")
 	if err != nil {
 		t.Fatal(err)
@@ -185,42 +206,6 @@ func TestFastPathStreams(t *testing.T) {
 	close(got)
 	if line, err := br.ReadString('\n'); line != "second\n" {
 		t.Fatalf("second line %q, %v", line, err)
-	}
-}
-
-// TestFastPathTimeout: an app that does not answer within the request timeout gets its
-// request cancelled (its connection closed), and the client a 504.
-func TestFastPathTimeout(t *testing.T) {
-	cancelled := make(chan struct{})
-	set, err := newSettings(&descend.Config{Index: 0, Key: "header:X-Olio-Key", Secret: "s3cr3t", RunDir: t.TempDir(),
-		ForwardTimeout: time.Second, RequestTimeout: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := newRouter(0, set, slog.New(slog.DiscardHandler))
-	as := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		select {
-		case <-req.Context().Done():
-			close(cancelled)
-		case <-time.After(60 * time.Second): // bounded, so that a failing test ends
-		}
-	}))
-	defer as.Close()
-	port, _ := strconv.Atoi(as.URL[strings.LastIndexByte(as.URL, ':')+1:])
-	inst := &instance{port: port, transport: newAppTransport(port)}
-	r.apps.setCurrent(inst)
-	defer inst.transport.CloseIdleConnections()
-	rec := httptest.NewRecorder()
-	r.serveLocal(rec, httptest.NewRequest("GET", "/", nil), nil)
-	if rec.Code != http.StatusGatewayTimeout {
-		t.Errorf("status %d, want 504: %s", rec.Code, rec.Body)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	select {
-	case <-cancelled:
-	case <-ctx.Done():
-		t.Error("the app's request was not cancelled")
 	}
 }
 
@@ -289,8 +274,8 @@ func TestFastPathOddAnswers(t *testing.T) {
 		"/many-hints":          strings.Repeat("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n", 6) + "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
 	}
 	app := rawApp(t, answers)
-	fast := fastFrontOf(t, app, true, 5*time.Second)
-	slow := fastFrontOf(t, app, false, 5*time.Second)
+	fast := fastFrontOf(t, app, true)
+	slow := fastFrontOf(t, app, false)
 	for path := range answers {
 		raw := "GET " + path + " HTTP/1.1\r\nHost: h\r\n\r\n"
 		g := rawExchange(t, fast.Listener.Addr().String(), raw)
@@ -315,7 +300,7 @@ func TestFastPathEventStream(t *testing.T) {
 			io.WriteString(w, "data: one\n\n")
 		case <-req.Context().Done():
 		}
-	}, true, 5*time.Second)
+	}, true)
 	client := &http.Client{Timeout: 5 * time.Second}
 	resp, err := client.Get(front.URL + "/events")
 	if err != nil {
@@ -346,7 +331,7 @@ func TestFastPathReusesConnections(t *testing.T) {
 	}
 	app.Start()
 	defer app.Close()
-	front := fastFrontOf(t, app, true, 5*time.Second)
+	front := fastFrontOf(t, app, true)
 	for i := 0; i < 20; i++ {
 		path := "/"
 		if i%2 == 1 {
@@ -391,7 +376,7 @@ func TestEngineEarlyAnswerClosesConnection(t *testing.T) {
 		closed <- err
 	}()
 	app := &httptest.Server{Listener: ln, URL: "http://" + ln.Addr().String()}
-	front := fastFrontOf(t, app, true, 0)
+	front := fastFrontOf(t, app, true)
 	c, err := net.Dial("tcp", front.Listener.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -425,35 +410,3 @@ func TestEngineEarlyAnswerClosesConnection(t *testing.T) {
 type zeros struct{}
 
 func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
-
-// A chunked body goes to the app chunked, with its trailer; a broken body is the client's
-// fault (400), not the app's.
-func TestEngineBodies(t *testing.T) {
-	front := fastFront(t, func(w http.ResponseWriter, r *http.Request) {
-		b, err := io.ReadAll(r.Body)
-		fmt.Fprintf(w, "%q %v %q %v", b, r.TransferEncoding, r.Trailer.Get("X-Sum"), err)
-	}, true, 0)
-	addr := front.Listener.Addr().String()
-	got := rawAnswer(t, addr, "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n5\r\nhello\r\n0\r\nX-Sum: 5\r\n\r\n")
-	if want := `"hello" [chunked] "5" <nil>`; !strings.HasSuffix(got, want) {
-		t.Errorf("chunked body: %q, want the app to read %s", got, want)
-	}
-	got = rawAnswer(t, addr, "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n")
-	if !strings.HasPrefix(got, "HTTP/1.1 400 ") {
-		t.Errorf("a broken chunked body: %q, want 400", got)
-	}
-}
-
-// rawAnswer writes raw on a new connection to addr and returns the answer, up to the close.
-func rawAnswer(t *testing.T, addr, raw string) string {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	io.WriteString(c, raw)
-	b, _ := io.ReadAll(c)
-	return string(b)
-}

@@ -1,4 +1,4 @@
-package process
+package appleg
 
 import (
 	"bufio"
@@ -20,26 +20,27 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/olio-dev/olio/router/internal/connpool"
 	"github.com/olio-dev/olio/router/internal/httprules"
 )
 
-// The app leg: every request to the app — any method, with or without a body, an upgrade —
-// goes through one engine. The request's head is written with fasthttp's request writer (no
-// header maps, no per-request copies of the request) over appTransport's pool of keep-alive
-// connections, with its retry rule and the same context hook (client gone,
-// --request-timeout); a body streams to the app on a writer goroutine while the answer is
-// read, as http.Transport's write loop does. The answer's head is read by fasthttp's parser
-// or, when plainHead says fasthttp would read it differently (bare LF, interim answers, a
-// 101, a huge head), by net/http's: both give an appAnswer, written to the client by one
-// writer with ReverseProxy's rules (hop-by-hop fields dropped, trailers, flushed at once when
-// its length is unknown or it is an event stream). A 101 hands the connection to the
-// upgrade tunnel (upgrades.go).
+// The engine: every request to the app — any method, with or without a body, an upgrade —
+// goes through Serve. The request's head is written with fasthttp's request writer (no
+// header maps, no per-request copies of the request) over the App's pool of keep-alive
+// connections (package connpool), with its retry rule and the same context hook (client
+// gone, --request-timeout); a body streams to the app on a writer goroutine while the answer
+// is read, as http.Transport's write loop does. The answer's head is read by fasthttp's
+// parser or, when plainHead says fasthttp would read it differently (bare LF, interim
+// answers, a 101, a huge head), by net/http's: both give an appAnswer, written to the client
+// by one writer with ReverseProxy's rules (hop-by-hop fields dropped, trailers, flushed at
+// once when its length is unknown or it is an event stream). A 101 is returned to the
+// caller, which joins the client to the app's side of the connection.
 
 // appRequest writes into out the head of the request ReverseProxy would send for req
-// (hop-by-hop headers and Expect dropped, the forwarded fields as forwardedOf decides, the
-// Host kept, an upgrade's Connection and Upgrade put back) and the framing of its body as
-// http.Transport writes it. It returns whether a body follows, and whether chunked.
-func appRequest(out *fasthttp.Request, req *http.Request, port int) (body, chunked bool) {
+// (hop-by-hop headers and Expect dropped, the forwarded fields fw, the Host kept, an
+// upgrade's Connection and Upgrade put back) and the framing of its body as http.Transport
+// writes it. It returns whether a body follows, and whether chunked.
+func appRequest(out *fasthttp.Request, req *http.Request, port int, fw *httprules.Forwarded) (body, chunked bool) {
 	out.Header.DisableSpecialHeader() // every header goes out as it came, cookies included
 	out.Header.DisableNormalizing()   // net/http already canonicalized the names
 	out.Header.SetMethod(req.Method)
@@ -67,11 +68,10 @@ func appRequest(out *fasthttp.Request, req *http.Request, port int) (body, chunk
 			out.Header.Set("Te", "trailers")
 		}
 	}
-	if up := upgradeType(req.Header); up != "" {
+	if up := httprules.UpgradeType(req.Header); up != "" {
 		out.Header.Set("Connection", "Upgrade")
 		out.Header.Set("Upgrade", up)
 	}
-	fw := forwardedOf(req)
 	fw.Each(func(k, v string) { out.Header.Set(k, v) })
 	// The body's framing, as http.Transport writes it: a length, or chunked when the client's
 	// was; an empty POST, PUT or PATCH says Content-Length: 0.
@@ -105,36 +105,41 @@ func (a *appAnswer) status() int {
 	return a.fast.StatusCode()
 }
 
-// serveApp serves req through inst's app: the one engine of the app leg.
-func (r *Router) serveApp(w http.ResponseWriter, req *http.Request, inst *instance) {
-	if up := upgradeType(req.Header); !printable(up) {
-		r.localError(w, req, fmt.Errorf("router: the client asked to switch to the invalid protocol %q", up), inst)
-		return
+// Serve sends req to app and writes the app's answer to w, as httputil.ReverseProxy would;
+// the app gets the forwarded fields fw. It returns an error when the request failed before
+// anything was written to w (the caller answers the client: a retry on the app's
+// replacement, 502, 504). A 101 Switching Protocols is not written: it is returned, its Body
+// the app's side of the connection (an io.ReadWriteCloser the caller closes), for the caller
+// to join the client to it. An answer that breaks off mid-body panics with
+// http.ErrAbortHandler under a real server, as ReverseProxy does.
+func (l *Leg) Serve(w http.ResponseWriter, req *http.Request, app *App, fw httprules.Forwarded) (*http.Response, error) {
+	if up := httprules.UpgradeType(req.Header); !httprules.Printable(up) {
+		return nil, fmt.Errorf("router: the client asked to switch to the invalid protocol %q", up)
 	}
 	out := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(out)
-	hasBody, chunked := appRequest(out, req, inst.port)
+	hasBody, chunked := appRequest(out, req, app.port, &fw)
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseResponse(resp)
 	var (
-		conn *appConn
+		conn *connpool.Conn
 		stop func() bool
 		ans  = appAnswer{fast: resp}
 		body *bodyWriter
 	)
 	defer func() { body.end() }()
-	err := inst.transport.exchange(req, func(ac *appConn) error {
+	err := app.pool.Exchange(req, func(ac *connpool.Conn) error {
 		// The request's context (client gone, answer timeout) interrupts the connection.
-		stop = context.AfterFunc(req.Context(), func() { ac.c.SetDeadline(time.Unix(1, 0)) })
+		stop = context.AfterFunc(req.Context(), func() { ac.Conn.SetDeadline(time.Unix(1, 0)) })
 		body = nil
-		err := out.Header.Write(ac.bw)
+		err := out.Header.Write(ac.W)
 		if err == nil && hasBody {
-			body = sendBody(ac, req, chunked)
+			body = l.sendBody(ac, req, chunked)
 		} else if err == nil {
-			err = ac.bw.Flush()
+			err = ac.W.Flush()
 		}
 		if err == nil {
-			ans.std, err = readAppAnswer(ac, req, resp, func(code int, h http.Header) { passInterim(w, code, h) })
+			ans.std, err = readAppAnswer(ac, req, resp, func(code int, h http.Header) { httprules.PassInterim(w, code, h) })
 		}
 		if err != nil {
 			stop()
@@ -148,70 +153,55 @@ func (r *Router) serveApp(w http.ResponseWriter, req *http.Request, inst *instan
 	})
 	switch {
 	case err != nil:
-		r.localError(w, req, err, inst)
+		return nil, err
 	case ans.status() == http.StatusSwitchingProtocols:
-		r.switchProtocols(w, req, ans.std, conn, inst, stop)
+		stop() // the request's end closes the app's side (the caller's work)
+		ans.std.Request, ans.std.Body = req, upgradedApp{conn}
+		return ans.std, nil
 	default:
-		r.writeAnswer(w, req, &ans, conn, inst, stop, body)
+		l.writeAnswer(w, req, &ans, conn, app, stop, body)
+		return nil, nil
 	}
 }
 
 // readAppAnswer reads the head of the app's answer from ac: with fasthttp's parser into
 // resp, or, for a head plainHead refuses or fasthttp fails on, with net/http's (std).
-// Interim answers (1xx but 101) go to interim, at most maxInterim.
-func readAppAnswer(ac *appConn, req *http.Request, resp *fasthttp.Response, interim func(int, http.Header)) (std *http.Response, err error) {
+// Interim answers (1xx but 101) go to interim, at most httprules.MaxInterim.
+func readAppAnswer(ac *connpool.Conn, req *http.Request, resp *fasthttp.Response, interim func(int, http.Header)) (std *http.Response, err error) {
 	// An answer that has not begun (the app closed an idle connection) may be retried.
-	if _, err := ac.br.Peek(1); err != nil {
+	if _, err := ac.R.Peek(1); err != nil {
 		return nil, err
 	}
-	if plainHead(ac.br) {
+	if plainHead(ac.R) {
 		resp.StreamBody = true
 		resp.SkipBody = req.Method == http.MethodHead
 		resp.Header.SetNoDefaultContentType(true)
-		if resp.Read(ac.br) == nil {
+		if resp.Read(ac.R) == nil {
 			return nil, nil
 		}
 		// fasthttp parses by peeking, so the head is still unread: a broken or timed-out
 		// answer fails net/http's parser too, as it always did.
 		resp.Reset()
 	}
-	ac.limit(maxAnswerHeader)
-	defer ac.limit(math.MaxInt64)
-	std, err = http.ReadResponse(ac.br, req)
+	ac.Limit(connpool.MaxAnswerHeader)
+	defer ac.Limit(math.MaxInt64)
+	std, err = http.ReadResponse(ac.R, req)
 	n := 0 // interim answers passed on
 	for ; err == nil && std.StatusCode >= 100 && std.StatusCode < 200 && std.StatusCode != http.StatusSwitchingProtocols; n++ {
-		if n == maxInterim {
-			return nil, errors.Join(errAnswerStarted, errTooManyInterim)
+		if n == httprules.MaxInterim {
+			return nil, errors.Join(connpool.ErrAnswerStarted, httprules.ErrTooManyInterim)
 		}
 		interim(std.StatusCode, std.Header)
-		ac.limit(maxAnswerHeader)
-		std, err = http.ReadResponse(ac.br, req)
+		ac.Limit(connpool.MaxAnswerHeader)
+		std, err = http.ReadResponse(ac.R, req)
 	}
 	if err != nil {
-		if std != nil || n > 0 || ac.br.Buffered() > 0 {
-			err = errors.Join(errAnswerStarted, err)
+		if std != nil || n > 0 || ac.R.Buffered() > 0 {
+			err = errors.Join(connpool.ErrAnswerStarted, err)
 		}
 		return nil, err
 	}
 	return std, nil
-}
-
-// passInterim passes an interim answer (1xx) on to the client, as ReverseProxy does, but
-// the header already in w's, meant for the final answer, stays for it.
-func passInterim(w http.ResponseWriter, code int, h http.Header) {
-	wh := w.Header()
-	var kept http.Header
-	if len(wh) > 0 {
-		kept = wh.Clone()
-	}
-	for k, vs := range h {
-		wh[k] = append(wh[k], vs...)
-	}
-	w.WriteHeader(code)
-	clear(wh)
-	for k, vs := range kept {
-		wh[k] = vs
-	}
 }
 
 // bodyWriter sends the client's body to the app on a goroutine of its own, as
@@ -223,6 +213,8 @@ type bodyWriter struct {
 	// over is set when the request has been served: the client's body is no longer read
 	// (net/http forbids it once the handler has returned), as ReverseProxy's noopCloseReader.
 	over atomic.Bool
+	// broke is Leg.BodyBroke (nil: no error is the client's body's).
+	broke func(error) bool
 }
 
 // errBodyOver is a read of the client's body after its request was served.
@@ -251,22 +243,25 @@ func (b *bodyWriter) end() {
 	}
 }
 
-// sendBody starts writing req's body to ac, whose head is in ac.bw.
-func sendBody(ac *appConn, req *http.Request, chunked bool) *bodyWriter {
-	b := &bodyWriter{done: make(chan struct{})}
-	go b.write(ac, req, chunked)
+// sendBody starts writing req's body to ac, whose head is in ac.W.
+func (l *Leg) sendBody(ac *connpool.Conn, req *http.Request, chunked bool) *bodyWriter {
+	b := &bodyWriter{done: make(chan struct{}), broke: l.BodyBroke}
+	var body io.Reader = req.Body
+	if l.ClientBody != nil {
+		body = l.ClientBody(req.Body)
+	}
+	go b.write(ac, body, req.Trailer, chunked)
 	return b
 }
 
-func (b *bodyWriter) write(ac *appConn, req *http.Request, chunked bool) {
-	err := writeBody(ac.bw, bodyReader{b, clientBody{req.Body}}, req.Trailer, chunked)
+func (b *bodyWriter) write(ac *connpool.Conn, body io.Reader, trailer http.Header, chunked bool) {
+	err := writeBody(ac.W, bodyReader{b, body}, trailer, chunked)
 	b.err = err
 	close(b.done)
-	var be *bodyError
-	if errors.As(err, &be) || errors.Is(err, errBodyTimeout) {
+	if b.clients(err) {
 		// The client's body broke: the app's request can never be whole. The caller, woken
-		// by the close, answers the client for it (failBody).
-		ac.c.Close()
+		// by the close, answers the client for it (Serve returns the body's error).
+		ac.Conn.Close()
 	}
 }
 
@@ -279,8 +274,8 @@ func writeBody(bw *bufio.Writer, body io.Reader, trailer http.Header, chunked bo
 		}
 		return bw.Flush()
 	}
-	buf := buffers.Get()
-	defer buffers.Put(buf)
+	buf := buffers.get()
+	defer buffers.put(buf)
 	for {
 		n, err := body.Read(buf)
 		if n > 0 {
@@ -332,19 +327,23 @@ func (b *bodyWriter) failed() error {
 	default:
 		return nil
 	}
-	var be *bodyError
-	if errors.As(b.err, &be) || errors.Is(b.err, errBodyTimeout) {
+	if b.clients(b.err) {
 		return b.err
 	}
 	return nil
 }
 
+// clients reports whether err is the client's body breaking (Leg.BodyBroke).
+func (b *bodyWriter) clients(err error) bool { return err != nil && b.broke != nil && b.broke(err) }
+
 // writeAnswer writes the app's answer a, read from ac, to the client, as ReverseProxy
 // would, then returns ac to the pool or closes it. body is the request body's writer (nil:
 // none): a connection whose writer has not finished when the answer has is not reused.
-func (r *Router) writeAnswer(w http.ResponseWriter, req *http.Request, a *appAnswer, ac *appConn, inst *instance, stop func() bool, body *bodyWriter) {
+func (l *Leg) writeAnswer(w http.ResponseWriter, req *http.Request, a *appAnswer, ac *connpool.Conn, app *App, stop func() bool, body *bodyWriter) {
 	status := a.status()
-	answered(&http.Response{StatusCode: status, Request: req})
+	if l.Answered != nil {
+		l.Answered(req, status)
+	}
 	// Whether the app answered before it had the whole body: it may not read the rest.
 	early := !body.finished()
 	var (
@@ -356,7 +355,7 @@ func (r *Router) writeAnswer(w http.ResponseWriter, req *http.Request, a *appAns
 	if a.std != nil {
 		trailers = copyStdHeader(w.Header(), a.std)
 		flush = a.std.ContentLength == -1 || eventStream(a.std.Header.Get("Content-Type"))
-		keep = !a.std.Close && !hasToken(a.std.Header["Connection"], "close")
+		keep = !a.std.Close && !httprules.HasToken(a.std.Header["Connection"], "close")
 		src = a.std.Body
 	} else {
 		trailers = copyFastHeader(w.Header(), a.fast)
@@ -380,7 +379,7 @@ func (r *Router) writeAnswer(w http.ResponseWriter, req *http.Request, a *appAns
 	}
 	keep = keep && err == nil && !early && body.finished()
 	if !keep {
-		ac.c.Close()
+		ac.Conn.Close()
 	}
 	if a.std != nil {
 		a.std.Body.Close()
@@ -389,13 +388,13 @@ func (r *Router) writeAnswer(w http.ResponseWriter, req *http.Request, a *appAns
 	}
 	// stop reports false when the context already fired and poisoned the deadline.
 	if stop() && keep {
-		inst.transport.put(ac)
+		app.pool.Put(ac)
 	} else {
-		ac.c.Close()
+		ac.Conn.Close()
 	}
 	if err != nil {
-		if errors.Is(err, errAnswerStarted) { // not the client going away
-			r.errorLog.Printf("olio: the app's answer to %s broke off: %v", req.URL.Path, err)
+		if errors.Is(err, connpool.ErrAnswerStarted) { // not the client going away
+			l.logf("olio: the app's answer to %s broke off: %v", req.URL.Path, err)
 		}
 		// As ReverseProxy: the client must see a broken answer, not a short one. Only a real
 		// server recovers that panic; a fan-out leg (its own goroutine) just ends.
@@ -576,8 +575,8 @@ func b2s(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 // copyAnswerBody streams the answer's body to w, flushing each read when flush.
 func copyAnswerBody(w http.ResponseWriter, body io.Reader, flush bool) error {
 	rc := http.NewResponseController(w)
-	buf := buffers.Get()
-	defer buffers.Put(buf)
+	buf := buffers.get()
+	defer buffers.put(buf)
 	for {
 		n, err := body.Read(buf)
 		if n > 0 {
@@ -592,53 +591,14 @@ func copyAnswerBody(w http.ResponseWriter, body io.Reader, flush bool) error {
 			return nil
 		}
 		if err != nil {
-			return errors.Join(errAnswerStarted, err)
+			return errors.Join(connpool.ErrAnswerStarted, err)
 		}
 	}
 }
 
-// switchProtocols joins the client to the app after its 101, as ReverseProxy does: the
-// answer goes out on the client's hijacked connection, then bytes are copied both ways
-// (the app's side through the tunnel a hand-over can end, tunnelUpgrade) until either side
-// ends. The app's connection is never reused.
-func (r *Router) switchProtocols(w http.ResponseWriter, req *http.Request, resp *http.Response, ac *appConn, inst *instance, stop func() bool) {
-	stop() // the request's end closes the app's side below
-	defer ac.c.Close()
-	resp.Request, resp.Body = req, upgradedApp{ac}
-	answered(resp) // a 101: the upgrade's counts, and the tunnel a hand-over can end
-	if got, asked := upgradeType(resp.Header), upgradeType(req.Header); !printable(got) || !strings.EqualFold(got, asked) {
-		r.localError(w, req, fmt.Errorf("router: the app switched to protocol %q when %q was asked for", got, asked), inst)
-		return
-	}
-	back := resp.Body.(io.ReadWriteCloser)
-	conn, brw, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		r.localError(w, req, fmt.Errorf("router: cannot switch protocols: %w", err), inst)
-		return
-	}
-	defer conn.Close()
-	defer context.AfterFunc(req.Context(), func() { back.Close() })()
-	defer back.Close()
-	h := w.Header()
-	for k, vs := range resp.Header {
-		h[k] = append(h[k], vs...)
-	}
-	resp.Header, resp.Body = h, nil // Write sends the header alone
-	if err := resp.Write(brw); err != nil {
-		return
-	}
-	if err := brw.Flush(); err != nil {
-		return
-	}
-	done := make(chan struct{}, 2)
-	go tunnelCopy(conn, back, done)
-	go tunnelCopy(back, conn, done)
-	<-done // either side ended: the deferred closes end the other
-}
-
 // upgradedApp is the app's side of an upgraded connection: what its reader holds first.
-type upgradedApp struct{ ac *appConn }
+type upgradedApp struct{ ac *connpool.Conn }
 
-func (u upgradedApp) Read(p []byte) (int, error)  { return u.ac.br.Read(p) }
-func (u upgradedApp) Write(p []byte) (int, error) { return u.ac.c.Write(p) }
-func (u upgradedApp) Close() error                { return u.ac.c.Close() }
+func (u upgradedApp) Read(p []byte) (int, error)  { return u.ac.R.Read(p) }
+func (u upgradedApp) Write(p []byte) (int, error) { return u.ac.Conn.Write(p) }
+func (u upgradedApp) Close() error                { return u.ac.Conn.Close() }

@@ -1,4 +1,4 @@
-package process
+package appleg
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 )
 
 // appServer is an httptest app that counts the connections it accepted.
-func appServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic.Int32, *appTransport) {
+func appServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic.Int32, *App) {
 	t.Helper()
 	var conns atomic.Int32
 	ts := httptest.NewUnstartedServer(h)
@@ -26,7 +26,7 @@ func appServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic.Int3
 	}
 	ts.Start()
 	port, _ := strconv.Atoi(ts.URL[strings.LastIndexByte(ts.URL, ':')+1:])
-	tr := newAppTransport(port)
+	tr := New(port)
 	t.Cleanup(func() { tr.CloseIdleConnections(); ts.Close() })
 	return ts, &conns, tr
 }
@@ -87,7 +87,7 @@ func TestAppTransportRetriesStaleConnection(t *testing.T) {
 
 // An app that dies while it holds a request on a pooled connection: the transport tries
 // once more on a new connection, which fails to connect. For an idempotent request that is
-// a dialError, so the router repeats it on the replacement app; for any other it is not,
+// a DialError, so the router repeats it on the replacement app; for any other it is not,
 // since the dead app may have acted on it, and the client gets 502 (README: "the requests
 // it was serving get a clear 502 — except idempotent ones without a body").
 func TestAppTransportAppDiesHoldingRequest(t *testing.T) {
@@ -115,9 +115,9 @@ func TestAppTransportAppDiesHoldingRequest(t *testing.T) {
 			resp.Body.Close()
 			t.Fatalf("%s to an app that died holding it: %d, want an error", tc.method, resp.StatusCode)
 		}
-		var de *dialError
+		var de *DialError
 		if g := errors.As(err, &de); g != tc.repeat {
-			t.Errorf("%s to an app that died holding it: %v; a dialError (repeat it): %v, want %v", tc.method, err, g, tc.repeat)
+			t.Errorf("%s to an app that died holding it: %v; a DialError (repeat it): %v, want %v", tc.method, err, g, tc.repeat)
 		}
 	}
 }
@@ -158,10 +158,10 @@ func TestAppTransportDialError(t *testing.T) {
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	tr := newAppTransport(port)
-	var de *dialError
+	tr := New(port)
+	var de *DialError
 	if _, _, err := get(t, tr, context.Background(), "GET", ""); !errors.As(err, &de) {
-		t.Errorf("got %v, want a dialError", err)
+		t.Errorf("got %v, want a DialError", err)
 	}
 }
 

@@ -1,9 +1,9 @@
-package process
+package connpool
 
 import (
 	"bufio"
 	"context"
-	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -15,7 +15,7 @@ import (
 )
 
 // pipeConn is one end of a pipe as a pooled app connection; the other end reports its close.
-func pipeConn(t *testing.T) (*appConn, <-chan struct{}) {
+func pipeConn(t *testing.T) (*Conn, <-chan struct{}) {
 	t.Helper()
 	a, b := net.Pipe()
 	closed := make(chan struct{})
@@ -25,7 +25,7 @@ func pipeConn(t *testing.T) (*appConn, <-chan struct{}) {
 		close(closed)
 	}()
 	t.Cleanup(func() { a.Close() })
-	return &appConn{c: a, br: bufio.NewReader(a), bw: bufio.NewWriter(a)}, closed
+	return newConn(a), closed
 }
 
 func isClosed(c <-chan struct{}) bool {
@@ -37,45 +37,45 @@ func isClosed(c <-chan struct{}) bool {
 	}
 }
 
-// After a burst, a pool keeps at most maxIdleApp idle connections and closes the rest.
+// After a burst, a pool keeps at most DefaultMaxIdle idle connections and closes the rest.
 func TestAppPoolBound(t *testing.T) {
-	tr := &appTransport{}
+	tr := &Pool{}
 	defer tr.CloseIdleConnections()
 	var closed []<-chan struct{}
-	for range maxIdleApp + 10 {
+	for range DefaultMaxIdle + 10 {
 		ac, c := pipeConn(t)
 		closed = append(closed, c)
-		tr.put(ac)
+		tr.Put(ac)
 	}
 	tr.mu.Lock()
 	n := len(tr.idle)
 	tr.mu.Unlock()
-	if n != maxIdleApp {
-		t.Errorf("%d idle connections kept, want %d", n, maxIdleApp)
+	if n != DefaultMaxIdle {
+		t.Errorf("%d idle connections kept, want %d", n, DefaultMaxIdle)
 	}
-	for i, c := range closed[maxIdleApp:] {
+	for i, c := range closed[DefaultMaxIdle:] {
 		if !isClosed(c) {
-			t.Errorf("connection %d past the bound still open after 5s", maxIdleApp+i)
+			t.Errorf("connection %d past the bound still open after 5s", DefaultMaxIdle+i)
 		}
 	}
 }
 
-// A connection idle for appIdleTimeout is closed by the reaper, and never handed out by get.
+// A connection idle for DefaultIdleTimeout is closed by the reaper, and never handed out by get.
 func TestAppPoolIdleTimeout(t *testing.T) {
 	var mu sync.Mutex
 	now := time.Unix(1000, 0)
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
 	dials := 0
-	tr := &appTransport{now: clock, idleTimeout: time.Hour, // the real timer never fires here
-		dial: func(context.Context) (net.Conn, error) { dials++; a, _ := net.Pipe(); return a, nil }}
+	tr := &Pool{Now: clock, IdleTimeout: time.Hour, // the real timer never fires here
+		Dial: func(context.Context) (net.Conn, error) { dials++; a, _ := net.Pipe(); return a, nil }}
 	defer tr.CloseIdleConnections()
 
 	first, firstClosed := pipeConn(t)
-	tr.put(first)
+	tr.Put(first)
 	advance(40 * time.Minute)
 	second, secondClosed := pipeConn(t)
-	tr.put(second)
+	tr.Put(second)
 	advance(30 * time.Minute) // first idle 70 min, second 30 min
 	tr.reap()
 	if !isClosed(firstClosed) {
@@ -87,7 +87,7 @@ func TestAppPoolIdleTimeout(t *testing.T) {
 	default:
 	}
 	advance(31 * time.Minute) // second idle 61 min; get must not hand it out
-	ac, reused, err := tr.get(context.Background(), false)
+	ac, reused, err := tr.Get(context.Background(), false)
 	if err != nil || reused || ac == second || dials != 1 {
 		t.Errorf("get after the timeout: reused %v, the idle one %v, %d dials, %v; want a new connection", reused, ac == second, dials, err)
 	}
@@ -107,10 +107,10 @@ func TestAppPoolIdleCloses(t *testing.T) {
 	}
 	ts.Start()
 	defer ts.Close()
-	tr := newAppTransport(ts.Listener.Addr().(*net.TCPAddr).Port)
-	tr.idleTimeout = 20 * time.Millisecond
+	tr := loopback(ts.Listener.Addr().String())
+	tr.IdleTimeout = 20 * time.Millisecond
 	defer tr.CloseIdleConnections()
-	if _, body, err := get(t, tr, context.Background(), "GET", ""); err != nil || body != "ok" {
+	if _, body, err := get(tr); err != nil || body != "ok" {
 		t.Fatalf("GET: %q, %v", body, err)
 	}
 	select {
@@ -157,11 +157,11 @@ func TestAppPoolNotQuiet(t *testing.T) {
 			}()
 		}
 	}()
-	tr := newAppTransport(ln.Addr().(*net.TCPAddr).Port)
+	tr := loopback(ln.Addr().String())
 	defer tr.CloseIdleConnections()
 	// The stray answer may come with the first (put sees it buffered) or after (quiet
 	// sees it waiting): either way the second request goes on a new connection.
-	if _, body, err := get(t, tr, context.Background(), "GET", ""); err != nil || body != "1" {
+	if _, body, err := get(tr); err != nil || body != "1" {
 		t.Fatalf("first: %q, %v", body, err)
 	}
 	select {
@@ -169,59 +169,46 @@ func TestAppPoolNotQuiet(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the app did not write its stray answer within 10s")
 	}
-	if _, body, err := get(t, tr, context.Background(), "GET", ""); err != nil || body != "2" {
+	if _, body, err := get(tr); err != nil || body != "2" {
 		t.Errorf("second: %q, %v; want the answer of a new connection, \"2\"", body, err)
 	}
 }
 
-// A fan-out leg stops reading an app's answer at MaxFanoutAnswer and closes the connection:
-// the app cannot write much more than the cut (plus socket buffers), on either engine.
-func TestFanoutStopsReadingAtTheCut(t *testing.T) {
-	const huge = 512 << 20
-	for _, method := range []string{"GET", "DELETE"} {
-		t.Run(method, func(t *testing.T) {
-			done := make(chan int64, 1)
-			app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				buf := make([]byte, 64<<10)
-				var n int64
-				for n < huge {
-					k, err := w.Write(buf)
-					n += int64(k)
-					if err != nil {
-						break
-					}
-				}
-				done <- n
-			}))
-			defer app.Close()
-			tc := newTestCluster(t, 1, time.Second)
-			r := tc.routers[0]
-			port := app.Listener.Addr().(*net.TCPAddr).Port
-			inst := &instance{port: port, transport: newAppTransport(port)}
-			defer inst.transport.CloseIdleConnections()
-			r.apps.setCurrent(inst)
+// loopback is a pool of connections to the server at addr.
+func loopback(addr string) *Pool {
+	return &Pool{Dial: func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", addr)
+	}}
+}
 
-			req := httptest.NewRequest(method, "/big", nil)
-			req.Header.Set(HeaderIndex, FanoutIndex)
-			req.Header.Set(HeaderSecret, "s3cr3t")
-			rec := httptest.NewRecorder()
-			r.ServeHTTP(rec, req)
-			var answers []FanoutAnswer
-			if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &answers) != nil || len(answers) != 1 {
-				t.Fatalf("fan-out: %d %.200s", rec.Code, rec.Body)
-			}
-			if a := answers[0]; !a.Truncated || len(a.Body)+len(a.BodyBase64) == 0 {
-				t.Errorf("the leg's answer: truncated %v, %d bytes; want truncated at the cut", a.Truncated, len(a.Body))
-			}
-			select {
-			case n := <-done:
-				t.Logf("the app wrote %d bytes", n)
-				if n >= 64<<20 {
-					t.Errorf("the app wrote %d bytes before its connection closed; the leg read on past the %d-byte cut", n, MaxFanoutAnswer)
-				}
-			case <-time.After(30 * time.Second):
-				t.Fatal("the app was still writing 30s after the fan-out answered: its connection was not closed")
-			}
-		})
+// get sends one GET on a connection of p, reads the answer to its end and puts the
+// connection back, as a leg does.
+func get(p *Pool) (*http.Response, string, error) {
+	req, err := http.NewRequest("GET", "http://app/", nil)
+	if err != nil {
+		return nil, "", err
 	}
+	var resp *http.Response
+	var body []byte
+	err = p.Exchange(req, func(ac *Conn) error {
+		if err := req.Write(ac.W); err != nil {
+			return err
+		}
+		if err := ac.W.Flush(); err != nil {
+			return err
+		}
+		resp, err = http.ReadResponse(ac.R, req)
+		if err != nil {
+			return err
+		}
+		body, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return errors.Join(ErrAnswerStarted, err)
+		}
+		p.Put(ac)
+		return nil
+	})
+	return resp, string(body), err
 }
