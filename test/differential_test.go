@@ -220,6 +220,7 @@ type diffRoute struct {
 
 // TestDifferential: see the top of the file.
 func TestDifferential(t *testing.T) {
+	t.Parallel()
 	if _, err := os.Stat("/proc/net/tcp"); err != nil {
 		t.Skip("the routes are told apart by the accepting router, read from /proc/net/tcp")
 	}

@@ -29,6 +29,7 @@ import (
 // TestLifecycleHUP: a rolling restart replaces every app without failing a request, and
 // every key stays on its owner throughout.
 func TestLifecycleHUP(t *testing.T) {
+	t.Parallel()
 	const workers = 3
 	c := Start(t, "--workers", strconv.Itoa(workers))
 	before := appPIDs(t, c, workers)
@@ -64,6 +65,7 @@ func TestLifecycleHUP(t *testing.T) {
 // forward it requests and hand it connections for its keys, and its app serves them. (Its
 // answers alone would not tell: the other routers could be carrying it.)
 func TestLifecycleTTIN(t *testing.T) {
+	t.Parallel()
 	c := testResize(t, 2, syscall.SIGTTIN, 3, 2)
 	const newcomer = 2
 	before := opStatus(t, c).Workers[newcomer]
@@ -111,6 +113,7 @@ func TestLifecycleTTIN(t *testing.T) {
 // TestLifecycleTTOU: one worker fewer under load; afterwards every key is on its owner
 // among 2.
 func TestLifecycleTTOU(t *testing.T) {
+	t.Parallel()
 	testResize(t, 3, syscall.SIGTTOU, 2, 2)
 }
 
@@ -146,6 +149,7 @@ func testResize(t *testing.T, from int, sig syscall.Signal, to, perWorker int, e
 // request gets 503 with Retry-After; TTIN brings one worker back and everything is good
 // again.
 func TestLifecycleWinchThenTTIN(t *testing.T) {
+	t.Parallel()
 	c := Start(t, "--workers", "2")
 	l := StartLoad(t, c, LoadOptions{Clients: 4, Prefix: "winch-"})
 	l.ExpectOwners(2)
@@ -189,6 +193,7 @@ func TestLifecycleWinchThenTTIN(t *testing.T) {
 // TestLifecycleKillApp: kill -9 of an app costs nothing but that app's own in-flight
 // requests, which get 502; its keys wait for the replacement.
 func TestLifecycleKillApp(t *testing.T) {
+	t.Parallel()
 	const workers, victim = 3, 1
 	c := Start(t, "--workers", strconv.Itoa(workers))
 	l := StartLoad(t, c, LoadOptions{Clients: 6, Prefix: "killapp-"})
@@ -335,6 +340,7 @@ func logTime(line string) (time.Time, bool) {
 // its keys wait. Nothing fails but the requests on that router's own connections and the
 // ones it was serving.
 func TestLifecycleKillRouter(t *testing.T) {
+	t.Parallel()
 	const workers, victim = 3, 1
 	c := Start(t, "--workers", strconv.Itoa(workers))
 	l := StartLoad(t, c, LoadOptions{Clients: 6, Fresh: 2, Prefix: "killrouter-"})
@@ -395,7 +401,10 @@ func TestLifecycleKillRouter(t *testing.T) {
 
 // TestLifecycleKillMaster: kill -9 of the master takes every router and app with it within
 // a few seconds, and frees the port.
-func TestLifecycleKillMaster(t *testing.T) { testKillMaster(t, 2) }
+func TestLifecycleKillMaster(t *testing.T) {
+	t.Parallel()
+	testKillMaster(t, 2)
+}
 
 // testKillMaster is TestLifecycleKillMaster for a cluster of 2 workers of perWorker
 // processes each, started with extra flags.
@@ -432,6 +441,7 @@ func testKillMaster(t *testing.T, perWorker int, extra ...string) {
 // its drain, seen as each closing an idle keep-alive connection of its own (a condition, not
 // a time window: a fixed one failed under the race detector).
 func TestLifecycleGracefulStop(t *testing.T) {
+	t.Parallel()
 	const workers = 2
 	exe, err := os.Executable()
 	if err != nil {
@@ -478,6 +488,7 @@ func TestLifecycleGracefulStop(t *testing.T) {
 // own app: router 0 must still wait for what it forwarded. TestLifecycleGracefulStop gives
 // every router local work, which hides a router that waits for its app's requests alone.
 func TestLifecycleGracefulStopForwardedOnly(t *testing.T) {
+	t.Parallel()
 	c := Start(t, "--workers", "2", "--handoff=false")
 	var calls []*stopCall
 	for k := 0; k < 3; k++ {
@@ -502,6 +513,7 @@ func TestLifecycleGracefulStopForwardedOnly(t *testing.T) {
 // drain finds them done; under overlap there is no prepare, and only the drain keeps the
 // leaving router up until they are answered.
 func TestLifecycleTTOUFinishesForwarded(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []string{"exclusive", "overlap"} {
 		t.Run(mode, func(t *testing.T) {
 			c := Start(t, "--workers", "3", "--handoff=false", "--handover", mode)
@@ -647,7 +659,10 @@ func signalWith(t *testing.T, c *Cluster, sig syscall.Signal, calls []*stopCall,
 
 // TestLifecycleUSR2: a hot upgrade under load. Afterwards exactly one master remains, every
 // app pid is new, no request failed, and the same port keeps answering.
-func TestLifecycleUSR2(t *testing.T) { testUSR2(t) }
+func TestLifecycleUSR2(t *testing.T) {
+	t.Parallel()
+	testUSR2(t)
+}
 
 // testUSR2 is TestLifecycleUSR2 for a cluster started with extra flags.
 func testUSR2(t *testing.T, extra ...string) {
@@ -845,6 +860,7 @@ func unreadByServer(server, client *net.TCPAddr) (n int, ok bool) {
 // TestLifecycleSecondSignalKills: a second TERM during a graceful stop stops at once, even
 // with a request in flight that would hold the graceful stop for its whole duration.
 func TestLifecycleSecondSignalKills(t *testing.T) {
+	t.Parallel()
 	c := Start(t, "--workers", "1", "--shutdown-timeout", "60s")
 	go func() {
 		req := keyRequest(c, "GET", "", nil)
@@ -868,6 +884,7 @@ func TestLifecycleSecondSignalKills(t *testing.T) {
 // TestLifecycleStopDuringUpgrade: a stop that comes while a hot upgrade waits for its new
 // master abandons the upgrade: the new master is stopped too, and nothing keeps serving.
 func TestLifecycleStopDuringUpgrade(t *testing.T) {
+	t.Parallel()
 	script := `sleep 2; exec "$0" demo` // every app takes 2s to get ready: the upgrade waits
 	c := Start(t, "--workers", "1", "--shutdown-timeout", "2s", "--", "/bin/sh", "-c", script, olioBin)
 	oldMaster := c.Pid()

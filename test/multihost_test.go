@@ -723,6 +723,7 @@ func countHost(owners map[string]hostAnswer, host string) int {
 // TestDrainDelay (on loopback): on TERM with --drain-delay, /ready answers 503 at once while
 // requests are still served; a second TERM stops olio at once, drain delay or not.
 func TestDrainDelay(t *testing.T) {
+	t.Parallel()
 	metrics := freeAddr(t)
 	c := Start(t, "--workers", "2", "--metrics", metrics, "--drain-delay", "1h")
 	ready := func() (int, string) {
@@ -767,6 +768,7 @@ func TestDrainDelay(t *testing.T) {
 // rotation through a reload. The app takes half a second to start, so each new app is
 // "starting" for a while.
 func TestReadyDuringReload(t *testing.T) {
+	t.Parallel()
 	metrics := freeAddr(t)
 	c := Start(t, "--workers", "2", "--metrics", metrics, "--", "/bin/sh", "-c", `sleep 0.5; exec "$0" demo`, olioBin)
 	var polls, bad atomic.Int64
