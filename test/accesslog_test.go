@@ -285,6 +285,7 @@ func startStdoutTo(t *testing.T, path string, args ...string) *Cluster {
 // the router's queue is bounded in bytes (its long fields cut), so its memory stays
 // bounded; lines past the bound are dropped and counted, and serving goes on.
 func TestAccessLogStalledReaderBounded(t *testing.T) {
+	t.Parallel()
 	fifo := filepath.Join(t.TempDir(), "stdout.fifo")
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
