@@ -255,6 +255,8 @@ func TestCore(t *testing.T) {
 
 // TestStopLeavesNothing stops a busy cluster with SIGTERM: it exits 0, every process it
 // started is gone, and the port is free.
+//
+// Not in parallel: it bounds how long the stop takes.
 func TestStopLeavesNothing(t *testing.T) {
 	c := Start(t, "--workers", "4")
 	l := StartLoad(t, c, LoadOptions{Clients: 4, Prefix: "stop-"})

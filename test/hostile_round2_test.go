@@ -54,6 +54,8 @@ func TestHostileBadGatewayPlain(t *testing.T) {
 // listens on $PORT) leaves its router accepting: requests get 503 with Retry-After after
 // --forward-timeout instead of waiting unanswered in the backlog, and the router says once
 // why its app is not ready.
+//
+// Not in parallel: it bounds how long the 503 takes.
 func TestHostileNeverReadyAnswers503(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -435,6 +437,8 @@ func TestHostileAppStopsListening(t *testing.T) {
 // how many old ones still drain. It runs under --handover overlap: under exclusive (the
 // default) a reload ends the upgraded connections of each old app after --upgrade-grace
 // instead (TestWSExclusiveScaleUp), so nothing would be left to drain.
+//
+// Not in parallel: it bounds how long the reload takes.
 func TestHostileRollingRestartDrainsSideBySide(t *testing.T) {
 	const workers = 3
 	c := Start(t, "--workers", strconv.Itoa(workers), "--shutdown-timeout", "3s", "--handover", "overlap")

@@ -470,6 +470,9 @@ func (nw *network) readyStatus(cl *http.Client, i int) int {
 // under load loses no request and moves only its keys, and HAProxy takes the host out
 // before it stops accepting (HAProxy's own counters show no refused connection, retry or
 // bad response for it); its return moves exactly those keys back.
+//
+// The two several-hosts tests do not run in parallel: HAProxy's health checks and the
+// drain delay are timed.
 func TestMultihostHAProxy(t *testing.T) {
 	const drainDelay = 4 * time.Second // > the config's inter 1s × fall 2
 	nw := newNetwork(t, "mhap", 2)

@@ -87,7 +87,9 @@ func TestReloadSummaryCountsHeldRequests(t *testing.T) {
 	c := Start(t, "--workers", "1")
 	slow := make(chan error, 1)
 	go func() {
-		req, _ := http.NewRequest("GET", c.URL()+"/slow?sleep=1500", nil)
+		// Long enough to outlast the reload's start on a busy machine (the reload waits for
+		// it, so it is also how long the test takes).
+		req, _ := http.NewRequest("GET", c.URL()+"/slow?sleep=5000", nil)
 		_, err := Do(client, req)
 		slow <- err
 	}()
