@@ -1,7 +1,6 @@
 package test
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -836,26 +835,11 @@ func stopOtherMasters(t testing.TB, c *Cluster, started int) {
 }
 
 // unreadByServer returns how many bytes the server side of the TCP connection between
-// client and server has received and not yet read, from /proc/net/tcp; ok is false if
-// there is no such connection.
+// client and server has received and not yet read (tcpLookup); ok is false if there is no
+// such connection.
 func unreadByServer(server, client *net.TCPAddr) (n int, ok bool) {
-	f, err := os.Open("/proc/net/tcp")
-	if err != nil {
-		return 0, false
-	}
-	defer f.Close()
-	local, remote := procAddr(server), procAddr(client)
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 || fields[1] != local || fields[2] != remote {
-			continue
-		}
-		_, rx, _ := strings.Cut(fields[4], ":")
-		v, err := strconv.ParseUint(rx, 16, 32)
-		return int(v), err == nil
-	}
-	return 0, false
+	s, found, err := tcpLookup(server, client)
+	return int(s.unread), found && err == nil
 }
 
 // TestLifecycleSecondSignalKills: a second TERM during a graceful stop stops at once, even

@@ -156,8 +156,10 @@ func (nw *network) remove(ns string) {
 }
 
 // dialIn returns a DialContext that connects from inside namespace ns: the socket is made
-// on a thread that has joined ns, and that thread is thrown away afterwards (the goroutine
-// exits locked to it), so no other goroutine ever runs in ns.
+// on a thread that has joined ns, and that thread goes back to its own namespace before any
+// other goroutine runs on it; if it cannot, it is thrown away (the goroutine exits locked to
+// it). Going back matters: the runtime does not end the main thread but parks it, and
+// /proc/self/net shows the main thread's namespace to the whole test process.
 func dialIn(ns string) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		type result struct {
@@ -166,7 +168,18 @@ func dialIn(ns string) func(ctx context.Context, network, addr string) (net.Conn
 		}
 		ch := make(chan result, 1)
 		go func() {
-			runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
+			runtime.LockOSThread()
+			own, err := os.Open("/proc/thread-self/ns/net")
+			if err != nil {
+				ch <- result{nil, err}
+				return
+			}
+			defer func() {
+				if unix.Setns(int(own.Fd()), unix.CLONE_NEWNET) == nil {
+					runtime.UnlockOSThread()
+				}
+				own.Close()
+			}()
 			f, err := os.Open("/run/netns/" + ns)
 			if err != nil {
 				ch <- result{nil, err}
