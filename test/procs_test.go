@@ -142,9 +142,10 @@ type tcpSocket struct {
 
 // tcpLookup asks the kernel (sock_diag over netlink) for the IPv4 TCP socket whose local
 // address is local and remote address remote: found is false if there is none. Unlike a
-// pass over /proc/net/tcp, which the kernel writes a page per read and can miss a line
-// when other sockets open and close meanwhile (as they do with tests in parallel), it is
-// an exact lookup.
+// pass over /proc/net/tcp, it is an exact lookup in the caller's network namespace:
+// /proc/net/tcp is written a page per read, resuming at a count of sockets that others
+// opening and closing meanwhile (tests in parallel) can shift, and it shows the namespace
+// of the process's main thread.
 func tcpLookup(local, remote *net.TCPAddr) (s tcpSocket, found bool, err error) {
 	fd, err := syscall.Socket(syscall.AF_NETLINK, syscall.SOCK_DGRAM|syscall.SOCK_CLOEXEC, syscall.NETLINK_INET_DIAG)
 	if err != nil {
