@@ -194,7 +194,7 @@ func TestFrozenOwnerSessionGivenUp(t *testing.T) {
 		t.Fatalf("before the stop: %v", a)
 	}
 	inflight := make(chan frozenAnswer, 1)
-	go func() { inflight <- frozenGet(c, viaZero, "/inflight?sleep=500", key) }()
+	go func() { inflight <- frozenGet(c, viaZero, "/inflight?sleep=3000", key) }()
 	if !Eventually(10*time.Second, func() bool { return strings.Contains(readRecords(record, 2), "REQ GET /inflight") }) {
 		t.Fatal("worker 1's app did not get the request within 10s")
 	}

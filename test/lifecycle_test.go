@@ -219,14 +219,15 @@ func TestLifecycleKillApp(t *testing.T) {
 		}()
 	}
 	// A GET in flight inside the app when it dies is repeated on the replacement: it gets
-	// its answer from the new app.
+	// its answer from the new app. It takes as long as the wait below for all three to be
+	// in flight, so that it cannot end before the kill however slowly the others come.
 	get := make(chan *Answer, 1)
 	go func() {
 		req := keyRequest(c, "GET", "", nil)
-		req.URL.RawQuery = "sleep=2000"
+		req.URL.RawQuery = "sleep=10000"
 		req.Header.Set("X-Olio-Index", strconv.Itoa(victim))
 		req.Header.Set("X-Olio-Secret", c.Secret)
-		a, err := Do(client, req)
+		a, err := Do(&http.Client{Timeout: 60 * time.Second}, req) // twice 10s, and the replacement's start
 		if err != nil {
 			t.Errorf("in-flight GET in a killed app: %v, want it repeated on the new app", err)
 		}

@@ -320,11 +320,13 @@ func TestRunDirRenewedWithoutCuttingRequests(t *testing.T) {
 		err   error
 	}
 	results := make(chan result, slow)
+	slowClient := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	for i := range slow {
 		go func() {
-			req, _ := http.NewRequest("POST", c.URL()+"/slow?sleep=3000", strings.NewReader("a body"))
+			// long enough for all of them to be in flight at once on a loaded machine
+			req, _ := http.NewRequest("POST", c.URL()+"/slow?sleep=6000", strings.NewReader("a body"))
 			req.Header.Set("X-Olio-Key", keys[i%workers])
-			a, err := Do(quick, req)
+			a, err := Do(slowClient, req)
 			if err != nil {
 				results <- result{-1, err}
 				return
@@ -347,7 +349,7 @@ func TestRunDirRenewedWithoutCuttingRequests(t *testing.T) {
 	}
 	c.WaitLog("every router moved to the new one", 30*time.Second)
 	for i := range slow {
-		r := <-results // each bounded by quick's timeout
+		r := <-results // each bounded by slowClient's timeout
 		if r.err != nil {
 			t.Errorf("slow request %d: %v", i, r.err)
 		}
