@@ -95,6 +95,7 @@ func rawDoOn(t *testing.T, cl *http.Client, req *http.Request) (int, string, htt
 // route and the worker jump hash makes the owner; a WebSocket gets one line when it closes;
 // USR1 after a rename writes to a fresh file.
 func TestAccessLog(t *testing.T) {
+	t.Parallel()
 	const workers = 2
 	path := filepath.Join(t.TempDir(), "access.log")
 	c := Start(t, "--workers", strconv.Itoa(workers), "--access-log", path, "--log-format", "json")
@@ -235,6 +236,7 @@ func TestAccessLog(t *testing.T) {
 
 // --access-log - writes to olio's stdout, in the text form.
 func TestAccessLogStdout(t *testing.T) {
+	t.Parallel()
 	c := Start(t, "--workers", "1", "--access-log", "-")
 	getOn(t, client, c, "/on-stdout", http.Header{"X-Olio-Key": {"bob"}}, 200)
 	c.WaitLog(`"GET /on-stdout HTTP/1.1" 200 0 `, 10*time.Second)
@@ -246,6 +248,7 @@ func TestAccessLogStdout(t *testing.T) {
 // An embedded worker (router.Serve) logs as a router does, with the handler's time as the
 // app's share, also for a request forwarded to it.
 func TestAccessLogEmbedded(t *testing.T) {
+	t.Parallel()
 	const workers = 2
 	path := filepath.Join(t.TempDir(), "access.log")
 	c := Start(t, "--workers", strconv.Itoa(workers), "--embedded", "--access-log", path, "--log-format", "json", "--", exampleBin)
@@ -282,6 +285,7 @@ func startStdoutTo(t *testing.T, path string, args ...string) *Cluster {
 // the router's queue is bounded in bytes (its long fields cut), so its memory stays
 // bounded; lines past the bound are dropped and counted, and serving goes on.
 func TestAccessLogStalledReaderBounded(t *testing.T) {
+	t.Parallel()
 	fifo := filepath.Join(t.TempDir(), "stdout.fifo")
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
@@ -370,6 +374,7 @@ func TestAccessLogStalledReaderBounded(t *testing.T) {
 // the failed writes are counted and logged, serving goes on, and once space is freed the
 // log resumes by itself, without USR1.
 func TestAccessLogDiskFull(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Skip("mounting a small tmpfs needs root")
 	}

@@ -45,6 +45,7 @@ func wrongPortApp(addr string) int {
 // An app that listens, but not on $PORT, is reported within seconds, naming where it
 // listens, long before --ready-timeout (60s); its keys get 503 meanwhile.
 func TestAppIgnoringPortReported(t *testing.T) {
+	t.Parallel()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)

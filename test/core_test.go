@@ -28,6 +28,7 @@ import (
 
 // TestCore runs one cluster of 4 workers and checks routing against it.
 func TestCore(t *testing.T) {
+	t.Parallel()
 	const workers = 4
 	c := Start(t, "--workers", strconv.Itoa(workers))
 	if n := len(c.Descendants()); n != 2*workers {
@@ -254,6 +255,8 @@ func TestCore(t *testing.T) {
 
 // TestStopLeavesNothing stops a busy cluster with SIGTERM: it exits 0, every process it
 // started is gone, and the port is free.
+//
+// Not in parallel: it bounds how long the stop takes.
 func TestStopLeavesNothing(t *testing.T) {
 	c := Start(t, "--workers", "4")
 	l := StartLoad(t, c, LoadOptions{Clients: 4, Prefix: "stop-"})
@@ -289,6 +292,7 @@ func TestStopLeavesNothing(t *testing.T) {
 // TestBadInput: each mistake gets one clear line, a non-zero exit, no panic, and nothing
 // left running.
 func TestBadInput(t *testing.T) {
+	t.Parallel()
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

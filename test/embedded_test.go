@@ -49,6 +49,7 @@ func embeddedPIDs(t testing.TB, c *Cluster, workers int) []int {
 // handler at once; the secret headers work as for any app and never reach the handler;
 // handoff and forwarding both serve.
 func TestEmbeddedCore(t *testing.T) {
+	t.Parallel()
 	const workers = 3
 	c := Start(t, "--workers", strconv.Itoa(workers), "--embedded", "--", exampleBin)
 	pids := embeddedPIDs(t, c, workers)
@@ -117,6 +118,7 @@ func TestEmbeddedCore(t *testing.T) {
 // TestEmbeddedForwarding: with --handoff=false every request for another worker crosses
 // one yamux hop to the owner, which serves it in-process; a WebSocket works through it.
 func TestEmbeddedForwarding(t *testing.T) {
+	t.Parallel()
 	const workers = 2
 	c := Start(t, "--workers", strconv.Itoa(workers), "--embedded", "--handoff=false", "--", exampleBin)
 	for i := 0; i < 40; i++ {
@@ -142,6 +144,7 @@ func TestEmbeddedForwarding(t *testing.T) {
 // TestEmbeddedHUP: a rolling restart under load replaces every worker process without a
 // failed request, and every key stays on its owner.
 func TestEmbeddedHUP(t *testing.T) {
+	t.Parallel()
 	const workers = 3
 	c := Start(t, "--workers", strconv.Itoa(workers), "--embedded", "--", exampleBin)
 	before := embeddedPIDs(t, c, workers)
@@ -173,6 +176,7 @@ func TestEmbeddedHUP(t *testing.T) {
 // TestEmbeddedKillWorker: kill -9 of one worker process costs only what was in flight in
 // it; the master restarts it and its keys come back to it.
 func TestEmbeddedKillWorker(t *testing.T) {
+	t.Parallel()
 	const workers, victim = 3, 1
 	c := Start(t, "--workers", strconv.Itoa(workers), "--embedded", "--", exampleBin)
 	old := embeddedPIDs(t, c, workers)[victim]
@@ -206,24 +210,33 @@ func TestEmbeddedKillWorker(t *testing.T) {
 // TestEmbeddedTTIN, TestEmbeddedTTOU: scaling an embedded cluster under load moves only the
 // keys jump hash moves, loses nothing, and leaves one process per worker.
 func TestEmbeddedTTIN(t *testing.T) {
+	t.Parallel()
 	testResize(t, 2, syscall.SIGTTIN, 3, 1, "--embedded", "--", exampleBin)
 }
 
 func TestEmbeddedTTOU(t *testing.T) {
+	t.Parallel()
 	testResize(t, 3, syscall.SIGTTOU, 2, 1, "--embedded", "--", exampleBin)
 }
 
 // TestEmbeddedUSR2: a hot upgrade of an embedded cluster replaces every worker process
 // under load without a failed request.
-func TestEmbeddedUSR2(t *testing.T) { testUSR2(t, "--embedded", "--", exampleBin) }
+func TestEmbeddedUSR2(t *testing.T) {
+	t.Parallel()
+	testUSR2(t, "--embedded", "--", exampleBin)
+}
 
 // TestEmbeddedKillMaster: kill -9 of the master takes every embedded worker with it and
 // frees the port.
-func TestEmbeddedKillMaster(t *testing.T) { testKillMaster(t, 1, "--embedded", "--", exampleBin) }
+func TestEmbeddedKillMaster(t *testing.T) {
+	t.Parallel()
+	testKillMaster(t, 1, "--embedded", "--", exampleBin)
+}
 
 // TestEmbeddedDemoAndStop: without an APP, --embedded runs olio's own demo embedded; TERM
 // stops it with exit status 0 and nothing left behind (cleanup checks the processes).
 func TestEmbeddedDemoAndStop(t *testing.T) {
+	t.Parallel()
 	const workers = 2
 	c := Start(t, "--workers", strconv.Itoa(workers), "--embedded")
 	embeddedPIDs(t, c, workers)
@@ -240,6 +253,7 @@ func TestEmbeddedDemoAndStop(t *testing.T) {
 // TestEmbeddedNotAnEmbeddedApp: a program that never calls router.Serve is reported with
 // one clear line that says what to check, and retried like any failing worker.
 func TestEmbeddedNotAnEmbeddedApp(t *testing.T) {
+	t.Parallel()
 	c := StartNoWait(t, "--workers", "1", "--embedded", "--ready-timeout", "1s", "--", "/bin/sleep", "60")
 	c.WaitLog("does /bin/sleep call router.Serve?", 20*time.Second)
 	if out := c.Out.String(); strings.Contains(out, "goroutine ") || strings.Contains(out, "panic") {
@@ -250,6 +264,7 @@ func TestEmbeddedNotAnEmbeddedApp(t *testing.T) {
 // TestEmbeddedStandalone: the same binary, not started by olio, serves its handler on
 // 127.0.0.1:$PORT and stops gracefully on TERM.
 func TestEmbeddedStandalone(t *testing.T) {
+	t.Parallel()
 	port := strings.TrimPrefix(freeAddr(t), "127.0.0.1:")
 	ex := startExample(t, "PORT="+port)
 	cmd, exited, out := ex.cmd, ex.exited, ex.out
@@ -292,6 +307,7 @@ func TestEmbeddedStandalone(t *testing.T) {
 // host): here 127.0.0.2, another loopback address, rather than 127.0.0.1:$PORT; a value
 // that is not host:port stops it with a message naming the variable.
 func TestEmbeddedStandaloneListen(t *testing.T) {
+	t.Parallel()
 	port := strings.TrimPrefix(freeAddr(t), "127.0.0.1:")
 	addr := "127.0.0.2:" + port
 	out := startExample(t, "OLIO_LISTEN="+addr, "PORT=1").out

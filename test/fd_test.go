@@ -10,6 +10,7 @@ import (
 // could accept clients itself, past the routing and the secret, and would keep the port
 // bound after olio stopped. (This is the one check of it; TestCore used to repeat it.)
 func TestAppsDoNotInheritTheListener(t *testing.T) {
+	t.Parallel()
 	const workers = 2
 	c := Start(t, "--workers", fmt.Sprint(workers))
 	checkHolders(t, c, workers, "socket:["+listenInode(t, c.Addr)+"]", "the public listener")
@@ -18,6 +19,7 @@ func TestAppsDoNotInheritTheListener(t *testing.T) {
 // The master's stdout goes to every router as fd 5 (for --access-log -), never further: an
 // app that held it would write into olio's output unseen.
 func TestAppsDoNotInheritTheMastersStdout(t *testing.T) {
+	t.Parallel()
 	const workers = 2
 	c := Start(t, "--workers", fmt.Sprint(workers))
 	stdout, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/1", c.Pid()))

@@ -62,6 +62,7 @@ func (a frozenAnswer) timedOut() bool {
 // handed to the stopped router); a new connection handed to it just as it stopped is answered
 // 503 by it when it resumes. After SIGCONT every key serves again, and no request ran twice.
 func TestFrozenOwner(t *testing.T) {
+	t.Parallel()
 	c, record := hostileStart(t, 2, "--forward-timeout", "1s", "--request-timeout", "3s")
 	victim := c.routers()[1]
 	if victim == 0 {
@@ -181,6 +182,7 @@ func TestFrozenOwner(t *testing.T) {
 // unanswered): 504 without Retry-After, and it is not sent again on a new session, where it
 // would wait to run a second time when router 1 resumes.
 func TestFrozenOwnerSessionGivenUp(t *testing.T) {
+	t.Parallel()
 	c, record := hostileStart(t, 2, "--forward-timeout", "1s", "--request-timeout", "0")
 	victim := c.routers()[1]
 	if victim == 0 {
@@ -192,7 +194,7 @@ func TestFrozenOwnerSessionGivenUp(t *testing.T) {
 		t.Fatalf("before the stop: %v", a)
 	}
 	inflight := make(chan frozenAnswer, 1)
-	go func() { inflight <- frozenGet(c, viaZero, "/inflight?sleep=500", key) }()
+	go func() { inflight <- frozenGet(c, viaZero, "/inflight?sleep=3000", key) }()
 	if !Eventually(10*time.Second, func() bool { return strings.Contains(readRecords(record, 2), "REQ GET /inflight") }) {
 		t.Fatal("worker 1's app did not get the request within 10s")
 	}

@@ -45,6 +45,7 @@ func pipelined(t *testing.T, addr, key string) (first, second int) {
 // on: a keyless request pipelined after it is answered by the same worker, wherever the
 // connection was accepted.
 func TestHandoffKeepsConnectionOnOwner(t *testing.T) {
+	t.Parallel()
 	c := Start(t, "--workers", "3")
 	for i := 0; i < 30; i++ {
 		key := fmt.Sprintf("conn-%d", i)
@@ -59,6 +60,7 @@ func TestHandoffKeepsConnectionOnOwner(t *testing.T) {
 // so across many connections some land elsewhere than the first request's owner. This is
 // what makes the test above able to fail.
 func TestNoHandoffForwardsInstead(t *testing.T) {
+	t.Parallel()
 	c := Start(t, "--workers", "3", "--handoff=false")
 	elsewhere := 0
 	for i := 0; i < 30; i++ {
@@ -79,6 +81,7 @@ func TestNoHandoffForwardsInstead(t *testing.T) {
 // TestHandoffNotForHTTP10: an HTTP/1.0 request is answered as HTTP/1.0 whichever router
 // accepts it (handed off, it would be re-serialised and answered as 1.1).
 func TestHandoffNotForHTTP10(t *testing.T) {
+	t.Parallel()
 	c := Start(t, "--workers", "2")
 	for i := 0; i < 16; i++ {
 		key := keyOwnedBy(i%2, 2)

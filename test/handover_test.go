@@ -54,6 +54,7 @@ func waitNotices(t *testing.T, dir string, pids []int, want string) {
 // scale (the counts before and after), and on a rolling restart (the instance being
 // replaced). The embedded variant gets the same through router.OnHandover.
 func TestHandoverNotice(t *testing.T) {
+	t.Parallel()
 	for _, embedded := range []bool{false, true} {
 		t.Run(map[bool]string{false: "app", true: "embedded"}[embedded], func(t *testing.T) {
 			c, dir := startRecorder(t, embedded, "--workers", "2", "--handover-path", "/olio/handover")

@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,6 +27,9 @@ import (
 // example (cmd/olio-demo), a Go program that calls router.Serve; recorderBin is the app
 // that records which process served each key when (test/recorder).
 var olioBin, exampleBin, recorderBin string
+
+// parallelTests is how many tests run at once by default (see TestMain).
+const parallelTests = 4
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "olio-e2e-")
@@ -44,6 +49,15 @@ func TestMain(m *testing.M) {
 			os.RemoveAll(dir)
 			os.Exit(1)
 		}
+	}
+	// Most of an end-to-end test is waiting (for processes to start, drains, timeouts), so
+	// the independent ones (those that call t.Parallel) run several at a time, more than
+	// the machine has cores, unless -parallel is given.
+	flag.Parse()
+	given := false
+	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
+	if !given {
+		flag.Set("test.parallel", strconv.Itoa(max(parallelTests, runtime.GOMAXPROCS(0))))
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
@@ -112,14 +126,32 @@ func StartNoWait(t testing.TB, args ...string) *Cluster {
 	return startWith(t, nil, args...)
 }
 
+// StartEnv is Start with env ("NAME=value") added to the master's environment, which olio
+// passes on to its apps. Tests that run in parallel give a variable to their own cluster
+// this way: t.Setenv would change it for the whole test process.
+func StartEnv(t testing.TB, env []string, args ...string) *Cluster {
+	t.Helper()
+	c := newCluster(t, freeAddr(t))
+	cmd := c.command(args...)
+	cmd.Env = append(os.Environ(), env...)
+	c.start(cmd, nil)
+	c.WaitLog("all workers ready", 30*time.Second)
+	return c
+}
+
 // startWith runs `olio serve` with its stdout and stderr on out, or on c.Out when out is
 // nil (then WaitLog and the data race check see them).
 func startWith(t testing.TB, out *os.File, args ...string) *Cluster {
 	t.Helper()
 	c := newCluster(t, freeAddr(t))
-	full := []string{"serve", "--listen", c.Addr, "--control", c.Control, "--secret", c.Secret}
-	c.start(exec.Command(olioBin, append(full, args...)...), out)
+	c.start(c.command(args...), out)
 	return c
+}
+
+// command is the `olio serve` of c, on its address, control socket and secret, with args.
+func (c *Cluster) command(args ...string) *exec.Cmd {
+	full := []string{"serve", "--listen", c.Addr, "--control", c.Control, "--secret", c.Secret}
+	return exec.Command(olioBin, append(full, args...)...)
 }
 
 // newCluster is a Cluster on addr, with its temp dir, control path and secret, not yet

@@ -49,6 +49,7 @@ func runOlio(env []string, d time.Duration, args ...string) (string, error) {
 // theirs), olio serve refuses to start and olio status refuses to talk, each with one line
 // that names the path.
 func TestHostileControlDirSquatted(t *testing.T) {
+	t.Parallel()
 	uid := os.Getuid()
 	for _, tc := range []struct {
 		name  string
@@ -129,6 +130,7 @@ func mkdir(t *testing.T, dir string) {
 // root's) gets no command from olio status: the client checks the server's uid
 // (SO_PEERCRED) before it sends a byte.
 func TestHostileControlPeerOtherUser(t *testing.T) {
+	t.Parallel()
 	if os.Getuid() != 0 {
 		t.Skip("needs root to listen as another user")
 	}

@@ -24,6 +24,7 @@ import (
 // TestHostileBadGatewayPlain: a 502 tells the client a plain line; the detail (addresses,
 // syscalls) goes to the log only.
 func TestHostileBadGatewayPlain(t *testing.T) {
+	t.Parallel()
 	c, _ := hostileStart(t, 2, "--handoff=false")
 	internal := regexp.MustCompile(`\d+\.\d+\.\d+\.\d+|tcp|reset|EOF|read|write`)
 	for i := 0; i < 2; i++ {
@@ -53,6 +54,8 @@ func TestHostileBadGatewayPlain(t *testing.T) {
 // listens on $PORT) leaves its router accepting: requests get 503 with Retry-After after
 // --forward-timeout instead of waiting unanswered in the backlog, and the router says once
 // why its app is not ready.
+//
+// Not in parallel: it bounds how long the 503 takes.
 func TestHostileNeverReadyAnswers503(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -112,6 +115,7 @@ func metric(t *testing.T, addr, name string) float64 {
 // timeouts are counted, and other clients are served meanwhile. A body that comes at a
 // sane rate is not cut.
 func TestHostileSlowBody(t *testing.T) {
+	t.Parallel()
 	metrics := freeAddr(t)
 	c := Start(t, "--workers", "2", "--max-conns", "3", "--header-timeout", "2s", "--body-timeout", "1s",
 		"--metrics", metrics)
@@ -170,6 +174,7 @@ func TestHostileSlowBody(t *testing.T) {
 // holds its slot no longer than --body-timeout: the write times out, the connection is
 // closed and counted, and the next client is served.
 func TestHostileClientNotReading(t *testing.T) {
+	t.Parallel()
 	metrics := freeAddr(t)
 	c, _ := hostileStart(t, 1, "--max-conns", "1", "--body-timeout", "1s", "--metrics", metrics)
 	stalled := c.dialWrite(t, "GET /big?bytes=268435456 HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -192,6 +197,7 @@ func TestHostileClientNotReading(t *testing.T) {
 // peer: the request after it on the same connection is never read. A plain chunked request
 // keeps its connection.
 func TestHostileAmbiguousFramingCloses(t *testing.T) {
+	t.Parallel()
 	c := Start(t, "--workers", "2", "--handoff=false")
 	for _, tc := range []struct {
 		name, head, body string
@@ -238,6 +244,7 @@ func TestHostileAmbiguousFramingCloses(t *testing.T) {
 // TestHostileSecretFlagWarns: a secret given with --secret is in olio's command line, which
 // every local user can read: olio says so, once. Given in $OLIO_SECRET it says nothing.
 func TestHostileSecretFlagWarns(t *testing.T) {
+	t.Parallel()
 	const warning = "every local user can read it"
 	c := Start(t, "--workers", "1") // the harness gives --secret
 	if g := c.CountLog(warning); g != 1 {
@@ -263,6 +270,7 @@ func TestHostileSecretFlagWarns(t *testing.T) {
 // TestHostileReloadErrorOnce: a reload refused for a bad config file says so once:
 // "olio reload: config file …", not "olio reload: reload: …".
 func TestHostileReloadErrorOnce(t *testing.T) {
+	t.Parallel()
 	cfgPath, write := configFile(t, `{"workers": 1}`)
 	c := Start(t, "--config", cfgPath)
 	write(`{"workers": `)
@@ -279,6 +287,7 @@ func TestHostileReloadErrorOnce(t *testing.T) {
 // requests: counted in olio_upgraded_connections_total and _open, and kept out of
 // olio_requests_served_total and the request duration histogram.
 func TestHostileWebSocketsCountedApart(t *testing.T) {
+	t.Parallel()
 	metrics := freeAddr(t)
 	c := Start(t, "--workers", "2", "--metrics", metrics)
 	var conns []*websocket.Conn
@@ -329,6 +338,7 @@ func TestHostileWebSocketsCountedApart(t *testing.T) {
 // the limit is served, one byte more gets 431, first on a connection or pipelined after
 // another request.
 func TestHostileHeaderLimitExact(t *testing.T) {
+	t.Parallel()
 	c, _ := hostileStart(t, 2)
 	const limit = 1 << 20
 	request := func(key string, size int) string {
@@ -382,6 +392,7 @@ func TestHostileHeaderLimitExact(t *testing.T) {
 // TestHostileFlagsAfterArguments: the control commands take their flags after their
 // arguments too, as kubectl, docker and systemctl do.
 func TestHostileFlagsAfterArguments(t *testing.T) {
+	t.Parallel()
 	c := Start(t, "--workers", "1")
 	if out, err := opCLI(t, "scale", "2", "--control", c.Control, "--timeout", "2m"); err != nil {
 		t.Fatalf("olio scale 2 --control PATH: %v\n%s", err, out)
@@ -396,6 +407,7 @@ func TestHostileFlagsAfterArguments(t *testing.T) {
 // is recycled, with the health probe off (the default): its port refusing connections is
 // enough, and its keys are served by a new instance.
 func TestHostileAppStopsListening(t *testing.T) {
+	t.Parallel()
 	c, _ := hostileStart(t, 1)
 	a, err := c.getKey(quick, "/", "k")
 	if err != nil {
@@ -425,6 +437,8 @@ func TestHostileAppStopsListening(t *testing.T) {
 // how many old ones still drain. It runs under --handover overlap: under exclusive (the
 // default) a reload ends the upgraded connections of each old app after --upgrade-grace
 // instead (TestWSExclusiveScaleUp), so nothing would be left to drain.
+//
+// Not in parallel: it bounds how long the reload takes.
 func TestHostileRollingRestartDrainsSideBySide(t *testing.T) {
 	const workers = 3
 	c := Start(t, "--workers", strconv.Itoa(workers), "--shutdown-timeout", "3s", "--handover", "overlap")

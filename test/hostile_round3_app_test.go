@@ -103,6 +103,7 @@ func send(t *testing.T, c *Cluster, method, path, body string) (*http.Response, 
 // never reach a client: each of the next three clients, on connections of their own, gets
 // the answer to its own request, and two stray bytes do not make the next one fail.
 func TestHostileAppStrayBytes(t *testing.T) {
+	t.Parallel()
 	c, record := hostileStart(t, 1)
 	for _, tc := range []struct {
 		name, method, kind, body string
@@ -151,6 +152,7 @@ func TestHostileAppStrayBytes(t *testing.T) {
 // TestHostileAppBareLF: an answer with bare LF line ends gets the same answer on every
 // method (whichever engine carries it), at once, never after --request-timeout.
 func TestHostileAppBareLF(t *testing.T) {
+	t.Parallel()
 	c, _ := hostileStart(t, 1, "--request-timeout", "30s")
 	for _, method := range []string{"GET", "DELETE", "OPTIONS"} {
 		start := time.Now()
@@ -166,6 +168,7 @@ func TestHostileAppBareLF(t *testing.T) {
 // the app closes after running it without answering, runs once and gets 502; only an
 // idempotency key (as with http.Transport) lets the router send it again.
 func TestHostileAppNoResend(t *testing.T) {
+	t.Parallel()
 	c, record := hostileStart(t, 1)
 	runs := func(method string) int {
 		return strings.Count(readRecords(record, 1), "REQ "+method+" /runclose ")

@@ -51,6 +51,7 @@ func earlyAnswer(t *testing.T, conn net.Conn, br *bufio.Reader) (status int, bod
 // router that accepted it serves, and on one handed off to its owner. --max-conns is on, so
 // its slot wrapper is on the way too.
 func TestHostileEarlyAnswerCleanClose(t *testing.T) {
+	t.Parallel()
 	metrics := freeAddr(t)
 	c, _ := hostileStart(t, 2, "--max-conns", "64", "--metrics", metrics)
 	check := func(what string, status int, body string, end error) {
@@ -116,6 +117,7 @@ func rawIndex(t *testing.T, c *Cluster, req string) int {
 // framework serves as one ("//", "/./", "/x/../") are one key and reach one worker, the
 // owner of "kitchen"; so does --key path for the whole path.
 func TestHostilePathKeysAsFrameworksSee(t *testing.T) {
+	t.Parallel()
 	const n = 3
 	// A room whose owner is neither the owner of "." nor that of "..", the keys the
 	// uncleaned spellings would have.
@@ -148,6 +150,7 @@ func TestHostilePathKeysAsFrameworksSee(t *testing.T) {
 // TestHostileHostKeysIgnoreCaseDotPort: with --key host, a host's key ignores case, the
 // port and the trailing dot of a fully qualified name.
 func TestHostileHostKeysIgnoreCaseDotPort(t *testing.T) {
+	t.Parallel()
 	const n = 3
 	host := ""
 	for i := 0; host == ""; i++ {
@@ -174,6 +177,7 @@ func TestHostileHostKeysIgnoreCaseDotPort(t *testing.T) {
 // look-alike fields spelled with "_" (X_Olio_Secret, X_Forwarded_For), which WSGI and CGI
 // stacks read as olio's, never reach the app.
 func TestHostileForwardedTrust(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		allow   string
 		trusted bool

@@ -281,6 +281,7 @@ func readRecords(prefix string, n int) string {
 // router that takes twice the limit, or the peer side's larger one, fails here, where a
 // header of 8× the limit would not tell.
 func TestHostileHeaderTooLarge(t *testing.T) {
+	t.Parallel()
 	const limit = 8192
 	c, _ := hostileStart(t, 2, "--max-header-bytes", strconv.Itoa(limit))
 	header := func(size int) string {
@@ -327,6 +328,7 @@ func TestHostileHeaderTooLarge(t *testing.T) {
 }
 
 func TestHostileMalformed(t *testing.T) {
+	t.Parallel()
 	c, record := hostileStart(t, 2)
 	for _, tc := range []struct {
 		name, req string
@@ -362,6 +364,7 @@ func TestHostileMalformed(t *testing.T) {
 // Transfer-Encoding, with a request hidden in the body, through the forwarding hop. The app
 // must see exactly one request per request the client sent.
 func TestHostileSmuggling(t *testing.T) {
+	t.Parallel()
 	c, record := hostileStart(t, 2)
 	hidden := "GET /smuggled HTTP/1.1\r\nHost: x\r\nX-Olio-Index: 0\r\n\r\n"
 	chunked := fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(hidden), hidden)
@@ -432,6 +435,7 @@ func (c *Cluster) dialWrite(t *testing.T, s string) net.Conn {
 // in time (the default, 10s, would outlast the read deadline below), and --idle-timeout one
 // that stays idle after a request.
 func TestHostileHeaderTimeout(t *testing.T) {
+	t.Parallel()
 	c := Start(t, "--workers", "1", "--header-timeout", "300ms", "--idle-timeout", "300ms")
 	slow := c.dialWrite(t, "GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
 	idle := c.dialWrite(t, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -453,6 +457,7 @@ func TestHostileHeaderTimeout(t *testing.T) {
 // `olio serve 2>&1 | head`). Every later log line fails with EPIPE; olio keeps serving,
 // reloads, and stops with exit status 0 instead of dying of SIGPIPE.
 func TestHostileOutputGone(t *testing.T) {
+	t.Parallel()
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -495,6 +500,7 @@ func TestHostileOutputGone(t *testing.T) {
 // TestHostileNotifyNoLeak: with --ready notify, an app that never says READY=1 is retried
 // with backoff; each failed start's notify socket (and its goroutine and fd) goes with it.
 func TestHostileNotifyNoLeak(t *testing.T) {
+	t.Parallel()
 	c := StartNoWait(t, "--workers", "1", "--ready", "notify", "--ready-timeout", "300ms",
 		"--", "/bin/sh", "-c", "exec sleep 1000")
 	const failed = `msg="not ready, stopping"`
@@ -515,6 +521,7 @@ func TestHostileNotifyNoLeak(t *testing.T) {
 // retry, with a growing backoff; the master leaves the router alone (it used to restart it
 // after the ready timeout plus 10s, which reset the app's backoff and hid its crash loop).
 func TestHostileAppNeverReadyKeepsRouter(t *testing.T) {
+	t.Parallel()
 	c := StartNoWait(t, "--workers", "1", "--ready-timeout", "300ms", "--", "/bin/sh", "-c", "exec sleep 1000")
 	const failed = `msg="not ready, stopping"`
 	if !Eventually(20*time.Second, func() bool { return c.CountLog(failed) >= 1 }) {
@@ -537,6 +544,7 @@ func TestHostileAppNeverReadyKeepsRouter(t *testing.T) {
 // TestHostileExpectContinueOnce: a client that sends "Expect: 100-continue" gets one
 // 100 Continue, whether its key's owner is the router that accepted it or another.
 func TestHostileExpectContinueOnce(t *testing.T) {
+	t.Parallel()
 	c := Start(t, "--workers", "2", "--handoff=false")
 	for i := 0; i < 2; i++ {
 		key := keyOwnedBy(i, 2)
@@ -567,6 +575,7 @@ func TestHostileExpectContinueOnce(t *testing.T) {
 // --shutdown-timeout, and the app still gets its SIGTERM (the demo then closes the
 // WebSocket with "server shutting down") instead of dying with its router.
 func TestHostileStopWithWebSocket(t *testing.T) {
+	t.Parallel()
 	c := Start(t, "--workers", "2", "--shutdown-timeout", "1s")
 	var conns []*websocket.Conn
 	for i := 0; i < 2; i++ {
@@ -595,6 +604,7 @@ func TestHostileStopWithWebSocket(t *testing.T) {
 }
 
 func TestHostileSlowloris(t *testing.T) {
+	t.Parallel()
 	c := Start(t, "--workers", "2")
 	const n = 300
 	conns := make([]net.Conn, 0, n)
@@ -624,6 +634,7 @@ func TestHostileSlowloris(t *testing.T) {
 }
 
 func TestHostileMaxConns(t *testing.T) {
+	t.Parallel()
 	// A strict per-router bound needs --handoff=false: a connection handed to its owner
 	// frees the accepting router's slot and does not count against the owner's.
 	c := Start(t, "--workers", "2", "--max-conns", "3", "--handoff=false")
@@ -653,6 +664,8 @@ func TestHostileMaxConns(t *testing.T) {
 
 // TestHostileHungApp: an app that does not answer gets 504 near --request-timeout, is told
 // so by the cancellation of its request, and the worker keeps serving.
+//
+// Not in parallel: it bounds how long the 504 takes.
 func TestHostileHungApp(t *testing.T) {
 	c, record := hostileStart(t, 2, "--request-timeout", "1s")
 	for i := 0; i < 2; i++ {
@@ -684,6 +697,8 @@ func TestHostileHungApp(t *testing.T) {
 
 // TestHostileTimeoutBoundsTheAnswer: --request-timeout bounds the wait for the app's
 // answer, not a long answer nor a WebSocket.
+//
+// Not in parallel: how much of the dripped answer comes in 2s depends on the machine's load.
 func TestHostileTimeoutBoundsTheAnswer(t *testing.T) {
 	c, record := hostileStart(t, 1, "--request-timeout", "1s")
 	req, _ := http.NewRequest("GET", c.URL()+"/drip?ms=2000", nil)
@@ -718,6 +733,7 @@ func TestHostileTimeoutBoundsTheAnswer(t *testing.T) {
 // TestHostileHealthRecycle: an app that stops answering altogether (SIGSTOP) is replaced
 // after --health-timeout.
 func TestHostileHealthRecycle(t *testing.T) {
+	t.Parallel()
 	c, _ := hostileStart(t, 2, "--health-timeout", "1s", "--shutdown-timeout", "2s", "--request-timeout", "2s")
 	key := keyOwnedBy(0, 2)
 	a, err := c.getKey(quick, "/", key)
@@ -751,6 +767,7 @@ func TestHostileHealthRecycle(t *testing.T) {
 // by itself, which would hide a router that does not wait. The requests are POSTs with a
 // body, which olio never repeats, so each answer comes from the old app or not at all.
 func TestHostileHUPDrainsAppThatDiesOnTerm(t *testing.T) {
+	t.Parallel()
 	const workers = 2
 	c, _ := hostileStart(t, workers)
 	old := appPIDs(t, c, workers)
@@ -758,7 +775,7 @@ func TestHostileHUPDrainsAppThatDiesOnTerm(t *testing.T) {
 	for i := 0; i < workers; i++ {
 		go func() {
 			req := keyRequest(c, "POST", "", strings.NewReader("payload"))
-			req.URL.RawQuery = "sleep=1500"
+			req.URL.RawQuery = "sleep=5000"
 			req.Header.Set("X-Olio-Index", strconv.Itoa(i))
 			req.Header.Set("X-Olio-Secret", c.Secret)
 			a, err := Do(client, req)
@@ -797,6 +814,7 @@ func TestHostileHUPDrainsAppThatDiesOnTerm(t *testing.T) {
 // TestHostileCrashLoop: an app that cannot start leaves the master up, is reported, and its
 // keys get 503 after --forward-timeout while the other workers serve.
 func TestHostileCrashLoop(t *testing.T) {
+	t.Parallel()
 	script := `if [ "$OLIO_INDEX" = 1 ]; then echo "app 1 cannot start" >&2; exit 1; fi; exec '` + olioBin + `' demo`
 	c := StartNoWait(t, "--workers", "2", "--forward-timeout", "1s", "--", "sh", "-c", script)
 	good, bad := keyOwnedBy(0, 2), keyOwnedBy(1, 2)
@@ -834,6 +852,7 @@ func TestHostileCrashLoop(t *testing.T) {
 
 // TestHostileAppExitsZero: an app that exits 0 on its own is restarted.
 func TestHostileAppExitsZero(t *testing.T) {
+	t.Parallel()
 	c, _ := hostileStart(t, 2)
 	key := keyOwnedBy(1, 2)
 	a, err := c.getKey(quick, "/", key)
@@ -852,6 +871,7 @@ func TestHostileAppExitsZero(t *testing.T) {
 // TestHostileClientDisconnect: clients that go away mid-body, mid-response and before the
 // answer leave no descriptor behind in any router.
 func TestHostileClientDisconnect(t *testing.T) {
+	t.Parallel()
 	c, _ := hostileStart(t, 2)
 	routers := c.routers()
 	if len(routers) != 2 {
@@ -913,6 +933,7 @@ func TestHostileClientDisconnect(t *testing.T) {
 // TestHostileKillRouterUnderLoad: kill -9 of a router under load: its app goes with it,
 // the master starts a new one, every key answers again and nothing piles up.
 func TestHostileKillRouterUnderLoad(t *testing.T) {
+	t.Parallel()
 	c := Start(t, "--workers", "2", "--forward-timeout", "5s", "--shutdown-timeout", "25s")
 	routers := c.routers()
 	victim := routers[1]
@@ -985,6 +1006,7 @@ func TestHostileKillRouterUnderLoad(t *testing.T) {
 // TestHostileSecretNeverShown: the secret appears in no output of a whole run, nor in any
 // answer, however it is asked for.
 func TestHostileSecretNeverShown(t *testing.T) {
+	t.Parallel()
 	c := Start(t, "--workers", "2")
 	send := func(key, index, secret string) (int, string) {
 		req, _ := http.NewRequest("GET", c.URL()+"/s", nil)
@@ -1054,6 +1076,7 @@ func (c *Cluster) runDir(t *testing.T) string {
 
 // TestHostileRunDirPermissions: the run directory is 0700 and every socket in it 0600.
 func TestHostileRunDirPermissions(t *testing.T) {
+	t.Parallel()
 	c := Start(t, "--workers", "2")
 	dir := c.runDir(t)
 	st, err := os.Stat(dir)
@@ -1087,13 +1110,15 @@ func TestHostileRunDirPermissions(t *testing.T) {
 // router, a variable olio sets for its children itself (process.ScrubbedEnv): each is given to
 // the master with a value of its own, and no child has that value.
 func TestHostileEnvironmentNotInherited(t *testing.T) {
+	t.Parallel()
 	inherited := map[string]bool{}
+	var env []string
 	for _, name := range process.ScrubbedEnv() {
-		value := "inherited-" + strings.ToLower(name)
-		t.Setenv(name, value)
-		inherited[name+"="+value] = true
+		kv := name + "=inherited-" + strings.ToLower(name)
+		env = append(env, kv)
+		inherited[kv] = true
 	}
-	c := Start(t, "--workers", "2")
+	c := StartEnv(t, env, "--workers", "2")
 	routers, apps := 0, 0
 	for _, pid := range c.Descendants() {
 		env, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
@@ -1119,6 +1144,7 @@ func TestHostileEnvironmentNotInherited(t *testing.T) {
 // TestHostileAppEnvironment: the app's environment is olio's plus only the documented
 // variables.
 func TestHostileAppEnvironment(t *testing.T) {
+	t.Parallel()
 	envFile := filepath.Join(t.TempDir(), "env")
 	c := Start(t, append([]string{"--workers", "2", "--cluster-addr", "lb.example:80"}, hostileAppArgs(t, "-env", envFile)...)...)
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(c.Pid()) + "/environ")
@@ -1156,6 +1182,7 @@ func TestHostileAppEnvironment(t *testing.T) {
 // stays ignored across exec, so a router that ignored HUP or INT would pass that on to its
 // app, and a shell-script app could not even trap them.
 func TestHostileAppSignalsDefault(t *testing.T) {
+	t.Parallel()
 	out := filepath.Join(t.TempDir(), "sigign")
 	script := `grep SigIgn /proc/self/status > "$0.$OLIO_INDEX" && exec "$1" demo`
 	Start(t, "--workers", "2", "--", "/bin/sh", "-c", script, out, olioBin)
@@ -1180,6 +1207,7 @@ func TestHostileAppSignalsDefault(t *testing.T) {
 
 // TestHostileKillMaster: kill -9 of the master takes every router and app with it.
 func TestHostileKillMaster(t *testing.T) {
+	t.Parallel()
 	c := Start(t, "--workers", "2")
 	procs := c.Descendants()
 	if len(procs) < 4 {

@@ -85,6 +85,7 @@ func opKeys(t *testing.T, c *Cluster, args ...string) *listener.KeysReport {
 }
 
 func TestHotKeys(t *testing.T) {
+	t.Parallel()
 	const workers = 3
 	maddr := freeAddr(t)
 	c := Start(t, "--workers", strconv.Itoa(workers), "--metrics", maddr)
@@ -202,6 +203,7 @@ func TestHotKeys(t *testing.T) {
 }
 
 func TestHotKeysHashed(t *testing.T) {
+	t.Parallel()
 	c := Start(t, "--workers", "2", "--key-stats", "hashed")
 	hot := "alice@example.com"
 	skewedLoad(t, c, 2, hot, 60, []string{"bob@example.com", "carol@example.com"})
@@ -223,6 +225,7 @@ func TestHotKeysHashed(t *testing.T) {
 
 // Off counts nothing: turned on by a reload, the routers have nothing from before.
 func TestHotKeysOff(t *testing.T) {
+	t.Parallel()
 	maddr := freeAddr(t)
 	cfg := filepath.Join(t.TempDir(), "olio.json")
 	writeCfg := func(mode string) {

@@ -1,7 +1,6 @@
 package test
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,6 +28,7 @@ import (
 // TestLifecycleHUP: a rolling restart replaces every app without failing a request, and
 // every key stays on its owner throughout.
 func TestLifecycleHUP(t *testing.T) {
+	t.Parallel()
 	const workers = 3
 	c := Start(t, "--workers", strconv.Itoa(workers))
 	before := appPIDs(t, c, workers)
@@ -64,6 +64,7 @@ func TestLifecycleHUP(t *testing.T) {
 // forward it requests and hand it connections for its keys, and its app serves them. (Its
 // answers alone would not tell: the other routers could be carrying it.)
 func TestLifecycleTTIN(t *testing.T) {
+	t.Parallel()
 	c := testResize(t, 2, syscall.SIGTTIN, 3, 2)
 	const newcomer = 2
 	before := opStatus(t, c).Workers[newcomer]
@@ -111,6 +112,7 @@ func TestLifecycleTTIN(t *testing.T) {
 // TestLifecycleTTOU: one worker fewer under load; afterwards every key is on its owner
 // among 2.
 func TestLifecycleTTOU(t *testing.T) {
+	t.Parallel()
 	testResize(t, 3, syscall.SIGTTOU, 2, 2)
 }
 
@@ -146,6 +148,7 @@ func testResize(t *testing.T, from int, sig syscall.Signal, to, perWorker int, e
 // request gets 503 with Retry-After; TTIN brings one worker back and everything is good
 // again.
 func TestLifecycleWinchThenTTIN(t *testing.T) {
+	t.Parallel()
 	c := Start(t, "--workers", "2")
 	l := StartLoad(t, c, LoadOptions{Clients: 4, Prefix: "winch-"})
 	l.ExpectOwners(2)
@@ -189,6 +192,7 @@ func TestLifecycleWinchThenTTIN(t *testing.T) {
 // TestLifecycleKillApp: kill -9 of an app costs nothing but that app's own in-flight
 // requests, which get 502; its keys wait for the replacement.
 func TestLifecycleKillApp(t *testing.T) {
+	t.Parallel()
 	const workers, victim = 3, 1
 	c := Start(t, "--workers", strconv.Itoa(workers))
 	l := StartLoad(t, c, LoadOptions{Clients: 6, Prefix: "killapp-"})
@@ -215,14 +219,15 @@ func TestLifecycleKillApp(t *testing.T) {
 		}()
 	}
 	// A GET in flight inside the app when it dies is repeated on the replacement: it gets
-	// its answer from the new app.
+	// its answer from the new app. It takes as long as the wait below for all three to be
+	// in flight, so that it cannot end before the kill however slowly the others come.
 	get := make(chan *Answer, 1)
 	go func() {
 		req := keyRequest(c, "GET", "", nil)
-		req.URL.RawQuery = "sleep=2000"
+		req.URL.RawQuery = "sleep=10000"
 		req.Header.Set("X-Olio-Index", strconv.Itoa(victim))
 		req.Header.Set("X-Olio-Secret", c.Secret)
-		a, err := Do(client, req)
+		a, err := Do(&http.Client{Timeout: 60 * time.Second}, req) // twice 10s, and the replacement's start
 		if err != nil {
 			t.Errorf("in-flight GET in a killed app: %v, want it repeated on the new app", err)
 		}
@@ -335,6 +340,7 @@ func logTime(line string) (time.Time, bool) {
 // its keys wait. Nothing fails but the requests on that router's own connections and the
 // ones it was serving.
 func TestLifecycleKillRouter(t *testing.T) {
+	t.Parallel()
 	const workers, victim = 3, 1
 	c := Start(t, "--workers", strconv.Itoa(workers))
 	l := StartLoad(t, c, LoadOptions{Clients: 6, Fresh: 2, Prefix: "killrouter-"})
@@ -395,7 +401,10 @@ func TestLifecycleKillRouter(t *testing.T) {
 
 // TestLifecycleKillMaster: kill -9 of the master takes every router and app with it within
 // a few seconds, and frees the port.
-func TestLifecycleKillMaster(t *testing.T) { testKillMaster(t, 2) }
+func TestLifecycleKillMaster(t *testing.T) {
+	t.Parallel()
+	testKillMaster(t, 2)
+}
 
 // testKillMaster is TestLifecycleKillMaster for a cluster of 2 workers of perWorker
 // processes each, started with extra flags.
@@ -432,6 +441,7 @@ func testKillMaster(t *testing.T, perWorker int, extra ...string) {
 // its drain, seen as each closing an idle keep-alive connection of its own (a condition, not
 // a time window: a fixed one failed under the race detector).
 func TestLifecycleGracefulStop(t *testing.T) {
+	t.Parallel()
 	const workers = 2
 	exe, err := os.Executable()
 	if err != nil {
@@ -478,12 +488,13 @@ func TestLifecycleGracefulStop(t *testing.T) {
 // own app: router 0 must still wait for what it forwarded. TestLifecycleGracefulStop gives
 // every router local work, which hides a router that waits for its app's requests alone.
 func TestLifecycleGracefulStopForwardedOnly(t *testing.T) {
+	t.Parallel()
 	c := Start(t, "--workers", "2", "--handoff=false")
 	var calls []*stopCall
 	for k := 0; k < 3; k++ {
 		calls = append(calls, &stopCall{from: 0, to: 1}, &stopCall{from: 0, to: 1, keyed: true})
 	}
-	signalWithInFlight(t, c, syscall.SIGTERM, calls, 2*time.Second, func(st *listener.Status) error {
+	signalWithInFlight(t, c, syscall.SIGTERM, calls, 6*time.Second, func(st *listener.Status) error {
 		if w := st.Workers[0]; w.InFlight != 0 || w.Forwarded < uint64(len(calls)) {
 			return fmt.Errorf("worker 0: %d in flight and %d forwarded, want 0 and at least %d", w.InFlight, w.Forwarded, len(calls))
 		}
@@ -502,6 +513,7 @@ func TestLifecycleGracefulStopForwardedOnly(t *testing.T) {
 // drain finds them done; under overlap there is no prepare, and only the drain keeps the
 // leaving router up until they are answered.
 func TestLifecycleTTOUFinishesForwarded(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []string{"exclusive", "overlap"} {
 		t.Run(mode, func(t *testing.T) {
 			c := Start(t, "--workers", "3", "--handoff=false", "--handover", mode)
@@ -510,7 +522,7 @@ func TestLifecycleTTOUFinishesForwarded(t *testing.T) {
 			for k := 0; k < 2; k++ {
 				calls = append(calls, &stopCall{from: leaving, to: 0}, &stopCall{from: leaving, to: 0, keyed: true})
 			}
-			signalWithInFlight(t, c, syscall.SIGTTOU, calls, 2*time.Second, func(st *listener.Status) error {
+			signalWithInFlight(t, c, syscall.SIGTTOU, calls, 6*time.Second, func(st *listener.Status) error {
 				if w := st.Workers[leaving]; w.InFlight != 0 || w.Forwarded < uint64(len(calls)) {
 					return fmt.Errorf("worker %d: %d in flight and %d forwarded, want 0 and at least %d", leaving, w.InFlight, w.Forwarded, len(calls))
 				}
@@ -536,7 +548,8 @@ type stopCall struct {
 }
 
 // signalWithInFlight sends calls, each asking the app to take d, waits until every router
-// has read its requests (and, if given, until the status satisfies each check), sends sig,
+// has read its requests (and, if given, until the status satisfies each check, within d/2:
+// d is long enough for a loaded machine to get every request in flight), sends sig,
 // and checks that every call is answered 200 by its worker after the signal, and, for
 // SIGTERM, that olio exits 0.
 func signalWithInFlight(t *testing.T, c *Cluster, sig syscall.Signal, calls []*stopCall, d time.Duration, checks ...func(*listener.Status) error) {
@@ -599,14 +612,14 @@ func signalWith(t *testing.T, c *Cluster, sig syscall.Signal, calls []*stopCall,
 	for i, cl := range calls {
 		select {
 		case <-cl.wrote:
-		case <-time.After(10 * time.Second):
-			t.Fatalf("request %d not written within 10s", i)
+		case <-time.After(30 * time.Second):
+			t.Fatalf("request %d not written within 30s", i)
 		}
-		if !Eventually(5*time.Second, func() bool {
+		if !Eventually(30*time.Second, func() bool {
 			n, ok := unreadByServer(server, cl.local.(*net.TCPAddr))
 			return ok && n == 0
 		}) {
-			t.Fatalf("request %d (%v) not read by router %d within 5s", i, cl.local, cl.from)
+			t.Fatalf("request %d (%v) not read by router %d within 30s", i, cl.local, cl.from)
 		}
 	}
 	for _, check := range checks {
@@ -647,7 +660,10 @@ func signalWith(t *testing.T, c *Cluster, sig syscall.Signal, calls []*stopCall,
 
 // TestLifecycleUSR2: a hot upgrade under load. Afterwards exactly one master remains, every
 // app pid is new, no request failed, and the same port keeps answering.
-func TestLifecycleUSR2(t *testing.T) { testUSR2(t) }
+func TestLifecycleUSR2(t *testing.T) {
+	t.Parallel()
+	testUSR2(t)
+}
 
 // testUSR2 is TestLifecycleUSR2 for a cluster started with extra flags.
 func testUSR2(t *testing.T, extra ...string) {
@@ -820,31 +836,17 @@ func stopOtherMasters(t testing.TB, c *Cluster, started int) {
 }
 
 // unreadByServer returns how many bytes the server side of the TCP connection between
-// client and server has received and not yet read, from /proc/net/tcp; ok is false if
-// there is no such connection.
+// client and server has received and not yet read (tcpLookup); ok is false if there is no
+// such connection.
 func unreadByServer(server, client *net.TCPAddr) (n int, ok bool) {
-	f, err := os.Open("/proc/net/tcp")
-	if err != nil {
-		return 0, false
-	}
-	defer f.Close()
-	local, remote := procAddr(server), procAddr(client)
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 || fields[1] != local || fields[2] != remote {
-			continue
-		}
-		_, rx, _ := strings.Cut(fields[4], ":")
-		v, err := strconv.ParseUint(rx, 16, 32)
-		return int(v), err == nil
-	}
-	return 0, false
+	s, found, err := tcpLookup(server, client)
+	return int(s.unread), found && err == nil
 }
 
 // TestLifecycleSecondSignalKills: a second TERM during a graceful stop stops at once, even
 // with a request in flight that would hold the graceful stop for its whole duration.
 func TestLifecycleSecondSignalKills(t *testing.T) {
+	t.Parallel()
 	c := Start(t, "--workers", "1", "--shutdown-timeout", "60s")
 	go func() {
 		req := keyRequest(c, "GET", "", nil)
@@ -868,6 +870,7 @@ func TestLifecycleSecondSignalKills(t *testing.T) {
 // TestLifecycleStopDuringUpgrade: a stop that comes while a hot upgrade waits for its new
 // master abandons the upgrade: the new master is stopped too, and nothing keeps serving.
 func TestLifecycleStopDuringUpgrade(t *testing.T) {
+	t.Parallel()
 	script := `sleep 2; exec "$0" demo` // every app takes 2s to get ready: the upgrade waits
 	c := Start(t, "--workers", "1", "--shutdown-timeout", "2s", "--", "/bin/sh", "-c", script, olioBin)
 	oldMaster := c.Pid()

@@ -156,8 +156,10 @@ func (nw *network) remove(ns string) {
 }
 
 // dialIn returns a DialContext that connects from inside namespace ns: the socket is made
-// on a thread that has joined ns, and that thread is thrown away afterwards (the goroutine
-// exits locked to it), so no other goroutine ever runs in ns.
+// on a thread that has joined ns, and that thread goes back to its own namespace before any
+// other goroutine runs on it; if it cannot, it is thrown away (the goroutine exits locked to
+// it). Going back matters: the runtime does not end the main thread but parks it, and
+// /proc/self/net shows the main thread's namespace to the whole test process.
 func dialIn(ns string) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		type result struct {
@@ -166,7 +168,18 @@ func dialIn(ns string) func(ctx context.Context, network, addr string) (net.Conn
 		}
 		ch := make(chan result, 1)
 		go func() {
-			runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
+			runtime.LockOSThread()
+			own, err := os.Open("/proc/thread-self/ns/net")
+			if err != nil {
+				ch <- result{nil, err}
+				return
+			}
+			defer func() {
+				if unix.Setns(int(own.Fd()), unix.CLONE_NEWNET) == nil {
+					runtime.UnlockOSThread()
+				}
+				own.Close()
+			}()
 			f, err := os.Open("/run/netns/" + ns)
 			if err != nil {
 				ch <- result{nil, err}
@@ -470,6 +483,9 @@ func (nw *network) readyStatus(cl *http.Client, i int) int {
 // under load loses no request and moves only its keys, and HAProxy takes the host out
 // before it stops accepting (HAProxy's own counters show no refused connection, retry or
 // bad response for it); its return moves exactly those keys back.
+//
+// The two several-hosts tests do not run in parallel: HAProxy's health checks and the
+// drain delay are timed.
 func TestMultihostHAProxy(t *testing.T) {
 	const drainDelay = 4 * time.Second // > the config's inter 1s × fall 2
 	nw := newNetwork(t, "mhap", 2)
@@ -723,6 +739,7 @@ func countHost(owners map[string]hostAnswer, host string) int {
 // TestDrainDelay (on loopback): on TERM with --drain-delay, /ready answers 503 at once while
 // requests are still served; a second TERM stops olio at once, drain delay or not.
 func TestDrainDelay(t *testing.T) {
+	t.Parallel()
 	metrics := freeAddr(t)
 	c := Start(t, "--workers", "2", "--metrics", metrics, "--drain-delay", "1h")
 	ready := func() (int, string) {
@@ -767,6 +784,7 @@ func TestDrainDelay(t *testing.T) {
 // rotation through a reload. The app takes half a second to start, so each new app is
 // "starting" for a while.
 func TestReadyDuringReload(t *testing.T) {
+	t.Parallel()
 	metrics := freeAddr(t)
 	c := Start(t, "--workers", "2", "--metrics", metrics, "--", "/bin/sh", "-c", `sleep 0.5; exec "$0" demo`, olioBin)
 	var polls, bad atomic.Int64

@@ -106,6 +106,7 @@ func opRequests(t testing.TB, c *Cluster, n, workers int, prefix string) {
 }
 
 func TestStatusTableAndJSON(t *testing.T) {
+	t.Parallel()
 	c := Start(t, "--workers", "2")
 	out, err := opCLI(t, "status", "--control", c.Control, "--json")
 	if err != nil {
@@ -171,6 +172,7 @@ func TestStatusTableAndJSON(t *testing.T) {
 }
 
 func TestStatusServedAddsUp(t *testing.T) {
+	t.Parallel()
 	c := Start(t, "--workers", "2")
 	const n = 60
 	opRequests(t, c, n, 2, "served")
@@ -195,6 +197,7 @@ func TestStatusServedAddsUp(t *testing.T) {
 }
 
 func TestScaleCommand(t *testing.T) {
+	t.Parallel()
 	c := Start(t, "--workers", "2")
 	out, err := opCLI(t, "scale", "--control", c.Control, "5")
 	if err != nil {
@@ -212,6 +215,7 @@ func TestScaleCommand(t *testing.T) {
 }
 
 func TestReloadCommandReplacesEveryApp(t *testing.T) {
+	t.Parallel()
 	c := Start(t, "--workers", "2")
 	before := opAppPIDs(opStatus(t, c))
 	out, err := opCLI(t, "reload", "--control", c.Control)
@@ -231,6 +235,7 @@ func TestReloadCommandReplacesEveryApp(t *testing.T) {
 }
 
 func TestOperateStopCommandAndPidfile(t *testing.T) {
+	t.Parallel()
 	pidfile := filepath.Join(t.TempDir(), "olio.pid")
 	c := Start(t, "--workers", "2", "--pidfile", pidfile)
 	if pid, err := listener.ReadPIDFile(pidfile); err != nil || pid != c.Pid() {
@@ -253,6 +258,7 @@ func TestOperateStopCommandAndPidfile(t *testing.T) {
 }
 
 func TestOperateNothingAnswers(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "nobody.sock")
 	for _, args := range [][]string{
 		{"status"}, {"status", "--json"}, {"reload"}, {"scale", "3"}, {"stop"},
@@ -270,6 +276,7 @@ func TestOperateNothingAnswers(t *testing.T) {
 }
 
 func TestOperateControlInUse(t *testing.T) {
+	t.Parallel()
 	first := Start(t, "--workers", "1")
 	second := StartNoWait(t, "--workers", "1", "--control", first.Control)
 	select {
@@ -325,6 +332,7 @@ func opSum(mf *dto.MetricFamily) float64 {
 }
 
 func TestMetricsScrape(t *testing.T) {
+	t.Parallel()
 	maddr := freeAddr(t)
 	c := Start(t, "--workers", "2", "--metrics", maddr)
 	before := opScrape(t, maddr)
@@ -377,6 +385,7 @@ func TestMetricsScrape(t *testing.T) {
 }
 
 func TestNotifySystemd(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "notify.sock")
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
 	if err != nil {
@@ -413,8 +422,7 @@ func TestNotifySystemd(t *testing.T) {
 			}
 		}
 	}
-	t.Setenv("NOTIFY_SOCKET", path)
-	c := Start(t, "--workers", "2")
+	c := StartEnv(t, []string{"NOTIFY_SOCKET=" + path}, "--workers", "2")
 	waitFor("READY=1")
 	for _, pid := range c.Descendants() {
 		if env, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ"); bytes.Contains(env, []byte("NOTIFY_SOCKET="+path)) {
@@ -433,6 +441,7 @@ func TestNotifySystemd(t *testing.T) {
 }
 
 func TestLogFileReopenedOnUSR1(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	logPath := filepath.Join(dir, "olio.log")
 	c := StartNoWait(t, "--workers", "2", "--log-file", logPath)
@@ -471,6 +480,7 @@ func TestLogFileReopenedOnUSR1(t *testing.T) {
 }
 
 func TestConfigFileOnHUP(t *testing.T) {
+	t.Parallel()
 	cfgPath, write := configFile(t, `{"workers": 2, "forward-timeout": "5s"}`)
 	c := Start(t, "--config", cfgPath)
 	st := opStatus(t, c)
@@ -508,6 +518,7 @@ func TestConfigFileOnHUP(t *testing.T) {
 // running: the worker count and the app come back, and every app restarted onto the new
 // command is restarted onto the old one.
 func TestReloadThatFailsGoesBack(t *testing.T) {
+	t.Parallel()
 	cfgPath, write := configFile(t, `{"workers": 2}`)
 	c := Start(t, "--config", cfgPath)
 	before := opAppPIDs(opStatus(t, c))
@@ -603,6 +614,7 @@ func TestReloadThatFailsGoesBack(t *testing.T) {
 }
 
 func TestFanoutEveryWorker(t *testing.T) {
+	t.Parallel()
 	c := Start(t, "--workers", "3")
 	req, _ := http.NewRequest("POST", c.URL()+"/broadcast?x=1", strings.NewReader("hello"))
 	req.Header.Set(router.HeaderIndex, process.FanoutIndex)
@@ -665,6 +677,7 @@ func cpusAllowed(t testing.TB, pid int) string {
 }
 
 func TestOperateCPUAffinity(t *testing.T) {
+	t.Parallel()
 	var allowed unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &allowed); err != nil {
 		t.Skip("sched_getaffinity:", err)
@@ -695,6 +708,7 @@ func TestOperateCPUAffinity(t *testing.T) {
 // restart applies (here the metrics address; the harness gives --listen as a flag, which
 // wins over the file) says so, and olio goes on as it was.
 func TestReloadSaysWhatItDoesNotApply(t *testing.T) {
+	t.Parallel()
 	cfgPath, write := configFile(t, `{"workers": 1}`)
 	c := Start(t, "--config", cfgPath)
 	metrics := freeAddr(t)
@@ -714,6 +728,7 @@ func TestReloadSaysWhatItDoesNotApply(t *testing.T) {
 // TestReloadKeepsScaledCount: a reload keeps the worker count set by olio scale (or TTIN,
 // TTOU) unless the configuration changes the count itself.
 func TestReloadKeepsScaledCount(t *testing.T) {
+	t.Parallel()
 	cfgPath, write := configFile(t, `{"workers": 2}`)
 	c := Start(t, "--config", cfgPath)
 	if out, err := opCLI(t, "scale", "--control", c.Control, "3"); err != nil {
@@ -740,6 +755,7 @@ func TestReloadKeepsScaledCount(t *testing.T) {
 // app never gets ready, so the roll would last the whole --ready-timeout): the reload gives
 // way and the stop takes about --shutdown-timeout.
 func TestStopDuringReload(t *testing.T) {
+	t.Parallel()
 	cfgPath, write := configFile(t, `{"workers": 2}`)
 	c := Start(t, "--config", cfgPath, "--ready-timeout", "60s", "--shutdown-timeout", "2s")
 	write(`{"workers": 2, "app": ["/bin/sh", "-c", "exec sleep 1000"]}`)

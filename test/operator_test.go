@@ -33,6 +33,7 @@ func olioCmd(t *testing.T, env []string, args ...string) []byte {
 // OLIO_CONTROL names the control socket for olio serve and for each command; --control
 // before the command names it too.
 func TestOperatorControlFromTheEnvironment(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, freeAddr(t))
 	cmd := exec.Command(olioBin, "serve", "--listen", c.Addr, "--secret", c.Secret, "--workers", "2")
 	cmd.Env = append(os.Environ(), "OLIO_CONTROL="+c.Control)
@@ -90,6 +91,7 @@ func decodeReport(t *testing.T, out []byte) opReport {
 
 // olio reload, scale and stop with --json each print one JSON object saying what happened.
 func TestOperatorJSONReports(t *testing.T) {
+	t.Parallel()
 	c := Start(t, "--workers", "2")
 	ctl := []string{"OLIO_CONTROL=" + c.Control}
 
@@ -154,6 +156,7 @@ type topFrame struct {
 // olio top under a known load: its frames count the requests sent, a live view sees
 // their rate and latency, and the plain frame renders a row per worker.
 func TestOperatorTop(t *testing.T) {
+	t.Parallel()
 	c := Start(t, "--workers", "2")
 	ctl := []string{"OLIO_CONTROL=" + c.Control}
 	cl := &http.Client{Timeout: 10 * time.Second}

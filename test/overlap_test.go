@@ -323,11 +323,11 @@ func startRecorder(t *testing.T, embedded bool, flags ...string) (*Cluster, stri
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv("RECORDER_DIR", dir) // olio passes its environment on to the apps
 	if embedded {
 		flags = append(flags, "--embedded")
 	}
-	return Start(t, append(flags, "--", recorderBin)...), dir
+	// olio passes its environment on to the apps
+	return StartEnv(t, []string{"RECORDER_DIR=" + dir}, append(flags, "--", recorderBin)...), dir
 }
 
 // overlapOp is an operation that may move keys between processes.
@@ -588,6 +588,7 @@ func errorEach[T fmt.Stringer](t *testing.T, items []T) {
 // TestOverlapScaleUp: `olio scale` 2→3 under load; no key is served by its old and its new
 // owner at once, and no request fails.
 func TestOverlapScaleUp(t *testing.T) {
+	t.Parallel()
 	c, dir := startRecorder(t, false, "--workers", "2")
 	assertExclusive(t, runOverlap(t, c, dir, scaleOp(2, 3, true)))
 }
@@ -595,6 +596,7 @@ func TestOverlapScaleUp(t *testing.T) {
 // TestOverlapScaleDown: TTOU 3→2 under load; the removed worker's keys reach their new
 // owners only once it has finished them.
 func TestOverlapScaleDown(t *testing.T) {
+	t.Parallel()
 	c, dir := startRecorder(t, false, "--workers", "3")
 	assertExclusive(t, runOverlap(t, c, dir, scaleOp(3, 2, false)))
 }
@@ -602,6 +604,7 @@ func TestOverlapScaleDown(t *testing.T) {
 // TestOverlapReload: HUP, a rolling restart of every app; the new app of a worker serves
 // its keys only once the old one has finished them.
 func TestOverlapReload(t *testing.T) {
+	t.Parallel()
 	c, dir := startRecorder(t, false, "--workers", "3")
 	assertExclusive(t, runOverlap(t, c, dir, reloadOp()))
 }
@@ -609,6 +612,7 @@ func TestOverlapReload(t *testing.T) {
 // TestOverlapEmbeddedReload: HUP in embedded mode restarts every router process; the new
 // process of a worker serves its keys only once the old one has finished them.
 func TestOverlapEmbeddedReload(t *testing.T) {
+	t.Parallel()
 	c, dir := startRecorder(t, true, "--workers", "2")
 	assertExclusive(t, runOverlap(t, c, dir, reloadOp()))
 }
@@ -616,6 +620,7 @@ func TestOverlapEmbeddedReload(t *testing.T) {
 // TestOverlapUpgrade: USR2, a hot upgrade; the two generations never serve one key at
 // once.
 func TestOverlapUpgrade(t *testing.T) {
+	t.Parallel()
 	c, dir := startRecorder(t, false, "--workers", "2")
 	assertExclusive(t, runOverlap(t, c, dir, upgradeOp(2)))
 }
@@ -624,6 +629,7 @@ func TestOverlapUpgrade(t *testing.T) {
 // the same operations do serve a key on two processes at once: the detector sees them, so
 // the tests above can fail.
 func TestOverlapModeOverlaps(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	help, _ := exec.CommandContext(ctx, olioBin, "serve", "--help").CombinedOutput()
@@ -651,6 +657,7 @@ func TestOverlapModeOverlaps(t *testing.T) {
 // one key count, touching intervals do not, a long request is compared with every later
 // one it spans, and the sweep finds what comparing every pair finds.
 func TestOverlapDetector(t *testing.T) {
+	t.Parallel()
 	rec := func(key string, pid int, start, end int64) record {
 		return record{Key: key, PID: pid, Start: start, End: end}
 	}

@@ -1,13 +1,14 @@
 package test
 
 import (
-	"bufio"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/olio-dev/olio/test/harness"
@@ -98,37 +99,21 @@ func (c *Cluster) routers() map[int]int {
 }
 
 // listenInode returns the inode of the TCP socket listening on addr (host:port), from
-// /proc/net/tcp; the test is skipped where there is no /proc/net/tcp.
+// tcpLookup; the test is skipped where the kernel does not answer it.
 func listenInode(t testing.TB, addr string) string {
 	t.Helper()
 	tcp, err := net.ResolveTCPAddr("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open("/proc/net/tcp")
+	s, found, err := tcpLookup(tcp, &net.TCPAddr{IP: net.IPv4zero})
 	if err != nil {
-		t.Skip("no /proc/net/tcp")
+		t.Skipf("no sock_diag to find the listening socket: %v", err)
 	}
-	defer f.Close()
-	local := procAddr(tcp)
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// sl local_address rem_address st ... inode (field 9); st 0A is LISTEN
-		if fields := strings.Fields(sc.Text()); len(fields) > 9 && fields[1] == local && fields[3] == "0A" {
-			return fields[9]
-		}
+	if !found || s.state != 10 { // TCP_LISTEN
+		t.Fatalf("no listening socket on %s", addr)
 	}
-	t.Fatalf("no listening socket on %s in /proc/net/tcp", addr)
-	return ""
-}
-
-// procAddr formats an IPv4 address as /proc/net/tcp does.
-func procAddr(a *net.TCPAddr) string {
-	ip := a.IP.To4()
-	if ip == nil {
-		return ""
-	}
-	return fmt.Sprintf("%02X%02X%02X%02X:%04X", ip[3], ip[2], ip[1], ip[0], a.Port)
+	return strconv.FormatUint(s.inode, 10)
 }
 
 // holders returns the processes among pids that hold the open file target (a /proc/PID/fd
@@ -146,4 +131,68 @@ func holders(pids []int, target string) map[int]string {
 		}
 	}
 	return out
+}
+
+// tcpSocket is what the kernel says of one TCP socket (see tcpLookup).
+type tcpSocket struct {
+	state  uint8  // TCP_ESTABLISHED is 1
+	unread uint32 // bytes received and not yet read
+	inode  uint64 // 0 until the socket is accepted
+}
+
+// tcpLookup asks the kernel (sock_diag over netlink) for the IPv4 TCP socket whose local
+// address is local and remote address remote: found is false if there is none. Unlike a
+// pass over /proc/net/tcp, it is an exact lookup in the caller's network namespace:
+// /proc/net/tcp is written a page per read, resuming at a count of sockets that others
+// opening and closing meanwhile (tests in parallel) can shift, and it shows the namespace
+// of the process's main thread.
+func tcpLookup(local, remote *net.TCPAddr) (s tcpSocket, found bool, err error) {
+	fd, err := syscall.Socket(syscall.AF_NETLINK, syscall.SOCK_DGRAM|syscall.SOCK_CLOEXEC, syscall.NETLINK_INET_DIAG)
+	if err != nil {
+		return s, false, err
+	}
+	defer syscall.Close(fd)
+	const sockDiagByFamily, hdr = 20, syscall.NLMSG_HDRLEN
+	req := make([]byte, hdr+56)
+	binary.NativeEndian.PutUint32(req[0:], uint32(len(req)))
+	binary.NativeEndian.PutUint16(req[4:], sockDiagByFamily)
+	binary.NativeEndian.PutUint16(req[6:], syscall.NLM_F_REQUEST)
+	b := req[hdr:]
+	b[0], b[1] = syscall.AF_INET, syscall.IPPROTO_TCP
+	binary.NativeEndian.PutUint32(b[4:], 0xffffffff) // every state
+	id := b[8:]                                      // inet_diag_sockid, ports and addresses in network order
+	binary.BigEndian.PutUint16(id[0:], uint16(local.Port))
+	binary.BigEndian.PutUint16(id[2:], uint16(remote.Port))
+	copy(id[4:8], local.IP.To4())
+	copy(id[20:24], remote.IP.To4())
+	binary.NativeEndian.PutUint32(id[40:], 0xffffffff) // INET_DIAG_NOCOOKIE
+	binary.NativeEndian.PutUint32(id[44:], 0xffffffff)
+	if err := syscall.Sendto(fd, req, 0, &syscall.SockaddrNetlink{Family: syscall.AF_NETLINK}); err != nil {
+		return s, false, err
+	}
+	buf := make([]byte, 8192)
+	n, _, err := syscall.Recvfrom(fd, buf, 0)
+	if err != nil {
+		return s, false, err
+	}
+	msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+	if err != nil || len(msgs) == 0 {
+		return s, false, fmt.Errorf("sock_diag: %d bytes, %v", n, err)
+	}
+	m := msgs[0]
+	if m.Header.Type == syscall.NLMSG_ERROR {
+		if errno := -int32(binary.NativeEndian.Uint32(m.Data)); errno != 0 && syscall.Errno(errno) != syscall.ENOENT {
+			return s, false, fmt.Errorf("sock_diag: %w", syscall.Errno(errno))
+		}
+		return s, false, nil
+	}
+	if m.Header.Type != sockDiagByFamily || len(m.Data) < 72 {
+		return s, false, fmt.Errorf("sock_diag: message type %d of %d bytes", m.Header.Type, len(m.Data))
+	}
+	d := m.Data // inet_diag_msg
+	// Without an established socket the kernel answers with a listener on local: not this one.
+	if binary.BigEndian.Uint16(d[6:]) != uint16(remote.Port) {
+		return s, false, nil
+	}
+	return tcpSocket{state: d[1], unread: binary.NativeEndian.Uint32(d[56:]), inode: uint64(binary.NativeEndian.Uint32(d[68:]))}, true, nil
 }

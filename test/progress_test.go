@@ -39,6 +39,7 @@ func stepLines(out, step string) map[int][]string {
 // olio reload and olio scale print each worker once as it completes (plain lines when
 // stdout is not a terminal), then a summary; --quiet prints the outcome alone.
 func TestReloadAndScaleProgress(t *testing.T) {
+	t.Parallel()
 	const workers = 3
 	c := Start(t, "--workers", strconv.Itoa(workers))
 
@@ -82,10 +83,13 @@ func TestReloadAndScaleProgress(t *testing.T) {
 // The summary counts the requests a reload held: while worker 0's old app finishes a slow
 // request, its new app waits, and so do the requests that come meanwhile.
 func TestReloadSummaryCountsHeldRequests(t *testing.T) {
+	t.Parallel()
 	c := Start(t, "--workers", "1")
 	slow := make(chan error, 1)
 	go func() {
-		req, _ := http.NewRequest("GET", c.URL()+"/slow?sleep=1500", nil)
+		// Long enough to outlast the reload's start on a busy machine (the reload waits for
+		// it, so it is also how long the test takes).
+		req, _ := http.NewRequest("GET", c.URL()+"/slow?sleep=5000", nil)
 		_, err := Do(client, req)
 		slow <- err
 	}()

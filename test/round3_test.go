@@ -188,6 +188,7 @@ func sendMethodOn(t *testing.T, nc net.Conn, br *bufio.Reader, method, uri strin
 // by cutting its connection or by dying, must never give the client a short answer that
 // ends cleanly: the client sees the body end in an error, local and forwarded.
 func TestRound3CutAnswerIsAnError(t *testing.T) {
+	t.Parallel()
 	c := round3Start(t, 2)
 	for _, path := range []string{"/cut", "/die"} {
 		for _, method := range []string{"GET", "POST"} { // the app leg's fast path, ReverseProxy
@@ -224,6 +225,7 @@ func TestRound3CutAnswerIsAnError(t *testing.T) {
 // TestRound3CutShortEscape: a query ending in a cut-short escape ("%4", "%") or holding a bad
 // one is answered, local and forwarded, and the app sees the same query either way.
 func TestRound3CutShortEscape(t *testing.T) {
+	t.Parallel()
 	c := round3Start(t, 2)
 	queries := []string{"q=%4", "q=%", "%", "q=%zz&r=1", "q=a%4", "q=%41%4", "a;b=1"}
 	seen := map[string]map[string]string{} // query → leg → what the app saw
@@ -258,6 +260,7 @@ func TestRound3CutShortEscape(t *testing.T) {
 // still holds the rest (until the test releases it), local and forwarded: nothing on the way
 // waits for a buffer to fill.
 func TestRound3StreamNotHeldBack(t *testing.T) {
+	t.Parallel()
 	c := round3Start(t, 2)
 	const perRead = 10 * time.Second
 	for n, leg := range legs {
@@ -302,6 +305,7 @@ func TestRound3StreamNotHeldBack(t *testing.T) {
 // another protocol), the client's connection ends too, local and forwarded: it reads EOF
 // within a deadline, and no router keeps a goroutine or a file descriptor for it.
 func TestRound3TunnelEndedByApp(t *testing.T) {
+	t.Parallel()
 	c := round3Start(t, 2)
 	const wait = 15 * time.Second
 	type conn struct {

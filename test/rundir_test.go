@@ -55,6 +55,7 @@ func waitRouter(t *testing.T, c *Cluster, i, old int, what string) int {
 // runs — neither one a scale adds nor one restarted after a crash. Only a hot upgrade would
 // run it.
 func TestRoutersRunTheMastersOwnBinary(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "olio")
 	b, err := os.ReadFile(olioBin)
@@ -134,6 +135,7 @@ func postKey(c *Cluster, key string) (int, error) {
 // of a router killed afterwards, are served again; the status says what happened; a stop
 // is prompt.
 func TestRunDirRemovedIsRenewed(t *testing.T) {
+	t.Parallel()
 	const workers = 2
 	c := Start(t, "--workers", strconv.Itoa(workers), "--forward-timeout", "2s")
 	st := opStatus(t, c)
@@ -253,6 +255,7 @@ func TestRunDirRemovedIsRenewed(t *testing.T) {
 // A router that cannot start says why in the log, as a line of the log's own format with
 // its worker, not only as an exit status in the master's line.
 func TestRouterStartFailureSaysWhy(t *testing.T) {
+	t.Parallel()
 	c := Start(t, "--workers", "2", "--log-format", "json")
 	st := opStatus(t, c)
 	sock := filepath.Join(st.RunDir, "router-1.sock")
@@ -293,6 +296,7 @@ func TestRouterStartFailureSaysWhy(t *testing.T) {
 // Requests on their way through the peer sessions of the old run directory when the master
 // moves the routers to a new one are not cut: they finish on the old sessions.
 func TestRunDirRenewedWithoutCuttingRequests(t *testing.T) {
+	t.Parallel()
 	const workers = 2
 	c, _ := hostileStart(t, workers)
 	keys := []string{keyOwnedBy(0, workers), keyOwnedBy(1, workers)}
@@ -316,11 +320,13 @@ func TestRunDirRenewedWithoutCuttingRequests(t *testing.T) {
 		err   error
 	}
 	results := make(chan result, slow)
+	slowClient := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	for i := range slow {
 		go func() {
-			req, _ := http.NewRequest("POST", c.URL()+"/slow?sleep=3000", strings.NewReader("a body"))
+			// long enough for all of them to be in flight at once on a loaded machine
+			req, _ := http.NewRequest("POST", c.URL()+"/slow?sleep=6000", strings.NewReader("a body"))
 			req.Header.Set("X-Olio-Key", keys[i%workers])
-			a, err := Do(quick, req)
+			a, err := Do(slowClient, req)
 			if err != nil {
 				results <- result{-1, err}
 				return
@@ -343,7 +349,7 @@ func TestRunDirRenewedWithoutCuttingRequests(t *testing.T) {
 	}
 	c.WaitLog("every router moved to the new one", 30*time.Second)
 	for i := range slow {
-		r := <-results // each bounded by quick's timeout
+		r := <-results // each bounded by slowClient's timeout
 		if r.err != nil {
 			t.Errorf("slow request %d: %v", i, r.err)
 		}

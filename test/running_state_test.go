@@ -79,6 +79,7 @@ func checkWorkers(t *testing.T, c *Cluster, n int, when, prefix string) {
 // TestRunningStateUpgradeKeepsScaledCount: scaled from 2 to 3, a hot upgrade's new master
 // runs 3 workers, not the 2 its command line says.
 func TestRunningStateUpgradeKeepsScaledCount(t *testing.T) {
+	t.Parallel()
 	c := Start(t, "--workers", "2")
 	runCLI(t, "scale", "--control", c.Control, "3")
 	st := upgradeMaster(t, c)
@@ -91,6 +92,7 @@ func TestRunningStateUpgradeKeepsScaledCount(t *testing.T) {
 // TestRunningStateReloadAfterUpgrade: scale → reload → USR2 → scale → reload. The config
 // asks for 2 throughout: no reload may go back to 2, before the upgrade or after it.
 func TestRunningStateReloadAfterUpgrade(t *testing.T) {
+	t.Parallel()
 	cfgPath, _ := configFile(t, `{"workers": 2}`)
 	c := Start(t, "--config", cfgPath)
 	runCLI(t, "scale", "--control", c.Control, "3")
@@ -110,6 +112,7 @@ func TestRunningStateReloadAfterUpgrade(t *testing.T) {
 // TestRunningStateUpgradeKeepsZero: scaled to zero (WINCH), a hot upgrade's new master
 // runs no workers and answers 503 as the old one did; it grows when asked.
 func TestRunningStateUpgradeKeepsZero(t *testing.T) {
+	t.Parallel()
 	c := Start(t, "--workers", "2")
 	c.Signal(syscall.SIGWINCH)
 	c.WaitLog("msg=scaled workers=0", 60*time.Second)
@@ -133,6 +136,7 @@ func TestRunningStateUpgradeKeepsZero(t *testing.T) {
 // TestRunningStateReloadRemembersConfiguredCount: a reload that changes the count (2 → 3)
 // is remembered: scaled to 5 after it, a reload of the same config keeps 5.
 func TestRunningStateReloadRemembersConfiguredCount(t *testing.T) {
+	t.Parallel()
 	cfgPath, write := configFile(t, `{"workers": 2}`)
 	c := Start(t, "--config", cfgPath)
 	write(`{"workers": 3}`)
@@ -146,6 +150,7 @@ func TestRunningStateReloadRemembersConfiguredCount(t *testing.T) {
 // TestRunningStateScaleStep: olio scale +1 and -2 change the count olio runs; a step past
 // zero is refused; /scale?workers=+1 is refused, never read as 1.
 func TestRunningStateScaleStep(t *testing.T) {
+	t.Parallel()
 	c := Start(t, "--workers", "3")
 	if out := runCLI(t, "scale", "--control", c.Control, "+1"); !strings.Contains(out, "scaled to 4 workers (+1)") {
 		t.Errorf("olio scale +1 at 3 workers printed %q, want it to say 4 workers", out)

@@ -361,6 +361,7 @@ func waitNotice(t *testing.T, dir, prefix string) string {
 // no key has two live sessions on two processes. A reload (HUP) then ends and re-homes
 // every one of them.
 func TestWSExclusiveScaleUp(t *testing.T) {
+	t.Parallel()
 	const grace = 2 * time.Second
 	access := filepath.Join(t.TempDir(), "access.log")
 	c, dir := wsStart(t, 2, "--upgrade-grace", grace.String(), "--forward-timeout", "20s", "--access-log", access, "--log-format", "json")
@@ -491,6 +492,7 @@ func TestWSExclusiveScaleUp(t *testing.T) {
 // moving keys' old connections stay with their old process while new ones go to the new
 // owner (the overlap this mode accepts, counted here).
 func TestWSOverlapKeepsConnections(t *testing.T) {
+	t.Parallel()
 	c, dir := wsStart(t, 2, "--handover", "overlap")
 	keys := wsKeys(24)
 	clients := map[string]*wsClient{}
@@ -522,6 +524,7 @@ func TestWSOverlapKeepsConnections(t *testing.T) {
 // owner ends it on a scale (close 1012 through the tunnel); one whose key does not move
 // stays open through the tunnel; no key has two live sessions on two processes.
 func TestWSExclusivePeerTunnel(t *testing.T) {
+	t.Parallel()
 	c, dir := wsStart(t, 2, "--handoff=false", "--upgrade-grace", "500ms", "--forward-timeout", "20s")
 	var moving, staying []*wsClient
 	for _, k := range wsKeys(40) {
@@ -682,6 +685,7 @@ func longestHold(ks []*wsKeeper) time.Duration {
 // clients that reconnect at once land on the new owner, and no key has two live sessions
 // on two processes.
 func TestWSExclusiveScaleDown(t *testing.T) {
+	t.Parallel()
 	c, dir := wsStart(t, 3, "--upgrade-grace", "1s", "--forward-timeout", "20s")
 	var keepers []*wsKeeper
 	moving := 0
@@ -752,6 +756,7 @@ func TestWSExclusiveScaleDown(t *testing.T) {
 // close 1012 before the new master's routers serve their keys: clients that reconnect at
 // once land on the new apps, and no key has two live sessions on two processes.
 func TestWSExclusiveUSR2(t *testing.T) {
+	t.Parallel()
 	const workers = 2
 	c, dir := wsStart(t, workers, "--upgrade-grace", "500ms", "--forward-timeout", "20s")
 	before := appPIDs(t, c, workers)
@@ -796,6 +801,7 @@ func TestWSExclusiveUSR2(t *testing.T) {
 // itself), a scale 2→3 closes, after --upgrade-grace, the WebSockets of the keys that move
 // to the new worker, and only those: the handler's sessions of the other keys go on.
 func TestWSExclusiveEmbedded(t *testing.T) {
+	t.Parallel()
 	c := Start(t, "--workers", "2", "--embedded", "--upgrade-grace", "500ms", "--forward-timeout", "10s", "--", exampleBin)
 	type session struct {
 		key  string
