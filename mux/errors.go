@@ -38,3 +38,9 @@ var (
 // so the request it carried can be sent again on a new stream, which reaches the socket
 // path's new listener.
 func Refused(err error) bool { return errors.Is(err, yamux.ErrConnectionReset) }
+
+// ClosedBeforeWrite reports whether err, from a write on a stream Pool.Open returned, says
+// the stream was already closed when the write began: by this side, or because its session
+// had ended (the peer went away). Such a write sends nothing; if it wrote no byte at all
+// (its count is 0), nothing of what it carried reached the peer.
+func ClosedBeforeWrite(err error) bool { return errors.Is(err, yamux.ErrStreamClosed) }

@@ -159,10 +159,11 @@ func (p *peerTransport) send(i int, req *http.Request, head []byte, body io.Read
 	replay := connpool.Replayable(req)
 	for attempt := 0; ; attempt++ {
 		ac, reused, err := t.get(req.Context(), attempt > 0)
-		if err == nil && reused && (body != nil || !replay) && !alive(ac) {
-			// A request that could not be sent again goes on a stream known to be open.
+		for err == nil && reused && !alive(ac) {
+			// A stream the owner closed, or whose session ended (the owner was replaced and
+			// has gone), is not used: the next idle one, or a new one.
 			ac.c.Close()
-			ac, reused, err = t.get(req.Context(), true)
+			ac, reused, err = t.get(req.Context(), false)
 		}
 		if err != nil {
 			return nil, err
@@ -187,6 +188,11 @@ func (p *peerTransport) send(i int, req *http.Request, head []byte, body io.Read
 			if attempt < 3 && !x.bodySent && req.Context().Err() == nil {
 				continue
 			}
+		}
+		if x.unsent && attempt < 3 && req.Context().Err() == nil {
+			// Nothing of the request left: its stream was closed before the first write
+			// (its session ended as it was taken). It goes on a new one, silent owner or not.
+			continue
 		}
 		if x.ownerSilent() && req.Context().Err() == nil {
 			// Sent to an owner that has stopped answering: the request may sit in its
@@ -423,6 +429,9 @@ type exchange struct {
 	interim func(int, http.Header)
 	// bodySent: the body has begun to be sent (it cannot be sent again).
 	bodySent bool
+	// unsent: the request's first write failed on a stream already closed, sending no
+	// byte: it never reached the owner.
+	unsent bool
 
 	stop func() bool // stops the request context's watch on the stream
 
@@ -502,7 +511,9 @@ func (x *exchange) run(secret string, head []byte, dst http.Header) (*http.Respo
 	} else {
 		x.halves.Store(2)
 	}
+	pending := ac.bw.Buffered()
 	if err := ac.bw.Flush(); err != nil {
+		x.unsent = ac.bw.Buffered() == pending && mux.ClosedBeforeWrite(err)
 		// An owner that drains may read the request, answer it and close its session before
 		// yamux tells this write that its bytes have left: an answer already here is the
 		// answer (reading a broken stream returns at once).

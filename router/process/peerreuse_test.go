@@ -80,3 +80,29 @@ func BenchmarkEmbeddedForwardedSlow(b *testing.B) {
 	}
 	benchServe(b, tc, benchKey(true))
 }
+
+// A pooled stream whose session has ended (its owner was replaced and has gone) is not
+// used, whatever the request: a GET goes on a new stream and is answered, not given up as
+// sent to a silent owner (the session, ended, has not been heard from since).
+func TestForwardSkipsStreamOfEndedSession(t *testing.T) {
+	tc := newTestCluster(t, 2, 5*time.Second)
+	key := keyOwnedBy(1, 2)
+	get := func() (*httptest.ResponseRecorder, *testAnswer) {
+		req := httptest.NewRequest("GET", "/", nil)
+		req.Header.Set("X-Olio-Key", key)
+		return tc.do(0, req)
+	}
+	if rec, a := get(); rec.Code != http.StatusOK || a.Index != 1 {
+		t.Fatalf("a forwarded GET: %d from %d", rec.Code, a.Index)
+	}
+	idle := tc.routers[0].remoteTransport.pool(1).pool.Idle()
+	if len(idle) == 0 {
+		t.Fatal("no idle stream to the owner after a forward")
+	}
+	s := idle[0].Conn.(*mux.Stream)
+	s.Session().Close() // the session ends; its stream stays in the pool
+	waitUntil(t, "the ended session's peer to count as silent", s.PeerSilent)
+	if rec, a := get(); rec.Code != http.StatusOK || a.Index != 1 {
+		t.Errorf("a forwarded GET after the session of the pooled stream ended: %d from %d: %s", rec.Code, a.Index, rec.Body)
+	}
+}
