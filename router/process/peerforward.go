@@ -190,8 +190,8 @@ func (p *peerTransport) send(i int, req *http.Request, head []byte, body io.Read
 			}
 		}
 		if x.unsent && attempt < 3 && req.Context().Err() == nil {
-			// Nothing of the request left: its stream was closed before the first write
-			// (its session ended as it was taken). It goes on a new one, silent owner or not.
+			// The request did not leave whole: its stream was closed under it (its session
+			// ended as it was taken). It goes on a new one, silent owner or not.
 			continue
 		}
 		if x.ownerSilent() && req.Context().Err() == nil {
@@ -429,8 +429,9 @@ type exchange struct {
 	interim func(int, http.Header)
 	// bodySent: the body has begun to be sent (it cannot be sent again).
 	bodySent bool
-	// unsent: the request's first write failed on a stream already closed, sending no
-	// byte: it never reached the owner.
+	// unsent: the request's last write failed on a stream already closed (its session
+	// ended): at most a first part of the frames went out (a hello and head past the
+	// buffer), which the owner cannot decode, so the request never ran there.
 	unsent bool
 
 	stop func() bool // stops the request context's watch on the stream
@@ -513,7 +514,7 @@ func (x *exchange) run(secret string, head []byte, dst http.Header) (*http.Respo
 	}
 	pending := ac.bw.Buffered()
 	if err := ac.bw.Flush(); err != nil {
-		x.unsent = ac.bw.Buffered() == pending && mux.ClosedBeforeWrite(err)
+		x.unsent = ac.bw.Buffered() == pending && mux.ClosedBeforeWrite(err) // this write sent nothing
 		// An owner that drains may read the request, answer it and close its session before
 		// yamux tells this write that its bytes have left: an answer already here is the
 		// answer (reading a broken stream returns at once).

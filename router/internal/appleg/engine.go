@@ -63,10 +63,8 @@ func appRequest(out *fasthttp.Request, req *http.Request, port int, fw *httprule
 			out.Header.Add(k, v)
 		}
 	}
-	for _, v := range req.Header["Te"] {
-		if strings.Contains(strings.ToLower(v), "trailers") {
-			out.Header.Set("Te", "trailers")
-		}
+	if httprules.HasToken(req.Header["Te"], "trailers") {
+		out.Header.Set("Te", "trailers")
 	}
 	if up := httprules.UpgradeType(req.Header); up != "" {
 		out.Header.Set("Connection", "Upgrade")
@@ -133,10 +131,14 @@ func (l *Leg) Serve(w http.ResponseWriter, req *http.Request, app *App, fw httpr
 		stop = context.AfterFunc(req.Context(), func() { ac.Conn.SetDeadline(time.Unix(1, 0)) })
 		body = nil
 		err := out.Header.Write(ac.W)
+		if err == nil {
+			// The head goes at once, before the body is read (as http.Transport flushes the
+			// headers of a body it streams): the app sees the request, and may answer it
+			// (401, 413), however slowly its body comes.
+			err = ac.W.Flush()
+		}
 		if err == nil && hasBody {
 			body = l.sendBody(ac, req, chunked)
-		} else if err == nil {
-			err = ac.W.Flush()
 		}
 		if err == nil {
 			ans.std, err = readAppAnswer(ac, req, resp, func(code int, h http.Header) { httprules.PassInterim(w, code, h) })
@@ -154,6 +156,12 @@ func (l *Leg) Serve(w http.ResponseWriter, req *http.Request, app *App, fw httpr
 	switch {
 	case err != nil:
 		return nil, err
+	case ans.status() == http.StatusSwitchingProtocols && !body.finishedWithin(writeWait):
+		// Switched while the request's body was still going: the tunnel's bytes would
+		// follow a part of it on the same connection.
+		stop()
+		conn.Conn.Close()
+		return nil, errors.Join(connpool.ErrAnswerStarted, errors.New("appleg: the app switched protocols before it had the request's body"))
 	case ans.status() == http.StatusSwitchingProtocols:
 		stop() // the request's end closes the app's side (the caller's work)
 		ans.std.Request, ans.std.Body = req, upgradedApp{conn}
@@ -165,16 +173,18 @@ func (l *Leg) Serve(w http.ResponseWriter, req *http.Request, app *App, fw httpr
 }
 
 // readAppAnswer reads the head of the app's answer from ac: with fasthttp's parser into
-// resp, or, for a head plainHead refuses or fasthttp fails on, with net/http's (std).
+// resp, or, for a head plainHead refuses or fasthttp fails on (and a HEAD's), with
+// net/http's (std).
 // Interim answers (1xx but 101) go to interim, at most httprules.MaxInterim.
 func readAppAnswer(ac *connpool.Conn, req *http.Request, resp *fasthttp.Response, interim func(int, http.Header)) (std *http.Response, err error) {
 	// An answer that has not begun (the app closed an idle connection) may be retried.
 	if _, err := ac.R.Peek(1); err != nil {
 		return nil, err
 	}
-	if plainHead(ac.R) {
+	// The answer to a HEAD goes to net/http's parser: fasthttp takes one without a length
+	// for one that runs to the connection's close, and would not reuse the connection.
+	if req.Method != http.MethodHead && plainHead(ac.R) {
 		resp.StreamBody = true
-		resp.SkipBody = req.Method == http.MethodHead
 		resp.Header.SetNoDefaultContentType(true)
 		if resp.Read(ac.R) == nil {
 			return nil, nil
@@ -304,17 +314,34 @@ func writeBody(bw *bufio.Writer, body io.Reader, trailer http.Header, chunked bo
 	return bw.Flush()
 }
 
-// finished reports whether the writer has sent the whole body (true for none).
-func (b *bodyWriter) finished() bool {
+// writeWait is how long an answer that came before its request's body was all sent waits
+// for the body's writer to end, before the connection is given up (http.Transport's
+// maxWriteWaitBeforeConnReuse).
+const writeWait = 50 * time.Millisecond
+
+// finishedWithin reports whether the writer has sent the whole body (true for none),
+// waiting up to d for it to end.
+func (b *bodyWriter) finishedWithin(d time.Duration) bool {
 	if b == nil {
 		return true
 	}
 	select {
 	case <-b.done:
-		return b.err == nil
 	default:
-		return false
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-b.done:
+		case <-t.C:
+			return false
+		}
 	}
+	return b.err == nil
+}
+
+// noBody reports whether the answer to req with status has no body by rule.
+func noBody(req *http.Request, status int) bool {
+	return req.Method == http.MethodHead || status == http.StatusNoContent || status == http.StatusNotModified || (status >= 100 && status < 200)
 }
 
 // failed returns the writer's error if it has ended on one of the client's body.
@@ -344,8 +371,6 @@ func (l *Leg) writeAnswer(w http.ResponseWriter, req *http.Request, a *appAnswer
 	if l.Answered != nil {
 		l.Answered(req, status)
 	}
-	// Whether the app answered before it had the whole body: it may not read the rest.
-	early := !body.finished()
 	var (
 		trailers []string
 		flush    bool
@@ -360,7 +385,10 @@ func (l *Leg) writeAnswer(w http.ResponseWriter, req *http.Request, a *appAnswer
 	} else {
 		trailers = copyFastHeader(w.Header(), a.fast)
 		flush = streamed(a.fast)
-		keep = !a.fast.ConnectionClose() && a.fast.Header.ContentLength() != -2
+		// -2: no length, the body runs to the connection's close; but an answer that has
+		// no body by rule (204, 304) says nothing of its length. (The answer to a HEAD,
+		// whose length fasthttp would take the same way, is read by net/http's parser.)
+		keep = !a.fast.ConnectionClose() && (a.fast.Header.ContentLength() != -2 || noBody(req, status))
 		if a.fast.IsBodyStream() {
 			src = a.fast.BodyStream()
 		}
@@ -377,7 +405,10 @@ func (l *Leg) writeAnswer(w http.ResponseWriter, req *http.Request, a *appAnswer
 	} else {
 		_, err = w.Write(a.fast.Body())
 	}
-	keep = keep && err == nil && !early && body.finished()
+	// A connection whose request body has not all gone out (the app answered first and may
+	// never read the rest) is not reused; the writer gets as long as http.Transport gives
+	// its own before it decides.
+	keep = keep && err == nil && body.finishedWithin(writeWait)
 	if !keep {
 		ac.Conn.Close()
 	}
