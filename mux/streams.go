@@ -25,6 +25,7 @@ type streamSet struct {
 
 	mu   sync.Mutex
 	ends map[uint32]*streamEnd
+	over bool // the session has ended (endAll): every stream entered from now on has too
 
 	// The receive side's place in the frames; only the session's receive loop uses it.
 	hdr  [yamuxHeaderSize]byte
@@ -47,6 +48,11 @@ func newStreamSet(accepting bool) *streamSet {
 func (ss *streamSet) enter(id uint32) *streamEnd {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
+	if ss.over {
+		e := &streamEnd{}
+		e.ended.Store(true)
+		return e
+	}
 	e := ss.ends[id]
 	if e == nil {
 		e = &streamEnd{}
@@ -65,6 +71,7 @@ func (ss *streamSet) forget(id uint32) {
 // endAll ends every stream: the session is over.
 func (ss *streamSet) endAll() {
 	ss.mu.Lock()
+	ss.over = true
 	ends := make([]*streamEnd, 0, len(ss.ends))
 	for _, e := range ss.ends {
 		ends = append(ends, e)

@@ -307,3 +307,18 @@ func waitGroupOrFail(t *testing.T, wg *sync.WaitGroup, what string) {
 		t.Fatalf("waited 20s for %s", what)
 	}
 }
+
+// A stream entered after its session's end (accepted as the session's reads failed) is
+// over at once: whoever asks to be told of its end is told.
+func TestStreamSetEnterAfterEnd(t *testing.T) {
+	ss := newStreamSet(true)
+	ss.endAll()
+	told := false
+	ss.enter(7).onEnd(func() { told = true })
+	if !told {
+		t.Error("a stream entered after the session ended was not told of its end")
+	}
+	if len(ss.ends) != 0 {
+		t.Errorf("the ended session's set keeps %d streams", len(ss.ends))
+	}
+}
