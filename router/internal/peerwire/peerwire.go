@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 
 	"github.com/olio-dev/olio/router/internal/httprules"
 )
@@ -394,9 +395,10 @@ type Body struct {
 	// Ended, if set, is called once when the end frame has been read.
 	Ended func()
 
-	left    int   // bytes left of the current data frame
-	err     error // sticky: io.EOF after the end frame
-	closing bool  // the end frame was FrameEndClose
+	left     int   // bytes left of the current data frame
+	err      error // sticky: io.EOF after the end frame
+	closing  bool  // the end frame was FrameEndClose
+	complete atomic.Bool
 }
 
 func (b *Body) Read(p []byte) (int, error) {
@@ -459,6 +461,7 @@ func (b *Body) Next() {
 			*b.Trailer = t
 		}
 		b.err = io.EOF
+		b.complete.Store(true)
 		if b.Ended != nil {
 			b.Ended()
 		}
@@ -470,11 +473,13 @@ func (b *Body) Next() {
 // Close does nothing: whoever owns the stream decides what an unread rest means.
 func (b *Body) Close() error { return nil }
 
-// Complete reports whether the end frame has been read.
-func (b *Body) Complete() bool { return b.err == io.EOF }
+// Complete reports whether the end frame has been read. It may be asked while a Read is
+// still under way on another goroutine (a handler that returned before its body was read
+// to the end, whose reader is still waiting on the stream): that body is not complete.
+func (b *Body) Complete() bool { return b.complete.Load() }
 
 // Closing reports whether the end frame read was FrameEndClose: the owner closes the stream.
-func (b *Body) Closing() bool { return b.closing }
+func (b *Body) Closing() bool { return b.complete.Load() && b.closing }
 
 // WriteData writes p as data frames to bw.
 func WriteData(bw *bufio.Writer, p []byte) (int, error) {

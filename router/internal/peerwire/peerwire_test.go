@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"reflect"
 	"testing"
+	"time"
 )
 
 // FuzzAnswerHead: an answer head of any bytes decodes to a status a ResponseWriter
@@ -196,6 +197,40 @@ func TestBodyEndTrailers(t *testing.T) {
 		}
 		if !reflect.DeepEqual(trailer, tr) {
 			t.Errorf("trailer %v, want %v", trailer, tr)
+		}
+	}
+}
+
+// Complete may be asked while a Read waits on another goroutine (a handler that answered
+// before its body had come, whose body's reader still waits on the stream): it says the body
+// is not complete, and the race detector sees no race.
+func TestBodyCompleteDuringRead(t *testing.T) {
+	pr, pw := io.Pipe()
+	b := &Body{R: bufio.NewReader(pr)}
+	read := make(chan error, 1)
+	go func() {
+		_, err := b.Read(make([]byte, 10))
+		read <- err
+	}()
+	var h [HeaderSize]byte
+	pw.Write(AppendFrameHeader(h[:0], FrameData, 4)) // the reader now waits for the data
+	if b.Complete() || b.Closing() {
+		t.Error("a body whose end frame has not come says it is complete")
+	}
+	pw.CloseWithError(io.ErrUnexpectedEOF)
+	// Asked again and again as the reader fails (what the owner's serving loop does after a
+	// handler returns): each answer must be a clean "not complete".
+	deadline := time.After(10 * time.Second)
+	for {
+		if b.Complete() {
+			t.Fatal("a body whose stream broke says it is complete")
+		}
+		select {
+		case <-read:
+			return
+		case <-deadline:
+			t.Fatal("the body's Read did not return within 10s of its stream's end")
+		default:
 		}
 	}
 }
