@@ -88,6 +88,9 @@ func (r *Router) route(w http.ResponseWriter, req *http.Request, a *accessLoggin
 	}
 	stripOlio(req.Header)
 	w, req = r.boundClient(w, req) // --body-timeout
+	if b, ok := req.Context().Value(timedBodyKey{}).(*timedBody); ok {
+		defer b.over.Store(true)
+	}
 	if target == r.index {
 		r.serveLocal(w, req, nil)
 		return

@@ -61,6 +61,10 @@ type timedBody struct {
 	n       int64
 	next    int64 // the byte count at which the deadline moves on
 	expired atomic.Bool
+	// over: the request has been served. A read still under way then (a body the app did
+	// not wait for, read by a writer that has not heard yet) sets no deadline when it
+	// returns: the connection may be serving the next request.
+	over atomic.Bool
 }
 
 // timedBodyKey keys a request's timedBody in its context: net/http cancels the request's
@@ -77,6 +81,9 @@ func bodyTimedOut(req *http.Request) bool {
 func (b *timedBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.n += int64(n)
+	if b.over.Load() {
+		return n, err
+	}
 	if b.n >= b.next && err == nil {
 		b.next = b.n + bodyRate
 		b.rc.SetReadDeadline(b.start.Add(b.d + time.Duration(b.n/bodyRate)*time.Second))
