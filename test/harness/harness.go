@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -50,14 +51,48 @@ func Build(ctx context.Context, root, pkg, out string, flags ...string) error {
 	return nil
 }
 
-// FreePort is a loopback TCP port that was free a moment ago.
+// FreePort is a loopback TCP port that was free a moment ago. It is taken below the
+// kernel's ephemeral range (ip_local_port_range) when there is room there: a port from
+// that range, free when looked at, can become the local port of any outgoing connection
+// (of this test or one running beside it) before the caller binds it; one below it is
+// only ever given out on purpose.
 func FreePort() (int, error) {
+	if low := ephemeralLow(); low > freePortFloor+1000 {
+		for range 100 {
+			p := freePortFloor + mrand.IntN(low-freePortFloor)
+			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+			if err == nil {
+				l.Close()
+				return p, nil
+			}
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// freePortFloor keeps FreePort's ports above the well-known and common service ports.
+const freePortFloor = 10000
+
+// ephemeralLow is the first port of the kernel's ephemeral range (0 when unknown).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0
+	}
+	low, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 0
+	}
+	return low
 }
 
 // Serve is one `olio serve` as a script runs it: on a free loopback port, with its
