@@ -84,6 +84,7 @@ func TestFrozenOwner(t *testing.T) {
 		t.Fatal("worker 1's app did not get the slow request within 10s")
 	}
 
+	handedBefore := opStatus(t, c).Workers[0].HandedOff
 	t.Cleanup(func() { syscall.Kill(victim, syscall.SIGCONT) })
 	if err := syscall.Kill(victim, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
@@ -138,10 +139,15 @@ func TestFrozenOwner(t *testing.T) {
 	select {
 	case a := <-handed:
 		answers = append(answers, a)
-		if !a.unavailable() {
+		// SIGSTOP lands a moment after kill returns: router 1 may have accepted the new
+		// connection itself in that moment, and then serves it, once, when it resumes. A
+		// connection router 0 handed it must be refused (stale), never served.
+		selfAccepted := a.status == http.StatusOK && strings.Contains(a.body, `"index":1`) &&
+			opStatus(t, c).Workers[0].HandedOff == handedBefore
+		if !a.unavailable() && !selfAccepted {
 			t.Errorf("a new connection at the stop: %v; want 503 with Retry-After (from router 0, or from router 1 once resumed)", a)
 		}
-		t.Logf("new connection at the stop: %v", a)
+		t.Logf("new connection at the stop: %v (router 1 accepted it itself: %v)", a, selfAccepted)
 	case <-time.After(40 * time.Second):
 		t.Fatal("a new connection at the stop has had no answer 40s after SIGCONT")
 	}
