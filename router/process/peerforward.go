@@ -282,6 +282,13 @@ func (r *Router) tunnel(w http.ResponseWriter, req *http.Request, resp *http.Res
 		r.remoteError(w, req, fmt.Errorf("router: the owner switched to protocol %q when %q was asked for", got, up))
 		return
 	}
+	r.passing.starting.Add(1) // until it is tracked: a drain looks for it once it is
+	entered := false
+	defer func() {
+		if !entered {
+			r.passing.starting.Done()
+		}
+	}()
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		r.remoteError(w, req, fmt.Errorf("router: cannot switch protocols: %w", err))
@@ -302,6 +309,8 @@ func (r *Router) tunnel(w http.ResponseWriter, req *http.Request, resp *http.Res
 		return
 	}
 	from, untrack := r.trackPassing(back, conn, isWebSocket(resp.Header))
+	entered = true
+	r.passing.starting.Done()
 	defer untrack()
 	done := make(chan struct{}, 2)
 	go tunnelCopy(conn, from, done)

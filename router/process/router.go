@@ -402,7 +402,11 @@ func (r *Router) onDrain(m descend.Message) error {
 		goesOn := d.KeysMove || d.Replaced // the cluster serves this router's keys elsewhere next
 		// The connections this router accepted and forwards end with it: end them cleanly
 		// (a WebSocket gets close 1012 between two of the owner's frames) rather than cut.
-		// On a plain stop they are the owner's app's to end.
+		// On a plain stop they are the owner's app's to end. One whose request the server
+		// finished (hijacked) but that is not tracked yet is waited for first.
+		if goesOn {
+			r.passing.settled(ctx)
+		}
 		if fw := r.passing.matching(func(*liveUpgrade) bool { return true }); len(fw) > 0 && goesOn {
 			n := r.passing.end(ctx, fw, 0)
 			r.logger.Info("drain: ended forwarded upgraded connections", "connections", n)

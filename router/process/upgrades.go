@@ -371,6 +371,22 @@ type upgrades struct {
 	mu    sync.Mutex
 	live  map[*liveUpgrade]struct{}
 	ended atomic.Uint64 // connections a hand-over ended
+	// starting counts the connections between their hijack (the public server no longer
+	// waits for them) and their entry here: a drain waits for it before it looks.
+	starting sync.WaitGroup
+}
+
+// settled waits, until ctx is done, for the connections being entered to be in.
+func (u *upgrades) settled(ctx context.Context) {
+	done := make(chan struct{})
+	go func() {
+		u.starting.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
 }
 
 func (u *upgrades) add(l *liveUpgrade) {
