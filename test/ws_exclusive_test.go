@@ -361,7 +361,9 @@ func waitNotice(t *testing.T, dir, prefix string) string {
 // no key has two live sessions on two processes. A reload (HUP) then ends and re-homes
 // every one of them.
 func TestWSExclusiveScaleUp(t *testing.T) {
-	t.Parallel()
+	// Not in parallel: it checks, by the apps' own clocks, that a moved key's sessions never
+	// overlap; a busy machine delays an app's noticing its connection's end (see the note
+	// in docs/design.md on exclusive ownership).
 	const grace = 2 * time.Second
 	access := filepath.Join(t.TempDir(), "access.log")
 	c, dir := wsStart(t, 2, "--upgrade-grace", grace.String(), "--forward-timeout", "20s", "--access-log", access, "--log-format", "json")
@@ -524,7 +526,9 @@ func TestWSOverlapKeepsConnections(t *testing.T) {
 // owner ends it on a scale (close 1012 through the tunnel); one whose key does not move
 // stays open through the tunnel; no key has two live sessions on two processes.
 func TestWSExclusivePeerTunnel(t *testing.T) {
-	t.Parallel()
+	// Not in parallel: it checks, by the apps' own clocks, that a moved key's sessions never
+	// overlap; a busy machine delays an app's noticing its connection's end (see the note
+	// in docs/design.md on exclusive ownership).
 	c, dir := wsStart(t, 2, "--handoff=false", "--upgrade-grace", "500ms", "--forward-timeout", "20s")
 	var moving, staying []*wsClient
 	for _, k := range wsKeys(40) {
@@ -685,7 +689,9 @@ func longestHold(ks []*wsKeeper) time.Duration {
 // clients that reconnect at once land on the new owner, and no key has two live sessions
 // on two processes.
 func TestWSExclusiveScaleDown(t *testing.T) {
-	t.Parallel()
+	// Not in parallel: it checks, by the apps' own clocks, that a moved key's sessions never
+	// overlap; a busy machine delays an app's noticing its connection's end (see the note
+	// in docs/design.md on exclusive ownership).
 	c, dir := wsStart(t, 3, "--upgrade-grace", "1s", "--forward-timeout", "20s")
 	var keepers []*wsKeeper
 	moving := 0
@@ -756,7 +762,9 @@ func TestWSExclusiveScaleDown(t *testing.T) {
 // close 1012 before the new master's routers serve their keys: clients that reconnect at
 // once land on the new apps, and no key has two live sessions on two processes.
 func TestWSExclusiveUSR2(t *testing.T) {
-	t.Parallel()
+	// Not in parallel: it checks, by the apps' own clocks, that a moved key's sessions never
+	// overlap; a busy machine delays an app's noticing its connection's end (see the note
+	// in docs/design.md on exclusive ownership).
 	const workers = 2
 	c, dir := wsStart(t, workers, "--upgrade-grace", "500ms", "--forward-timeout", "20s")
 	before := appPIDs(t, c, workers)
@@ -801,7 +809,9 @@ func TestWSExclusiveUSR2(t *testing.T) {
 // itself), a scale 2→3 closes, after --upgrade-grace, the WebSockets of the keys that move
 // to the new worker, and only those: the handler's sessions of the other keys go on.
 func TestWSExclusiveEmbedded(t *testing.T) {
-	t.Parallel()
+	// Not in parallel: it checks, by the apps' own clocks, that a moved key's sessions never
+	// overlap; a busy machine delays an app's noticing its connection's end (see the note
+	// in docs/design.md on exclusive ownership).
 	c := Start(t, "--workers", "2", "--embedded", "--upgrade-grace", "500ms", "--forward-timeout", "10s", "--", exampleBin)
 	type session struct {
 		key  string
