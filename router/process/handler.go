@@ -34,9 +34,10 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 
 // route routes a public request; a records it for the access log (nil: the log is off).
 func (r *Router) route(w http.ResponseWriter, req *http.Request, a *accessLogging) {
+	var g *generation // the hand-over generation the request counts in; nil: none
 	if !isUpgrade(req) { // an upgraded connection is not waited for by a hand-over
-		g := r.handover.enter()
-		defer g.leave()
+		g = r.handover.enter()
+		defer func() { g.leave() }() // the one it is in when it ends
 	}
 	workers := r.workers()
 	target := r.index
@@ -63,8 +64,18 @@ func (r *Router) route(w http.ResponseWriter, req *http.Request, a *accessLoggin
 		a.setKey(h, key) // first: a request held, then given up, is logged with its key
 		target = keys.Jump(h, workers)
 		if ch := r.handover.hold(h, target); ch != nil && r.exclusive() {
-			// Its owner is changing: wait until the old one has finished.
-			if !r.waitHeld(w, req, ch, "the owner of this key is changing") {
+			// Its owner is changing: wait until the old one has finished. Held, it has gone
+			// nowhere yet, so the prepare holding it must not wait for it: it leaves its
+			// generation while it waits (else the two wait on each other until
+			// --forward-timeout), and counts in the current one from then on.
+			if g != nil {
+				g.leave()
+			}
+			ok := r.waitHeld(w, req, ch, "the owner of this key is changing")
+			if g != nil {
+				g = r.handover.enter()
+			}
+			if !ok {
 				return
 			}
 			workers = r.workers()

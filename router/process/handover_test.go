@@ -3,6 +3,8 @@ package process
 import (
 	"context"
 	"github.com/olio-dev/olio/router/keys"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"testing"
 	"time"
@@ -129,5 +131,40 @@ func TestHandoverDropsOnlyItsOwnChange(t *testing.T) {
 	h.drop(first)
 	if h.pending.Load() != nil {
 		t.Fatal("drop of the pending change left it pending")
+	}
+}
+
+// A request held for a moving key has gone nowhere yet: it does not count among the
+// requests a prepare waits for (else the prepare and the request would wait on each other
+// until --forward-timeout). Once released it is served.
+func TestHeldRequestNotWaitedForByPrepare(t *testing.T) {
+	tc := newTestCluster(t, 1, 10*time.Second)
+	r := tc.routers[0]
+	p := &membership{epoch: 2, workers: 2}
+	r.handover.mu.Lock()
+	r.handover.pending.Store(p)
+	r.handover.mu.Unlock()
+	done := make(chan int, 1)
+	go func() {
+		req := httptest.NewRequest("GET", "/", nil)
+		req.Header.Set("X-Olio-Key", keyOwnedBy(1, 2)) // moves from worker 0 to worker 1
+		rec, _ := tc.do(0, req)
+		done <- rec.Code
+	}()
+	waitUntil(t, "the request is held", func() bool { return r.counters.held.Load() > 0 })
+	if n := r.handover.cur.Load().n.Load(); n != 0 {
+		t.Errorf("%d requests count in the hand-over's generation while the only one is held: a prepare would wait for it", n)
+	}
+	r.handover.drop(p) // released: the key is routed by the old count again (the change was dropped)
+	select {
+	case code := <-done:
+		if code != http.StatusOK {
+			t.Errorf("the released request: %d", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the released request had no answer within 10s")
+	}
+	if n := r.handover.cur.Load().n.Load(); n != 0 {
+		t.Errorf("%d requests still count in the generation after the answer", n)
 	}
 }
