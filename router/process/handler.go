@@ -34,7 +34,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 
 // route routes a public request; a records it for the access log (nil: the log is off).
 func (r *Router) route(w http.ResponseWriter, req *http.Request, a *accessLogging) {
-	var g *generation // the hand-over generation the request counts in; nil: none
+	var g *generation    // the hand-over generation the request counts in; nil: none
 	if !isUpgrade(req) { // an upgraded connection is not waited for by a hand-over
 		g = r.handover.enter()
 		defer func() { g.leave() }() // the one it is in when it ends
