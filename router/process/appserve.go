@@ -1,6 +1,7 @@
 package process
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -66,19 +67,25 @@ func (r *Router) switchProtocols(w http.ResponseWriter, req *http.Request, resp 
 	defer conn.Close()
 	defer context.AfterFunc(req.Context(), func() { back.Close() })()
 	defer back.Close()
-	h := w.Header()
-	for k, vs := range resp.Header {
-		h[k] = append(h[k], vs...)
-	}
-	resp.Header, resp.Body = h, nil // Write sends the header alone
-	if err := resp.Write(brw); err != nil {
-		return
-	}
-	if err := brw.Flush(); err != nil {
+	if writeSwitch(w, brw, resp) != nil {
 		return
 	}
 	done := make(chan struct{}, 2)
 	go tunnelCopy(conn, back, done)
 	go tunnelCopy(back, conn, done)
 	<-done // either side ended: the deferred closes end the other
+}
+
+// writeSwitch writes a 101 answer on the client's hijacked connection, with the header the
+// handler had set before it and the answer's own, as ReverseProxy does.
+func writeSwitch(w http.ResponseWriter, brw *bufio.ReadWriter, resp *http.Response) error {
+	h := w.Header()
+	for k, vs := range resp.Header {
+		h[k] = append(h[k], vs...)
+	}
+	resp.Header, resp.Body = h, nil // Write sends the header alone
+	if err := resp.Write(brw); err != nil {
+		return err
+	}
+	return brw.Flush()
 }

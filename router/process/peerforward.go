@@ -297,15 +297,7 @@ func (r *Router) tunnel(w http.ResponseWriter, req *http.Request, resp *http.Res
 	defer conn.Close()
 	stop := context.AfterFunc(req.Context(), func() { back.Close() })
 	defer stop()
-	h := w.Header()
-	for k, vs := range resp.Header {
-		h[k] = append(h[k], vs...)
-	}
-	resp.Header, resp.Body = h, nil // Write sends the header alone
-	if err := resp.Write(brw); err != nil {
-		return
-	}
-	if err := brw.Flush(); err != nil {
+	if writeSwitch(w, brw, resp) != nil {
 		return
 	}
 	from, untrack := r.trackPassing(back, conn, isWebSocket(resp.Header))
